@@ -1,0 +1,3 @@
+from pushsource.cli import main
+
+raise SystemExit(main())

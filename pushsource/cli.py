@@ -1,0 +1,189 @@
+"""The ``pushsource`` command line. Exit status: 0 done, 2 usage or configuration
+error (a wrong password included), 1 anything else fatal."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from pushsource import __version__
+from pushsource.errors import ConfigError, PushsourceError
+from pushsource.folder import FolderQueue, scan
+from pushsource.icecast import StationInfo, parse_target
+from pushsource.station import ListSource, Pacing, Station, TrackSource
+
+log = logging.getLogger("pushsource")
+
+PASSWORD_ENV = "PUSHSOURCE_PASSWORD"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    loudness = common.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug output"
+    )
+    loudness.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="pushsource",
+        description="A folder-driven source client for Icecast.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"pushsource {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    stream = commands.add_parser(
+        "stream",
+        parents=[common],
+        help="stream the MP3s of a folder to an Icecast mount",
+        description="Play the MP3s in FOLDER (name order, then files as they are dropped in) "
+        "to an Icecast mount, in real time, with the now-playing title of each track.",
+        epilog="The password may instead come from --password-file or the "
+        f"{PASSWORD_ENV} environment variable; it is never prompted for.",
+    )
+    stream.add_argument("folder", metavar="FOLDER", type=Path, help="the music folder")
+    stream.add_argument(
+        "url",
+        metavar="URL",
+        help="icecast://[user[:password]@]host[:port]/mount (user defaults to source, "
+        "port to 8000); http:// and https:// work the same way",
+    )
+    stream.add_argument("--password-file", type=Path, metavar="PATH", help="read the password from PATH")
+    stream.add_argument(
+        "--once", action="store_true", help="play what is in the folder, then close cleanly and exit"
+    )
+    stream.add_argument("--name", help="station name (ice-name)")
+    stream.add_argument("--description", help="station description (ice-description)")
+    stream.add_argument("--genre", help="genre (ice-genre)")
+    stream.add_argument("--url", dest="station_url", metavar="URL", help="station web site (ice-url)")
+    stream.add_argument(
+        "--public",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="list the stream in public directories (ice-public; default: no)",
+    )
+    stream.add_argument(
+        "--lead",
+        type=_seconds,
+        default=Pacing.lead,
+        metavar="SECONDS",
+        help="how far ahead of real time audio is sent (default %(default)s)",
+    )
+    stream.add_argument(
+        "--settle",
+        type=_seconds,
+        default=2.0,
+        metavar="SECONDS",
+        help="a dropped-in file with no close event is ready once its size "
+        "holds still this long (default %(default)s)",
+    )
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 60:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 60 seconds: {text}")
+    return value
+
+
+def read_password_file(path: Path) -> str:
+    """The password in ``path`` (one line). Raises ConfigError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read --password-file {path}: {reason}") from None
+    secret = text.strip("\r\n")
+    if not secret:
+        raise ConfigError(f"--password-file {path} is empty")
+    return secret
+
+
+def setup_logging(args: argparse.Namespace) -> None:
+    level = logging.INFO
+    if getattr(args, "verbose", False):
+        level = logging.DEBUG
+    elif getattr(args, "quiet", False):
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)  # libraries speak up only when it matters
+    logging.getLogger("pushsource").setLevel(level)
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    target = parse_target(
+        args.url,
+        password=read_password_file(args.password_file) if args.password_file else None,
+        fallback_password=os.environ.get(PASSWORD_ENV),
+    )
+    folder: Path = args.folder
+    if not folder.is_dir():
+        raise ConfigError(f"music folder {folder} is not a directory")
+    info = StationInfo(
+        name=args.name,
+        description=args.description,
+        genre=args.genre,
+        url=args.station_url,
+        public=args.public,
+    )
+    pacing = Pacing(lead=args.lead, batch=min(Pacing.batch, args.lead))
+    source: TrackSource
+    queue: FolderQueue | None = None
+    if args.once:
+        paths = scan(folder)
+        if not paths:
+            log.warning("nothing to play in %s", folder)
+            return 0
+        source = ListSource(paths)
+    else:
+        queue = FolderQueue(folder, settle=args.settle)
+        queue.start()
+        source = queue
+    station = Station(target, source, info, once=args.once, pacing=pacing)
+    _stop_on_signals(station)
+    try:
+        station.run()
+    finally:
+        if queue is not None:
+            queue.stop()
+    return 0
+
+
+def _stop_on_signals(station: Station) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("stopping (%s)", signal.Signals(signum).name)
+        station.stop()
+        signal.signal(signum, signal.SIG_DFL)  # a second signal ends us at once
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args)
+    try:
+        if args.command == "stream":
+            return run_stream(args)
+        parser.error(f"unknown command {args.command}")
+    except PushsourceError as exc:
+        print(f"pushsource: error: {exc}", file=sys.stderr)
+        return exc.exit_status
+    return 0

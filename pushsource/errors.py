@@ -1,0 +1,57 @@
+"""The exceptions pushsource raises: one root, subclasses that carry their context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PushsourceError(Exception):
+    """Root of every error pushsource raises on purpose."""
+
+    #: Exit status the command line uses when this error ends the program.
+    exit_status = 1
+
+
+class ConfigError(PushsourceError):
+    """The command line or its environment is wrong (bad URL, missing password...)."""
+
+    exit_status = 2
+
+
+class FrameError(PushsourceError):
+    """MPEG audio data that cannot be used, at a byte offset of its input."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset})")
+        self.offset = offset
+
+
+class TrackError(PushsourceError):
+    """A file that cannot be played; the station skips it and goes on."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class IcecastError(PushsourceError):
+    """Icecast refused the source or the connection to it failed.
+
+    ``status`` is the HTTP status Icecast answered with, or None when there was
+    no answer (refused, reset, timed out).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class AuthenticationError(IcecastError):
+    """Icecast answered 401: the source user or password is wrong."""
+
+    exit_status = 2
+
+
+class MountInUseError(IcecastError):
+    """Icecast answered 403: another source already holds the mount."""

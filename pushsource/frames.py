@@ -1,0 +1,486 @@
+"""A sans-IO MPEG audio frame parser.
+
+Feed it bytes with :meth:`FrameParser.feed` (``b""`` marks the end of input) and
+pull events with :meth:`FrameParser.next_event`: a :class:`Frame` of audio, a
+:class:`Skipped` span (tags, header frames, junk), :data:`NEED_DATA` or
+:data:`END`. No file, socket or clock lives here.
+
+What is audio: MPEG-1, MPEG-2 and MPEG-2.5 Layer I/II/III frames (ISO 11172-3,
+ISO 13818-3). What is not: ID3v2 (anywhere, with or without footer), ID3v1 and
+its "TAG+" extension, APEv1/v2, Lyrics3 v1/v2, and the Xing/Info/VBRI frame
+encoders put first (a valid frame that carries a seek table, not sound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from pushsource.errors import FrameError
+
+__all__ = [
+    "END",
+    "NEED_DATA",
+    "Frame",
+    "FrameHeader",
+    "FrameParser",
+    "Skipped",
+    "parse_header",
+    "silent_frame",
+]
+
+
+class MPEGVersion(Enum):
+    MPEG1 = "1"
+    MPEG2 = "2"
+    MPEG25 = "2.5"
+
+
+# Bitrates in kbps by (version is MPEG-1, layer); index 0 (free format) and 15
+# (forbidden) are rejected like mutagen does: a free-format frame has no length
+# we can trust, and false syncs often land there.
+_BITRATES: Final[dict[tuple[bool, int], tuple[int, ...]]] = {
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_SAMPLE_RATES: Final[dict[MPEGVersion, tuple[int, int, int]]] = {
+    MPEGVersion.MPEG1: (44100, 48000, 32000),
+    MPEGVersion.MPEG2: (22050, 24000, 16000),
+    MPEGVersion.MPEG25: (11025, 12000, 8000),
+}
+_VERSION_BITS: Final = {0: MPEGVersion.MPEG25, 2: MPEGVersion.MPEG2, 3: MPEGVersion.MPEG1}
+_LAYER_BITS: Final = {1: 3, 2: 2, 3: 1}
+MONO: Final = 3  # channel mode value for single channel
+
+
+@dataclass(frozen=True, slots=True)
+class FrameHeader:
+    """The 4-byte header of one MPEG audio frame, decoded."""
+
+    version: MPEGVersion
+    layer: int
+    protected: bool  # a 16-bit CRC follows the header
+    bitrate: int  # kbps
+    sample_rate: int
+    padding: bool
+    channel_mode: int  # 0 stereo, 1 joint stereo, 2 dual channel, 3 mono
+    length: int  # bytes, header included
+    samples: int  # PCM samples per channel this frame decodes to
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.channel_mode == MONO else 2
+
+    @property
+    def duration(self) -> float:
+        return self.samples / self.sample_rate
+
+    def continues(self, other: FrameHeader) -> bool:
+        """Whether ``other`` can follow this frame in one stream (same version,
+        layer, sample rate and channel count; bitrate and padding may change)."""
+        return (
+            self.version is other.version
+            and self.layer == other.layer
+            and self.sample_rate == other.sample_rate
+            and (self.channel_mode == MONO) == (other.channel_mode == MONO)
+        )
+
+    def _side_info_size(self) -> int:
+        if self.version is MPEGVersion.MPEG1:
+            return 17 if self.channel_mode == MONO else 32
+        return 9 if self.channel_mode == MONO else 17
+
+
+def _decode_header(word: int) -> FrameHeader | None:
+    if word >> 21 != 0x7FF:
+        return None
+    version = _VERSION_BITS.get((word >> 19) & 3)
+    layer = _LAYER_BITS.get((word >> 17) & 3)
+    bitrate_index = (word >> 12) & 0xF
+    rate_index = (word >> 10) & 3
+    if version is None or layer is None or bitrate_index in (0, 15) or rate_index == 3:
+        return None
+    if word & 3 == 2:  # reserved emphasis value
+        return None
+    mpeg1 = version is MPEGVersion.MPEG1
+    bitrate = _BITRATES[(mpeg1, layer)][bitrate_index]
+    sample_rate = _SAMPLE_RATES[version][rate_index]
+    padding = bool((word >> 9) & 1)
+    if layer == 1:
+        length = (12 * bitrate * 1000 // sample_rate + padding) * 4
+        samples = 384
+    elif layer == 2 or mpeg1:
+        length = 144 * bitrate * 1000 // sample_rate + padding
+        samples = 1152
+    else:  # Layer III of MPEG-2 and MPEG-2.5 carries one granule per frame
+        length = 72 * bitrate * 1000 // sample_rate + padding
+        samples = 576
+    return FrameHeader(
+        version=version,
+        layer=layer,
+        protected=not (word >> 16) & 1,
+        bitrate=bitrate,
+        sample_rate=sample_rate,
+        padding=padding,
+        channel_mode=(word >> 6) & 3,
+        length=length,
+        samples=samples,
+    )
+
+
+_header_cache: dict[int, FrameHeader | None] = {}
+
+
+def parse_header(data: bytes | bytearray, offset: int = 0) -> FrameHeader | None:
+    """Decode the frame header at ``data[offset:offset+4]``; None if it is not a
+    valid one (or fewer than 4 bytes are there). Does not raise."""
+    if len(data) < offset + 4 or data[offset] != 0xFF:
+        return None
+    word = int.from_bytes(data[offset : offset + 4], "big")
+    try:
+        return _header_cache[word]
+    except KeyError:
+        pass
+    header = _decode_header(word)
+    if len(_header_cache) > 4096:  # junk can produce many distinct words
+        _header_cache.clear()
+    _header_cache[word] = header
+    return header
+
+
+def silent_frame(like: FrameHeader) -> bytes:
+    """A frame of digital silence in the format of ``like`` (no padding, no CRC).
+
+    Zero side information and zero main data decode to silence in every layer:
+    no allocated bits (Layer I/II), zero part2_3_length (Layer III).
+    """
+    version_bits = {v: k for k, v in _VERSION_BITS.items()}[like.version]
+    layer_bits = {v: k for k, v in _LAYER_BITS.items()}[like.layer]
+    bitrate_index = _BITRATES[(like.version is MPEGVersion.MPEG1, like.layer)].index(like.bitrate)
+    rate_index = _SAMPLE_RATES[like.version].index(like.sample_rate)
+    word = (
+        (0x7FF << 21)
+        | (version_bits << 19)
+        | (layer_bits << 17)
+        | (1 << 16)  # protection bit set: no CRC
+        | (bitrate_index << 12)
+        | (rate_index << 10)
+        | (like.channel_mode << 6)
+    )
+    header = _decode_header(word)
+    assert header is not None
+    return word.to_bytes(4, "big") + bytes(header.length - 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One audio frame: ``data`` is its exact bytes, header included."""
+
+    offset: int
+    header: FrameHeader
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A span of input that is not audio: ``what`` says which kind."""
+
+    offset: int
+    length: int
+    what: str  # "id3v2", "id3v1", "apev2", "lyrics3", "xing", "vbri", "junk", "cut frame"
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: next_event() needs more input before it can say anything.
+NEED_DATA: Final = _Sentinel("NEED_DATA")
+#: The input has ended and every event has been returned.
+END: Final = _Sentinel("END")
+
+Event = Frame | Skipped | _Sentinel
+
+#: Consecutive valid, mutually consistent headers needed before a sync is
+#: trusted: false syncs inside tags, cover art and junk are common.
+SYNC_FRAMES: Final = 3
+_TAG_MAGICS: Final = (b"ID3", b"TAG", b"APETAGEX", b"LYRICSBEGIN")
+_LONGEST_MAGIC: Final = 11
+_MAX_LYRICS3: Final = 1_000_000 + 32  # Lyrics3v2 sizes have six decimal digits
+_COMPACT_AT: Final = 1 << 16
+
+
+class FrameParser:
+    """Finds the audio frames in a stream of bytes. See the module docstring.
+
+    ``next_event`` raises :class:`FrameError` once, at the end of an input in
+    which no audio frame was found; nothing else it does raises.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0  # parse point, index into _buf
+        self._base = 0  # absolute offset of _buf[0]
+        self._eof = False
+        self._skip = 0  # bytes of a tag still to discard
+        self._locked: FrameHeader | None = None  # header of the last trusted frame
+        self._junk_start: int | None = None  # absolute offset where unexplained bytes began
+        self._pending: list[Event] = []
+        self.frames = 0  # audio frames returned so far
+        self._ended = False
+
+    @property
+    def offset(self) -> int:
+        """Absolute offset of the next byte the parser will look at."""
+        return self._base + self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Add input; an empty ``data`` marks the end of input."""
+        if self._eof:
+            if data:
+                raise RuntimeError("FrameParser.feed() called after the end of input")
+            return
+        if not data:
+            self._eof = True
+            return
+        if self._pos >= _COMPACT_AT:
+            del self._buf[: self._pos]
+            self._base += self._pos
+            self._pos = 0
+        self._buf += data
+
+    def next_event(self) -> Event:
+        """Return the next event. Raises FrameError at the end of an input that
+        held no audio frame."""
+        while True:
+            if self._pending:
+                return self._pending.pop(0)
+            if self._ended:
+                return END
+            event = self._step()
+            if event is not None:
+                return event
+
+    # -- the state machine -------------------------------------------------
+
+    def _step(self) -> Event | None:
+        """Advance by one decision; None means 'loop again'."""
+        buf, pos = self._buf, self._pos
+        avail = len(buf) - pos
+        if self._skip:
+            n = min(self._skip, avail)
+            self._pos += n
+            self._skip -= n
+            if self._skip:
+                return self._starved()
+            return None
+        if self._locked is not None:
+            return self._step_locked(buf, pos, avail)
+        return self._step_searching(buf, pos, avail)
+
+    def _starved(self) -> Event | None:
+        """Out of input at the parse point: wait for more, or finish."""
+        if not self._eof:
+            return NEED_DATA
+        self._skip = 0
+        end = self._base + len(self._buf)
+        if self._junk_start is None and self._pos < len(self._buf):
+            self._junk_start = self.offset
+        self._pos = len(self._buf)
+        self._flush_junk(end)
+        self._ended = True
+        if self.frames == 0:
+            raise FrameError(f"no MPEG audio frame found in {end} bytes", end)
+        return None
+
+    def _step_locked(self, buf: bytearray, pos: int, avail: int) -> Event | None:
+        assert self._locked is not None
+        if avail < 4 and not self._eof:
+            return NEED_DATA
+        header = parse_header(buf, pos)
+        if header is None or not self._locked.continues(header):
+            self._locked = None  # lost sync: look for tags or a new sync here
+            return None
+        length = header.length
+        if avail < length + _LONGEST_MAGIC and not self._eof:
+            return NEED_DATA  # to judge a frame we look at what follows it
+        if avail < length:  # the input ends inside this frame
+            self._pos = len(buf)
+            self._pending.append(Skipped(self._base + pos, avail, "cut frame"))
+            return self._starved()
+        end = pos + length
+        trusted = (
+            avail < length + 4  # input ends here or in the next 1-3 bytes
+            or parse_header(buf, end) is not None
+            or _magic_at(buf, end) is not None
+        )
+        if not trusted and any(buf.find(m, pos + 4, end) >= 0 for m in _TAG_MAGICS):
+            # Junk follows and a tag starts inside this frame: the frame was cut
+            # short and what we took for its tail is a tag. Drop it.
+            self._pos = end
+            self._locked = None
+            return Skipped(self._base + pos, length, "cut frame")
+        self._pos = end
+        self._locked = header
+        info = _header_frame_kind(buf, pos, header)
+        if info is not None:
+            return Skipped(self._base + pos, length, info)
+        self.frames += 1
+        return Frame(self._base + pos, header, bytes(buf[pos:end]))
+
+    def _step_searching(self, buf: bytearray, pos: int, avail: int) -> Event | None:
+        if avail == 0:
+            return self._starved()
+        if not self._eof and avail < _LONGEST_MAGIC and _could_be_magic(buf, pos):
+            return NEED_DATA
+        tag = _magic_at(buf, pos)
+        if tag is not None:
+            return self._start_tag(tag, buf, pos, avail)
+        if buf[pos] == 0xFF:
+            verdict = self._confirm_sync(buf, pos)
+            if verdict is None:
+                return NEED_DATA
+            if verdict:
+                self._flush_junk(self._base + pos)
+                self._locked = parse_header(buf, pos)
+                return None
+        # Neither a sync nor a tag: junk. Jump to the next place either could start.
+        if self._junk_start is None:
+            self._junk_start = self._base + pos
+        nxt = _next_candidate(buf, pos + 1)
+        self._pos = len(buf) if nxt < 0 else nxt
+        return None
+
+    def _confirm_sync(self, buf: bytearray, pos: int) -> bool | None:
+        """Whether a trusted run of frames starts at pos; None: need more input."""
+        first = parse_header(buf, pos)
+        if first is None:
+            return False if len(buf) - pos >= 4 or self._eof else None
+        at, count = pos, 0
+        header: FrameHeader | None = first
+        while header is not None and first.continues(header):
+            count += 1
+            if count >= SYNC_FRAMES:
+                return True
+            at += header.length
+            if len(buf) - at < 4:
+                if not self._eof:
+                    return None
+                # A short file: a run that ends exactly at the end of input counts.
+                return at == len(buf) and count >= 2
+            header = parse_header(buf, at)
+        # A run cut short by a tag (ID3v1 after two frames, say) is trusted too.
+        if count >= 2 and header is None:
+            magic = _magic_at(buf, at)
+            if magic is None and len(buf) - at < _LONGEST_MAGIC and not self._eof:
+                return None
+            return magic is not None
+        return False
+
+    def _start_tag(self, tag: bytes, buf: bytearray, pos: int, avail: int) -> Event | None:
+        size = _tag_size(tag, buf, pos, self._eof)
+        if size is None:
+            return NEED_DATA
+        if size == 0:  # looked like a tag, is not one: one junk byte
+            if self._junk_start is None:
+                self._junk_start = self._base + pos
+            self._pos = pos + 1
+            return None
+        self._flush_junk(self._base + pos)
+        what = {b"ID3": "id3v2", b"TAG": "id3v1", b"APETAGEX": "apev2"}.get(tag, "lyrics3")
+        take = min(size, avail)
+        self._pos = pos + take
+        self._skip = size - take
+        self._pending.append(Skipped(self._base + pos, size, what))
+        return None
+
+    def _flush_junk(self, upto: int) -> None:
+        if self._junk_start is not None and upto > self._junk_start:
+            self._pending.append(Skipped(self._junk_start, upto - self._junk_start, "junk"))
+        self._junk_start = None
+
+
+def _magic_at(buf: bytearray, pos: int) -> bytes | None:
+    for magic in _TAG_MAGICS:
+        if buf.startswith(magic, pos):
+            return magic
+    return None
+
+
+def _could_be_magic(buf: bytearray, pos: int) -> bool:
+    tail = bytes(buf[pos:])
+    return any(len(tail) < len(m) and m.startswith(tail) for m in _TAG_MAGICS)
+
+
+def _next_candidate(buf: bytearray, start: int) -> int:
+    """Index of the next byte at or after start where a frame or tag could
+    begin (or a tag's name is cut off by the end of the buffer), or -1."""
+    best = buf.find(b"\xff", start)
+    limit = len(buf) if best < 0 else best
+    for magic in _TAG_MAGICS:  # ASCII names: none can straddle a 0xFF byte
+        i = buf.find(magic, start, limit)
+        if i >= 0:
+            best = limit = i
+    if best < 0:
+        for k in range(min(_LONGEST_MAGIC - 1, len(buf) - start), 0, -1):
+            if _could_be_magic(buf, len(buf) - k):
+                return len(buf) - k
+    return best
+
+
+def _tag_size(tag: bytes, buf: bytearray, pos: int, eof: bool) -> int | None:
+    """Total size of the tag starting at pos, 0 if it is not really one, None
+    if more input is needed to tell."""
+    avail = len(buf) - pos
+    if tag == b"ID3":
+        if avail < 10:
+            return 0 if eof else None
+        major, revision, flags = buf[pos + 3], buf[pos + 4], buf[pos + 5]
+        size_bytes = buf[pos + 6 : pos + 10]
+        if major not in (2, 3, 4) or revision == 0xFF or any(b & 0x80 for b in size_bytes):
+            return 0
+        size = (size_bytes[0] << 21) | (size_bytes[1] << 14) | (size_bytes[2] << 7) | size_bytes[3]
+        footer = 10 if major == 4 and flags & 0x10 else 0
+        return 10 + size + footer
+    if tag == b"TAG":
+        if avail < 4 and not eof:
+            return None
+        return 227 if buf.startswith(b"TAG+", pos) else 128
+    if tag == b"APETAGEX":
+        if avail < 32:
+            return 0 if eof else None
+        size = int.from_bytes(buf[pos + 12 : pos + 16], "little")
+        flags = int.from_bytes(buf[pos + 20 : pos + 24], "little")
+        if flags & (1 << 29):  # this is the header: items and footer follow
+            return 32 + size
+        return 32  # a footer met on its own: its items already went by as junk
+    # Lyrics3: runs to "LYRICSEND" (v1) or "LYRICS200" (v2).
+    for end_magic in (b"LYRICS200", b"LYRICSEND"):
+        end = buf.find(end_magic, pos + 11, pos + _MAX_LYRICS3)
+        if end >= 0:
+            return end + len(end_magic) - pos
+    if eof or avail >= _MAX_LYRICS3:
+        return 0
+    return None
+
+
+def _header_frame_kind(buf: bytearray, pos: int, header: FrameHeader) -> str | None:
+    """'xing' or 'vbri' if the frame at pos is an encoder's info frame, else None."""
+    if header.layer != 3:
+        return None
+    at = pos + 4 + header._side_info_size()
+    for offset in (at, at + 2):  # some encoders leave room for a CRC, some do not
+        if buf[offset : offset + 4] in (b"Xing", b"Info"):
+            return "xing"
+    if buf[pos + 36 : pos + 40] == b"VBRI":
+        return "vbri"
+    return None

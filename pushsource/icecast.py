@@ -1,0 +1,347 @@
+"""Talking to Icecast: the source URL, the long PUT, and now-playing titles.
+
+All HTTP goes through ``requests``; its exceptions are translated into
+:class:`~pushsource.errors.IcecastError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final
+from urllib.parse import unquote, urlsplit
+
+import requests
+
+from pushsource import __version__
+from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
+
+log = logging.getLogger("pushsource.icecast")
+
+USER_AGENT: Final = f"pushsource/{__version__}"
+DEFAULT_PORT: Final = 8000
+DEFAULT_USER: Final = "source"
+#: Content-Length we announce for the endless PUT body. Icecast 2.4.4 does not
+#: de-chunk request bodies, so the body must go raw, and requests sends an
+#: iterable raw only when it knows a length.
+ENDLESS: Final = 1 << 62
+
+
+@dataclass(frozen=True)
+class IcecastTarget:
+    """Where to send: parsed from ``icecast://user:password@host:port/mount``."""
+
+    host: str
+    port: int
+    mount: str
+    user: str = DEFAULT_USER
+    password: str = field(default="", repr=False)
+    tls: bool = False
+
+    def __str__(self) -> str:
+        scheme = "https" if self.tls else "icecast"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{self.user}@{host}:{self.port}{self.mount}"
+
+
+def parse_target(
+    url: str, *, password: str | None = None, fallback_password: str | None = None
+) -> IcecastTarget:
+    """Parse a source URL. The password is ``password`` if given (from a
+    file), else the URL's, else ``fallback_password`` (from the environment).
+    Raises ConfigError, whose message never repeats the password."""
+    shown = _redact(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"bad Icecast URL {shown}: {_redact(str(exc))}") from None
+    if parts.scheme not in ("icecast", "http", "https"):
+        raise ConfigError(
+            f"bad Icecast URL {shown}: scheme must be icecast://, http:// or https://"
+        )
+    if not parts.hostname:
+        raise ConfigError(f"bad Icecast URL {shown}: no host")
+    mount = parts.path
+    if not mount or mount == "/" or parts.query or parts.fragment:
+        raise ConfigError(f"bad Icecast URL {shown}: give a mount, e.g. {shown.rstrip('/')}/stream")
+    if any(c.isspace() for c in mount):
+        raise ConfigError(f"bad Icecast URL {shown}: the mount contains white space")
+    secret = password or unquote(parts.password or "") or fallback_password
+    if not secret:
+        raise ConfigError(
+            "no source password: put it in the URL, in --password-file, "
+            "or in the PUSHSOURCE_PASSWORD environment variable"
+        )
+    return IcecastTarget(
+        host=parts.hostname,
+        port=port if port is not None else DEFAULT_PORT,
+        mount=mount,
+        user=unquote(parts.username or "") or DEFAULT_USER,
+        password=secret,
+        tls=parts.scheme == "https",
+    )
+
+
+def _redact(text: str) -> str:
+    """Replace the password of any URL in text with ***."""
+    return re.sub(r"(//[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+
+
+def resolve(target: IcecastTarget) -> str:
+    """The one address both the PUT and the title updates go to.
+
+    Icecast accepts a title update with source credentials only from the
+    source's own IP address; pinning one address keeps a dual-stack name like
+    ``localhost`` from sending the PUT over IPv4 and the update over IPv6.
+    Raises IcecastError.
+    """
+    try:
+        infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise IcecastError(f"cannot resolve {target.host}: {exc}") from exc
+    return str(infos[0][4][0])
+
+
+class _Endpoint:
+    """URLs and headers that reach the target at its pinned address."""
+
+    def __init__(self, target: IcecastTarget, address: str) -> None:
+        self.target = target
+        if target.tls:  # certificates name the host, so TLS goes by name
+            self.base = f"https://{_netloc(target.host, target.port)}"
+            self.host_header: dict[str, str] = {}
+        else:
+            self.base = f"http://{_netloc(address, target.port)}"
+            self.host_header = {"Host": _netloc(target.host, target.port)}
+        self.auth = (target.user, target.password)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+@dataclass(frozen=True)
+class StationInfo:
+    """What listeners' directories show: sent as ``ice-*`` headers."""
+
+    name: str | None = None
+    description: str | None = None
+    genre: str | None = None
+    url: str | None = None
+    public: bool = False
+
+    def headers(self, bitrate: int, sample_rate: int, channels: int) -> dict[str, str]:
+        headers = {
+            "ice-public": "1" if self.public else "0",
+            "ice-bitrate": str(bitrate),
+            "ice-audio-info": f"bitrate={bitrate};samplerate={sample_rate};channels={channels}",
+        }
+        for key, value in (
+            ("ice-name", self.name),
+            ("ice-description", self.description),
+            ("ice-genre", self.genre),
+            ("ice-url", self.url),
+        ):
+            if value:
+                headers[key] = value
+        return headers
+
+
+class _RawBody:
+    """An iterable PUT body with a length, so requests sends it raw.
+
+    ``finished`` tells afterwards whether the whole body went out: urllib3
+    swallows a reset while sending and then reads Icecast's early ``200 OK``,
+    so the status alone cannot tell a finished stream from a dropped one.
+    """
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = chunks
+        self.finished = False
+        self.sent = 0
+
+    def __len__(self) -> int:
+        return ENDLESS
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            yield chunk
+            self.sent += len(chunk)
+        self.finished = True
+
+
+class SourceConnection:
+    """One source connection: a single long ``PUT`` to the mount."""
+
+    def __init__(self, target: IcecastTarget, *, timeout: float = 5.0) -> None:
+        self.target = target
+        self.address = resolve(target)
+        self._endpoint = _Endpoint(target, self.address)
+        self._timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"SourceConnection({self.target}, address={self.address!r})"
+
+    def stream(self, chunks: Iterable[bytes], headers: Mapping[str, str]) -> int:
+        """Send ``chunks`` as the body of one PUT; return the bytes sent.
+
+        Returns once the body is exhausted and Icecast has accepted it. Raises
+        AuthenticationError (401), MountInUseError (403), or IcecastError when
+        the connection fails or drops before the body is done. A send that
+        stalls for ``timeout`` seconds counts as a drop.
+        """
+        endpoint = self._endpoint
+        body = _RawBody(chunks)
+        all_headers = {
+            "Content-Type": "audio/mpeg",
+            "User-Agent": USER_AGENT,
+            **endpoint.host_header,
+            **headers,
+        }
+        where = f"{self.target.host}:{self.target.port}"
+        with requests.Session() as session:
+            try:
+                response = session.put(
+                    endpoint.base + self.target.mount,
+                    data=body,
+                    headers=all_headers,
+                    auth=endpoint.auth,
+                    timeout=(self._timeout, self._timeout),
+                    stream=True,
+                    allow_redirects=False,
+                )
+            except requests.ConnectionError as exc:
+                if body.sent:
+                    raise IcecastError(f"connection to {where} lost: {_reason(exc)}") from exc
+                raise IcecastError(f"cannot connect to {where}: {_reason(exc)}") from exc
+            except requests.Timeout as exc:
+                raise IcecastError(f"connection to {where} timed out") from exc
+            except requests.RequestException as exc:
+                raise IcecastError(f"HTTP error talking to {where}: {_reason(exc)}") from exc
+            with response:
+                status = response.status_code
+                if status == 401:
+                    raise AuthenticationError(
+                        f"authentication failed for {self.target.user} user on {self.target.mount}",
+                        status,
+                    )
+                if status == 403:
+                    reason = _icecast_message(response)
+                    if "in use" in reason.lower():
+                        raise MountInUseError(f"mountpoint {self.target.mount} is in use", status)
+                    raise IcecastError(
+                        f"Icecast refused the source on {self.target.mount}: {reason}", status
+                    )
+                if not 200 <= status < 300:
+                    raise IcecastError(
+                        f"Icecast answered {status} {_icecast_message(response)} "
+                        f"for {self.target.mount}",
+                        status,
+                    )
+        if not body.finished:
+            raise IcecastError(f"connection to {where} lost after {body.sent} bytes")
+        return body.sent
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests error, without URLs in it."""
+    while exc.__context__ is not None and not isinstance(exc, OSError):
+        exc = exc.__context__
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc)
+    match = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
+    return match.group(1) if match else _redact(text)
+
+
+def _icecast_message(response: requests.Response) -> str:
+    """Icecast puts its reason in the status line (2.4) and the body."""
+    reason = response.reason or ""
+    try:
+        text = response.raw.read(2048, decode_content=True).decode("utf-8", "replace")
+    except Exception:  # a body we cannot read adds nothing to the reason line
+        text = ""
+    match = re.search(r"<message>(.*?)</message>|<b>(.*?)</b>", text, re.S)
+    if match:
+        reason = (match.group(1) or match.group(2)).strip() or reason
+    return reason or f"HTTP {response.status_code}"
+
+
+class TitleUpdater:
+    """Sets the mount's now-playing title, on a thread of its own.
+
+    A slow or failing admin request never holds up the audio; when titles come
+    faster than Icecast answers, only the newest is sent.
+    """
+
+    RETRIES: Final = 5  # Icecast may not have set the mount up yet
+
+    def __init__(self, connection: SourceConnection, *, timeout: float = 5.0) -> None:
+        self._endpoint = _Endpoint(connection.target, connection.address)
+        self._timeout = timeout
+        self._cond = threading.Condition()
+        self._title: str | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="pushsource-titles", daemon=True)
+        self._thread.start()
+
+    def set(self, title: str) -> None:
+        """Queue ``title``; returns at once. Does not raise."""
+        with self._cond:
+            self._title = title
+            self._cond.notify()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop after sending what is queued (waiting up to ``timeout``)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            while True:
+                with self._cond:
+                    while self._title is None and not self._closed:
+                        self._cond.wait()
+                    title, self._title = self._title, None
+                if title is None:
+                    return
+                self._send(session, title)
+
+    def _send(self, session: requests.Session, title: str) -> None:
+        endpoint = self._endpoint
+        mount = endpoint.target.mount
+        problem = ""
+        for attempt in range(self.RETRIES):
+            with self._cond:
+                if self._title is not None or (self._closed and attempt):
+                    return  # superseded, or shutting down: not worth retrying
+            try:
+                response = session.get(
+                    endpoint.base + "/admin/metadata",
+                    params={"mount": mount, "mode": "updinfo", "song": title, "charset": "UTF-8"},
+                    headers={"User-Agent": USER_AGENT, **endpoint.host_header},
+                    auth=endpoint.auth,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                )
+                if response.status_code == 200 and "<return>1</return>" in response.text:
+                    log.debug("title set on %s: %s", mount, title)
+                    return
+                problem = f"Icecast answered {response.status_code} {_icecast_message_text(response)}"
+            except requests.RequestException as exc:
+                problem = _reason(exc)
+            with self._cond:
+                self._cond.wait(0.2 * (attempt + 1))
+        log.warning("could not set the title on %s: %s", mount, problem)
+
+
+def _icecast_message_text(response: requests.Response) -> str:
+    match = re.search(r"<message>(.*?)</message>", response.text, re.S)
+    return match.group(1).strip() if match else (response.reason or "")

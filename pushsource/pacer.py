@@ -1,0 +1,71 @@
+"""Real-time pacing as a pure function of the audio sent so far.
+
+Frame k of a connection is due at ``t0 + (audio before frame k)`` on a monotonic
+clock. The audio time is kept exactly (whole samples per sample rate, summed as
+a fraction), so there is no drift per track, per batch or per hour. Nothing in
+here reads a clock or sleeps: the caller passes ``now`` in.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+
+class Pacer:
+    """The schedule of one connection.
+
+    ``lead`` is how far ahead of real time frames may be handed to Icecast (so
+    it never starves while we sleep); ``batch`` is how long we sleep between
+    hand-overs, so frames go out in batches of about ``batch`` seconds and we
+    wake up per batch, not per frame.
+    """
+
+    def __init__(self, start: float, *, lead: float = 0.5, batch: float = 0.05) -> None:
+        if lead <= 0 or batch <= 0 or batch > lead:
+            raise ValueError(f"need 0 < batch <= lead, got lead={lead} batch={batch}")
+        self.start = start
+        self.lead = lead
+        self.batch = batch
+        self._done = Fraction(0)  # audio of finished sample-rate runs, in seconds
+        self._rate = 0  # sample rate of the current run
+        self._samples = 0  # samples sent in the current run
+        self._done_float = 0.0
+
+    @property
+    def sent(self) -> float:
+        """Seconds of audio sent so far."""
+        # Recomputed from integer counts each time: rounding never accumulates.
+        if self._rate == 0:
+            return self._done_float
+        return self._done_float + self._samples / self._rate
+
+    def _sent_exact(self) -> Fraction:
+        if self._rate == 0:
+            return self._done
+        return self._done + Fraction(self._samples, self._rate)
+
+    def add(self, samples: int, sample_rate: int) -> None:
+        """Account for one frame handed to Icecast."""
+        if sample_rate != self._rate:
+            self._done = self._sent_exact()
+            self._done_float = float(self._done)
+            self._rate = sample_rate
+            self._samples = 0
+        self._samples += samples
+
+    def due(self) -> float:
+        """Monotonic time at which the next frame is due."""
+        return self.start + self.sent
+
+    def ahead(self, now: float) -> float:
+        """How far the audio sent runs ahead of real time (negative: behind)."""
+        return self.sent - (now - self.start)
+
+    def may_send(self, now: float) -> bool:
+        """Whether the next frame may go now: it is due within ``lead``."""
+        return self.due() <= now + self.lead
+
+    def wake_at(self) -> float:
+        """When to wake up for the next batch: ``batch`` after the next frame
+        becomes sendable, so one wake-up hands over about ``batch`` of audio."""
+        return self.due() - self.lead + self.batch

@@ -1,0 +1,148 @@
+"""One file of the queue: its title and facts from the tags, its frames from disk."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Final
+
+import mutagen
+import mutagen.apev2
+
+from pushsource.errors import FrameError, TrackError
+from pushsource.frames import END, NEED_DATA, Frame, FrameParser, Skipped
+
+log = logging.getLogger("pushsource.tracks")
+
+CHUNK: Final = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """What the tags say about a file."""
+
+    title: str
+    duration: float | None  # seconds
+    bitrate: int | None  # kbps, the average for VBR
+
+
+def read_info(path: Path) -> TrackInfo:
+    """Title (``Artist - Title``, else the title, else the file name without
+    extension), duration and bitrate from the file's tags. Does not raise."""
+    artist = title = ""
+    duration: float | None = None
+    bitrate: int | None = None
+    try:
+        audio: Any = mutagen.File(path, easy=True)
+    except Exception as exc:  # mutagen raises many kinds on damaged files
+        log.debug("%s: no tags read: %s", path, exc)
+        audio = None
+    if audio is not None:
+        artist, title = _first(audio.tags, "artist"), _first(audio.tags, "title")
+        info = getattr(audio, "info", None)
+        duration = getattr(info, "length", None) or None
+        rate = getattr(info, "bitrate", None)
+        bitrate = round(rate / 1000) if rate else None
+    if not title:
+        try:  # MP3s sometimes carry APEv2 instead of ID3
+            ape: Any = mutagen.apev2.APEv2(path)
+            artist, title = artist or _first(ape, "Artist"), _first(ape, "Title")
+        except Exception:  # no APE tag is the common case
+            pass
+    if artist and title:
+        name = f"{artist} - {title}"
+    else:
+        name = title or path.stem
+    return TrackInfo(title=name, duration=duration, bitrate=bitrate)
+
+
+def _first(tags: Any, key: str) -> str:
+    if tags is None:
+        return ""
+    try:
+        values = tags[key]
+    except (KeyError, ValueError):
+        return ""
+    items = values if isinstance(values, list) else list(values)
+    return str(items[0]).strip() if items else ""
+
+
+class Track:
+    """An open file and its frames, read lazily.
+
+    :meth:`open` checks the file before anything is sent: it raises TrackError
+    unless an audio frame is found. After that, :meth:`next_frame` never
+    raises: a read error ends the track early with a warning.
+    """
+
+    def __init__(self, path: Path, *, chunk: int = CHUNK) -> None:
+        self.path = path
+        self.info = TrackInfo(title=path.stem, duration=None, bitrate=None)
+        self._chunk = chunk
+        self._file: BinaryIO | None = None
+        self._parser = FrameParser()
+        self._first: Frame | None = None
+
+    def __repr__(self) -> str:
+        return f"Track({str(self.path)!r})"
+
+    @property
+    def first(self) -> Frame:
+        """The first audio frame (after open)."""
+        assert self._first is not None, "Track.open() first"
+        return self._first
+
+    def open(self) -> Track:
+        """Open the file, read its tags and find its first frame. Raises TrackError."""
+        try:
+            self._file = self.path.open("rb")
+        except FileNotFoundError:
+            raise TrackError(self.path, "file is gone") from None
+        except IsADirectoryError:
+            raise TrackError(self.path, "is a directory") from None
+        except OSError as exc:
+            raise TrackError(self.path, exc.strerror or str(exc)) from None
+        self.info = read_info(self.path)
+        try:
+            self._first = self._read_frame()
+        except (FrameError, OSError) as exc:
+            self.close()
+            reason = str(exc) if isinstance(exc, FrameError) else (exc.strerror or str(exc))
+            raise TrackError(self.path, reason) from None
+        if self._first is None:  # only possible if the file shrank under us
+            self.close()
+            raise TrackError(self.path, "no MPEG audio frame found")
+        return self
+
+    def next_frame(self) -> Frame | None:
+        """The next audio frame after ``first``, or None at the end. Does not raise."""
+        if self._file is None:
+            return None
+        try:
+            return self._read_frame()
+        except (FrameError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            log.warning("%s: stopped early: %s", self.path, reason)
+            self.close()
+            return None
+
+    def _read_frame(self) -> Frame | None:
+        assert self._file is not None
+        parser = self._parser
+        while True:
+            event = parser.next_event()
+            if isinstance(event, Frame):
+                return event
+            if isinstance(event, Skipped):
+                log.debug("%s: skipped %s, %d bytes at %d", self.path, event.what, event.length, event.offset)
+            elif event is NEED_DATA:
+                parser.feed(self._file.read(self._chunk))
+            elif event is END:
+                self.close()
+                return None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
