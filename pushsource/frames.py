@@ -427,13 +427,16 @@ def _next_candidate(buf: bytearray, start: int) -> int:
     best = buf.find(b"\xff", start)
     limit = len(buf) if best < 0 else best
     for magic in _TAG_MAGICS:  # ASCII names: none can straddle a 0xFF byte
-        i = buf.find(magic, start, limit)
+        # Only a start before `limit` counts; "TAG" also hides inside "APETAGEX".
+        i = buf.find(magic, start, limit + len(magic) - 1)
         if i >= 0:
             best = limit = i
-    if best < 0:
-        for k in range(min(_LONGEST_MAGIC - 1, len(buf) - start), 0, -1):
-            if _could_be_magic(buf, len(buf) - k):
-                return len(buf) - k
+    for k in range(min(_LONGEST_MAGIC - 1, len(buf) - start), 0, -1):
+        at = len(buf) - k
+        if best >= 0 and at >= best:
+            break
+        if _could_be_magic(buf, at):  # a name cut off by the end of the buffer
+            return at
     return best
 
 

@@ -255,21 +255,24 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     text = str(exc)
-    match = re.search(r"\[Errno -?\d+\] ([^')\]]+)", text)
+    match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     return match.group(1) if match else _redact(text)
 
 
-def _icecast_message(response: requests.Response) -> str:
-    """Icecast puts its reason in the status line (2.4) and the body."""
-    reason = response.reason or ""
-    try:
-        text = response.raw.read(2048, decode_content=True).decode("utf-8", "replace")
-    except Exception:  # a body we cannot read adds nothing to the reason line
-        text = ""
-    match = re.search(r"<message>(.*?)</message>|<b>(.*?)</b>", text, re.S)
-    if match:
-        reason = (match.group(1) or match.group(2)).strip() or reason
-    return reason or f"HTTP {response.status_code}"
+def _icecast_message(response: requests.Response, text: str | None = None) -> str:
+    """Icecast's reason: the body of a 2.4 error answer is a short line of
+    text ("Mountpoint in use"); admin answers wrap it in <message>."""
+    if text is None:
+        try:  # the PUT's answer: read a little, never wait for the whole stream
+            text = response.raw.read(2048, decode_content=True).decode("utf-8", "replace")
+        except Exception:  # a body we cannot read adds nothing to the status line
+            text = ""
+    match = re.search(r"<message>(.*?)</message>", text, re.S)
+    line = match.group(1) if match else (text.strip().splitlines() or [""])[0]
+    line = line.strip()
+    if line and len(line) <= 200 and "<" not in line:
+        return line
+    return response.reason or f"HTTP {response.status_code}"
 
 
 class TitleUpdater:
@@ -325,23 +328,23 @@ class TitleUpdater:
             try:
                 response = session.get(
                     endpoint.base + "/admin/metadata",
+                    stream=True,
                     params={"mount": mount, "mode": "updinfo", "song": title, "charset": "UTF-8"},
                     headers={"User-Agent": USER_AGENT, **endpoint.host_header},
                     auth=endpoint.auth,
                     timeout=self._timeout,
                     allow_redirects=False,
                 )
-                if response.status_code == 200 and "<return>1</return>" in response.text:
-                    log.debug("title set on %s: %s", mount, title)
-                    return
-                problem = f"Icecast answered {response.status_code} {_icecast_message_text(response)}"
+                with response:
+                    text = response.text
+                    if response.status_code == 200 and "<return>1</return>" in text:
+                        log.debug("title set on %s: %s", mount, title)
+                        return
+                    problem = (
+                        f"Icecast answered {response.status_code} {_icecast_message(response, text)}"
+                    )
             except requests.RequestException as exc:
                 problem = _reason(exc)
             with self._cond:
                 self._cond.wait(0.2 * (attempt + 1))
         log.warning("could not set the title on %s: %s", mount, problem)
-
-
-def _icecast_message_text(response: requests.Response) -> str:
-    match = re.search(r"<message>(.*?)</message>", response.text, re.S)
-    return match.group(1).strip() if match else (response.reason or "")

@@ -140,6 +140,11 @@ class Station:
                 log.warning("skipped %s: %s", exc.path, exc.reason)
         return None
 
+    def _announce_all(self, tracks: list[Track], titles: Titles) -> None:
+        for track in tracks:
+            self._announce(track, titles)
+        tracks.clear()
+
     def _announce(self, track: Track, titles: Titles) -> None:
         header = track.first.header
         bitrate = track.info.bitrate or header.bitrate
@@ -163,6 +168,7 @@ class Station:
         starting = [first]  # tracks whose first frame is in the batch being built
         last: FrameHeader = first.first.header
         pending_first = True
+        handed = 0  # batches handed to the connection
         while True:
             now = self._clock()
             out = bytearray()
@@ -184,9 +190,11 @@ class Station:
                 last = frame.header
             if out:
                 yield bytes(out)
-            for track in starting:  # their first frame has just been sent
-                self._announce(track, titles)
-            starting.clear()
+                handed += 1
+            # Their first frame is sent. A refused source (wrong password) only
+            # shows when the second batch cannot be sent: announce after that.
+            if handed >= 2:
+                self._announce_all(starting, titles)
             if self._stopping.is_set():
                 break
             if current is None:
@@ -203,6 +211,7 @@ class Station:
         if current is not None:
             current.close()
         yield self._closing_silence(last, pacer)
+        self._announce_all(starting, titles)
         self._sleep_until(pacer.due())  # let listeners hear the end before we hang up
 
     def _closing_silence(self, like: FrameHeader, pacer: Pacer) -> bytes:

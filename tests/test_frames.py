@@ -1,0 +1,401 @@
+"""The frame parser, on synthetic streams built bit by bit here (independent of
+the parser's own tables). Every case runs three ways, like h11's readers: the
+whole input at once, byte by byte, and with trailing junk after it."""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pushsource.errors import FrameError
+from pushsource.frames import (
+    END,
+    NEED_DATA,
+    Frame,
+    FrameParser,
+    MPEGVersion,
+    Skipped,
+    parse_header,
+    silent_frame,
+)
+
+# -- building frames -------------------------------------------------------
+
+VERSION_BITS = {"1": 3, "2": 2, "2.5": 0}
+LAYER_BITS = {1: 3, 2: 2, 3: 1}
+
+
+@dataclass(frozen=True)
+class Spec:
+    version: str = "1"
+    layer: int = 3
+    bitrate_index: int = 9  # 128 kbps for MPEG-1 Layer III
+    rate_index: int = 0
+    mono: bool = False
+    crc: bool = False
+
+
+def frame_length(spec: Spec, padding: int) -> tuple[int, int]:
+    """(length, samples), from the formulas of ISO 11172-3 / 13818-3."""
+    tables = {
+        ("1", 1): [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+        ("1", 2): [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+        ("1", 3): [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+        ("2", 1): [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+        ("2", 2): [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+    }
+    rates = {"1": [44100, 48000, 32000], "2": [22050, 24000, 16000], "2.5": [11025, 12000, 8000]}
+    key = ("1" if spec.version == "1" else "2", min(spec.layer, 2) if spec.version != "1" else spec.layer)
+    bitrate = tables[key][spec.bitrate_index] * 1000
+    rate = rates[spec.version][spec.rate_index]
+    if spec.layer == 1:
+        return (12 * bitrate // rate + padding) * 4, 384
+    if spec.layer == 3 and spec.version != "1":
+        return 72 * bitrate // rate + padding, 576
+    return 144 * bitrate // rate + padding, 1152
+
+
+def make_frame(spec: Spec, padding: int = 0, rng: random.Random | None = None) -> bytes:
+    rng = rng or random.Random(1)
+    word = (
+        (0x7FF << 21)
+        | (VERSION_BITS[spec.version] << 19)
+        | (LAYER_BITS[spec.layer] << 17)
+        | ((0 if spec.crc else 1) << 16)
+        | (spec.bitrate_index << 12)
+        | (spec.rate_index << 10)
+        | (padding << 9)
+        | ((3 if spec.mono else 1) << 6)
+    )
+    length, _ = frame_length(spec, padding)
+    return struct.pack(">I", word) + rng.randbytes(length - 4)
+
+
+def make_frames(n: int, spec: Spec = Spec(), seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    return [make_frame(spec, padding=i % 3 == 1, rng=rng) for i in range(n)]
+
+
+def syncsafe(n: int) -> bytes:
+    return bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
+
+
+def id3v2(payload: bytes, major: int = 4, flags: int = 0) -> bytes:
+    tag = b"ID3" + bytes([major, 0, flags]) + syncsafe(len(payload)) + payload
+    if major == 4 and flags & 0x10:
+        tag += b"3DI" + bytes([major, 0, flags]) + syncsafe(len(payload))
+    return tag
+
+
+def id3v1() -> bytes:
+    return b"TAG" + b"Title".ljust(30, b"\0") + b"Artist".ljust(30, b"\0") + bytes(65)
+
+
+def apev2(items: bytes = b"\x05\0\0\0\0\0\0\0Title\0hello") -> bytes:
+    size = len(items) + 32
+    header = b"APETAGEX" + struct.pack("<IIII", 2000, size, 1, 0xA0000000) + bytes(8)
+    footer = b"APETAGEX" + struct.pack("<IIII", 2000, size, 1, 0x80000000) + bytes(8)
+    return header + items + footer
+
+
+def lyrics3v2() -> bytes:
+    body = b"LYRICSBEGIN" + b"IND00002" + b"10" + b"LYR00005" + b"hello"
+    return body + b"%06d" % len(body) + b"LYRICS200"
+
+
+def xing_frame(spec: Spec = Spec(), magic: bytes = b"Xing") -> bytes:
+    frame = bytearray(make_frame(spec))
+    side = (17 if spec.mono else 32) if spec.version == "1" else (9 if spec.mono else 17)
+    at = 4 + side
+    frame[at : at + 4] = magic
+    return bytes(frame)
+
+
+def vbri_frame() -> bytes:
+    frame = bytearray(make_frame(Spec()))
+    frame[36:40] = b"VBRI"
+    return bytes(frame)
+
+
+# -- running the parser three ways -------------------------------------------
+
+
+def events_of(data: bytes, chunks: Callable[[bytes], list[bytes]]) -> list[Frame | Skipped]:
+    parser = FrameParser()
+    events: list[Frame | Skipped] = []
+    for chunk in [*chunks(data), b""]:
+        parser.feed(chunk)
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                assert chunk, "NEED_DATA after the end of input"
+                break
+            if event is END:
+                break
+            assert isinstance(event, Frame | Skipped)
+            events.append(event)
+    return events
+
+
+def whole(data: bytes) -> list[bytes]:
+    return [data]
+
+
+def bytewise(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def audio_of(events: list[Frame | Skipped]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, Frame))
+
+
+TRAILING_JUNK = b"\x00\x01junk\xff\x00" * 3
+
+
+@pytest.fixture(params=["whole", "bytewise", "trailing-junk"])
+def parse(request: pytest.FixtureRequest) -> Callable[[bytes], list[Frame | Skipped]]:
+    if request.param == "whole":
+        return lambda data: events_of(data, whole)
+    if request.param == "bytewise":
+        return lambda data: events_of(data, bytewise)
+
+    def with_junk(data: bytes) -> list[Frame | Skipped]:
+        events = events_of(data + TRAILING_JUNK, whole)
+        tail = events.pop()  # the junk is reported, and nothing else changes
+        if tail.what == "cut frame":  # ...unless a cut frame swallows it
+            assert isinstance(tail, Skipped)
+            assert tail.offset + tail.length == len(data) + len(TRAILING_JUNK)
+            return [*events, Skipped(tail.offset, tail.length - len(TRAILING_JUNK), tail.what)]
+        assert tail == Skipped(len(data), len(TRAILING_JUNK), "junk")
+        return events
+
+    return with_junk
+
+
+def kinds(events: list[Frame | Skipped]) -> list[str]:
+    return ["frame" if isinstance(e, Frame) else e.what for e in events]
+
+
+# -- cases ------------------------------------------------------------------
+
+SPECS = {
+    "mpeg1-l3-44k": Spec(),
+    "mpeg1-l3-48k-mono": Spec(rate_index=1, mono=True),
+    "mpeg1-l3-crc": Spec(crc=True),
+    "mpeg2-l3-22k": Spec(version="2", bitrate_index=8),
+    "mpeg25-l3-8k": Spec(version="2.5", bitrate_index=4, rate_index=2),
+    "mpeg1-l2": Spec(layer=2, bitrate_index=10),
+    "mpeg2-l2": Spec(version="2", layer=2, bitrate_index=8),
+    "mpeg1-l1": Spec(layer=1, bitrate_index=4),
+}
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_plain_frames_of_every_version_and_layer(name: str, parse: Callable) -> None:
+    frames = make_frames(12, SPECS[name])
+    events = parse(b"".join(frames))
+    assert [e.data for e in events] == frames
+    assert all(isinstance(e, Frame) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("name", "samples", "rate"),
+    [
+        ("mpeg1-l3-44k", 1152, 44100),
+        ("mpeg2-l3-22k", 576, 22050),
+        ("mpeg25-l3-8k", 576, 8000),
+        ("mpeg1-l2", 1152, 44100),
+        ("mpeg2-l2", 1152, 22050),
+        ("mpeg1-l1", 384, 44100),
+    ],
+)
+def test_frame_durations(name: str, samples: int, rate: int) -> None:
+    frame = make_frames(1, SPECS[name])[0]
+    header = parse_header(frame)
+    assert header is not None
+    assert (header.samples, header.sample_rate) == (samples, rate)
+    assert header.length == len(frame)
+
+
+FRAMES = make_frames(10)
+AUDIO = b"".join(FRAMES)
+FAKE_SYNC_ART = b"\x89PNG" + b"".join(make_frames(6, seed=99)) + bytes(3000)  # frames inside a tag
+
+CASES: dict[str, tuple[bytes, list[str]]] = {
+    "id3v2.4 with big picture holding frames": (
+        id3v2(b"APIC" + FAKE_SYNC_ART) + AUDIO,
+        ["id3v2"] + ["frame"] * 10,
+    ),
+    "id3v2.4 with footer": (id3v2(b"TIT2" + bytes(40), flags=0x10) + AUDIO, ["id3v2"] + ["frame"] * 10),
+    "id3v2.3 unsynchronised": (id3v2(b"TIT2\xff\x00\xe0" + bytes(20), 3, 0x80) + AUDIO, ["id3v2"] + ["frame"] * 10),
+    "id3v2.2": (id3v2(b"TT2" + bytes(30), 2) + AUDIO, ["id3v2"] + ["frame"] * 10),
+    "id3v1 at the end": (AUDIO + id3v1(), ["frame"] * 10 + ["id3v1"]),
+    "enhanced id3v1": (AUDIO + b"TAG+" + bytes(223) + id3v1(), ["frame"] * 10 + ["id3v1", "id3v1"]),
+    "apev2 at the end": (AUDIO + apev2(), ["frame"] * 10 + ["apev2"]),
+    "apev2 then id3v1": (AUDIO + apev2() + id3v1(), ["frame"] * 10 + ["apev2", "id3v1"]),
+    "lyrics3v2 and id3v1": (AUDIO + lyrics3v2() + id3v1(), ["frame"] * 10 + ["lyrics3", "id3v1"]),
+    "xing frame first": (xing_frame() + AUDIO, ["xing"] + ["frame"] * 10),
+    "info frame first": (id3v2(bytes(20)) + xing_frame(magic=b"Info") + AUDIO, ["id3v2", "xing"] + ["frame"] * 10),
+    "vbri frame first": (vbri_frame() + AUDIO, ["vbri"] + ["frame"] * 10),
+    "junk before the first frame": (
+        b"\xff\xfb\x00junk\xff" + FRAMES[0][:300] + AUDIO,
+        ["junk"] + ["frame"] * 10,
+    ),
+    "truncated last frame": (AUDIO + FRAMES[0][:200], ["frame"] * 10 + ["cut frame"]),
+    "tags everywhere": (
+        id3v2(bytes(10)) + AUDIO + id3v2(bytes(10), 3) + AUDIO + apev2() + id3v1(),
+        ["id3v2"] + ["frame"] * 10 + ["id3v2"] + ["frame"] * 10 + ["apev2", "id3v1"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_tags_headers_and_junk_are_skipped(name: str, parse: Callable) -> None:
+    data, expected = CASES[name]
+    events = parse(data)
+    assert kinds(events) == expected
+    for event in events:  # offsets point at the very bytes reported
+        if isinstance(event, Frame):
+            assert data[event.offset : event.offset + len(event.data)] == event.data
+    assert audio_of(events) in (AUDIO, AUDIO * 2)
+
+
+def test_two_frame_file_is_trusted_only_when_nothing_follows() -> None:
+    two = FRAMES[0] + FRAMES[1]
+    assert audio_of(events_of(two, whole)) == two
+    assert audio_of(events_of(two, bytewise)) == two
+    assert audio_of(events_of(two + id3v1(), whole)) == two
+    with pytest.raises(FrameError):  # two headers then junk: not enough evidence
+        events_of(two + TRAILING_JUNK, whole)
+
+
+def test_truncated_frame_cut_by_a_tag_is_dropped() -> None:
+    # A file cut mid-frame, then tagged: the last "frame" would swallow the tag.
+    data = AUDIO + FRAMES[0][:300] + id3v1()
+    events = events_of(data, whole)
+    assert audio_of(events) == AUDIO
+    assert "cut frame" in kinds(events)
+
+
+def test_frames_around_inserted_junk_survive() -> None:
+    data = b"".join(FRAMES[:5]) + b"\x00\x13\x37" * 50 + b"".join(FRAMES[5:])
+    assert audio_of(events_of(data, whole)) == AUDIO
+
+
+def test_sample_rate_change_midway_resyncs() -> None:
+    other = make_frames(6, Spec(rate_index=1), seed=3)
+    data = AUDIO + b"".join(other)
+    events = events_of(data, whole)
+    assert audio_of(events) == AUDIO + b"".join(other)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"hello world, this is not an mp3\n" * 20, b"\xff" * 500, FRAMES[0], id3v2(b"APIC" + FAKE_SYNC_ART)],
+    ids=["empty", "text", "all-ff", "one-frame", "tag-only"],
+)
+def test_no_audio_raises_frame_error_with_offset(data: bytes) -> None:
+    with pytest.raises(FrameError) as caught:
+        events_of(data, whole)
+    assert caught.value.offset == len(data)
+    assert f"at byte {len(data)}" in str(caught.value)
+
+
+def test_header_validation_rejects_reserved_values() -> None:
+    good = make_frames(1)[0]
+    assert parse_header(good) is not None
+    word = struct.unpack(">I", good[:4])[0]
+    for bad in (
+        word & ~(0xF << 12),  # free-format bitrate
+        word | (0xF << 12),  # bitrate index 15
+        word | (3 << 10),  # sample rate index 3
+        (word & ~(3 << 19)) | (1 << 19),  # reserved version
+        word & ~(3 << 17),  # reserved layer
+        word | 2,  # reserved emphasis
+    ):
+        assert parse_header(struct.pack(">I", bad)) is None
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_silent_frame_matches_its_model(name: str) -> None:
+    model = parse_header(make_frames(1, SPECS[name])[0])
+    assert model is not None
+    silence = silent_frame(model)
+    header = parse_header(silence)
+    assert header is not None
+    assert header.continues(model) and header.bitrate == model.bitrate
+    assert len(silence) == header.length and not any(silence[4:])
+    assert header.version is model.version
+
+
+def test_feed_after_end_is_a_usage_error() -> None:
+    parser = FrameParser()
+    parser.feed(b"")
+    with pytest.raises(RuntimeError):
+        parser.feed(b"more")
+
+
+def test_mpeg_versions_are_named() -> None:
+    header = parse_header(make_frames(1, SPECS["mpeg25-l3-8k"])[0])
+    assert header is not None and header.version is MPEGVersion.MPEG25
+
+
+# -- properties ---------------------------------------------------------------
+
+
+def check_consistent(data: bytes, events: list[Frame | Skipped]) -> None:
+    end = 0
+    for event in events:
+        if isinstance(event, Frame):
+            assert event.offset >= end
+            assert data[event.offset : event.offset + len(event.data)] == event.data
+            assert event.header == parse_header(event.data)
+            end = event.offset + len(event.data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000), st.integers(min_value=1, max_value=64))
+def test_random_bytes_raise_nothing_but_frame_error(data: bytes, size: int) -> None:
+    def chunked(d: bytes) -> list[bytes]:
+        return [d[i : i + size] for i in range(0, len(d), size)]
+
+    try:
+        events = events_of(data, chunked)
+    except FrameError as exc:
+        assert exc.offset == len(data)
+        return
+    check_consistent(data, events)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(FRAMES),
+            st.sampled_from([id3v1(), apev2(), lyrics3v2(), id3v2(bytes(5)), xing_frame()]),
+            st.binary(max_size=40),
+        ),
+        max_size=25,
+    ),
+    st.integers(min_value=1, max_value=500),
+)
+def test_mixed_streams_parse_the_same_however_they_are_cut(parts: list[bytes], size: int) -> None:
+    data = b"".join(parts)
+
+    def chunked(d: bytes) -> list[bytes]:
+        return [d[i : i + size] for i in range(0, len(d), size)]
+
+    try:
+        at_once = events_of(data, whole)
+    except FrameError:
+        with pytest.raises(FrameError):
+            events_of(data, chunked)
+        return
+    assert events_of(data, chunked) == at_once
+    check_consistent(data, at_once)
