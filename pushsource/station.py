@@ -210,16 +210,22 @@ class Station:
             self._sleep_until(pacer.wake_at())
         if current is not None:
             current.close()
-        yield self._closing_silence(last, pacer)
-        self._announce_all(starting, titles)
+        # Close cleanly: enough silence that Icecast relays the last real frame.
+        silence = silent_frame(last)
+        remaining = math.ceil(ICECAST_BLOCK / len(silence)) + 1
+        while remaining:
+            hurry = self._stopping.is_set()  # on stop, no need to keep to the lead
+            count = 0
+            while count < remaining and (hurry or pacer.may_send(self._clock())):
+                pacer.add(last.samples, last.sample_rate)
+                count += 1
+            if count:
+                yield silence * count
+                remaining -= count
+            self._announce_all(starting, titles)
+            if remaining:
+                self._sleep_until(pacer.wake_at())
         self._sleep_until(pacer.due())  # let listeners hear the end before we hang up
-
-    def _closing_silence(self, like: FrameHeader, pacer: Pacer) -> bytes:
-        frame = silent_frame(like)
-        count = math.ceil(ICECAST_BLOCK / len(frame)) + 1
-        for _ in range(count):
-            pacer.add(like.samples, like.sample_rate)
-        return frame * count
 
     def _sleep_until(self, when: float) -> None:
         delay = when - self._clock()

@@ -1,0 +1,278 @@
+"""The station loop in virtual time: a fake clock, a fake connection that
+records when each byte was handed over, and synthetic files on a real disk."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from pushsource.frames import END, Frame, FrameParser, parse_header
+from pushsource.icecast import IcecastTarget, StationInfo
+from pushsource.station import ICECAST_BLOCK, ListSource, Pacing, Station
+from tests.synth import Spec, id3v1, id3v2, make_frames
+
+LEAD, BATCH = 0.5, 0.05
+TARGET = IcecastTarget(host="127.0.0.1", port=8000, mount="/test", password="s3cret")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+
+
+class FakeConnection:
+    """Records (time, bytes) of every chunk the station hands over."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.chunks: list[tuple[float, bytes]] = []
+        self.headers: dict[str, str] = {}
+        self.opened_at = clock.now
+
+    def stream(self, chunks: Iterator[bytes], headers: dict[str, str]) -> int:
+        self.headers = dict(headers)
+        for chunk in chunks:
+            self.chunks.append((self.clock.now, chunk))
+        return sum(len(c) for _, c in self.chunks)
+
+    def frames(self) -> list[tuple[float, Frame]]:
+        """Every frame with the time it was handed over, parsed independently
+        of the station; chunks must hold whole frames and nothing else."""
+        stream = b"".join(chunk for _, chunk in self.chunks)
+        starts, at = [], 0
+        for when, chunk in self.chunks:
+            starts.append((at, when))
+            at += len(chunk)
+        parser = FrameParser()
+        parser.feed(stream)
+        parser.feed(b"")
+        out = []
+        while (event := parser.next_event()) is not END:
+            assert isinstance(event, Frame), f"not a frame in the stream: {event}"
+            when = max(w for start, w in starts if start <= event.offset)
+            assert (event.offset, when) in starts or any(
+                start < event.offset < start + len(c) for (start, _), (_, c) in zip(starts, self.chunks)
+            )
+            out.append((when, event))
+        assert sum(len(f.data) for _, f in out) == len(stream)
+        return out
+
+
+class FakeTitles:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.titles: list[tuple[float, str]] = []
+        self.closed = False
+
+    def set(self, title: str) -> None:
+        self.titles.append((self.clock.now, title))
+
+    def close(self, timeout: float = 2.0) -> None:
+        self.closed = True
+
+
+class Harness:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.connections: list[FakeConnection] = []
+        self.titles: list[FakeTitles] = []
+
+    def connect(self, target: IcecastTarget) -> FakeConnection:
+        connection = FakeConnection(self.clock)
+        self.connections.append(connection)
+        return connection
+
+    def make_titles(self, connection: object) -> FakeTitles:
+        titles = FakeTitles(self.clock)
+        self.titles.append(titles)
+        return titles
+
+    def station(self, source: object, *, once: bool = True) -> Station:
+        return Station(
+            TARGET,
+            source,  # type: ignore[arg-type]
+            StationInfo(name="Test FM"),
+            once=once,
+            pacing=Pacing(lead=LEAD, batch=BATCH),
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            connect=self.connect,
+            titles=self.make_titles,
+        )
+
+
+def write(path: Path, frames: list[bytes], before: bytes = b"", after: bytes = b"") -> bytes:
+    path.write_bytes(before + b"".join(frames) + after)
+    return b"".join(frames)
+
+
+@pytest.fixture
+def harness() -> Harness:
+    return Harness(Clock())
+
+
+def test_frames_go_out_on_an_absolute_schedule_across_tracks(tmp_path: Path, harness: Harness) -> None:
+    tracks = [
+        write(tmp_path / "a.mp3", make_frames(120), before=id3v2(bytes(100))),
+        write(tmp_path / "b.mp3", make_frames(90, Spec(version="2", bitrate_index=8), seed=2), after=id3v1()),
+        write(tmp_path / "c.mp3", make_frames(70, Spec(rate_index=1, mono=True), seed=3)),
+    ]
+    start = harness.clock.now
+    harness.station(ListSource(sorted(tmp_path.iterdir()))).run()
+
+    [connection] = harness.connections
+    frames = connection.frames()
+    audio = b"".join(f.data for _, f in frames)
+    assert audio.startswith(b"".join(tracks))
+
+    # Frame k is due at t0 + (exact audio before k); it goes out no more than
+    # LEAD early and, once the first burst is out, at most one batch after that.
+    due = Fraction(0)
+    t0 = connection.chunks[0][0]
+    assert t0 == start
+    for when, frame in frames:
+        due_at = t0 + float(due)
+        assert when >= due_at - LEAD - 1e-9
+        assert when <= max(t0, due_at - LEAD + BATCH) + 1e-9
+        due += Fraction(frame.header.samples, frame.header.sample_rate)
+    # The connection stays open until the audio has played out in real time.
+    assert harness.clock.now == pytest.approx(t0 + float(due))
+
+
+def test_wakes_up_per_batch_not_per_frame(tmp_path: Path, harness: Harness) -> None:
+    write(tmp_path / "a.mp3", make_frames(400))  # about 10.4 s
+    harness.station(ListSource([tmp_path / "a.mp3"])).run()
+    [connection] = harness.connections
+    seconds = 400 * 1152 / 44100
+    # One hand-over per batch interval (plus the first burst and the close).
+    assert len(connection.chunks) <= seconds / BATCH + 3
+    assert len(connection.chunks) >= (seconds - LEAD) / (2 * BATCH)
+
+
+def test_titles_follow_the_first_frame_sent_not_the_queue(tmp_path: Path, harness: Harness) -> None:
+    write(tmp_path / "01 one.mp3", make_frames(100))
+    write(tmp_path / "02 two.mp3", make_frames(100, seed=5))
+    harness.station(ListSource(sorted(tmp_path.iterdir()))).run()
+    [connection], [titles] = harness.connections, harness.titles
+    assert [t for _, t in titles.titles] == ["01 one", "02 two"]
+    # Each title is set after the batch holding the track's first frame.
+    first_of_two = next(when for when, chunk in connection.chunks if make_frames(1, seed=5)[0] in chunk)
+    assert titles.titles[1][0] >= first_of_two
+    assert titles.titles[1][0] - titles.titles[0][0] > 100 * 1152 / 44100 - LEAD - BATCH
+    assert titles.closed
+
+
+def test_clean_close_sends_a_block_of_silence_after_the_last_frame(tmp_path: Path, harness: Harness) -> None:
+    audio = write(tmp_path / "a.mp3", make_frames(50))
+    harness.station(ListSource([tmp_path / "a.mp3"])).run()
+    [connection] = harness.connections
+    stream = b"".join(chunk for _, chunk in connection.chunks)
+    tail = stream[len(audio) :]
+    assert stream.startswith(audio)
+    assert len(tail) >= ICECAST_BLOCK
+    header = parse_header(tail)
+    assert header is not None and header.bitrate == 128 and header.sample_rate == 44100
+    assert all(tail[i + 4 : i + header.length] == bytes(header.length - 4) for i in range(0, len(tail), header.length))
+
+
+def test_ice_headers_describe_the_stream(tmp_path: Path, harness: Harness) -> None:
+    write(tmp_path / "a.mp3", make_frames(20, Spec(version="2", bitrate_index=8)))
+    harness.station(ListSource([tmp_path / "a.mp3"])).run()
+    headers = harness.connections[0].headers
+    assert headers["ice-name"] == "Test FM"
+    assert headers["ice-public"] == "0"
+    assert "samplerate=22050" in headers["ice-audio-info"]
+    assert "channels=2" in headers["ice-audio-info"]
+
+
+def test_bad_files_are_skipped_with_one_line_each(
+    tmp_path: Path, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "01 empty.mp3").write_bytes(b"")
+    (tmp_path / "02 text.mp3").write_text("this is not music\n" * 100)
+    good = write(tmp_path / "03 good.mp3", make_frames(30))
+    (tmp_path / "04 tag only.mp3").write_bytes(id3v2(bytes(500)))
+    paths = sorted(tmp_path.iterdir()) + [tmp_path / "05 missing.mp3"]
+    with caplog.at_level(logging.WARNING, logger="pushsource"):
+        harness.station(ListSource(paths)).run()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 4
+    for name in ("01 empty.mp3", "02 text.mp3", "04 tag only.mp3", "05 missing.mp3"):
+        assert sum(name in w for w in warnings) == 1
+    stream = b"".join(chunk for _, chunk in harness.connections[0].chunks)
+    assert stream.startswith(good)
+
+
+class TimedSource:
+    """Files that arrive at given virtual times; waiting advances the clock."""
+
+    def __init__(self, clock: Clock, arrivals: list[tuple[float, Path]], station: list[Station]) -> None:
+        self.clock = clock
+        self.arrivals = sorted(arrivals)
+        self.station = station
+
+    def get(self, timeout: float | None = None) -> Path | None:
+        if self.arrivals and self.arrivals[0][0] <= self.clock.now + (timeout or 0):
+            when, path = self.arrivals.pop(0)
+            self.clock.now = max(self.clock.now, when)
+            return path
+        if not self.arrivals:
+            self.station[0].stop()
+        self.clock.now += timeout or 0
+        return None
+
+
+def test_queue_running_dry_closes_cleanly_and_reconnects(tmp_path: Path, harness: Harness) -> None:
+    a = write(tmp_path / "a.mp3", make_frames(100))  # 2.6 s
+    b = write(tmp_path / "b.mp3", make_frames(100, seed=2))
+    c = write(tmp_path / "c.mp3", make_frames(100, seed=3))
+    start = harness.clock.now
+    holder: list[Station] = []
+    source = TimedSource(
+        harness.clock,
+        # b arrives while a plays: no gap; c arrives long after b ran out.
+        [(start, tmp_path / "a.mp3"), (start + 1.0, tmp_path / "b.mp3"), (start + 20.0, tmp_path / "c.mp3")],
+        holder,
+    )
+    station = harness.station(source, once=False)
+    holder.append(station)
+    station.run()
+    first, second = harness.connections
+    stream1 = b"".join(chunk for _, chunk in first.chunks)
+    stream2 = b"".join(chunk for _, chunk in second.chunks)
+    assert stream1.startswith(a + b) and len(stream1) - len(a + b) >= ICECAST_BLOCK
+    assert stream2.startswith(c)
+    assert second.chunks[0][0] == pytest.approx(start + 20.0)
+    assert station.played == [tmp_path / "a.mp3", tmp_path / "b.mp3", tmp_path / "c.mp3"]
+
+
+def test_stop_ends_with_silence_after_the_batch_in_flight(tmp_path: Path, harness: Harness) -> None:
+    audio = write(tmp_path / "a.mp3", make_frames(400))
+    station = harness.station(ListSource([tmp_path / "a.mp3"]))
+    clock = harness.clock
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+        if clock.now > 1003.0:
+            station.stop()
+
+    station._sleep = sleep  # stop arrives during a sleep, as from a signal
+    station.run()
+    [connection] = harness.connections
+    stream = b"".join(chunk for _, chunk in connection.chunks)
+    sent = connection.frames()
+    real = [f for _, f in sent if any(f.data[4:])]
+    assert 0 < len(real) < 400
+    assert audio.startswith(b"".join(f.data for f in real))
+    assert len(stream) - sum(len(f.data) for f in real) >= ICECAST_BLOCK
