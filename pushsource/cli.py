@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug output"
     )
     loudness.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="warnings and errors only"
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="warnings and errors only",
     )
 
     parser = argparse.ArgumentParser(
@@ -57,14 +61,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="icecast://[user[:password]@]host[:port]/mount (user defaults to source, "
         "port to 8000); http:// and https:// work the same way",
     )
-    stream.add_argument("--password-file", type=Path, metavar="PATH", help="read the password from PATH")
     stream.add_argument(
-        "--once", action="store_true", help="play what is in the folder, then close cleanly and exit"
+        "--password-file", type=Path, metavar="PATH", help="read the password from PATH"
+    )
+    stream.add_argument(
+        "--once",
+        action="store_true",
+        help="play what is in the folder, then close cleanly and exit",
     )
     stream.add_argument("--name", help="station name (ice-name)")
     stream.add_argument("--description", help="station description (ice-description)")
     stream.add_argument("--genre", help="genre (ice-genre)")
-    stream.add_argument("--url", dest="station_url", metavar="URL", help="station web site (ice-url)")
+    stream.add_argument(
+        "--url", dest="station_url", metavar="URL", help="station web site (ice-url)"
+    )
     stream.add_argument(
         "--public",
         action=argparse.BooleanOptionalAction,

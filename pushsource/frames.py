@@ -482,7 +482,7 @@ def _header_frame_kind(buf: bytearray, pos: int, header: FrameHeader) -> str | N
         return None
     at = pos + 4 + header._side_info_size()
     for offset in (at, at + 2):  # some encoders leave room for a CRC, some do not
-        if buf[offset : offset + 4] in (b"Xing", b"Info"):
+        if bytes(buf[offset : offset + 4]) in (b"Xing", b"Info"):
             return "xing"
     if buf[pos + 36 : pos + 40] == b"VBRI":
         return "vbri"

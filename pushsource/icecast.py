@@ -340,9 +340,8 @@ class TitleUpdater:
                     if response.status_code == 200 and "<return>1</return>" in text:
                         log.debug("title set on %s: %s", mount, title)
                         return
-                    problem = (
-                        f"Icecast answered {response.status_code} {_icecast_message(response, text)}"
-                    )
+                    reason = _icecast_message(response, text)
+                    problem = f"Icecast answered {response.status_code} {reason}"
             except requests.RequestException as exc:
                 problem = _reason(exc)
             with self._cond:

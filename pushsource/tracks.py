@@ -46,14 +46,11 @@ def read_info(path: Path) -> TrackInfo:
         bitrate = round(rate / 1000) if rate else None
     if not title:
         try:  # MP3s sometimes carry APEv2 instead of ID3
-            ape: Any = mutagen.apev2.APEv2(path)
+            ape: Any = mutagen.apev2.APEv2(path)  # type: ignore[no-untyped-call]
             artist, title = artist or _first(ape, "Artist"), _first(ape, "Title")
         except Exception:  # no APE tag is the common case
             pass
-    if artist and title:
-        name = f"{artist} - {title}"
-    else:
-        name = title or path.stem
+    name = f"{artist} - {title}" if artist and title else title or path.stem
     return TrackInfo(title=name, duration=duration, bitrate=bitrate)
 
 
@@ -135,7 +132,13 @@ class Track:
             if isinstance(event, Frame):
                 return event
             if isinstance(event, Skipped):
-                log.debug("%s: skipped %s, %d bytes at %d", self.path, event.what, event.length, event.offset)
+                log.debug(
+                    "%s: skipped %s, %d bytes at %d",
+                    self.path,
+                    event.what,
+                    event.length,
+                    event.offset,
+                )
             elif event is NEED_DATA:
                 parser.feed(self._file.read(self._chunk))
             elif event is END:

@@ -8,7 +8,6 @@ import random
 import struct
 from dataclasses import dataclass
 
-
 VERSION_BITS = {"1": 3, "2": 2, "2.5": 0}
 LAYER_BITS = {1: 3, 2: 2, 3: 1}
 
@@ -33,7 +32,10 @@ def frame_length(spec: Spec, padding: int) -> tuple[int, int]:
         ("2", 2): [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
     }
     rates = {"1": [44100, 48000, 32000], "2": [22050, 24000, 16000], "2.5": [11025, 12000, 8000]}
-    key = ("1" if spec.version == "1" else "2", min(spec.layer, 2) if spec.version != "1" else spec.layer)
+    key = (
+        "1" if spec.version == "1" else "2",
+        min(spec.layer, 2) if spec.version != "1" else spec.layer,
+    )
     bitrate = tables[key][spec.bitrate_index] * 1000
     rate = rates[spec.version][spec.rate_index]
     if spec.layer == 1:

@@ -142,8 +142,14 @@ CASES: dict[str, tuple[bytes, list[str]]] = {
         id3v2(b"APIC" + FAKE_SYNC_ART) + AUDIO,
         ["id3v2"] + ["frame"] * 10,
     ),
-    "id3v2.4 with footer": (id3v2(b"TIT2" + bytes(40), flags=0x10) + AUDIO, ["id3v2"] + ["frame"] * 10),
-    "id3v2.3 unsynchronised": (id3v2(b"TIT2\xff\x00\xe0" + bytes(20), 3, 0x80) + AUDIO, ["id3v2"] + ["frame"] * 10),
+    "id3v2.4 with footer": (
+        id3v2(b"TIT2" + bytes(40), flags=0x10) + AUDIO,
+        ["id3v2"] + ["frame"] * 10,
+    ),
+    "id3v2.3 unsynchronised": (
+        id3v2(b"TIT2\xff\x00\xe0" + bytes(20), 3, 0x80) + AUDIO,
+        ["id3v2"] + ["frame"] * 10,
+    ),
     "id3v2.2": (id3v2(b"TT2" + bytes(30), 2) + AUDIO, ["id3v2"] + ["frame"] * 10),
     "id3v1 at the end": (AUDIO + id3v1(), ["frame"] * 10 + ["id3v1"]),
     "enhanced id3v1": (AUDIO + b"TAG+" + bytes(223) + id3v1(), ["frame"] * 10 + ["id3v1", "id3v1"]),
@@ -151,7 +157,10 @@ CASES: dict[str, tuple[bytes, list[str]]] = {
     "apev2 then id3v1": (AUDIO + apev2() + id3v1(), ["frame"] * 10 + ["apev2", "id3v1"]),
     "lyrics3v2 and id3v1": (AUDIO + lyrics3v2() + id3v1(), ["frame"] * 10 + ["lyrics3", "id3v1"]),
     "xing frame first": (xing_frame() + AUDIO, ["xing"] + ["frame"] * 10),
-    "info frame first": (id3v2(bytes(20)) + xing_frame(magic=b"Info") + AUDIO, ["id3v2", "xing"] + ["frame"] * 10),
+    "info frame first": (
+        id3v2(bytes(20)) + xing_frame(magic=b"Info") + AUDIO,
+        ["id3v2", "xing"] + ["frame"] * 10,
+    ),
     "vbri frame first": (vbri_frame() + AUDIO, ["vbri"] + ["frame"] * 10),
     "junk before the first frame": (
         b"\xff\xfb\x00junk\xff" + FRAMES[0][:300] + AUDIO,
@@ -207,7 +216,13 @@ def test_sample_rate_change_midway_resyncs() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"hello world, this is not an mp3\n" * 20, b"\xff" * 500, FRAMES[0], id3v2(b"APIC" + FAKE_SYNC_ART)],
+    [
+        b"",
+        b"hello world, this is not an mp3\n" * 20,
+        b"\xff" * 500,
+        FRAMES[0],
+        id3v2(b"APIC" + FAKE_SYNC_ART),
+    ],
     ids=["empty", "text", "all-ff", "one-frame", "tag-only"],
 )
 def test_no_audio_raises_frame_error_with_offset(data: bytes) -> None:

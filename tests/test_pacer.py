@@ -21,7 +21,12 @@ def test_due_times_follow_samples_exactly_for_an_hour() -> None:
 def test_rate_changes_keep_the_absolute_schedule() -> None:
     pacer = Pacer(0.0, lead=0.5, batch=0.05)
     expected = Fraction(0)
-    for samples, rate, count in [(1152, 44100, 1000), (576, 22050, 777), (1152, 48000, 333), (1152, 44100, 5)]:
+    for samples, rate, count in [
+        (1152, 44100, 1000),
+        (576, 22050, 777),
+        (1152, 48000, 333),
+        (1152, 44100, 5),
+    ]:
         for _ in range(count):
             pacer.add(samples, rate)
         expected += Fraction(samples * count, rate)
