@@ -89,7 +89,7 @@ def parse_target(
 
 def _redact(text: str) -> str:
     """Replace the password of any URL in text with ***."""
-    return re.sub(r"(//[^:/@\s]*:)[^@\s]*@", r"\1***@", text)
+    return re.sub(r"(//[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
 
 
 def resolve(target: IcecastTarget) -> str:
