@@ -109,12 +109,14 @@ class Station:
             )
             titles = self._titles(connection)
             try:
-                log.info("streaming to %s", self.target)
+                log.info("connecting to %s", self.target)
                 connection.stream(self._body(first, titles), headers)
             finally:
                 titles.close()
             if self._once:
                 return
+            if not self._stopping.is_set():
+                log.info("queue empty: closed the stream, waiting for files")
 
     # -- tracks -----------------------------------------------------------
 
