@@ -1,0 +1,405 @@
+# mutagen ships py.typed but leaves its tag constructors unannotated.
+# mypy: disallow-untyped-calls=False
+"""Tiny real MP3 files made at test time with sox and lame.
+
+Every builder knows by construction which bytes are MPEG audio frames: it
+encodes with ``lame -t`` (no Xing/Info frame, no tags) and wraps that in
+whatever the case needs. ffprobe is the independent check of those claims
+(see tests/test_support.py); nothing here parses MP3 frames itself.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mutagen.apev2 import APEv2
+from mutagen.id3 import APIC, ID3, TIT2, TPE1
+
+_PACKAGES = {"sox": "sox", "lame": "lame", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg"}
+
+
+@dataclass(frozen=True)
+class Fixture:
+    path: Path
+    #: The exact MPEG audio frames a listener must get from this file, in order.
+    audio: bytes
+    #: "Artist - Title" from the file's tags; the file name's stem when it has none.
+    title: str | None
+    #: Duration of ``audio``.
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One MPEG audio frame as ffprobe sees it."""
+
+    pos: int
+    size: int
+    seconds: float
+
+
+def run_tool(*args: str | Path) -> bytes:
+    """Run sox/lame/ffmpeg/ffprobe; a missing tool is an error, never a skip."""
+    name = str(args[0])
+    if shutil.which(name) is None:
+        raise RuntimeError(f"{name} is not installed (apt-get install {_PACKAGES.get(name, name)})")
+    done = subprocess.run([str(a) for a in args], capture_output=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{args} exited {done.returncode}: {done.stderr.decode(errors='replace')}"
+        )
+    return done.stdout
+
+
+def probe_packets(path: Path) -> list[Packet]:
+    """ffprobe's packets: where each MPEG frame starts, its size and duration."""
+    out = run_tool(
+        "ffprobe", "-v", "error", "-f", "mp3", "-select_streams", "a:0", "-show_packets",
+        "-show_entries", "packet=pos,size,duration_time", "-of", "json", path,
+    )  # fmt: skip
+    return [
+        Packet(int(p["pos"]), int(p["size"]), float(p["duration_time"]))
+        for p in json.loads(out)["packets"]
+    ]
+
+
+def audio_seconds(audio: bytes) -> float:
+    """Duration of pure MPEG frames, by ffprobe."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "audio.mp3"
+        path.write_bytes(audio)
+        return sum(p.seconds for p in probe_packets(path))
+
+
+def _encode(
+    path: Path,
+    seconds: float,
+    *,
+    sound: Sequence[str],
+    samplerate: int,
+    channels: int,
+    lame_args: Sequence[str],
+) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "in.wav"
+        run_tool(
+            "sox", "-R", "-n", "-r", str(samplerate), "-c", str(channels), "-b", "16", wav,
+            "synth", str(seconds), *sound, "vol", "0.5",
+        )  # fmt: skip
+        run_tool("lame", "--quiet", *lame_args, wav, path)
+    return path.read_bytes()
+
+
+def make_clean_mp3(
+    path: Path,
+    seconds: float,
+    *,
+    freq: int = 440,
+    samplerate: int = 44100,
+    channels: int = 2,
+    bitrate: int | None = 128,
+    extra_lame_args: Sequence[str] = (),
+) -> bytes:
+    """A sine tone encoded with ``lame -t``: the file is nothing but audio frames.
+
+    bitrate None leaves it to extra_lame_args (for -V, where -b means a minimum).
+    """
+    rate = ["-b", str(bitrate)] if bitrate is not None else []
+    return _encode(
+        path,
+        seconds,
+        sound=("sine", str(freq)),
+        samplerate=samplerate,
+        channels=channels,
+        lame_args=["-t", *rate, *extra_lame_args],
+    )
+
+
+def _fixture(path: Path, audio: bytes, title: str | None = None) -> Fixture:
+    return Fixture(path, audio, title if title is not None else path.stem, audio_seconds(audio))
+
+
+def _clean(seconds: float, freq: int, *, sound: Sequence[str] = (), vbr: bool = False) -> bytes:
+    """The -t encode of a tone (or of sound), made in a scratch directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _encode(
+            Path(tmp) / "clean.mp3",
+            seconds,
+            sound=sound or ("sine", str(freq)),
+            samplerate=44100,
+            channels=2,
+            lame_args=["-t", *(["-V", "4"] if vbr else ["-b", "128"])],
+        )
+
+
+# --- ID3 and other tags, by hand where mutagen cannot write them ---------------
+
+
+def _synchsafe(n: int) -> bytes:
+    return bytes([(n >> 21) & 0x7F, (n >> 14) & 0x7F, (n >> 7) & 0x7F, n & 0x7F])
+
+
+def _utf16_text(text: str) -> bytes:
+    # Encoding 1 (UTF-16 with BOM): its FF FE is exactly what unsynchronisation escapes.
+    return b"\x01" + text.encode("utf-16")
+
+
+def _unsynchronise(data: bytes) -> bytes:
+    # ID3v2.3 section 5: a 00 after every FF that is followed by 111xxxxx or 00,
+    # and after a final FF.
+    out = bytearray()
+    for i, byte in enumerate(data):
+        out.append(byte)
+        if byte == 0xFF and (i + 1 == len(data) or data[i + 1] >= 0xE0 or data[i + 1] == 0):
+            out.append(0)
+    return bytes(out)
+
+
+def id3v23_unsync_tag(artist: str, title: str, picture: bytes) -> bytes:
+    frames = b""
+    for frame_id, body in (
+        (b"TPE1", _utf16_text(artist)),
+        (b"TIT2", _utf16_text(title)),
+        (b"APIC", b"\x00image/jpeg\x00\x03\x00" + picture),
+    ):
+        frames += frame_id + len(body).to_bytes(4, "big") + b"\x00\x00" + body
+    data = _unsynchronise(frames)
+    return b"ID3\x03\x00\x80" + _synchsafe(len(data)) + data
+
+
+def id3v22_tag(artist: str, title: str) -> bytes:
+    frames = b""
+    for frame_id, body in ((b"TP1", _utf16_text(artist)), (b"TT2", _utf16_text(title))):
+        frames += frame_id + len(body).to_bytes(3, "big") + body
+    frames += b"\x00" * 64  # padding
+    return b"ID3\x02\x00\x00" + _synchsafe(len(frames)) + frames
+
+
+def id3v24_footer_tag(artist: str, title: str) -> bytes:
+    frames = b""
+    for frame_id, text in ((b"TPE1", artist), (b"TIT2", title)):
+        body = b"\x03" + text.encode("utf-8")
+        frames += frame_id + _synchsafe(len(body)) + b"\x00\x00" + body
+    # With a footer the tag carries no padding (ID3v2.4 structure, 3.4).
+    size = _synchsafe(len(frames))
+    return b"ID3\x04\x00\x10" + size + frames + b"3DI\x04\x00\x10" + size
+
+
+def id3v1_tag(artist: str, title: str) -> bytes:
+    def field(text: str, width: int) -> bytes:
+        return text.encode("latin-1")[:width].ljust(width, b"\0")
+
+    return (
+        b"TAG"
+        + field(title, 30)
+        + field(artist, 30)
+        + field("", 30)
+        + b"2024"
+        + field("", 30)
+        + b"\xff"
+    )
+
+
+def lyrics3v2_block(lyrics: str) -> bytes:
+    fields = b""
+    for field_id, value in ((b"IND", b"10"), (b"LYR", lyrics.encode("latin-1"))):
+        fields += field_id + b"%05d" % len(value) + value
+    body = b"LYRICSBEGIN" + fields
+    return body + b"%06d" % len(body) + b"LYRICS200"
+
+
+def _mp3_as_picture(frames: bytes, size: int) -> bytes:
+    # A JPEG-looking blob that carries a run of valid MP3 frames: a parser that
+    # hunts for sync words inside the tag would play them.
+    head = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4
+    tail = size - len(head) - len(frames)
+    return head + frames + bytes(random.Random(7).randrange(256) for _ in range(max(tail, 0)))
+
+
+def _junk() -> bytes:
+    rng = random.Random(1234)
+    junk = bytearray(rng.randrange(256) for _ in range(300))
+    # FF bytes, a header with the forbidden bitrate index 15, and one valid
+    # 128 kbps header that no second frame follows.
+    junk += (
+        b"\xff\xff\xff\xff" + b"\xff\xfb\xf0\x00" + bytes(rng.randrange(256) for _ in range(100))
+    )
+    junk += b"\xff\xfb\x90\x64" + bytes(rng.randrange(256) for _ in range(200))
+    return bytes(junk)
+
+
+# --- builders -------------------------------------------------------------------
+
+
+def make_cbr(path: Path, seconds: float = 0.8, freq: int = 440) -> Fixture:
+    return _fixture(path, make_clean_mp3(path, seconds, freq=freq))
+
+
+def make_cbr_info(path: Path, seconds: float = 0.8, freq: int = 470) -> Fixture:
+    """lame's usual CBR output, with its Info/LAME header frame first."""
+    clean = _clean(seconds, freq)
+    full = _encode(
+        path, seconds, sound=("sine", str(freq)), samplerate=44100, channels=2,
+        lame_args=["-b", "128"],
+    )  # fmt: skip
+    _check_header_frame(path, full, clean, b"Info")
+    return _fixture(path, clean)
+
+
+def make_vbr(path: Path, seconds: float = 0.8, freq: int = 500) -> Fixture:
+    """lame -V 4 with its Xing/LAME header frame; noise makes the frame sizes vary."""
+    sound = ("sine", str(freq), "pinknoise")
+    clean = _clean(seconds, freq, sound=sound, vbr=True)
+    full = _encode(path, seconds, sound=sound, samplerate=44100, channels=2, lame_args=["-V", "4"])
+    _check_header_frame(path, full, clean, b"Xing")
+    return _fixture(path, clean)
+
+
+def _check_header_frame(path: Path, full: bytes, clean: bytes, marker: bytes) -> None:
+    # lame's bitstream must be the same with and without -t, the header frame aside.
+    header = full[: len(full) - len(clean)]
+    if not full.endswith(clean) or marker not in header[:64]:
+        raise RuntimeError(f"{path}: lame output is not a {marker!r} frame + the -t encode")
+
+
+def make_id3v24_apic(path: Path, seconds: float = 0.8, freq: int = 530) -> Fixture:
+    """ID3v2.4 with a ~20 KB APIC whose data holds a run of valid MP3 frames."""
+    clean = _clean(seconds, freq)
+    decoy = _clean(0.3, 2000)
+    path.write_bytes(clean)
+    tags = ID3()
+    tags.add(TPE1(encoding=3, text="Picture Artist"))
+    tags.add(TIT2(encoding=3, text="Cover With Fake Frames"))
+    tags.add(
+        APIC(
+            encoding=3, mime="image/jpeg", type=3, desc="cover", data=_mp3_as_picture(decoy, 20_000)
+        )
+    )
+    tags.save(path, v2_version=4, v1=0)
+    return _fixture(path, clean, "Picture Artist - Cover With Fake Frames")
+
+
+def make_id3v23_unsync(path: Path, seconds: float = 0.8, freq: int = 560) -> Fixture:
+    clean = _clean(seconds, freq)
+    decoy = _clean(0.1, 1800)
+    path.write_bytes(id3v23_unsync_tag("Ünsync Artist", "Tïtle v2.3", decoy) + clean)
+    return _fixture(path, clean, "Ünsync Artist - Tïtle v2.3")
+
+
+def make_id3v22(path: Path, seconds: float = 0.8, freq: int = 590) -> Fixture:
+    clean = _clean(seconds, freq)
+    path.write_bytes(id3v22_tag("Old Artist", "Version 2.2") + clean)
+    return _fixture(path, clean, "Old Artist - Version 2.2")
+
+
+def make_id3v24_footer(path: Path, seconds: float = 0.8, freq: int = 620) -> Fixture:
+    clean = _clean(seconds, freq)
+    path.write_bytes(id3v24_footer_tag("Footer Artist", "Tag With Footer") + clean)
+    return _fixture(path, clean, "Footer Artist - Tag With Footer")
+
+
+def make_id3v1(path: Path, seconds: float = 0.8, freq: int = 650) -> Fixture:
+    clean = _clean(seconds, freq)
+    path.write_bytes(clean + id3v1_tag("V1 Artist", "Only ID3v1"))
+    return _fixture(path, clean, "V1 Artist - Only ID3v1")
+
+
+def make_apev2(path: Path, seconds: float = 0.8, freq: int = 680) -> Fixture:
+    clean = _clean(seconds, freq)
+    path.write_bytes(clean)
+    tags = APEv2()
+    tags["Artist"] = "Ape Artist"
+    tags["Title"] = "APEv2 At The End"
+    tags.save(path)
+    return _fixture(path, clean, "Ape Artist - APEv2 At The End")
+
+
+def make_lyrics3_id3v1(path: Path, seconds: float = 0.8, freq: int = 710) -> Fixture:
+    clean = _clean(seconds, freq)
+    lyrics = lyrics3v2_block("[00:00]la la la\r\n[00:01]TAG is not a tag here")
+    path.write_bytes(clean + lyrics + id3v1_tag("Lyrics Artist", "Lyrics3v2 Then ID3v1"))
+    return _fixture(path, clean, "Lyrics Artist - Lyrics3v2 Then ID3v1")
+
+
+def make_junk_prefix(path: Path, seconds: float = 0.8, freq: int = 740) -> Fixture:
+    clean = _clean(seconds, freq)
+    path.write_bytes(_junk() + clean)
+    return _fixture(path, clean)
+
+
+def make_truncated(path: Path, seconds: float = 0.8, freq: int = 770) -> Fixture:
+    """The last frame cut in half: a listener gets every frame but that one."""
+    clean = make_clean_mp3(path, seconds, freq=freq)
+    last = probe_packets(path)[-1]
+    if last.pos + last.size != len(clean):
+        raise RuntimeError(f"{path}: ffprobe's last packet does not end the file")
+    path.write_bytes(clean[: last.pos + last.size // 2])
+    return _fixture(path, clean[: last.pos])
+
+
+def make_mpeg2(path: Path, seconds: float = 0.8, freq: int = 800) -> Fixture:
+    """MPEG-2 Layer III at 22.05 kHz."""
+    return _fixture(
+        path,
+        make_clean_mp3(
+            path, seconds, freq=freq, bitrate=64, extra_lame_args=["--resample", "22.05"]
+        ),
+    )
+
+
+def make_crc(path: Path, seconds: float = 0.8, freq: int = 830) -> Fixture:
+    """Frames with CRC protection (lame -p)."""
+    return _fixture(path, make_clean_mp3(path, seconds, freq=freq, extra_lame_args=["-p"]))
+
+
+def make_mono(path: Path, seconds: float = 0.8, freq: int = 860) -> Fixture:
+    return _fixture(path, make_clean_mp3(path, seconds, freq=freq, channels=1, bitrate=64))
+
+
+CORPUS = (
+    ("01-cbr", make_cbr),
+    ("02-cbr-info", make_cbr_info),
+    ("03-vbr", make_vbr),
+    ("04-id3v24-apic", make_id3v24_apic),
+    ("05-id3v23-unsync", make_id3v23_unsync),
+    ("06-id3v22", make_id3v22),
+    ("07-id3v24-footer", make_id3v24_footer),
+    ("08-id3v1", make_id3v1),
+    ("09-apev2", make_apev2),
+    ("10-lyrics3-id3v1", make_lyrics3_id3v1),
+    ("11-junk", make_junk_prefix),
+    ("12-truncated", make_truncated),
+    ("13-mpeg2-22khz", make_mpeg2),
+    ("14-crc", make_crc),
+    ("15-mono", make_mono),
+)
+
+
+def build_corpus(directory: Path) -> list[Fixture]:
+    """Every case above, named so that name order is play order."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return [build(directory / f"{name}.mp3") for name, build in CORPUS]
+
+
+def make_titled_tracks(
+    directory: Path, titles: list[tuple[str, str]], seconds: float = 2.5
+) -> list[Fixture]:
+    """One clean track per (artist, title), tagged ID3v2.4 in UTF-8."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fixtures = []
+    for number, (artist, title) in enumerate(titles, start=1):
+        path = directory / f"{number:02d}-track.mp3"
+        clean = make_clean_mp3(path, seconds, freq=330 + 110 * number)
+        tags = ID3()
+        tags.add(TPE1(encoding=3, text=artist))
+        tags.add(TIT2(encoding=3, text=title))
+        tags.save(path, v2_version=4, v1=0)
+        fixtures.append(_fixture(path, clean, f"{artist} - {title}"))
+    return fixtures
