@@ -12,11 +12,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+import setproctitle
+
 from pushsource import __version__
 from pushsource.errors import ConfigError, PushsourceError
 from pushsource.folder import FolderQueue, scan
-from pushsource.icecast import StationInfo, parse_target
-from pushsource.station import ListSource, Pacing, Station, TrackSource
+from pushsource.icecast import (
+    IcecastTarget,
+    SourceConnection,
+    StationInfo,
+    parse_target,
+    redact,
+)
+from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
+from pushsource.station import ListSource, Pacing, Retry, Station, TrackSource
 
 log = logging.getLogger("pushsource")
 
@@ -62,7 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
         "port to 8000); http:// and https:// work the same way",
     )
     stream.add_argument(
-        "--password-file", type=Path, metavar="PATH", help="read the password from PATH"
+        "--password-file",
+        type=Path,
+        metavar="PATH",
+        help="read the password from PATH (first line); the file must not be "
+        "readable by group or others",
+    )
+    stream.add_argument(
+        "--insecure-password-file",
+        action="store_true",
+        help="accept a --password-file that others can read",
     )
     stream.add_argument(
         "--once",
@@ -89,6 +107,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="how far ahead of real time audio is sent (default %(default)s)",
     )
     stream.add_argument(
+        "--state",
+        type=Path,
+        metavar="PATH",
+        help="where to keep what has played and what is queued, for restarts "
+        "(default: $XDG_STATE_HOME/pushsource/, one file per host:port/mount; "
+        "not used with --once)",
+    )
+    stream.add_argument(
+        "--max-retries",
+        type=int,
+        metavar="N",
+        help="give up after N failed connection attempts in a row (default: never)",
+    )
+    stream.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="connect timeout, and how long a send may stall before the "
+        "connection is dropped and made again (default %(default)s)",
+    )
+    stream.add_argument(
         "--settle",
         type=_seconds,
         default=2.0,
@@ -109,14 +149,24 @@ def _seconds(text: str) -> float:
     return value
 
 
-def read_password_file(path: Path) -> str:
-    """The password in ``path`` (one line). Raises ConfigError."""
+def read_password_file(path: Path, *, insecure: bool = False) -> str:
+    """The password in ``path`` (its first line). Like ssh with keys, refuse a
+    file that group or others can read, unless ``insecure``. Raises ConfigError."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read --password-file {path}: {exc.strerror or exc}") from None
+    if mode & 0o077 and not insecure:
+        raise ConfigError(
+            f"--password-file {path} is readable by others (mode {mode & 0o777:03o}); "
+            f"chmod 600 it, or pass --insecure-password-file"
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise ConfigError(f"cannot read --password-file {path}: {reason}") from None
-    secret = text.strip("\r\n")
+    secret = text.splitlines()[0] if text else ""
     if not secret:
         raise ConfigError(f"--password-file {path} is empty")
     return secret
@@ -139,7 +189,9 @@ def setup_logging(args: argparse.Namespace) -> None:
 def run_stream(args: argparse.Namespace) -> int:
     target = parse_target(
         args.url,
-        password=read_password_file(args.password_file) if args.password_file else None,
+        password=read_password_file(args.password_file, insecure=args.insecure_password_file)
+        if args.password_file
+        else None,
         fallback_password=os.environ.get(PASSWORD_ENV),
     )
     folder: Path = args.folder
@@ -155,6 +207,8 @@ def run_stream(args: argparse.Namespace) -> int:
     pacing = Pacing(lead=args.lead, batch=min(Pacing.batch, args.lead))
     source: TrackSource
     queue: FolderQueue | None = None
+    keeper: StateKeeper | None = None
+    resume: list[tuple[Path, int]] = []
     if args.once:
         paths = scan(folder)
         if not paths:
@@ -162,11 +216,24 @@ def run_stream(args: argparse.Namespace) -> int:
             return 0
         source = ListSource(paths)
     else:
+        keeper, resume = _restore(args.state, target)
         queue = FolderQueue(folder, settle=args.settle)
-        queue.start()
+        queue.start(order=[Path(p) for p in keeper.state.queue])
         source = queue
-    station = Station(target, source, info, once=args.once, pacing=pacing)
-    _stop_on_signals(station)
+    if args.max_retries is not None and args.max_retries < 0:
+        raise ConfigError("--max-retries must be 0 or more")
+    station = Station(
+        target,
+        source,
+        info,
+        once=args.once,
+        pacing=pacing,
+        retry=Retry(limit=args.max_retries),
+        connect=lambda t: SourceConnection(t, timeout=args.timeout),
+        keeper=keeper,
+        resume=resume,
+    )
+    _handle_signals(station, queue)
     try:
         station.run()
     finally:
@@ -175,18 +242,55 @@ def run_stream(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals(station: Station) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
+def _restore(
+    path: Path | None, target: IcecastTarget
+) -> tuple[StateKeeper, list[tuple[Path, int]]]:
+    """Load the play state; where the last run was part-way through a track
+    that is still the same file, go on from there."""
+    if path is None:
+        path = default_state_path(f"{target.host}:{target.port}{target.mount}")
+    state = load_state(path)
+    log.debug("play state in %s", path)
+    resume: list[tuple[Path, int]] = []
+    if state.current is not None:
+        current = Path(state.current)
+        if state.current_stamp is not None and FileStamp.of(current) == state.current_stamp:
+            resume.append((current, state.current_offset))
+    return StateKeeper(path, state, interval=5.0), resume
+
+
+def _handle_signals(station: Station, queue: FolderQueue | None) -> None:
+    """Like ezstream: TERM/INT stop cleanly, HUP rescans the folder, USR1 skips."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
         log.info("stopping (%s)", signal.Signals(signum).name)
         station.stop()
         signal.signal(signum, signal.SIG_DFL)  # a second signal ends us at once
 
+    def rescan(signum: int, frame: FrameType | None) -> None:
+        if queue is not None:
+            log.info("rescanning the folder (SIGHUP)")
+            queue.rescan()
+
+    def skip(signum: int, frame: FrameType | None) -> None:
+        station.skip()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, handler)
+        signal.signal(signum, stop)
+    signal.signal(signal.SIGHUP, rescan)
+    signal.signal(signal.SIGUSR1, skip)
+
+
+def _hide_password_from_ps(argv: Sequence[str]) -> None:
+    """The URL may carry the password: ps and /proc/PID/cmdline show argv."""
+    setproctitle.setproctitle(" ".join(["pushsource", *(redact(arg) for arg in argv)]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+        _hide_password_from_ps(argv)
     args = parser.parse_args(argv)
     setup_logging(args)
     try:

@@ -20,7 +20,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -218,6 +218,17 @@ class Readiness:
                 queued.append(path)
         return queued
 
+    def prefer(self, order: Sequence[Path]) -> None:
+        """Move the ready files among ``order`` to the front, in that order (the
+        queue as it was saved before a restart)."""
+        for path in reversed(order):
+            if path in self._ready:
+                self._ready.move_to_end(path, last=False)
+
+    def ready(self) -> list[Path]:
+        """The ready files, in the order pop() will return them."""
+        return list(self._ready)
+
     def pop(self) -> Path | None:
         """The next ready file, in the order they became ready, or None."""
         if not self._ready:
@@ -291,8 +302,9 @@ class FolderQueue:
         self._stopped = threading.Event()
         self._stop_once = threading.Lock()
 
-    def start(self) -> None:
-        """Start watching, then queue the files already there, in name order.
+    def start(self, order: Sequence[Path] = ()) -> None:
+        """Start watching, then queue the files already there: those in
+        ``order`` first, in that order, then the rest in name order.
 
         Raises ConfigError if root is not a directory or cannot be watched at all.
         """
@@ -307,6 +319,7 @@ class FolderQueue:
             self._halt_observer()
             return
         ready = self._walk_in(self.root, log=False)
+        self._readiness.prefer(order)
         logger.info(
             "watching %s: %d files ready, %d still arriving",
             self.root,
@@ -344,6 +357,15 @@ class FolderQueue:
                 return None
             self._wait(self._wait_time(now, deadline))
         return None
+
+    def queued(self) -> list[Path]:
+        """The files ready to play, in order (events not yet taken in aside)."""
+        return self._readiness.ready()
+
+    def rescan(self) -> None:
+        """Walk the folder again for files watchdog missed (SIGHUP). Safe to call
+        from a signal handler: the walk happens in get()."""
+        self._events.put(("rescan", str(self.root), None, True))
 
     def discard(self, path: Path) -> None:
         """Forget path: unqueue it and stop watching it settle. No-op if unknown."""
@@ -437,7 +459,7 @@ class FolderQueue:
         elif kind == "deleted":
             self._gone(path, is_directory)
         elif is_directory:
-            if kind == "created":
+            if kind in ("created", "rescan"):
                 self._walk_in(path)
         elif kind in ("created", "modified"):
             self._written(path, log_ignored=kind == "created")

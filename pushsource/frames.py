@@ -226,10 +226,12 @@ class FrameParser:
     which no audio frame was found; nothing else it does raises.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, offset: int = 0) -> None:
+        """``offset``: where in its file the input starts (offsets are reported from it)."""
         self._buf = bytearray()
         self._pos = 0  # parse point, index into _buf
-        self._base = 0  # absolute offset of _buf[0]
+        self._base = offset  # absolute offset of _buf[0]
+        self._start = offset
         self._eof = False
         self._skip = 0  # bytes of a tag still to discard
         self._locked: FrameHeader | None = None  # header of the last trusted frame
@@ -299,7 +301,7 @@ class FrameParser:
         self._flush_junk(end)
         self._ended = True
         if self.frames == 0:
-            raise FrameError(f"no MPEG audio frame found in {end} bytes", end)
+            raise FrameError(f"no MPEG audio frame found in {end - self._start} bytes", end)
         return None
 
     def _step_locked(self, buf: bytearray, pos: int, avail: int) -> Event | None:

@@ -12,10 +12,12 @@ import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection
 
 from pushsource import __version__
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
@@ -54,12 +56,12 @@ def parse_target(
     """Parse a source URL. The password is ``password`` if given (from a
     file), else the URL's, else ``fallback_password`` (from the environment).
     Raises ConfigError, whose message never repeats the password."""
-    shown = _redact(url)
+    shown = redact(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise ConfigError(f"bad Icecast URL {shown}: {_redact(str(exc))}") from None
+        raise ConfigError(f"bad Icecast URL {shown}: {redact(str(exc))}") from None
     if parts.scheme not in ("icecast", "http", "https"):
         raise ConfigError(
             f"bad Icecast URL {shown}: scheme must be icecast://, http:// or https://"
@@ -87,7 +89,7 @@ def parse_target(
     )
 
 
-def _redact(text: str) -> str:
+def redact(text: str) -> str:
     """Replace the password of any URL in text with ***."""
     return re.sub(r"(//[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
 
@@ -175,6 +177,28 @@ class _RawBody:
         self.finished = True
 
 
+#: Our socket's send buffer: small, so a server that stops reading blocks our
+#: send (and trips the send timeout) after about a second of audio, not after
+#: the megabytes the kernel would otherwise buffer.
+SEND_BUFFER: Final = 16 * 1024
+
+
+class _SourceAdapter(HTTPAdapter):
+    """requests' transport with the socket options a long source stream wants."""
+
+    def __init__(self, timeout: float) -> None:
+        options = [*HTTPConnection.default_socket_options]
+        options.append((socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER))
+        if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: give up on unacknowledged data
+            options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000)))
+        self._socket_options = options
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["socket_options"] = self._socket_options
+        super().init_poolmanager(*args, **kwargs)
+
+
 class SourceConnection:
     """One source connection: a single long ``PUT`` to the mount."""
 
@@ -205,6 +229,9 @@ class SourceConnection:
         }
         where = f"{self.target.host}:{self.target.port}"
         with requests.Session() as session:
+            adapter = _SourceAdapter(self._timeout)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             try:
                 response = session.put(
                     endpoint.base + self.target.mount,
@@ -256,7 +283,7 @@ def _reason(exc: BaseException) -> str:
         return exc.strerror
     text = str(exc)
     match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    return match.group(1) if match else _redact(text)
+    return match.group(1) if match else redact(text)
 
 
 def _icecast_message(response: requests.Response, text: str | None = None) -> str:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
-from pushsource.errors import TrackError
+from pushsource.errors import AuthenticationError, IcecastError, TrackError
 from pushsource.frames import FrameHeader, silent_frame
 from pushsource.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
 from pushsource.pacer import Pacer
+from pushsource.state import PlayState, StateKeeper
 from pushsource.tracks import Track
 
 log = logging.getLogger("pushsource")
@@ -32,6 +34,10 @@ class TrackSource(Protocol):
         """The next file to play, waiting up to ``timeout`` s; None if none came."""
         ...
 
+    def queued(self) -> list[Path]:
+        """The files that get() will return next, in order, as far as known."""
+        ...
+
 
 class ListSource:
     """A fixed list of files, for ``--once``."""
@@ -41,6 +47,9 @@ class ListSource:
 
     def get(self, timeout: float | None = None) -> Path | None:
         return self._paths.pop(0) if self._paths else None
+
+    def queued(self) -> list[Path]:
+        return list(self._paths)
 
 
 class Connection(Protocol):
@@ -58,13 +67,28 @@ class Pacing:
     batch: float = 0.05  # seconds between wake-ups
 
 
+@dataclass(frozen=True)
+class Retry:
+    """Reconnecting: capped, jittered exponential backoff."""
+
+    first: float = 1.0  # the first delay is drawn from [first/2, first]
+    cap: float = 30.0
+    limit: int | None = None  # consecutive failed attempts before giving up; None: never
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before attempt number ``attempt`` (1, 2, ...)."""
+        base = min(self.cap, self.first * 2 ** (attempt - 1))
+        return rng.uniform(base / 2, base)
+
+
 class Station:
     """Streams the files of ``source`` to ``target`` until the source runs out
     (``once``) or :meth:`stop` is called.
 
     Without ``once``, the connection stays up while files keep coming; when the
     queue runs dry it closes cleanly and a new connection opens when the next
-    file is ready.
+    file is ready. A connection that fails is retried with backoff, and the
+    stream goes on from the first frame not yet sent, in the same track.
     """
 
     def __init__(
@@ -75,48 +99,113 @@ class Station:
         *,
         once: bool = False,
         pacing: Pacing = Pacing(),
+        retry: Retry = Retry(),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] | None = None,
         connect: Callable[[IcecastTarget], Connection] = SourceConnection,
         titles: Callable[[Connection], Titles] | None = None,
+        rng: random.Random | None = None,
+        keeper: StateKeeper | None = None,
+        resume: Sequence[tuple[Path, int]] = (),
     ) -> None:
         self.target = target
         self._source = source
         self._info = info
         self._once = once
         self._pacing = pacing
+        self._retry = retry
         self._clock = clock
         self._stopping = threading.Event()
+        self._skipping = threading.Event()
         self._sleep = sleep if sleep is not None else self._stopping.wait
         self._connect = connect
         self._titles = titles if titles is not None else _title_updater
+        self._rng = rng or random.Random()
+        # Where to go on after a broken connection: (file, byte offset), played
+        # before anything new from the source.
+        self._resume: list[tuple[Path, int]] = list(resume)
+        # What has played, persisted by the keeper (if any) for restarts.
+        self._keeper = keeper
+        self._state = keeper.state if keeper is not None else PlayState()
+        self._current: Track | None = None
+        self._in_flight: list[tuple[Track, int]] = []  # tracks in the unconfirmed batch
+        self._accepted = False  # Icecast took the current connection
         self.played: list[Path] = []
+        self.connections = 0
 
     def stop(self) -> None:
         """Finish the batch in flight, close the stream cleanly, return from run()."""
         self._stopping.set()
 
+    def skip(self) -> None:
+        """End the current track at the next batch and go on with the next."""
+        self._skipping.set()
+
     def run(self) -> None:
-        """Stream until done. Raises IcecastError (AuthenticationError...)."""
+        """Stream until done. Raises AuthenticationError at once; IcecastError
+        once ``retry.limit`` attempts in a row have failed."""
+        try:
+            self._run()
+        finally:
+            self._save(at_once=True)
+
+    def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             first = self._next_track(wait=not self._once)
             if first is None:
                 return
-            connection = self._connect(self.target)
-            header = first.first.header
-            headers = self._info.headers(
-                first.info.bitrate or header.bitrate, header.sample_rate, header.channels
-            )
-            titles = self._titles(connection)
             try:
-                log.info("connecting to %s", self.target)
-                connection.stream(self._body(first, titles), headers)
-            finally:
-                titles.close()
-            if self._once:
+                self._stream(first)
+            except AuthenticationError:
+                self._rewind()
+                raise
+            except IcecastError as exc:
+                self._rewind()
+                failures = 1 if self._accepted else failures + 1
+                if self._retry.limit is not None and failures > self._retry.limit:
+                    raise IcecastError(f"giving up after {failures} attempts: {exc}") from exc
+                delay = self._retry.delay(failures, self._rng)
+                log.warning("%s; reconnecting in %.1f s (attempt %d)", exc, delay, failures)
+                self._sleep(delay)
+                continue
+            failures = 0
+            if self._once and not self._resume:
                 return
             if not self._stopping.is_set():
                 log.info("queue empty: closed the stream, waiting for files")
+
+    def _stream(self, first: Track) -> None:
+        """One connection, from ``first`` until the queue runs dry or we stop."""
+        self._accepted = False
+        self._current = first  # from here on, a failure rewinds to it
+        self.connections += 1
+        connection = self._connect(self.target)
+        header = first.first.header
+        headers = self._info.headers(
+            first.info.bitrate or header.bitrate, header.sample_rate, header.channels
+        )
+        titles = self._titles(connection)
+        body = self._body(first, titles)
+        try:
+            log.info("connecting to %s", self.target)
+            connection.stream(body, headers)
+        finally:
+            body.close()
+            titles.close()
+
+    def _rewind(self) -> None:
+        """After a broken connection: go on from the first unconfirmed frame."""
+        resume = [(track.path, offset) for track, offset in self._in_flight]
+        current = self._current
+        if current is not None and all(track is not current for track, _ in self._in_flight):
+            resume.append((current.path, current.position))
+        for track, _ in self._in_flight:
+            track.close()
+        if current is not None:
+            current.close()
+        self._in_flight, self._current = [], None
+        self._resume = resume + self._resume
 
     # -- tracks -----------------------------------------------------------
 
@@ -127,17 +216,25 @@ class Station:
         (a clock time) or at once.
         """
         while not self._stopping.is_set():
-            if wait:
-                timeout: float | None = 0.5  # wake to notice stop()
+            offset = 0
+            if self._resume:
+                path, offset = self._resume.pop(0)
             else:
-                timeout = 0.0 if until is None else max(0.0, until - self._clock())
-            path = self._source.get(timeout)
-            if path is None:
                 if wait:
+                    timeout: float | None = 0.5  # wake to notice stop()
+                else:
+                    timeout = 0.0 if until is None else max(0.0, until - self._clock())
+                got = self._source.get(timeout)
+                if got is None:
+                    if wait:
+                        continue
+                    return None
+                path = got
+                if self._state.was_played(path):
+                    log.debug("%s played already", path)
                     continue
-                return None
             try:
-                return Track(path).open()
+                return Track(path).open(offset)
             except TrackError as exc:
                 log.warning("skipped %s: %s", exc.path, exc.reason)
         return None
@@ -150,52 +247,98 @@ class Station:
     def _announce(self, track: Track, titles: Titles) -> None:
         header = track.first.header
         bitrate = track.info.bitrate or header.bitrate
-        log.info(
-            "playing %s (%s, %d kbps, %d Hz) [%s]",
-            track.info.title,
-            _clock_time(track.info.duration),
-            bitrate,
-            header.sample_rate,
-            track.path.name,
-        )
+        if track.resumed:
+            seconds = track.first.offset / (bitrate * 125)
+            log.info("resuming %s at about %s", track.info.title, _clock_time(seconds))
+        else:
+            log.info(
+                "playing %s (%s, %d kbps, %d Hz) [%s]",
+                track.info.title,
+                _clock_time(track.info.duration),
+                bitrate,
+                header.sample_rate,
+                track.path.name,
+            )
+            self.played.append(track.path)
         titles.set(track.info.title)
-        self.played.append(track.path)
+        state = self._state
+        state.current, state.current_stamp = str(track.path), track.stamp
+        state.current_offset = track.first.offset
+        self._save(at_once=True)
+
+    def _finished(self, track: Track) -> None:
+        """A track played to its end, or was skipped: never again (this version)."""
+        self._state.mark_played(track.path, track.stamp)
+        if self._state.current == str(track.path):
+            self._state.current = None
+        self._save(at_once=True)
+
+    def _save(self, *, at_once: bool = False) -> None:
+        """Hand the state to the keeper: at once on track changes, else when due."""
+        keeper = self._keeper
+        if keeper is None or not (at_once or keeper.due()):
+            return
+        state = self._state
+        current = self._current
+        if current is not None and state.current == str(current.path):
+            state.current_offset = current.position
+        queue = [path for path, _ in self._resume] + self._source.queued()
+        state.queue = [str(path) for path in queue if str(path) != state.current]
+        keeper.changed()
+        if at_once:
+            keeper.save_now()
+        else:
+            keeper.maybe_save()
 
     # -- the body of the PUT ----------------------------------------------
 
-    def _body(self, first: Track, titles: Titles) -> Iterator[bytes]:
-        """Frame batches, each handed over when its audio is due within the lead."""
+    def _body(self, first: Track, titles: Titles) -> Generator[bytes, None, None]:
+        """Frame batches, each handed over when its audio is due within the lead.
+
+        A batch counts as sent when the connection asks for the next one; if
+        it never does, ``_in_flight`` says where the unsent audio began.
+        """
         pacer = Pacer(self._clock(), lead=self._pacing.lead, batch=self._pacing.batch)
         current: Track | None = first
-        starting = [first]  # tracks whose first frame is in the batch being built
+        self._current = current
+        starting = [first]  # tracks whose first frame is in a batch not yet announced
         last: FrameHeader = first.first.header
-        pending_first = True
         handed = 0  # batches handed to the connection
         while True:
             now = self._clock()
             out = bytearray()
+            batch: list[tuple[Track, int]] = []
+            if self._skipping.is_set() and current is not None:
+                self._skipping.clear()
+                log.info("skipping %s", current.info.title)
+                current.close()
+                self._finished(current)
+                current = self._current = self._next_track(wait=False)
+                if current is not None:
+                    starting.append(current)
             while current is not None and pacer.may_send(now):
-                if pending_first:
-                    frame = current.first
-                    pending_first = False
-                else:
-                    next_frame = current.next_frame()
-                    if next_frame is None:
-                        current = self._next_track(wait=False)
-                        if current is not None:
-                            starting.append(current)
-                            pending_first = True
-                        continue
-                    frame = next_frame
+                frame = current.next_frame()
+                if frame is None:
+                    self._finished(current)
+                    current = self._current = self._next_track(wait=False)
+                    if current is not None:
+                        starting.append(current)
+                    continue
+                if not batch or batch[-1][0] is not current:
+                    batch.append((current, frame.offset))
                 out += frame.data
                 pacer.add(frame.header.samples, frame.header.sample_rate)
                 last = frame.header
             if out:
+                self._in_flight = batch
                 yield bytes(out)
+                self._in_flight = []
                 handed += 1
-            # Their first frame is sent. A refused source (wrong password) only
-            # shows when the second batch cannot be sent: announce after that.
+                self._save()
+            # A refused source (wrong password) only shows when the second
+            # batch cannot be sent: announce, and count as accepted, after that.
             if handed >= 2:
+                self._accepted = True
                 self._announce_all(starting, titles)
             if self._stopping.is_set():
                 break
@@ -203,15 +346,17 @@ class Station:
                 if self._once:
                     break
                 # The queue ran dry: wait for a file while the audio sent lasts.
-                current = self._next_track(wait=False, until=pacer.due() - self._pacing.batch)
+                current = self._current = self._next_track(
+                    wait=False, until=pacer.due() - self._pacing.batch
+                )
                 if current is None:
                     break
                 starting.append(current)
-                pending_first = True
                 continue
             self._sleep_until(pacer.wake_at())
         if current is not None:
             current.close()
+        self._current = None
         # Close cleanly: enough silence that Icecast relays the last real frame.
         silence = silent_frame(last)
         remaining = math.ceil(ICECAST_BLOCK / len(silence)) + 1

@@ -12,6 +12,7 @@ import mutagen.apev2
 
 from pushsource.errors import FrameError, TrackError
 from pushsource.frames import END, NEED_DATA, Frame, FrameParser, Skipped
+from pushsource.state import FileStamp
 
 log = logging.getLogger("pushsource.tracks")
 
@@ -76,10 +77,15 @@ class Track:
     def __init__(self, path: Path, *, chunk: int = CHUNK) -> None:
         self.path = path
         self.info = TrackInfo(title=path.stem, duration=None, bitrate=None)
+        self.resumed = False  # opened part-way through, to go on where a stream broke
+        self.stamp: FileStamp | None = None  # the version of the file we opened
         self._chunk = chunk
         self._file: BinaryIO | None = None
         self._parser = FrameParser()
         self._first: Frame | None = None
+        self._first_taken = False
+        self._position = 0
+        self._dropped = 0  # frames in another format than the first
 
     def __repr__(self) -> str:
         return f"Track({str(self.path)!r})"
@@ -90,16 +96,28 @@ class Track:
         assert self._first is not None, "Track.open() first"
         return self._first
 
-    def open(self) -> Track:
-        """Open the file, read its tags and find its first frame. Raises TrackError."""
+    @property
+    def position(self) -> int:
+        """Byte offset of the next frame next_frame() will return: where to
+        reopen the file to go on from here."""
+        return self.first.offset if not self._first_taken else self._position
+
+    def open(self, offset: int = 0) -> Track:
+        """Open the file (at ``offset``, a frame boundary), read its tags and
+        find its first frame. Raises TrackError."""
         try:
             self._file = self.path.open("rb")
+            if offset:
+                self._file.seek(offset)
         except FileNotFoundError:
             raise TrackError(self.path, "file is gone") from None
         except IsADirectoryError:
             raise TrackError(self.path, "is a directory") from None
         except OSError as exc:
             raise TrackError(self.path, exc.strerror or str(exc)) from None
+        self._parser = FrameParser(offset)
+        self.resumed = offset > 0
+        self.stamp = FileStamp.of(self.path)
         self.info = read_info(self.path)
         try:
             self._first = self._read_frame()
@@ -113,16 +131,24 @@ class Track:
         return self
 
     def next_frame(self) -> Frame | None:
-        """The next audio frame after ``first``, or None at the end. Does not raise."""
-        if self._file is None:
+        """The next audio frame (``first`` comes first), or None at the end.
+        Does not raise."""
+        if not self._first_taken:
+            self._first_taken = True
+            frame: Frame | None = self.first
+        elif self._file is None:
             return None
-        try:
-            return self._read_frame()
-        except (FrameError, OSError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            log.warning("%s: stopped early: %s", self.path, reason)
-            self.close()
-            return None
+        else:
+            try:
+                frame = self._read_frame()
+            except (FrameError, OSError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                log.warning("%s: stopped early: %s", self.path, reason)
+                self.close()
+                return None
+        if frame is not None:
+            self._position = frame.offset + len(frame.data)
+        return frame
 
     def _read_frame(self) -> Frame | None:
         assert self._file is not None
@@ -130,7 +156,12 @@ class Track:
         while True:
             event = parser.next_event()
             if isinstance(event, Frame):
-                return event
+                # Players break when the sample rate or channel count changes
+                # mid-stream: a track keeps the format of its first frame.
+                if self._first is None or self._first.header.continues(event.header):
+                    return event
+                self._dropped += 1
+                continue
             if isinstance(event, Skipped):
                 log.debug(
                     "%s: skipped %s, %d bytes at %d",
@@ -149,3 +180,6 @@ class Track:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._dropped:
+            log.warning("%s: dropped %d frames that change the format", self.path, self._dropped)
+            self._dropped = 0

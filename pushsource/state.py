@@ -1,0 +1,407 @@
+"""The station's play state on disk, so a restart after a crash or kill -9 resumes.
+
+What has played, what is queued and how far the current track got live in one small
+JSON file per station, replaced atomically (write a temp file, fsync, rename, fsync the
+directory), so after any crash the file holds either the old state or the new one.
+
+The file (``"version": 1``; stamps are ``[size, mtime_ns]`` pairs to keep it small)::
+
+    {"version": 1, "played": {"/music/a.mp3": [4171, 1700000000000000000]},
+     "queue": ["/music/b.mp3"], "current": "/music/c.mp3", "current_offset": 41730,
+     "current_stamp": [90112, 1700000000000000000]}
+
+Paths are str as ``os.fspath`` gives them; names that are not UTF-8 carry surrogate
+escapes, which ``json`` writes as ``\\udcXX`` and reads back unchanged. Only paths,
+stamps and offsets are ever stored or logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pushsource.errors import ConfigError, PushsourceError
+
+logger = logging.getLogger("pushsource.state")
+
+VERSION = 1
+
+#: How many played files are remembered; the oldest are forgotten first.
+PLAYED_CAP = 20_000
+
+# A save that keeps failing (full disk, read-only mount) is reported this often, not per try.
+_WARN_EVERY = 60.0
+
+_TMP_INFIX = ".tmp-"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# Leaves room for the hash and ".json" (and ".tmp-<pid>") under the usual 255-byte name limit.
+_SLUG_MAX = 100
+
+
+class StateError(PushsourceError):
+    """The state file cannot be written, or state data is malformed.
+
+    ``path`` is the state file, or None for data not (yet) tied to a file.
+    """
+
+    def __init__(self, reason: str, path: Path | None = None) -> None:
+        super().__init__(f"{path}: {reason}" if path is not None else reason)
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """One version of a file: a file copied again with new content plays again."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileStamp | None:
+        """The stamp of ``path`` now, or None if it cannot be stat'ed. Does not raise."""
+        try:
+            st = os.stat(path)
+        except (OSError, ValueError):  # ValueError: a NUL in the name
+            return None
+        return cls(st.st_size, st.st_mtime_ns)
+
+
+def _key(path: Path) -> str:
+    return os.fspath(path.absolute())
+
+
+@dataclass
+class PlayState:
+    """What has played, what is queued, and where the current track was."""
+
+    #: Absolute path -> stamp of files that finished or were skipped, oldest first.
+    played: dict[str, FileStamp] = field(default_factory=dict)
+    #: Absolute paths in play order, not including ``current``.
+    queue: list[str] = field(default_factory=list)
+    current: str | None = None
+    #: Byte offset in ``current`` of the next frame not yet confirmed sent.
+    current_offset: int = 0
+    current_stamp: FileStamp | None = None
+
+    def __post_init__(self) -> None:
+        self._trim()
+
+    def _trim(self) -> None:
+        excess = len(self.played) - PLAYED_CAP
+        if excess > 0:
+            for old in list(self.played)[:excess]:
+                del self.played[old]
+
+    def was_played(self, path: Path) -> bool:
+        """Whether this version of ``path`` has played: it is in ``played`` and its
+        size and mtime are still the ones recorded. A missing file has not. Does not raise."""
+        stored = self.played.get(_key(path))
+        return stored is not None and FileStamp.of(path) == stored
+
+    def mark_played(self, path: Path, stamp: FileStamp | None = None) -> None:
+        """Record ``path`` as played (as the newest entry). Leaves ``queue`` and
+        ``current`` alone.
+
+        ``stamp`` defaults to the file's stamp now; pass the one taken when play
+        started so a copy that replaced the file meanwhile still plays. A file that
+        cannot be stat'ed is forgotten instead: there is no version of it to skip.
+        """
+        key = _key(path)
+        self.played.pop(key, None)  # re-inserted at the end: the cap drops the oldest
+        if stamp is None:
+            stamp = FileStamp.of(path)
+        if stamp is not None:
+            self.played[key] = stamp
+            self._trim()
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict, ``from_json``'s inverse."""
+        return {
+            "version": VERSION,
+            "played": {p: [s.size, s.mtime_ns] for p, s in self.played.items()},
+            "queue": list(self.queue),
+            "current": self.current,
+            "current_offset": self.current_offset,
+            "current_stamp": _stamp_to_json(self.current_stamp),
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> PlayState:
+        """The state ``data`` describes. Raises StateError if anything in it is
+        missing, unknown, of the wrong type or inconsistent."""
+        if not isinstance(data, dict):
+            raise StateError(f"expected a JSON object, got {_kind(data)}")
+        version = data.get("version")
+        if type(version) is not int or version != VERSION:
+            raise StateError(f"unknown version {_shown(version)}, expected {VERSION}")
+        keys = {"version", "played", "queue", "current", "current_offset", "current_stamp"}
+        if data.keys() != keys:
+            extra = sorted(map(str, data.keys() - keys))
+            missing = sorted(keys - data.keys())
+            raise StateError(f"unknown keys {extra}, missing keys {missing}")
+
+        played_data = data["played"]
+        if not isinstance(played_data, dict):
+            raise StateError(f"played: expected an object, got {_kind(played_data)}")
+        played = {
+            _path_from_json(p, "played"): _stamp_from_json(s, f"played[{p}]")
+            for p, s in played_data.items()
+        }
+        queue_data = data["queue"]
+        if not isinstance(queue_data, list):
+            raise StateError(f"queue: expected an array, got {_kind(queue_data)}")
+        queue = [_path_from_json(p, "queue") for p in queue_data]
+
+        current_data = data["current"]
+        current = None if current_data is None else _path_from_json(current_data, "current")
+        offset = data["current_offset"]
+        if type(offset) is not int or offset < 0:
+            raise StateError(f"current_offset: expected an int >= 0, got {_shown(offset)}")
+        stamp_data = data["current_stamp"]
+        stamp = None if stamp_data is None else _stamp_from_json(stamp_data, "current_stamp")
+        if current is None and (offset != 0 or stamp is not None):
+            raise StateError("current_offset and current_stamp given without current")
+        return cls(played, queue, current, offset, stamp)
+
+
+def _kind(value: object) -> str:
+    return type(value).__name__
+
+
+def _shown(value: object) -> str:
+    # Only numbers are echoed: a file mistaken for the state file may hold anything.
+    return repr(value) if value is None or isinstance(value, int | float) else _kind(value)
+
+
+def _path_from_json(value: object, where: str) -> str:
+    if not isinstance(value, str) or "\0" in value or not os.path.isabs(value):
+        got = "a relative path" if isinstance(value, str) else _kind(value)
+        raise StateError(f"{where}: expected an absolute path, got {got}")
+    return value
+
+
+def _stamp_to_json(stamp: FileStamp | None) -> list[int] | None:
+    return None if stamp is None else [stamp.size, stamp.mtime_ns]
+
+
+def _stamp_from_json(value: object, where: str) -> FileStamp:
+    # type() rather than isinstance(): JSON true/false must not pass for 1/0.
+    if (
+        not isinstance(value, list)
+        or len(value) != 2
+        or not all(type(n) is int for n in value)
+        or value[0] < 0
+    ):
+        raise StateError(f"{where}: expected [size >= 0, mtime_ns], got {_kind(value)}")
+    return FileStamp(value[0], value[1])
+
+
+def default_state_path(station_key: str) -> Path:
+    """Where the state of the station ``station_key`` ("host:port/mount") lives:
+    ``$XDG_STATE_HOME/pushsource/<slug>.json``, else ``~/.local/state/pushsource/...``.
+
+    The slug is the key with characters other than ``[A-Za-z0-9._-]`` turned into
+    ``_``, plus a hash of the key, so keys that differ only there still get their
+    own files. Raises ConfigError if there is neither XDG_STATE_HOME nor a home.
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec says a relative value is invalid and must be ignored.
+    if not os.path.isabs(base):
+        try:
+            base = os.fspath(Path.home() / ".local" / "state")
+        except RuntimeError as exc:
+            raise ConfigError(f"no home directory for the state file; use --state: {exc}") from exc
+    digest = hashlib.sha256(station_key.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    slug = _UNSAFE.sub("_", station_key)[:_SLUG_MAX]
+    return Path(base) / "pushsource" / f"{slug}-{digest}.json"
+
+
+def load_state(path: Path) -> PlayState:
+    """The state saved at ``path``; an empty one if there is none.
+
+    A file that cannot be read or parsed is moved aside to ``<name>.corrupt`` (so
+    nothing is lost, and the next save does not trip over it), with one warning.
+    Leftover temp files of saves killed mid-way are removed. Does not raise.
+    """
+    _remove_stale_temps(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return PlayState()
+    except OSError as exc:
+        reason = f"cannot read it ({exc.strerror or exc})"
+    else:
+        try:
+            return PlayState.from_json(json.loads(raw))
+        except StateError as exc:
+            reason = exc.reason
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            reason = f"not JSON ({exc})" if raw.strip() else "empty file"
+    logger.warning("state file %s is unusable, starting afresh: %s%s", path, reason, _aside(path))
+    return PlayState()
+
+
+def _aside(path: Path) -> str:
+    """Move a bad state file to a free ``<name>.corrupt[.N]``; say where, for the log."""
+    for n in range(1000):
+        target = path.with_name(path.name + ".corrupt" + (f".{n}" if n else ""))
+        if target.exists() or target.is_symlink():
+            continue
+        try:
+            os.rename(path, target)
+        except OSError as exc:
+            return f"; could not move it aside: {exc.strerror or exc}"
+        return f"; moved it to {target.name}"
+    return "; left it in place: too many .corrupt files"
+
+
+def _remove_stale_temps(path: Path) -> None:
+    prefix = path.name + _TMP_INFIX
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            pid = entry.name.removeprefix(prefix)
+            if pid != entry.name and pid.isdigit() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, as another user
+        return True
+    return True
+
+
+def save_state(path: Path, state: PlayState) -> None:
+    """Replace the state file at ``path`` atomically and durably.
+
+    Creates missing directories (mode 0700); the file gets mode 0600. Raises
+    StateError on any OSError; a failed save leaves the old file and no temp file.
+    """
+    data = json.dumps(state.to_json(), separators=(",", ":")).encode("ascii")
+    tmp = path.with_name(f"{path.name}{_TMP_INFIX}{os.getpid()}")
+    try:
+        _make_dirs(path.parent)
+        # O_NOFOLLOW: never write through a symlink planted under the temp name.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a leftover temp file may have had another mode
+            with open(fd, "wb", closefd=False) as f:
+                f.write(data)
+                f.flush()
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise StateError(f"cannot save state: {exc.strerror or exc}", path) from exc
+    try:
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        raise StateError(f"saved, but not durably: {exc.strerror or exc}", path) from exc
+
+
+def _make_dirs(directory: Path) -> None:
+    # Unlike os.makedirs, every directory we create gets 0700, not only the last.
+    missing: list[Path] = []
+    while not directory.is_dir():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=0o700)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems cannot fsync a directory; the rename is as durable as they get.
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+class StateKeeper:
+    """Saves the state when it changed, at most every ``interval`` seconds, plus at
+    once on demand. Saving never raises: the audio must go on. Not thread-safe."""
+
+    def __init__(
+        self,
+        path: Path,
+        state: PlayState,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.state = state
+        self.interval = interval
+        self._clock = clock
+        self._dirty = False
+        self._last_try: float | None = None
+        self._warned: tuple[str, float] | None = None  # last warning and when
+
+    @property
+    def dirty(self) -> bool:
+        """Whether there are changes not saved yet."""
+        return self._dirty
+
+    def changed(self) -> None:
+        """Note that ``state`` changed; a later ``maybe_save`` or ``save_now`` saves it."""
+        self._dirty = True
+
+    def due(self) -> bool:
+        """Whether maybe_save() would save now (if dirty)."""
+        return self._last_try is None or self._clock() - self._last_try >= self.interval
+
+    def maybe_save(self) -> None:
+        """Save if dirty and ``interval`` has passed since the last try. Does not raise."""
+        if self._dirty and self.due():
+            self._save()
+
+    def save_now(self) -> None:
+        """Save if dirty, however recent the last save (track change, shutdown).
+        Does not raise."""
+        if self._dirty:
+            self._save()
+
+    def _save(self) -> None:
+        # A failed try counts too: a full disk is not hammered on every call.
+        now = self._last_try = self._clock()
+        try:
+            save_state(self.path, self.state)
+        except StateError as exc:
+            message = str(exc)
+            if self._warned and self._warned[0] == message and now - self._warned[1] < _WARN_EVERY:
+                logger.debug("%s (again)", message)
+            else:
+                self._warned = (message, now)
+                logger.warning("%s; playing on, will retry", message)
+            return
+        self._dirty = False
+        if self._warned is not None:
+            logger.info("state saved to %s again", self.path)
+            self._warned = None

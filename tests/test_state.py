@@ -1,0 +1,263 @@
+"""Play state on disk: strict JSON, atomic saves, bad files moved aside, throttled saving."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pushsource import state as state_module
+from pushsource.state import (
+    FileStamp,
+    PlayState,
+    StateError,
+    StateKeeper,
+    default_state_path,
+    load_state,
+    save_state,
+)
+
+paths = st.text(min_size=1, max_size=20).map(lambda s: "/m/" + s.replace("\0", ""))
+stamps = st.builds(FileStamp, st.integers(0, 2**40), st.integers(-(2**62), 2**62))
+
+
+@st.composite
+def play_states(draw: st.DrawFn) -> PlayState:
+    current = draw(st.none() | paths)
+    return PlayState(
+        played=draw(st.dictionaries(paths, stamps, max_size=5)),
+        queue=draw(st.lists(paths, max_size=5)),
+        current=current,
+        current_offset=0 if current is None else draw(st.integers(0, 2**40)),
+        current_stamp=None if current is None else draw(st.none() | stamps),
+    )
+
+
+@given(play_states())
+def test_json_round_trip(original: PlayState) -> None:
+    text = json.dumps(original.to_json())
+    back = PlayState.from_json(json.loads(text))
+    assert back == original
+    assert list(back.played) == list(original.played)  # order is kept
+
+
+GOOD = PlayState(queue=["/m/b.mp3"], current="/m/a.mp3", current_offset=7).to_json()
+
+
+BAD_VALUES: dict[str, list[object]] = {
+    "version": [2, True, "1"],
+    "played": [[], {"a.mp3": [1, 2]}, {"/a": [1]}, {"/a": [True, 2]}, {"/a": [-1, 2]}, {"/a": {}}],
+    "queue": ["/m/b.mp3", [None], ["/m/\0.mp3"]],
+    "current": [3, None],  # None: an offset without a track
+    "current_offset": [-1, 1.5],
+    "current_stamp": [[1, 2.0], [1, 2, 3]],
+    "surprise": [1],
+}
+MALFORMED: list[object] = [None, [], "x", {}, {"version": 1}] + [
+    {**GOOD, key: value} for key, values in BAD_VALUES.items() for value in values
+]
+
+
+@pytest.mark.parametrize("data", MALFORMED)
+def test_from_json_rejects_malformed_data(data: object) -> None:
+    with pytest.raises(StateError):
+        PlayState.from_json(data)
+
+
+def test_save_then_load(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "deeper" / "station.json"
+    latin1 = os.fsdecode(b"/m/caf\xe9.mp3")  # not UTF-8: a surrogate escape in the str
+    saved = PlayState({"/m/a.mp3": FileStamp(1, 2)}, [latin1], "/m/c.mp3", 9, FileStamp(3, 4))
+    save_state(path, saved)
+    assert load_state(path) == saved
+    assert os.fsencode(load_state(path).queue[0]) == b"/m/caf\xe9.mp3"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+    assert os.listdir(path.parent) == ["station.json"]
+
+
+def test_a_failed_replace_keeps_the_old_file_and_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "station.json"
+    save_state(path, PlayState(queue=["/m/old.mp3"]))
+    before = path.read_bytes()
+
+    def crash(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(StateError) as caught:
+        save_state(path, PlayState(queue=["/m/new.mp3"]))
+    assert caught.value.path == path
+    assert "No space left on device" in str(caught.value)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["station.json"]
+
+
+def test_missing_file_is_an_empty_state_and_dead_temps_go(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "station.json"
+    dead = tmp_path / "station.json.tmp-999999999"  # above any pid_max
+    mine = tmp_path / f"station.json.tmp-{os.getpid()}"
+    other = tmp_path / "other.json.tmp-999999999"
+    for f in (dead, mine, other):
+        f.write_text("{")
+    assert load_state(path) == PlayState()
+    assert sorted(os.listdir(tmp_path)) == sorted([mine.name, other.name])
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", "empty file"),
+        (b"\x00\xffgarbage", "not JSON"),
+        (b'{"version": 1, "played"', "not JSON"),
+        pytest.param(b"[" * 100_000, "not JSON", id="deep"),
+        (json.dumps({**GOOD, "version": 99}).encode(), "unknown version 99"),
+    ],
+)
+def test_a_bad_file_is_moved_aside_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes, reason: str
+) -> None:
+    path = tmp_path / "station.json"
+    path.write_bytes(content)
+    with caplog.at_level(logging.DEBUG, logger="pushsource.state"):
+        assert load_state(path) == PlayState()
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING
+    assert str(path) in record.getMessage() and reason in record.getMessage()
+    assert not path.exists()
+    assert (tmp_path / "station.json.corrupt").read_bytes() == content
+
+
+def test_an_older_corrupt_file_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "station.json"
+    (tmp_path / "station.json.corrupt").write_text("first")
+    path.write_text("second")
+    load_state(path)
+    assert (tmp_path / "station.json.corrupt").read_text() == "first"
+    assert (tmp_path / "station.json.corrupt.1").read_text() == "second"
+
+
+def test_was_played_follows_the_file_version(tmp_path: Path) -> None:
+    song = tmp_path / "a.mp3"
+    song.write_bytes(b"x" * 10)
+    state = PlayState()
+    assert not state.was_played(song)
+    state.mark_played(song)
+    assert state.was_played(song)
+    os.utime(song, ns=(0, song.stat().st_mtime_ns + 1))
+    assert not state.was_played(song)  # same size, new mtime
+
+    state.mark_played(song)
+    mtime = song.stat().st_mtime_ns
+    song.write_bytes(b"y" * 11)
+    os.utime(song, ns=(0, mtime))
+    assert not state.was_played(song)  # same mtime, new size
+
+    song.unlink()
+    assert not state.was_played(song)
+    state.mark_played(song)  # nothing to stamp: forgotten
+    assert str(song) not in state.played
+
+
+def test_mark_played_keeps_the_newest_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(state_module, "PLAYED_CAP", 3)
+    state = PlayState()
+    for name in ["a", "b", "c", "a", "d"]:
+        state.mark_played(Path("/m", name), FileStamp(1, 1))
+    assert list(state.played) == ["/m/c", "/m/a", "/m/d"]
+
+
+def test_default_state_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    path = default_state_path("127.0.0.1:8000/stream")
+    assert path.parent == tmp_path / "xdg" / "pushsource"
+    assert path.name.startswith("127.0.0.1_8000_stream-") and path.suffix == ".json"
+    assert default_state_path("127.0.0.1:8000/stream") == path
+    assert default_state_path("127.0.0.1:8000/stream?") != path
+    assert default_state_path("127.0.0.1_8000/stream") != path
+    assert len(default_state_path("h:1/" + "x" * 1000).name) < 200
+
+    for unset in ["", "relative/dir"]:  # the XDG spec ignores relative values
+        monkeypatch.setenv("XDG_STATE_HOME", unset)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        fallback = tmp_path / "home" / ".local" / "state" / "pushsource" / path.name
+        assert default_state_path("127.0.0.1:8000/stream") == fallback
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_keeper_saves_changes_at_most_every_interval(tmp_path: Path) -> None:
+    path, clock = tmp_path / "s.json", Clock()
+    keeper = StateKeeper(path, PlayState(), interval=1.0, clock=clock)
+    keeper.maybe_save()
+    assert not path.exists()  # nothing changed
+
+    keeper.state.queue.append("/m/a.mp3")
+    keeper.changed()
+    keeper.maybe_save()
+    assert load_state(path).queue == ["/m/a.mp3"]
+
+    keeper.state.queue.append("/m/b.mp3")
+    keeper.changed()
+    clock.now += 0.5
+    keeper.maybe_save()
+    assert load_state(path).queue == ["/m/a.mp3"]  # too soon
+    clock.now += 0.5
+    keeper.maybe_save()
+    assert load_state(path).queue == ["/m/a.mp3", "/m/b.mp3"]
+    assert not keeper.dirty
+
+    keeper.state.current = "/m/c.mp3"
+    keeper.changed()
+    keeper.save_now()  # no interval for a track change
+    assert load_state(path).current == "/m/c.mp3"
+
+
+def test_keeper_survives_a_failing_disk_and_warns_once_a_minute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path, clock = tmp_path / "s.json", Clock()
+    keeper = StateKeeper(path, PlayState(), clock=clock)
+    real_replace = os.replace
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    caplog.set_level(logging.INFO, logger="pushsource.state")
+    keeper.changed()
+    for _ in range(30):  # one try a second for 30 s, and save_now on every track change
+        keeper.maybe_save()
+        keeper.save_now()
+        clock.now += 1.0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "No space left on device" in warnings[0].getMessage()
+    assert keeper.dirty
+
+    clock.now += 60.0
+    keeper.maybe_save()
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 2
+
+    monkeypatch.setattr(os, "replace", real_replace)
+    clock.now += 1.0
+    keeper.maybe_save()
+    assert not keeper.dirty and load_state(path) == PlayState()
+    assert "state saved to" in caplog.records[-1].getMessage()
