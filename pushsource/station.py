@@ -269,8 +269,9 @@ class Station:
     def _finished(self, track: Track) -> None:
         """A track played to its end, or was skipped: never again (this version)."""
         self._state.mark_played(track.path, track.stamp)
-        if self._state.current == str(track.path):
-            self._state.current = None
+        state = self._state
+        if state.current == str(track.path):
+            state.current, state.current_offset, state.current_stamp = None, 0, None
         self._save(at_once=True)
 
     def _save(self, *, at_once: bool = False) -> None:

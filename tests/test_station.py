@@ -3,6 +3,7 @@ records when each byte was handed over, and synthetic files on a real disk."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Iterator
 from fractions import Fraction
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.errors import AuthenticationError, IcecastError
 from pushsource.frames import END, Frame, FrameParser, parse_header
 from pushsource.icecast import IcecastTarget, StationInfo
-from pushsource.station import ICECAST_BLOCK, ListSource, Pacing, Station
+from pushsource.state import PlayState, StateKeeper, load_state
+from pushsource.station import ICECAST_BLOCK, ListSource, Pacing, Retry, Station
+from pushsource.tracks import Track
 from tests.synth import Spec, id3v1, id3v2, make_frames
 
 LEAD, BATCH = 0.5, 0.05
@@ -294,3 +298,205 @@ def test_stop_ends_with_silence_after_the_batch_in_flight(tmp_path: Path, harnes
     assert 0 < len(real) < 400
     assert audio.startswith(b"".join(f.data for f in real))
     assert len(stream) - sum(len(f.data) for f in real) >= ICECAST_BLOCK
+
+
+# -- reconnecting ---------------------------------------------------------------
+
+
+class DroppingConnection(FakeConnection):
+    """Takes ``keep`` chunks, then fails like a reset: the chunk it took last
+    never counts as sent (the station is not asked for the next one)."""
+
+    def __init__(self, clock: Clock, keep: int) -> None:
+        super().__init__(clock)
+        self.keep = keep
+
+    def stream(self, chunks: Iterator[bytes], headers: dict[str, str]) -> int:
+        for n, chunk in enumerate(chunks, 1):
+            if n == self.keep:
+                raise IcecastError("connection to 127.0.0.1:8000 lost")
+            self.chunks.append((self.clock.now, chunk))
+        return 0
+
+
+def test_a_dropped_connection_resumes_at_the_first_unsent_frame(
+    tmp_path: Path, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = write(tmp_path / "a.mp3", make_frames(150))
+    b = write(tmp_path / "b.mp3", make_frames(60, seed=2))
+    made: list[FakeConnection] = []
+
+    def connect(target: IcecastTarget) -> FakeConnection:
+        made.append(
+            DroppingConnection(harness.clock, 40) if not made else FakeConnection(harness.clock)
+        )
+        return made[-1]
+
+    harness.connect = connect  # type: ignore[method-assign]
+    station = harness.station(ListSource(sorted(tmp_path.iterdir())))
+    with caplog.at_level(logging.INFO, logger="pushsource"):
+        station.run()
+    first, second = made
+    sent1 = b"".join(chunk for _, chunk in first.chunks)
+    sent2 = b"".join(chunk for _, chunk in second.chunks)
+    assert (sent1 + sent2).startswith(a + b)  # nothing lost, nothing twice
+    assert 0 < len(sent1) < len(a)
+    # The new connection starts a fresh schedule: its first burst is the lead,
+    # not a catch-up for the time spent reconnecting.
+    burst = len(second.chunks[0][1]) // 417
+    assert burst * 1152 / 44100 <= LEAD + 1152 / 44100
+    assert second.chunks[0][0] - first.chunks[-1][0] >= 0.5  # the backoff delay
+    titles = [t for titles in harness.titles for _, t in titles.titles]
+    assert titles == ["a", "a", "b"]  # the title is set again after the reconnect
+    assert any("resuming a" in r.getMessage() for r in caplog.records)
+    assert station.played == [tmp_path / "a.mp3", tmp_path / "b.mp3"]
+
+
+def test_backoff_grows_and_gives_up_at_the_limit(tmp_path: Path, harness: Harness) -> None:
+    write(tmp_path / "a.mp3", make_frames(20))
+    attempts: list[float] = []
+
+    def refuse(target: IcecastTarget) -> FakeConnection:
+        attempts.append(harness.clock.now)
+        raise IcecastError("cannot connect to 127.0.0.1:8000: Connection refused")
+
+    harness.connect = refuse  # type: ignore[method-assign]
+    station = Station(
+        TARGET,
+        ListSource([tmp_path / "a.mp3"]),
+        StationInfo(),
+        once=True,
+        retry=Retry(first=1.0, cap=4.0, limit=5),
+        clock=harness.clock,
+        sleep=harness.clock.sleep,
+        connect=harness.connect,
+        titles=harness.make_titles,
+    )
+    with pytest.raises(IcecastError, match="giving up after 6 attempts: cannot connect"):
+        station.run()
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert len(attempts) == 6
+    assert 0.5 <= gaps[0] <= 1.0  # the first retry comes within a second
+    for n, gap in enumerate(gaps, 1):
+        base = min(4.0, 2 ** (n - 1))
+        assert base / 2 <= gap <= base  # jittered, doubling, capped
+
+
+def test_a_wrong_password_is_not_retried(tmp_path: Path, harness: Harness) -> None:
+    write(tmp_path / "a.mp3", make_frames(20))
+
+    def deny(target: IcecastTarget) -> FakeConnection:
+        raise AuthenticationError("authentication failed for source user on /test", 401)
+
+    harness.connect = deny  # type: ignore[method-assign]
+    station = harness.station(ListSource([tmp_path / "a.mp3"]))
+    start = harness.clock.now
+    with pytest.raises(AuthenticationError):
+        station.run()
+    assert harness.clock.now == start
+
+
+def test_skip_ends_the_track_and_marks_it_played(tmp_path: Path, harness: Harness) -> None:
+    write(tmp_path / "a.mp3", make_frames(300))
+    b = write(tmp_path / "b.mp3", make_frames(40, seed=2))
+    station = harness.station(ListSource(sorted(tmp_path.iterdir())))
+    clock = harness.clock
+    start = clock.now
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+        if start + 2.0 <= clock.now < start + 2.0 + seconds:
+            station.skip()
+
+    station._sleep = sleep
+    station.run()
+    stream = b"".join(chunk for _, chunk in harness.connections[0].chunks)
+    assert b in stream
+    assert stream.index(b) < 300 * 417 // 2  # b came early: a was cut short
+    assert station._state.was_played(tmp_path / "a.mp3")
+
+
+def test_state_survives_a_restart_without_replaying(tmp_path: Path, harness: Harness) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    write(music / "a.mp3", make_frames(30))
+    write(music / "b.mp3", make_frames(30, seed=2))
+    path = tmp_path / "state.json"
+    keeper = StateKeeper(path, load_state(path))
+    first = Station(
+        TARGET,
+        ListSource([music / "a.mp3"]),
+        StationInfo(),
+        once=True,
+        clock=harness.clock,
+        sleep=harness.clock.sleep,
+        connect=harness.connect,
+        titles=harness.make_titles,
+        keeper=keeper,
+    )
+    first.run()
+    saved = load_state(path)
+    assert saved.was_played(music / "a.mp3") and saved.current is None
+    # The next run is offered both files and plays only the new one.
+    second = Station(
+        TARGET,
+        ListSource([music / "a.mp3", music / "b.mp3"]),
+        StationInfo(),
+        once=True,
+        clock=harness.clock,
+        sleep=harness.clock.sleep,
+        connect=harness.connect,
+        titles=harness.make_titles,
+        keeper=StateKeeper(path, saved),
+    )
+    second.run()
+    assert second.played == [music / "b.mp3"]
+    # A file copied again with new content plays again.
+    write(music / "a.mp3", make_frames(31, seed=9))
+    third = Station(
+        TARGET,
+        ListSource([music / "a.mp3"]),
+        StationInfo(),
+        once=True,
+        clock=harness.clock,
+        sleep=harness.clock.sleep,
+        connect=harness.connect,
+        titles=harness.make_titles,
+        keeper=StateKeeper(path, load_state(path)),
+    )
+    third.run()
+    assert third.played == [music / "a.mp3"]
+
+
+def test_the_state_says_where_a_track_was(tmp_path: Path, harness: Harness) -> None:
+    audio = write(tmp_path / "a.mp3", make_frames(300))
+    path = tmp_path / "state.json"
+    station = Station(
+        TARGET,
+        ListSource([tmp_path / "a.mp3"]),
+        StationInfo(),
+        once=True,
+        clock=harness.clock,
+        sleep=harness.clock.sleep,
+        connect=harness.connect,
+        titles=harness.make_titles,
+        keeper=StateKeeper(path, PlayState(), interval=1.0),
+    )
+    clock = harness.clock
+    start = clock.now
+    offsets: list[int] = []
+
+    def sleep(seconds: float) -> None:
+        clock.now += seconds
+        if clock.now > start + 3.0 and not offsets:
+            offsets.append(load_state(path).current_offset)
+
+    station._sleep = sleep
+    station.run()
+    # Part-way through, the saved offset is a frame boundary inside the track,
+    # at most the lead plus the save interval behind what was sent.
+    [offset] = offsets
+    boundaries = {sum(len(f) for f in make_frames(300)[:k]) for k in range(300)}
+    assert offset in boundaries and 0 < offset < len(audio)
+    first = Track(tmp_path / "a.mp3").open(offset).first
+    assert first.offset == offset and audio[offset:].startswith(first.data)
