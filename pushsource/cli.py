@@ -25,7 +25,7 @@ from pushsource.icecast import (
     redact,
 )
 from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
-from pushsource.station import ListSource, Pacing, Retry, Station, TrackSource
+from pushsource.station import Idle, ListSource, Pacing, Retry, Station, TrackSource
 
 log = logging.getLogger("pushsource")
 
@@ -105,6 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=Pacing.lead,
         metavar="SECONDS",
         help="how far ahead of real time audio is sent (default %(default)s)",
+    )
+    stream.add_argument(
+        "--idle",
+        choices=[idle.value for idle in Idle],
+        default=Idle.SILENCE.value,
+        help="when the queue runs dry: send silence and keep listeners (default), "
+        "loop the folder's library, or stop (close the stream until a file arrives)",
+    )
+    stream.add_argument(
+        "--shuffle",
+        action="store_true",
+        help="with --idle loop: play the library in random order, no track twice in a row",
     )
     stream.add_argument(
         "--state",
@@ -232,6 +244,9 @@ def run_stream(args: argparse.Namespace) -> int:
         connect=lambda t: SourceConnection(t, timeout=args.timeout),
         keeper=keeper,
         resume=resume,
+        idle=Idle(args.idle),
+        library=lambda: scan(queue.root) if queue is not None else [],
+        shuffle=args.shuffle,
     )
     _handle_signals(station, queue)
     try:

@@ -26,6 +26,7 @@ __all__ = [
     "FrameHeader",
     "FrameParser",
     "Skipped",
+    "header_for",
     "parse_header",
     "silent_frame",
 ]
@@ -150,6 +151,36 @@ def parse_header(data: bytes | bytearray, offset: int = 0) -> FrameHeader | None
     if len(_header_cache) > 4096:  # junk can produce many distinct words
         _header_cache.clear()
     _header_cache[word] = header
+    return header
+
+
+def header_for(sample_rate: int, channels: int, bitrate: int) -> FrameHeader:
+    """The Layer III header of a stream with this format (no padding, no CRC).
+    Raises ValueError if MPEG has no such sample rate or bitrate."""
+    version = next((v for v, rates in _SAMPLE_RATES.items() if sample_rate in rates), None)
+    if version is None:
+        raise ValueError(f"MPEG audio has no {sample_rate} Hz sample rate")
+    bitrates = _BITRATES[(version is MPEGVersion.MPEG1, 3)]
+    if bitrate not in bitrates[1:]:
+        choices = ", ".join(map(str, bitrates[1:]))
+        raise ValueError(
+            f"MPEG-{version.value} Layer III at {sample_rate} Hz has no {bitrate} kbps "
+            f"bitrate (choose from {choices})"
+        )
+    if channels not in (1, 2):
+        raise ValueError(f"MPEG audio has 1 or 2 channels, not {channels}")
+    version_bits = {v: k for k, v in _VERSION_BITS.items()}[version]
+    word = (
+        (0x7FF << 21)
+        | (version_bits << 19)
+        | (1 << 17)  # Layer III
+        | (1 << 16)  # no CRC
+        | (bitrates.index(bitrate) << 12)
+        | (_SAMPLE_RATES[version].index(sample_rate) << 10)
+        | ((MONO if channels == 1 else 1) << 6)  # mono, or joint stereo
+    )
+    header = _decode_header(word)
+    assert header is not None
     return header
 
 

@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Final, Protocol
 
 from pushsource.errors import AuthenticationError, IcecastError, TrackError
-from pushsource.frames import FrameHeader, silent_frame
+from pushsource.frames import FrameHeader, parse_header, silent_frame
 from pushsource.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
 from pushsource.pacer import Pacer
 from pushsource.state import PlayState, StateKeeper
@@ -59,6 +60,14 @@ class Connection(Protocol):
 class Titles(Protocol):
     def set(self, title: str) -> None: ...
     def close(self, timeout: float = 2.0) -> None: ...
+
+
+class Idle(Enum):
+    """What to do when the queue runs dry."""
+
+    SILENCE = "silence"  # keep the mount alive with silent frames
+    LOOP = "loop"  # replay the folder's library until new files arrive
+    STOP = "stop"  # close the connection; reconnect when a file arrives
 
 
 @dataclass(frozen=True)
@@ -107,6 +116,10 @@ class Station:
         rng: random.Random | None = None,
         keeper: StateKeeper | None = None,
         resume: Sequence[tuple[Path, int]] = (),
+        idle: Idle = Idle.SILENCE,
+        silence: FrameHeader | None = None,
+        library: Callable[[], Sequence[Path]] = list,
+        shuffle: bool = False,
     ) -> None:
         self.target = target
         self._source = source
@@ -130,6 +143,12 @@ class Station:
         self._current: Track | None = None
         self._in_flight: list[tuple[Track, int]] = []  # tracks in the unconfirmed batch
         self._accepted = False  # Icecast took the current connection
+        self._idle = idle
+        self._silence = silence  # format of idle silence; default: the last frame's
+        self._library = library
+        self._shuffle = shuffle
+        self._loop: list[Path] = []
+        self._loop_last: Path | None = None
         self.played: list[Path] = []
         self.connections = 0
 
@@ -239,6 +258,40 @@ class Station:
                 log.warning("skipped %s: %s", exc.path, exc.reason)
         return None
 
+    def _following(self) -> Track | None:
+        """The track after this one: the queue first, then (idle loop) the library."""
+        track = self._next_track(wait=False)
+        if (
+            track is None
+            and self._idle is Idle.LOOP
+            and not self._once
+            and not self._stopping.is_set()
+        ):
+            track = self._from_library()
+        return track
+
+    def _from_library(self) -> Track | None:
+        """The next file of the folder's library, replayed while nothing new
+        comes; shuffled without an immediate repeat if asked."""
+        for _ in range(2):  # a second pass after refilling an exhausted cycle
+            while self._loop:
+                path = self._loop.pop(0)
+                try:
+                    track = Track(path).open()
+                except TrackError as exc:
+                    log.warning("skipped %s: %s", exc.path, exc.reason)
+                    continue
+                self._loop_last = path
+                return track
+            self._loop = list(self._library())
+            if self._shuffle:
+                self._rng.shuffle(self._loop)
+                if len(self._loop) > 1 and self._loop[0] == self._loop_last:
+                    self._loop.append(self._loop.pop(0))
+            if not self._loop:
+                return None
+        return None
+
     def _announce_all(self, tracks: list[Track], titles: Titles) -> None:
         for track in tracks:
             self._announce(track, titles)
@@ -304,6 +357,10 @@ class Station:
         self._current = current
         starting = [first]  # tracks whose first frame is in a batch not yet announced
         last: FrameHeader = first.first.header
+        idle_silence = silent_frame(self._silence or last)
+        idle_header = parse_header(idle_silence)
+        assert idle_header is not None
+        idling = False  # sending silence for want of a file
         handed = 0  # batches handed to the connection
         while True:
             now = self._clock()
@@ -314,14 +371,25 @@ class Station:
                 log.info("skipping %s", current.info.title)
                 current.close()
                 self._finished(current)
-                current = self._current = self._next_track(wait=False)
+                current = self._current = self._following()
                 if current is not None:
                     starting.append(current)
-            while current is not None and pacer.may_send(now):
+            if current is None and idling:
+                current = self._current = self._following()
+                if current is not None:
+                    idling = False
+                    starting.append(current)
+            while pacer.may_send(now):
+                if current is None:
+                    if not idling:
+                        break
+                    out += idle_silence  # keeps listeners and the mount alive
+                    pacer.add(idle_header.samples, idle_header.sample_rate)
+                    continue
                 frame = current.next_frame()
                 if frame is None:
                     self._finished(current)
-                    current = self._current = self._next_track(wait=False)
+                    current = self._current = self._following()
                     if current is not None:
                         starting.append(current)
                     continue
@@ -343,16 +411,21 @@ class Station:
                 self._announce_all(starting, titles)
             if self._stopping.is_set():
                 break
-            if current is None:
+            if current is None and not idling:
                 if self._once:
                     break
-                # The queue ran dry: wait for a file while the audio sent lasts.
-                current = self._current = self._next_track(
-                    wait=False, until=pacer.due() - self._pacing.batch
-                )
-                if current is None:
-                    break
-                starting.append(current)
+                if self._idle is Idle.STOP:
+                    # Wait for a file while the audio sent lasts, then close.
+                    current = self._current = self._next_track(
+                        wait=False, until=pacer.due() - self._pacing.batch
+                    )
+                    if current is None:
+                        break
+                    starting.append(current)
+                    continue
+                idling = True
+                log.info("queue empty: sending silence until a file arrives")
+                titles.set(self._info.name or "")
                 continue
             self._sleep_until(pacer.wake_at())
         if current is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,7 +17,7 @@ from pushsource.errors import AuthenticationError, IcecastError
 from pushsource.frames import END, Frame, FrameParser, parse_header
 from pushsource.icecast import IcecastTarget, StationInfo
 from pushsource.state import PlayState, StateKeeper, load_state
-from pushsource.station import ICECAST_BLOCK, ListSource, Pacing, Retry, Station
+from pushsource.station import ICECAST_BLOCK, Idle, ListSource, Pacing, Retry, Station
 from pushsource.tracks import Track
 from tests.synth import Spec, id3v1, id3v2, make_frames
 
@@ -101,7 +103,7 @@ class Harness:
         self.titles.append(titles)
         return titles
 
-    def station(self, source: object, *, once: bool = True) -> Station:
+    def station(self, source: object, *, once: bool = True, **options: Any) -> Station:
         return Station(
             TARGET,
             source,  # type: ignore[arg-type]
@@ -112,6 +114,7 @@ class Harness:
             sleep=self.clock.sleep,
             connect=self.connect,
             titles=self.make_titles,
+            **options,
         )
 
 
@@ -267,7 +270,7 @@ def test_queue_running_dry_closes_cleanly_and_reconnects(tmp_path: Path, harness
         ],
         holder,
     )
-    station = harness.station(source, once=False)
+    station = harness.station(source, once=False, idle=Idle.STOP)
     holder.append(station)
     station.run()
     first, second = harness.connections
@@ -500,3 +503,87 @@ def test_the_state_says_where_a_track_was(tmp_path: Path, harness: Harness) -> N
     assert offset in boundaries and 0 < offset < len(audio)
     first = Track(tmp_path / "a.mp3").open(offset).first
     assert first.offset == offset and audio[offset:].startswith(first.data)
+
+
+# -- idle policies ---------------------------------------------------------------
+
+
+def test_idle_silence_keeps_the_mount_alive_until_a_file_arrives(
+    tmp_path: Path, harness: Harness
+) -> None:
+    a = write(tmp_path / "a.mp3", make_frames(100))  # 2.6 s
+    b = write(tmp_path / "b.mp3", make_frames(50, seed=2))
+    start = harness.clock.now
+    holder: list[Station] = []
+    arrival = start + 10.0
+    source = TimedSource(
+        harness.clock, [(start, tmp_path / "a.mp3"), (arrival, tmp_path / "b.mp3")], holder
+    )
+    station = harness.station(source, once=False, idle=Idle.SILENCE)
+    holder.append(station)
+    station.run()
+    [connection], [titles] = harness.connections, harness.titles
+    stream = b"".join(chunk for _, chunk in connection.chunks)
+    assert stream.startswith(a)
+    gap = stream[len(a) : stream.index(b)]
+    # Silent frames fill the gap in real time: about 7.4 s of them, no more.
+    frames = [f for _, f in connection.frames()]
+    silent = [f for f in frames if not any(f.data[4:])]
+    assert gap == b"".join(f.data for f in silent[: len(gap) // 417])
+    idle_seconds = len(gap) // 417 * 1152 / 44100
+    assert arrival - start - 2.62 - BATCH <= idle_seconds <= arrival - start - 2.6 + LEAD + BATCH
+    # b goes out within one batch of its arrival.
+    first_b = next(when for when, chunk in connection.chunks if b[:417] in chunk)
+    assert first_b <= arrival + BATCH + 1152 / 44100  # wake-ups fall on frame boundaries
+    assert [t for _, t in titles.titles] == ["a", "Test FM", "b"]
+
+
+def test_idle_loop_replays_the_library_and_new_files_come_first(
+    tmp_path: Path, harness: Harness
+) -> None:
+    for name, seed in (("a", 1), ("b", 2)):
+        write(tmp_path / f"{name}.mp3", make_frames(100, seed=seed))
+    write(tmp_path / "new.mp3", make_frames(30, seed=3))
+    start = harness.clock.now
+    holder: list[Station] = []
+    source = TimedSource(
+        harness.clock,
+        [(start, tmp_path / "a.mp3"), (start + 6.0, tmp_path / "new.mp3")],
+        holder,
+    )
+    library = [tmp_path / "a.mp3", tmp_path / "b.mp3"]
+    station = harness.station(source, once=False, idle=Idle.LOOP, library=lambda: library)
+    holder.append(station)
+    station.run()
+    [titles] = harness.titles
+    assert [t for _, t in titles.titles] == ["a", "a", "b", "new"]
+
+
+def test_shuffled_loop_never_repeats_a_track_at_once(tmp_path: Path, harness: Harness) -> None:
+    library = []
+    for n in range(4):
+        write(tmp_path / f"{n}.mp3", make_frames(10, seed=n))
+        library.append(tmp_path / f"{n}.mp3")
+    holder: list[Station] = []
+
+    class Quiet(TimedSource):
+        def get(self, timeout: float | None = None) -> Path | None:
+            if self.clock.now > 1000.0 + 60:
+                self.station[0].stop()
+            return super().get(timeout) if self.arrivals else None
+
+    source = Quiet(harness.clock, [(harness.clock.now, library[0])], holder)
+    station = harness.station(
+        source,
+        once=False,
+        idle=Idle.LOOP,
+        library=lambda: library,
+        shuffle=True,
+        rng=random.Random(4),
+    )
+    holder.append(station)
+    station.run()
+    played = [t for _, t in harness.titles[0].titles]
+    assert len(played) > 20
+    assert all(x != y for x, y in itertools.pairwise(played))
+    assert set(played) == {"0", "1", "2", "3"}
