@@ -120,6 +120,7 @@ class Station:
         silence: FrameHeader | None = None,
         library: Callable[[], Sequence[Path]] = list,
         shuffle: bool = False,
+        resolve: Callable[[Path], Path] = lambda path: path,
     ) -> None:
         self.target = target
         self._source = source
@@ -147,6 +148,7 @@ class Station:
         self._silence = silence  # format of idle silence; default: the last frame's
         self._library = library
         self._shuffle = shuffle
+        self._resolve = resolve  # the MP3 to play for a file (a converted copy, maybe)
         self._loop: list[Path] = []
         self._loop_last: Path | None = None
         self.played: list[Path] = []
@@ -253,10 +255,14 @@ class Station:
                     log.debug("%s played already", path)
                     continue
             try:
-                return Track(path).open(offset)
+                return self._open(path, offset)
             except TrackError as exc:
                 log.warning("skipped %s: %s", exc.path, exc.reason)
         return None
+
+    def _open(self, path: Path, offset: int = 0) -> Track:
+        """Raises TrackError."""
+        return Track(path, play=self._resolve(path)).open(offset)
 
     def _following(self) -> Track | None:
         """The track after this one: the queue first, then (idle loop) the library."""
@@ -277,7 +283,7 @@ class Station:
             while self._loop:
                 path = self._loop.pop(0)
                 try:
-                    track = Track(path).open()
+                    track = self._open(path)
                 except TrackError as exc:
                     log.warning("skipped %s: %s", exc.path, exc.reason)
                     continue

@@ -74,8 +74,11 @@ class Track:
     raises: a read error ends the track early with a warning.
     """
 
-    def __init__(self, path: Path, *, chunk: int = CHUNK) -> None:
+    def __init__(self, path: Path, *, play: Path | None = None, chunk: int = CHUNK) -> None:
+        """``path`` is the file in the folder (its tags give the title); ``play``
+        the MP3 to read frames from, if not that one (a converted copy)."""
         self.path = path
+        self.play = play if play is not None else path
         self.info = TrackInfo(title=path.stem, duration=None, bitrate=None)
         self.resumed = False  # opened part-way through, to go on where a stream broke
         self.stamp: FileStamp | None = None  # the version of the file we opened
@@ -106,7 +109,7 @@ class Track:
         """Open the file (at ``offset``, a frame boundary), read its tags and
         find its first frame. Raises TrackError."""
         try:
-            self._file = self.path.open("rb")
+            self._file = self.play.open("rb")
             if offset:
                 self._file.seek(offset)
         except FileNotFoundError:
@@ -117,7 +120,7 @@ class Track:
             raise TrackError(self.path, exc.strerror or str(exc)) from None
         self._parser = FrameParser(offset)
         self.resumed = offset > 0
-        self.stamp = FileStamp.of(self.path)
+        self.stamp = FileStamp.of(self.path)  # the folder's file: what "played" means
         self.info = read_info(self.path)
         try:
             self._first = self._read_frame()
