@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import setproctitle
 
@@ -24,6 +25,7 @@ from pushsource.icecast import (
     parse_target,
     redact,
 )
+from pushsource.listen import listen
 from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
 from pushsource.station import Idle, ListSource, Pacing, Retry, Station, TrackSource
 
@@ -32,8 +34,15 @@ log = logging.getLogger("pushsource")
 PASSWORD_ENV = "PUSHSOURCE_PASSWORD"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors quote the offending argument, which may be a URL with a password."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(redact(message))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     loudness = common.add_mutually_exclusive_group()
     loudness.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug output"
@@ -46,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="warnings and errors only",
     )
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pushsource",
         description="A folder-driven source client for Icecast.",
         parents=[common],
@@ -148,7 +157,43 @@ def build_parser() -> argparse.ArgumentParser:
         help="a dropped-in file with no close event is ready once its size "
         "holds still this long (default %(default)s)",
     )
+
+    listen = commands.add_parser(
+        "listen",
+        parents=[common],
+        help="play a mount and print each title as it changes",
+        description="Play an Icecast mount with libvlc and print [m:ss] Title each time "
+        "the title changes. Ctrl-C stops.",
+    )
+    listen.add_argument(
+        "url",
+        metavar="URL",
+        help="http://host[:port]/mount; icecast:// works too (port 8000 by default), "
+        "its user and password are ignored",
+    )
+    listen.add_argument(
+        "--no-audio",
+        dest="audio",
+        action="store_false",
+        help="decode without playing sound, for machines without a sound card",
+    )
+    listen.add_argument(
+        "--duration",
+        type=_duration,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: until Ctrl-C or the stream ends)",
+    )
     return parser
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text}")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -311,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "stream":
             return run_stream(args)
+        if args.command == "listen":
+            return listen(args.url, audio=args.audio, duration=args.duration)
         parser.error(f"unknown command {args.command}")
     except PushsourceError as exc:
         print(f"pushsource: error: {exc}", file=sys.stderr)

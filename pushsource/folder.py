@@ -186,10 +186,10 @@ class Readiness:
         self.pending(path, size, mtime, now)
         return False
 
-    def remove(self, path: Path) -> None:
-        """Path was deleted or moved away: forget it."""
-        self._ready.pop(path, None)
+    def remove(self, path: Path) -> bool:
+        """Path was deleted or moved away: forget it. Returns whether it was queued."""
         self._pending.pop(path, None)
+        return self._ready.pop(path, 0) is None
 
     def remove_tree(self, directory: Path) -> None:
         """A directory was deleted or moved away: forget everything under it."""
@@ -483,7 +483,8 @@ class FolderQueue:
 
     def _gone(self, path: Path, is_directory: bool) -> None:
         if not is_directory:
-            self._readiness.remove(path)
+            if self._readiness.remove(path):
+                logger.warning("dropped %s from the queue: the file is gone", path)
             return
         if path == self.root:
             logger.warning("music folder %s was deleted; nothing more will be queued", path)
@@ -508,7 +509,7 @@ class FolderQueue:
         while (path := self._readiness.pop()) is not None:
             if _size_mtime(path) is not None:
                 return path
-            logger.debug("%s vanished before it was played", path)
+            logger.warning("dropped %s from the queue: the file is gone", path)
         return None
 
     def _eligible(self, path: Path, *, log_ignored: bool) -> bool:

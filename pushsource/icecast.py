@@ -60,8 +60,8 @@ def parse_target(
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"bad Icecast URL {shown}: {redact(str(exc))}") from None
+    except ValueError:  # its text may quote part of the password
+        raise ConfigError(f"bad Icecast URL {shown}: the port is not a number") from None
     if parts.scheme not in ("icecast", "http", "https"):
         raise ConfigError(
             f"bad Icecast URL {shown}: scheme must be icecast://, http:// or https://"
@@ -91,7 +91,8 @@ def parse_target(
 
 def redact(text: str) -> str:
     """Replace the password of any URL in text with ***."""
-    return re.sub(r"(//[^:/@\s]*:)[^/\s]*@", r"\1***@", text)
+    # Up to the last "@" of the word: a password may hold "@" and "/" too.
+    return re.sub(r"(//[^:/@\s]*:)\S*@", r"\1***@", text)
 
 
 def resolve(target: IcecastTarget) -> str:

@@ -9,9 +9,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 import pytest
 
@@ -21,10 +23,97 @@ from tests.support.media import Fixture, build_corpus
 #: Environment variables that would leak the developer's setup into a test.
 _HERMETIC_UNSET = ("PUSHSOURCE_PASSWORD",)
 
+# --- passwords must never show ------------------------------------------------------
+#
+# Every password the helpers below hand to pushsource (in a URL, the environment
+# or a --password-file) is registered in SECRETS, and everything those runs print
+# is kept in CAPTURED. At the end of the session no_password_in_any_output checks
+# that no secret shows in any of it.
+
+#: Passwords tests gave pushsource, and their percent-encoded forms.
+SECRETS: set[str] = set()
+#: (which run, its stdout and stderr) of every pushsource run the helpers made.
+CAPTURED: list[tuple[str, str]] = []
+#: A password nobody writes by accident: if it shows up anywhere, it leaked. It
+#: has characters a URL needs percent-encoded (see secret_url()).
+SECRET_PASSWORD = "Zq7-ps@S3cr3t:wX9"
+_SHORTEST_SECRET = 6  # shorter ones would match innocent text
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*:(.+)@")
+
+
+def register_secret(secret: str) -> None:
+    """Make the session fail if ``secret`` (or its percent-encoded form) shows
+    in any captured output."""
+    for form in (secret, quote(secret, safe=""), unquote(secret)):
+        if len(form) >= _SHORTEST_SECRET:
+            SECRETS.add(form)
+
+
+def capture_output(which: str, text: str) -> None:
+    """Keep ``text`` (output, log or exception text) for the end-of-session check."""
+    CAPTURED.append((which, text))
+
+
+def _register_passwords(args: Sequence[str | Path], env: dict[str, str] | None) -> None:
+    """Register the passwords an argument list and environment carry."""
+    words = [str(a) for a in args]
+    for i, word in enumerate(words):
+        match = _URL_PASSWORD.match(word)
+        if match:
+            register_secret(match.group(1))
+        path: str | None = None
+        if word == "--password-file" and i + 1 < len(words):
+            path = words[i + 1]
+        elif word.startswith("--password-file="):
+            path = word.partition("=")[2]
+        if path is not None:
+            try:
+                lines = Path(path).read_text("utf-8").splitlines()
+            except (OSError, UnicodeDecodeError):
+                lines = []
+            if lines:
+                register_secret(lines[0])
+    if env and env.get("PUSHSOURCE_PASSWORD"):
+        register_secret(env["PUSHSOURCE_PASSWORD"])
+
+
+register_secret(SECRET_PASSWORD)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_password_in_any_output() -> Iterator[None]:
+    """After the last test: no registered password in anything captured."""
+    yield
+    leaks = sorted(
+        {f"{which}: {secret!r}" for which, text in CAPTURED for secret in SECRETS if secret in text}
+    )
+    assert not leaks, f"passwords in captured output ({len(CAPTURED)} texts checked):\n" + (
+        "\n".join(leaks)
+    )
+
+
+#: Where runs that name no XDG_STATE_HOME keep their play state: a temp dir made
+#: on first use and removed after the session, never the developer's home.
+_STATE_HOME: list[str] = []
+
+
+def _state_home() -> str:
+    if not _STATE_HOME:
+        _STATE_HOME.append(tempfile.mkdtemp(prefix="pushsource-state-"))
+    return _STATE_HOME[0]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_state_home() -> Iterator[None]:
+    yield
+    for path in _STATE_HOME:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 def pushsource_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _HERMETIC_UNSET}
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_STATE_HOME"] = _state_home()
     env.update(extra or {})
     return env
 
@@ -37,7 +126,8 @@ def run_pushsource(
     *args: str | Path, env: dict[str, str] | None = None, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI to its end; its output is captured as text."""
-    return subprocess.run(
+    _register_passwords(args, env)
+    done = subprocess.run(
         pushsource_command(*args),
         env=pushsource_env(env),
         stdin=subprocess.DEVNULL,
@@ -45,6 +135,16 @@ def run_pushsource(
         text=True,
         timeout=timeout,
     )
+    capture_output(f"pushsource {_shown(args)}", done.stdout + done.stderr)
+    return done
+
+
+def _shown(args: Sequence[str | Path]) -> str:
+    """The arguments, for naming a run: short, and never with a password."""
+    text = " ".join(str(a) for a in args)
+    for secret in SECRETS:
+        text = text.replace(secret, "<secret>")
+    return text[:160]
 
 
 @dataclass
@@ -92,11 +192,13 @@ StartPushsource = Callable[..., PushsourceProcess]
 def start_pushsource(tmp_path: Path) -> Iterator[StartPushsource]:
     """start_pushsource(*args, env=None): the CLI in the background, ended at teardown."""
     started: list[PushsourceProcess] = []
+    shown: list[str] = []  # how each is named in CAPTURED
     numbers = itertools.count(1)
 
     def start(*args: str | Path, env: dict[str, str] | None = None) -> PushsourceProcess:
         n = next(numbers)
         out, err = tmp_path / f"pushsource-{n}.out", tmp_path / f"pushsource-{n}.err"
+        _register_passwords(args, env)
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             proc = subprocess.Popen(
                 pushsource_command(*args),
@@ -106,11 +208,14 @@ def start_pushsource(tmp_path: Path) -> Iterator[StartPushsource]:
                 stderr=stderr,
             )
         started.append(PushsourceProcess(proc, out, err))
+        shown.append(f"pushsource {_shown(args)} (background)")
         return started[-1]
 
     yield start
     for process in started:
         process.terminate()
+    for process, which in zip(started, shown, strict=True):
+        capture_output(which, process.stdout + process.stderr)
 
 
 @pytest.fixture(name="run_pushsource")
@@ -150,3 +255,32 @@ def unique_mount(request: pytest.FixtureRequest) -> str:
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Fixture]:
     """build_corpus() once per session, in a folder holding nothing else."""
     return build_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def secret_url(server: IcecastServer, mount: str, password: str = SECRET_PASSWORD) -> str:
+    """The source URL of mount on server, the password percent-encoded."""
+    return f"icecast://source:{quote(password, safe='')}@127.0.0.1:{server.port}{mount}"
+
+
+@pytest.fixture(scope="session")
+def secret_icecast() -> Iterator[IcecastServer]:
+    """A second real icecast2, whose source and admin password is SECRET_PASSWORD.
+
+    The shared ``icecast`` fixture uses icecast.xml's "hackme", which is common
+    text; a leak of this one cannot be a coincidence.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-secret-"))
+    tree = ET.parse(DEFAULT_TEMPLATE)
+    for tag in ("source-password", "admin-password"):
+        found = tree.getroot().find(f"authentication/{tag}")
+        assert found is not None, f"icecast.xml has no <{tag}>"
+        found.text = SECRET_PASSWORD
+    template = workdir / "template.xml"
+    tree.write(template, encoding="unicode")
+    server = IcecastServer(template, workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -15,6 +15,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -403,3 +404,38 @@ def make_titled_tracks(
         tags.save(path, v2_version=4, v1=0)
         fixtures.append(_fixture(path, clean, f"{artist} - {title}"))
     return fixtures
+
+
+# --- decoding what a listener got ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What ffmpeg made of an MP3 stream."""
+
+    #: ffmpeg's output at ``-v error``: "" when every frame decoded cleanly.
+    errors: str
+    #: Sample frames (samples per channel) decoded.
+    frames: int
+    channels: int
+    #: 16-bit little-endian PCM, channels interleaved.
+    pcm: bytes
+
+
+def decode_mp3(mp3: bytes, directory: Path, name: str = "decoded") -> Decoded:
+    """Decode raw MPEG frames with ffmpeg to WAV (the null muxer complains about
+    timestamps when the sample rate changes mid-stream). A decoder that gives
+    up altogether is an AssertionError with its output."""
+    source, target = directory / f"{name}.mp3", directory / f"{name}.wav"
+    source.write_bytes(mp3)
+    done = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "mp3", "-i", source, "-f", "wav", "-y", target],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    with wave.open(str(target), "rb") as decoded:
+        assert decoded.getsampwidth() == 2
+        frames = decoded.getnframes()
+        return Decoded(done.stderr, frames, decoded.getnchannels(), decoded.readframes(frames))

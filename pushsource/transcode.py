@@ -1,0 +1,538 @@
+"""One station format: any audio file converted to the station's MP3, with libvlc.
+
+A station streams MP3 frames of one sample rate and channel count. An MP3 that
+already has them is played as it is (:func:`needs_transcoding` says False);
+anything else (an MP3 at another rate or channel count, FLAC, Ogg Vorbis,
+Opus, M4A/AAC, WAV...) goes through libvlc's transcode chain to a cached MP3
+that then plays like any other (:class:`Transcoder`).
+
+Conversion runs ahead of play time on a background thread: it takes about a
+second per minute of audio, far too long for the thread that paces frames.
+
+The libvlc chain, found by experiment with VLC 3.0 on Debian 12
+(libvlc5 + vlc-plugin-base)::
+
+    :sout=#transcode{acodec=mp3,ab=128,channels=2,samplerate=44100}
+          :std{access=file,mux=dummy,dst="..."}
+
+- ``acodec=mp3`` picks the avcodec encoder, i.e. libmp3lame: Layer III, CBR,
+  joint stereo. (``mpga`` would give Layer II from twolame; ``aenc=shine``
+  keeps the first and last milliseconds that lame loses, see below, but
+  sounds worse and cuts the last frame in half.)
+- ``mux=dummy`` writes the encoder's packets as they are: nothing but MPEG
+  frames, no container, no tags.
+- ``--audio-resampler=soxr``: left alone, the transcode chain picks the
+  "ugly" resampler (sample dropping and doubling).
+- ``--no-sout-video``/``--no-sout-spu``: otherwise a video track (a music
+  video, cover art stored as a stream) is copied raw into the same file.
+- Without a clock to follow (no audio or video output in the chain) libvlc
+  runs as fast as it can: a 10 s file converts in about 0.3 s, a 60 s one in
+  about 1.1 s (roughly 50x real time, most of it lame).
+
+What VLC 3.0's transcode chain loses: it does not drain the encoder at the
+end (libmp3lame: "frames left in the queue on closing") and drops the first
+decoded block, so a converted file is short by about 30-100 ms at the start
+and up to about 200 ms at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import stat
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import mutagen
+import mutagen.mp3
+from mutagen.id3 import ID3, TIT2
+
+from pushsource.errors import ConfigError, FrameError, PushsourceError, TrackError
+from pushsource.frames import END, Frame, FrameParser, Skipped
+from pushsource.state import FileStamp
+from pushsource.tracks import Track, read_info
+
+log = logging.getLogger("pushsource.transcode")
+
+# ISO 11172-3 / 13818-3: the sample rates MPEG audio has, and the Layer III
+# bitrates of MPEG-1 (32-48 kHz) and MPEG-2/2.5 (the lower rates).
+_MPEG1_RATES: Final = frozenset({32000, 44100, 48000})
+_MPEG2_RATES: Final = frozenset({8000, 11025, 12000, 16000, 22050, 24000})
+_MPEG1_BITRATES: Final = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+_MPEG2_BITRATES: Final = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
+
+#: First bytes of containers that never hold bare MPEG frames: no need to scan
+#: them for a frame sync. (MP4/M4A has "ftyp" at offset 4.)
+_OTHER_MAGICS: Final = (
+    b"fLaC",  # FLAC
+    b"OggS",  # Ogg Vorbis, Opus, FLAC
+    b"RIFF",  # WAV
+    b"FORM",  # AIFF
+    b"\x1a\x45\xdf\xa3",  # Matroska / WebM
+    b"\x30\x26\xb2\x75",  # ASF / WMA
+)
+#: How many frames strict_bitrate looks at when the tags do not say CBR.
+_CBR_SAMPLE_FRAMES: Final = 64
+_CHUNK: Final = 64 * 1024
+_POLL: Final = 0.02  # seconds between looks at libvlc's state
+
+
+@dataclass(frozen=True)
+class StationFormat:
+    """What every frame a station sends looks like. Raises ConfigError for a
+    format MPEG Layer III cannot carry."""
+
+    sample_rate: int = 44100
+    channels: int = 2
+    bitrate: int = 128  # kbps
+
+    def __post_init__(self) -> None:
+        if self.sample_rate not in _MPEG1_RATES | _MPEG2_RATES:
+            rates = ", ".join(str(r) for r in sorted(_MPEG1_RATES | _MPEG2_RATES))
+            raise ConfigError(f"MP3 has no sample rate {self.sample_rate} Hz (it has {rates})")
+        if self.channels not in (1, 2):
+            raise ConfigError(f"MP3 carries 1 or 2 channels, not {self.channels}")
+        allowed = _MPEG1_BITRATES if self.sample_rate in _MPEG1_RATES else _MPEG2_BITRATES
+        if self.bitrate not in allowed:
+            raise ConfigError(
+                f"MP3 at {self.sample_rate} Hz has no bitrate {self.bitrate} kbps "
+                f"(it has {', '.join(map(str, allowed))})"
+            )
+
+    def audio_info(self) -> str:
+        """The ``ice-audio-info`` header value."""
+        return f"bitrate={self.bitrate};samplerate={self.sample_rate};channels={self.channels}"
+
+    def matches(self, frame: Frame) -> bool:
+        """Whether the frame is Layer III at this sample rate and channel count."""
+        header = frame.header
+        return (
+            header.layer == 3
+            and header.sample_rate == self.sample_rate
+            and header.channels == self.channels
+        )
+
+
+def needs_transcoding(path: Path, fmt: StationFormat, *, strict_bitrate: bool = False) -> bool:
+    """False only for an MP3 (by content, not name) whose sample rate and
+    channel count are the station's; with ``strict_bitrate``, it must also be
+    CBR at the station's bitrate. True for any other file. Raises TrackError
+    if the file cannot be read."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(12)
+    except FileNotFoundError:
+        raise TrackError(path, "file is gone") from None
+    except IsADirectoryError:
+        raise TrackError(path, "is a directory") from None
+    except OSError as exc:
+        raise TrackError(path, exc.strerror or str(exc)) from None
+    if head.startswith(_OTHER_MAGICS) or head[4:8] == b"ftyp":
+        return True
+    track = Track(path)
+    try:
+        track.open()
+    except TrackError:
+        return True  # readable (we just read it) but no MPEG frames: libvlc may know it
+    try:
+        if not fmt.matches(track.first):
+            return True
+        return strict_bitrate and not _is_cbr_at(track, fmt.bitrate)
+    finally:
+        track.close()
+
+
+def _is_cbr_at(track: Track, bitrate: int) -> bool:
+    try:
+        audio: Any = mutagen.mp3.MP3(track.path)  # type: ignore[no-untyped-call]
+        mode = audio.info.bitrate_mode
+    except Exception:  # mutagen raises many kinds on damaged files
+        mode = mutagen.mp3.BitrateMode.UNKNOWN
+    if mode in (mutagen.mp3.BitrateMode.VBR, mutagen.mp3.BitrateMode.ABR):
+        return False
+    if mode == mutagen.mp3.BitrateMode.CBR:
+        return track.first.header.bitrate == bitrate
+    # No Xing/Info/VBRI frame to ask (lame -t, many old encoders): look at the first frames.
+    for _ in range(_CBR_SAMPLE_FRAMES):
+        frame = track.next_frame()
+        if frame is None:
+            break
+        if frame.header.bitrate != bitrate:
+            return False
+    return True
+
+
+class Transcoder:
+    """Converts files to the station format with libvlc and caches the results.
+
+    Cache files are ``<key>.mp3`` in ``cache_dir``, where the key is a hash of
+    the source's resolved path, size, modification time and the format; each
+    has a ``<key>.json`` beside it naming its source, so :meth:`prune` can tell
+    which are stale. The directory belongs to one station: :meth:`prune`
+    removes whatever the station no longer needs.
+
+    Thread safety: every method takes one lock, so calls from several threads
+    run one after the other. The station calls :meth:`convert` from a single
+    background worker; it blocks for as long as libvlc takes.
+    """
+
+    def __init__(self, cache_dir: Path, fmt: StationFormat, *, timeout: float = 600.0) -> None:
+        self.cache_dir = cache_dir
+        self.format = fmt
+        self.timeout = timeout
+        #: How many times libvlc actually ran (a cache hit does not count).
+        self.conversions = 0
+        self._lock = threading.Lock()
+        self._libvlc: _LibVLC | None = None
+
+    def __enter__(self) -> Transcoder:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release libvlc (its threads and plugins). Does not raise."""
+        with self._lock:
+            if self._libvlc is not None:
+                self._libvlc.close()
+                self._libvlc = None
+
+    def convert(self, source: Path) -> Path:
+        """The station-format MP3 of ``source``, from the cache or made now.
+        Raises TrackError if libvlc cannot decode it, its output is not right,
+        or it takes longer than ``timeout``."""
+        with self._lock:
+            resolved, stamp = _stat(source)
+            key = self._key(resolved, stamp)
+            target = self.cache_dir / f"{key}.mp3"
+            index = target.with_suffix(".json")
+            if target.is_file() and index.is_file():
+                return target
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=self.cache_dir)
+            except OSError as exc:
+                raise self._cache_error(source, exc) from None
+            os.close(fd)
+            partial = Path(name)
+            try:
+                started = time.monotonic()
+                self._run(source, partial)
+                seconds = self._verify(source, partial)
+                if FileStamp.of(source) != stamp:
+                    raise TrackError(source, "changed while it was being converted")
+                try:
+                    # The station reads the title from the file it plays: carry it over.
+                    _set_title(partial, read_info(source).title)
+                    _fsync(partial)
+                    _write_json(
+                        index,
+                        {
+                            "source": os.fspath(resolved),
+                            "size": stamp.size,
+                            "mtime_ns": stamp.mtime_ns,
+                            "format": self.format.audio_info(),
+                            "seconds": round(seconds, 3),
+                        },
+                    )
+                    os.replace(partial, target)
+                except (OSError, mutagen.MutagenError) as exc:
+                    raise self._cache_error(source, exc) from None
+            finally:
+                partial.unlink(missing_ok=True)
+            took = time.monotonic() - started
+            log.info(
+                "converted %s (%.1f s of audio in %.1f s, %.0fx)",
+                source,
+                seconds,
+                took,
+                seconds / took if took > 0 else 0,
+            )
+            return target
+
+    def forget(self, source: Path) -> None:
+        """Delete the cache entries of ``source``, every version. Does not raise."""
+        wanted = os.fspath(source.resolve())
+        with self._lock:
+            for index, entry in self._entries():
+                if entry is not None and entry.get("source") == wanted:
+                    _remove_entry(index)
+
+    def prune(self, keep: Iterable[Path]) -> int:
+        """Delete every cache entry whose source is not in ``keep``, is gone or
+        has changed since, or that was made for another format; and leftovers
+        of interrupted conversions. Returns how many cache files it removed.
+        Does not raise."""
+        kept = {os.fspath(path.resolve()) for path in keep}
+        removed = 0
+        with self._lock:
+            for index, entry in self._entries():
+                if (
+                    entry is None
+                    or not index.with_suffix(".mp3").exists()  # a crash before the rename
+                    or not self._still_wanted(entry, kept)
+                ):
+                    removed += _remove_entry(index)
+            with contextlib.suppress(OSError):
+                for path in self.cache_dir.iterdir():
+                    if path.name.endswith(".part") or (
+                        path.suffix == ".mp3" and not path.with_suffix(".json").exists()
+                    ):
+                        path.unlink(missing_ok=True)
+                        removed += path.suffix == ".mp3"
+        return removed
+
+    # -- inside the lock ----------------------------------------------------
+
+    def _cache_error(self, source: Path, exc: Exception) -> TrackError:
+        # Not the file's fault, but the station's answer is the same: skip it.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return TrackError(source, f"cannot write its conversion to {self.cache_dir}: {reason}")
+
+    def _key(self, resolved: Path, stamp: FileStamp) -> str:
+        parts = (
+            os.fsencode(resolved),
+            str(stamp.size).encode(),
+            str(stamp.mtime_ns).encode(),
+            self.format.audio_info().encode(),
+        )
+        return hashlib.sha256(b"\0".join(parts)).hexdigest()
+
+    def _still_wanted(self, entry: dict[str, Any], kept: set[str]) -> bool:
+        source = entry.get("source")
+        if not isinstance(source, str) or source not in kept:
+            return False
+        if entry.get("format") != self.format.audio_info():
+            return False
+        return FileStamp.of(Path(source)) == FileStamp(
+            entry.get("size", -1), entry.get("mtime_ns", -1)
+        )
+
+    def _entries(self) -> Iterator[tuple[Path, dict[str, Any] | None]]:
+        """Each index file and what it says (None if unreadable)."""
+        try:
+            indexes = sorted(self.cache_dir.glob("*.json"))
+        except OSError:
+            return
+        for index in indexes:
+            try:
+                entry = json.loads(index.read_text("utf-8"))
+            except (OSError, ValueError):
+                entry = None
+            yield index, entry if isinstance(entry, dict) else None
+
+    def _run(self, source: Path, output: Path) -> None:
+        if self._libvlc is None:
+            self._libvlc = _LibVLC()
+        fmt = self.format
+        # The chain parser unquotes \" and \\ inside a quoted value.
+        dst = os.fsencode(output).replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        chain = (
+            (
+                f"#transcode{{acodec=mp3,ab={fmt.bitrate},channels={fmt.channels},"
+                f'samplerate={fmt.sample_rate}}}:std{{access=file,mux=dummy,dst="'
+            ).encode()
+            + dst
+            + b'"}'
+        )
+        self.conversions += 1
+        outcome = self._libvlc.play_to_end(source, [b":sout=" + chain], timeout=self.timeout)
+        if outcome == "timeout":
+            raise TrackError(source, f"conversion took longer than {self.timeout:g} s")
+        if outcome == "error":
+            raise TrackError(source, "libvlc cannot open or decode it")
+
+    def _verify(self, source: Path, output: Path) -> float:
+        """Seconds of audio in libvlc's output. Raises TrackError unless it is
+        station-format frames of about the length the source declares."""
+        frames = wrong = 0
+        seconds = 0.0
+        try:
+            for frame in _frames(output):
+                if self.format.matches(frame):
+                    frames += 1
+                    seconds += frame.header.duration
+                else:
+                    wrong += 1
+        except OSError as exc:
+            raise TrackError(source, f"cannot read libvlc's output: {exc.strerror}") from None
+        if frames == 0:
+            raise TrackError(source, "libvlc found no audio in it that it can decode")
+        if wrong:
+            raise TrackError(
+                source,
+                f"libvlc's output has {wrong} frames that are not MP3 at "
+                f"{self.format.sample_rate} Hz, {self.format.channels} channels",
+            )
+        declared = _declared_seconds(source)
+        # VLC 3.0 loses up to ~0.3 s at the ends (see the module docstring).
+        if declared is not None and seconds < declared - (0.5 + 0.01 * declared):
+            raise TrackError(
+                source,
+                f"decoded only {seconds:.1f} s of the {declared:.1f} s it declares "
+                f"(truncated or damaged)",
+            )
+        return seconds
+
+
+def _stat(source: Path) -> tuple[Path, FileStamp]:
+    """The resolved path and stamp of a readable regular file. Raises TrackError."""
+    try:
+        st = os.stat(source)
+        if not stat.S_ISREG(st.st_mode):
+            raise TrackError(source, "not a regular file")
+        with source.open("rb"):  # libvlc would only say "no audio"
+            pass
+        resolved = source.resolve()
+    except FileNotFoundError:
+        raise TrackError(source, "file is gone") from None
+    except OSError as exc:
+        raise TrackError(source, exc.strerror or str(exc)) from None
+    return resolved, FileStamp(st.st_size, st.st_mtime_ns)
+
+
+def _frames(path: Path) -> Iterator[Frame]:
+    """The MPEG audio frames of a file. Raises OSError."""
+    parser = FrameParser()
+    with path.open("rb") as file:
+        while True:
+            try:
+                event = parser.next_event()
+            except FrameError:  # no frame at all: the caller counts none
+                return
+            if isinstance(event, Frame):
+                yield event
+            elif isinstance(event, Skipped):
+                log.debug("%s: %s, %d bytes at %d", path, event.what, event.length, event.offset)
+            elif event is END:
+                return
+            else:  # NEED_DATA
+                parser.feed(file.read(_CHUNK))
+
+
+def _declared_seconds(source: Path) -> float | None:
+    """The length a container states in its headers (FLAC STREAMINFO, Ogg
+    granule, MP4 duration, WAV data size), or None. MP3s are left out: without
+    a Xing frame mutagen can only estimate. Does not raise."""
+    try:
+        audio: Any = mutagen.File(source)
+    except Exception:  # mutagen raises many kinds on damaged files
+        return None
+    if audio is None or isinstance(audio, mutagen.mp3.MP3):
+        return None
+    length = getattr(getattr(audio, "info", None), "length", None)
+    return float(length) if length else None
+
+
+def _set_title(path: Path, title: str) -> None:
+    tags = ID3()  # type: ignore[no-untyped-call]
+    tags.add(TIT2(encoding=3, text=title))  # type: ignore[no-untyped-call]
+    tags.save(path, v2_version=4, v1=0)
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as file:
+        os.fsync(file.fileno())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write, fsync, rename: a reader sees the old file or the whole new one."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(data, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _remove_entry(index: Path) -> int:
+    """Remove a cache entry (MP3 first, so no MP3 is left without its index).
+    Returns 1 if an MP3 was removed. Does not raise."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        index.with_suffix(".mp3").unlink()
+        removed = 1
+    with contextlib.suppress(OSError):
+        index.unlink()
+    return removed
+
+
+# -- libvlc, typed -----------------------------------------------------------------
+
+#: Headless batch work: no window, no sound card, no Lua scripts (they look up
+#: cover art and parse playlists), nothing on stderr.
+_INSTANCE_OPTIONS: Final = (
+    "--no-video",
+    "--no-sout-video",
+    "--no-sout-spu",
+    "--aout=dummy",
+    "--no-xlib",
+    "--no-lua",
+    "--no-stats",
+    "--audio-resampler=soxr,any",
+    "--quiet",
+)
+
+
+def _import_vlc() -> Any:
+    """The python-vlc module. Raises PushsourceError if libvlc is missing."""
+    try:
+        import vlc
+    except (ImportError, OSError, NotImplementedError) as exc:
+        # python-vlc raises NotImplementedError when it cannot find libvlc.
+        raise PushsourceError(
+            f"libvlc is not available ({exc}); install libvlc5 and vlc-plugin-base"
+        ) from None
+    return vlc
+
+
+class _LibVLC:
+    """One libvlc instance and the few calls a conversion makes."""
+
+    def __init__(self) -> None:
+        self._vlc = _import_vlc()
+        self._instance: Any = self._vlc.Instance(list(_INSTANCE_OPTIONS))
+        if self._instance is None:
+            raise PushsourceError("libvlc failed to start (is vlc-plugin-base installed?)")
+
+    def play_to_end(self, source: Path, options: list[bytes], *, timeout: float) -> str:
+        """Play ``source`` with media options until it stops: "ended", "error"
+        or "timeout". When it returns, libvlc has closed its output."""
+        state = self._vlc.State
+        media: Any = self._instance.media_new_path(os.fsencode(source))
+        for option in options:
+            media.add_option(option)
+        player: Any = self._instance.media_player_new()
+        player.set_media(media)
+        try:
+            if player.play() == -1:
+                return "error"
+            deadline = time.monotonic() + timeout
+            while True:
+                now = player.get_state()
+                if now in (state.Ended, state.Stopped):
+                    return "ended"
+                if now == state.Error:
+                    return "error"
+                if time.monotonic() > deadline:
+                    return "timeout"
+                time.sleep(_POLL)
+        finally:
+            player.stop()  # waits for the input thread: the sout file is closed after it
+            player.release()
+            media.release()
+
+    def close(self) -> None:
+        self._instance.release()
