@@ -26,8 +26,10 @@ from pushsource.icecast import (
     redact,
 )
 from pushsource.listen import listen
+from pushsource.prefetch import Prefetch
 from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
-from pushsource.station import Idle, ListSource, Pacing, Retry, Station, TrackSource
+from pushsource.station import Idle, ListSource, Pacing, Retry, Station
+from pushsource.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
 
 log = logging.getLogger("pushsource")
 
@@ -114,6 +116,39 @@ def build_parser() -> argparse.ArgumentParser:
         default=Pacing.lead,
         metavar="SECONDS",
         help="how far ahead of real time audio is sent (default %(default)s)",
+    )
+    stream.add_argument(
+        "--samplerate",
+        type=int,
+        default=44100,
+        metavar="HZ",
+        help="the station's sample rate; other files are converted (default %(default)s)",
+    )
+    stream.add_argument(
+        "--channels",
+        type=int,
+        default=2,
+        choices=[1, 2],
+        help="the station's channel count (default %(default)s)",
+    )
+    stream.add_argument(
+        "--bitrate",
+        type=int,
+        default=128,
+        metavar="KBPS",
+        help="bitrate of converted files and of silence (default %(default)s)",
+    )
+    stream.add_argument(
+        "--strict-bitrate",
+        action="store_true",
+        help="convert MP3s that are not CBR at --bitrate too (default: any bitrate passes)",
+    )
+    stream.add_argument(
+        "--cache",
+        type=Path,
+        metavar="DIR",
+        help="where converted files are kept (default: $XDG_CACHE_HOME/pushsource/, "
+        "one folder per station)",
     )
     stream.add_argument(
         "--idle",
@@ -254,6 +289,12 @@ def run_stream(args: argparse.Namespace) -> int:
     folder: Path = args.folder
     if not folder.is_dir():
         raise ConfigError(f"music folder {folder} is not a directory")
+    if args.max_retries is not None and args.max_retries < 0:
+        raise ConfigError("--max-retries must be 0 or more")
+    fmt = StationFormat(args.samplerate, args.channels, args.bitrate)
+    key = f"{target.host}:{target.port}{target.mount}"
+    transcoder = Transcoder(args.cache or default_cache_dir(key), fmt)
+    resolver = Resolver(fmt, transcoder, strict_bitrate=args.strict_bitrate)
     info = StationInfo(
         name=args.name,
         description=args.description,
@@ -261,8 +302,6 @@ def run_stream(args: argparse.Namespace) -> int:
         url=args.station_url,
         public=args.public,
     )
-    pacing = Pacing(lead=args.lead, batch=min(Pacing.batch, args.lead))
-    source: TrackSource
     queue: FolderQueue | None = None
     keeper: StateKeeper | None = None
     resume: list[tuple[Path, int]] = []
@@ -271,34 +310,43 @@ def run_stream(args: argparse.Namespace) -> int:
         if not paths:
             log.warning("nothing to play in %s", folder)
             return 0
-        source = ListSource(paths)
+        prefetch = Prefetch(ListSource(paths), resolver.prepare, finite=True)
     else:
         keeper, resume = _restore(args.state, target)
         queue = FolderQueue(folder, settle=args.settle)
         queue.start(order=[Path(p) for p in keeper.state.queue])
-        source = queue
-    if args.max_retries is not None and args.max_retries < 0:
-        raise ConfigError("--max-retries must be 0 or more")
+        root = queue.root
+        prefetch = Prefetch(
+            queue,
+            resolver.prepare,
+            skip=keeper.state.was_played,
+            housekeeping=lambda: transcoder.prune(scan(root)),
+        )
     station = Station(
         target,
-        source,
+        prefetch,
         info,
         once=args.once,
-        pacing=pacing,
+        pacing=Pacing(lead=args.lead, batch=min(Pacing.batch, args.lead)),
         retry=Retry(limit=args.max_retries),
         connect=lambda t: SourceConnection(t, timeout=args.timeout),
         keeper=keeper,
         resume=resume,
         idle=Idle(args.idle),
+        silence=fmt.header(),
         library=lambda: scan(queue.root) if queue is not None else [],
         shuffle=args.shuffle,
+        resolve=resolver.resolve,
     )
-    _handle_signals(station, queue)
+    _handle_signals(station, queue, prefetch)
+    prefetch.start()
     try:
         station.run()
     finally:
+        prefetch.close()
         if queue is not None:
             queue.stop()
+        transcoder.close()
     return 0
 
 
@@ -319,12 +367,13 @@ def _restore(
     return StateKeeper(path, state, interval=5.0), resume
 
 
-def _handle_signals(station: Station, queue: FolderQueue | None) -> None:
+def _handle_signals(station: Station, queue: FolderQueue | None, prefetch: Prefetch) -> None:
     """Like ezstream: TERM/INT stop cleanly, HUP rescans the folder, USR1 skips."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("stopping (%s)", signal.Signals(signum).name)
         station.stop()
+        prefetch.stop()
         signal.signal(signum, signal.SIG_DFL)  # a second signal ends us at once
 
     def rescan(signum: int, frame: FrameType | None) -> None:

@@ -45,7 +45,11 @@ from pushsource.errors import ConfigError
 
 logger = logging.getLogger("pushsource.folder")
 
-AUDIO_EXTENSIONS: frozenset[str] = frozenset({".mp3", ".mp2", ".mpa", ".mpga"})
+#: What the station plays: MPEG audio as it is, the rest converted with libvlc.
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp3", ".mp2", ".mpa", ".mpga"}
+    | {".flac", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wav", ".aif", ".aiff", ".wma"}
+)
 
 # Names browsers, download managers and editors use while a file is still being written.
 _PARTIAL_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
@@ -361,6 +365,10 @@ class FolderQueue:
     def queued(self) -> list[Path]:
         """The files ready to play, in order (events not yet taken in aside)."""
         return self._readiness.ready()
+
+    def exhausted(self) -> bool:
+        """A folder never runs out: more files may come."""
+        return False
 
     def rescan(self) -> None:
         """Walk the folder again for files watchdog missed (SIGHUP). Safe to call

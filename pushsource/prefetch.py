@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pushsource.errors import TrackError
 from pushsource.station import TrackSource
+from pushsource.tracks import skipped
 
 log = logging.getLogger("pushsource")
 
@@ -26,6 +27,7 @@ class Prefetch:
     ``prepare(path)`` raises TrackError for a file that cannot be played: it is
     skipped here, with one warning line. ``skip(path)`` says a file needs no
     playing (it played already). Only the worker thread touches ``source``.
+    With ``finite`` (a fixed list), exhausted() says when the list is done.
     """
 
     def __init__(
@@ -36,13 +38,16 @@ class Prefetch:
         skip: Callable[[Path], bool] = lambda path: False,
         housekeeping: Callable[[], object] | None = None,
         housekeeping_every: float = 600.0,
+        finite: bool = False,
     ) -> None:
         self._source = source
         self._prepare = prepare
         self._skip = skip
         self._housekeeping = housekeeping
         self._housekeeping_every = housekeeping_every
-        self._ready: queue.Queue[Path] = queue.Queue(maxsize=1)
+        self._finite = finite
+        self._done = False
+        self._ready: queue.Queue[Path | None] = queue.Queue(maxsize=1)  # None: the end
         self._waiting: list[Path] = []  # the source's queue, as last seen by the worker
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -53,19 +58,30 @@ class Prefetch:
         return self
 
     def stop(self) -> None:
+        """Stop taking files; a waiting get() returns None. Safe in a signal handler."""
         self._stopping.set()
+
+    def close(self) -> None:
+        self.stop()
         self._thread.join(5)
 
     def get(self, timeout: float | None = None) -> Path | None:
+        if self._done:
+            return None
         try:
-            return self._ready.get(timeout=timeout) if timeout else self._ready.get_nowait()
+            path = self._ready.get(timeout=timeout) if timeout else self._ready.get_nowait()
         except queue.Empty:
             return None
+        self._done = path is None
+        return path
+
+    def exhausted(self) -> bool:
+        return self._done or self._stopping.is_set()
 
     def queued(self) -> list[Path]:
         with self._lock:
             waiting = list(self._waiting)
-        return list(self._ready.queue) + waiting
+        return [path for path in list(self._ready.queue) if path is not None] + waiting
 
     def _run(self) -> None:
         next_housekeeping = 0.0
@@ -79,17 +95,23 @@ class Prefetch:
             path = self._source.get(0.2)
             with self._lock:
                 self._waiting = self._source.queued()
+            if path is None and self._finite:
+                self._hand_on(None)
+                return
             if path is None or self._skip(path):
                 continue
             try:
                 self._prepare(path)
             except TrackError as exc:
-                log.warning("skipped %s: %s", exc.path, exc.reason)
+                skipped(exc)
                 continue
-            while not self._stopping.is_set():
-                try:
-                    self._ready.put(path, timeout=0.2)
-                    break
-                except queue.Full:  # the station has not taken the last one yet
-                    with self._lock:
-                        self._waiting = self._source.queued()
+            self._hand_on(path)
+
+    def _hand_on(self, path: Path | None) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._ready.put(path, timeout=0.2)
+                return
+            except queue.Full:  # the station has not taken the last one yet
+                with self._lock:
+                    self._waiting = self._source.queued()

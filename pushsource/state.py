@@ -221,9 +221,13 @@ def default_state_path(station_key: str) -> Path:
             base = os.fspath(Path.home() / ".local" / "state")
         except RuntimeError as exc:
             raise ConfigError(f"no home directory for the state file; use --state: {exc}") from exc
+    return Path(base) / "pushsource" / f"{station_slug(station_key)}.json"
+
+
+def station_slug(station_key: str) -> str:
+    """A file name for the station ``station_key``: its safe characters, and a hash."""
     digest = hashlib.sha256(station_key.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    slug = _UNSAFE.sub("_", station_key)[:_SLUG_MAX]
-    return Path(base) / "pushsource" / f"{slug}-{digest}.json"
+    return f"{_UNSAFE.sub('_', station_key)[:_SLUG_MAX]}-{digest}"
 
 
 def load_state(path: Path) -> PlayState:

@@ -18,7 +18,7 @@ from pushsource.frames import FrameHeader, parse_header, silent_frame
 from pushsource.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
 from pushsource.pacer import Pacer
 from pushsource.state import PlayState, StateKeeper
-from pushsource.tracks import Track
+from pushsource.tracks import Track, skipped
 
 log = logging.getLogger("pushsource")
 
@@ -39,6 +39,10 @@ class TrackSource(Protocol):
         """The files that get() will return next, in order, as far as known."""
         ...
 
+    def exhausted(self) -> bool:
+        """Whether get() will never return a file again (a list played out)."""
+        ...
+
 
 class ListSource:
     """A fixed list of files, for ``--once``."""
@@ -51,6 +55,9 @@ class ListSource:
 
     def queued(self) -> list[Path]:
         return list(self._paths)
+
+    def exhausted(self) -> bool:
+        return not self._paths
 
 
 class Connection(Protocol):
@@ -173,7 +180,7 @@ class Station:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            first = self._next_track(wait=not self._once)
+            first = self._next_track(wait=True)
             if first is None:
                 return
             try:
@@ -191,7 +198,7 @@ class Station:
                 self._sleep(delay)
                 continue
             failures = 0
-            if self._once and not self._resume:
+            if self._once and self._source.exhausted() and not self._resume:
                 return
             if not self._stopping.is_set():
                 log.info("queue empty: closed the stream, waiting for files")
@@ -202,10 +209,13 @@ class Station:
         self._current = first  # from here on, a failure rewinds to it
         self.connections += 1
         connection = self._connect(self.target)
-        header = first.first.header
-        headers = self._info.headers(
-            first.info.bitrate or header.bitrate, header.sample_rate, header.channels
-        )
+        if self._silence is not None:  # the station's format
+            header = self._silence
+            bitrate = header.bitrate
+        else:
+            header = first.first.header
+            bitrate = first.info.bitrate or header.bitrate
+        headers = self._info.headers(bitrate, header.sample_rate, header.channels)
         titles = self._titles(connection)
         body = self._body(first, titles)
         try:
@@ -247,7 +257,7 @@ class Station:
                     timeout = 0.0 if until is None else max(0.0, until - self._clock())
                 got = self._source.get(timeout)
                 if got is None:
-                    if wait:
+                    if wait and not (self._once and self._source.exhausted()):
                         continue
                     return None
                 path = got
@@ -257,7 +267,7 @@ class Station:
             try:
                 return self._open(path, offset)
             except TrackError as exc:
-                log.warning("skipped %s: %s", exc.path, exc.reason)
+                skipped(exc)
         return None
 
     def _open(self, path: Path, offset: int = 0) -> Track:
@@ -267,12 +277,7 @@ class Station:
     def _following(self) -> Track | None:
         """The track after this one: the queue first, then (idle loop) the library."""
         track = self._next_track(wait=False)
-        if (
-            track is None
-            and self._idle is Idle.LOOP
-            and not self._once
-            and not self._stopping.is_set()
-        ):
+        if track is None and self._idle is Idle.LOOP and not self._stopping.is_set():
             track = self._from_library()
         return track
 
@@ -285,7 +290,7 @@ class Station:
                 try:
                     track = self._open(path)
                 except TrackError as exc:
-                    log.warning("skipped %s: %s", exc.path, exc.reason)
+                    skipped(exc)
                     continue
                 self._loop_last = path
                 return track
@@ -418,9 +423,9 @@ class Station:
             if self._stopping.is_set():
                 break
             if current is None and not idling:
-                if self._once:
+                if self._once and self._source.exhausted():
                     break
-                if self._idle is Idle.STOP:
+                if self._idle is Idle.STOP and not self._once:
                     # Wait for a file while the audio sent lasts, then close.
                     current = self._current = self._next_track(
                         wait=False, until=pacer.due() - self._pacing.batch

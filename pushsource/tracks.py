@@ -66,6 +66,21 @@ def _first(tags: Any, key: str) -> str:
     return str(items[0]).strip() if items else ""
 
 
+_warned: dict[tuple[Path, FileStamp | None, str], None] = {}
+
+
+def skipped(exc: TrackError) -> None:
+    """Say once that a file is skipped, and why. The same version of a file
+    can be refused twice (once ahead of time, once when its turn comes)."""
+    key = (exc.path, FileStamp.of(exc.path), exc.reason)
+    if key in _warned:
+        return
+    if len(_warned) > 1000:
+        _warned.clear()
+    _warned[key] = None
+    log.warning("skipped %s: %s", exc.path, exc.reason)
+
+
 class Track:
     """An open file and its frames, read lazily.
 

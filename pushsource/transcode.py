@@ -56,18 +56,11 @@ import mutagen.mp3
 from mutagen.id3 import ID3, TIT2
 
 from pushsource.errors import ConfigError, FrameError, PushsourceError, TrackError
-from pushsource.frames import END, Frame, FrameParser, Skipped
-from pushsource.state import FileStamp
+from pushsource.frames import END, Frame, FrameHeader, FrameParser, Skipped, header_for
+from pushsource.state import FileStamp, station_slug
 from pushsource.tracks import Track, read_info
 
 log = logging.getLogger("pushsource.transcode")
-
-# ISO 11172-3 / 13818-3: the sample rates MPEG audio has, and the Layer III
-# bitrates of MPEG-1 (32-48 kHz) and MPEG-2/2.5 (the lower rates).
-_MPEG1_RATES: Final = frozenset({32000, 44100, 48000})
-_MPEG2_RATES: Final = frozenset({8000, 11025, 12000, 16000, 22050, 24000})
-_MPEG1_BITRATES: Final = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
-_MPEG2_BITRATES: Final = (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)
 
 #: First bytes of containers that never hold bare MPEG frames: no need to scan
 #: them for a frame sync. (MP4/M4A has "ftyp" at offset 4.)
@@ -79,6 +72,7 @@ _OTHER_MAGICS: Final = (
     b"\x1a\x45\xdf\xa3",  # Matroska / WebM
     b"\x30\x26\xb2\x75",  # ASF / WMA
 )
+_MPEG_SUFFIXES: Final = frozenset({".mp3", ".mp2", ".mpa", ".mpga"})
 #: How many frames strict_bitrate looks at when the tags do not say CBR.
 _CBR_SAMPLE_FRAMES: Final = 64
 _CHUNK: Final = 64 * 1024
@@ -95,17 +89,14 @@ class StationFormat:
     bitrate: int = 128  # kbps
 
     def __post_init__(self) -> None:
-        if self.sample_rate not in _MPEG1_RATES | _MPEG2_RATES:
-            rates = ", ".join(str(r) for r in sorted(_MPEG1_RATES | _MPEG2_RATES))
-            raise ConfigError(f"MP3 has no sample rate {self.sample_rate} Hz (it has {rates})")
-        if self.channels not in (1, 2):
-            raise ConfigError(f"MP3 carries 1 or 2 channels, not {self.channels}")
-        allowed = _MPEG1_BITRATES if self.sample_rate in _MPEG1_RATES else _MPEG2_BITRATES
-        if self.bitrate not in allowed:
-            raise ConfigError(
-                f"MP3 at {self.sample_rate} Hz has no bitrate {self.bitrate} kbps "
-                f"(it has {', '.join(map(str, allowed))})"
-            )
+        self.header()
+
+    def header(self) -> FrameHeader:
+        """A Layer III frame header of this format. Raises ConfigError."""
+        try:
+            return header_for(self.sample_rate, self.channels, self.bitrate)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def audio_info(self) -> str:
         """The ``ice-audio-info`` header value."""
@@ -119,6 +110,54 @@ class StationFormat:
             and header.sample_rate == self.sample_rate
             and header.channels == self.channels
         )
+
+
+def default_cache_dir(station_key: str) -> Path:
+    """``$XDG_CACHE_HOME/pushsource/<station>/``, else ``~/.cache/pushsource/...``:
+    one folder per station, since pruning keeps only that station's files."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.fspath(Path.home() / ".cache")
+    return Path(base) / "pushsource" / station_slug(station_key)
+
+
+class Resolver:
+    """Which MP3 to play for a file of the folder: the file itself when it is
+    in the station format, else its converted copy.
+
+    The prefetch thread calls :meth:`prepare` ahead of play time (converting
+    takes seconds); the pacing thread calls :meth:`resolve`, which answers
+    from what ``prepare`` found and converts only if it has to (a resume after
+    a restart, before any audio flows).
+    """
+
+    def __init__(
+        self, fmt: StationFormat, transcoder: Transcoder, *, strict_bitrate: bool = False
+    ) -> None:
+        self._fmt = fmt
+        self._transcoder = transcoder
+        self._strict = strict_bitrate
+        self._known: dict[Path, tuple[FileStamp | None, Path]] = {}
+
+    def prepare(self, path: Path) -> Path:
+        """Raises TrackError."""
+        stamp = FileStamp.of(path)
+        if needs_transcoding(path, self._fmt, strict_bitrate=self._strict):
+            play = self._transcoder.convert(path)
+            log.info("converted %s to the station format", path.name)
+        else:
+            play = path
+        self._known[path] = (stamp, play)
+        if len(self._known) > 10_000:  # only the next few files matter
+            self._known.pop(next(iter(self._known)))
+        return play
+
+    def resolve(self, path: Path) -> Path:
+        """Raises TrackError."""
+        known = self._known.get(path)
+        if known is not None and known[0] == FileStamp.of(path):
+            return known[1]
+        return self.prepare(path)
 
 
 def needs_transcoding(path: Path, fmt: StationFormat, *, strict_bitrate: bool = False) -> bool:
@@ -141,6 +180,8 @@ def needs_transcoding(path: Path, fmt: StationFormat, *, strict_bitrate: bool = 
     try:
         track.open()
     except TrackError:
+        if path.suffix.lower() in _MPEG_SUFFIXES:
+            raise  # named MPEG, is no other container: our parser's reason says it best
         return True  # readable (we just read it) but no MPEG frames: libvlc may know it
     try:
         if not fmt.matches(track.first):
@@ -482,6 +523,7 @@ _INSTANCE_OPTIONS: Final = (
     "--no-lua",
     "--no-stats",
     "--audio-resampler=soxr,any",
+    "--image-duration=0",  # an image "plays" 10 s by default before libvlc gives up
     "--quiet",
 )
 

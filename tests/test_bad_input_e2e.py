@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.frames import header_for, silent_frame
 from tests.conftest import StartPushsource, secret_url
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
@@ -51,7 +52,12 @@ class BadFolder:
 def bad_folder(tmp_path_factory: pytest.TempPathFactory) -> BadFolder:
     """The malformed corpus as 02-, 04-, ... with good files at 01, 11, 21 and 99."""
     folder = tmp_path_factory.mktemp("bad-input")
-    entries = build_malformed(folder, first_number=2, step=2)
+    entries = []
+    for entry in build_malformed(folder, first_number=2, step=2):
+        if entry.expect_prefix is None:  # converted by libvlc (a WAV named .mp3):
+            entry.path.unlink()  # not byte-predictable; test_transcode covers it
+            continue
+        entries.append(entry)
     for number in (1, 11, 21, 99):
         path = folder / f"{number:02d}-good.mp3"
         audio = make_clean_mp3(path, GOOD_SECONDS, freq=200 + 10 * number)
@@ -101,11 +107,10 @@ TRAPS: dict[str, Callable[[bytes, bytes], bool]] = {
     "truncated-in-tag": lambda data, want: _id3_end(data) > len(data),
     "no-frames": lambda data, want: find_frame_run(data, 3) is None and data.count(0xFF) > 500,
     "png": lambda data, want: data.startswith(b"\x89PNG\r\n\x1a\n"),
-    "wav": lambda data, want: data.startswith(b"RIFF") and data[8:12] == b"WAVE",
 }
 
 
-@pytest.mark.parametrize("case", [name for name, _ in CASES])
+@pytest.mark.parametrize("case", [name for name, _ in CASES if name != "wav"])
 def test_malformed_fixtures_carry_their_traps(bad_folder: BadFolder, case: str) -> None:
     (entry,) = [e for e in bad_folder.entries if e.name == case]
     want = entry.expect_prefix or b""
@@ -270,8 +275,12 @@ def test_files_deleted_or_replaced_under_the_station(
 
     audio = bytes(listener.audio)
     start = audio.find(final_audio)
-    # Whole frames from the start of the first file, up to where it was cut off.
+    # Whole frames from the start of the first file, up to where it was cut off,
+    # then (idle policy "silence") silent frames until the final file came.
     played = audio[:start]
+    silence = silent_frame(header_for(44100, 2, 128))
+    while played.endswith(silence) and not playing_audio.startswith(played):
+        played = played[: -len(silence)]
     assert played and playing_audio.startswith(played), "the first file's audio is mangled"
     (tmp_path / "original.mp3").write_bytes(playing_audio)
     ends = list(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import shutil
 import subprocess
 import wave
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import pushsource
+from pushsource.frames import parse_header
 from tests.conftest import StartPushsource
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
@@ -118,25 +120,47 @@ def assert_real_time(arrivals: list[tuple[float, int]], corpus: list[Fixture]) -
             assert abs(t - due) <= 1.0, f"byte {n} came {t - due:+.2f} s off its time"
 
 
+def by_format(corpus: list[Fixture]) -> dict[tuple[int, int], list[Fixture]]:
+    """The corpus grouped by (sample rate, channels): a station passes through
+    only the files in its own format, and converts the rest."""
+    groups: dict[tuple[int, int], list[Fixture]] = {}
+    for fixture in corpus:
+        header = parse_header(fixture.audio)
+        assert header is not None, fixture.path
+        groups.setdefault((header.sample_rate, header.channels), []).append(fixture)
+    return groups
+
+
+@pytest.mark.parametrize("fmt", [(44100, 2), (22050, 2), (44100, 1)], ids=str)
 def test_corpus_streams_byte_exact_in_real_time(
     icecast: IcecastServer,
     corpus: list[Fixture],
     unique_mount: str,
     start_pushsource: StartPushsource,
     tmp_path: Path,
+    fmt: tuple[int, int],
 ) -> None:
-    total = sum(f.seconds for f in corpus)
+    fixtures = by_format(corpus)[fmt]
+    folder = tmp_path / "music"
+    folder.mkdir()
+    for fixture in fixtures:
+        shutil.copy2(fixture.path, folder / fixture.path.name)
+    total = sum(f.seconds for f in fixtures)
+    rate, channels = fmt
+    bitrate = "128" if rate == 44100 else "64"
     with Listener(icecast.port, unique_mount, connect_timeout=20) as listener:
         run = start_pushsource(
-            "stream", corpus[0].path.parent, source_url(icecast, unique_mount), "--once"
-        )
+            "stream", folder, source_url(icecast, unique_mount), "--once",
+            "--samplerate", str(rate), "--channels", str(channels), "--bitrate", bitrate,
+        )  # fmt: skip
         assert run.wait(total + 30) == 0, run.describe()
         listener.wait_closed(10)
     assert listener.error is None
+    assert "converted" not in run.stderr, run.describe()  # all of them pass through
     audio = bytes(listener.audio)
-    assert_starts_with(audio, b"".join(f.audio for f in corpus), corpus)
-    assert_only_silent_frames(audio, corpus, tmp_path)
-    assert_real_time(listener.arrivals, corpus)
+    assert_starts_with(audio, b"".join(f.audio for f in fixtures), fixtures)
+    assert_only_silent_frames(audio, fixtures, tmp_path)
+    assert_real_time(listener.arrivals, fixtures)
 
 
 TITLES = [

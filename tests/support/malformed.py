@@ -338,7 +338,8 @@ def make_png(path: Path) -> Malformed:
 
 
 def make_wav(path: Path) -> Malformed:
-    """A 16-bit PCM WAV of a tone, named .mp3."""
+    """A 16-bit PCM WAV of a tone, named .mp3: not MPEG, so it is converted
+    like any other format, and plays."""
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "tone.wav"
         run_tool("sox", "-R", "-n", "-r", "44100", "-c", "2", "-b", "16", wav,
@@ -347,7 +348,7 @@ def make_wav(path: Path) -> Malformed:
     if find_frame_run(data, 3) is not None:
         raise RuntimeError(f"{path}: this WAV happens to hold MPEG frames")
     path.write_bytes(data)
-    return Malformed("wav", path, False, b"", forbidden=(b"RIFF", b"WAVEfmt"))
+    return Malformed("wav", path, True, None, forbidden=(b"RIFF", b"WAVEfmt"))
 
 
 def make_album_folder(path: Path, freq: int = 1260) -> Malformed:
