@@ -131,10 +131,10 @@ def test_station_format_defaults_and_audio_info() -> None:
 @pytest.mark.parametrize(
     ("rate", "channels", "bitrate", "words"),
     [
-        (44000, 2, 128, "no sample rate 44000 Hz"),
+        (44000, 2, 128, "no 44000 Hz sample rate"),
         (44100, 6, 128, "1 or 2 channels, not 6"),
-        (44100, 2, 8, "no bitrate 8 kbps"),  # MPEG-2 only
-        (22050, 2, 320, "no bitrate 320 kbps"),  # MPEG-1 only
+        (44100, 2, 8, "no 8 kbps bitrate"),  # MPEG-2 only
+        (22050, 2, 320, "no 320 kbps bitrate"),  # MPEG-1 only
     ],
 )
 def test_station_format_refuses_what_mp3_cannot_carry(
@@ -170,9 +170,18 @@ def test_needs_transcoding_strict_bitrate_refuses_vbr(tmp_path: Path) -> None:
 
 
 def test_needs_transcoding_leaves_unknown_content_to_libvlc(tmp_path: Path) -> None:
-    text = tmp_path / "notes.mp3"
+    text = tmp_path / "notes.ogg"
     text.write_text("not audio at all\n")
     assert needs_transcoding(text, StationFormat()) is True
+
+
+def test_a_file_named_mp3_without_frames_is_refused_with_the_parser_reason(
+    tmp_path: Path,
+) -> None:
+    text = tmp_path / "notes.mp3"
+    text.write_text("not audio at all\n")
+    with pytest.raises(TrackError, match=r"no MPEG audio frame found in 17 bytes \(at byte 17\)"):
+        needs_transcoding(text, StationFormat())
 
 
 def test_needs_transcoding_raises_for_what_cannot_be_read(tmp_path: Path) -> None:
