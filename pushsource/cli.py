@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-retries",
         type=int,
         metavar="N",
-        help="give up after N failed connection attempts in a row (default: never)",
+        help="give up after N retries in a row, that is N+1 failed connection "
+        "attempts (default: never)",
     )
     stream.add_argument(
         "--timeout",

@@ -6,6 +6,7 @@ All HTTP goes through ``requests``; its exceptions are translated into
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -18,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
 
 from pushsource import __version__
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
@@ -178,6 +180,8 @@ class _RawBody:
         self.finished = True
 
 
+#: How often a streaming connection checks that Icecast still answers HTTP.
+WATCH_EVERY: Final = 2.0
 #: Our socket's send buffer: small, so a server that stops reading blocks our
 #: send (and trips the send timeout) after about a second of audio, not after
 #: the megabytes the kernel would otherwise buffer.
@@ -185,7 +189,9 @@ SEND_BUFFER: Final = 16 * 1024
 
 
 class _SourceAdapter(HTTPAdapter):
-    """requests' transport with the socket options a long source stream wants."""
+    """requests' transport with the socket options a long source stream wants,
+    and a hand on the socket: to peek at Icecast's answer while the body is
+    still going out, and to cut a connection whose server stopped answering."""
 
     def __init__(self, timeout: float) -> None:
         options = [*HTTPConnection.default_socket_options]
@@ -193,11 +199,27 @@ class _SourceAdapter(HTTPAdapter):
         if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: give up on unacknowledged data
             options.append((socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000)))
         self._socket_options = options
+        self.sockets: list[socket.socket] = []
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         kwargs["socket_options"] = self._socket_options
         super().init_poolmanager(*args, **kwargs)
+        sockets = self.sockets
+
+        class Connection(HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                sockets.append(self.sock)
+
+        class Pool(HTTPConnectionPool):
+            ConnectionCls = Connection
+
+        # TLS keeps the default classes: an SSL socket cannot be peeked at.
+        self.poolmanager.pool_classes_by_scheme = {
+            **self.poolmanager.pool_classes_by_scheme,
+            "http": Pool,
+        }
 
 
 class SourceConnection:
@@ -208,6 +230,40 @@ class SourceConnection:
         self.address = resolve(target)
         self._endpoint = _Endpoint(target, self.address)
         self._timeout = timeout
+        self._adapter: _SourceAdapter | None = None
+        self._cut = threading.Event()
+        self._refusal: str | None = None
+
+    def accepted(self) -> bool | None:
+        """Whether Icecast took the source: it answers ``200 OK`` before it reads
+        the body, so the answer is there to peek at while we send. None: not
+        known (yet, or over TLS). Does not raise."""
+        adapter = self._adapter
+        if adapter is None or not adapter.sockets:
+            return None
+        try:
+            head = adapter.sockets[-1].recv(2048, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return False
+        if not head:
+            return False  # closed without a word
+        match = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+        if match is None:
+            return None if len(head) < 12 else False
+        if match.group(1) != b"200":
+            # Keep the reason: a reset may destroy it before requests reads it.
+            self._refusal = head.partition(b"\r\n\r\n")[2].decode("utf-8", "replace")
+        return match.group(1) == b"200"
+
+    def cut(self) -> None:
+        """Break the connection from another thread: a blocked send fails."""
+        self._cut.set()
+        adapter = self._adapter
+        for sock in adapter.sockets if adapter is not None else ():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __repr__(self) -> str:
         return f"SourceConnection({self.target}, address={self.address!r})"
@@ -222,6 +278,7 @@ class SourceConnection:
         """
         endpoint = self._endpoint
         body = _RawBody(chunks)
+        self._refusal = None
         all_headers = {
             "Content-Type": "audio/mpeg",
             "User-Agent": USER_AGENT,
@@ -229,8 +286,8 @@ class SourceConnection:
             **headers,
         }
         where = f"{self.target.host}:{self.target.port}"
-        with requests.Session() as session:
-            adapter = _SourceAdapter(self._timeout)
+        with requests.Session() as session, self._watch():
+            adapter = self._adapter = _SourceAdapter(self._timeout)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             try:
@@ -259,7 +316,7 @@ class SourceConnection:
                         status,
                     )
                 if status == 403:
-                    reason = _icecast_message(response)
+                    reason = _icecast_message(response, self._refusal)
                     if "in use" in reason.lower():
                         raise MountInUseError(f"mountpoint {self.target.mount} is in use", status)
                     raise IcecastError(
@@ -271,17 +328,59 @@ class SourceConnection:
                         f"for {self.target.mount}",
                         status,
                     )
+        if self._cut.is_set():
+            raise IcecastError(f"{where} stopped answering; dropped the connection")
         if not body.finished:
             raise IcecastError(f"connection to {where} lost after {body.sent} bytes")
         return body.sent
 
+    @contextlib.contextmanager
+    def _watch(self) -> Iterator[None]:
+        """While streaming, ask Icecast for its status page every few seconds:
+        a server that stopped reading may go on taking our bytes into kernel
+        buffers for a minute, but a hung one does not answer HTTP."""
+        done = threading.Event()
+        thread = threading.Thread(
+            target=self._watchdog, args=(done,), name="pushsource-watchdog", daemon=True
+        )
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(self._timeout + 1)
+
+    def _watchdog(self, done: threading.Event) -> None:
+        url = self._endpoint.base + "/status-json.xsl"
+        headers = {"User-Agent": USER_AGENT, **self._endpoint.host_header}
+        with requests.Session() as session:
+            while not done.wait(WATCH_EVERY):
+                try:
+                    session.get(url, headers=headers, timeout=self._timeout).close()
+                except requests.RequestException as exc:
+                    if done.is_set():
+                        return
+                    reason = (
+                        f"no answer within {self._timeout:g} s"
+                        if isinstance(exc, requests.Timeout)
+                        else _reason(exc)
+                    )
+                    log.warning("Icecast does not answer (%s): dropping the connection", reason)
+                    self.cut()
+                    return
+
 
 def _reason(exc: BaseException) -> str:
     """The innermost cause of a requests error, without URLs in it."""
-    while exc.__context__ is not None and not isinstance(exc, OSError):
-        exc = exc.__context__
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    seen: list[BaseException] = [exc]
+    for _ in range(50):  # urllib3 nests the OSError in causes, contexts and args
+        if not seen:
+            break
+        error = seen.pop(0)
+        if isinstance(error, OSError) and error.strerror:
+            return error.strerror
+        seen += [e for e in (error.__cause__, error.__context__) if e is not None]
+        seen += [arg for arg in error.args if isinstance(arg, BaseException)]
     text = str(exc)
     match = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
     return match.group(1) if match else redact(text)

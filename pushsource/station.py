@@ -63,6 +63,10 @@ class ListSource:
 class Connection(Protocol):
     def stream(self, chunks: Iterator[bytes], headers: dict[str, str]) -> int: ...
 
+    def accepted(self) -> bool | None:
+        """Whether the server took the source; None: not known (yet)."""
+        ...
+
 
 class Titles(Protocol):
     def set(self, title: str) -> None: ...
@@ -151,6 +155,7 @@ class Station:
         self._current: Track | None = None
         self._in_flight: list[tuple[Track, int]] = []  # tracks in the unconfirmed batch
         self._accepted = False  # Icecast took the current connection
+        self._refused = False  # ...or it did not
         self._idle = idle
         self._silence = silence  # format of idle silence; default: the last frame's
         self._library = library
@@ -205,7 +210,7 @@ class Station:
 
     def _stream(self, first: Track) -> None:
         """One connection, from ``first`` until the queue runs dry or we stop."""
-        self._accepted = False
+        self._accepted = self._refused = False
         self._current = first  # from here on, a failure rewinds to it
         self.connections += 1
         connection = self._connect(self.target)
@@ -217,20 +222,22 @@ class Station:
             bitrate = first.info.bitrate or header.bitrate
         headers = self._info.headers(bitrate, header.sample_rate, header.channels)
         titles = self._titles(connection)
-        body = self._body(first, titles)
+        body = self._body(first, titles, connection)
         try:
             log.info("connecting to %s", self.target)
             connection.stream(body, headers)
+            if self._refused:  # and no refusal status to say why
+                raise IcecastError(f"{self.target} closed the connection before accepting it")
         finally:
             body.close()
             titles.close()
 
     def _rewind(self) -> None:
         """After a broken connection: go on from the first unconfirmed frame."""
-        resume = [(track.path, offset) for track, offset in self._in_flight]
+        resume = [(track.path, _reopen_at(track, offset)) for track, offset in self._in_flight]
         current = self._current
         if current is not None and all(track is not current for track, _ in self._in_flight):
-            resume.append((current.path, current.position))
+            resume.append((current.path, _reopen_at(current, current.position)))
         for track, _ in self._in_flight:
             track.close()
         if current is not None:
@@ -357,7 +364,9 @@ class Station:
 
     # -- the body of the PUT ----------------------------------------------
 
-    def _body(self, first: Track, titles: Titles) -> Generator[bytes, None, None]:
+    def _body(
+        self, first: Track, titles: Titles, connection: Connection
+    ) -> Generator[bytes, None, None]:
         """Frame batches, each handed over when its audio is due within the lead.
 
         A batch counts as sent when the connection asks for the next one; if
@@ -410,15 +419,24 @@ class Station:
                 pacer.add(frame.header.samples, frame.header.sample_rate)
                 last = frame.header
             if out:
-                self._in_flight = batch
+                # Nothing counts as sent before Icecast has taken the source.
+                if self._accepted or not self._in_flight:
+                    self._in_flight = batch
+                else:  # keep where each track's unconfirmed audio began
+                    known = {id(track) for track, _ in self._in_flight}
+                    self._in_flight += [(t, o) for t, o in batch if id(t) not in known]
                 yield bytes(out)
-                self._in_flight = []
                 handed += 1
-                self._save()
-            # A refused source (wrong password) only shows when the second
-            # batch cannot be sent: announce, and count as accepted, after that.
-            if handed >= 2:
-                self._accepted = True
+                if not self._accepted:
+                    verdict = self._await_acceptance(connection, handed)
+                    if verdict is False:
+                        self._refused = True
+                        return  # requests reads Icecast's answer, and raises on it
+                    self._accepted = verdict is True
+                if self._accepted:
+                    self._in_flight = []
+                    self._save()
+            if self._accepted:
                 self._announce_all(starting, titles)
             if self._stopping.is_set():
                 break
@@ -459,10 +477,27 @@ class Station:
                 self._sleep_until(pacer.wake_at())
         self._sleep_until(pacer.due())  # let listeners hear the end before we hang up
 
+    def _await_acceptance(self, connection: Connection, handed: int) -> bool | None:
+        """Icecast answers a source at once; wait for that answer a little
+        (sending no more) rather than count refused audio as sent."""
+        deadline = self._clock() + 2.0
+        while (verdict := connection.accepted()) is None and self._clock() < deadline:
+            self._sleep(0.005)
+        if verdict is None and handed >= 2:
+            # No answer to see (TLS): a refusal shows as a failed send by now.
+            return True
+        return verdict
+
     def _sleep_until(self, when: float) -> None:
         delay = when - self._clock()
         if delay > 0:
             self._sleep(delay)
+
+
+def _reopen_at(track: Track, offset: int) -> int:
+    """Where to reopen a track to go on at ``offset``: from the top (tags and
+    all, as a fresh start) if none of it was sent."""
+    return 0 if offset <= track.first.offset and not track.resumed else offset
 
 
 def _title_updater(connection: Connection) -> Titles:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pushsource.errors import AuthenticationError, IcecastError
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
 from pushsource.frames import END, Frame, FrameParser, parse_header
 from pushsource.icecast import IcecastTarget, StationInfo
 from pushsource.state import PlayState, StateKeeper, load_state
@@ -45,6 +45,9 @@ class FakeConnection:
         self.chunks: list[tuple[float, bytes]] = []
         self.headers: dict[str, str] = {}
         self.opened_at = clock.now
+
+    def accepted(self) -> bool | None:
+        return True
 
     def stream(self, chunks: Iterator[bytes], headers: dict[str, str]) -> int:
         self.headers = dict(headers)
@@ -587,3 +590,50 @@ def test_shuffled_loop_never_repeats_a_track_at_once(tmp_path: Path, harness: Ha
     assert len(played) > 20
     assert all(x != y for x, y in itertools.pairwise(played))
     assert set(played) == {"0", "1", "2", "3"}
+
+
+class RefusingConnection(FakeConnection):
+    """Takes the first batch, then Icecast's answer turns out to be a refusal."""
+
+    def accepted(self) -> bool | None:
+        return False if self.chunks else None
+
+    def stream(self, chunks: Iterator[bytes], headers: dict[str, str]) -> int:
+        for chunk in chunks:
+            self.chunks.append((self.clock.now, chunk))
+        raise MountInUseError("mountpoint /test is in use", 403)
+
+
+def test_a_refused_connection_counts_nothing_as_sent(
+    tmp_path: Path, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = write(tmp_path / "a.mp3", make_frames(60), before=id3v2(bytes(300)))
+    made: list[FakeConnection] = []
+
+    def connect(target: IcecastTarget) -> FakeConnection:
+        cls = RefusingConnection if len(made) < 3 else FakeConnection
+        made.append(cls(harness.clock))
+        return made[-1]
+
+    harness.connect = connect  # type: ignore[method-assign]
+    attempts: list[float] = []
+    station = harness.station(ListSource([tmp_path / "a.mp3"]))
+    real_sleep = station._sleep
+
+    def sleep(seconds: float) -> None:
+        if seconds >= 0.5:
+            attempts.append(seconds)
+        real_sleep(seconds)
+
+    station._sleep = sleep
+    with caplog.at_level(logging.INFO, logger="pushsource"):
+        station.run()
+    refused, accepted = made[:3], made[3]
+    assert all(len(c.chunks) == 1 for c in refused)  # one batch each, then the answer
+    assert b"".join(chunk for _, chunk in accepted.chunks).startswith(a)  # from the top
+    assert [t for titles in harness.titles for _, t in titles.titles] == ["a"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("playing a") for m in messages) == 1
+    assert not any(m.startswith("resuming") for m in messages)
+    # Refusals are failures: the backoff grows (1, 2, 4 s bases, jittered).
+    assert len(attempts) == 3 and attempts[2] > attempts[0]
