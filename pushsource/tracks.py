@@ -45,6 +45,9 @@ def read_info(path: Path) -> TrackInfo:
         duration = getattr(info, "length", None) or None
         rate = getattr(info, "bitrate", None)
         bitrate = round(rate / 1000) if rate else None
+    if not title and audio is not None and audio.tags is not None and "TIT2" in audio.tags:
+        # Formats without "easy" keys for their ID3 tags (WAVE, AIFF): raw frames.
+        artist, title = _first(audio.tags, "TPE1"), _first(audio.tags, "TIT2")
     if not title:
         try:  # MP3s sometimes carry APEv2 instead of ID3
             ape: Any = mutagen.apev2.APEv2(path)  # type: ignore[no-untyped-call]
