@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from pushsource.errors import ConfigError, PushsourceError
 from pushsource.icecast import DEFAULT_PORT, redact
+from pushsource.transcode import import_vlc
 
 POLL: Final = 0.2  # seconds between looks at the title
 PROBE_TIMEOUT: Final = 3.0  # seconds to find out why libvlc could not open a URL
@@ -71,7 +72,7 @@ def listen(
     err = err if err is not None else sys.stderr
     plain = listener_url(url)
     mrl = "icyx" + plain[4:] if plain.startswith("http:") else plain
-    vlc = _import_vlc()
+    vlc = import_vlc()
     options = [*_INSTANCE_OPTIONS, *(() if audio else ("--aout=dummy",))]
     instance: Any = vlc.Instance(options)
     if instance is None:
@@ -165,15 +166,3 @@ def _why_not(url: str) -> str:
         return str(exc) or type(exc).__name__
     finally:
         conn.close()
-
-
-def _import_vlc() -> Any:
-    """The python-vlc module. Raises PushsourceError if libvlc is missing."""
-    try:
-        import vlc
-    except (ImportError, OSError, NotImplementedError) as exc:
-        # python-vlc raises NotImplementedError when it cannot find libvlc.
-        raise PushsourceError(
-            f"libvlc is not available ({exc}); install libvlc5 and vlc-plugin-base"
-        ) from None
-    return vlc

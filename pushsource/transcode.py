@@ -528,7 +528,7 @@ _INSTANCE_OPTIONS: Final = (
 )
 
 
-def _import_vlc() -> Any:
+def import_vlc() -> Any:
     """The python-vlc module. Raises PushsourceError if libvlc is missing."""
     try:
         import vlc
@@ -544,7 +544,7 @@ class _LibVLC:
     """One libvlc instance and the few calls a conversion makes."""
 
     def __init__(self) -> None:
-        self._vlc = _import_vlc()
+        self._vlc = import_vlc()
         self._instance: Any = self._vlc.Instance(list(_INSTANCE_OPTIONS))
         if self._instance is None:
             raise PushsourceError("libvlc failed to start (is vlc-plugin-base installed?)")

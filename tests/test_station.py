@@ -429,46 +429,20 @@ def test_state_survives_a_restart_without_replaying(tmp_path: Path, harness: Har
     write(music / "b.mp3", make_frames(30, seed=2))
     path = tmp_path / "state.json"
     keeper = StateKeeper(path, load_state(path))
-    first = Station(
-        TARGET,
-        ListSource([music / "a.mp3"]),
-        StationInfo(),
-        once=True,
-        clock=harness.clock,
-        sleep=harness.clock.sleep,
-        connect=harness.connect,
-        titles=harness.make_titles,
-        keeper=keeper,
-    )
+    first = harness.station(ListSource([music / "a.mp3"]), keeper=keeper)
     first.run()
     saved = load_state(path)
     assert saved.was_played(music / "a.mp3") and saved.current is None
     # The next run is offered both files and plays only the new one.
-    second = Station(
-        TARGET,
-        ListSource([music / "a.mp3", music / "b.mp3"]),
-        StationInfo(),
-        once=True,
-        clock=harness.clock,
-        sleep=harness.clock.sleep,
-        connect=harness.connect,
-        titles=harness.make_titles,
-        keeper=StateKeeper(path, saved),
+    second = harness.station(
+        ListSource([music / "a.mp3", music / "b.mp3"]), keeper=StateKeeper(path, saved)
     )
     second.run()
     assert second.played == [music / "b.mp3"]
     # A file copied again with new content plays again.
     write(music / "a.mp3", make_frames(31, seed=9))
-    third = Station(
-        TARGET,
-        ListSource([music / "a.mp3"]),
-        StationInfo(),
-        once=True,
-        clock=harness.clock,
-        sleep=harness.clock.sleep,
-        connect=harness.connect,
-        titles=harness.make_titles,
-        keeper=StateKeeper(path, load_state(path)),
+    third = harness.station(
+        ListSource([music / "a.mp3"]), keeper=StateKeeper(path, load_state(path))
     )
     third.run()
     assert third.played == [music / "a.mp3"]
