@@ -26,6 +26,9 @@ log = logging.getLogger("pushsource")
 #: last partial block when a source leaves: a clean close sends at least this
 #: much silence after the last real frame.
 ICECAST_BLOCK: Final = 1400
+#: How long a station that never goes off the air waits for its first file
+#: before it goes on air with silence.
+FIRST_FILE_GRACE: Final = 1.0
 
 
 class TrackSource(Protocol):
@@ -185,9 +188,14 @@ class Station:
     def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            first = self._next_track(wait=True)
-            if first is None:
-                return
+            if self._once or self._idle is Idle.STOP or self._silence is None:
+                first = self._next_track(wait=True)
+                if first is None:
+                    return
+            else:  # never off the air: with nothing to play, silence (or the library)
+                first = self._next_track(wait=False, until=self._clock() + FIRST_FILE_GRACE)
+                if first is None and self._idle is Idle.LOOP:
+                    first = self._from_library()
             try:
                 self._stream(first)
             except AuthenticationError:
@@ -208,8 +216,9 @@ class Station:
             if not self._stopping.is_set():
                 log.info("queue empty: closed the stream, waiting for files")
 
-    def _stream(self, first: Track) -> None:
-        """One connection, from ``first`` until the queue runs dry or we stop."""
+    def _stream(self, first: Track | None) -> None:
+        """One connection, from ``first`` (None: idle from the start) until the
+        queue runs dry or we stop."""
         self._accepted = self._refused = False
         self._current = first  # from here on, a failure rewinds to it
         self.connections += 1
@@ -218,6 +227,7 @@ class Station:
             header = self._silence
             bitrate = header.bitrate
         else:
+            assert first is not None, "a station without a format waits for a file"
             header = first.first.header
             bitrate = first.info.bitrate or header.bitrate
         headers = self._info.headers(bitrate, header.sample_rate, header.channels)
@@ -299,7 +309,6 @@ class Station:
                 except TrackError as exc:
                     skipped(exc)
                     continue
-                self._loop_last = path
                 return track
             self._loop = list(self._library())
             if self._shuffle:
@@ -331,6 +340,7 @@ class Station:
                 track.path.name,
             )
             self.played.append(track.path)
+            self._loop_last = track.path  # a shuffled loop must not repeat it next
         titles.set(track.info.title)
         state = self._state
         state.current, state.current_stamp = str(track.path), track.stamp
@@ -365,7 +375,7 @@ class Station:
     # -- the body of the PUT ----------------------------------------------
 
     def _body(
-        self, first: Track, titles: Titles, connection: Connection
+        self, first: Track | None, titles: Titles, connection: Connection
     ) -> Generator[bytes, None, None]:
         """Frame batches, each handed over when its audio is due within the lead.
 
@@ -375,8 +385,10 @@ class Station:
         pacer = Pacer(self._clock(), lead=self._pacing.lead, batch=self._pacing.batch)
         current: Track | None = first
         self._current = current
-        starting = [first]  # tracks whose first frame is in a batch not yet announced
-        last: FrameHeader = first.first.header
+        # Tracks whose first frame is in a batch not yet announced.
+        starting = [first] if first is not None else []
+        last = first.first.header if first is not None else self._silence
+        assert last is not None
         idle_silence = silent_frame(self._silence or last)
         idle_header = parse_header(idle_silence)
         assert idle_header is not None

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
-from pushsource.frames import END, Frame, FrameParser, parse_header
+from pushsource.frames import END, Frame, FrameParser, header_for, parse_header, silent_frame
 from pushsource.icecast import IcecastTarget, StationInfo
 from pushsource.state import PlayState, StateKeeper, load_state
 from pushsource.station import ICECAST_BLOCK, Idle, ListSource, Pacing, Retry, Station
@@ -611,3 +611,25 @@ def test_a_refused_connection_counts_nothing_as_sent(
     assert not any(m.startswith("resuming") for m in messages)
     # Refusals are failures: the backoff grows (1, 2, 4 s bases, jittered).
     assert len(attempts) == 3 and attempts[2] > attempts[0]
+
+
+def test_a_station_with_nothing_to_play_goes_on_air_with_silence(
+    tmp_path: Path, harness: Harness
+) -> None:
+    a = write(tmp_path / "a.mp3", make_frames(40))
+    start = harness.clock.now
+    holder: list[Station] = []
+    source = TimedSource(harness.clock, [(start + 5.0, tmp_path / "a.mp3")], holder)
+    station = harness.station(
+        source, once=False, idle=Idle.SILENCE, silence=header_for(44100, 2, 128)
+    )
+    holder.append(station)
+    station.run()
+    [connection], [titles] = harness.connections, harness.titles
+    # On air after the grace for a first file, silent until a arrives.
+    assert connection.chunks[0][0] == pytest.approx(start + 1.0)
+    stream = b"".join(chunk for _, chunk in connection.chunks)
+    silence = silent_frame(header_for(44100, 2, 128))
+    assert stream.index(a) > 0 and stream[: stream.index(a)] == silence * (stream.index(a) // 417)
+    assert [t for _, t in titles.titles] == ["Test FM", "a"]
+    assert connection.headers["ice-audio-info"] == "bitrate=128;samplerate=44100;channels=2"

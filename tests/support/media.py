@@ -5,7 +5,9 @@
 Every builder knows by construction which bytes are MPEG audio frames: it
 encodes with ``lame -t`` (no Xing/Info frame, no tags) and wraps that in
 whatever the case needs. ffprobe is the independent check of those claims
-(see tests/test_support.py); nothing here parses MP3 frames itself.
+(see tests/test_support.py). The one frame-header walk here
+(``walk_mpeg_frames``) is built from the standard's formulas in tests/synth.py,
+never from pushsource's own parser.
 """
 
 from __future__ import annotations
@@ -439,3 +441,167 @@ def decode_mp3(mp3: bytes, directory: Path, name: str = "decoded") -> Decoded:
         assert decoded.getsampwidth() == 2
         frames = decoded.getnframes()
         return Decoded(done.stderr, frames, decoded.getnchannels(), decoded.readframes(frames))
+
+
+# --- files in other formats, and an independent look at a recording's frames ----------
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A tone in some container, tagged with an artist and a title."""
+
+    path: Path
+    #: "Artist - Title", as a station should show it.
+    title: str
+    #: For a ``lame -t`` MP3, exactly its MPEG audio frames; None for other formats.
+    audio: bytes | None
+
+
+def make_tagged_audio(
+    path: Path,
+    seconds: float,
+    *,
+    artist: str,
+    title: str,
+    freq: int = 440,
+    samplerate: int = 44100,
+    channels: int = 2,
+    bitrate: int = 128,
+) -> Tagged:
+    """A sine tone as MP3 (``lame -t``, ID3v2.4), FLAC, Ogg Vorbis, Opus, M4A (AAC)
+    or WAV (an ``id3 `` chunk), by the suffix of ``path``, tagged with mutagen's
+    class for that format."""
+    from mutagen.flac import FLAC
+    from mutagen.mp4 import MP4
+    from mutagen.oggopus import OggOpus
+    from mutagen.oggvorbis import OggVorbis
+    from mutagen.wave import WAVE
+
+    suffix = path.suffix.lower()
+    audio: bytes | None = None
+    if suffix == ".mp3":
+        audio = make_clean_mp3(
+            path, seconds, freq=freq, samplerate=samplerate, channels=channels, bitrate=bitrate
+        )
+        id3 = ID3()
+        id3.add(TPE1(encoding=3, text=artist))
+        id3.add(TIT2(encoding=3, text=title))
+        id3.save(path, v2_version=4, v1=0)
+        return Tagged(path, f"{artist} - {title}", audio)
+    codecs = {
+        ".flac": ["-c:a", "flac"],
+        ".ogg": ["-c:a", "libvorbis"],
+        ".opus": ["-c:a", "libopus"],
+        ".m4a": ["-c:a", "aac"],
+        ".wav": ["-c:a", "pcm_s16le", "-bitexact"],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "in.wav"
+        run_tool(
+            "sox", "-R", "-n", "-r", str(samplerate), "-c", str(channels), "-b", "16", wav,
+            "synth", str(seconds), "sine", str(freq), "vol", "0.5",
+        )  # fmt: skip
+        run_tool("ffmpeg", "-v", "error", "-y", "-i", wav, *codecs[suffix], path)
+    if suffix == ".wav":
+        wave_file = WAVE(path)
+        wave_file.add_tags()
+        assert wave_file.tags is not None
+        wave_file.tags.add(TPE1(encoding=3, text=artist))
+        wave_file.tags.add(TIT2(encoding=3, text=title))
+        wave_file.save()
+    elif suffix == ".m4a":
+        mp4 = MP4(path)
+        mp4["\xa9ART"] = artist
+        mp4["\xa9nam"] = title
+        mp4.save()
+    else:
+        vorbis_comments = {".flac": FLAC, ".ogg": OggVorbis, ".opus": OggOpus}[suffix](path)
+        vorbis_comments["artist"] = artist
+        vorbis_comments["title"] = title
+        vorbis_comments.save()
+    return Tagged(path, f"{artist} - {title}", audio)
+
+
+@dataclass(frozen=True)
+class MpegHeader:
+    """What a listener's player needs from one frame header (ISO 11172-3 / 13818-3)."""
+
+    length: int
+    sample_rate: int
+    channels: int
+    layer: int
+    bitrate: int  # kbps
+
+
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+#: kbps by (MPEG-1, layer) and bitrate index; MPEG-2/2.5 Layers II and III share one row.
+_MPEG_BITRATES = {
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+
+
+def mpeg_header_at(data: bytes, pos: int) -> MpegHeader | None:
+    """The frame header at ``data[pos:pos+4]``, None if no valid one is there.
+    Built on tests.synth (the standards' formulas), not on pushsource's parser."""
+    from tests.synth import Spec, frame_length
+
+    if pos < 0 or pos + 4 > len(data):
+        return None
+    word = int.from_bytes(data[pos : pos + 4], "big")
+    version_bits, layer_bits = (word >> 19) & 3, (word >> 17) & 3
+    bitrate_index, rate_index = (word >> 12) & 0xF, (word >> 10) & 3
+    if word >> 21 != 0x7FF or version_bits == 1 or layer_bits == 0:
+        return None
+    if bitrate_index in (0, 15) or rate_index == 3 or word & 3 == 2:
+        return None
+    version = {3: "1", 2: "2", 0: "2.5"}[version_bits]
+    layer = {3: 1, 2: 2, 1: 3}[layer_bits]
+    spec = Spec(version=version, layer=layer, bitrate_index=bitrate_index, rate_index=rate_index)
+    length, _ = frame_length(spec, (word >> 9) & 1)
+    mpeg1 = version == "1"
+    table = _MPEG_BITRATES[(mpeg1, layer if mpeg1 or layer == 1 else 2)]
+    channels = 1 if (word >> 6) & 3 == 3 else 2
+    rate = _MPEG_RATES[version_bits][rate_index]
+    return MpegHeader(length, rate, channels, layer, table[bitrate_index])
+
+
+def walk_mpeg_frames(data: bytes) -> tuple[list[tuple[int, MpegHeader]], int]:
+    """Every frame of ``data``, back to back from offset 0: (offset, header) each,
+    and where the walk stopped (``len(data)`` when the frames tile it, else the
+    first byte that is not a frame header, or a last frame cut short)."""
+    frames: list[tuple[int, MpegHeader]] = []
+    pos = 0
+    while (header := mpeg_header_at(data, pos)) is not None and pos + header.length <= len(data):
+        frames.append((pos, header))
+        pos += header.length
+    return frames, pos
+
+
+@dataclass(frozen=True)
+class ProbedFrame:
+    """One decoded frame as ffprobe reports it."""
+
+    pos: int
+    sample_rate: int  # from its duration and sample count
+    channels: int
+
+
+def probe_frames(path: Path) -> list[ProbedFrame]:
+    """ffprobe's decoded frames of a raw MPEG audio file. ffprobe 5 prints no
+    per-frame sample rate, so it is worked out from duration and sample count."""
+    out = run_tool(
+        "ffprobe", "-v", "error", "-f", "mp3", "-select_streams", "a:0", "-show_frames",
+        "-show_entries", "frame=pkt_pos,nb_samples,channels,pkt_duration_time",
+        "-of", "json", path,
+    )  # fmt: skip
+    rates = (48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+    frames = []
+    for frame in json.loads(out)["frames"]:
+        exact = int(frame["nb_samples"]) / float(frame["pkt_duration_time"])
+        rate = min(rates, key=lambda r: abs(r - exact))
+        frames.append(ProbedFrame(int(frame["pkt_pos"]), rate, int(frame["channels"])))
+    return frames
