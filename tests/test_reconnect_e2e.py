@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -600,3 +601,39 @@ def test_wrong_password_exits_2_at_once(
     assert errors == [
         f"pushsource: error: authentication failed for source user on {unique_mount}"
     ], log
+
+
+# --- g. icecast2 frozen (SIGSTOP): it stops reading and stops answering -------------------
+
+
+def test_a_frozen_icecast_is_dropped_before_its_source_timeout(
+    own_icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+    tmp_path: Path,
+) -> None:
+    """A hung server takes our bytes into its kernel buffers for a minute, but it
+    answers no HTTP: pushsource's watchdog notices and drops the source."""
+    track = one_track(tmp_path, 16.0)
+    own_icecast.start()
+    run = start_pushsource(
+        "stream", tmp_path / "music", url(own_icecast.port, unique_mount), "--once",
+        env=state_env(tmp_path),
+    )  # fmt: skip
+    wait_for_log(run, r"playing tone", 15)
+    time.sleep(1.0)  # let it stream a while (not an assertion)
+    process = own_icecast._process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)
+    frozen_at = time.monotonic()
+    try:
+        noticed = wait_for_log(run, r"Icecast does not answer", 20)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    detection = noticed - frozen_at
+    print(f"frozen icecast2 noticed after {detection:.1f} s")
+    # Icecast's own source-timeout is 10 s; our watchdog asks every 2 s and
+    # waits --timeout (5 s) for an answer.
+    assert detection < 10.0, run.describe()
+    wait_for_log(run, r"resuming tone", 30)
+    assert run.wait(track.seconds + 30) == 0, run.describe()
