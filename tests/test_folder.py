@@ -409,3 +409,12 @@ def test_falls_back_to_polling_when_events_are_unavailable(
         assert "rescanning it every 0.1 s" in caplog.text
         write(root / "late.mp3")
         assert queue.get(timeout=WAIT) == root / "late.mp3"
+
+
+def test_rescan_finds_files_again(root: Path, started: Callable[[Path], FolderQueue]) -> None:
+    write(root / "a.mp3", old=True)
+    queue = started(root)
+    assert queue.get(timeout=5) == root / "a.mp3"
+    assert queue.get(timeout=0.2) is None  # handed out: the queue forgot it
+    queue.rescan()  # SIGHUP: what the watcher missed (or what played) is found again
+    assert queue.get(timeout=5) == root / "a.mp3"

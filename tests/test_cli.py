@@ -1,0 +1,68 @@
+"""The command line's own checks, run in-process (no server needed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pushsource.cli import main
+
+SECRET = "Kx3-pass-file-9Q"
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() sets up logging for a process; put the test process's back."""
+    root, ours = logging.getLogger(), logging.getLogger("pushsource")
+    handlers, levels = root.handlers[:], (root.level, ours.level)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(levels[0])
+    ours.setLevel(levels[1])
+
+
+def test_a_password_file_others_can_read_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o644)
+    url = "icecast://source@127.0.0.1:9/m"
+    assert main(["stream", str(tmp_path), url, "--password-file", str(secret)]) == 2
+    err = capsys.readouterr().err
+    assert "readable by others (mode 644)" in err and "chmod 600" in err
+    assert SECRET not in err
+
+
+def test_an_insecure_password_file_can_be_accepted(tmp_path: Path) -> None:
+    from pushsource.cli import read_password_file
+
+    secret = tmp_path / "password"
+    secret.write_text(SECRET + "\nsecond line is ignored\n")
+    secret.chmod(0o640)
+    assert read_password_file(secret, insecure=True) == SECRET
+    secret.chmod(0o600)
+    assert read_password_file(secret) == SECRET
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--samplerate", "44000"], "no 44000 Hz sample rate"),
+        (["--bitrate", "8"], "no 8 kbps bitrate"),
+        (["--max-retries", "-1"], "--max-retries must be 0 or more"),
+    ],
+)
+def test_bad_station_settings_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    env_before = dict(os.environ)
+    url = "icecast://source:pw@127.0.0.1:9/m"
+    assert main(["stream", str(tmp_path), url, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert dict(os.environ) == env_before
