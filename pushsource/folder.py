@@ -375,10 +375,6 @@ class FolderQueue:
         from a signal handler: the walk happens in get()."""
         self._events.put(("rescan", str(self.root), None, True))
 
-    def discard(self, path: Path) -> None:
-        """Forget path: unqueue it and stop watching it settle. No-op if unknown."""
-        self._readiness.remove(path)
-
     def __len__(self) -> int:
         """Files ready now, as of the last get()."""
         return len(self._readiness)

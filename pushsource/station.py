@@ -167,7 +167,6 @@ class Station:
         self._loop: list[Path] = []
         self._loop_last: Path | None = None
         self.played: list[Path] = []
-        self.connections = 0
 
     def stop(self) -> None:
         """Finish the batch in flight, close the stream cleanly, return from run()."""
@@ -221,7 +220,6 @@ class Station:
         queue runs dry or we stop."""
         self._accepted = self._refused = False
         self._current = first  # from here on, a failure rewinds to it
-        self.connections += 1
         connection = self._connect(self.target)
         if self._silence is not None:  # the station's format
             header = self._silence
