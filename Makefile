@@ -36,8 +36,9 @@ station-packages:
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-# Icecast runs in the background for as long as pushsource does; the trap
-# stops it however pushsource ends (Ctrl-C included).
+# Icecast runs in the background for as long as pushsource does; the traps
+# stop it however pushsource ends (Ctrl-C included: sh would die of SIGINT
+# without running an EXIT trap, and the background runner ignores SIGINT).
 station: station-packages $(STAMP)
 	@if [ -z "$$(ls -A music 2>/dev/null)" ]; then \
 	    echo "making three demo tracks in ./music"; \
@@ -46,7 +47,7 @@ station: station-packages $(STAMP)
 	fi
 	@mkdir -p run
 	@$(PY) -m tests.support.icecast --port 8000 --workdir run/icecast & icecast=$$!; \
-	trap 'kill $$icecast 2>/dev/null; wait $$icecast' EXIT; \
+	trap 'kill $$icecast 2>/dev/null; wait $$icecast' EXIT; trap 'exit 130' INT TERM; \
 	$(PY) -c 'from tests.support.icecast import wait_for_status; wait_for_status("http://127.0.0.1:8000", 15)' \
 	    && kill -0 $$icecast || exit 1; \
 	echo "listen at http://127.0.0.1:8000/stream; Ctrl-C stops"; \
