@@ -190,6 +190,7 @@ function renderHistory(view, history) {
     return li;
   });
   q(view.el, ".history").replaceChildren(...items);
+  q(view.el, ".history-empty").hidden = history.length > 0;
   applyLock();
 }
 
