@@ -28,6 +28,7 @@ class FakeStation:
         self._id = station_id
         self.folder = folder
         self.queue = ["b.mp3", "sub/c.flac", "d.mp3"]
+        self.history: list[dict[str, Any]] = []
         self.calls: list[tuple[str, ...]] = []
         self.fail: BaseException | None = None
         #: Largest read() the upload asked of the body, and how many reads it took.
@@ -54,7 +55,7 @@ class FakeStation:
                 "bitrate": 128,
             },
             "queue": [{"file": f} for f in self.queue],
-            "history": [],
+            "history": self.history,
         }
 
     def _check(self, *call: str) -> None:

@@ -6,7 +6,6 @@ turns into the page's HTML5 drag events)."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import time
 import urllib.request
@@ -17,14 +16,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import StartPushsource, register_secret
+from tests.support.browser import chromium
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_titled_tracks
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 TOKEN = "web-e2e-Tk7-5Fq2p"
 register_secret(TOKEN)
 TRACK_SECONDS = 30.0
@@ -58,21 +56,8 @@ def wait_until(what: str, check: Any, timeout: float) -> Any:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("needs chromium and chromedriver (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=1200,1000")
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_page_shows_skips_and_reorders_a_live_station(
