@@ -196,7 +196,13 @@ class ControlServer:
             path: (resources.files("pushsource.web").joinpath(name).read_bytes(), kind)
             for path, (name, kind) in _PAGE_FILES.items()
         }
-        self._httpd = _HTTPServer(address, _Handler, self, max_connections)
+        try:
+            self._httpd = _HTTPServer(address, _Handler, self, max_connections)
+        except OSError as exc:
+            host, port = address
+            raise ConfigError(
+                f"control API: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:  # no token, ever
@@ -281,6 +287,8 @@ class _HTTPServer(ThreadingHTTPServer):
         max_connections: int,
     ) -> None:
         self.control = control
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
         self._max_connections = max_connections
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()

@@ -112,9 +112,11 @@ def jazz(tmp_path: Path) -> FakeStation:
     return FakeStation("jazz", folder)
 
 
-def serve(stations: list[FakeStation], **kwargs: Any) -> ControlServer:
+def serve(
+    stations: list[FakeStation], address: tuple[str, int] = ("127.0.0.1", 0), **kwargs: Any
+) -> ControlServer:
     kwargs.setdefault("token", TOKEN)
-    server = ControlServer(("127.0.0.1", 0), stations, **kwargs)
+    server = ControlServer(address, stations, **kwargs)
     server.start()
     return server
 
@@ -652,3 +654,24 @@ def test_port_zero_picks_a_free_port(rock: FakeStation) -> None:
     with serve([rock]) as one, serve([rock]) as two:
         assert one.address[1] != 0 and two.address[1] != 0
         assert one.address != two.address
+
+
+def test_address_in_use_is_one_clear_error(rock: FakeStation) -> None:
+    with serve([rock]) as running:
+        host, port = running.address
+        with pytest.raises(ConfigError, match=rf"control API: cannot listen on {host}:{port}: "):
+            ControlServer((host, port), [rock], token=TOKEN)
+
+
+def test_ipv6_loopback(rock: FakeStation) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        server = serve([rock], address=("::1", 0))
+    except ConfigError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    with server:
+        conn = http.client.HTTPConnection("::1", server.address[1], timeout=10)
+        conn.request("GET", "/api/stations/rock")
+        assert json.loads(conn.getresponse().read())["id"] == "rock"
+        conn.close()
