@@ -53,7 +53,10 @@ class Prefetch:
         housekeeping: Callable[[], object] | None = None,
         housekeeping_every: float = 600.0,
         finite: bool = False,
+        unplayable: Callable[[TrackError], object] = skipped,
+        name: str = "pushsource-prefetch",
     ) -> None:
+        self._unplayable = unplayable  # says why a file is skipped
         self._source = source
         self._prepare = prepare
         self._skip = skip
@@ -70,7 +73,7 @@ class Prefetch:
         self._order: tuple[Path, ...] = ()  # the last edit's order
         self._removed: set[Path] = set()  # taken out by hand while being prepared
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pushsource-prefetch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> Prefetch:
         self._thread.start()
@@ -82,7 +85,8 @@ class Prefetch:
 
     def close(self) -> None:
         self.stop()
-        self._thread.join(5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(5)
 
     def get(self, timeout: float | None = None) -> Path | None:
         if self._done:
@@ -125,9 +129,7 @@ class Prefetch:
             self._order = tuple(order)
             self._waiting = list(order)
             self._cond.notify_all()
-        self._source.edit(
-            QueueEdit(tuple(order), tuple(front), tuple(remove), tuple(enqueue))
-        )
+        self._source.edit(QueueEdit(tuple(order), tuple(front), tuple(remove), tuple(enqueue)))
 
     def _run(self) -> None:
         next_housekeeping = 0.0
@@ -150,7 +152,7 @@ class Prefetch:
             try:
                 self._prepare(path)
             except TrackError as exc:
-                skipped(exc)
+                self._unplayable(exc)
                 continue
             self._hand_on(path, generation)
 
