@@ -33,9 +33,9 @@ def test_stations_run_side_by_side_and_a_failing_one_stops_alone(
     start_pushsource: StartPushsource,
     tmp_path: Path,
 ) -> None:
-    rock, rock_audio = folder_of(tmp_path, "rock", 4.0, 330)
-    jazz, jazz_audio = folder_of(tmp_path, "jazz", 4.0, 550)
-    bad, _ = folder_of(tmp_path, "bad", 1.0, 770)
+    _rock, rock_audio = folder_of(tmp_path, "rock", 4.0, 330)
+    _jazz, jazz_audio = folder_of(tmp_path, "jazz", 4.0, 550)
+    _bad, _ = folder_of(tmp_path, "bad", 1.0, 770)
     register_secret(SECRET_PASSWORD)
     config = tmp_path / "stations.toml"
     base = f"icecast://source@127.0.0.1:{icecast.port}{unique_mount}"

@@ -81,7 +81,7 @@ def test_move_remove_enqueue(runner: StationRunner, music: Path) -> None:
     runner.move("d.mp3", 0)
     assert queue_of(runner)[0] == "d.mp3"
     # The worker gives back what it held, and the folder queue takes the order.
-    wait_for(lambda: runner._prefetch.get(0) is not None)  # noqa: SLF001
+    wait_for(lambda: runner._prefetch.get(0) is not None)
     runner.move("c.mp3", 0)
     runner.remove("b.mp3")
     wait_for(lambda: queue_of(runner) == ["c.mp3", "a.mp3"])
@@ -100,7 +100,7 @@ def test_move_remove_enqueue(runner: StationRunner, music: Path) -> None:
         runner.move("a.mp3", 7)
     assert bad_index.value.status == 400
     # What the station would get next follows the edits.
-    got = [runner._prefetch.get(2.0) for _ in range(3)]  # noqa: SLF001
+    got = [runner._prefetch.get(2.0) for _ in range(3)]
     assert [p.name if p else None for p in got] == ["c.mp3", "a.mp3", "b.mp3"]
 
 
