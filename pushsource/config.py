@@ -70,7 +70,7 @@ def _whole(value: object) -> int:
 def _channels(value: object) -> int:
     if value not in (1, 2) or isinstance(value, bool):
         raise _Problem(f"must be 1 or 2, not {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    return 1 if value == 1 else 2
 
 
 def _retries(value: object) -> int:
@@ -162,8 +162,9 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"{path}: no [[station]] tables")
     base = path.parent
-    stations = [_station(table, base, environ, f"{path}: station {n}") for n, table in
-                enumerate(tables, 1)]
+    stations = [
+        _station(table, base, environ, f"{path}: station {n}") for n, table in enumerate(tables, 1)
+    ]
     _check_unique(stations, path, environ)
     control = None
     if "control" in data:
@@ -171,9 +172,7 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
     return Config(path, stations, control)
 
 
-def _station(
-    table: object, base: Path, environ: Mapping[str, str], where: str
-) -> StationSettings:
+def _station(table: object, base: Path, environ: Mapping[str, str], where: str) -> StationSettings:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table ([[station]])")
     name = table.get("name")
@@ -203,8 +202,14 @@ def _station(
     try:
         target = resolve_target(settings, environ)
     except ConfigError as exc:
-        key = "password_file" if "password-file" in str(exc) else "url"
-        raise ConfigError(f'{where}: key "{key}": {redact(str(exc))}') from None
+        message = redact(str(exc))
+        if message.startswith("no source password"):
+            raise ConfigError(
+                f'{where}: no source password: set key "password" or "password_file", '
+                "or put it in the URL or in $PUSHSOURCE_PASSWORD"
+            ) from None
+        key = "password_file" if message.startswith(("--password-file", "cannot read")) else "url"
+        raise ConfigError(f'{where}: key "{key}": {message}') from None
     try:
         StationFormat(settings.samplerate, settings.channels, settings.bitrate)
     except ConfigError as exc:
@@ -220,9 +225,7 @@ def default_id(mount: str) -> str:
     return text[:64] or "stream"
 
 
-def _check_unique(
-    stations: list[StationSettings], path: Path, environ: Mapping[str, str]
-) -> None:
+def _check_unique(stations: list[StationSettings], path: Path, environ: Mapping[str, str]) -> None:
     mounts: dict[tuple[str, int, str], int] = {}
     ids: dict[str | None, int] = {}
     for n, station in enumerate(stations, 1):

@@ -53,7 +53,10 @@ class Prefetch:
         housekeeping: Callable[[], object] | None = None,
         housekeeping_every: float = 600.0,
         finite: bool = False,
+        unplayable: Callable[[TrackError], object] = skipped,
+        name: str = "pushsource-prefetch",
     ) -> None:
+        self._unplayable = unplayable  # says why a file is skipped
         self._source = source
         self._prepare = prepare
         self._skip = skip
@@ -65,12 +68,13 @@ class Prefetch:
         # All below under _cond.
         self._ready: deque[Path | None] = deque()  # at most one; None: the end
         self._held: Path | None = None  # prepared by the worker, waiting for room
+        self._held_generation = 0  # the edit count when it was taken
         self._waiting: list[Path] = []  # the source's queue, as last seen
         self._generation = 0  # edits so far
         self._order: tuple[Path, ...] = ()  # the last edit's order
         self._removed: set[Path] = set()  # taken out by hand while being prepared
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pushsource-prefetch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> Prefetch:
         self._thread.start()
@@ -82,7 +86,8 @@ class Prefetch:
 
     def close(self) -> None:
         self.stop()
-        self._thread.join(5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(5)
 
     def get(self, timeout: float | None = None) -> Path | None:
         if self._done:
@@ -108,7 +113,9 @@ class Prefetch:
     def queued(self) -> list[Path]:
         with self._cond:
             ready = [path for path in self._ready if path is not None]
-            held = [self._held] if self._held is not None else []
+            held = []
+            if self._held is not None and self._held_generation == self._generation:
+                held = [self._held]  # (after an edit, it is going back: _waiting has it)
             return ready + held + [p for p in self._waiting if p not in ready and p not in held]
 
     def edit(
@@ -125,9 +132,7 @@ class Prefetch:
             self._order = tuple(order)
             self._waiting = list(order)
             self._cond.notify_all()
-        self._source.edit(
-            QueueEdit(tuple(order), tuple(front), tuple(remove), tuple(enqueue))
-        )
+        self._source.edit(QueueEdit(tuple(order), tuple(front), tuple(remove), tuple(enqueue)))
 
     def _run(self) -> None:
         next_housekeeping = 0.0
@@ -147,10 +152,14 @@ class Prefetch:
                 return
             if path is None or self._skip(path):
                 continue
+            with self._cond:  # shown in queued() while it is being prepared
+                self._held, self._held_generation = path, generation
             try:
                 self._prepare(path)
             except TrackError as exc:
-                skipped(exc)
+                with self._cond:
+                    self._held = None
+                self._unplayable(exc)
                 continue
             self._hand_on(path, generation)
 
@@ -162,8 +171,6 @@ class Prefetch:
     def _hand_on(self, path: Path | None, generation: int) -> None:
         """Put ``path`` in the ready slot once there is room; give it back to
         the source instead if the queue was edited since it was taken."""
-        with self._cond:
-            self._held = path
         while not self._stopping.is_set():
             with self._cond:
                 if path is not None and path in self._removed:

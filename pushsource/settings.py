@@ -76,7 +76,9 @@ def resolve_target(settings: StationSettings, environ: Mapping[str, str]) -> Ice
         password = read_password_file(
             settings.password_file, insecure=settings.insecure_password_file
         )
-    return parse_target(settings.url, password=password, fallback_password=environ.get(PASSWORD_ENV))
+    return parse_target(
+        settings.url, password=password, fallback_password=environ.get(PASSWORD_ENV)
+    )
 
 
 def read_password_file(path: Path, *, insecure: bool = False) -> str:

@@ -102,6 +102,10 @@ class Events(Protocol):
     def track_started(self, track: Track) -> None: ...
     def track_ended(self, track: Track, *, skipped: bool) -> None: ...
 
+    def file_skipped(self, exc: TrackError) -> None:
+        """A file cannot be played (say so once)."""
+        ...
+
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
         """A batch went out; ``lead``: seconds of audio now sent ahead of real time."""
         ...
@@ -116,6 +120,9 @@ class NoEvents:
 
     def track_ended(self, track: Track, *, skipped: bool) -> None:
         pass
+
+    def file_skipped(self, exc: TrackError) -> None:
+        skipped(exc)
 
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
         pass
@@ -337,7 +344,7 @@ class Station:
             try:
                 return self._open(path, offset)
             except TrackError as exc:
-                skipped(exc)
+                self._events.file_skipped(exc)
         return None
 
     def _open(self, path: Path, offset: int = 0) -> Track:
@@ -360,7 +367,7 @@ class Station:
                 try:
                     track = self._open(path)
                 except TrackError as exc:
-                    skipped(exc)
+                    self._events.file_skipped(exc)
                     continue
                 return track
             self._loop = list(self._library())
