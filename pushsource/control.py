@@ -329,8 +329,9 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     protocol_version = "HTTP/1.1"
-    server_version = "pushsource"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return "pushsource"
 
     def setup(self) -> None:
         super().setup()

@@ -166,6 +166,7 @@ def test_page_and_its_files(server: ControlServer) -> None:
     status, response, html = call(server, "GET", "/")
     assert status == 200
     assert response.getheader("Content-Type") == "text/html; charset=utf-8"
+    assert response.getheader("Server") == "pushsource"  # no Python version on show
     assert "script-src 'self'" in response.getheader("Content-Security-Policy", "")
     assert b'src="/app.js"' in html and b'href="/style.css"' in html
     for path, kind, marker in (
