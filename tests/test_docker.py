@@ -30,7 +30,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from pushsource.config import parse_config
 from pushsource.errors import ConfigError
+from pushsource.settings import ControlSettings
 from tests.support.icecast import IcecastServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,6 +200,20 @@ def strings(value: object) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from strings(item)
+
+
+def test_pushsource_reads_stations_toml_as_the_container_would(tmp_path: Path) -> None:
+    """pushsource's own loader, with the environment compose gives the container
+    (the folder, /music there, is a folder of this machine here)."""
+    data = stations()
+    for station in data["station"]:
+        station["folder"] = str(tmp_path)
+    env = {"ICECAST_SOURCE_PASSWORD": "s3cret", "PUSHSOURCE_TOKEN": TOKEN}
+    config = parse_config(data, STATIONS, env)
+    assert [station.password for station in config.stations] == ["s3cret"]
+    assert config.control == ControlSettings("0.0.0.0", CONTROL_PORT, TOKEN)
+    with pytest.raises(ConfigError, match="PUSHSOURCE_TOKEN is not set"):
+        parse_config(data, STATIONS, {"ICECAST_SOURCE_PASSWORD": "s3cret"})
 
 
 def test_stations_stream_to_the_icecast_service(compose: dict[str, Any]) -> None:
