@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -166,3 +167,45 @@ def test_json_logs(
         for entry in entries
         if entry["message"].startswith("playing")
     )
+
+
+def test_a_terminal_gets_live_lines_and_a_pipe_only_log_lines(
+    icecast: IcecastServer, unique_mount: str, tmp_path: Path
+) -> None:
+    import pty
+    import subprocess
+
+    from tests.conftest import pushsource_command, pushsource_env
+
+    music, _ = folder_of(tmp_path, "music", 3.0, 440)
+    url = f"icecast://source:hackme@127.0.0.1:{icecast.port}{unique_mount}"
+    leader, follower = pty.openpty()
+    env = pushsource_env({"COLUMNS": "150", "TERM": "xterm"})
+    proc = subprocess.Popen(
+        pushsource_command("stream", music, url, "--once"),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the other end closed: the process is done
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(10) == 0
+    os.close(leader)
+    raw = seen.decode("utf-8", "replace")
+    assert "\x1b[" in raw  # drawn in place with terminal escapes
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw)
+    # rich redraws a status line: a progress bar with the title, the state, the queue.
+    assert "on air" in text
+    assert "] 0:01/0:03 music" in text, text[-2000:]
+    assert "(queue 0)" in text
+    assert "playing music" in text  # the log lines still show, above the live line
