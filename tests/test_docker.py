@@ -141,7 +141,7 @@ def test_pushsource_mounts_its_config_music_and_state(compose: dict[str, Any]) -
     assert found[CONFIG_IN_CONTAINER][1]
     folders = {station["folder"] for station in stations()["station"]}
     assert folders == {"/music"}
-    assert found["/music"] == (str(REPO / "music"), True)
+    assert found["/music"] == (str(REPO / "music"), False)  # uploads land there
     # The state volume is the directory the image keeps its XDG dirs in.
     state_volume = dockerfile_instructions(DOCKER / "Dockerfile")["VOLUME"][0]
     state_dir = json.loads(state_volume)[0]
@@ -153,7 +153,7 @@ def test_music_dir_comes_from_the_environment(tmp_path: Path) -> None:
     found = mounts(
         services({"PUSHSOURCE_TOKEN": TOKEN, "MUSIC_DIR": "/srv/radio"}, tmp_path)["pushsource"]
     )
-    assert found["/music"] == ("/srv/radio", True)
+    assert found["/music"] == ("/srv/radio", False)
 
 
 def test_control_api_is_published_on_loopback_only(compose: dict[str, Any]) -> None:
