@@ -158,6 +158,20 @@ state = "state.json"
         )
         WebDriverWait(browser, 5).until(lambda _: page_queue() == wanted)
         assert station.find_element(By.CSS_SELECTOR, ".message").text == ""
+
+        # /metrics counts what the listener got and the skip.
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        samples = {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("pushsource_")
+        }
+        sent = samples['pushsource_sent_bytes_total{station="rock"}']
+        assert sent >= len(listener.audio) > 100_000  # all the listener heard came from us
+        assert samples['pushsource_tracks_skipped_total{station="rock"}'] == 1.0
+        assert samples['pushsource_queue_length{station="rock"}'] == len(wanted)
+        assert samples['pushsource_connection_state{state="on air",station="rock"}'] == 1.0
     except BaseException:
         print(process.describe())
         raise
