@@ -413,21 +413,25 @@ class Station:
                 if current is None:
                     if not idling:
                         break
-                    out += idle_silence  # keeps listeners and the mount alive
-                    pacer.add(idle_header.samples, idle_header.sample_rate)
+                    # Silence keeps listeners and the mount alive.
+                    count = pacer.frames_due(now, idle_header.samples, idle_header.sample_rate)
+                    out += idle_silence * count
+                    pacer.add(count * idle_header.samples, idle_header.sample_rate)
                     continue
-                frame = current.next_frame()
-                if frame is None:
+                # All frames of a track have its first frame's samples and rate.
+                header = current.first.header
+                run = current.next_run(pacer.frames_due(now, header.samples, header.sample_rate))
+                if run is None:
                     self._finished(current)
                     current = self._current = self._following()
                     if current is not None:
                         starting.append(current)
                     continue
                 if not batch or batch[-1][0] is not current:
-                    batch.append((current, frame.offset))
-                out += frame.data
-                pacer.add(frame.header.samples, frame.header.sample_rate)
-                last = frame.header
+                    batch.append((current, run.offset))
+                out += run.data
+                pacer.add(run.samples, run.header.sample_rate)
+                last = run.last
             if out:
                 # Nothing counts as sent before Icecast has taken the source.
                 if self._accepted or not self._in_flight:
