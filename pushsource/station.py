@@ -87,7 +87,7 @@ class Idle(Enum):
 @dataclass(frozen=True)
 class Pacing:
     lead: float = 0.5  # seconds of audio handed to Icecast ahead of real time, at most
-    batch: float = 0.05  # seconds between wake-ups
+    batch: float = 0.1  # seconds between wake-ups, at most
 
 
 @dataclass(frozen=True)
@@ -392,6 +392,7 @@ class Station:
         assert idle_header is not None
         idling = False  # sending silence for want of a file
         handed = 0  # batches handed to the connection
+        body = 0  # bytes handed to the connection
         while True:
             now = self._clock()
             out = bytearray()
@@ -441,6 +442,7 @@ class Station:
                     self._in_flight += [(t, o) for t, o in batch if id(t) not in known]
                 yield bytes(out)
                 handed += 1
+                body += len(out)
                 if not self._accepted:
                     verdict = self._await_acceptance(connection, handed)
                     if verdict is False:
@@ -470,7 +472,7 @@ class Station:
                 log.info("queue empty: sending silence until a file arrives")
                 titles.set(self._info.name or "")
                 continue
-            self._sleep_until(pacer.wake_at())
+            self._sleep_until(_wake_at(pacer, body, last))
         if current is not None:
             current.close()
         self._current = None
@@ -506,6 +508,20 @@ class Station:
         delay = when - self._clock()
         if delay > 0:
             self._sleep(delay)
+
+
+def _wake_at(pacer: Pacer, sent: int, like: FrameHeader) -> float:
+    """When to wake for the next batch, ``sent`` bytes into the body, with
+    frames like ``like`` to come: when the frame that completes Icecast's next
+    relay block may go, so listeners get each block as soon as its audio may
+    go rather than up to a batch later; at the batch's end if a block is longer
+    than a batch (low bitrates)."""
+    latest = pacer.wake_at()
+    if ICECAST_BLOCK * like.duration > pacer.batch * like.length:
+        return latest
+    frames = (ICECAST_BLOCK - sent % ICECAST_BLOCK - 1) // like.length
+    at = pacer.due() - pacer.lead + frames * like.duration
+    return min(at + 1e-6, latest)  # not a rounding error short of the frame's time
 
 
 def _reopen_at(track: Track, offset: int) -> int:
