@@ -7,7 +7,6 @@ takes seconds: it must never happen on the thread that paces frames.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -47,9 +46,11 @@ class Prefetch:
         self._housekeeping_every = housekeeping_every
         self._finite = finite
         self._done = False
-        self._ready: queue.Queue[Path | None] = queue.Queue(maxsize=1)  # None: the end
+        # One file handed on at a time; None: the end. The lock is re-entrant
+        # because stop() may run in a signal handler on a thread inside get().
+        self._cond = threading.Condition(threading.RLock())
+        self._slot: list[Path | None] = []
         self._waiting: list[Path] = []  # the source's queue, as last seen by the worker
-        self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pushsource-prefetch", daemon=True)
 
@@ -60,18 +61,28 @@ class Prefetch:
     def stop(self) -> None:
         """Stop taking files; a waiting get() returns None. Safe in a signal handler."""
         self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
+        """Stop, and stop the source too if it can be (a FolderQueue): the
+        worker may be asleep in its get(), and nothing else takes files from it."""
         self.stop()
+        stop = getattr(self._source, "stop", None)
+        if callable(stop):
+            stop()
         self._thread.join(5)
 
     def get(self, timeout: float | None = None) -> Path | None:
         if self._done:
             return None
-        try:
-            path = self._ready.get(timeout=timeout) if timeout else self._ready.get_nowait()
-        except queue.Empty:
-            return None
+        with self._cond:
+            if timeout:
+                self._cond.wait_for(lambda: self._slot or self._stopping.is_set(), timeout)
+            if not self._slot:
+                return None
+            path = self._slot.pop()
+            self._cond.notify_all()
         self._done = path is None
         return path
 
@@ -79,22 +90,27 @@ class Prefetch:
         return self._done or self._stopping.is_set()
 
     def queued(self) -> list[Path]:
-        with self._lock:
-            waiting = list(self._waiting)
-        return [path for path in list(self._ready.queue) if path is not None] + waiting
+        with self._cond:
+            return [path for path in self._slot if path is not None] + self._waiting
 
     def _run(self) -> None:
+        # Sleeps in the source's get() until a file comes (or stop), waking
+        # only for the housekeeping; never polls.
         next_housekeeping = 0.0
         while not self._stopping.is_set():
-            if self._housekeeping is not None and time.monotonic() >= next_housekeeping:
-                try:
-                    self._housekeeping()
-                except Exception:  # tidying the cache must never stop the music
-                    log.exception("cache housekeeping failed")
-                next_housekeeping = time.monotonic() + self._housekeeping_every
-            path = self._source.get(0.2)
-            with self._lock:
-                self._waiting = self._source.queued()
+            wait: float | None = None
+            if self._housekeeping is not None:
+                if time.monotonic() >= next_housekeeping:
+                    try:
+                        self._housekeeping()
+                    except Exception:  # tidying the cache must never stop the music
+                        log.exception("cache housekeeping failed")
+                    next_housekeeping = time.monotonic() + self._housekeeping_every
+                wait = max(0.0, next_housekeeping - time.monotonic())
+            path = self._source.get(wait)
+            waiting = self._source.queued()
+            with self._cond:
+                self._waiting = waiting
             if path is None and self._finite:
                 self._hand_on(None)
                 return
@@ -108,10 +124,8 @@ class Prefetch:
             self._hand_on(path)
 
     def _hand_on(self, path: Path | None) -> None:
-        while not self._stopping.is_set():
-            try:
-                self._ready.put(path, timeout=0.2)
-                return
-            except queue.Full:  # the station has not taken the last one yet
-                with self._lock:
-                    self._waiting = self._source.queued()
+        with self._cond:  # until the station took the last one
+            self._cond.wait_for(lambda: not self._slot or self._stopping.is_set())
+            if not self._stopping.is_set():
+                self._slot.append(path)
+                self._cond.notify_all()
