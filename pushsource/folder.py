@@ -38,7 +38,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from pushsource.errors import ConfigError
@@ -275,6 +275,36 @@ class _Forwarder(FileSystemEventHandler):
             logger.exception("dropped a file system event: %r", event)
 
 
+# Queues on one shared observer that watch the same folder share one watch.
+_sharing = threading.Lock()
+_sharers: dict[tuple[int, ObservedWatch], int] = {}
+
+
+def _share(observer: BaseObserver, handler: _Forwarder, root: Path) -> ObservedWatch:
+    """Schedule a watch of root on a shared observer (starting it if its owner
+    has not yet). Raises OSError."""
+    with _sharing:
+        watch = observer.schedule(handler, str(root), recursive=True, event_filter=_EVENT_FILTER)
+        key = (id(observer), watch)
+        _sharers[key] = _sharers.get(key, 0) + 1
+        if not observer.is_alive() and observer.ident is None:
+            observer.start()
+    return watch
+
+
+def _unshare(observer: BaseObserver, handler: _Forwarder, watch: ObservedWatch) -> None:
+    """Take our handler off a shared watch; the last one out unschedules it."""
+    with _sharing:
+        key = (id(observer), watch)
+        _sharers[key] -= 1
+        with contextlib.suppress(KeyError, ValueError):
+            if _sharers[key]:
+                observer.remove_handler_for_watch(handler, watch)
+            else:
+                del _sharers[key]
+                observer.unschedule(watch)
+
+
 class FolderQueue:
     """The complete audio files of a folder, oldest arrival first, as they come.
 
@@ -290,8 +320,15 @@ class FolderQueue:
         extensions: frozenset[str] = AUDIO_EXTENSIONS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        observer: BaseObserver | None = None,
     ) -> None:
-        """Raises ConfigError for a settle time <= 0 or an extension without its dot."""
+        """Raises ConfigError for a settle time <= 0 or an extension without its dot.
+
+        ``observer``: a watchdog observer to share with other queues (inotify
+        allows 128 instances per user by default, and each runs a thread); the
+        queue only schedules its watch on it, and stop() unschedules only that.
+        Its owner starts and stops it. Default: an observer of the queue's own.
+        """
         _check_extensions(extensions)
         # Resolved: watching a symlink (not followed) would miss everything behind it.
         self.root = root.resolve()
@@ -301,7 +338,10 @@ class FolderQueue:
         self._wall_clock = wall_clock
         # SimpleQueue: put() is safe even from a signal handler that interrupted get().
         self._events: queue.SimpleQueue[RawEvent | None] = queue.SimpleQueue()
+        self._shared = observer
         self._observer: BaseObserver | None = None
+        self._watch: ObservedWatch | None = None  # ours, on the shared observer
+        self._handler = _Forwarder(self._events)
         self._started = False
         self._stopped = threading.Event()
         self._stop_once = threading.Lock()
@@ -395,6 +435,9 @@ class FolderQueue:
 
     def _start_observer(self) -> BaseObserver:
         try:
+            if self._shared is not None:
+                self._watch = _share(self._shared, self._handler, self.root)
+                return self._shared
             return self._schedule(Observer())
         except OSError as exc:
             # Out of inotify watches or descriptors, or a file system without events.
@@ -411,7 +454,10 @@ class FolderQueue:
 
     def _halt_observer(self) -> None:
         observer, self._observer = self._observer, None
-        if observer is not None:
+        watch, self._watch = self._watch, None
+        if observer is not None and watch is not None:
+            _unshare(observer, self._handler, watch)
+        elif observer is not None:
             observer.stop()
             if observer.is_alive():
                 observer.join()
@@ -419,7 +465,7 @@ class FolderQueue:
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         try:
             observer.schedule(
-                _Forwarder(self._events), str(self.root), recursive=True, event_filter=_EVENT_FILTER
+                self._handler, str(self.root), recursive=True, event_filter=_EVENT_FILTER
             )
             observer.start()
         except BaseException:
