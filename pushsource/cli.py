@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import setproctitle
+from watchdog.observers import Observer
 
 from pushsource import __version__
 from pushsource.config import Config, load_config
@@ -345,7 +346,9 @@ def run_stations(
 ) -> int:
     """Build every station (checking all before any connects), run them until
     they end or a signal stops them. Returns the exit status."""
-    runners = build_runners(stations, os.environ, announce_errors=not single)
+    # One watchdog observer for every folder: inotify allows 128 instances per user.
+    observer = Observer()
+    runners = build_runners(stations, os.environ, observer=observer, announce_errors=not single)
     setup_logging(
         _level(args),
         json_lines=getattr(args, "log_format", "plain") == "json",
@@ -366,6 +369,9 @@ def run_stations(
             runner.join(10)
         if server is not None:
             server.close()
+        if observer.is_alive():
+            observer.stop()
+            observer.join(5)
     errors = [runner.error for runner in runners if runner.error is not None]
     if single and errors:
         raise errors[0]

@@ -133,7 +133,7 @@ class StationRunner:
         else:
             keeper, resume = _restore(settings.state, self.target)
             self._order = [Path(p) for p in keeper.state.queue]
-            self._queue = queue = FolderQueue(folder, settle=settings.settle)
+            self._queue = queue = FolderQueue(folder, settle=settings.settle, observer=observer)
             root = queue.root
             source = queue
             self._prefetch = Prefetch(
@@ -144,6 +144,7 @@ class StationRunner:
                 unplayable=self.file_skipped,
                 name=f"{self.id}/prefetch",
             )
+            queue.on_event = self._prefetch.poke
         self._keeper = keeper
         timeout = settings.timeout
         self.station = Station(
