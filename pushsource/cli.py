@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how far ahead of real time audio is sent (default %(default)s)",
     )
     stream.add_argument(
+        "--batch",
+        type=_seconds,
+        default=Pacing.batch,
+        metavar="SECONDS",
+        help="the longest sleep between hand-overs (default %(default)s): longer costs "
+        "less CPU and makes listeners' timing coarser (capped at --lead)",
+    )
+    stream.add_argument(
         "--samplerate",
         type=int,
         default=44100,
@@ -307,6 +315,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         station_url=args.station_url,
         public=args.public,
         lead=args.lead,
+        batch=args.batch,
         samplerate=args.samplerate,
         channels=args.channels,
         bitrate=args.bitrate,

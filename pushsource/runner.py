@@ -173,7 +173,7 @@ class StationRunner:
             self._prefetch,
             self.info,
             once=settings.once,
-            pacing=Pacing(lead=settings.lead, batch=min(Pacing.batch, settings.lead)),
+            pacing=Pacing(lead=settings.lead, batch=min(settings.batch, settings.lead)),
             retry=Retry(limit=settings.max_retries),
             connect=lambda t: SourceConnection(
                 t, timeout=timeout, monitor=monitors.of(t, timeout) if monitors else None

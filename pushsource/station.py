@@ -582,14 +582,16 @@ class Station:
 
 def _wake_at(pacer: Pacer, sent: int, like: FrameHeader) -> float:
     """When to wake for the next batch, ``sent`` bytes into the body, with
-    frames like ``like`` to come: when the frame that completes Icecast's next
-    relay block may go, so listeners get each block as soon as its audio may
-    go rather than up to a batch later; at the batch's end if a block is longer
-    than a batch (low bitrates)."""
+    frames like ``like`` to come: when the frame that completes the last of
+    Icecast's relay blocks that fit in a batch may go, so listeners get each
+    block as soon as its audio may go rather than up to a batch later; at the
+    batch's end if a block is longer than a batch (low bitrates)."""
     latest = pacer.wake_at()
-    if ICECAST_BLOCK * like.duration > pacer.batch * like.length:
+    # Whole blocks per batch: 1 at the default 0.1 s and 128 kbps (87.5 ms each).
+    blocks = int(pacer.batch * like.length / (ICECAST_BLOCK * like.duration))
+    if blocks < 1:
         return latest
-    frames = (ICECAST_BLOCK - sent % ICECAST_BLOCK - 1) // like.length
+    frames = (blocks * ICECAST_BLOCK - sent % ICECAST_BLOCK - 1) // like.length
     at = pacer.due() - pacer.lead + frames * like.duration
     return min(at + 1e-6, latest)  # not a rounding error short of the frame's time
 

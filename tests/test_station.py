@@ -655,3 +655,23 @@ def test_batches_end_on_icecast_blocks_when_a_block_fits_in_a_batch(
     for when, frame in connection.frames():
         assert t0 + float(due) - LEAD - 1e-9 <= when <= max(t0, t0 + float(due) - LEAD + 0.1) + 1e-9
         due += Fraction(frame.header.samples, frame.header.sample_rate)
+
+
+def test_a_longer_batch_wakes_once_per_whole_blocks_that_fit(
+    tmp_path: Path, harness: Harness
+) -> None:
+    # --batch 0.25 at 128 kbps: two 87.5 ms blocks fit, so a wake-up comes
+    # every two blocks (less CPU), and never more than a batch late.
+    write(tmp_path / "a.mp3", make_frames(400))
+    station = harness.station(ListSource([tmp_path / "a.mp3"]))
+    station._pacing = Pacing(lead=LEAD, batch=0.25)
+    station.run()
+    [connection] = harness.connections
+    totals = list(itertools.accumulate(len(chunk) for _, chunk in connection.chunks))
+    blocks = [total // ICECAST_BLOCK for total in totals]
+    steps = [b - a for a, b in itertools.pairwise(blocks[1:-3])]  # first and the close aside
+    assert steps and all(step == 2 for step in steps), steps
+    due, t0 = Fraction(0), connection.chunks[0][0]
+    for when, frame in connection.frames():
+        assert when <= max(t0, t0 + float(due) - LEAD + 0.25) + 1e-9
+        due += Fraction(frame.header.samples, frame.header.sample_rate)
