@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.clients import Client, all_clients
+from benchmarks.clients import Client, Pushsource, all_clients
 from benchmarks.harness import (
     Bench,
     drop_to_air,
@@ -27,6 +27,9 @@ from benchmarks.harness import (
 )
 from benchmarks.media import make_mp3, make_silence, make_tracks, playlist_order
 from tests.support.icecast import IcecastServer
+
+#: Without `pushsource run`, N stations are N processes; above this many, skip.
+FALLBACK_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,14 @@ class Plan:
 
 
 DEFAULT = Plan(
-    single_s=75, scale_s=35, scale=(1, 10, 100, 300), extra_scale=(("ezstream", 50),),
+    single_s=60, scale_s=30, scale=(1, 10, 100, 300), extra_scale=(("ezstream", 50),),
     startup_trials=2, drops=3, drop_track_s=3, track_s=20, warmup_s=5, skip_s=5, walk=True,
     default_clients=("pushsource", "ezstream", "liquidsoap-copy", "liquidsoap-mp3"),
     scale_clients=("pushsource", "ezstream", "liquidsoap-copy"),
 )  # fmt: skip
 SMOKE = Plan(
-    single_s=5, scale_s=5, scale=(2,), extra_scale=(), startup_trials=0, drops=1,
-    drop_track_s=1, track_s=2.5, warmup_s=1.5, skip_s=2, walk=False,
+    single_s=4, scale_s=4, scale=(2,), extra_scale=(), startup_trials=0, drops=1,
+    drop_track_s=1, track_s=2.5, warmup_s=1.5, skip_s=1.5, walk=False,
     default_clients=("pushsource", "ezstream"), scale_clients=("pushsource", "ezstream"),
 )  # fmt: skip
 
@@ -68,6 +71,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", help="comma-separated clients: pushsource,ezstream,liquidsoap-copy,liquidsoap-mp3"
     )
     parser.add_argument("--scale", help="station counts, e.g. 1,10,100,300 (empty: none)")
+    parser.add_argument(
+        "--phases",
+        default="single,drop,scale,walk",
+        help="which parts to run (default %(default)s)",
+    )
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
     return parser.parse_args(argv)
 
@@ -169,6 +177,7 @@ def run_all(
     results: dict[str, Any],
 ) -> None:
     say = _progress()
+    phases = set(args.phases.split(","))
     say("making the playlist")
     longest = max(single_s, plan.scale_s) + 60
     tracks = make_tracks(workdir / "media", 4, plan.track_s)
@@ -185,7 +194,7 @@ def run_all(
     icecast.start()
     bench = Bench(workdir, icecast, plan.warmup_s, plan.skip_s)
     try:
-        for key, client in available.items():
+        for key, client in available.items() if "single" in phases else ():
             say(f"one station: {key}, {single_s:.0f} s")
             stations = bench.stations(f"one-{key}", 1, order)
             results["single"][key] = run_point(bench, client, stations, single_s, f"one-{key}")
@@ -197,20 +206,30 @@ def run_all(
                 trials.append(trial["startup_s"])
                 cpus.append(trial["startup_cpu_s"])
             results["startup"][key] = {"startup_s": trials, "startup_cpu_s": cpus}
-        for key, client in available.items():
+        for key, client in available.items() if "drop" in phases else ():
             if not client.watches_folder:
                 results["drop_to_air"][key] = {"client": key, "n/a": _why_no_drop(key)}
                 continue
             say(f"drop-to-air: {key}, {plan.drops} drops")
-            results["drop_to_air"][key] = drop_to_air(bench, client, drops, silence, f"drop-{key}")
+            results["drop_to_air"][key] = drop_to_air(
+                bench, client, drops, silence, f"drop-{key}", quiet_s=plan.warmup_s
+            )
+        if "scale" not in phases:
+            scale = ()
         points = [(key, n) for n in scale for key in plan.scale_clients if key in available]
-        points += [(k, n) for k, n in plan.extra_scale if k in available]
+        points += [(k, n) for k, n in plan.extra_scale if k in available and scale]
         for key, n in points:
+            client = available[key]
+            if isinstance(client, Pushsource) and n > FALLBACK_MAX and not client.has_run_command():
+                why = f"`pushsource run` not available and {n} processes would swamp the machine"
+                results["scale"].append({"client": key, "stations": n, "skipped": why})
+                say(f"scale: {key}, {n} stations: skipped ({why})")
+                continue
             say(f"scale: {key}, {n} stations, {plan.scale_s:.0f} s")
             tag = f"n{n}-{key}"
             stations = bench.stations(tag, n, order)
             results["scale"].append(run_point(bench, available[key], stations, plan.scale_s, tag))
-        if plan.walk:
+        if plan.walk and "walk" in phases:
             say("walking one hour of MP3 with pushsource.frames")
             from benchmarks.walk import measure
 

@@ -308,8 +308,8 @@ class Liquidsoap(Client):
         body = []
         for i, station in enumerate(stations):
             body.append(
-                f's{i} = playlist(mode="normal", reload_mode="never", loop={str(not once).lower()}, '
-                f"{_liq(str(station.m3u))})"
+                f's{i} = playlist(id="pl{i}", mode="normal", reload_mode="never", '
+                f"loop={str(not once).lower()}, {_liq(str(station.m3u))})"
             )
             body.append(self._output(f"s{i}", station, server))
         return self._run(self._script(body), workdir)
@@ -320,7 +320,8 @@ class Liquidsoap(Client):
         # A watched folder, and a silent file while it has nothing to play: the
         # mount stays up, as with pushsource --idle silence.
         body = [
-            f'p = playlist(mode="normal", reload_mode="watch", loop=false, {_liq(str(station.folder))})',
+            'p = playlist(mode="normal", reload_mode="watch", loop=false, '
+            f"{_liq(str(station.folder))})",
             f"s = fallback(track_sensitive=false, [p, single({_liq(str(silence))})])",
             self._output("s", station, server),
         ]

@@ -168,7 +168,6 @@ def run_point(
     listener: ListenerProcess | None = None
     try:
         listed, error = wait_listed(bench, mounts, launched, start, timeout=30 + 0.2 * n)
-        on_air = time.monotonic()
         at_listed = procs.sample(launched.pgid)
         result["startup_s"] = max(listed.values()) if listed else None
         result["startup_first_s"] = min(listed.values()) if listed else None
@@ -179,9 +178,12 @@ def run_point(
             return result
         listener = ListenerProcess(bench, mounts, tag)
         if not listener.wait_ready(10 + 0.05 * n):
-            result["error"] = "listener could not connect to every mount"
-        warm_at = on_air + bench.warmup_s
-        end_at = on_air + stream_s
+            result["error"] = "listener could not connect to every mount in time"
+        # The windows start once the listener is on (at once, unless mounts
+        # that were listed went away again).
+        base = time.monotonic()
+        warm_at = base + bench.warmup_s
+        end_at = base + stream_s
         _sleep_until(warm_at)
         warm = procs.sample(launched.pgid)
         warm_t = time.monotonic()
@@ -252,7 +254,12 @@ def summarise_heard(heard: dict[str, Any]) -> dict[str, Any]:
 
 
 def drop_to_air(
-    bench: Bench, client: Client, drops: Sequence[Track], silence: Path, tag: str
+    bench: Bench,
+    client: Client,
+    drops: Sequence[Track],
+    silence: Path,
+    tag: str,
+    quiet_s: float = 2.0,
 ) -> dict[str, Any]:
     """With an empty, watched folder on air, drop files in one at a time (written
     under a temporary name, then renamed) and time until each file's first audio
@@ -276,7 +283,7 @@ def drop_to_air(
         if not listener.wait_ready(10):
             result["error"] = "listener could not connect"
             return result
-        time.sleep(2.0)  # on air with silence, queue empty
+        time.sleep(quiet_s)  # on air with silence, queue empty
         previous: Path | None = None
         for i, track in enumerate(drops):
             if previous is not None:

@@ -138,6 +138,9 @@ def render(results: dict[str, Any]) -> str:
     if scale:
         rows = []
         for p in scale:
+            if "skipped" in p:
+                rows.append([p["client"], str(p["stations"]), *["-"] * 10, p["skipped"]])
+                continue
             ez = _scale_point(results, "ezstream", p["stations"])
             rows.append([
                 p["client"], str(p["stations"]), _fmt(p.get("processes")),
