@@ -11,29 +11,28 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import setproctitle
 
 from pushsource import __version__
-from pushsource.errors import ConfigError, PushsourceError
-from pushsource.folder import FolderQueue, scan
-from pushsource.icecast import (
-    IcecastTarget,
-    SourceConnection,
-    StationInfo,
-    parse_target,
-    redact,
-)
+from pushsource.config import Config, load_config
+from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
+from pushsource.icecast import check_source, redact
 from pushsource.listen import listen
-from pushsource.prefetch import Prefetch
-from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
-from pushsource.station import Idle, ListSource, Pacing, Retry, Station
-from pushsource.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
+from pushsource.logs import setup_logging
+from pushsource.runner import StationRunner, build_runners
+from pushsource.settings import (
+    PASSWORD_ENV,
+    TOKEN_ENV,
+    ControlSettings,
+    StationSettings,
+    parse_address,
+    read_password_file,
+)
+from pushsource.station import Idle, Pacing
 
 log = logging.getLogger("pushsource")
-
-PASSWORD_ENV = "PUSHSOURCE_PASSWORD"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,6 +56,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="warnings and errors only",
     )
 
+    common.add_argument(
+        "--log-format",
+        choices=["plain", "json"],
+        default=argparse.SUPPRESS,
+        help="plain lines (default) or one JSON object per line, for log shippers",
+    )
+
+    serving = _Parser(add_help=False)
+    serving.add_argument(
+        "--control",
+        metavar="[HOST:]PORT",
+        nargs="?",
+        const="127.0.0.1:8700",
+        help="serve the control API, web page and /metrics (default address "
+        f"127.0.0.1:8700); changing anything needs the token in ${TOKEN_ENV}",
+    )
+    serving.add_argument(
+        "--no-console",
+        dest="console",
+        action="store_false",
+        help="plain log lines even in a terminal (no live status lines)",
+    )
+
     parser = _Parser(
         prog="pushsource",
         description="A folder-driven source client for Icecast.",
@@ -67,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     stream = commands.add_parser(
         "stream",
-        parents=[common],
+        parents=[common, serving],
         help="stream the MP3s of a folder to an Icecast mount",
         description="Play the MP3s in FOLDER (name order, then files as they are dropped in) "
         "to an Icecast mount, in real time, with the now-playing title of each track.",
@@ -194,6 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
         "holds still this long (default %(default)s)",
     )
 
+    run = commands.add_parser(
+        "run",
+        parents=[common, serving],
+        help="run the stations of a config file, all in one process",
+        description="Run every [[station]] of a TOML config file in this process. A "
+        "station that fails says why and stops; the others go on.",
+    )
+    run.add_argument("--config", type=Path, required=True, metavar="FILE", help="the config")
+    check = commands.add_parser(
+        "check",
+        parents=[common],
+        help="check a config file and each server's credentials, without streaming",
+        description="Check the config, then log in to each station's mount as its source "
+        "and leave at once (no audio is sent). Exit 0: all good; 2: a config error or "
+        "a wrong password; 1: a server that cannot be reached.",
+    )
+    check.add_argument("--config", type=Path, required=True, metavar="FILE", help="the config")
+
     listen = commands.add_parser(
         "listen",
         parents=[common],
@@ -242,148 +282,175 @@ def _seconds(text: str) -> float:
     return value
 
 
-def read_password_file(path: Path, *, insecure: bool = False) -> str:
-    """The password in ``path`` (its first line). Like ssh with keys, refuse a
-    file that group or others can read, unless ``insecure``. Raises ConfigError."""
-    try:
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise ConfigError(f"cannot read --password-file {path}: {exc.strerror or exc}") from None
-    if mode & 0o077 and not insecure:
-        raise ConfigError(
-            f"--password-file {path} is readable by others (mode {mode & 0o777:03o}); "
-            f"chmod 600 it, or pass --insecure-password-file"
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ConfigError(f"cannot read --password-file {path}: {reason}") from None
-    secret = text.splitlines()[0] if text else ""
-    if not secret:
-        raise ConfigError(f"--password-file {path} is empty")
-    return secret
-
-
-def setup_logging(args: argparse.Namespace) -> None:
-    level = logging.INFO
+def _level(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", False):
-        level = logging.DEBUG
-    elif getattr(args, "quiet", False):
-        level = logging.WARNING
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)  # libraries speak up only when it matters
-    logging.getLogger("pushsource").setLevel(level)
+        return logging.DEBUG
+    if getattr(args, "quiet", False):
+        return logging.WARNING
+    return logging.INFO
 
 
-def run_stream(args: argparse.Namespace) -> int:
-    target = parse_target(
-        args.url,
-        password=read_password_file(args.password_file, insecure=args.insecure_password_file)
-        if args.password_file
-        else None,
-        fallback_password=os.environ.get(PASSWORD_ENV),
-    )
-    folder: Path = args.folder
-    if not folder.is_dir():
-        raise ConfigError(f"music folder {folder} is not a directory")
-    if args.max_retries is not None and args.max_retries < 0:
-        raise ConfigError("--max-retries must be 0 or more")
-    fmt = StationFormat(args.samplerate, args.channels, args.bitrate)
-    key = f"{target.host}:{target.port}{target.mount}"
-    transcoder = Transcoder(args.cache or default_cache_dir(key), fmt)
-    resolver = Resolver(fmt, transcoder, strict_bitrate=args.strict_bitrate)
-    info = StationInfo(
+def stream_settings(args: argparse.Namespace) -> StationSettings:
+    """The one station of ``pushsource stream``."""
+    password = None
+    if args.password_file:
+        password = read_password_file(args.password_file, insecure=args.insecure_password_file)
+    return StationSettings(
+        folder=args.folder,
+        url=args.url,
+        password=password,
+        once=args.once,
         name=args.name,
         description=args.description,
         genre=args.genre,
-        url=args.station_url,
+        station_url=args.station_url,
         public=args.public,
-    )
-    queue: FolderQueue | None = None
-    keeper: StateKeeper | None = None
-    resume: list[tuple[Path, int]] = []
-    if args.once:
-        paths = scan(folder)
-        if not paths:
-            log.warning("nothing to play in %s", folder)
-            return 0
-        prefetch = Prefetch(ListSource(paths), resolver.prepare, finite=True)
-    else:
-        keeper, resume = _restore(args.state, target)
-        queue = FolderQueue(folder, settle=args.settle)
-        queue.start(order=[Path(p) for p in keeper.state.queue])
-        root = queue.root
-        prefetch = Prefetch(
-            queue,
-            resolver.prepare,
-            skip=keeper.state.was_played,
-            housekeeping=lambda: transcoder.prune(scan(root)),
-        )
-    station = Station(
-        target,
-        prefetch,
-        info,
-        once=args.once,
-        pacing=Pacing(lead=args.lead, batch=min(Pacing.batch, args.lead)),
-        retry=Retry(limit=args.max_retries),
-        connect=lambda t: SourceConnection(t, timeout=args.timeout),
-        keeper=keeper,
-        resume=resume,
-        idle=Idle(args.idle),
-        silence=fmt.header(),
-        library=lambda: scan(queue.root) if queue is not None else [],
+        lead=args.lead,
+        samplerate=args.samplerate,
+        channels=args.channels,
+        bitrate=args.bitrate,
+        strict_bitrate=args.strict_bitrate,
+        cache=args.cache,
+        idle=args.idle,
         shuffle=args.shuffle,
-        resolve=resolver.resolve,
+        state=args.state,
+        max_retries=args.max_retries,
+        timeout=args.timeout,
+        settle=args.settle,
     )
-    _handle_signals(station, queue, prefetch)
-    prefetch.start()
+
+
+def _control_settings(args: argparse.Namespace, config: Config | None) -> ControlSettings | None:
+    """--control overrides the config's [control] address; the token comes
+    from the config, else $PUSHSOURCE_TOKEN."""
+    settings = config.control if config is not None else None
+    if args.control is None and settings is None:
+        return None
+    host, port = (settings.host, settings.port) if settings else ("127.0.0.1", 8700)
+    if args.control is not None:
+        try:
+            host, port = parse_address(args.control)
+        except ValueError as exc:
+            raise ConfigError(f"--control {args.control}: {exc}") from None
+    token = (settings.token if settings else None) or os.environ.get(TOKEN_ENV) or None
+    return ControlSettings(host, port, token)
+
+
+def run_stations(
+    args: argparse.Namespace,
+    stations: Sequence[StationSettings],
+    control: ControlSettings | None,
+    *,
+    single: bool,
+) -> int:
+    """Build every station (checking all before any connects), run them until
+    they end or a signal stops them. Returns the exit status."""
+    runners = build_runners(stations, os.environ, announce_errors=not single)
+    setup_logging(
+        _level(args),
+        json_lines=getattr(args, "log_format", "plain") == "json",
+        stations=[runner.id for runner in runners],
+    )
+    server = None
+    if control is not None:
+        server = _serve(control, runners)
+    _handle_signals(runners)
     try:
-        station.run()
+        for runner in runners:
+            runner.start()
+        _wait(runners, args)
     finally:
-        prefetch.close()
-        if queue is not None:
-            queue.stop()
-        transcoder.close()
-    return 0
+        for runner in runners:
+            runner.stop()
+        for runner in runners:
+            runner.join(10)
+        if server is not None:
+            server.close()
+    errors = [runner.error for runner in runners if runner.error is not None]
+    if single and errors:
+        raise errors[0]
+    return max((error.exit_status for error in errors), default=0)
 
 
-def _restore(
-    path: Path | None, target: IcecastTarget
-) -> tuple[StateKeeper, list[tuple[Path, int]]]:
-    """Load the play state; where the last run was part-way through a track
-    that is still the same file, go on from there."""
-    if path is None:
-        path = default_state_path(f"{target.host}:{target.port}{target.mount}")
-    state = load_state(path)
-    log.debug("play state in %s", path)
-    resume: list[tuple[Path, int]] = []
-    if state.current is not None:
-        current = Path(state.current)
-        if state.current_stamp is not None and FileStamp.of(current) == state.current_stamp:
-            resume.append((current, state.current_offset))
-    return StateKeeper(path, state, interval=5.0), resume
+def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
+    from pushsource.control import ControlServer
+    from pushsource.metrics import Metrics
+
+    metrics = Metrics(runners)
+    server = ControlServer(
+        (control.host, control.port), runners, token=control.token, metrics=metrics.render
+    )
+    server.start()
+    host, port = server.address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    log.info(
+        "control page at http://%s:%d/ (%s)",
+        shown,
+        port,
+        "actions need the token" if control.token else f"read only: no token (set {TOKEN_ENV})",
+    )
+    return server
 
 
-def _handle_signals(station: Station, queue: FolderQueue | None, prefetch: Prefetch) -> None:
-    """Like ezstream: TERM/INT stop cleanly, HUP rescans the folder, USR1 skips."""
+def _wait(runners: Sequence[StationRunner], args: argparse.Namespace) -> None:
+    """Until every station has ended; a live status line per station on a terminal."""
+    view = None
+    if getattr(args, "console", True) and sys.stderr.isatty() and not getattr(args, "quiet", False):
+        from pushsource.console import Console
+
+        view = Console(runners)
+    try:
+        if view is not None:
+            view.start()
+        while not all(runner.join(0.25) for runner in runners):
+            if view is not None:
+                view.refresh()
+    finally:
+        if view is not None:
+            view.stop()
+
+
+def check_config(args: argparse.Namespace) -> int:
+    """``pushsource check``: the config, then each station's credentials."""
+    config = load_config(args.config, os.environ)
+    setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
+    runners = build_runners(config.stations, os.environ)
+    status = 0
+    for runner in runners:
+        try:
+            check_source(runner.target, timeout=runner.settings.timeout)
+            print(f"{runner.id}: ok: {runner.target} accepts the source")
+        except AuthenticationError as exc:
+            print(f"{runner.id}: error: {exc}")
+            status = max(status, exc.exit_status)
+        except IcecastError as exc:
+            if exc.status == 403:
+                print(f"{runner.id}: ok: credentials accepted, but {exc}")
+            else:
+                print(f"{runner.id}: error: {exc}")
+                status = max(status, exc.exit_status)
+    print(f"{args.config}: {len(runners)} stations checked")
+    return status
+
+
+def _handle_signals(runners: Sequence[StationRunner]) -> None:
+    """Like ezstream: TERM/INT stop cleanly, HUP rescans the folders, USR1 skips
+    (on every station: the control API skips one)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.info("stopping (%s)", signal.Signals(signum).name)
-        station.stop()
-        prefetch.stop()
+        for runner in runners:
+            runner.stop()
         signal.signal(signum, signal.SIG_DFL)  # a second signal ends us at once
 
     def rescan(signum: int, frame: FrameType | None) -> None:
-        if queue is not None:
-            log.info("rescanning the folder (SIGHUP)")
-            queue.rescan()
+        log.info("rescanning the folders (SIGHUP)")
+        for runner in runners:
+            runner.rescan()
 
     def skip(signum: int, frame: FrameType | None) -> None:
-        station.skip()
+        for runner in runners:
+            runner.skip()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
@@ -402,10 +469,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
         _hide_password_from_ps(argv)
     args = parser.parse_args(argv)
-    setup_logging(args)
+    setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
     try:
         if args.command == "stream":
-            return run_stream(args)
+            return run_stations(
+                args, [stream_settings(args)], _control_settings(args, None), single=True
+            )
+        if args.command == "run":
+            config = load_config(args.config, os.environ)
+            return run_stations(
+                args, config.stations, _control_settings(args, config), single=False
+            )
+        if args.command == "check":
+            return check_config(args)
         if args.command == "listen":
             return listen(args.url, audio=args.audio, duration=args.duration)
         parser.error(f"unknown command {args.command}")

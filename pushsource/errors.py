@@ -55,3 +55,12 @@ class AuthenticationError(IcecastError):
 
 class MountInUseError(IcecastError):
     """Icecast answered 403: another source already holds the mount."""
+
+
+class ControlError(PushsourceError):
+    """A control API request that cannot be done; ``status`` is its HTTP status
+    (400 bad request, 404 no such station or file, 409 not possible now)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status

@@ -74,6 +74,18 @@ _EVENT_FILTER: list[type[FileSystemEvent]] = [
 RawEvent = tuple[str, str, str | None, bool]
 
 
+class QueueEdit(NamedTuple):
+    """A change to the queue's order made by hand (the control API), applied by
+    the consumer thread: ``front`` files go back to the front (in order),
+    ``remove`` files leave the queue, ``enqueue`` files join at the end, then the
+    ready files among ``order`` move to the front in that order."""
+
+    order: tuple[Path, ...] = ()
+    front: tuple[Path, ...] = ()
+    remove: tuple[Path, ...] = ()
+    enqueue: tuple[Path, ...] = ()
+
+
 def is_eligible(rel: PurePath, extensions: frozenset[str] = AUDIO_EXTENSIONS) -> bool:
     """Whether a path relative to the music folder names a file we may queue.
 
@@ -229,6 +241,21 @@ class Readiness:
             if path in self._ready:
                 self._ready.move_to_end(path, last=False)
 
+    def put_front(self, path: Path) -> None:
+        """Queue ``path`` first (a file handed out that must wait after all)."""
+        self._pending.pop(path, None)
+        self._ready[path] = None
+        self._ready.move_to_end(path, last=False)
+
+    def apply(self, edit: QueueEdit) -> None:
+        for path in reversed(edit.front):
+            self.put_front(path)
+        for path in edit.remove:
+            self.remove(path)
+        for path in edit.enqueue:
+            self.complete(path)
+        self.prefer(edit.order)
+
     def ready(self) -> list[Path]:
         """The ready files, in the order pop() will return them."""
         return list(self._ready)
@@ -257,7 +284,7 @@ class _Forwarder(FileSystemEventHandler):
     """Runs on watchdog's thread. Only queues the event: an exception here would kill
     the observer, and file I/O here would race the writer. The consumer does the rest."""
 
-    def __init__(self, events: queue.SimpleQueue[RawEvent | None]) -> None:
+    def __init__(self, events: queue.SimpleQueue[RawEvent | QueueEdit | None]) -> None:
         super().__init__()
         self._events = events
 
@@ -300,7 +327,7 @@ class FolderQueue:
         self._clock = clock
         self._wall_clock = wall_clock
         # SimpleQueue: put() is safe even from a signal handler that interrupted get().
-        self._events: queue.SimpleQueue[RawEvent | None] = queue.SimpleQueue()
+        self._events: queue.SimpleQueue[RawEvent | QueueEdit | None] = queue.SimpleQueue()
         self._observer: BaseObserver | None = None
         self._started = False
         self._stopped = threading.Event()
@@ -362,6 +389,14 @@ class FolderQueue:
             self._wait(self._wait_time(now, deadline))
         return None
 
+    def refresh(self) -> None:
+        """Take in the events that came since the last get(), without waiting or
+        handing anything out, so queued() is current. Consumer thread only."""
+        if self._started and not self._stopped.is_set():
+            self._drain()
+            for settled in self._readiness.poll(self._clock(), _size_mtime):
+                self._log_queued(settled)
+
     def queued(self) -> list[Path]:
         """The files ready to play, in order (events not yet taken in aside)."""
         return self._readiness.ready()
@@ -369,6 +404,10 @@ class FolderQueue:
     def exhausted(self) -> bool:
         """A folder never runs out: more files may come."""
         return False
+
+    def edit(self, edit: QueueEdit) -> None:
+        """Change the queue by hand; takes effect at the next get(). Any thread."""
+        self._events.put(edit)
 
     def rescan(self) -> None:
         """Walk the folder again for files watchdog missed (SIGHUP). Safe to call
@@ -436,16 +475,20 @@ class FolderQueue:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return
-            if event is not None:
-                self._handle(*event)
+            self._take(event)
+
+    def _take(self, event: RawEvent | QueueEdit | None) -> None:
+        if isinstance(event, QueueEdit):
+            self._readiness.apply(event)
+        elif event is not None:
+            self._handle(*event)
 
     def _wait(self, timeout: float | None) -> None:
         try:
             event = self._events.get(timeout=timeout)
         except queue.Empty:
             return
-        if event is not None:
-            self._handle(*event)
+        self._take(event)
 
     def _wait_time(self, now: float, deadline: float | None) -> float | None:
         candidates = [] if deadline is None else [deadline - now]

@@ -474,3 +474,38 @@ class TitleUpdater:
             with self._cond:
                 self._cond.wait(0.2 * (attempt + 1))
         log.warning("could not set the title on %s: %s", mount, problem)
+
+
+def check_source(target: IcecastTarget, *, timeout: float = 5.0) -> None:
+    """Log in as the source and leave at once, sending no audio: Icecast
+    checks the credentials before the mount, so a 403 (mount in use) still
+    means they are right. Raises AuthenticationError, MountInUseError or
+    IcecastError."""
+    endpoint = _Endpoint(target, resolve(target))
+    try:
+        response = requests.put(
+            endpoint.base + target.mount,
+            data=b"",
+            headers={
+                "Content-Type": "audio/mpeg",
+                "User-Agent": USER_AGENT,
+                "ice-public": "0",
+                **endpoint.host_header,
+            },
+            auth=endpoint.auth,
+            timeout=timeout,
+            allow_redirects=False,
+            stream=True,  # Icecast's 200 has no end: hang up once it is read
+        )
+    except requests.RequestException as exc:
+        raise IcecastError(f"cannot reach {target}: {_reason(exc)}") from None
+    status = response.status_code
+    if status == 200:
+        response.close()
+        return
+    if status == 401:
+        raise AuthenticationError(f"{target}: wrong source user or password (401)", status)
+    if status == 403:
+        raise MountInUseError(f"{target}: {_icecast_message(response)}", status)
+    if status != 200:
+        raise IcecastError(f"{target}: {_icecast_message(response)}", status)

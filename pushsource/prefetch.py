@@ -7,17 +7,29 @@ takes seconds: it must never happen on the thread that paces frames.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from pushsource.errors import TrackError
+from pushsource.folder import QueueEdit
 from pushsource.station import TrackSource
 from pushsource.tracks import skipped
 
 log = logging.getLogger("pushsource")
+
+
+class EditableSource(TrackSource, Protocol):
+    def edit(self, edit: QueueEdit) -> None:
+        """Change the queue by hand; applied by the thread that calls get()."""
+        ...
+
+    def refresh(self) -> None:
+        """Bring queued() up to date without handing anything out."""
+        ...
 
 
 class Prefetch:
@@ -26,20 +38,25 @@ class Prefetch:
 
     ``prepare(path)`` raises TrackError for a file that cannot be played: it is
     skipped here, with one warning line. ``skip(path)`` says a file needs no
-    playing (it played already). Only the worker thread touches ``source``.
-    With ``finite`` (a fixed list), exhausted() says when the list is done.
+    playing (it played already). Only the worker thread calls the source's
+    get() and refresh(). With ``finite`` (a fixed list), exhausted() says when
+    the list is done. :meth:`edit` reorders the queue from any thread: files
+    already taken from the source go back to it, so the order is the source's.
     """
 
     def __init__(
         self,
-        source: TrackSource,
+        source: EditableSource,
         prepare: Callable[[Path], object],
         *,
         skip: Callable[[Path], bool] = lambda path: False,
         housekeeping: Callable[[], object] | None = None,
         housekeeping_every: float = 600.0,
         finite: bool = False,
+        unplayable: Callable[[TrackError], object] = skipped,
+        name: str = "pushsource-prefetch",
     ) -> None:
+        self._unplayable = unplayable  # says why a file is skipped
         self._source = source
         self._prepare = prepare
         self._skip = skip
@@ -47,31 +64,46 @@ class Prefetch:
         self._housekeeping_every = housekeeping_every
         self._finite = finite
         self._done = False
-        self._ready: queue.Queue[Path | None] = queue.Queue(maxsize=1)  # None: the end
-        self._waiting: list[Path] = []  # the source's queue, as last seen by the worker
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        # All below under _cond.
+        self._ready: deque[Path | None] = deque()  # at most one; None: the end
+        self._held: Path | None = None  # prepared by the worker, waiting for room
+        self._held_generation = 0  # the edit count when it was taken
+        self._waiting: list[Path] = []  # the source's queue, as last seen
+        self._generation = 0  # edits so far
+        self._order: tuple[Path, ...] = ()  # the last edit's order
+        self._removed: set[Path] = set()  # taken out by hand while being prepared
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pushsource-prefetch", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> Prefetch:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        """Stop taking files; a waiting get() returns None. Safe in a signal handler."""
+        """Stop taking files; a waiting get() returns within 0.5 s. Safe in a signal handler."""
         self._stopping.set()
 
     def close(self) -> None:
         self.stop()
-        self._thread.join(5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(5)
 
     def get(self, timeout: float | None = None) -> Path | None:
         if self._done:
             return None
-        try:
-            path = self._ready.get(timeout=timeout) if timeout else self._ready.get_nowait()
-        except queue.Empty:
-            return None
+        with self._cond:
+            if not self._ready and timeout:
+                deadline = time.monotonic() + timeout
+                while not self._ready and not self._stopping.is_set():
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(min(left, 0.5))
+            if not self._ready:
+                return None
+            path = self._ready.popleft()
+            self._cond.notify_all()
         self._done = path is None
         return path
 
@@ -79,9 +111,28 @@ class Prefetch:
         return self._done or self._stopping.is_set()
 
     def queued(self) -> list[Path]:
-        with self._lock:
-            waiting = list(self._waiting)
-        return [path for path in list(self._ready.queue) if path is not None] + waiting
+        with self._cond:
+            ready = [path for path in self._ready if path is not None]
+            held = []
+            if self._held is not None and self._held_generation == self._generation:
+                held = [self._held]  # (after an edit, it is going back: _waiting has it)
+            return ready + held + [p for p in self._waiting if p not in ready and p not in held]
+
+    def edit(
+        self, order: Sequence[Path], *, remove: Sequence[Path] = (), enqueue: Sequence[Path] = ()
+    ) -> None:
+        """Make the queue ``order`` (what queued() said, edited), taking out
+        ``remove`` and adding ``enqueue`` (which ``order`` should place)."""
+        with self._cond:
+            self._generation += 1
+            front = [path for path in self._ready if path is not None]
+            self._ready = deque(path for path in self._ready if path is None)
+            self._removed.update(remove)
+            self._removed.difference_update(enqueue)
+            self._order = tuple(order)
+            self._waiting = list(order)
+            self._cond.notify_all()
+        self._source.edit(QueueEdit(tuple(order), tuple(front), tuple(remove), tuple(enqueue)))
 
     def _run(self) -> None:
         next_housekeeping = 0.0
@@ -92,26 +143,56 @@ class Prefetch:
                 except Exception:  # tidying the cache must never stop the music
                     log.exception("cache housekeeping failed")
                 next_housekeeping = time.monotonic() + self._housekeeping_every
-            path = self._source.get(0.2)
-            with self._lock:
-                self._waiting = self._source.queued()
+            with self._cond:
+                generation = self._generation
+            path = self._source.get(0.5)
+            self._snapshot()
             if path is None and self._finite:
-                self._hand_on(None)
+                self._hand_on(None, generation)
                 return
             if path is None or self._skip(path):
                 continue
+            with self._cond:  # shown in queued() while it is being prepared
+                self._held, self._held_generation = path, generation
             try:
                 self._prepare(path)
             except TrackError as exc:
-                skipped(exc)
+                with self._cond:
+                    self._held = None
+                self._unplayable(exc)
                 continue
-            self._hand_on(path)
+            self._hand_on(path, generation)
 
-    def _hand_on(self, path: Path | None) -> None:
+    def _snapshot(self) -> None:
+        waiting = self._source.queued()
+        with self._cond:
+            self._waiting = waiting
+
+    def _hand_on(self, path: Path | None, generation: int) -> None:
+        """Put ``path`` in the ready slot once there is room; give it back to
+        the source instead if the queue was edited since it was taken."""
         while not self._stopping.is_set():
-            try:
-                self._ready.put(path, timeout=0.2)
-                return
-            except queue.Full:  # the station has not taken the last one yet
-                with self._lock:
-                    self._waiting = self._source.queued()
+            with self._cond:
+                if path is not None and path in self._removed:
+                    self._removed.discard(path)
+                    self._held = None
+                    return
+                if generation != self._generation:
+                    self._held = None
+                    if path is not None:
+                        self._source.edit(QueueEdit(self._order, front=(path,)))
+                    return
+                if not self._ready:
+                    self._ready.append(path)
+                    self._held = None
+                    self._cond.notify_all()
+                    return
+                self._cond.wait(0.5)
+                if self._ready and generation == self._generation:
+                    # Still no room: keep the look of the queue current meanwhile.
+                    self._cond.release()
+                    try:
+                        self._source.refresh()
+                        self._snapshot()
+                    finally:
+                        self._cond.acquire()

@@ -124,6 +124,10 @@ class PlayState:
             self.played[key] = stamp
             self._trim()
 
+    def forget(self, path: Path) -> None:
+        """Let ``path`` play again (an operator queued it by hand)."""
+        self.played.pop(_key(path), None)
+
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict, ``from_json``'s inverse."""
         return {

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from pushsource.errors import AuthenticationError, IcecastError, TrackError
+from pushsource.folder import QueueEdit
 from pushsource.frames import FrameHeader, parse_header, silent_frame
 from pushsource.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
 from pushsource.pacer import Pacer
@@ -52,12 +53,26 @@ class ListSource:
 
     def __init__(self, paths: Sequence[Path]) -> None:
         self._paths = list(paths)
+        self._lock = threading.Lock()
+
+    def edit(self, edit: QueueEdit) -> None:
+        with self._lock:
+            paths = [p for p in edit.front if p not in edit.remove]
+            paths += [p for p in self._paths if p not in edit.remove and p not in paths]
+            paths += [p for p in edit.enqueue if p not in paths]
+            ordered = [p for p in edit.order if p in paths]
+            self._paths = ordered + [p for p in paths if p not in ordered]
+
+    def refresh(self) -> None:
+        pass
 
     def get(self, timeout: float | None = None) -> Path | None:
-        return self._paths.pop(0) if self._paths else None
+        with self._lock:
+            return self._paths.pop(0) if self._paths else None
 
     def queued(self) -> list[Path]:
-        return list(self._paths)
+        with self._lock:
+            return list(self._paths)
 
     def exhausted(self) -> bool:
         return not self._paths
@@ -74,6 +89,43 @@ class Connection(Protocol):
 class Titles(Protocol):
     def set(self, title: str) -> None: ...
     def close(self, timeout: float = 2.0) -> None: ...
+
+
+class Events(Protocol):
+    """What a station tells the world (status pages, metrics). Called on the
+    station's thread; must be quick and must not raise."""
+
+    def connection(self, state: str, error: str | None = None) -> None:
+        """``state``: connecting, on air, idle, reconnecting, stopped or failed."""
+        ...
+
+    def track_started(self, track: Track) -> None: ...
+    def track_ended(self, track: Track, *, skipped: bool) -> None: ...
+
+    def file_skipped(self, exc: TrackError) -> None:
+        """A file cannot be played (say so once)."""
+        ...
+
+    def sent(self, nbytes: int, frames: int, lead: float) -> None:
+        """A batch went out; ``lead``: seconds of audio now sent ahead of real time."""
+        ...
+
+
+class NoEvents:
+    def connection(self, state: str, error: str | None = None) -> None:
+        pass
+
+    def track_started(self, track: Track) -> None:
+        pass
+
+    def track_ended(self, track: Track, *, skipped: bool) -> None:
+        pass
+
+    def file_skipped(self, exc: TrackError) -> None:
+        skipped(exc)
+
+    def sent(self, nbytes: int, frames: int, lead: float) -> None:
+        pass
 
 
 class Idle(Enum):
@@ -135,6 +187,7 @@ class Station:
         library: Callable[[], Sequence[Path]] = list,
         shuffle: bool = False,
         resolve: Callable[[Path], Path] = lambda path: path,
+        events: Events | None = None,
     ) -> None:
         self.target = target
         self._source = source
@@ -166,6 +219,7 @@ class Station:
         self._resolve = resolve  # the MP3 to play for a file (a converted copy, maybe)
         self._loop: list[Path] = []
         self._loop_last: Path | None = None
+        self._events = events if events is not None else NoEvents()
         self.played: list[Path] = []
 
     def stop(self) -> None:
@@ -181,6 +235,11 @@ class Station:
         once ``retry.limit`` attempts in a row have failed."""
         try:
             self._run()
+        except IcecastError as exc:
+            self._events.connection("failed", str(exc))
+            raise
+        else:
+            self._events.connection("stopped")
         finally:
             self._save(at_once=True)
 
@@ -206,6 +265,7 @@ class Station:
                 if self._retry.limit is not None and failures > self._retry.limit:
                     raise IcecastError(f"giving up after {failures} attempts: {exc}") from exc
                 delay = self._retry.delay(failures, self._rng)
+                self._events.connection("reconnecting", str(exc))
                 log.warning("%s; reconnecting in %.1f s (attempt %d)", exc, delay, failures)
                 self._sleep(delay)
                 continue
@@ -213,6 +273,7 @@ class Station:
             if self._once and self._source.exhausted() and not self._resume:
                 return
             if not self._stopping.is_set():
+                self._events.connection("idle")
                 log.info("queue empty: closed the stream, waiting for files")
 
     def _stream(self, first: Track | None) -> None:
@@ -233,6 +294,7 @@ class Station:
         body = self._body(first, titles, connection)
         try:
             log.info("connecting to %s", self.target)
+            self._events.connection("connecting")
             connection.stream(body, headers)
             if self._refused:  # and no refusal status to say why
                 raise IcecastError(f"{self.target} closed the connection before accepting it")
@@ -282,7 +344,7 @@ class Station:
             try:
                 return self._open(path, offset)
             except TrackError as exc:
-                skipped(exc)
+                self._events.file_skipped(exc)
         return None
 
     def _open(self, path: Path, offset: int = 0) -> Track:
@@ -305,7 +367,7 @@ class Station:
                 try:
                     track = self._open(path)
                 except TrackError as exc:
-                    skipped(exc)
+                    self._events.file_skipped(exc)
                     continue
                 return track
             self._loop = list(self._library())
@@ -340,13 +402,15 @@ class Station:
             self.played.append(track.path)
             self._loop_last = track.path  # a shuffled loop must not repeat it next
         titles.set(track.info.title)
+        self._events.track_started(track)
         state = self._state
         state.current, state.current_stamp = str(track.path), track.stamp
         state.current_offset = track.first.offset
         self._save(at_once=True)
 
-    def _finished(self, track: Track) -> None:
+    def _finished(self, track: Track, *, skipped: bool = False) -> None:
         """A track played to its end, or was skipped: never again (this version)."""
+        self._events.track_ended(track, skipped=skipped)
         self._state.mark_played(track.path, track.stamp)
         state = self._state
         if state.current == str(track.path):
@@ -395,12 +459,13 @@ class Station:
         while True:
             now = self._clock()
             out = bytearray()
+            frames = 0
             batch: list[tuple[Track, int]] = []
             if self._skipping.is_set() and current is not None:
                 self._skipping.clear()
                 log.info("skipping %s", current.info.title)
                 current.close()
-                self._finished(current)
+                self._finished(current, skipped=True)
                 current = self._current = self._following()
                 if current is not None:
                     starting.append(current)
@@ -414,6 +479,7 @@ class Station:
                     if not idling:
                         break
                     out += idle_silence  # keeps listeners and the mount alive
+                    frames += 1
                     pacer.add(idle_header.samples, idle_header.sample_rate)
                     continue
                 frame = current.next_frame()
@@ -426,6 +492,7 @@ class Station:
                 if not batch or batch[-1][0] is not current:
                     batch.append((current, frame.offset))
                 out += frame.data
+                frames += 1
                 pacer.add(frame.header.samples, frame.header.sample_rate)
                 last = frame.header
             if out:
@@ -443,8 +510,11 @@ class Station:
                         self._refused = True
                         return  # requests reads Icecast's answer, and raises on it
                     self._accepted = verdict is True
+                    if self._accepted:
+                        self._events.connection("on air")
                 if self._accepted:
                     self._in_flight = []
+                    self._events.sent(len(out), frames, pacer.due() - self._clock())
                     self._save()
             if self._accepted:
                 self._announce_all(starting, titles)

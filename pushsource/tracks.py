@@ -72,16 +72,18 @@ def _first(tags: Any, key: str) -> str:
 _warned: dict[tuple[Path, FileStamp | None, str], None] = {}
 
 
-def skipped(exc: TrackError) -> None:
+def skipped(exc: TrackError) -> bool:
     """Say once that a file is skipped, and why. The same version of a file
-    can be refused twice (once ahead of time, once when its turn comes)."""
+    can be refused twice (once ahead of time, once when its turn comes).
+    Returns whether this was the first time."""
     key = (exc.path, FileStamp.of(exc.path), exc.reason)
     if key in _warned:
-        return
+        return False
     if len(_warned) > 1000:
         _warned.clear()
     _warned[key] = None
     log.warning("skipped %s: %s", exc.path, exc.reason)
+    return True
 
 
 class Track:

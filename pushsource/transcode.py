@@ -46,7 +46,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -132,8 +132,14 @@ class Resolver:
     """
 
     def __init__(
-        self, fmt: StationFormat, transcoder: Transcoder, *, strict_bitrate: bool = False
+        self,
+        fmt: StationFormat,
+        transcoder: Transcoder,
+        *,
+        strict_bitrate: bool = False,
+        converted: Callable[[float], object] = lambda seconds: None,
     ) -> None:
+        self._converted = converted  # told how long each conversion took
         self._fmt = fmt
         self._transcoder = transcoder
         self._strict = strict_bitrate
@@ -143,7 +149,9 @@ class Resolver:
         """Raises TrackError."""
         stamp = FileStamp.of(path)
         if needs_transcoding(path, self._fmt, strict_bitrate=self._strict):
+            started = time.monotonic()
             play = self._transcoder.convert(path)
+            self._converted(time.monotonic() - started)
             log.info("converted %s to the station format", path.name)
         else:
             play = path

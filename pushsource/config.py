@@ -1,0 +1,262 @@
+"""The TOML config file of ``pushsource run``: any number of ``[[station]]``
+tables (keys are the long options of ``pushsource stream`` with underscores)
+and an optional ``[control]`` table.
+
+Everything is checked before anything connects; the first problem is one
+ConfigError naming the file, the station and the key. ``${VAR}`` in a string
+expands from the environment (``$$`` is a plain ``$``), so secrets stay out of
+the file. Relative paths are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pushsource.errors import ConfigError
+from pushsource.icecast import redact
+from pushsource.settings import ControlSettings, StationSettings, parse_address, resolve_target
+from pushsource.transcode import StationFormat
+
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_PATHS = {"folder", "password_file", "cache", "state"}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    stations: list[StationSettings]
+    control: ControlSettings | None = None
+
+
+class _Problem(Exception):
+    """A bad value; the caller adds where it is."""
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Problem(f"must be a string, not {_kind(value)}")
+    if not value:
+        raise _Problem("must not be empty")
+    return value
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Problem(f"must be true or false, not {_kind(value)}")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(f"must be a number of seconds, not {_kind(value)}")
+    if not 0 < value <= 60:
+        raise _Problem(f"must be between 0 and 60 seconds, not {value}")
+    return float(value)
+
+
+def _whole(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Problem(f"must be a whole number, not {_kind(value)}")
+    return value
+
+
+def _channels(value: object) -> int:
+    if value not in (1, 2) or isinstance(value, bool):
+        raise _Problem(f"must be 1 or 2, not {value!r}")
+    return 1 if value == 1 else 2
+
+
+def _retries(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Problem(f"must be a whole number, 0 or more, not {value!r}")
+    return value
+
+
+def _idle(value: object) -> str:
+    if value not in ("silence", "loop", "stop"):
+        raise _Problem(f'must be "silence", "loop" or "stop", not {value!r}')
+    return str(value)
+
+
+def _station_id(value: object) -> str:
+    text = _text(value)
+    if not _ID.fullmatch(text):
+        raise _Problem("must be letters, digits, '.', '_' or '-' (at most 64)")
+    return text
+
+
+_STATION_KEYS: dict[str, Callable[[object], Any]] = {
+    "folder": _text,
+    "url": _text,
+    "password": _text,
+    "password_file": _text,
+    "insecure_password_file": _flag,
+    "id": _station_id,
+    "once": _flag,
+    "name": _text,
+    "description": _text,
+    "genre": _text,
+    "station_url": _text,
+    "public": _flag,
+    "lead": _seconds,
+    "samplerate": _whole,
+    "channels": _channels,
+    "bitrate": _whole,
+    "strict_bitrate": _flag,
+    "cache": _text,
+    "idle": _idle,
+    "shuffle": _flag,
+    "state": _text,
+    "max_retries": _retries,
+    "timeout": _seconds,
+    "settle": _seconds,
+}
+assert set(_STATION_KEYS) == {field.name for field in fields(StationSettings)}
+
+
+def _kind(value: object) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
+        type(value), "a table" if isinstance(value, dict) else "a list"
+    )
+
+
+def expand(text: str, environ: Mapping[str, str]) -> str:
+    """``${VAR}`` from ``environ``, ``$$`` as ``$``. Raises _Problem for an unset VAR."""
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        if name not in environ:
+            raise _Problem(f"environment variable {name} is not set")
+        return environ[name]
+
+    return _VAR.sub(sub, text)
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> Config:
+    """Read and check ``path``. Raises ConfigError."""
+    try:
+        with path.open("rb") as file:
+            data = tomllib.load(file)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, path, environ)
+
+
+def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
+    """The checked form of a config's TOML ``data`` read from ``path``."""
+    for key in data:
+        if key not in ("station", "control"):
+            raise ConfigError(f'{path}: unknown key "{key}" (expected [[station]] or [control])')
+    tables = data.get("station")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"{path}: no [[station]] tables")
+    base = path.parent
+    stations = [
+        _station(table, base, environ, f"{path}: station {n}") for n, table in enumerate(tables, 1)
+    ]
+    _check_unique(stations, path, environ)
+    control = None
+    if "control" in data:
+        control = _control(data["control"], environ, f"{path}: [control]")
+    return Config(path, stations, control)
+
+
+def _station(table: object, base: Path, environ: Mapping[str, str], where: str) -> StationSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table ([[station]])")
+    name = table.get("name")
+    if isinstance(name, str):
+        where = f'{where} ("{name}")'
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        check = _STATION_KEYS.get(key)
+        if check is None:
+            raise ConfigError(f'{where}: unknown key "{key}"')
+        try:
+            value = check(raw)
+            if isinstance(value, str) and key != "id":
+                value = expand(value, environ)
+            if key in _PATHS:
+                value = base / Path(value).expanduser()
+        except _Problem as exc:
+            raise ConfigError(f'{where}: key "{key}" {exc}') from None
+        values[key] = value
+    for key in ("folder", "url"):
+        if key not in values:
+            raise ConfigError(f'{where}: key "{key}" is missing')
+    folder: Path = values["folder"]
+    if not folder.is_dir():
+        raise ConfigError(f'{where}: key "folder": {folder} is not a directory')
+    settings = StationSettings(**values)
+    try:
+        target = resolve_target(settings, environ)
+    except ConfigError as exc:
+        message = redact(str(exc))
+        if message.startswith("no source password"):
+            raise ConfigError(
+                f'{where}: no source password: set key "password" or "password_file", '
+                "or put it in the URL or in $PUSHSOURCE_PASSWORD"
+            ) from None
+        key = "password_file" if message.startswith(("--password-file", "cannot read")) else "url"
+        raise ConfigError(f'{where}: key "{key}": {message}') from None
+    try:
+        StationFormat(settings.samplerate, settings.channels, settings.bitrate)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: keys samplerate, channels, bitrate: {exc}") from None
+    if settings.id is None:
+        settings = dataclasses.replace(settings, id=default_id(target.mount))
+    return settings
+
+
+def default_id(mount: str) -> str:
+    """A station's id from its mount: "/rock" → "rock", "/" → "stream"."""
+    text = re.sub(r"[^A-Za-z0-9._-]+", "-", mount.strip("/")).strip("-.")
+    return text[:64] or "stream"
+
+
+def _check_unique(stations: list[StationSettings], path: Path, environ: Mapping[str, str]) -> None:
+    mounts: dict[tuple[str, int, str], int] = {}
+    ids: dict[str | None, int] = {}
+    for n, station in enumerate(stations, 1):
+        target = resolve_target(station, environ)
+        where = f"{target.host}:{target.port}{target.mount}"
+        key = (target.host.casefold(), target.port, target.mount)
+        if key in mounts:
+            raise ConfigError(
+                f'{path}: station {n}: key "url": mount {where} is already station {mounts[key]}'
+            )
+        mounts[key] = n
+        if station.id in ids:
+            raise ConfigError(
+                f'{path}: station {n}: key "id": "{station.id}" is already station '
+                f"{ids[station.id]} (set a different id)"
+            )
+        ids[station.id] = n
+
+
+def _control(table: object, environ: Mapping[str, str], where: str) -> ControlSettings:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: must be a table")
+    host, port, token = ControlSettings.host, ControlSettings.port, None
+    for key, raw in table.items():
+        try:
+            if key == "listen":
+                host, port = parse_address(expand(_text(raw), environ))
+            elif key == "token":
+                token = expand(_text(raw), environ) or None
+            else:
+                raise ConfigError(f'{where}: unknown key "{key}" (expected listen, token)')
+        except (_Problem, ValueError) as exc:
+            raise ConfigError(f'{where}: key "{key}" {exc}') from None
+    return ControlSettings(host, port, token)

@@ -1,0 +1,83 @@
+"""Live status lines on a terminal: one per station, redrawn in place, with
+the log lines scrolling above them (rich). Not used when stderr is no TTY."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from rich.console import Console as RichConsole
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+BAR = 24
+
+
+class Shown(Protocol):
+    def status(self) -> dict[str, Any]: ...
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?:??"
+    whole = int(seconds)
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def line(status: dict[str, Any]) -> Text:
+    """``name  state  [=====-----] 1:02/3:40  title  (queue N)``."""
+    playing = status.get("now_playing")
+    state = status["connection"]["state"]
+    text = Text()
+    text.append(f"{status['name'][:20]:<20} ", style="bold")
+    colour = {"on air": "green", "reconnecting": "yellow", "failed": "red"}.get(state, "cyan")
+    text.append(f"{state:<12} ", style=colour)
+    if playing is None:
+        text.append("-" * (BAR + 2) + " " + " " * 9 + " (nothing playing)", style="dim")
+    else:
+        elapsed, duration = playing["elapsed"], playing["duration"]
+        done = int(BAR * min(1.0, elapsed / duration)) if duration else 0
+        text.append("[" + "=" * done + "-" * (BAR - done) + "] ")
+        text.append(f"{_clock(elapsed)}/{_clock(duration)} ")
+        text.append(playing["title"], style="bold")
+    text.append(f"  (queue {len(status['queue'])})", style="dim")
+    reconnects = status["connection"]["reconnects"]
+    if reconnects:
+        text.append(f"  reconnects {reconnects}", style="yellow")
+    return text
+
+
+class Console:
+    """Redraw the stations' lines about four times a second."""
+
+    def __init__(self, stations: Sequence[Shown]) -> None:
+        self._stations = stations
+        self._console = RichConsole(file=sys.stderr)
+        self._live = Live(
+            self._render(), console=self._console, refresh_per_second=4, transient=True
+        )
+        self._handlers: list[tuple[logging.StreamHandler[Any], Any]] = []
+
+    def _render(self) -> Group | Table:
+        return Group(*(line(station.status()) for station in self._stations))
+
+    def start(self) -> None:
+        self._live.start()
+        # Live now stands in for sys.stderr: log lines written there print
+        # above the live lines instead of through them.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler):
+                self._handlers.append((handler, handler.stream))
+                handler.setStream(sys.stderr)
+
+    def refresh(self) -> None:
+        self._live.update(self._render())
+
+    def stop(self) -> None:
+        self._live.stop()
+        for handler, stream in self._handlers:
+            handler.setStream(stream)

@@ -1,0 +1,103 @@
+"""``/metrics`` in Prometheus' text format.
+
+The stations count in plain integers on their own threads (a batch costs no
+lock and no label lookup); a custom collector reads them at scrape time, as
+exporters do. Only conversion times, which are rare, go into a histogram.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from pushsource.runner import Counters
+
+STATES = ("starting", "connecting", "on air", "idle", "reconnecting", "stopped", "failed")
+
+
+class Observed(Protocol):
+    id: str
+    counters: Counters
+
+    @property
+    def queue_length(self) -> int: ...
+
+    def status(self) -> dict[str, object]: ...
+
+
+class _StationCollector:
+    def __init__(self, stations: Sequence[Observed]) -> None:
+        self._stations = stations
+
+    def collect(self) -> Iterator[Metric]:
+        def counter(name: str, doc: str) -> CounterMetricFamily:
+            return CounterMetricFamily(f"pushsource_{name}", doc, labels=["station"])
+
+        def gauge(name: str, doc: str, labels: Sequence[str] = ("station",)) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"pushsource_{name}", doc, labels=list(labels))
+
+        sent = counter("sent_bytes", "Audio bytes Icecast has taken, silence included")
+        frames = counter("sent_frames", "MPEG frames Icecast has taken, silence included")
+        played = counter("tracks_played", "Tracks played to their end")
+        by_hand = counter("tracks_skipped", "Tracks skipped by hand (control API, SIGUSR1)")
+        reconnects = counter("reconnects", "Connections to Icecast lost and made again")
+        skipped = CounterMetricFamily(
+            "pushsource_files_skipped",
+            "Files that could not be played, by reason",
+            labels=["station", "reason"],
+        )
+        queue = gauge("queue_length", "Files waiting to play")
+        lead = gauge("lead_seconds", "Audio sent ahead of real time after the last batch")
+        least = gauge(
+            "lead_min_seconds",
+            "The least lead since the last scrape (below 0: late, listeners may starve)",
+        )
+        state = gauge(
+            "connection_state", "1 for the station's connection state", ("station", "state")
+        )
+        for station in self._stations:
+            c = station.counters
+            label = [station.id]
+            sent.add_metric(label, c.bytes_sent)
+            frames.add_metric(label, c.frames_sent)
+            played.add_metric(label, c.tracks_played)
+            by_hand.add_metric(label, c.tracks_skipped_by_hand)
+            reconnects.add_metric(label, c.reconnects)
+            for reason, count in sorted(c.skipped_files.items()):
+                skipped.add_metric([station.id, reason], count)
+            queue.add_metric(label, station.queue_length)
+            lead.add_metric(label, c.lead)
+            least.add_metric(label, c.lead if c.min_lead is None else c.min_lead)
+            c.min_lead = None
+            connection = station.status()["connection"]
+            assert isinstance(connection, dict)
+            for name in STATES:
+                state.add_metric([station.id, name], 1.0 if connection["state"] == name else 0.0)
+        yield from (sent, frames, played, by_hand, reconnects, skipped, queue, lead, least, state)
+
+
+class Metrics:
+    """The registry for a process's stations; :meth:`render` is the /metrics body."""
+
+    def __init__(self, stations: Sequence[Observed]) -> None:
+        self.registry = CollectorRegistry()
+        self._stations = stations
+        self.registry.register(_StationCollector(stations))
+        self._conversion = Histogram(
+            "pushsource_conversion_seconds",
+            "Time to convert a file to the station format",
+            ["station"],
+            registry=self.registry,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+
+    def render(self) -> tuple[bytes, str]:
+        for station in self._stations:  # conversions done since the last scrape
+            done = station.counters.conversions
+            while done:
+                self._conversion.labels(station.id).observe(done.pop(0))
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

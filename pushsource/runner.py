@@ -1,0 +1,461 @@
+"""Stations at work: each built from its settings, run on a thread of its own,
+watched (status, history, counters) and steered (skip, queue edits, uploads).
+
+Several stations share one process; one that fails (a wrong password, a server
+gone for good) says why and stops, and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from watchdog.observers.api import BaseObserver
+
+from pushsource.config import default_id
+from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
+from pushsource.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
+from pushsource.icecast import IcecastTarget, SourceConnection, StationInfo
+from pushsource.prefetch import EditableSource, Prefetch
+from pushsource.settings import StationSettings, resolve_target
+from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
+from pushsource.station import Idle, ListSource, Pacing, Retry, Station
+from pushsource.tracks import Track, skipped
+from pushsource.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
+
+log = logging.getLogger("pushsource")
+
+HISTORY: int = 50
+#: Uploads land under a hidden name that the folder ignores, then move into place.
+_UPLOAD_PREFIX = ".pushsource-upload-"
+
+
+@dataclass
+class Counters:
+    """What a station did, for /metrics; plain numbers, added on the station's
+    thread (no lock: one writer, readers take a snapshot)."""
+
+    bytes_sent: int = 0
+    frames_sent: int = 0
+    tracks_played: int = 0
+    tracks_skipped_by_hand: int = 0
+    reconnects: int = 0
+    lead: float = 0.0  # seconds of audio sent ahead of real time, after the last batch
+    min_lead: float | None = None  # the least seen since the last scrape
+    skipped_files: dict[str, int] = field(default_factory=dict)  # by reason
+    conversions: list[float] = field(default_factory=list)  # seconds, not yet scraped
+
+
+@dataclass(frozen=True)
+class _Playing:
+    track: Track
+    file: str
+    title: str
+    started: float  # monotonic time its first frame went out, less any resumed part
+    duration: float | None
+    bitrate: int
+
+
+class StationRunner:
+    """One station from its settings. Construction checks everything it can
+    without connecting (raises ConfigError); :meth:`start` starts it."""
+
+    def __init__(
+        self,
+        settings: StationSettings,
+        environ: Mapping[str, str],
+        *,
+        observer: BaseObserver | None = None,
+        clock: Any = time.monotonic,
+        announce_errors: bool = True,
+    ) -> None:
+        self._announce_errors = announce_errors  # log the error that stops the station
+        self.settings = settings
+        self.target: IcecastTarget = resolve_target(settings, environ)
+        self.id = settings.id or default_id(self.target.mount)
+        self.counters = Counters()
+        self.error: PushsourceError | None = None
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = "starting"
+        self._last_error: str | None = None
+        self._playing: _Playing | None = None
+        self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+
+        folder = settings.folder
+        if not folder.is_dir():
+            raise ConfigError(f"music folder {folder} is not a directory")
+        self.folder = folder.resolve()
+        if settings.max_retries is not None and settings.max_retries < 0:
+            raise ConfigError("--max-retries must be 0 or more")
+        fmt = StationFormat(settings.samplerate, settings.channels, settings.bitrate)
+        key = f"{self.target.host}:{self.target.port}{self.target.mount}"
+        self._transcoder = Transcoder(settings.cache or default_cache_dir(key), fmt)
+        resolver = Resolver(
+            fmt,
+            self._transcoder,
+            strict_bitrate=settings.strict_bitrate,
+            converted=self.counters.conversions.append,
+        )
+        self.info = StationInfo(
+            name=settings.name,
+            description=settings.description,
+            genre=settings.genre,
+            url=settings.station_url,
+            public=settings.public,
+        )
+        self._queue: FolderQueue | None = None
+        keeper: StateKeeper | None = None
+        resume: list[tuple[Path, int]] = []
+        self._order: list[Path] = []
+        source: EditableSource
+        if settings.once:
+            paths = scan(folder)
+            if not paths:
+                log.warning("nothing to play in %s", folder)
+            source = ListSource(paths)
+            self._prefetch = Prefetch(
+                source,
+                resolver.prepare,
+                finite=True,
+                unplayable=self.file_skipped,
+                name=f"{self.id}/prefetch",
+            )
+        else:
+            keeper, resume = _restore(settings.state, self.target)
+            self._order = [Path(p) for p in keeper.state.queue]
+            self._queue = queue = FolderQueue(folder, settle=settings.settle)
+            root = queue.root
+            source = queue
+            self._prefetch = Prefetch(
+                queue,
+                resolver.prepare,
+                skip=keeper.state.was_played,
+                housekeeping=lambda: self._transcoder.prune(scan(root)),
+                unplayable=self.file_skipped,
+                name=f"{self.id}/prefetch",
+            )
+        self._keeper = keeper
+        timeout = settings.timeout
+        self.station = Station(
+            self.target,
+            self._prefetch,
+            self.info,
+            once=settings.once,
+            pacing=Pacing(lead=settings.lead, batch=min(Pacing.batch, settings.lead)),
+            retry=Retry(limit=settings.max_retries),
+            connect=lambda t: SourceConnection(t, timeout=timeout),
+            keeper=keeper,
+            resume=resume,
+            idle=Idle(settings.idle),
+            silence=fmt.header(),
+            library=lambda: scan(self.folder),
+            shuffle=settings.shuffle,
+            resolve=resolver.resolve,
+            events=self,
+        )
+        self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)
+
+    def __repr__(self) -> str:
+        return f"StationRunner({self.id!r}, {str(self.target)!r})"
+
+    # -- running
+
+    def start(self) -> None:
+        """Start watching the folder and streaming, on the station's thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop cleanly (safe in a signal handler)."""
+        self.station.stop()
+        self._prefetch.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the station to end; returns whether it has."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            if self._queue is not None:
+                self._queue.start(order=self._order)
+            self._prefetch.start()
+            self.station.run()
+        except PushsourceError as exc:
+            self.error = exc
+            if self._announce_errors:
+                log.error("%s", exc)
+        except Exception as exc:  # a bug must not take the other stations down
+            self.error = PushsourceError(f"station stopped by an internal error: {exc!r}")
+            log.exception("station %s stopped by an internal error", self.id)
+            with self._lock:
+                self._state = "failed"
+        finally:
+            self._prefetch.close()
+            if self._queue is not None:
+                self._queue.stop()
+            self._transcoder.close()
+
+    # -- Events (on the station's threads)
+
+    def connection(self, state: str, error: str | None = None) -> None:
+        with self._lock:
+            self._state = state
+            self._last_error = error if state in ("reconnecting", "failed") else None
+            if state == "reconnecting":
+                self.counters.reconnects += 1
+
+    def track_started(self, track: Track) -> None:
+        header = track.first.header
+        bitrate = track.info.bitrate or header.bitrate
+        done = track.first.offset / (bitrate * 125) if track.resumed else 0.0
+        playing = _Playing(
+            track=track,
+            file=self._relative(track.path),
+            title=track.info.title,
+            started=self._clock() - done,
+            duration=track.info.duration,
+            bitrate=bitrate,
+        )
+        with self._lock:
+            self._playing = playing
+            if not track.resumed:
+                stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+                self._history.appendleft(
+                    {"file": playing.file, "title": playing.title, "started": stamp}
+                )
+
+    def track_ended(self, track: Track, *, skipped: bool) -> None:
+        counters = self.counters
+        if skipped:
+            counters.tracks_skipped_by_hand += 1
+        else:
+            counters.tracks_played += 1
+        with self._lock:
+            if self._playing is not None and self._playing.track is track:
+                self._playing = None
+
+    def file_skipped(self, exc: TrackError) -> None:
+        if skipped(exc):
+            reason = _reason_kind(exc.reason)
+            files = self.counters.skipped_files
+            files[reason] = files.get(reason, 0) + 1
+
+    def sent(self, nbytes: int, frames: int, lead: float) -> None:
+        counters = self.counters
+        counters.bytes_sent += nbytes
+        counters.frames_sent += frames
+        counters.lead = lead
+        if counters.min_lead is None or lead < counters.min_lead:
+            counters.min_lead = lead
+
+    # -- status (any thread)
+
+    @property
+    def queue_length(self) -> int:
+        return len(self._prefetch.queued())
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            playing, state, error = self._playing, self._state, self._last_error
+            history = list(self._history)
+        now_playing = None
+        if playing is not None:
+            elapsed = max(0.0, self._clock() - playing.started)
+            if playing.duration is not None:
+                elapsed = min(elapsed, playing.duration)
+            now_playing = {
+                "title": playing.title,
+                "file": playing.file,
+                "elapsed": round(elapsed, 2),
+                "duration": None if playing.duration is None else round(playing.duration, 2),
+                "bitrate": playing.bitrate,
+            }
+        target = self.target
+        host = f"[{target.host}]" if ":" in target.host else target.host
+        scheme = "https" if target.tls else "http"
+        return {
+            "id": self.id,
+            "name": self.info.name or self.id,
+            "mount": target.mount,
+            "server": f"{host}:{target.port}",
+            "listen_url": f"{scheme}://{host}:{target.port}{target.mount}",
+            "connection": {
+                "state": state,
+                "reconnects": self.counters.reconnects,
+                "error": error,
+            },
+            "now_playing": now_playing,
+            "queue": [{"file": self._relative(path)} for path in self._prefetch.queued()],
+            "history": history,
+        }
+
+    # -- steering (any thread); ControlError on requests that cannot be done
+
+    def skip(self) -> None:
+        self.station.skip()
+
+    def rescan(self) -> None:
+        """Walk the folder again (SIGHUP); safe in a signal handler."""
+        if self._queue is not None:
+            self._queue.rescan()
+
+    def remove(self, file: str) -> None:
+        path = self._queued(file)
+        order = [p for p in self._prefetch.queued() if p != path]
+        if self._keeper is not None:  # removed by hand: not back after a restart
+            self._keeper.state.mark_played(path)
+            self._keeper.changed()
+        self._prefetch.edit(order, remove=[path])
+        log.info("removed %s from the queue", file)
+
+    def move(self, file: str, index: int) -> None:
+        path = self._queued(file)
+        order = [p for p in self._prefetch.queued() if p != path]
+        if not 0 <= index <= len(order):
+            raise ControlError(f"index {index} is out of range 0..{len(order)}", 400)
+        order.insert(index, path)
+        self._prefetch.edit(order)
+        log.info("moved %s to position %d of the queue", file, index + 1)
+
+    def enqueue(self, file: str) -> None:
+        path = self._in_folder(file)
+        if not path.is_file():
+            raise ControlError(f"no such file in the folder: {file}", 404)
+        queued = self._prefetch.queued()
+        if path in queued:
+            raise ControlError(f"{file} is queued already", 409)
+        if self._keeper is not None:
+            self._keeper.state.forget(path)  # asked for by hand: it may play again
+        self._prefetch.edit([*queued, path], enqueue=[path])
+        log.info("queued %s by hand", file)
+
+    def upload(self, filename: str, data: BinaryIO, length: int) -> str:
+        """Save an uploaded file into the folder, where the folder queue finds
+        it like any other (the folder stays the one source of truth)."""
+        name = PurePosixPath(filename).name
+        if name != filename or not name or name.startswith(".") or "\\" in name:
+            raise ControlError(f"not a plain file name: {filename!r}", 400)
+        if not is_eligible(PurePosixPath(name), AUDIO_EXTENSIONS):
+            raise ControlError(f"not an audio file name the folder plays: {filename!r}", 400)
+        final = self.folder / name
+        if final.exists():
+            raise ControlError(f"{name} exists already in the folder", 409)
+        fd, temp = tempfile.mkstemp(prefix=_UPLOAD_PREFIX, suffix=".part", dir=self.folder)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                left = length
+                while left > 0:
+                    chunk = data.read(min(left, 1 << 16))
+                    if not chunk:
+                        raise ControlError(f"upload of {name} ended early", 400)
+                    out.write(chunk)
+                    left -= len(chunk)
+            os.link(temp, final)  # fails if the name was taken meanwhile: no overwrite
+        except FileExistsError:
+            raise ControlError(f"{name} exists already in the folder", 409) from None
+        except OSError as exc:
+            raise ControlError(f"cannot save {name}: {exc.strerror or exc}", 409) from None
+        finally:
+            with _suppress_os_error():
+                os.unlink(temp)
+        log.info("uploaded %s (%d bytes)", name, length)
+        return name
+
+    # -- helpers
+
+    def _relative(self, path: Path) -> str:
+        try:
+            return path.resolve().relative_to(self.folder).as_posix()
+        except ValueError:
+            return path.name
+
+    def _in_folder(self, file: str) -> Path:
+        rel = PurePosixPath(file)
+        if not file or rel.is_absolute() or ".." in rel.parts:
+            raise ControlError(f"not a file of the folder: {file!r}", 400)
+        return self.folder / rel
+
+    def _queued(self, file: str) -> Path:
+        wanted = self._in_folder(file)
+        for path in self._prefetch.queued():
+            if path.resolve() == wanted.resolve():
+                return path
+        raise ControlError(f"{file} is not in the queue", 404)
+
+
+class _suppress_os_error:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return isinstance(exc[1], OSError)
+
+
+def _reason_kind(reason: str) -> str:
+    """A short, fixed label for a skip reason (metric labels must not be free text)."""
+    text = reason.casefold()
+    for needle, kind in (
+        ("gone", "gone"),
+        ("directory", "not_a_file"),
+        ("permission", "unreadable"),
+        ("cannot read", "unreadable"),
+        ("convert", "conversion_failed"),
+        ("libvlc", "conversion_failed"),
+        ("decode", "conversion_failed"),
+        ("frame", "no_audio"),
+        ("empty", "no_audio"),
+        ("mpeg", "no_audio"),
+    ):
+        if needle in text:
+            return kind
+    return "other"
+
+
+def _restore(
+    path: Path | None, target: IcecastTarget
+) -> tuple[StateKeeper, list[tuple[Path, int]]]:
+    """Load the play state; where the last run was part-way through a track
+    that is still the same file, go on from there."""
+    if path is None:
+        path = default_state_path(f"{target.host}:{target.port}{target.mount}")
+    state = load_state(path)
+    log.debug("play state in %s", path)
+    resume: list[tuple[Path, int]] = []
+    if state.current is not None:
+        current = Path(state.current)
+        if state.current_stamp is not None and FileStamp.of(current) == state.current_stamp:
+            resume.append((current, state.current_offset))
+    return StateKeeper(path, state, interval=5.0), resume
+
+
+def build_runners(
+    stations: Sequence[StationSettings],
+    environ: Mapping[str, str],
+    *,
+    observer: BaseObserver | None = None,
+    announce_errors: bool = True,
+) -> list[StationRunner]:
+    """Every station built (and so checked) before any starts. Raises ConfigError,
+    naming the station when there are several."""
+    runners = []
+    for settings in stations:
+        try:
+            runners.append(
+                StationRunner(settings, environ, observer=observer, announce_errors=announce_errors)
+            )
+        except ConfigError as exc:
+            if len(stations) == 1:
+                raise
+            label = settings.id or settings.name or str(settings.folder)
+            raise ConfigError(f"station {label}: {exc}") from None
+    return runners

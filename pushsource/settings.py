@@ -1,0 +1,104 @@
+"""What one station is told to do: the options of ``pushsource stream``, or one
+``[[station]]`` table of a config file, in one checked form."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from pushsource.errors import ConfigError
+from pushsource.icecast import IcecastTarget, parse_target
+
+#: The environment variable a password may come from.
+PASSWORD_ENV: Final = "PUSHSOURCE_PASSWORD"
+#: ... and the control API's token.
+TOKEN_ENV: Final = "PUSHSOURCE_TOKEN"
+
+#: Where the control API listens when it is on and no address is given.
+DEFAULT_CONTROL: Final = ("127.0.0.1", 8700)
+
+
+@dataclass(frozen=True)
+class StationSettings:
+    folder: Path
+    url: str  # icecast://[user[:password]@]host[:port]/mount
+    password: str | None = dataclasses.field(default=None, repr=False)
+    password_file: Path | None = None
+    insecure_password_file: bool = False
+    id: str | None = None  # for the control API; default: the mount without its slash
+    once: bool = False
+    name: str | None = None
+    description: str | None = None
+    genre: str | None = None
+    station_url: str | None = None
+    public: bool = False
+    lead: float = 0.5
+    samplerate: int = 44100
+    channels: int = 2
+    bitrate: int = 128
+    strict_bitrate: bool = False
+    cache: Path | None = None
+    idle: str = "silence"
+    shuffle: bool = False
+    state: Path | None = None
+    max_retries: int | None = None
+    timeout: float = 5.0
+    settle: float = 2.0
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    host: str = DEFAULT_CONTROL[0]
+    port: int = DEFAULT_CONTROL[1]
+    token: str | None = dataclasses.field(default=None, repr=False)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port``, ``:port`` or ``port`` (host then 127.0.0.1). Raises ValueError."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host.strip("[]") or DEFAULT_CONTROL[0]
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range: {port}")
+    return host, port
+
+
+def resolve_target(settings: StationSettings, environ: Mapping[str, str]) -> IcecastTarget:
+    """Where a station sends, with its password from (first found) the
+    password setting or file, the URL, or $PUSHSOURCE_PASSWORD. Raises ConfigError."""
+    password = settings.password
+    if password is None and settings.password_file is not None:
+        password = read_password_file(
+            settings.password_file, insecure=settings.insecure_password_file
+        )
+    return parse_target(
+        settings.url, password=password, fallback_password=environ.get(PASSWORD_ENV)
+    )
+
+
+def read_password_file(path: Path, *, insecure: bool = False) -> str:
+    """The password in ``path`` (its first line). Like ssh with keys, refuse a
+    file that group or others can read, unless ``insecure``. Raises ConfigError."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"cannot read --password-file {path}: {exc.strerror or exc}") from None
+    if mode & 0o077 and not insecure:
+        raise ConfigError(
+            f"--password-file {path} is readable by others (mode {mode & 0o777:03o}); "
+            f"chmod 600 it, or pass --insecure-password-file"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"cannot read --password-file {path}: {reason}") from None
+    secret = text.splitlines()[0] if text else ""
+    if not secret:
+        raise ConfigError(f"--password-file {path} is empty")
+    return secret

@@ -1,0 +1,219 @@
+"""The TOML config of ``pushsource run``: what it accepts and how it says no."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pushsource.config import default_id, expand, load_config
+from pushsource.errors import ConfigError
+from pushsource.settings import ControlSettings, StationSettings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "rock").mkdir(exist_ok=True)
+    (tmp_path / "jazz").mkdir(exist_ok=True)
+    path = tmp_path / "stations.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+ENV = {"ROCK_PASSWORD": "r0ck-s3cret", "TOKEN": "t0ken-xyz"}
+
+
+def test_two_stations_with_defaults_and_expansion(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[control]
+listen = "127.0.0.1:8711"
+token = "${TOKEN}"
+
+[[station]]
+folder = "rock"
+url = "icecast://source@127.0.0.1:8000/rock"
+password = "${ROCK_PASSWORD}"
+name = "Rock $$ Roll"
+idle = "loop"
+shuffle = true
+
+[[station]]
+folder = "jazz"
+url = "icecast://source:hackme@127.0.0.1:8000/jazz"
+samplerate = 48000
+channels = 1
+bitrate = 64
+once = true
+""",
+    )
+    config = load_config(path, ENV)
+    rock, jazz = config.stations
+    assert rock == StationSettings(
+        folder=tmp_path / "rock",
+        url="icecast://source@127.0.0.1:8000/rock",
+        password="r0ck-s3cret",
+        id="rock",
+        name="Rock $ Roll",
+        idle="loop",
+        shuffle=True,
+    )
+    assert (jazz.id, jazz.samplerate, jazz.channels, jazz.bitrate, jazz.once) == (
+        "jazz",
+        48000,
+        1,
+        64,
+        True,
+    )
+    assert config.control == ControlSettings("127.0.0.1", 8711, "t0ken-xyz")
+    assert "r0ck-s3cret" not in repr(config)
+    assert "t0ken-xyz" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('colour = "red"', 'station 1 ("Rock"): unknown key "colour"'),
+        ("samplerate = 44100.0", 'key "samplerate" must be a whole number, not a number'),
+        ('samplerate = "44100"', 'key "samplerate" must be a whole number, not a string'),
+        ("samplerate = 44000", "keys samplerate, channels, bitrate"),
+        ("channels = 3", 'key "channels" must be 1 or 2, not 3'),
+        ("bitrate = 130", "keys samplerate, channels, bitrate"),
+        ("public = 1", 'key "public" must be true or false, not a number'),
+        ("lead = 0", 'key "lead" must be between 0 and 60 seconds'),
+        ('idle = "pause"', 'key "idle" must be "silence", "loop" or "stop"'),
+        ("max_retries = -1", 'key "max_retries" must be a whole number, 0 or more'),
+        ('password = "${NOT_SET_ANYWHERE}"', "environment variable NOT_SET_ANYWHERE is not set"),
+        ('id = "a b"', 'key "id" must be letters'),
+    ],
+)
+def test_bad_value_names_file_station_and_key(tmp_path: Path, body: str, expected: str) -> None:
+    path = write(
+        tmp_path,
+        f"""
+[[station]]
+name = "Rock"
+folder = "rock"
+url = "icecast://source:hackme@127.0.0.1:8000/rock"
+{body}
+""",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ENV)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: station 1")
+    assert expected in message
+    assert caught.value.exit_status == 2
+
+
+def test_missing_folder_and_url(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[station]]\nfolder = "nowhere"\nurl = "icecast://s:p@h/m"\n')
+    with pytest.raises(ConfigError, match=r'station 1: key "folder": .*nowhere is not a dir'):
+        load_config(path, ENV)
+    path = write(tmp_path, '[[station]]\nfolder = "rock"\n')
+    with pytest.raises(ConfigError, match=r'station 1: key "url" is missing'):
+        load_config(path, ENV)
+
+
+def test_two_stations_on_one_mount(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[station]]
+folder = "rock"
+url = "icecast://source:hackme@LOCALHOST:8000/live"
+[[station]]
+folder = "jazz"
+id = "other"
+url = "icecast://source:hackme@localhost/live"
+""",
+    )
+    with pytest.raises(ConfigError, match=r"station 2: key \"url\": mount .* is already station 1"):
+        load_config(path, ENV)
+
+
+def test_same_id_twice(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[[station]]
+folder = "rock"
+url = "icecast://source:hackme@127.0.0.1/a/live"
+[[station]]
+folder = "jazz"
+url = "icecast://source:hackme@127.0.0.1/a-live"
+""",
+    )
+    with pytest.raises(ConfigError, match=r'station 2: key "id": "a-live" is already station 1'):
+        load_config(path, ENV)
+
+
+def test_bad_url_never_shows_its_password(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[station]]\nfolder = "rock"\nurl = "ftp://source:Sup3rS3cret@h/m"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ENV)
+    assert 'key "url"' in str(caught.value)
+    assert "Sup3rS3cret" not in str(caught.value)
+
+
+def test_no_password_anywhere(tmp_path: Path) -> None:
+    path = write(tmp_path, '[[station]]\nfolder = "rock"\nurl = "icecast://127.0.0.1/m"\n')
+    with pytest.raises(ConfigError, match=r'station 1: no source password: set key "password"'):
+        load_config(path, {})
+    # ...but $PUSHSOURCE_PASSWORD is a password, as for `pushsource stream`
+    assert load_config(path, {"PUSHSOURCE_PASSWORD": "x"}).stations[0].id == "m"
+
+
+def test_password_file_relative_to_the_config(tmp_path: Path) -> None:
+    secret = tmp_path / "rock.pw"
+    secret.write_text("from-file\n")
+    secret.chmod(0o644)
+    path = write(
+        tmp_path,
+        '[[station]]\nfolder = "rock"\nurl = "icecast://127.0.0.1/m"\npassword_file = "rock.pw"\n',
+    )
+    with pytest.raises(ConfigError, match=r'key "password_file": .*readable by others'):
+        load_config(path, {})
+    secret.chmod(0o600)
+    assert load_config(path, {}).stations[0].password_file == secret
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "no [[station]] tables"),
+        ("station = 3", "no [[station]] tables"),
+        ('[[station]]\nfolder = "rock"\n[other]\n', 'unknown key "other"'),
+        ("[[station]\n", "not valid TOML"),
+        (
+            '[control]\nport = 1\n[[station]]\nfolder = "rock"\nurl = "icecast://a:b@h/m"\n',
+            '[control]: unknown key "port"',
+        ),
+        (
+            '[control]\nlisten = "h:99999"\n[[station]]\nfolder = "rock"\nurl = "icecast://a:b@h/m"\n',
+            '[control]: key "listen" port out of range',
+        ),
+    ],
+)
+def test_bad_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, ENV)
+    assert str(caught.value).startswith(str(path))
+    assert expected in str(caught.value)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.toml", ENV)
+
+
+def test_expand() -> None:
+    assert expand("a${X}b$${X}$$", {"X": "1"}) == "a1b${X}$"
+    assert expand("$X ${", {}) == "$X ${"
+
+
+def test_default_id() -> None:
+    assert default_id("/rock") == "rock"
+    assert default_id("/live/main.mp3") == "live-main.mp3"
+    assert default_id("/") == "stream"

@@ -1,0 +1,169 @@
+"""A station's status and steering (what the control API calls), with a real
+folder and real files but no server: the station is not started."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pushsource.console import line
+from pushsource.errors import ControlError
+from pushsource.logs import JsonFormatter, PlainFormatter, StationFilter
+from pushsource.metrics import Metrics
+from pushsource.runner import StationRunner
+from pushsource.settings import StationSettings
+from tests.support.media import make_clean_mp3
+
+
+def wait_for(check: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def music(tmp_path: Path) -> Path:
+    folder = tmp_path / "music"
+    folder.mkdir()
+    an_hour_ago = time.time() - 3600
+    for name in ("a", "b", "c", "d"):
+        make_clean_mp3(folder / f"{name}.mp3", 0.3, freq=300)
+        os.utime(folder / f"{name}.mp3", (an_hour_ago, an_hour_ago))
+    return folder
+
+
+@pytest.fixture
+def runner(music: Path, tmp_path: Path) -> Iterator[StationRunner]:
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        name="Rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+    )
+    station = StationRunner(settings, {})
+    # The folder and the prefetch worker, as start() would, but no station thread.
+    assert station._queue is not None
+    station._queue.start()
+    station._prefetch.start()
+    yield station
+    station._prefetch.close()
+    station._queue.stop()
+
+
+def queue_of(runner: StationRunner) -> list[str]:
+    return [entry["file"] for entry in runner.status()["queue"]]
+
+
+def test_status_before_anything_plays(runner: StationRunner) -> None:
+    wait_for(lambda: len(queue_of(runner)) == 4)
+    status = runner.status()
+    assert status["id"] == "rock"
+    assert status["name"] == "Rock"
+    assert status["mount"] == "/rock"
+    assert status["listen_url"] == "http://127.0.0.1:9/rock"
+    assert status["connection"] == {"state": "starting", "reconnects": 0, "error": None}
+    assert status["now_playing"] is None
+    assert queue_of(runner) == ["a.mp3", "b.mp3", "c.mp3", "d.mp3"]
+    assert "pw" not in repr(runner)
+
+
+def test_move_remove_enqueue(runner: StationRunner, music: Path) -> None:
+    wait_for(lambda: len(queue_of(runner)) == 4)
+    runner.move("d.mp3", 0)
+    assert queue_of(runner)[0] == "d.mp3"
+    # The worker gives back what it held, and the folder queue takes the order.
+    wait_for(lambda: runner._prefetch.get(0) is not None)
+    runner.move("c.mp3", 0)
+    runner.remove("b.mp3")
+    wait_for(lambda: queue_of(runner) == ["c.mp3", "a.mp3"])
+    with pytest.raises(ControlError) as gone:
+        runner.remove("b.mp3")
+    assert gone.value.status == 404
+    runner.enqueue("b.mp3")
+    wait_for(lambda: queue_of(runner) == ["c.mp3", "a.mp3", "b.mp3"])
+    with pytest.raises(ControlError) as twice:
+        runner.enqueue("b.mp3")
+    assert twice.value.status == 409
+    with pytest.raises(ControlError) as outside:
+        runner.enqueue("../music/a.mp3")
+    assert outside.value.status == 400
+    with pytest.raises(ControlError) as bad_index:
+        runner.move("a.mp3", 7)
+    assert bad_index.value.status == 400
+    # What the station would get next follows the edits.
+    got = [runner._prefetch.get(2.0) for _ in range(3)]
+    assert [p.name if p else None for p in got] == ["c.mp3", "a.mp3", "b.mp3"]
+
+
+def test_upload_lands_in_the_folder_and_is_queued(runner: StationRunner, music: Path) -> None:
+    data = make_clean_mp3(music.parent / "new.mp3", 0.3, freq=500)
+    name = runner.upload("new.mp3", io.BytesIO(data), len(data))
+    assert name == "new.mp3"
+    assert (music / "new.mp3").read_bytes() == data
+    wait_for(lambda: "new.mp3" in queue_of(runner))
+    assert [p.name for p in music.iterdir() if p.name.startswith(".")] == []
+    for bad, status in (
+        ("new.mp3", 409),
+        ("../x.mp3", 400),
+        (".hidden.mp3", 400),
+        ("notes.txt", 400),
+        ("", 400),
+    ):
+        with pytest.raises(ControlError) as caught:
+            runner.upload(bad, io.BytesIO(data), len(data))
+        assert caught.value.status == status, bad
+    with pytest.raises(ControlError, match="ended early"):
+        runner.upload("short.mp3", io.BytesIO(data[:100]), len(data))
+    assert not (music / "short.mp3").exists()
+
+
+def test_metrics_render(runner: StationRunner) -> None:
+    runner.sent(4000, 10, 0.45)
+    runner.sent(4000, 10, 0.40)
+    runner.counters.conversions.append(1.5)
+    runner.connection("reconnecting", "reset")
+    body, content_type = Metrics([runner]).render()
+    text = body.decode()
+    assert content_type.startswith("text/plain")
+    assert 'pushsource_sent_bytes_total{station="rock"} 8000.0' in text
+    assert 'pushsource_sent_frames_total{station="rock"} 20.0' in text
+    assert 'pushsource_reconnects_total{station="rock"} 1.0' in text
+    assert 'pushsource_lead_min_seconds{station="rock"} 0.4' in text
+    assert 'pushsource_connection_state{state="reconnecting",station="rock"} 1.0' in text
+    assert 'pushsource_conversion_seconds_count{station="rock"} 1.0' in text
+    assert "pushsource_queue_length" in text
+
+
+def test_console_line() -> None:
+    status = {
+        "name": "Rock",
+        "connection": {"state": "on air", "reconnects": 2},
+        "now_playing": {"title": "Band - Song", "elapsed": 61.0, "duration": 122.0},
+        "queue": [{"file": "x"}, {"file": "y"}],
+    }
+    text = line(status).plain
+    assert text.startswith("Rock")
+    assert "on air" in text
+    assert "[" + "=" * 12 + "-" * 12 + "] 1:01/2:02 Band - Song" in text
+    assert "(queue 2)" in text and "reconnects 2" in text
+
+
+def test_log_formats_name_the_station_and_hide_passwords() -> None:
+    record = logging.LogRecord(
+        "pushsource", logging.INFO, __file__, 1, "to %s", ("icecast://u:s3cr3t@h/m",), None
+    )
+    StationFilter(["MainThread"]).filter(record)
+    assert record.station == "MainThread"  # type: ignore[attr-defined]
+    plain = PlainFormatter(show_station=True).format(record)
+    assert plain.endswith("INFO [MainThread] to icecast://u:***@h/m")
+    entry = JsonFormatter().format(record)
+    assert '"station": "MainThread"' in entry and "s3cr3t" not in entry
