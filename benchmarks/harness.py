@@ -59,6 +59,13 @@ class Bench:
     skip_s: float  # the listener's pacing figures leave out this much after the first byte
 
     @property
+    def icecast_pid(self) -> int:
+        # IcecastServer starts icecast2 in a session of its own: its pid is its group.
+        process = self.icecast._process
+        assert process is not None
+        return process.pid
+
+    @property
     def server(self) -> Server:
         return Server(self.icecast.host, self.icecast.port)
 
@@ -167,15 +174,18 @@ def run_point(
     result["note"] = launched.note
     listener: ListenerProcess | None = None
     try:
-        listed, error = wait_listed(bench, mounts, launched, start, timeout=30 + 0.2 * n)
+        listed, error = wait_listed(bench, mounts, launched, start, timeout=20 + 0.1 * n)
         at_listed = procs.sample(launched.pgid)
-        result["startup_s"] = max(listed.values()) if listed else None
+        result["startup_s"] = max(listed.values()) if len(listed) == n else None
         result["startup_first_s"] = min(listed.values()) if listed else None
         result["startup_cpu_s"] = at_listed.cpu_s
+        result["mounts_up_at_start"] = len(listed)
         if error:
             result["error"] = error
             result["log"] = launched.log_tail()
-            return result
+            if not listed or len(launched.early_exits()) == len(launched.procs):
+                return result
+            # Some are up: measure what there is (the listener keeps asking for the rest).
         listener = ListenerProcess(bench, mounts, tag)
         if not listener.wait_ready(10 + 0.05 * n):
             result["error"] = "listener could not connect to every mount in time"
@@ -187,6 +197,7 @@ def run_point(
         _sleep_until(warm_at)
         warm = procs.sample(launched.pgid)
         warm_t = time.monotonic()
+        icecast_warm = procs.sample(bench.icecast_pid).cpu_s
         rss_peak = warm.rss_bytes
         while time.monotonic() < end_at - 1.0:
             time.sleep(1.0)
@@ -194,10 +205,12 @@ def run_point(
         _sleep_until(end_at)
         end = procs.sample(launched.pgid)
         end_t = time.monotonic()
+        icecast_end = procs.sample(bench.icecast_pid).cpu_s
         pss = procs.pss_bytes(launched.pgid)
         exits = launched.early_exits()
         if exits:
-            result["error"] = f"{len(exits)} process(es) ended before the run did: {exits[:5]}"
+            ended = f"{len(exits)} process(es) ended before the run did: {exits[:5]}"
+            result["error"] = "; ".join(x for x in (result.get("error"), ended) if x)
             result["log"] = launched.log_tail()
         window = end_t - warm_t
         steady = end.cpu_s - warm.cpu_s
@@ -212,6 +225,8 @@ def run_point(
                 "rss_mb": end.rss_bytes / 1e6,
                 "rss_peak_mb": rss_peak / 1e6,
                 "pss_mb": pss / 1e6 if pss is not None else None,
+                # The server's share: what serving this client cost Icecast.
+                "icecast_cpu_percent": 100 * (icecast_end - icecast_warm) / window,
             }
         )
     finally:

@@ -115,13 +115,14 @@ def render(results: dict[str, Any]) -> str:
             _fmt(_median(start.get("startup_cpu_s", [])), ".2f"),
             _fmt(r.get("max_deviation_ms"), ".0f"), _fmt(r.get("peak_to_peak_ms"), ".0f"),
             drift_text, _fmt(r.get("longest_silence_ms"), ".0f"), _fmt(r.get("rss_mb")),
+            _fmt(r.get("icecast_cpu_percent")),
             r.get("error") or "",
         ])  # fmt: skip
     if rows:
         out.append(f"\n-- one station, {meta['single_s']:.0f} s each (CPU: steady state) --")
-        out.append(_table(
-            ["client", "CPU s/h", "vs ez", "start s", "start CPU s", "max dev ms",
-             "p-p ms", "drift ms/h", "silence ms", "RSS MB", "error"], rows))  # fmt: skip
+        header = ["client", "CPU s/h", "vs ez", "start s", "start CPU s", "max dev ms", "p-p ms",
+                  "drift ms/h", "silence ms", "RSS MB", "icecast %", "error"]  # fmt: skip
+        out.append(_table(header, rows))
 
     drops = results.get("drop_to_air", {})
     if drops:
@@ -139,7 +140,7 @@ def render(results: dict[str, Any]) -> str:
         rows = []
         for p in scale:
             if "skipped" in p:
-                rows.append([p["client"], str(p["stations"]), *["-"] * 10, p["skipped"]])
+                rows.append([p["client"], str(p["stations"]), *["-"] * 11, p["skipped"]])
                 continue
             ez = _scale_point(results, "ezstream", p["stations"])
             rows.append([
@@ -147,15 +148,17 @@ def render(results: dict[str, Any]) -> str:
                 _fmt(p.get("cpu_percent")), _fmt(p.get("cpu_s_per_station_hour")),
                 _fmt(_ratio(p.get("cpu_s_per_station_hour"), _get(ez, "cpu_s_per_station_hour")),
                      ".2f"),
-                _fmt(p.get("rss_mb")), _fmt(p.get("pss_mb")), _fmt(p.get("startup_s"), ".2f"),
+                _fmt(p.get("rss_mb")), _fmt(p.get("pss_mb")), _fmt(p.get("icecast_cpu_percent")),
+                _fmt(p.get("startup_s"), ".2f"),
                 _fmt(p.get("max_deviation_ms"), ".0f"), _fmt(p.get("longest_silence_ms"), ".0f"),
                 f"{p.get('mounts_heard', 0)}/{p['stations']}",
                 "; ".join(x for x in (p.get("note"), p.get("error")) if x),
             ])  # fmt: skip
         out.append(f"\n-- scale, {meta['scale_s']:.0f} s per point --")
-        out.append(_table(
-            ["client", "N", "procs", "CPU %", "CPU s/stn-h", "vs ez", "RSS MB", "PSS MB",
-             "start s", "worst dev ms", "worst silence ms", "heard", "note"], rows))  # fmt: skip
+        header = ["client", "N", "procs", "CPU %", "CPU s/stn-h", "vs ez", "RSS MB", "PSS MB",
+                  "icecast %", "start s", "worst dev ms", "worst silence ms", "heard",
+                  "note"]  # fmt: skip
+        out.append(_table(header, rows))
 
     walk = results.get("walk")
     if walk:
