@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,7 +188,7 @@ def run_point(
                 return result
             # Some are up: measure what there is (the listener keeps asking for the rest).
         listener = ListenerProcess(bench, mounts, tag)
-        if not listener.wait_ready(10 + 0.05 * n):
+        if not listener.wait_ready(5 + 0.02 * n):
             result["error"] = "listener could not connect to every mount in time"
         # The windows start once the listener is on (at once, unless mounts
         # that were listed went away again).
@@ -258,6 +259,10 @@ def summarise_heard(heard: dict[str, Any]) -> dict[str, Any]:
             "drift_ms_per_h": statistics.median(drifts) if drifts else None,
             "closed_early": sum(1 for m in mounts if m.get("closed_early")),
             "mount_errors": [m.get("error") for m in mounts if m.get("error")][:3],
+            # Why the listener got nothing from a mount: its last HTTP answer, if any.
+            "unheard_because": dict(
+                Counter(str(m.get("last_error")) for m in mounts if not m.get("bytes"))
+            ),
         }
     )
     if len(mounts) == 1:
