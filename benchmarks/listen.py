@@ -25,6 +25,12 @@ from benchmarks.mp3 import StreamWalker
 from benchmarks.pacing import analyse
 
 RETRY_S = 0.05
+#: Connections opened but not yet answered, at most: Icecast 2.4 listens with a
+#: backlog of 5, and a storm of hundreds of connects at once leaves some in SYN
+#: retransmission for many seconds, which would be the listener's fault.
+MAX_PENDING = 16
+#: A request with no answer this long is given up and made again.
+ANSWER_TIMEOUT_S = 3.0
 
 
 class Mount:
@@ -39,6 +45,7 @@ class Mount:
         self.connected_at: float | None = None
         self.closed_at: float | None = None
         self.retry_at = 0.0
+        self.opened_at = 0.0
         self.attempts = 0
         self.error: str | None = None
         self.patterns = patterns
@@ -76,6 +83,7 @@ class Listeners:
             mount.retry_at = now + RETRY_S
             return
         mount.sock, mount.head, mount.status = sock, b"", None
+        mount.opened_at = now
         mount.attempts += 1
         self.selector.register(sock, selectors.EVENT_WRITE, mount)
 
@@ -96,9 +104,20 @@ class Listeners:
             now = time.monotonic()
             if end is not None and now >= end:
                 break
+            pending = 0
             for mount in self.mounts:
+                if mount.sock is not None and mount.status != 200:
+                    if now - mount.opened_at > ANSWER_TIMEOUT_S:
+                        mount.error = f"no answer in {ANSWER_TIMEOUT_S:g} s"
+                        self._drop(mount, now, retry=True)
+                    else:
+                        pending += 1
+            for mount in self.mounts:
+                if pending >= MAX_PENDING:
+                    break
                 if mount.sock is None and mount.closed_at is None and now >= mount.retry_at:
                     self._open(mount, now)
+                    pending += 1
             for key, events in self.selector.select(timeout=0.02):
                 self._event(key.data, events)
             if not self.ready_said and all(m.status == 200 for m in self.mounts):

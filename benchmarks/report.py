@@ -34,10 +34,19 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     single = results.get("single", {})
     ps, ez = single.get("pushsource"), single.get("ezstream")
     rows: list[dict[str, Any]] = []
+    big = _scale_point(results, "pushsource", 300)
+    # A mount nobody could hear is worse than any figure the heard ones give.
+    unheard = None
+    if big is not None and "skipped" not in big:
+        heard = big.get("mounts_heard") or 0
+        if heard < big["stations"]:
+            unheard = f"only {heard}/{big['stations']} mounts heard"
 
     def add(name: str, value: float | None, limit: float, ok: Callable[[float], bool],
             unit: str, why: str | None = None) -> None:  # fmt: skip
         verdict = "n/a" if value is None or why else "PASS" if ok(value) else "MISS"
+        if name.startswith("300 stations") and unheard:
+            verdict, why = "MISS", unheard
         rows.append({"target": name, "value": value, "limit": limit, "unit": unit,
                      "verdict": verdict, "note": why})  # fmt: skip
 
@@ -52,7 +61,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         lambda v: v <= 50, "ms/h", "window too short: run --long" if short else None)  # fmt: skip
     drop = results.get("drop_to_air", {}).get("pushsource")
     add("drop-to-air (median)", _get(drop, "drop_to_air_s"), 0.5, lambda v: v <= 0.5, "s")
-    big = _scale_point(results, "pushsource", 300)
+
     ez50 = _scale_point(results, "ezstream", 50)
     limit50 = _get(ez50, "cpu_s_per_station_hour")
     value = _get(big, "cpu_s_per_station_hour")
