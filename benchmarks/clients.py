@@ -164,8 +164,8 @@ class Pushsource(Client):
         procs: list[subprocess.Popen[bytes]] = []
         pgid: int | None = None
         for station in stations:
-            argv = [*self.command(), "stream", station.folder, server.url(station.mount), "-q"]
-            argv += ["--once"] if once else []
+            argv: list[str | Path] = [*self.command(), "stream", station.folder]
+            argv += [server.url(station.mount), "-q", *(["--once"] if once else [])]
             log = workdir / f"pushsource-{station.mount}.log"
             proc = _spawn(argv, log, pgid=pgid, env=env)
             pgid = pgid or proc.pid
@@ -182,7 +182,8 @@ class Pushsource(Client):
     ) -> Launched:
         workdir.mkdir(parents=True, exist_ok=True)
         log = workdir / "pushsource-watch.log"
-        argv = [*self.command(), "stream", station.folder, server.url(station.mount)]
+        argv: list[str | Path] = [*self.command(), "stream", station.folder]
+        argv.append(server.url(station.mount))
         proc = _spawn([*argv, "--idle", "silence", "-q"], log, pgid=None, env=self._env(workdir))
         return Launched(proc.pid, [proc], logs=[log])
 
