@@ -1,0 +1,82 @@
+"""How long pushsource.frames takes to walk one hour of 128 kbps MP3.
+
+``python -m benchmarks.walk`` encodes a short tone, repeats its frames to one
+hour (about 57 MB, in memory) and times FrameParser over it. Target: 0.2 s.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pushsource.frames import END, NEED_DATA, Frame, FrameParser
+from tests.support.media import make_clean_mp3
+
+TARGET_S = 0.2
+
+
+def one_hour() -> tuple[bytes, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = make_clean_mp3(Path(tmp) / "tone.mp3", 10.0)  # lame -t: frames only
+    seconds_each = 10.0
+    # Whole frames of 1152 samples: 10 s is not a whole number of them, so count.
+    repeats = int(3600 / seconds_each) + 1
+    return clean * repeats, repeats * seconds_each
+
+
+def walk(data: bytes, chunk: int = 1 << 16) -> tuple[int, float]:
+    parser = FrameParser()
+    frames = 0
+    samples = 0
+    view = memoryview(data)
+    for start in range(0, len(data), chunk):
+        parser.feed(view[start : start + chunk])
+        while True:
+            event = parser.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, Frame):
+                frames += 1
+                samples += event.header.samples
+    parser.feed(b"")
+    while (event := parser.next_event()) is not END:
+        if isinstance(event, Frame):
+            frames += 1
+            samples += event.header.samples
+    return frames, samples / 44100
+
+
+def measure(repeat: int = 3) -> dict[str, Any]:
+    data, _ = one_hour()
+    times = []
+    frames, audio = 0, 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        frames, audio = walk(data)
+        times.append(time.perf_counter() - start)
+    return {
+        "bytes": len(data),
+        "frames": frames,
+        "audio_s": audio,
+        "seconds_best": min(times),
+        "seconds_all": times,
+        "target_s": TARGET_S,
+    }
+
+
+def main() -> int:
+    result = measure()
+    verdict = "PASS" if result["seconds_best"] <= TARGET_S else "MISS"
+    print(
+        f"walked {result['frames']} frames ({result['audio_s'] / 3600:.2f} h, "
+        f"{result['bytes'] / 1e6:.1f} MB) in {result['seconds_best']:.3f} s "
+        f"(best of {len(result['seconds_all'])}); target <= {TARGET_S} s: {verdict}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
