@@ -344,6 +344,12 @@ class Station:
             try:
                 return self._open(path, offset)
             except TrackError as exc:
+                if offset:
+                    # Going on after a break, with every frame sent already
+                    # (only trailing tags, if anything, are left): it is done.
+                    log.debug("%s: nothing left to play at byte %d", path, offset)
+                    self._state.mark_played(path)
+                    continue
                 self._events.file_skipped(exc)
         return None
 

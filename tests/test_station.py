@@ -675,3 +675,30 @@ def test_a_longer_batch_wakes_once_per_whole_blocks_that_fit(
     for when, frame in connection.frames():
         assert when <= max(t0, t0 + float(due) - LEAD + 0.25) + 1e-9
         due += Fraction(frame.header.samples, frame.header.sample_rate)
+
+
+def test_going_on_at_the_end_of_a_file_is_no_skip(
+    tmp_path: Path, harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A break right after a track's last frame went out leaves its end (and
+    # any trailing tag) as the place to go on: that is a track done, not a
+    # broken file.
+    a = write(tmp_path / "a.mp3", make_frames(30), after=b"TAG" + bytes(125))
+    b = write(tmp_path / "b.mp3", make_frames(30, seed=2))
+    station = Station(
+        TARGET,
+        ListSource([tmp_path / "b.mp3"]),
+        StationInfo(),
+        once=True,
+        clock=harness.clock,
+        sleep=harness.clock.sleep,
+        connect=harness.connect,
+        titles=harness.make_titles,
+        resume=[(tmp_path / "a.mp3", len(a))],
+    )
+    with caplog.at_level(logging.DEBUG, logger="pushsource"):
+        station.run()
+    [connection] = harness.connections
+    assert b"".join(chunk for _, chunk in connection.chunks).startswith(b)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert station.played == [tmp_path / "b.mp3"]
