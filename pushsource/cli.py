@@ -14,6 +14,7 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import setproctitle
+from watchdog.observers import Observer
 
 from pushsource import __version__
 from pushsource.config import Config, load_config
@@ -138,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=Pacing.lead,
         metavar="SECONDS",
         help="how far ahead of real time audio is sent (default %(default)s)",
+    )
+    stream.add_argument(
+        "--batch",
+        type=_seconds,
+        default=Pacing.batch,
+        metavar="SECONDS",
+        help="the longest sleep between hand-overs (default %(default)s): longer costs "
+        "less CPU and makes listeners' timing coarser (capped at --lead)",
     )
     stream.add_argument(
         "--samplerate",
@@ -306,6 +315,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         station_url=args.station_url,
         public=args.public,
         lead=args.lead,
+        batch=args.batch,
         samplerate=args.samplerate,
         channels=args.channels,
         bitrate=args.bitrate,
@@ -345,7 +355,9 @@ def run_stations(
 ) -> int:
     """Build every station (checking all before any connects), run them until
     they end or a signal stops them. Returns the exit status."""
-    runners = build_runners(stations, os.environ, announce_errors=not single)
+    # One watchdog observer for every folder: inotify allows 128 instances per user.
+    observer = Observer()
+    runners = build_runners(stations, os.environ, observer=observer, announce_errors=not single)
     setup_logging(
         _level(args),
         json_lines=getattr(args, "log_format", "plain") == "json",
@@ -366,6 +378,9 @@ def run_stations(
             runner.join(10)
         if server is not None:
             server.close()
+        if observer.is_alive():
+            observer.stop()
+            observer.join(5)
     errors = [runner.error for runner in runners if runner.error is not None]
     if single and errors:
         raise errors[0]

@@ -106,6 +106,7 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "station_url": _text,
     "public": _flag,
     "lead": _seconds,
+    "batch": _seconds,
     "samplerate": _whole,
     "channels": _channels,
     "bitrate": _whole,

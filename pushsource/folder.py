@@ -38,7 +38,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserver
 
 from pushsource.errors import ConfigError
@@ -284,9 +284,14 @@ class _Forwarder(FileSystemEventHandler):
     """Runs on watchdog's thread. Only queues the event: an exception here would kill
     the observer, and file I/O here would race the writer. The consumer does the rest."""
 
-    def __init__(self, events: queue.SimpleQueue[RawEvent | QueueEdit | None]) -> None:
+    def __init__(
+        self,
+        events: queue.SimpleQueue[RawEvent | QueueEdit | None],
+        poke: Callable[[], object] = lambda: None,
+    ) -> None:
         super().__init__()
         self._events = events
+        self._poke = poke  # tells the consumer, if it waits elsewhere
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -298,8 +303,39 @@ class _Forwarder(FileSystemEventHandler):
             self._events.put(
                 (event.event_type, os.fsdecode(event.src_path), dest, event.is_directory)
             )
+            self._poke()
         except Exception:
             logger.exception("dropped a file system event: %r", event)
+
+
+# Queues on one shared observer that watch the same folder share one watch.
+_sharing = threading.Lock()
+_sharers: dict[tuple[int, ObservedWatch], int] = {}
+
+
+def _share(observer: BaseObserver, handler: _Forwarder, root: Path) -> ObservedWatch:
+    """Schedule a watch of root on a shared observer (starting it if its owner
+    has not yet). Raises OSError."""
+    with _sharing:
+        watch = observer.schedule(handler, str(root), recursive=True, event_filter=_EVENT_FILTER)
+        key = (id(observer), watch)
+        _sharers[key] = _sharers.get(key, 0) + 1
+        if not observer.is_alive() and observer.ident is None:
+            observer.start()
+    return watch
+
+
+def _unshare(observer: BaseObserver, handler: _Forwarder, watch: ObservedWatch) -> None:
+    """Take our handler off a shared watch; the last one out unschedules it."""
+    with _sharing:
+        key = (id(observer), watch)
+        _sharers[key] -= 1
+        with contextlib.suppress(KeyError, ValueError):
+            if _sharers[key]:
+                observer.remove_handler_for_watch(handler, watch)
+            else:
+                del _sharers[key]
+                observer.unschedule(watch)
 
 
 class FolderQueue:
@@ -317,8 +353,15 @@ class FolderQueue:
         extensions: frozenset[str] = AUDIO_EXTENSIONS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        observer: BaseObserver | None = None,
     ) -> None:
-        """Raises ConfigError for a settle time <= 0 or an extension without its dot."""
+        """Raises ConfigError for a settle time <= 0 or an extension without its dot.
+
+        ``observer``: a watchdog observer to share with other queues (inotify
+        allows 128 instances per user by default, and each runs a thread); the
+        queue only schedules its watch on it, and stop() unschedules only that.
+        Its owner starts and stops it. Default: an observer of the queue's own.
+        """
         _check_extensions(extensions)
         # Resolved: watching a symlink (not followed) would miss everything behind it.
         self.root = root.resolve()
@@ -328,7 +371,12 @@ class FolderQueue:
         self._wall_clock = wall_clock
         # SimpleQueue: put() is safe even from a signal handler that interrupted get().
         self._events: queue.SimpleQueue[RawEvent | QueueEdit | None] = queue.SimpleQueue()
+        self._shared = observer
         self._observer: BaseObserver | None = None
+        self._watch: ObservedWatch | None = None  # ours, on the shared observer
+        #: Called on watchdog's thread after each event (Prefetch.poke).
+        self.on_event: Callable[[], object] = lambda: None
+        self._handler = _Forwarder(self._events, lambda: self.on_event())
         self._started = False
         self._stopped = threading.Event()
         self._stop_once = threading.Lock()
@@ -389,13 +437,17 @@ class FolderQueue:
             self._wait(self._wait_time(now, deadline))
         return None
 
-    def refresh(self) -> None:
+    def refresh(self) -> float | None:
         """Take in the events that came since the last get(), without waiting or
-        handing anything out, so queued() is current. Consumer thread only."""
-        if self._started and not self._stopped.is_set():
-            self._drain()
-            for settled in self._readiness.poll(self._clock(), _size_mtime):
-                self._log_queued(settled)
+        handing anything out, so queued() is current. Returns the seconds until
+        a settling file may be ready (None: none is settling). Consumer thread only."""
+        if not self._started or self._stopped.is_set():
+            return None
+        self._drain()
+        now = self._clock()
+        for settled in self._readiness.poll(now, _size_mtime):
+            self._log_queued(settled)
+        return self._wait_time(now, None)
 
     def queued(self) -> list[Path]:
         """The files ready to play, in order (events not yet taken in aside)."""
@@ -434,6 +486,9 @@ class FolderQueue:
 
     def _start_observer(self) -> BaseObserver:
         try:
+            if self._shared is not None:
+                self._watch = _share(self._shared, self._handler, self.root)
+                return self._shared
             return self._schedule(Observer())
         except OSError as exc:
             # Out of inotify watches or descriptors, or a file system without events.
@@ -450,7 +505,10 @@ class FolderQueue:
 
     def _halt_observer(self) -> None:
         observer, self._observer = self._observer, None
-        if observer is not None:
+        watch, self._watch = self._watch, None
+        if observer is not None and watch is not None:
+            _unshare(observer, self._handler, watch)
+        elif observer is not None:
             observer.stop()
             if observer.is_alive():
                 observer.join()
@@ -458,7 +516,7 @@ class FolderQueue:
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         try:
             observer.schedule(
-                _Forwarder(self._events), str(self.root), recursive=True, event_filter=_EVENT_FILTER
+                self._handler, str(self.root), recursive=True, event_filter=_EVENT_FILTER
             )
             observer.start()
         except BaseException:

@@ -13,6 +13,7 @@ encoders put first (a valid frame that carries a seek table, not sound).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -25,6 +26,7 @@ __all__ = [
     "Frame",
     "FrameHeader",
     "FrameParser",
+    "FrameRun",
     "Skipped",
     "header_for",
     "parse_header",
@@ -218,6 +220,38 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class FrameRun:
+    """Consecutive audio frames of one stream format (version, layer, sample
+    rate, channel count): ``data`` is their exact bytes, ``count`` how many.
+    Bitrate and padding may change from frame to frame."""
+
+    offset: int  # of the first frame
+    header: FrameHeader  # the first frame's
+    last: FrameHeader  # the last frame's
+    count: int
+    data: bytes
+
+    @property
+    def samples(self) -> int:
+        """PCM samples per channel the run decodes to."""
+        return self.count * self.header.samples
+
+    @property
+    def end(self) -> int:
+        """Offset just past the last frame."""
+        return self.offset + len(self.data)
+
+    def frames(self) -> Iterator[Frame]:
+        """The run as Frame objects, one by one (costly: for checks and slow paths)."""
+        data, pos = self.data, 0
+        while pos < len(data):
+            header = parse_header(data, pos)
+            assert header is not None, "a FrameRun holds whole frames only"
+            yield Frame(self.offset + pos, header, data[pos : pos + header.length])
+            pos += header.length
+
+
+@dataclass(frozen=True, slots=True)
 class Skipped:
     """A span of input that is not audio: ``what`` says which kind."""
 
@@ -259,7 +293,8 @@ class FrameParser:
 
     def __init__(self, offset: int = 0) -> None:
         """``offset``: where in its file the input starts (offsets are reported from it)."""
-        self._buf = bytearray()
+        # bytes, not bytearray: its 4-byte slices are hashable keys for _lengths.
+        self._buf = b""
         self._pos = 0  # parse point, index into _buf
         self._base = offset  # absolute offset of _buf[0]
         self._start = offset
@@ -270,6 +305,10 @@ class FrameParser:
         self._pending: list[Event] = []
         self.frames = 0  # audio frames returned so far
         self._ended = False
+        # The fast path of next_run(): frame length by 4-byte header, for the
+        # valid headers that continue _lengths_for (one stream format).
+        self._lengths: dict[bytes, int] = {}
+        self._lengths_for: FrameHeader | None = None
 
     @property
     def offset(self) -> int:
@@ -286,7 +325,7 @@ class FrameParser:
             self._eof = True
             return
         if self._pos >= _COMPACT_AT:
-            del self._buf[: self._pos]
+            self._buf = self._buf[self._pos :]
             self._base += self._pos
             self._pos = 0
         self._buf += data
@@ -302,6 +341,88 @@ class FrameParser:
             event = self._step()
             if event is not None:
                 return event
+
+    def next_run(self, limit: int = 1 << 30) -> FrameRun | Skipped | _Sentinel:
+        """Like :meth:`next_event`, but audio comes as a :class:`FrameRun` of up
+        to ``limit`` frames (at least one), so long inputs cost no Python object
+        per frame. The frames, skips and errors are exactly next_event()'s.
+
+        Once the strict parser has a sync, frames are walked by a table of the
+        headers seen so far; any header not in it, or anything else the strict
+        rules look at (the end of the input, a possible Xing/Info/VBRI frame),
+        goes back to the strict parser for that frame.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        if self._locked is not None and not (self._pending or self._skip or self._ended):
+            run = self._fast_run(limit)
+            if run is not None:
+                return run
+        event = self.next_event()
+        if isinstance(event, Frame):
+            return FrameRun(event.offset, event.header, event.header, 1, event.data)
+        return event
+
+    def _fast_run(self, limit: int) -> FrameRun | None:
+        """Frames from the parse point that the strict parser would return as
+        they are, or None if it must judge the first one itself."""
+        locked = self._locked
+        assert locked is not None
+        lengths = self._lengths
+        if self._lengths_for is None or not self._lengths_for.continues(locked):
+            lengths.clear()
+            self._lengths_for = locked
+        buf, start = self._buf, self._pos
+        size = len(buf)
+        get = lengths.get
+        pos = start
+        length = get(buf[pos : pos + 4])
+        if length is None and (length := self._learn(buf[pos : pos + 4])) is None:
+            return None
+        # An info frame has its magic at 4+side info(+2) or 36 bytes in: where one
+        # of those bytes could start "Xing", "Info" or "VBRI", ask _header_frame_kind.
+        info = locked.layer == 3
+        at = 4 + locked._side_info_size()
+        # Not Layer III: look at the header's own 0xFF instead, which never matches.
+        xing, vbri = (at, 36) if info else (0, 0)
+        end = size - 4  # the next header must be there
+        last = pos
+        count = 0
+        for count in range(limit):  # noqa: B007 (count is the result)
+            nxt = pos + length
+            if nxt > end:
+                break
+            if (
+                buf[pos + xing] in b"XI" or buf[pos + xing + 2] in b"XI" or buf[pos + vbri] == 0x56
+            ) and _header_frame_kind(buf, pos, locked) is not None:
+                break
+            # Trusted when the next header is valid too: the strict rule.
+            word = buf[nxt : nxt + 4]
+            following = get(word)
+            if following is None and (following := self._learn(word)) is None:
+                break
+            last, pos, length = pos, nxt, following
+        else:
+            count = limit
+        if pos == start:
+            return None
+        first = parse_header(buf, start)
+        header = parse_header(buf, last)
+        assert first is not None and header is not None
+        self._pos = pos
+        self._locked = header
+        self.frames += count
+        return FrameRun(self._base + start, first, header, count, buf[start:pos])
+
+    def _learn(self, word: bytes) -> int | None:
+        """Frame length for a header word that continues the stream, else None."""
+        header = parse_header(word)
+        assert self._lengths_for is not None
+        if header is None or not self._lengths_for.continues(header):
+            return None
+        if len(self._lengths) < 256:  # bitrate x padding x CRC x mode x ...: few
+            self._lengths[word] = header.length
+        return header.length
 
     # -- the state machine -------------------------------------------------
 
@@ -335,7 +456,7 @@ class FrameParser:
             raise FrameError(f"no MPEG audio frame found in {end - self._start} bytes", end)
         return None
 
-    def _step_locked(self, buf: bytearray, pos: int, avail: int) -> Event | None:
+    def _step_locked(self, buf: bytes, pos: int, avail: int) -> Event | None:
         assert self._locked is not None
         if avail < 4 and not self._eof:
             return NEED_DATA
@@ -370,7 +491,7 @@ class FrameParser:
         self.frames += 1
         return Frame(self._base + pos, header, bytes(buf[pos:end]))
 
-    def _step_searching(self, buf: bytearray, pos: int, avail: int) -> Event | None:
+    def _step_searching(self, buf: bytes, pos: int, avail: int) -> Event | None:
         if avail == 0:
             return self._starved()
         if not self._eof and avail < _LONGEST_MAGIC and _could_be_magic(buf, pos):
@@ -393,7 +514,7 @@ class FrameParser:
         self._pos = len(buf) if nxt < 0 else nxt
         return None
 
-    def _confirm_sync(self, buf: bytearray, pos: int) -> bool | None:
+    def _confirm_sync(self, buf: bytes, pos: int) -> bool | None:
         """Whether a trusted run of frames starts at pos; None: need more input."""
         first = parse_header(buf, pos)
         if first is None:
@@ -419,7 +540,7 @@ class FrameParser:
             return magic is not None
         return False
 
-    def _start_tag(self, tag: bytes, buf: bytearray, pos: int, avail: int) -> Event | None:
+    def _start_tag(self, tag: bytes, buf: bytes, pos: int, avail: int) -> Event | None:
         size = _tag_size(tag, buf, pos, self._eof)
         if size is None:
             return NEED_DATA
@@ -442,19 +563,19 @@ class FrameParser:
         self._junk_start = None
 
 
-def _magic_at(buf: bytearray, pos: int) -> bytes | None:
+def _magic_at(buf: bytes, pos: int) -> bytes | None:
     for magic in _TAG_MAGICS:
         if buf.startswith(magic, pos):
             return magic
     return None
 
 
-def _could_be_magic(buf: bytearray, pos: int) -> bool:
+def _could_be_magic(buf: bytes, pos: int) -> bool:
     tail = bytes(buf[pos:])
     return any(len(tail) < len(m) and m.startswith(tail) for m in _TAG_MAGICS)
 
 
-def _next_candidate(buf: bytearray, start: int) -> int:
+def _next_candidate(buf: bytes, start: int) -> int:
     """Index of the next byte at or after start where a frame or tag could
     begin (or a tag's name is cut off by the end of the buffer), or -1."""
     best = buf.find(b"\xff", start)
@@ -473,7 +594,7 @@ def _next_candidate(buf: bytearray, start: int) -> int:
     return best
 
 
-def _tag_size(tag: bytes, buf: bytearray, pos: int, eof: bool) -> int | None:
+def _tag_size(tag: bytes, buf: bytes, pos: int, eof: bool) -> int | None:
     """Total size of the tag starting at pos, 0 if it is not really one, None
     if more input is needed to tell."""
     avail = len(buf) - pos
@@ -509,7 +630,7 @@ def _tag_size(tag: bytes, buf: bytearray, pos: int, eof: bool) -> int | None:
     return None
 
 
-def _header_frame_kind(buf: bytearray, pos: int, header: FrameHeader) -> str | None:
+def _header_frame_kind(buf: bytes, pos: int, header: FrameHeader) -> str | None:
     """'xing' or 'vbri' if the frame at pos is an encoder's info frame, else None."""
     if header.layer != 3:
         return None

@@ -11,7 +11,7 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
@@ -222,14 +222,133 @@ class _SourceAdapter(HTTPAdapter):
         }
 
 
-class SourceConnection:
-    """One source connection: a single long ``PUT`` to the mount."""
+class ServerMonitor:
+    """Asks one Icecast server every ``every`` seconds whether it still answers
+    HTTP (the status line of ``/status-json.xsl``), for every connection that
+    :meth:`watch` es it: one thread and one request per interval per server,
+    however many stations stream to it. The thread runs only while someone
+    watches, and sleeps on an event in between.
 
-    def __init__(self, target: IcecastTarget, *, timeout: float = 5.0) -> None:
+    A server that stopped reading may go on taking a source's bytes into
+    kernel buffers for a minute, but a hung one does not answer HTTP.
+    """
+
+    def __init__(
+        self,
+        target: IcecastTarget,
+        *,
+        timeout: float = 5.0,
+        every: float = WATCH_EVERY,
+        address: str | None = None,
+    ) -> None:
+        """``target``: any mount of the server (only its host, port and scheme
+        count). Raises IcecastError if the host cannot be resolved."""
         self.target = target
-        self.address = resolve(target)
+        self.address = address if address is not None else resolve(target)
+        self.timeout = timeout
+        self.every = every
+        endpoint = _Endpoint(target, self.address)
+        host = endpoint.host_header.get("Host", _netloc(target.host, target.port))
+        self._request = (
+            f"GET /status-json.xsl HTTP/1.0\r\nHost: {host}\r\n"
+            f"User-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        self._lock = threading.Lock()
+        self._watchers: dict[object, Callable[[str], object]] = {}
+        self._thread: threading.Thread | None = None
+        self._retired: threading.Thread | None = None
+        self._idle = threading.Event()  # set: no watchers, the thread is to end
+
+    def watch(self, on_hang: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``on_hang(reason)`` once, from the monitor's thread, if the
+        server stops answering. Returns the function that stops watching."""
+        token = object()
+        with self._lock:
+            self._watchers[token] = on_hang
+            if self._thread is None:
+                self._idle = threading.Event()
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._idle,), name="pushsource-watchdog", daemon=True
+                )
+                self._thread.start()
+
+        def unwatch() -> None:
+            with self._lock:
+                self._watchers.pop(token, None)
+                if not self._watchers:
+                    self._retire()
+
+        return unwatch
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread of a monitor nobody watches any more to end."""
+        thread = self._retired
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _retire(self) -> None:
+        """With the lock held: the thread is to end; the next watch() starts another."""
+        self._idle.set()
+        self._retired, self._thread = self._thread, None
+
+    def _run(self, idle: threading.Event) -> None:
+        while not idle.wait(self.every):
+            problem = self.probe()
+            with self._lock:
+                if problem is None or idle.is_set():
+                    continue
+                hung = list(self._watchers.values())
+                self._watchers.clear()
+                self._retire()
+            for on_hang in hung:
+                on_hang(problem)
+
+    def probe(self) -> str | None:
+        """None if the server answers an HTTP status line within the timeout,
+        else why not. Does not raise."""
+        target = self.target
+        try:
+            # The pinned address, like the PUT; TLS goes by name, for the certificate.
+            where = (target.host if target.tls else self.address, target.port)
+            with socket.create_connection(where, timeout=self.timeout) as raw:
+                sock = raw
+                if target.tls:
+                    import ssl  # only TLS stations pay for it
+
+                    context = ssl.create_default_context()
+                    sock = context.wrap_socket(raw, server_hostname=target.host)
+                sock.sendall(self._request)
+                head = b""
+                while len(head) < 12 and (data := sock.recv(64)):
+                    head += data
+        except TimeoutError:
+            return f"no answer within {self.timeout:g} s"
+        except OSError as exc:
+            return exc.strerror or str(exc) or type(exc).__name__
+        if re.match(rb"HTTP/1\.[01] \d{3}", head) is None:
+            return "no HTTP answer" if head else "closed without an answer"
+        return None
+
+
+class SourceConnection:
+    """One source connection: a single long ``PUT`` to the mount.
+
+    ``monitor`` asks the server whether it still answers while the PUT runs;
+    stations on one server may share one (default: a monitor of its own).
+    """
+
+    def __init__(
+        self,
+        target: IcecastTarget,
+        *,
+        timeout: float = 5.0,
+        monitor: ServerMonitor | None = None,
+    ) -> None:
+        self.target = target
+        self.address = resolve(target) if monitor is None else monitor.address
         self._endpoint = _Endpoint(target, self.address)
         self._timeout = timeout
+        self._monitor = monitor
         self._adapter: _SourceAdapter | None = None
         self._cut = threading.Event()
         self._refusal: str | None = None
@@ -336,38 +455,21 @@ class SourceConnection:
 
     @contextlib.contextmanager
     def _watch(self) -> Iterator[None]:
-        """While streaming, ask Icecast for its status page every few seconds:
-        a server that stopped reading may go on taking our bytes into kernel
-        buffers for a minute, but a hung one does not answer HTTP."""
-        done = threading.Event()
-        thread = threading.Thread(
-            target=self._watchdog, args=(done,), name="pushsource-watchdog", daemon=True
-        )
-        thread.start()
+        """While streaming, have a monitor ask Icecast whether it still answers."""
+        monitor = self._monitor
+        if monitor is None:
+            monitor = ServerMonitor(self.target, timeout=self._timeout, address=self.address)
+        unwatch = monitor.watch(self._hung)
         try:
             yield
         finally:
-            done.set()
-            thread.join(self._timeout + 1)
+            unwatch()
+            if monitor is not self._monitor:
+                monitor.join(self._timeout + 1)
 
-    def _watchdog(self, done: threading.Event) -> None:
-        url = self._endpoint.base + "/status-json.xsl"
-        headers = {"User-Agent": USER_AGENT, **self._endpoint.host_header}
-        with requests.Session() as session:
-            while not done.wait(WATCH_EVERY):
-                try:
-                    session.get(url, headers=headers, timeout=self._timeout).close()
-                except requests.RequestException as exc:
-                    if done.is_set():
-                        return
-                    reason = (
-                        f"no answer within {self._timeout:g} s"
-                        if isinstance(exc, requests.Timeout)
-                        else _reason(exc)
-                    )
-                    log.warning("Icecast does not answer (%s): dropping the connection", reason)
-                    self.cut()
-                    return
+    def _hung(self, reason: str) -> None:
+        log.warning("Icecast does not answer (%s): dropping the connection", reason)
+        self.cut()
 
 
 def _reason(exc: BaseException) -> str:

@@ -65,6 +65,28 @@ class Pacer:
         """Whether the next frame may go now: it is due within ``lead``."""
         return self.due() <= now + self.lead
 
+    def frames_due(self, now: float, samples: int, sample_rate: int) -> int:
+        """How many frames of ``samples`` at ``sample_rate`` may go now: as many
+        as may_send() and add() frame by frame would let through, with the same
+        arithmetic, so batches are the same as one frame at a time."""
+        if not self.may_send(now):
+            return 0
+        if sample_rate == self._rate:
+            done, before = self._done_float, self._samples
+        else:  # what add() sets up for a new rate
+            done, before = float(self._sent_exact()), 0
+        start, bound = self.start, now + self.lead
+
+        def sendable(k: int) -> bool:  # frame k (the first is frame 0) is due in time
+            return start + (done + (before + k * samples) / sample_rate) <= bound
+
+        k = max(0, int(((bound - start - done) * sample_rate - before) / samples))
+        while k > 0 and not sendable(k):
+            k -= 1
+        while sendable(k + 1):
+            k += 1
+        return k + 1
+
     def wake_at(self) -> float:
         """When to wake up for the next batch: ``batch`` after the next frame
         becomes sendable, so one wake-up hands over about ``batch`` of audio."""

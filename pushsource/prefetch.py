@@ -27,8 +27,9 @@ class EditableSource(TrackSource, Protocol):
         """Change the queue by hand; applied by the thread that calls get()."""
         ...
 
-    def refresh(self) -> None:
-        """Bring queued() up to date without handing anything out."""
+    def refresh(self) -> float | None:
+        """Bring queued() up to date without handing anything out; returns
+        when to look again (seconds), if the source cannot say by an event."""
         ...
 
 
@@ -64,7 +65,8 @@ class Prefetch:
         self._housekeeping_every = housekeeping_every
         self._finite = finite
         self._done = False
-        self._cond = threading.Condition()
+        # Re-entrant: stop() may run in a signal handler on a thread inside get().
+        self._cond = threading.Condition(threading.RLock())
         # All below under _cond.
         self._ready: deque[Path | None] = deque()  # at most one; None: the end
         self._held: Path | None = None  # prepared by the worker, waiting for room
@@ -73,6 +75,7 @@ class Prefetch:
         self._generation = 0  # edits so far
         self._order: tuple[Path, ...] = ()  # the last edit's order
         self._removed: set[Path] = set()  # taken out by hand while being prepared
+        self._changed = False  # the source saw events since the worker last looked
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -81,25 +84,34 @@ class Prefetch:
         return self
 
     def stop(self) -> None:
-        """Stop taking files; a waiting get() returns within 0.5 s. Safe in a signal handler."""
+        """Stop taking files; a waiting get() returns None. Safe in a signal handler."""
         self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
+        """Stop, and stop the source too if it can be (a FolderQueue): the
+        worker may be asleep in its get(), and nothing else takes files from it."""
         self.stop()
+        stop = getattr(self._source, "stop", None)
+        if callable(stop):
+            stop()
         if self._thread.ident is not None:  # started
             self._thread.join(5)
+
+    def poke(self) -> None:
+        """The source has news (a file arrived): keep queued() current even
+        while the worker waits to hand a file on. Any thread but a signal handler."""
+        with self._cond:
+            self._changed = True
+            self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> Path | None:
         if self._done:
             return None
         with self._cond:
-            if not self._ready and timeout:
-                deadline = time.monotonic() + timeout
-                while not self._ready and not self._stopping.is_set():
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(min(left, 0.5))
+            if timeout:
+                self._cond.wait_for(lambda: self._ready or self._stopping.is_set(), timeout)
             if not self._ready:
                 return None
             path = self._ready.popleft()
@@ -135,17 +147,23 @@ class Prefetch:
         self._source.edit(QueueEdit(tuple(order), tuple(front), tuple(remove), tuple(enqueue)))
 
     def _run(self) -> None:
+        # Sleeps in the source's get() until a file comes (or an edit, or
+        # stop), waking only for the housekeeping; never polls.
         next_housekeeping = 0.0
         while not self._stopping.is_set():
-            if self._housekeeping is not None and time.monotonic() >= next_housekeeping:
-                try:
-                    self._housekeeping()
-                except Exception:  # tidying the cache must never stop the music
-                    log.exception("cache housekeeping failed")
-                next_housekeeping = time.monotonic() + self._housekeeping_every
+            wait: float | None = None
+            if self._housekeeping is not None:
+                if time.monotonic() >= next_housekeeping:
+                    try:
+                        self._housekeeping()
+                    except Exception:  # tidying the cache must never stop the music
+                        log.exception("cache housekeeping failed")
+                    next_housekeeping = time.monotonic() + self._housekeeping_every
+                wait = max(0.0, next_housekeeping - time.monotonic())
             with self._cond:
                 generation = self._generation
-            path = self._source.get(0.5)
+                self._changed = False
+            path = self._source.get(wait)
             self._snapshot()
             if path is None and self._finite:
                 self._hand_on(None, generation)
@@ -171,8 +189,9 @@ class Prefetch:
     def _hand_on(self, path: Path | None, generation: int) -> None:
         """Put ``path`` in the ready slot once there is room; give it back to
         the source instead if the queue was edited since it was taken."""
-        while not self._stopping.is_set():
-            with self._cond:
+        again: float | None = None  # when settling files may be ready
+        with self._cond:
+            while not self._stopping.is_set():
                 if path is not None and path in self._removed:
                     self._removed.discard(path)
                     self._held = None
@@ -187,12 +206,10 @@ class Prefetch:
                     self._held = None
                     self._cond.notify_all()
                     return
-                self._cond.wait(0.5)
-                if self._ready and generation == self._generation:
-                    # Still no room: keep the look of the queue current meanwhile.
-                    self._cond.release()
-                    try:
-                        self._source.refresh()
-                        self._snapshot()
-                    finally:
-                        self._cond.acquire()
+                if self._changed:  # files came while we wait: show them
+                    self._changed = False
+                    again = self._source.refresh()
+                    self._snapshot()
+                    continue
+                if not self._cond.wait(again):
+                    self._changed = True  # a settle time ran out: look again

@@ -24,7 +24,7 @@ from watchdog.observers.api import BaseObserver
 from pushsource.config import default_id
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
 from pushsource.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
-from pushsource.icecast import IcecastTarget, SourceConnection, StationInfo
+from pushsource.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
 from pushsource.prefetch import EditableSource, Prefetch
 from pushsource.settings import StationSettings, resolve_target
 from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
@@ -55,6 +55,26 @@ class Counters:
     conversions: list[float] = field(default_factory=list)  # seconds, not yet scraped
 
 
+class Monitors:
+    """One ServerMonitor per Icecast server, shared by the stations streaming
+    to it: one status probe per server every 2 s, not one per station. Made
+    on first use, so a name that does not resolve yet is a failed connection
+    (retried), not a failed start."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._monitors: dict[tuple[str, int, bool], ServerMonitor] = {}
+
+    def of(self, target: IcecastTarget, timeout: float) -> ServerMonitor:
+        """Raises IcecastError if the host cannot be resolved."""
+        key = (target.host.casefold(), target.port, target.tls)
+        with self._lock:
+            monitor = self._monitors.get(key)
+            if monitor is None:
+                monitor = self._monitors[key] = ServerMonitor(target, timeout=timeout)
+            return monitor
+
+
 @dataclass(frozen=True)
 class _Playing:
     track: Track
@@ -75,6 +95,7 @@ class StationRunner:
         environ: Mapping[str, str],
         *,
         observer: BaseObserver | None = None,
+        monitors: Monitors | None = None,
         clock: Any = time.monotonic,
         announce_errors: bool = True,
     ) -> None:
@@ -133,7 +154,7 @@ class StationRunner:
         else:
             keeper, resume = _restore(settings.state, self.target)
             self._order = [Path(p) for p in keeper.state.queue]
-            self._queue = queue = FolderQueue(folder, settle=settings.settle)
+            self._queue = queue = FolderQueue(folder, settle=settings.settle, observer=observer)
             root = queue.root
             source = queue
             self._prefetch = Prefetch(
@@ -144,6 +165,7 @@ class StationRunner:
                 unplayable=self.file_skipped,
                 name=f"{self.id}/prefetch",
             )
+            queue.on_event = self._prefetch.poke
         self._keeper = keeper
         timeout = settings.timeout
         self.station = Station(
@@ -151,9 +173,11 @@ class StationRunner:
             self._prefetch,
             self.info,
             once=settings.once,
-            pacing=Pacing(lead=settings.lead, batch=min(Pacing.batch, settings.lead)),
+            pacing=Pacing(lead=settings.lead, batch=min(settings.batch, settings.lead)),
             retry=Retry(limit=settings.max_retries),
-            connect=lambda t: SourceConnection(t, timeout=timeout),
+            connect=lambda t: SourceConnection(
+                t, timeout=timeout, monitor=monitors.of(t, timeout) if monitors else None
+            ),
             keeper=keeper,
             resume=resume,
             idle=Idle(settings.idle),
@@ -445,13 +469,20 @@ def build_runners(
     observer: BaseObserver | None = None,
     announce_errors: bool = True,
 ) -> list[StationRunner]:
+    monitors = Monitors()
     """Every station built (and so checked) before any starts. Raises ConfigError,
     naming the station when there are several."""
     runners = []
     for settings in stations:
         try:
             runners.append(
-                StationRunner(settings, environ, observer=observer, announce_errors=announce_errors)
+                StationRunner(
+                    settings,
+                    environ,
+                    observer=observer,
+                    monitors=monitors,
+                    announce_errors=announce_errors,
+                )
             )
         except ConfigError as exc:
             if len(stations) == 1:

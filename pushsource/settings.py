@@ -36,6 +36,7 @@ class StationSettings:
     station_url: str | None = None
     public: bool = False
     lead: float = 0.5
+    batch: float = 0.1  # seconds between wake-ups, at most
     samplerate: int = 44100
     channels: int = 2
     bitrate: int = 128

@@ -295,13 +295,47 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def save_state(path: Path, state: PlayState) -> None:
+class _Encoder:
+    """Encodes states to the file's bytes, keeping the encoded ``played`` part
+    while it stays the same: it may hold 20,000 entries, and only the position
+    in the current track changes between most saves."""
+
+    def __init__(self) -> None:
+        self._played: tuple[object, str] | None = None
+
+    def encode(self, state: PlayState) -> bytes:
+        played = state.played
+        # mark_played() moves a path to the end and the cap drops from the front:
+        # the size and both ends tell whether the dict changed.
+        first = next(iter(played.items()), None)
+        last = next(reversed(played.items()), None)
+        key = (len(played), first, last)
+        if self._played is None or self._played[0] != key:
+            text = json.dumps(
+                {p: [s.size, s.mtime_ns] for p, s in played.items()}, separators=(",", ":")
+            )
+            self._played = (key, text)
+        rest = json.dumps(
+            {
+                "queue": list(state.queue),
+                "current": state.current,
+                "current_offset": state.current_offset,
+                "current_stamp": _stamp_to_json(state.current_stamp),
+            },
+            separators=(",", ":"),
+        )
+        text = f'{{"version":{VERSION},"played":{self._played[1]},{rest[1:]}'
+        return text.encode("ascii")
+
+
+def save_state(path: Path, state: PlayState, data: bytes | None = None) -> None:
     """Replace the state file at ``path`` atomically and durably.
 
     Creates missing directories (mode 0700); the file gets mode 0600. Raises
     StateError on any OSError; a failed save leaves the old file and no temp file.
     """
-    data = json.dumps(state.to_json(), separators=(",", ":")).encode("ascii")
+    if data is None:  # else: state, encoded already
+        data = json.dumps(state.to_json(), separators=(",", ":")).encode("ascii")
     tmp = path.with_name(f"{path.name}{_TMP_INFIX}{os.getpid()}")
     try:
         _make_dirs(path.parent)
@@ -371,6 +405,8 @@ class StateKeeper:
         self._dirty = False
         self._last_try: float | None = None
         self._warned: tuple[str, float] | None = None  # last warning and when
+        self._encoder = _Encoder()
+        self._saved: bytes | None = None  # what the file holds, as we last wrote it
 
     @property
     def dirty(self) -> bool:
@@ -399,8 +435,12 @@ class StateKeeper:
     def _save(self) -> None:
         # A failed try counts too: a full disk is not hammered on every call.
         now = self._last_try = self._clock()
+        data = self._encoder.encode(self.state)
+        if data == self._saved:  # nothing new (idle, or the same place): no write, no fsync
+            self._dirty = False
+            return
         try:
-            save_state(self.path, self.state)
+            save_state(self.path, self.state, data)
         except StateError as exc:
             message = str(exc)
             if self._warned and self._warned[0] == message and now - self._warned[1] < _WARN_EVERY:
@@ -410,6 +450,7 @@ class StateKeeper:
                 logger.warning("%s; playing on, will retry", message)
             return
         self._dirty = False
+        self._saved = data
         if self._warned is not None:
             logger.info("state saved to %s again", self.path)
             self._warned = None

@@ -63,8 +63,8 @@ class ListSource:
             ordered = [p for p in edit.order if p in paths]
             self._paths = ordered + [p for p in paths if p not in ordered]
 
-    def refresh(self) -> None:
-        pass
+    def refresh(self) -> float | None:
+        return None
 
     def get(self, timeout: float | None = None) -> Path | None:
         with self._lock:
@@ -139,7 +139,7 @@ class Idle(Enum):
 @dataclass(frozen=True)
 class Pacing:
     lead: float = 0.5  # seconds of audio handed to Icecast ahead of real time, at most
-    batch: float = 0.05  # seconds between wake-ups
+    batch: float = 0.1  # seconds between wake-ups, at most
 
 
 @dataclass(frozen=True)
@@ -456,6 +456,7 @@ class Station:
         assert idle_header is not None
         idling = False  # sending silence for want of a file
         handed = 0  # batches handed to the connection
+        body = 0  # bytes handed to the connection
         while True:
             now = self._clock()
             out = bytearray()
@@ -478,23 +479,27 @@ class Station:
                 if current is None:
                     if not idling:
                         break
-                    out += idle_silence  # keeps listeners and the mount alive
-                    frames += 1
-                    pacer.add(idle_header.samples, idle_header.sample_rate)
+                    # Silence keeps listeners and the mount alive.
+                    count = pacer.frames_due(now, idle_header.samples, idle_header.sample_rate)
+                    out += idle_silence * count
+                    frames += count
+                    pacer.add(count * idle_header.samples, idle_header.sample_rate)
                     continue
-                frame = current.next_frame()
-                if frame is None:
+                # All frames of a track have its first frame's samples and rate.
+                header = current.first.header
+                run = current.next_run(pacer.frames_due(now, header.samples, header.sample_rate))
+                if run is None:
                     self._finished(current)
                     current = self._current = self._following()
                     if current is not None:
                         starting.append(current)
                     continue
                 if not batch or batch[-1][0] is not current:
-                    batch.append((current, frame.offset))
-                out += frame.data
-                frames += 1
-                pacer.add(frame.header.samples, frame.header.sample_rate)
-                last = frame.header
+                    batch.append((current, run.offset))
+                out += run.data
+                frames += run.count
+                pacer.add(run.samples, run.header.sample_rate)
+                last = run.last
             if out:
                 # Nothing counts as sent before Icecast has taken the source.
                 if self._accepted or not self._in_flight:
@@ -504,6 +509,7 @@ class Station:
                     self._in_flight += [(t, o) for t, o in batch if id(t) not in known]
                 yield bytes(out)
                 handed += 1
+                body += len(out)
                 if not self._accepted:
                     verdict = self._await_acceptance(connection, handed)
                     if verdict is False:
@@ -536,7 +542,7 @@ class Station:
                 log.info("queue empty: sending silence until a file arrives")
                 titles.set(self._info.name or "")
                 continue
-            self._sleep_until(pacer.wake_at())
+            self._sleep_until(_wake_at(pacer, body, last))
         if current is not None:
             current.close()
         self._current = None
@@ -572,6 +578,22 @@ class Station:
         delay = when - self._clock()
         if delay > 0:
             self._sleep(delay)
+
+
+def _wake_at(pacer: Pacer, sent: int, like: FrameHeader) -> float:
+    """When to wake for the next batch, ``sent`` bytes into the body, with
+    frames like ``like`` to come: when the frame that completes the last of
+    Icecast's relay blocks that fit in a batch may go, so listeners get each
+    block as soon as its audio may go rather than up to a batch later; at the
+    batch's end if a block is longer than a batch (low bitrates)."""
+    latest = pacer.wake_at()
+    # Whole blocks per batch: 1 at the default 0.1 s and 128 kbps (87.5 ms each).
+    blocks = int(pacer.batch * like.length / (ICECAST_BLOCK * like.duration))
+    if blocks < 1:
+        return latest
+    frames = (blocks * ICECAST_BLOCK - sent % ICECAST_BLOCK - 1) // like.length
+    at = pacer.due() - pacer.lead + frames * like.duration
+    return min(at + 1e-6, latest)  # not a rounding error short of the frame's time
 
 
 def _reopen_at(track: Track, offset: int) -> int:

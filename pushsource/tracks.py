@@ -11,7 +11,7 @@ import mutagen
 import mutagen.apev2
 
 from pushsource.errors import FrameError, TrackError
-from pushsource.frames import END, NEED_DATA, Frame, FrameParser, Skipped
+from pushsource.frames import END, NEED_DATA, Frame, FrameParser, FrameRun, Skipped
 from pushsource.state import FileStamp
 
 log = logging.getLogger("pushsource.tracks")
@@ -156,34 +156,49 @@ class Track:
     def next_frame(self) -> Frame | None:
         """The next audio frame (``first`` comes first), or None at the end.
         Does not raise."""
+        run = self.next_run(1)
+        if run is None:
+            return None
+        if run.count == 1 and run.offset == self.first.offset:
+            return self.first
+        return Frame(run.offset, run.header, run.data)
+
+    def next_run(self, limit: int) -> FrameRun | None:
+        """The next audio frames, at least one and at most ``limit``, as one
+        run (``first`` comes first, on its own), or None at the end. Does not raise."""
         if not self._first_taken:
             self._first_taken = True
-            frame: Frame | None = self.first
+            first = self.first
+            run: FrameRun | None = FrameRun(first.offset, first.header, first.header, 1, first.data)
         elif self._file is None:
             return None
         else:
             try:
-                frame = self._read_frame()
+                run = self._read_run(limit)
             except (FrameError, OSError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 log.warning("%s: stopped early: %s", self.path, reason)
                 self.close()
                 return None
-        if frame is not None:
-            self._position = frame.offset + len(frame.data)
-        return frame
+        if run is not None:
+            self._position = run.end
+        return run
 
     def _read_frame(self) -> Frame | None:
+        run = self._read_run(1)
+        return None if run is None else Frame(run.offset, run.header, run.data)
+
+    def _read_run(self, limit: int) -> FrameRun | None:
         assert self._file is not None
         parser = self._parser
         while True:
-            event = parser.next_event()
-            if isinstance(event, Frame):
+            event = parser.next_run(limit)
+            if isinstance(event, FrameRun):
                 # Players break when the sample rate or channel count changes
                 # mid-stream: a track keeps the format of its first frame.
                 if self._first is None or self._first.header.continues(event.header):
                     return event
-                self._dropped += 1
+                self._dropped += event.count
                 continue
             if isinstance(event, Skipped):
                 log.debug(

@@ -418,3 +418,43 @@ def test_rescan_finds_files_again(root: Path, started: Callable[[Path], FolderQu
     assert queue.get(timeout=0.2) is None  # handed out: the queue forgot it
     queue.rescan()  # SIGHUP: what the watcher missed (or what played) is found again
     assert queue.get(timeout=5) == root / "a.mp3"
+
+
+def test_queues_can_share_one_observer_and_stop_alone(tmp_path: Path) -> None:
+    from watchdog.observers import Observer
+    from watchdog.observers.api import BaseObserver
+
+    observer = Observer()
+    observer.start()
+    roots = [tmp_path / name for name in ("one", "two", "three")]
+    for root in roots:
+        root.mkdir()
+    queues = [FolderQueue(root, settle=60.0, observer=observer) for root in roots]
+    # A second queue on the first folder shares its watch.
+    twin = FolderQueue(roots[0], settle=60.0, observer=observer)
+    before = {t for t in threading.enumerate() if t.is_alive()}
+    try:
+        for queue in [*queues, twin]:
+            queue.start()
+        for root, queue in zip(roots, queues, strict=True):
+            write(root / "new.mp3")  # only the close event can queue it in time
+            assert queue.get(timeout=WAIT) == root / "new.mp3"
+        assert twin.get(timeout=WAIT) == roots[0] / "new.mp3"
+        queues[1].stop()  # unschedules its own watch only
+        twin.stop()  # the first folder is still watched for queues[0]
+        assert observer.is_alive()
+        for root in roots:
+            write(root / "later.mp3")
+        assert queues[0].get(timeout=WAIT) == roots[0] / "later.mp3"
+        assert queues[2].get(timeout=WAIT) == roots[2] / "later.mp3"
+        assert queues[1].get(timeout=0) is None
+        # No observer (and observer thread) of their own: one emitter per folder watched.
+        assert len(observer.emitters) == 2
+        new = {t for t in threading.enumerate() if t.is_alive()} - before
+        assert not any(isinstance(t, BaseObserver) for t in new)
+    finally:
+        for queue in queues:
+            queue.stop()
+        observer.stop()
+        observer.join()
+    assert not observer.emitters

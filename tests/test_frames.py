@@ -17,6 +17,7 @@ from pushsource.frames import (
     NEED_DATA,
     Frame,
     FrameParser,
+    FrameRun,
     MPEGVersion,
     Skipped,
     parse_header,
@@ -324,3 +325,113 @@ def test_mixed_streams_parse_the_same_however_they_are_cut(parts: list[bytes], s
         return
     assert events_of(data, chunked) == at_once
     check_consistent(data, at_once)
+
+
+# -- the fast path: next_run() gives exactly next_event()'s frames ------------
+
+
+def runs_of(
+    data: bytes, chunks: Callable[[bytes], list[bytes]], limit: int = 1 << 30
+) -> list[Frame | Skipped]:
+    """The events of next_run(), each run split into its frames; checks that
+    every run is what it says it is."""
+    parser = FrameParser()
+    events: list[Frame | Skipped] = []
+    for chunk in [*chunks(data), b""]:
+        parser.feed(chunk)
+        while True:
+            event = parser.next_run(limit)
+            if event is NEED_DATA:
+                assert chunk, "NEED_DATA after the end of input"
+                break
+            if event is END:
+                break
+            if isinstance(event, Skipped):
+                events.append(event)
+                continue
+            assert isinstance(event, FrameRun)
+            frames = list(event.frames())
+            assert 1 <= event.count == len(frames) <= limit
+            assert (event.header, event.last) == (frames[0].header, frames[-1].header)
+            assert all(event.header.continues(f.header) for f in frames)
+            assert event.end == frames[-1].offset + len(frames[-1].data)
+            assert event.samples == sum(f.header.samples for f in frames)
+            events += frames
+    return events
+
+
+def same_as_strict(data: bytes, chunks: Callable[[bytes], list[bytes]], limit: int) -> None:
+    try:
+        strict = events_of(data, chunks)
+    except FrameError as exc:
+        with pytest.raises(FrameError) as caught:
+            runs_of(data, chunks, limit)
+        assert caught.value.offset == exc.offset
+        return
+    assert runs_of(data, chunks, limit) == strict
+
+
+@pytest.mark.parametrize("limit", [1, 2, 7, 1 << 30])
+@pytest.mark.parametrize("name", CASES)
+def test_runs_give_the_strict_frames_and_skips(name: str, limit: int) -> None:
+    data, _ = CASES[name]
+    for chunks in (whole, bytewise):
+        same_as_strict(data, chunks, limit)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_runs_of_every_version_and_layer(name: str) -> None:
+    frames = make_frames(40, SPECS[name])
+    same_as_strict(b"".join(frames), whole, 1 << 30)
+    parser = FrameParser()
+    parser.feed(b"".join(frames))
+    parser.feed(b"")
+    first, rest = parser.next_run(), parser.next_run()  # the sync, then the fast path
+    assert isinstance(first, FrameRun) and isinstance(rest, FrameRun)
+    assert first.count + rest.count == 39  # the last frame waits for what follows it
+
+
+def test_an_info_magic_inside_audio_goes_the_strict_way() -> None:
+    # Frames whose side info spells "Xing" where an info frame has it: the
+    # strict parser skips them, so runs must stop there too.
+    frames = make_frames(12)
+    at = 4 + 32
+    fake = frames[5][:at] + b"Xing" + frames[5][at + 4 :]
+    vbri = frames[8][:36] + b"VBRI" + frames[8][40:]
+    data = b"".join([*frames[:5], fake, *frames[6:8], vbri, *frames[9:]])
+    events = runs_of(data, whole)
+    assert kinds(events) == ["frame"] * 5 + ["xing"] + ["frame"] * 2 + ["vbri"] + ["frame"] * 3
+    same_as_strict(data, whole, 1 << 30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(FRAMES),
+            st.sampled_from(make_frames(4, Spec(rate_index=1), seed=5)),
+            st.sampled_from([id3v1(), apev2(), lyrics3v2(), id3v2(bytes(5)), xing_frame()]),
+            st.binary(max_size=40),
+        ),
+        max_size=40,
+    ),
+    st.integers(min_value=1, max_value=500),
+    st.integers(min_value=1, max_value=12),
+)
+def test_runs_match_the_strict_parser_however_cut(
+    parts: list[bytes], size: int, limit: int
+) -> None:
+    def chunked(d: bytes) -> list[bytes]:
+        return [d[i : i + size] for i in range(0, len(d), size)]
+
+    data = b"".join(parts)
+    same_as_strict(data, chunked, limit)
+    same_as_strict(data, whole, 1 << 30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.integers(min_value=1, max_value=64))
+def test_runs_of_random_bytes_match_the_strict_parser(data: bytes, size: int) -> None:
+    same_as_strict(
+        AUDIO + data + AUDIO, lambda d: [d[i : i + size] for i in range(0, len(d), size)], 3
+    )

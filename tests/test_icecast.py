@@ -13,6 +13,7 @@ import pytest
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
 from pushsource.icecast import (
     IcecastTarget,
+    ServerMonitor,
     SourceConnection,
     StationInfo,
     parse_target,
@@ -210,3 +211,96 @@ def test_nothing_listening_says_cannot_connect() -> None:
         IcecastError, match=f"cannot connect to 127.0.0.1:{port}: Connection refused$"
     ):
         SourceConnection(target).stream(iter([b"x"]), {})
+
+
+# -- the server monitor -----------------------------------------------------------
+
+
+class StatusServer:
+    """Answers each request with a status line (or, once frozen, with nothing),
+    counting the requests; as many connections as come, one thread."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[bytes] = []
+        self.frozen = threading.Event()
+        self.asked = threading.Condition()
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            head, _ = read_head(conn)
+            with self.asked:
+                self.requests.append(head)
+                self.asked.notify_all()
+            if self.frozen.is_set():
+                self._held.append(conn)  # a hung Icecast: connected, never answers
+                continue
+            with conn:
+                conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{}")
+
+    def wait_for(self, count: int) -> None:
+        with self.asked:
+            assert self.asked.wait_for(lambda: len(self.requests) >= count, 10)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+def watchdog_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pushsource-watchdog"]
+
+
+def test_one_monitor_asks_once_per_round_for_all_its_watchers() -> None:
+    server = StatusServer()
+    target = IcecastTarget(host="127.0.0.1", port=server.port, mount="/a", password=SECRET)
+    monitor = ServerMonitor(target, timeout=2, every=0.01)
+    hung: list[str] = []
+    before = len(watchdog_threads())
+    unwatch = [monitor.watch(hung.append) for _ in range(5)]
+    server.wait_for(10)
+    assert len(watchdog_threads()) == before + 1  # one thread for five stations
+    head = server.requests[0].decode()
+    assert head.startswith("GET /status-json.xsl HTTP/1.0")
+    assert f"Host: 127.0.0.1:{server.port}" in head and SECRET not in head
+    for stop in unwatch:
+        stop()
+    monitor.join(5)
+    assert len(watchdog_threads()) == before  # nobody watches: no thread
+    assert hung == []
+    server.close()
+
+
+def test_a_server_that_stops_answering_is_reported_to_every_watcher() -> None:
+    server = StatusServer()
+    target = IcecastTarget(host="127.0.0.1", port=server.port, mount="/a", password=SECRET)
+    monitor = ServerMonitor(target, timeout=0.3, every=0.01)
+    hung: dict[str, str] = {}
+    done = threading.Event()
+
+    def watcher(name: str) -> Callable[[str], None]:
+        def on_hang(reason: str) -> None:
+            hung[name] = reason
+            if len(hung) == 2:
+                done.set()
+
+        return on_hang
+
+    monitor.watch(watcher("a"))
+    monitor.watch(watcher("b"))
+    server.wait_for(2)
+    server.frozen.set()
+    assert done.wait(10)
+    assert hung == {"a": "no answer within 0.3 s", "b": "no answer within 0.3 s"}
+    monitor.join(5)
+    assert monitor.probe() == "no answer within 0.3 s"  # still frozen
+    server.close()
+    assert monitor.probe() is not None  # and now gone: refused

@@ -57,3 +57,30 @@ def test_ahead_is_negative_when_behind() -> None:
 def test_bad_settings_are_refused(lead: float, batch: float) -> None:
     with pytest.raises(ValueError):
         Pacer(0.0, lead=lead, batch=batch)
+
+
+def one_by_one(pacer: Pacer, now: float, samples: int, rate: int) -> int:
+    count = 0
+    while pacer.may_send(now):
+        pacer.add(samples, rate)
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize(
+    ("samples", "rate"), [(1152, 44100), (576, 22050), (384, 48000), (1152, 8000)]
+)
+def test_frames_due_lets_through_what_one_by_one_would(samples: int, rate: int) -> None:
+    # Two pacers in lockstep: one asks frames_due() and adds in bulk, the other
+    # adds frame by frame; their batches and schedules must never differ.
+    bulk, single = Pacer(123.456, lead=0.5, batch=0.05), Pacer(123.456, lead=0.5, batch=0.05)
+    now = 123.456
+    for step in range(3000):
+        if step % 500 == 499:  # a track at another rate now and then
+            bulk.add(1152, 32000)
+            single.add(1152, 32000)
+        count = bulk.frames_due(now, samples, rate)
+        assert count == one_by_one(single, now, samples, rate)
+        bulk.add(count * samples, rate)
+        assert bulk.due() == single.due() and not bulk.may_send(now)
+        now = bulk.wake_at() + (step % 7) * 0.013  # late wake-ups too

@@ -261,3 +261,36 @@ def test_keeper_survives_a_failing_disk_and_warns_once_a_minute(
     keeper.maybe_save()
     assert not keeper.dirty and load_state(path) == PlayState()
     assert "state saved to" in caplog.records[-1].getMessage()
+
+
+@given(play_states(), st.lists(st.tuples(st.integers(0, 30), st.integers(0, 3)), max_size=30))
+def test_the_keeper_writes_what_to_json_says_however_played_changes(
+    original: PlayState, marks: list[tuple[int, int]]
+) -> None:
+    # The keeper keeps the encoded "played" part between saves: after any
+    # mark_played() it must still write exactly the state.
+    encoder = state_module._Encoder()
+    current = PlayState.from_json(original.to_json())
+    for number, size in marks:
+        assert json.loads(encoder.encode(current)) == current.to_json()
+        current.mark_played(Path(f"/m/{number}.mp3"), FileStamp(size, number))
+        current.current_offset += size
+    assert json.loads(encoder.encode(current)) == current.to_json()
+
+
+def test_keeper_does_not_rewrite_an_unchanged_state(tmp_path: Path) -> None:
+    path, clock = tmp_path / "s.json", Clock()
+    keeper = StateKeeper(path, PlayState(queue=["/m/a.mp3"]), interval=1.0, clock=clock)
+    keeper.changed()
+    keeper.save_now()
+    written = os.stat(path)
+    keeper.changed()  # nothing really changed (idle: the same place)
+    keeper.save_now()
+    assert not keeper.dirty
+    assert os.stat(path).st_ino == written.st_ino  # no new file: no write, no fsync
+    keeper.state.current_offset = 0
+    keeper.state.current = "/m/a.mp3"
+    keeper.changed()
+    keeper.save_now()
+    assert os.stat(path).st_ino != written.st_ino
+    assert load_state(path).current == "/m/a.mp3"

@@ -633,3 +633,45 @@ def test_a_station_with_nothing_to_play_goes_on_air_with_silence(
     assert stream.index(a) > 0 and stream[: stream.index(a)] == silence * (stream.index(a) // 417)
     assert [t for _, t in titles.titles] == ["Test FM", "a"]
     assert connection.headers["ice-audio-info"] == "bitrate=128;samplerate=44100;channels=2"
+
+
+def test_batches_end_on_icecast_blocks_when_a_block_fits_in_a_batch(
+    tmp_path: Path, harness: Harness
+) -> None:
+    # 128 kbps: a 1400-byte relay block is 87.5 ms of audio, less than a 0.1 s
+    # batch, so each wake-up completes a block (listeners get it at once) and
+    # no frame waits more than a batch past the time it may go.
+    write(tmp_path / "a.mp3", make_frames(400))
+    station = harness.station(ListSource([tmp_path / "a.mp3"]))
+    station._pacing = Pacing(lead=LEAD, batch=0.1)
+    station.run()
+    [connection] = harness.connections
+    totals = list(itertools.accumulate(len(chunk) for _, chunk in connection.chunks))
+    blocks = [total // ICECAST_BLOCK for total in totals]
+    assert all(b > a for a, b in itertools.pairwise(blocks[:-3]))  # the close aside
+    seconds = 400 * 1152 / 44100
+    assert len(connection.chunks) <= seconds / 0.0875 + 3
+    due, t0 = Fraction(0), connection.chunks[0][0]
+    for when, frame in connection.frames():
+        assert t0 + float(due) - LEAD - 1e-9 <= when <= max(t0, t0 + float(due) - LEAD + 0.1) + 1e-9
+        due += Fraction(frame.header.samples, frame.header.sample_rate)
+
+
+def test_a_longer_batch_wakes_once_per_whole_blocks_that_fit(
+    tmp_path: Path, harness: Harness
+) -> None:
+    # --batch 0.25 at 128 kbps: two 87.5 ms blocks fit, so a wake-up comes
+    # every two blocks (less CPU), and never more than a batch late.
+    write(tmp_path / "a.mp3", make_frames(400))
+    station = harness.station(ListSource([tmp_path / "a.mp3"]))
+    station._pacing = Pacing(lead=LEAD, batch=0.25)
+    station.run()
+    [connection] = harness.connections
+    totals = list(itertools.accumulate(len(chunk) for _, chunk in connection.chunks))
+    blocks = [total // ICECAST_BLOCK for total in totals]
+    steps = [b - a for a, b in itertools.pairwise(blocks[1:-3])]  # first and the close aside
+    assert steps and all(step == 2 for step in steps), steps
+    due, t0 = Fraction(0), connection.chunks[0][0]
+    for when, frame in connection.frames():
+        assert when <= max(t0, t0 + float(due) - LEAD + 0.25) + 1e-9
+        due += Fraction(frame.header.samples, frame.header.sample_rate)

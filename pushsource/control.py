@@ -1,0 +1,588 @@
+"""The control API and its web page: an HTTP server over the running stations.
+
+Reading (the page, station status, metrics) is open to anyone who can reach
+the address; every action (skip, reorder, remove, enqueue, upload) needs
+``Authorization: Bearer TOKEN``. The server speaks JSON only, same origin only
+(no CORS), and never logs the token: request lines go to the debug log, and
+the token only ever travels in a header.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import json
+import logging
+import re
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
+from urllib.parse import unquote, urlsplit
+
+from pushsource.errors import ConfigError, ControlError
+
+log = logging.getLogger("pushsource.control")
+
+#: Uploads bigger than this are refused (413) before a byte of them is read.
+DEFAULT_MAX_UPLOAD: Final = 1 << 30
+#: JSON request bodies are tiny; anything bigger is refused.
+MAX_JSON_BODY: Final = 64 * 1024
+#: A client that sends nothing for this long is dropped (slow or stalled clients).
+DEFAULT_TIMEOUT: Final = 30.0
+#: Connections served at once; more are turned away with 503.
+DEFAULT_MAX_CONNECTIONS: Final = 64
+#: Longest upload file name, in UTF-8 bytes (most file systems' limit).
+MAX_NAME_BYTES: Final = 255
+
+_BUSY_BODY: Final = b'{"error":"too many connections, try again"}'
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"Retry-After: 1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
+)
+_STATION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
+_UPLOAD_CHUNK: Final = 64 * 1024
+
+#: The page's files, served as they are (pushsource/web/, package data).
+_PAGE_FILES: Final = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+#: The page loads only its own files and talks only to its own origin.
+_PAGE_POLICY: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+class StationControl(Protocol):
+    """What the control server needs of a running station.
+
+    Actions raise ControlError (400 bad request, 404 unknown file, 409 not
+    possible now); anything else they raise is a 500 and is logged.
+    """
+
+    @property
+    def id(self) -> str:
+        """URL-safe station id, unique among the stations, e.g. "rock"."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able snapshot: id, name, mount, server, listen_url, connection
+        {state, reconnects, error}, now_playing {title, file, elapsed, duration,
+        bitrate} or None, queue [{file}], history [{file, title, started}] newest
+        first (at most 50)."""
+        ...
+
+    def skip(self) -> None: ...
+
+    def remove(self, file: str) -> None:
+        """Take ``file`` (relative to the station folder, posix) off the queue."""
+        ...
+
+    def move(self, file: str, index: int) -> None:
+        """Put queued ``file`` at 0-based position ``index`` of the queue."""
+        ...
+
+    def enqueue(self, file: str) -> None:
+        """Queue a file already in the folder, at the end."""
+        ...
+
+    def upload(self, filename: str, data: BinaryIO, length: int) -> str:
+        """Save ``length`` bytes from ``data`` into the folder as ``filename`` and
+        return its name relative to the folder. ``data`` raises ControlError if
+        the client stops short, and OSError (a timeout) if it stalls: remove the
+        partial file on any exception."""
+        ...
+
+
+def check_upload_name(name: str) -> str:
+    """``name`` if it is a plain file name to create in a folder; ControlError (400) if not."""
+    if not name or name in (".", ".."):
+        raise ControlError("a file name is needed", 400)
+    if "/" in name or "\\" in name:
+        raise ControlError(f"{name!r}: a plain file name, without folders, is needed", 400)
+    if name.startswith("."):
+        raise ControlError(f"{name!r}: hidden file names are not accepted", 400)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ControlError(f"{name!r}: control characters are not accepted", 400)
+    if len(name.encode("utf-8", errors="surrogatepass")) > MAX_NAME_BYTES:
+        raise ControlError(f"file name longer than {MAX_NAME_BYTES} bytes", 400)
+    return name
+
+
+class _Body(io.RawIOBase):
+    """Exactly ``length`` bytes of a request body, read as they arrive."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        self._stream = stream
+        self.length = length
+        self.left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self.left == 0 or not view:
+            return 0
+        data = self._stream.read(min(len(view), self.left, _UPLOAD_CHUNK))
+        if not data:
+            got = self.length - self.left
+            raise ControlError(f"the upload ended after {got} of {self.length} bytes", 400)
+        view[: len(data)] = data
+        self.left -= len(data)
+        return len(data)
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json(status: int, value: Any, *headers: tuple[str, str]) -> _Reply:
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return _Reply(status, body, "application/json; charset=utf-8", headers)
+
+
+def _error(status: int, message: str, *headers: tuple[str, str]) -> _Reply:
+    return _json(status, {"error": message}, *headers)
+
+
+class ControlServer:
+    """The control API and page for ``stations``, on ``address`` (port 0: a free one).
+
+    ``token`` None turns every action off (403); reading stays open.
+    ``metrics``, if given, answers ``GET /metrics`` with (body, content type).
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        stations: Sequence[StationControl],
+        *,
+        token: str | None,
+        metrics: Callable[[], tuple[bytes, str]] | None = None,
+        max_upload: int = DEFAULT_MAX_UPLOAD,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
+        self._stations: dict[str, StationControl] = {}
+        for station in stations:
+            station_id = station.id
+            if not _STATION_ID.match(station_id):
+                raise ConfigError(
+                    f"station id {station_id!r}: use letters, digits, '.', '_', '~' or '-'"
+                )
+            if station_id in self._stations:
+                raise ConfigError(f"station id {station_id!r} is used twice")
+            self._stations[station_id] = station
+        self._token = token.encode("utf-8") if token else None
+        self._metrics = metrics
+        self.max_upload = max_upload
+        self.timeout = timeout
+        self._page = {
+            path: (resources.files("pushsource.web").joinpath(name).read_bytes(), kind)
+            for path, (name, kind) in _PAGE_FILES.items()
+        }
+        try:
+            self._httpd = _HTTPServer(address, _Handler, self, max_connections)
+        except OSError as exc:
+            host, port = address
+            raise ConfigError(
+                f"control API: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:  # no token, ever
+        return (
+            f"<ControlServer {self.address[0]}:{self.address[1]} stations={list(self._stations)}>"
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._httpd.server_address[:2]
+        return (str(host), int(port))
+
+    def start(self) -> None:
+        """Serve on a daemon thread until close()."""
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="control server",
+            daemon=True,
+        )
+        self._thread.start()
+        log.debug("control server on http://%s:%d/", *self.address)
+
+    def close(self) -> None:
+        """Stop serving, and drop the connections still open."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self._httpd.server_close()
+        self._httpd.drop_connections()
+
+    def __enter__(self) -> ControlServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- what the handler asks --------------------------------------------------------
+
+    def station(self, station_id: str) -> StationControl:
+        try:
+            return self._stations[station_id]
+        except KeyError:
+            raise ControlError(f"no station {station_id!r}", 404) from None
+
+    def stations(self) -> list[StationControl]:
+        return list(self._stations.values())
+
+    def page(self, path: str) -> tuple[bytes, str] | None:
+        return self._page.get(path)
+
+    def metrics(self) -> tuple[bytes, str] | None:
+        return self._metrics() if self._metrics is not None else None
+
+    def authorize(self, header: str | None) -> _Reply | None:
+        """None if ``header`` (the Authorization header) allows actions, else the error."""
+        if self._token is None:
+            return _error(403, "control actions are off: set a token")
+        scheme, _, given = (header or "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            return _error(
+                401, "this needs 'Authorization: Bearer TOKEN'", ("WWW-Authenticate", "Bearer")
+            )
+        if not hmac.compare_digest(given.strip().encode("utf-8", errors="replace"), self._token):
+            return _error(401, "wrong token", ("WWW-Authenticate", 'Bearer error="invalid_token"'))
+        return None
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its ControlServer, caps its connections and
+    can drop the ones still open when it closes."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type[BaseHTTPRequestHandler],
+        control: ControlServer,
+        max_connections: int,
+    ) -> None:
+        self.control = control
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._max_connections = max_connections
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can stall on DNS.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            busy = len(self._open) >= self._max_connections
+            if not busy:
+                self._open.add(request)
+        if busy:
+            with contextlib.suppress(OSError):
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self) -> None:
+        with self._lock:
+            still_open = list(self._open)
+        for sock in still_open:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def version_string(self) -> str:
+        return "pushsource"
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.settimeout(self.server.control.timeout)
+
+    @property
+    def control(self) -> ControlServer:
+        return self.server.control
+
+    # --- logging: debug only, and only the request line (never a header) ---------------
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # --- methods ----------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_HEAD(self) -> None:
+        self._serve("HEAD")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._serve("OPTIONS")
+
+    def handle_expect_100(self) -> bool:
+        # Refuse an upload before its body comes, when it would be refused anyway.
+        early = self._refuse_early()
+        if early is not None:
+            self._send(early, head=False)
+            self.close_connection = True
+            return False
+        return super().handle_expect_100()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # The base class's own errors (bad request line, headers too long...) as JSON.
+        self.close_connection = True
+        try:
+            phrase = HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self._send(_error(code, message or phrase), head=self.command == "HEAD")
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    def _serve(self, method: str) -> None:
+        self._body_left = self._declared_length()
+        try:
+            reply = self._route(method)
+        except ControlError as error:
+            reply = _error(error.status, str(error))
+        except (TimeoutError, ConnectionError) as error:
+            log.debug("%s: connection lost: %s", self.address_string(), error)
+            self.close_connection = True
+            return
+        except Exception:
+            log.exception("control API: %s %s failed", method, urlsplit(self.path).path)
+            reply = _error(500, "internal error, see the log")
+        if self._body_left != 0:
+            # An unread (or unknown-length) body would be taken for the next request.
+            self.close_connection = True
+        self._send(reply, head=method == "HEAD")
+
+    def _declared_length(self) -> int | None:
+        """Bytes of request body still to read; None if not known (chunked or bad)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return None
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return 0
+        try:
+            length = int(raw)
+        except ValueError:
+            return None
+        return length if length >= 0 else None
+
+    def _segments(self) -> list[str]:
+        path = urlsplit(self.path).path
+        # Split before decoding, so an encoded "/" stays inside its segment.
+        return [unquote(part, errors="strict") for part in path.split("/")[1:]]
+
+    def _route(self, method: str) -> _Reply:
+        path = urlsplit(self.path).path
+        try:
+            parts = self._segments()
+        except UnicodeDecodeError:
+            return _error(400, "the path is not UTF-8")
+        page = self.control.page(path)
+        if page is not None:
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            return _Reply(200, page[0], page[1], (("Content-Security-Policy", _PAGE_POLICY),))
+        if path == "/metrics":
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            metrics = self.control.metrics()
+            if metrics is None:
+                return _error(404, "metrics are off")
+            return _Reply(200, metrics[0], metrics[1])
+        if parts[:2] != ["api", "stations"]:
+            return _error(404, f"no such page: {path}")
+        rest = parts[2:]
+        if rest in ([], [""]):
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            return _json(200, {"stations": [s.status() for s in self.control.stations()]})
+        station_id, action = rest[0], rest[1:]
+        if action == []:
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            return _json(200, self.control.station(station_id).status())
+        if action in (["skip"], ["queue"], ["queue", "move"], ["queue", "remove"]):
+            if (allowed := self._allow(method, "POST")) is not None:
+                return allowed
+            return self._act(station_id, action)
+        if len(action) == 2 and action[0] == "files":
+            if (allowed := self._allow(method, "PUT")) is not None:
+                return allowed
+            return self._upload(station_id, action[1])
+        return _error(404, f"no such page: {path}")
+
+    def _allow(self, method: str, *allowed: str) -> _Reply | None:
+        if method in allowed:
+            return None
+        return _error(405, f"{method} is not allowed here", ("Allow", ", ".join(allowed)))
+
+    def _act(self, station_id: str, action: list[str]) -> _Reply:
+        refused = self.control.authorize(self.headers.get("Authorization"))
+        if refused is not None:
+            return refused
+        station = self.control.station(station_id)
+        if action == ["skip"]:
+            self._read_json(optional=True)
+            station.skip()
+        else:
+            body = self._read_json()
+            file = _field(body, "file", str)
+            if not file:
+                raise ControlError("'file' must not be empty", 400)
+            if action == ["queue"]:
+                station.enqueue(file)
+            elif action == ["queue", "remove"]:
+                station.remove(file)
+            else:
+                station.move(file, _field(body, "index", int))
+        return _json(200, station.status())
+
+    def _refuse_early(self) -> _Reply | None:
+        """Why an upload would be refused before its body is read, if it would be."""
+        if self.command != "PUT":
+            return None
+        try:
+            parts = self._segments()
+        except UnicodeDecodeError:
+            return _error(400, "the path is not UTF-8")
+        if len(parts) != 5 or parts[:2] != ["api", "stations"] or parts[3] != "files":
+            return None  # _route answers it
+        refused = self.control.authorize(self.headers.get("Authorization"))
+        if refused is not None:
+            return refused
+        try:
+            self.control.station(parts[2])
+            check_upload_name(parts[4])
+        except ControlError as error:
+            return _error(error.status, str(error))
+        return self._check_upload_length()
+
+    def _check_upload_length(self) -> _Reply | None:
+        length = self._declared_length()
+        if length is None or "Content-Length" not in self.headers:
+            return _error(411, "an upload needs a Content-Length (no chunked bodies)")
+        if length > self.control.max_upload:
+            return _error(413, f"uploads are limited to {self.control.max_upload} bytes")
+        return None
+
+    def _upload(self, station_id: str, name: str) -> _Reply:
+        early = self._refuse_early()
+        if early is not None:
+            return early
+        station = self.control.station(station_id)
+        length = self._body_left
+        assert length is not None  # _refuse_early checked it
+        body = _Body(cast(BinaryIO, self.rfile), length)
+        try:
+            saved = station.upload(name, cast(BinaryIO, body), length)
+        finally:
+            self._body_left = body.left
+        if body.left:
+            raise ControlError(f"the station read {length - body.left} of {length} bytes", 500)
+        log.info("%s: %s uploaded (%d bytes)", station_id, saved, length)
+        return _json(201, {"file": saved})
+
+    def _read_json(self, *, optional: bool = False) -> dict[str, Any]:
+        length = self._body_left
+        if length is None:
+            raise ControlError("send the JSON body with a Content-Length", 411)
+        if length > MAX_JSON_BODY:
+            raise ControlError(f"the JSON body is limited to {MAX_JSON_BODY} bytes", 413)
+        raw = self.rfile.read(length)
+        self._body_left = length - len(raw)
+        if len(raw) < length:
+            raise ConnectionError("the body ended early")
+        if optional and not raw.strip():
+            return {}
+        try:
+            value = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ControlError(f"the body is not JSON: {error}", 400) from None
+        if not isinstance(value, dict):
+            raise ControlError("the body must be a JSON object", 400)
+        return value
+
+    def _send(self, reply: _Reply, *, head: bool) -> None:
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            for name, value in reply.headers:
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if not head:
+                self.wfile.write(reply.body)
+        except OSError as error:
+            log.debug("%s: could not answer: %s", self.address_string(), error)
+            self.close_connection = True
+
+
+_T = TypeVar("_T")
+
+
+def _field(body: dict[str, Any], key: str, kind: type[_T]) -> _T:
+    value = body.get(key)
+    # bool is an int to Python, never to this API.
+    if not isinstance(value, kind) or isinstance(value, bool):
+        name = {str: "a string", int: "an integer"}.get(kind, kind.__name__)
+        raise ControlError(f"{key!r} must be {name}", 400)
+    return value

@@ -1,0 +1,478 @@
+"""docker/: the compose file as docker-compose reads it, the images' Dockerfiles,
+the stations.toml the container runs, Icecast's container entrypoint (run for
+real against the repository's icecast.xml) and the systemd unit.
+
+No Docker engine is needed: `docker-compose config` only reads files.
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import tomllib
+import urllib.error
+import urllib.request
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from pushsource.config import parse_config
+from pushsource.errors import ConfigError
+from pushsource.settings import ControlSettings
+from tests.support.icecast import IcecastServer
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+COMPOSE = DOCKER / "compose.yml"
+STATIONS = DOCKER / "stations.toml"
+UNIT = DOCKER / "pushsource.service"
+ENTRYPOINT = DOCKER / "icecast-entrypoint.sh"
+
+CONFIG_IN_CONTAINER = "/etc/pushsource/stations.toml"
+CONTROL_PORT = 8700
+LISTEN_PORT = 8000
+TOKEN = "test-token-for-compose"
+
+
+# --- docker-compose config ---------------------------------------------------------
+
+
+def compose_config(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` with exactly env as its settings: an empty
+    --env-file keeps a developer's docker/.env out."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    env_file = tmp_path / "empty.env"
+    env_file.write_text("")
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    return subprocess.run(
+        [binary, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def services(env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
+    result = compose_config(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    return dict(config["services"])
+
+
+@pytest.fixture
+def compose(tmp_path: Path) -> dict[str, Any]:
+    return services({"PUSHSOURCE_TOKEN": TOKEN}, tmp_path)
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """{target: (source, read_only)} from either syntax compose may print."""
+    found: dict[str, tuple[str, bool]] = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = volume.split(":")
+            found[target] = (source, "ro" in mode[0].split(",") if mode else False)
+        else:
+            found[volume["target"]] = (volume["source"], bool(volume.get("read_only")))
+    return found
+
+
+def published(service: dict[str, Any]) -> dict[int, list[str]]:
+    """{container port: [host address, ...]}, "" for every address."""
+    found: dict[int, list[str]] = {}
+    for port in service.get("ports", []):
+        if isinstance(port, str):
+            parts = port.split("/")[0].split(":")
+            host_ip = parts[0] if len(parts) == 3 else ""
+            target = int(parts[-1])
+        else:
+            host_ip = port.get("host_ip", "")
+            target = int(port["target"])
+        found.setdefault(target, []).append(host_ip)
+    return found
+
+
+def test_compose_has_the_two_services(compose: dict[str, Any]) -> None:
+    assert set(compose) == {"icecast", "pushsource"}
+    assert "icecast" in compose["pushsource"]["depends_on"]
+    assert compose["pushsource"]["restart"] == "unless-stopped"
+
+
+def test_compose_refuses_to_start_without_a_control_token(tmp_path: Path) -> None:
+    result = compose_config({}, tmp_path)
+    assert result.returncode != 0
+    assert "PUSHSOURCE_TOKEN" in result.stderr
+
+
+def test_compose_builds_from_files_that_exist(compose: dict[str, Any]) -> None:
+    for name, service in compose.items():
+        context = Path(service["build"]["context"])
+        assert context == REPO, f"{name} builds from {context}, not the repository root"
+        assert (context / service["build"]["dockerfile"]).is_file(), name
+
+
+def test_icecast_runs_the_repositorys_icecast_xml(compose: dict[str, Any]) -> None:
+    source, read_only = mounts(compose["icecast"])[entrypoint_default("ICECAST_TEMPLATE")]
+    assert Path(source).resolve() == REPO / "icecast.xml"
+    assert read_only
+    assert published(compose["icecast"])[LISTEN_PORT] == [""]
+
+
+def test_pushsource_mounts_its_config_music_and_state(compose: dict[str, Any]) -> None:
+    service = compose["pushsource"]
+    found = mounts(service)
+    assert Path(found[CONFIG_IN_CONTAINER][0]).resolve() == STATIONS
+    assert found[CONFIG_IN_CONTAINER][1]
+    folders = {station["folder"] for station in stations()["station"]}
+    assert folders == {"/music"}
+    assert found["/music"] == (str(REPO / "music"), False)  # uploads land there
+    # The state volume is the directory the image keeps its XDG dirs in.
+    state_volume = dockerfile_instructions(DOCKER / "Dockerfile")["VOLUME"][0]
+    state_dir = json.loads(state_volume)[0]
+    source, read_only = found[state_dir]
+    assert not source.startswith("/") and not read_only, "expected a named, writable volume"
+
+
+def test_music_dir_comes_from_the_environment(tmp_path: Path) -> None:
+    found = mounts(
+        services({"PUSHSOURCE_TOKEN": TOKEN, "MUSIC_DIR": "/srv/radio"}, tmp_path)["pushsource"]
+    )
+    assert found["/music"] == ("/srv/radio", False)
+
+
+def test_control_api_is_published_on_loopback_only(compose: dict[str, Any]) -> None:
+    assert published(compose["pushsource"]) == {CONTROL_PORT: ["127.0.0.1"]}
+    # Inside the container it must listen on all addresses to be reachable at all.
+    assert stations()["control"]["listen"] == f"0.0.0.0:{CONTROL_PORT}"
+
+
+def test_both_containers_get_the_same_source_password(tmp_path: Path) -> None:
+    for env, expected in (({}, "hackme"), ({"ICECAST_SOURCE_PASSWORD": "s3cret"}, "s3cret")):
+        found = services({"PUSHSOURCE_TOKEN": TOKEN, **env}, tmp_path)
+        for name in ("icecast", "pushsource"):
+            assert found[name]["environment"]["ICECAST_SOURCE_PASSWORD"] == expected, name
+    assert found["pushsource"]["environment"]["PUSHSOURCE_TOKEN"] == TOKEN
+
+
+# --- stations.toml -----------------------------------------------------------------
+
+
+def stations() -> dict[str, Any]:
+    with STATIONS.open("rb") as file:
+        return tomllib.load(file)
+
+
+def test_stations_toml_holds_no_secret_only_variables(compose: dict[str, Any]) -> None:
+    config = stations()
+    secrets = [station["password"] for station in config["station"]]
+    secrets.append(config["control"]["token"])
+    given = compose["pushsource"]["environment"]
+    for secret in secrets:
+        match = re.fullmatch(r"\$\{([A-Z_][A-Z0-9_]*)\}", secret)
+        assert match, f"{secret!r} is not a ${{VAR}} reference"
+        assert match.group(1) in given, f"compose does not pass {match.group(1)}"
+    assert not [value for value in strings(config) if "hackme" in value]
+
+
+def strings(value: object) -> Iterator[str]:
+    """Every string value in a parsed TOML document (comments are not values)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings(item)
+
+
+def test_pushsource_reads_stations_toml_as_the_container_would(tmp_path: Path) -> None:
+    """pushsource's own loader, with the environment compose gives the container
+    (the folder, /music there, is a folder of this machine here)."""
+    data = stations()
+    for station in data["station"]:
+        station["folder"] = str(tmp_path)
+    env = {"ICECAST_SOURCE_PASSWORD": "s3cret", "PUSHSOURCE_TOKEN": TOKEN}
+    config = parse_config(data, STATIONS, env)
+    assert [station.password for station in config.stations] == ["s3cret"]
+    assert config.control == ControlSettings("0.0.0.0", CONTROL_PORT, TOKEN)
+    with pytest.raises(ConfigError, match="PUSHSOURCE_TOKEN is not set"):
+        parse_config(data, STATIONS, {"ICECAST_SOURCE_PASSWORD": "s3cret"})
+
+
+def test_stations_stream_to_the_icecast_service(compose: dict[str, Any]) -> None:
+    for station in stations()["station"]:
+        url = urlsplit(station["url"])
+        assert url.scheme == "icecast"
+        assert url.password is None, "the password belongs in ${VAR}, not the URL"
+        assert url.hostname in compose
+        assert url.port == LISTEN_PORT
+        assert url.path.startswith("/") and len(url.path) > 1
+
+
+# --- Dockerfiles -------------------------------------------------------------------
+
+
+def dockerfile_instructions(path: Path) -> dict[str, list[str]]:
+    """{INSTRUCTION: [arguments, ...]} in order, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", path.read_text("utf-8"))
+    found: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, arguments = line.partition(" ")
+            found.setdefault(instruction.upper(), []).append(arguments.strip())
+    return found
+
+
+def test_pushsource_image_runs_as_a_user_of_its_own() -> None:
+    image = dockerfile_instructions(DOCKER / "Dockerfile")
+    user = image["USER"][-1].split(":")[0]
+    assert user not in ("root", "0")
+    created = [run for run in image["RUN"] if "useradd" in run]
+    assert created and f"--uid {user}" in created[0]
+
+
+def test_pushsource_image_runs_the_config_compose_mounts() -> None:
+    image = dockerfile_instructions(DOCKER / "Dockerfile")
+    assert json.loads(image["ENTRYPOINT"][-1]) == ["pushsource"]
+    assert json.loads(image["CMD"][-1]) == ["run", "--config", CONFIG_IN_CONTAINER]
+    state_dir = json.loads(image["VOLUME"][-1])[0]
+    env = dict(
+        word.split("=", 1) for line in image["ENV"] for word in shlex.split(line) if "=" in word
+    )
+    for name in ("XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        assert env[name].startswith(state_dir + "/"), name
+
+
+def test_pushsource_image_installs_the_runtime_dependencies_only() -> None:
+    image = dockerfile_instructions(DOCKER / "Dockerfile")
+    installs = [run for run in image["RUN"] if "pip install" in run]
+    assert len(installs) == 1
+    words = shlex.split(installs[0].split("pip install", 1)[1].split("&&")[0])
+    # The project itself, not editable, no extras, no other package or list.
+    assert len(words) == 1 and not words[0].startswith("-"), words
+    assert "[" not in words[0]
+    copied = [line.split()[-1].rstrip("/") for line in image["COPY"]]
+    assert words[0].rstrip("/") in copied, f"pip installs {words[0]}, which no COPY made"
+    apt = " ".join(run for run in image["RUN"] if "apt-get install" in run)
+    assert "--no-install-recommends" in apt and "libvlc5" in apt
+
+
+def test_docker_context_holds_only_what_the_images_copy() -> None:
+    lines = [
+        line
+        for line in (REPO / ".dockerignore").read_text("utf-8").splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert lines[0] == "*", "everything is left out unless named"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    for dockerfile in (DOCKER / "Dockerfile", DOCKER / "icecast.Dockerfile"):
+        for copy in dockerfile_instructions(dockerfile).get("COPY", []):
+            for source in copy.split()[:-1]:
+                if not source.startswith("--"):
+                    assert source.rstrip("/") in allowed, f"{dockerfile.name} copies {source}"
+                    assert (REPO / source).exists(), source
+
+
+def test_icecast_image_runs_unprivileged() -> None:
+    image = dockerfile_instructions(DOCKER / "icecast.Dockerfile")
+    assert image["USER"][-1] not in ("root", "0")
+    assert json.loads(image["CMD"][-1]) == ["icecast2", "-c", entrypoint_default("ICECAST_CONFIG")]
+
+
+# --- Icecast's entrypoint, run against the repository's icecast.xml ----------------
+
+
+def entrypoint_default(name: str) -> str:
+    match = re.search(rf"\${{{name}:-([^}}]+)}}", ENTRYPOINT.read_text("utf-8"))
+    assert match, f"{ENTRYPOINT.name} has no default for {name}"
+    return match.group(1)
+
+
+# Characters that XML and the sed replacement would each mangle if unescaped.
+SOURCE_PASSWORD = "s&<p>|a\\ss/%s *"
+ADMIN_PASSWORD = "a&amp;d]m'in\""
+
+
+def render(workdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    config = workdir / "rendered.xml"
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), "cat", str(config)],
+        env={
+            "PATH": os.environ["PATH"],
+            "ICECAST_TEMPLATE": str(REPO / "icecast.xml"),
+            "ICECAST_CONFIG": str(config),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.fixture
+def workdir() -> Iterator[Path]:
+    # Under /tmp: as root icecast2 runs as nobody (see tests/support/icecast.py).
+    path = Path(tempfile.mkdtemp(prefix="pushsource-docker-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_entrypoint_opens_icecast_xml_to_the_container_network(workdir: Path) -> None:
+    result = render(
+        workdir, ICECAST_SOURCE_PASSWORD=SOURCE_PASSWORD, ICECAST_ADMIN_PASSWORD=ADMIN_PASSWORD
+    )
+    assert result.returncode == 0, result.stderr
+    root = ET.fromstring(result.stdout)
+    sockets = root.findall("listen-socket")
+    assert [s.findtext("bind-address") for s in sockets] == ["0.0.0.0"]
+    assert [s.findtext("port") for s in sockets] == [str(LISTEN_PORT)]
+    assert root.findtext("logging/errorlog") == "-"
+    assert root.findtext("logging/accesslog") == "-"
+    assert root.findtext("authentication/source-password") == SOURCE_PASSWORD
+    assert root.findtext("authentication/admin-password") == ADMIN_PASSWORD
+    # Anything else is as in the repository's file.
+    original = ET.parse(REPO / "icecast.xml").getroot()
+    assert root.findtext("limits/burst-size") == original.findtext("limits/burst-size")
+    assert root.findtext("mount/charset") == original.findtext("mount/charset")
+
+
+def test_entrypoint_keeps_the_file_passwords_when_none_are_set(workdir: Path) -> None:
+    result = render(workdir)
+    assert result.returncode == 0, result.stderr
+    root = ET.fromstring(result.stdout)
+    original = ET.parse(REPO / "icecast.xml").getroot()
+    for tag in ("source-password", "admin-password"):
+        assert root.findtext(f"authentication/{tag}") == original.findtext(f"authentication/{tag}")
+
+
+def test_entrypoint_refuses_a_password_of_two_lines(workdir: Path) -> None:
+    result = render(workdir, ICECAST_SOURCE_PASSWORD="first-line\nsecond-line")
+    assert result.returncode == 2
+    assert "<source-password>" in result.stderr and "one line" in result.stderr
+    assert "first-line" not in result.stderr + result.stdout
+
+
+def _source_status(port: int, password: str) -> int:
+    """The status Icecast answers a source PUT with."""
+    auth = base64.b64encode(f"source:{password}".encode()).decode()
+    request = (
+        f"PUT /docker-check HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Basic {auth}\r\nContent-Type: audio/mpeg\r\n"
+        "Ice-Public: 0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        line = sock.makefile("rb").readline().decode("latin-1")
+    return int(line.split()[1])
+
+
+def _admin_status(base_url: str, password: str) -> int:
+    auth = base64.b64encode(f"admin:{password}".encode()).decode()
+    request = urllib.request.Request(
+        f"{base_url}/admin/stats", headers={"Authorization": f"Basic {auth}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+@pytest.mark.integration
+def test_icecast_takes_the_rendered_passwords(workdir: Path) -> None:
+    """A real icecast2 runs the rendered file (on loopback and a free port, as
+    every test server) and logs in with the passwords from the environment."""
+    result = render(
+        workdir, ICECAST_SOURCE_PASSWORD=SOURCE_PASSWORD, ICECAST_ADMIN_PASSWORD=ADMIN_PASSWORD
+    )
+    assert result.returncode == 0, result.stderr
+    template = workdir / "template.xml"
+    template.write_text(result.stdout, "utf-8")
+    with IcecastServer(template, workdir) as server:
+        assert _admin_status(server.base_url, ADMIN_PASSWORD) == 200
+        assert _admin_status(server.base_url, "hackme") == 401
+        assert _source_status(server.port, "hackme") == 401
+        assert _source_status(server.port, SOURCE_PASSWORD) == 200
+
+
+# --- the systemd unit --------------------------------------------------------------
+
+
+def unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=False, delimiters=("=",))
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(UNIT.read_text("utf-8"))
+    return parser
+
+
+def test_unit_runs_pushsource_with_the_config() -> None:
+    service = unit()["Service"]
+    assert shlex.split(service["ExecStart"]) == [
+        "/usr/local/bin/pushsource",
+        "run",
+        "--config",
+        CONFIG_IN_CONTAINER,
+    ]
+    assert service["User"] not in ("root", "0")
+    assert service["EnvironmentFile"] == "-/etc/pushsource/env"
+
+
+def test_unit_restarts_only_when_a_restart_can_help() -> None:
+    service = unit()["Service"]
+    assert service["Restart"] == "on-failure"
+    assert str(ConfigError.exit_status) in service["RestartPreventExitStatus"].split()
+    assert service["KillSignal"] == "SIGTERM"
+    assert shlex.split(service["ExecReload"]) == ["/bin/kill", "-HUP", "$MAINPID"]
+
+
+def test_unit_keeps_state_and_cache_where_systemd_gives_it_room() -> None:
+    service = unit()["Service"]
+    env = dict(word.split("=", 1) for word in shlex.split(service["Environment"]))
+    assert service["StateDirectory"] == "pushsource"
+    assert service["CacheDirectory"] == "pushsource"
+    assert env["XDG_STATE_HOME"].startswith("%S/pushsource")
+    assert env["XDG_CACHE_HOME"].startswith("%C/pushsource")
+    assert service["ProtectSystem"] == "strict"
+    assert service["NoNewPrivileges"] == "yes"
+
+
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own parser: an unknown key or a bad value is a warning there,
+    so any output fails. ExecStart must name a file that exists, so the copy
+    points at this venv's pushsource."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    pushsource = Path(sys.executable).parent / "pushsource"
+    if not pushsource.exists():
+        pytest.skip(f"{pushsource} is missing: pip install -e . first")
+    copy = tmp_path / UNIT.name
+    copy.write_text(
+        UNIT.read_text("utf-8").replace("/usr/local/bin/pushsource", str(pushsource)), "utf-8"
+    )
+    result = subprocess.run(
+        [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
+        result.stdout + result.stderr
+    )
