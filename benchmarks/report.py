@@ -172,7 +172,9 @@ def render(results: dict[str, Any]) -> str:
     walk = results.get("walk")
     if walk:
         out.append(f"\nwalk: {walk['frames']} frames ({walk['audio_s'] / 3600:.2f} h) with "
-                   f"pushsource.frames in {walk['seconds_best']:.3f} s")  # fmt: skip
+                   f"pushsource.frames in {walk['seconds_best']:.3f} s (next_run; "
+                   f"{walk.get('per_frame_objects_seconds_best', float('nan')):.3f} s "
+                   "with a Frame object per frame)")  # fmt: skip
 
     rows = [[t["target"], _fmt(t["value"], ".3g"), f"{_fmt(t['limit'], '.3g')} {t['unit']}",
              t["verdict"] + (f" ({t['note']})" if t.get("note") else "")]
