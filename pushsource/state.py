@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,11 @@ class PlayState:
     #: Byte offset in ``current`` of the next frame not yet confirmed sent.
     current_offset: int = 0
     current_stamp: FileStamp | None = None
+    #: Held while ``played`` changes; hold it to iterate ``played`` on another
+    #: thread (the control API marks and forgets files beside the station).
+    lock: threading.Lock = field(
+        default_factory=threading.Lock, repr=False, compare=False, init=False
+    )
 
     def __post_init__(self) -> None:
         self._trim()
@@ -117,27 +123,34 @@ class PlayState:
         cannot be stat'ed is forgotten instead: there is no version of it to skip.
         """
         key = _key(path)
-        self.played.pop(key, None)  # re-inserted at the end: the cap drops the oldest
         if stamp is None:
             stamp = FileStamp.of(path)
-        if stamp is not None:
-            self.played[key] = stamp
-            self._trim()
+        with self.lock:
+            self.played.pop(key, None)  # re-inserted at the end: the cap drops the oldest
+            if stamp is not None:
+                self.played[key] = stamp
+                self._trim()
 
     def forget(self, path: Path) -> None:
         """Let ``path`` play again (an operator queued it by hand)."""
-        self.played.pop(_key(path), None)
+        with self.lock:
+            self.played.pop(_key(path), None)
 
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict, ``from_json``'s inverse."""
         return {
             "version": VERSION,
-            "played": {p: [s.size, s.mtime_ns] for p, s in self.played.items()},
+            "played": self.played_json(),
             "queue": list(self.queue),
             "current": self.current,
             "current_offset": self.current_offset,
             "current_stamp": _stamp_to_json(self.current_stamp),
         }
+
+    def played_json(self) -> dict[str, list[int]]:
+        """``played`` as JSON-ready data, taken under the lock."""
+        with self.lock:
+            return {p: [s.size, s.mtime_ns] for p, s in self.played.items()}
 
     @classmethod
     def from_json(cls, data: object) -> PlayState:
@@ -307,13 +320,12 @@ class _Encoder:
         played = state.played
         # mark_played() moves a path to the end and the cap drops from the front:
         # the size and both ends tell whether the dict changed.
-        first = next(iter(played.items()), None)
-        last = next(reversed(played.items()), None)
-        key = (len(played), first, last)
+        with state.lock:
+            first = next(iter(played.items()), None)
+            last = next(reversed(played.items()), None)
+            key = (len(played), first, last)
         if self._played is None or self._played[0] != key:
-            text = json.dumps(
-                {p: [s.size, s.mtime_ns] for p, s in played.items()}, separators=(",", ":")
-            )
+            text = json.dumps(state.played_json(), separators=(",", ":"))
             self._played = (key, text)
         rest = json.dumps(
             {
