@@ -29,18 +29,16 @@ class StationFilter(logging.Filter):
 
 
 class PlainFormatter(logging.Formatter):
+    """``HH:MM:SS LEVEL [station] message``; the station only if asked for."""
+
     def __init__(self, *, show_station: bool) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+        super().__init__("%(asctime)s %(levelname)s %(where)s%(message)s", "%H:%M:%S")
         self._show_station = show_station
 
     def format(self, record: logging.LogRecord) -> str:
-        line = redact(super().format(record))
         station = getattr(record, "station", "")
-        if self._show_station and station:
-            time_, _, rest = line.partition(" ")
-            level, _, message = rest.partition(" ")
-            return f"{time_} {level} [{station}] {message}"
-        return line
+        record.where = f"[{station}] " if self._show_station and station else ""
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
