@@ -26,7 +26,8 @@ class Observed(Protocol):
     @property
     def queue_length(self) -> int: ...
 
-    def status(self) -> dict[str, object]: ...
+    @property
+    def connection_state(self) -> str: ...
 
 
 class _StationCollector:
@@ -73,10 +74,9 @@ class _StationCollector:
             lead.add_metric(label, c.lead)
             least.add_metric(label, c.lead if c.min_lead is None else c.min_lead)
             c.min_lead = None
-            connection = station.status()["connection"]
-            assert isinstance(connection, dict)
+            now = station.connection_state
             for name in STATES:
-                state.add_metric([station.id, name], 1.0 if connection["state"] == name else 0.0)
+                state.add_metric([station.id, name], 1.0 if now == name else 0.0)
         yield from (sent, frames, played, by_hand, reconnects, skipped, queue, lead, least, state)
 
 

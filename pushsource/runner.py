@@ -7,6 +7,7 @@ gone for good) says why and stops, and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -285,6 +286,11 @@ class StationRunner:
     # -- status (any thread)
 
     @property
+    def connection_state(self) -> str:
+        with self._lock:
+            return self._state
+
+    @property
     def queue_length(self) -> int:
         return len(self._prefetch.queued())
 
@@ -390,7 +396,7 @@ class StationRunner:
         except OSError as exc:
             raise ControlError(f"cannot save {name}: {exc.strerror or exc}", 409) from None
         finally:
-            with _suppress_os_error():
+            with contextlib.suppress(OSError):
                 os.unlink(temp)
         log.info("uploaded %s (%d bytes)", name, length)
         return name
@@ -415,14 +421,6 @@ class StationRunner:
             if path.resolve() == wanted.resolve():
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
-
-
-class _suppress_os_error:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return isinstance(exc[1], OSError)
 
 
 def _reason_kind(reason: str) -> str:
