@@ -244,7 +244,7 @@ def run_all(
                 icecast.restart()
             results["scale"].append(run_point(bench, available[key], stations, plan.scale_s, tag))
         if plan.walk and "walk" in phases:
-            say("walking one hour of MP3 with pushsource.frames")
+            say("walking one hour of MP3 with pushsource.core.frames")
             from benchmarks.walk import measure
 
             results["walk"] = measure()

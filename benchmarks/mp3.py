@@ -1,6 +1,6 @@
 """The listener's own MPEG audio frame walker, written from ISO 11172-3 / 13818-3.
 
-It is deliberately independent of pushsource.frames: the benchmark must not
+It is deliberately independent of pushsource.core.frames: the benchmark must not
 judge pushsource with pushsource's own parser. It only needs what a listener
 needs to know how much audio has arrived: where frames are, how many samples
 each carries, and which bytes are not audio (an ID3v2 tag a muxer writes at the

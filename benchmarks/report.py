@@ -75,7 +75,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     add("300 stations: longest silence", _get(big, "longest_silence_ms"), 300,
         lambda v: v <= 300, "ms")  # fmt: skip
     walk = results.get("walk")
-    add("walk 1 h of MP3 (pushsource.frames)", _get(walk, "seconds_best"), 0.2,
+    add("walk 1 h of MP3 (pushsource.core.frames)", _get(walk, "seconds_best"), 0.2,
         lambda v: v <= 0.2, "s")  # fmt: skip
     return rows
 
@@ -172,7 +172,7 @@ def render(results: dict[str, Any]) -> str:
     walk = results.get("walk")
     if walk:
         out.append(f"\nwalk: {walk['frames']} frames ({walk['audio_s'] / 3600:.2f} h) with "
-                   f"pushsource.frames in {walk['seconds_best']:.3f} s (next_run; "
+                   f"pushsource.core.frames in {walk['seconds_best']:.3f} s (next_run; "
                    f"{walk.get('per_frame_objects_seconds_best', float('nan')):.3f} s "
                    "with a Frame object per frame)")  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""How long pushsource.frames takes to walk one hour of 128 kbps MP3.
+"""How long pushsource.core.frames takes to walk one hour of 128 kbps MP3.
 
 ``python -m benchmarks.walk`` encodes a short tone, repeats its frames to one
 hour (about 57 MB, in memory) and times FrameParser over it, two ways:
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pushsource.frames import END, NEED_DATA, Frame, FrameParser, FrameRun
+from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser, FrameRun
 from tests.support.media import make_clean_mp3
 
 TARGET_S = 0.2

@@ -1,3 +1,3 @@
-from pushsource.cli import main
+from pushsource.ops.cli import main
 
 raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Fuzz pushsource's frame parser by hand, for as long as you like.
 
-Arbitrary bytes are fed to :class:`pushsource.frames.FrameParser` in arbitrary
+Arbitrary bytes are fed to :class:`pushsource.core.frames.FrameParser` in arbitrary
 chunkings. Only the parser's own FrameError may escape, only at the end of an
 input in which no frame was found, with the end offset in ``.offset`` and as
 "(at byte N)" in its message; the frames it hands out are the input's own
@@ -44,9 +44,9 @@ except ImportError:  # the fallback loop below needs nothing but the standard li
 
 if atheris is not None:
     with atheris.instrument_imports():
-        from pushsource import frames as frames_module
+        from pushsource.core import frames as frames_module
 else:
-    from pushsource import frames as frames_module
+    from pushsource.core import frames as frames_module
 
 from pushsource.errors import FrameError
 from tests.synth import (

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pushsource.frames import header_for, silent_frame
+from pushsource.core.frames import header_for, silent_frame
 from tests.conftest import StartPushsource, secret_url
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener

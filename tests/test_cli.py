@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pushsource.cli import main
+from pushsource.ops.cli import main
 
 SECRET = "Kx3-pass-file-9Q"
 
@@ -39,7 +39,7 @@ def test_a_password_file_others_can_read_is_refused(
 
 
 def test_an_insecure_password_file_can_be_accepted(tmp_path: Path) -> None:
-    from pushsource.cli import read_password_file
+    from pushsource.ops.cli import read_password_file
 
     secret = tmp_path / "password"
     secret.write_text(SECRET + "\nsecond line is ignored\n")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pushsource.config import default_id, expand, load_config
 from pushsource.errors import ConfigError
-from pushsource.settings import ControlSettings, StationSettings
+from pushsource.ops.config import default_id, expand, load_config
+from pushsource.ops.settings import ControlSettings, StationSettings
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,8 +13,8 @@ from typing import Any, BinaryIO
 
 import pytest
 
-from pushsource.control import ControlServer, check_upload_name
 from pushsource.errors import ConfigError, ControlError
+from pushsource.ops.control import ControlServer, check_upload_name
 from tests.conftest import capture_output, register_secret
 
 TOKEN = "tok-Vq83-control-Zx1"

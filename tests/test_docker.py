@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from pushsource.config import parse_config
 from pushsource.errors import ConfigError
-from pushsource.settings import ControlSettings
+from pushsource.ops.config import parse_config
+from pushsource.ops.settings import ControlSettings
 from tests.support.icecast import IcecastServer
 
 REPO = Path(__file__).resolve().parents[1]

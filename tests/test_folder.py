@@ -1,4 +1,4 @@
-"""pushsource.folder: Readiness in virtual time, the name rules, and FolderQueue on a real
+"""pushsource.workers.folder: Readiness in virtual time, the name rules, and FolderQueue on a real
 folder with the real watchdog observer."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsource import folder
 from pushsource.errors import ConfigError
-from pushsource.folder import FolderQueue, Readiness, is_eligible, scan
+from pushsource.workers import folder
+from pushsource.workers.folder import FolderQueue, Readiness, is_eligible, scan
 
 # watchdog's inotify warns (from its own thread) when a new nested folder gets registered
 # twice, by its creation event and by the walk of its parent; the second just replaces the first.

@@ -1,4 +1,4 @@
-"""next_run() (the fast path of pushsource.frames) on real encoder output and on
+"""next_run() (the fast path of pushsource.core.frames) on real encoder output and on
 the malformed corpus: exactly the frames, skips and errors of next_event(),
 however the input is cut and however many frames a run may hold."""
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser, FrameRun, Skipped
 from pushsource.errors import FrameError, TrackError
-from pushsource.frames import END, NEED_DATA, Frame, FrameParser, FrameRun, Skipped
-from pushsource.tracks import Track
+from pushsource.workers.tracks import Track
 from tests.support.malformed import CASES as MALFORMED
 from tests.support.media import CORPUS
 

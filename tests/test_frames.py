@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pushsource.errors import FrameError
-from pushsource.frames import (
+from pushsource.core.frames import (
     END,
     NEED_DATA,
     Frame,
@@ -23,6 +22,7 @@ from pushsource.frames import (
     parse_header,
     silent_frame,
 )
+from pushsource.errors import FrameError
 from tests.synth import (
     Spec,
     apev2,

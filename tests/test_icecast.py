@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
-from pushsource.icecast import (
+from pushsource.workers.icecast import (
     IcecastTarget,
     ServerMonitor,
     SourceConnection,

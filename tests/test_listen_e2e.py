@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pushsource.errors import ConfigError
-from pushsource.listen import _clock, listen, listener_url
+from pushsource.ops.listen import _clock, listen, listener_url
 from tests.conftest import StartPushsource
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.media import make_titled_tracks

@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import pytest
 
-from pushsource.pacer import Pacer
+from pushsource.core.pacer import Pacer
 
 
 def test_due_times_follow_samples_exactly_for_an_hour() -> None:

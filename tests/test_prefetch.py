@@ -1,4 +1,4 @@
-"""The prefetch worker (pushsource.prefetch): hands files on one at a time, and
+"""The prefetch worker (pushsource.workers.prefetch): hands files on one at a time, and
 sleeps in its source's get() or on the hand-over instead of polling."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from pushsource.prefetch import Prefetch
+from pushsource.workers.prefetch import Prefetch
 
 
 class BlockingSource:

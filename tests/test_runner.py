@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pushsource.console import line
 from pushsource.errors import ControlError
-from pushsource.logs import JsonFormatter, PlainFormatter, StationFilter
-from pushsource.metrics import Metrics
-from pushsource.runner import StationRunner
-from pushsource.settings import StationSettings
+from pushsource.ops.console import line
+from pushsource.ops.logs import JsonFormatter, PlainFormatter, StationFilter
+from pushsource.ops.metrics import Metrics
+from pushsource.ops.runner import StationRunner
+from pushsource.ops.settings import StationSettings
 from tests.support.media import make_clean_mp3
 
 

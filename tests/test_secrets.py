@@ -17,16 +17,16 @@ from urllib.parse import quote
 
 import pytest
 
+from pushsource.core.frames import parse_header, silent_frame
+from pushsource.core.station import ListSource, Station
 from pushsource.errors import PushsourceError
-from pushsource.frames import parse_header, silent_frame
-from pushsource.icecast import (
+from pushsource.workers.icecast import (
     IcecastTarget,
     SourceConnection,
     StationInfo,
     TitleUpdater,
     parse_target,
 )
-from pushsource.station import ListSource, Station
 from tests.conftest import (
     SECRET_PASSWORD,
     StartPushsource,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pushsource import state as state_module
-from pushsource.state import (
+from pushsource.workers import state as state_module
+from pushsource.workers.state import (
     FileStamp,
     PlayState,
     StateError,

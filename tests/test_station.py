@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from pushsource.core.frames import END, Frame, FrameParser, header_for, parse_header, silent_frame
+from pushsource.core.station import ICECAST_BLOCK, Idle, ListSource, Pacing, Retry, Station
 from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
-from pushsource.frames import END, Frame, FrameParser, header_for, parse_header, silent_frame
-from pushsource.icecast import IcecastTarget, StationInfo
-from pushsource.state import PlayState, StateKeeper, load_state
-from pushsource.station import ICECAST_BLOCK, Idle, ListSource, Pacing, Retry, Station
-from pushsource.tracks import Track
+from pushsource.workers.icecast import IcecastTarget, StationInfo
+from pushsource.workers.state import PlayState, StateKeeper, load_state
+from pushsource.workers.tracks import Track
 from tests.synth import Spec, id3v1, id3v2, make_frames
 
 LEAD, BATCH = 0.5, 0.05

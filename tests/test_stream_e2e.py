@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import pushsource
-from pushsource.frames import parse_header
+from pushsource.core.frames import parse_header
 from tests.conftest import StartPushsource
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener

@@ -1,6 +1,6 @@
 # mutagen ships py.typed but leaves its tag constructors unannotated.
 # mypy: disallow-untyped-calls=False
-"""One file of the queue (pushsource.tracks): every bad file is refused by
+"""One file of the queue (pushsource.workers.tracks): every bad file is refused by
 Track.open() with a TrackError that names it and says why, before a frame is
 sent; after that next_frame() never raises, whatever happens to the file; and
 read_info() finds a title in whatever tags there are, or in the name, without
@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from mutagen.apev2 import APEv2
 from mutagen.id3 import ID3, TIT2, TPE1
 
+from pushsource.core.frames import Frame
 from pushsource.errors import TrackError
-from pushsource.frames import Frame
-from pushsource.tracks import Track, read_info
+from pushsource.workers.tracks import Track, read_info
 from tests.support.malformed import (
     ape_tag,
     apic_frame,

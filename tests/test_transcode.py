@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.core.frames import Frame
 from pushsource.errors import ConfigError, TrackError
-from pushsource.frames import Frame
-from pushsource.tracks import Track, read_info
-from pushsource.transcode import StationFormat, Transcoder, _frames, needs_transcoding
+from pushsource.workers.tracks import Track, read_info
+from pushsource.workers.transcode import StationFormat, Transcoder, _frames, needs_transcoding
 from tests.support.media import make_clean_mp3, run_tool
 
 SECONDS = 1.5
@@ -404,7 +404,7 @@ def test_libvlc_prints_nothing(inputs: dict[str, Input], tmp_path: Path) -> None
     """libvlc's own messages (and libmp3lame's through it) stay off stderr."""
     script = (
         "import sys; from pathlib import Path; from pushsource.errors import TrackError\n"
-        "from pushsource.transcode import StationFormat, Transcoder\n"
+        "from pushsource.workers.transcode import StationFormat, Transcoder\n"
         "with Transcoder(Path(sys.argv[1]), StationFormat()) as t:\n"
         "    t.convert(Path(sys.argv[2]))\n"
         "    try: t.convert(Path(sys.argv[3]))\n"

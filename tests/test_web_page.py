@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pushsource.control import ControlServer
 from pushsource.errors import ControlError
+from pushsource.ops.control import ControlServer
 from tests.support.browser import chromium
 from tests.test_control import TOKEN, FakeStation, serve
 

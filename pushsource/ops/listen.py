@@ -17,8 +17,8 @@ from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
 from pushsource.errors import ConfigError, PushsourceError
-from pushsource.icecast import DEFAULT_PORT, redact
-from pushsource.transcode import import_vlc
+from pushsource.workers.icecast import DEFAULT_PORT, redact
+from pushsource.workers.transcode import import_vlc
 
 POLL: Final = 0.2  # seconds between looks at the title
 PROBE_TIMEOUT: Final = 3.0  # seconds to find out why libvlc could not open a URL

@@ -55,10 +55,10 @@ import mutagen
 import mutagen.mp3
 from mutagen.id3 import ID3, TIT2
 
+from pushsource.core.frames import END, Frame, FrameHeader, FrameParser, Skipped, header_for
 from pushsource.errors import ConfigError, FrameError, PushsourceError, TrackError
-from pushsource.frames import END, Frame, FrameHeader, FrameParser, Skipped, header_for
-from pushsource.state import FileStamp, station_slug
-from pushsource.tracks import Track, read_info
+from pushsource.workers.state import FileStamp, station_slug
+from pushsource.workers.tracks import Track, read_info
 
 log = logging.getLogger("pushsource.transcode")
 

@@ -17,13 +17,13 @@ import setproctitle
 from watchdog.observers import Observer
 
 from pushsource import __version__
-from pushsource.config import Config, load_config
+from pushsource.core.station import Idle, Pacing
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
-from pushsource.icecast import check_source, redact
-from pushsource.listen import listen
-from pushsource.logs import setup_logging
-from pushsource.runner import StationRunner, build_runners
-from pushsource.settings import (
+from pushsource.ops.config import Config, load_config
+from pushsource.ops.listen import listen
+from pushsource.ops.logs import setup_logging
+from pushsource.ops.runner import StationRunner, build_runners
+from pushsource.ops.settings import (
     PASSWORD_ENV,
     TOKEN_ENV,
     ControlSettings,
@@ -31,7 +31,7 @@ from pushsource.settings import (
     parse_address,
     read_password_file,
 )
-from pushsource.station import Idle, Pacing
+from pushsource.workers.icecast import check_source, redact
 
 log = logging.getLogger("pushsource")
 
@@ -388,8 +388,8 @@ def run_stations(
 
 
 def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
-    from pushsource.control import ControlServer
-    from pushsource.metrics import Metrics
+    from pushsource.ops.control import ControlServer
+    from pushsource.ops.metrics import Metrics
 
     metrics = Metrics(runners)
     server = ControlServer(
@@ -411,7 +411,7 @@ def _wait(runners: Sequence[StationRunner], args: argparse.Namespace) -> None:
     """Until every station has ended; a live status line per station on a terminal."""
     view = None
     if getattr(args, "console", True) and sys.stderr.isatty() and not getattr(args, "quiet", False):
-        from pushsource.console import Console
+        from pushsource.ops.console import Console
 
         view = Console(runners)
     try:

@@ -13,13 +13,13 @@ from enum import Enum
 from pathlib import Path
 from typing import Final, Protocol
 
+from pushsource.core.frames import FrameHeader, parse_header, silent_frame
+from pushsource.core.pacer import Pacer
 from pushsource.errors import AuthenticationError, IcecastError, TrackError
-from pushsource.folder import QueueEdit
-from pushsource.frames import FrameHeader, parse_header, silent_frame
-from pushsource.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
-from pushsource.pacer import Pacer
-from pushsource.state import PlayState, StateKeeper
-from pushsource.tracks import Track, skipped
+from pushsource.workers.folder import QueueEdit
+from pushsource.workers.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
+from pushsource.workers.state import PlayState, StateKeeper
+from pushsource.workers.tracks import Track, skipped
 
 log = logging.getLogger("pushsource")
 

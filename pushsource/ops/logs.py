@@ -11,7 +11,7 @@ import time
 from collections.abc import Collection
 from typing import TextIO
 
-from pushsource.icecast import redact
+from pushsource.workers.icecast import redact
 
 
 class StationFilter(logging.Filter):

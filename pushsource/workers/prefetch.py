@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from pushsource.core.station import TrackSource
 from pushsource.errors import TrackError
-from pushsource.folder import QueueEdit
-from pushsource.station import TrackSource
-from pushsource.tracks import skipped
+from pushsource.workers.folder import QueueEdit
+from pushsource.workers.tracks import skipped
 
 log = logging.getLogger("pushsource")
 

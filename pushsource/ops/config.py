@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from pushsource.errors import ConfigError
-from pushsource.icecast import redact
-from pushsource.settings import ControlSettings, StationSettings, parse_address, resolve_target
-from pushsource.transcode import StationFormat
+from pushsource.ops.settings import ControlSettings, StationSettings, parse_address, resolve_target
+from pushsource.workers.icecast import redact
+from pushsource.workers.transcode import StationFormat
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

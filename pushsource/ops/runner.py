@@ -22,16 +22,16 @@ from typing import Any, BinaryIO
 
 from watchdog.observers.api import BaseObserver
 
-from pushsource.config import default_id
+from pushsource.core.station import Idle, ListSource, Pacing, Retry, Station
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
-from pushsource.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
-from pushsource.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
-from pushsource.prefetch import EditableSource, Prefetch
-from pushsource.settings import StationSettings, resolve_target
-from pushsource.state import FileStamp, StateKeeper, default_state_path, load_state
-from pushsource.station import Idle, ListSource, Pacing, Retry, Station
-from pushsource.tracks import Track, skipped
-from pushsource.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
+from pushsource.ops.config import default_id
+from pushsource.ops.settings import StationSettings, resolve_target
+from pushsource.workers.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
+from pushsource.workers.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
+from pushsource.workers.prefetch import EditableSource, Prefetch
+from pushsource.workers.state import FileStamp, StateKeeper, default_state_path, load_state
+from pushsource.workers.tracks import Track, skipped
+from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
 
 log = logging.getLogger("pushsource")
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from pushsource.runner import Counters
+from pushsource.ops.runner import Counters
 
 STATES = ("starting", "connecting", "on air", "idle", "reconnecting", "stopped", "failed")
 

@@ -193,7 +193,7 @@ class ControlServer:
         self.max_upload = max_upload
         self.timeout = timeout
         self._page = {
-            path: (resources.files("pushsource.web").joinpath(name).read_bytes(), kind)
+            path: (resources.files("pushsource.ops.web").joinpath(name).read_bytes(), kind)
             for path, (name, kind) in _PAGE_FILES.items()
         }
         try:

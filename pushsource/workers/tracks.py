@@ -10,9 +10,9 @@ from typing import Any, BinaryIO, Final
 import mutagen
 import mutagen.apev2
 
+from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser, FrameRun, Skipped
 from pushsource.errors import FrameError, TrackError
-from pushsource.frames import END, NEED_DATA, Frame, FrameParser, FrameRun, Skipped
-from pushsource.state import FileStamp
+from pushsource.workers.state import FileStamp
 
 log = logging.getLogger("pushsource.tracks")
 

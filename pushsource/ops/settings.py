@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Final
 
 from pushsource.errors import ConfigError
-from pushsource.icecast import IcecastTarget, parse_target
+from pushsource.workers.icecast import IcecastTarget, parse_target
 
 #: The environment variable a password may come from.
 PASSWORD_ENV: Final = "PUSHSOURCE_PASSWORD"

@@ -1,0 +1,1 @@
+"""The control page: plain HTML, CSS and JavaScript, served by pushsource.ops.control."""

@@ -1,1 +1,0 @@
-"""The control page: plain HTML, CSS and JavaScript, served by pushsource.control."""
