@@ -611,3 +611,49 @@ def check_source(target: IcecastTarget, *, timeout: float = 5.0) -> None:
         raise MountInUseError(f"{target}: {_icecast_message(response)}", status)
     if status != 200:
         raise IcecastError(f"{target}: {_icecast_message(response)}", status)
+
+
+def send_title(
+    session: requests.Session,
+    target: IcecastTarget,
+    address: str,
+    title: str,
+    *,
+    timeout: float = 5.0,
+    superseded: Callable[[], bool] = lambda: False,
+    retries: int = 5,
+) -> str | None:
+    """Set the mount's now-playing title (on a worker). Returns None when set,
+    else why not; gives up early once ``superseded()`` (a newer title came).
+    Icecast takes it only from the source's own IP: ``address``."""
+    endpoint = _Endpoint(target, address)
+    problem = ""
+    for attempt in range(retries):
+        if attempt and superseded():
+            return None
+        try:
+            response = session.get(
+                endpoint.base + "/admin/metadata",
+                stream=True,
+                params={
+                    "mount": target.mount,
+                    "mode": "updinfo",
+                    "song": title,
+                    "charset": "UTF-8",
+                },
+                headers={"User-Agent": USER_AGENT, **endpoint.host_header},
+                auth=endpoint.auth,
+                timeout=timeout,
+                allow_redirects=False,
+            )
+            with response:
+                text = response.text
+                if response.status_code == 200 and "<return>1</return>" in text:
+                    log.debug("title set on %s: %s", target.mount, title)
+                    return None
+                reason = _icecast_message(response, text)
+                problem = f"Icecast answered {response.status_code} {reason}"
+        except requests.RequestException as exc:
+            problem = _reason(exc)
+        threading.Event().wait(0.2 * (attempt + 1))  # Icecast may not have set the mount up yet
+    return problem
