@@ -15,8 +15,8 @@ import pytest
 
 from pushsource.core.frames import END, Frame, FrameParser, header_for, parse_header, silent_frame
 from pushsource.core.station import ICECAST_BLOCK, Idle, ListSource, Pacing, Retry, Station
+from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
-from pushsource.workers.icecast import IcecastTarget, StationInfo
 from pushsource.workers.state import PlayState, StateKeeper, load_state
 from pushsource.workers.tracks import Track
 from tests.synth import Spec, id3v1, id3v2, make_frames

@@ -18,6 +18,7 @@ from watchdog.observers import Observer
 
 from pushsource import __version__
 from pushsource.core.station import Idle, Pacing
+from pushsource.core.target import redact
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
 from pushsource.ops.config import Config, load_config
 from pushsource.ops.listen import listen
@@ -31,7 +32,7 @@ from pushsource.ops.settings import (
     parse_address,
     read_password_file,
 )
-from pushsource.workers.icecast import check_source, redact
+from pushsource.workers.icecast import check_source
 
 log = logging.getLogger("pushsource")
 
