@@ -168,14 +168,16 @@ class SourceSocket:
                 address = self.address or await self._resolve()
         except (OSError, TimeoutError) as exc:
             why = f"no answer within {self._timeout:g} s" if isinstance(exc, TimeoutError) else ""
-            self._fail(IcecastError(f"cannot resolve {self.target.host}: {why or _why(exc)}"))
+            self._fail(
+                IcecastError(f"cannot resolve {self.target.host}: {why or describe_error(exc)}")
+            )
             return
         self.address = address
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
-            self._fail(IcecastError(f"cannot connect to {self._where}: {_why(exc)}"))
+            self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
             return
         try:
             _prepare(sock, self._timeout)
@@ -191,7 +193,7 @@ class SourceSocket:
             )
         except OSError as exc:
             sock.close()
-            self._fail(IcecastError(f"cannot connect to {self._where}: {_why(exc)}"))
+            self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
         except BaseException:
             sock.close()
             raise
@@ -215,13 +217,13 @@ class SourceSocket:
         self._state = _State.ANSWERING
         self._timer = self._loop.call_later(self._timeout, self._no_answer)
         if self.target.tls:
-            context = self._ssl_context or _default_context()
+            context = self._ssl_context or default_context()
             try:
                 self._tls = context.wrap_bio(
                     self._incoming, self._outgoing, server_hostname=self.target.host
                 )
             except (ssl.SSLError, ValueError) as exc:
-                self._fail(IcecastError(f"TLS with {self._where} failed: {_why(exc)}"))
+                self._fail(IcecastError(f"TLS with {self._where} failed: {describe_error(exc)}"))
                 return
             self._handshake()
         else:
@@ -331,10 +333,12 @@ class SourceSocket:
         elif error is None and self._state is _State.STREAMING:
             sent = self.sent
             error = ConnectionLostError(
-                f"connection to {self._where} lost after {sent} bytes: {_why(exc)}", sent
+                f"connection to {self._where} lost after {sent} bytes: {describe_error(exc)}", sent
             )
         elif error is None:
-            error = IcecastError(f"connection to {self._where} lost before an answer: {_why(exc)}")
+            error = IcecastError(
+                f"connection to {self._where} lost before an answer: {describe_error(exc)}"
+            )
         if error is not None:
             self._fail(error)
         self._finish()
@@ -439,7 +443,7 @@ def _prepare(sock: socket.socket, timeout: float) -> None:
 _context: ssl.SSLContext | None = None
 
 
-def _default_context() -> ssl.SSLContext:
+def default_context() -> ssl.SSLContext:
     """The system's trust store, loaded once for every station."""
     global _context
     if _context is None:
@@ -453,7 +457,7 @@ def _timed_out(exc: BaseException | None) -> bool:
     )
 
 
-def _why(exc: BaseException | None) -> str:
+def describe_error(exc: BaseException | None) -> str:
     if exc is None:
         return "closed"
     if isinstance(exc, OSError) and exc.errno and not isinstance(exc, socket.gaierror):
@@ -468,4 +472,4 @@ def _tls_why(exc: BaseException) -> str:
         return f"certificate verify failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return exc.reason.replace("_", " ").lower()
-    return _why(exc)
+    return describe_error(exc)
