@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ class StatusServer:
         self.requests: list[bytes] = []
         #: loop time of each connection, and whether it was answered
         self.connections: list[tuple[float, bool]] = []
-        self.body = lambda n: status_body(mount("/a", n))
+        self.body: Callable[[int], bytes] = lambda n: status_body(mount("/a", n))
         self.server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
