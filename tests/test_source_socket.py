@@ -326,6 +326,36 @@ def test_a_server_that_never_answers_times_out(
     run(main())
 
 
+@pytest.mark.parametrize(
+    ("answer", "kind", "message"),
+    [
+        (b"HTTP/1.0 200 OK\r\n", IcecastError, "127.0.0.1:{port} did not finish its answer"),
+        (
+            b"HTTP/1.0 403 Forbidden\r\n\r\nMountpoint in use\r\n",
+            MountInUseError,
+            "mountpoint /live is in use",
+        ),
+    ],
+)
+def test_an_answer_that_stops_halfway_is_read_as_far_as_it_came(
+    answer: bytes, kind: type[IcecastError], message: str
+) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(answer)
+        await reader.read()  # and never closes
+
+    async def main() -> None:
+        async with FakeServer(handler) as server:
+            events = Events()
+            server.socket(events, timeout=0.5).open({})
+            error = await events.error()
+            assert type(error) is kind
+            assert str(error).startswith(message.format(port=server.port)), error
+
+    run(main())
+
+
 def test_a_tls_server_with_an_untrusted_certificate(pem: Path) -> None:
     async def main() -> None:
         async with FakeServer(refusing(OK), (server_context(pem), client_context(pem))) as server:

@@ -295,8 +295,13 @@ class SourceSocket:
         self._timer = None
         if self._state is not _State.ANSWERING:
             return
-        if self._reader.started:  # a refusal whose close does not come: what we have
-            self._answered(self._reader.eof())
+        answer = self._reader.eof() if self._reader.started else None
+        if answer is not None and (isinstance(answer, Accepted) or answer.error.status):
+            self._answered(answer)  # a refusal whose close does not come: what we have
+        elif answer is not None:
+            self._fail(
+                IcecastError(f"{self._where} did not finish its answer within {self._timeout:g} s")
+            )
         elif self._tls is not None and self._head:
             self._fail(
                 IcecastError(
