@@ -102,8 +102,17 @@ class FakeServer:
         self.handler = handler
         self.tls = tls
         self.rcvbuf = rcvbuf
-        self.heads: list[bytes] = []
         self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        try:
+            await self.handler(reader, writer)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the client went first
+        finally:
+            writer.transport.abort()
 
     async def __aenter__(self) -> FakeServer:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -111,13 +120,17 @@ class FakeServer:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
         sock.bind(("127.0.0.1", 0))
         self.server = await asyncio.start_server(
-            self.handler, sock=sock, ssl=self.tls[0] if self.tls else None
+            self._handle, sock=sock, ssl=self.tls[0] if self.tls else None
         )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+        await asyncio.sleep(0)  # let the aborted transports finish
 
     @property
     def port(self) -> int:

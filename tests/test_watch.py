@@ -54,8 +54,10 @@ class StatusServer:
         self.connections: list[tuple[float, bool]] = []
         self.body: Callable[[int], bytes] = lambda n: status_body(mount("/a", n))
         self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
         now = asyncio.get_running_loop().time()
         silent = self.hang or self.hang_next > 0
         self.hang_next = max(0, self.hang_next - 1)
@@ -82,6 +84,10 @@ class StatusServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+        await asyncio.sleep(0)  # let the aborted transports finish
 
     def watch(self, **kwargs: Any) -> ServerWatch:
         assert self.server is not None
