@@ -12,6 +12,7 @@ import contextlib
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from pathlib import Path
@@ -219,9 +220,12 @@ def test_a_pinned_address_is_used_and_the_host_header_keeps_the_name() -> None:
             events = Events()
             target = server.target("radio.invalid")  # no DNS would find it
             source = server.socket(events, target=target, address="127.0.0.1")
+            threads = threading.active_count()
             source.open({})
             await events.until(lambda: events.accepted_at is not None)
             source.close()
+            # no resolver thread: the connection is the loop's alone
+            assert threading.active_count() == threads
 
     run(main())
     assert b"\r\nHost: radio.invalid:" in heads[0]
