@@ -20,11 +20,11 @@ from pushsource.core.target import IcecastTarget
 from pushsource.engine.source import SourceSocket
 from pushsource.engine.watch import ServerWatch
 from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
+from tests.support.aio import Events, run
 from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.support.tls import client_context
-from tests.test_source_socket import Events, run
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ import ssl
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -28,14 +28,11 @@ from pushsource.errors import (
     IcecastError,
     MountInUseError,
 )
-from tests.support.tls import client_context, make_certificate, server_context
+from tests.support.aio import SECRET, Events, run
+from tests.support.tls import Contexts, client_context, make_certificate, server_context
 
-SECRET = "n0t-In-Any:Message@"
 OK = b"HTTP/1.0 200 OK\r\n\r\n"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-T = TypeVar("T")
-#: (the fake server's TLS context, a client context that trusts it)
-Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
 
 
 @pytest.fixture(scope="module")
@@ -47,47 +44,6 @@ def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tls(request: pytest.FixtureRequest, pem: Path) -> Iterator[Contexts | None]:
     """Each test of this kind runs over plain TCP and over TLS."""
     yield (server_context(pem), client_context(pem)) if request.param == "tls" else None
-
-
-def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(bounded())
-
-
-class Events:
-    """Records what the socket tells, and when (loop time)."""
-
-    def __init__(self) -> None:
-        self.accepted_at: float | None = None
-        self.errors: list[IcecastError] = []
-        self.changed = asyncio.Event()
-        self.on_accepted: Callable[[], None] = lambda: None
-
-    def accepted(self) -> None:
-        assert self.accepted_at is None and not self.errors
-        self.accepted_at = asyncio.get_running_loop().time()
-        self.changed.set()
-        self.on_accepted()
-
-    def failed(self, error: IcecastError) -> None:
-        self.errors.append(error)
-        self.changed.set()
-
-    async def until(self, done: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not done():
-                self.changed.clear()
-                await self.changed.wait()
-
-    async def error(self, timeout: float = 5.0) -> IcecastError:
-        await self.until(lambda: bool(self.errors), timeout)
-        await asyncio.sleep(0.05)  # a second failed() would show now
-        assert len(self.errors) == 1, self.errors
-        assert SECRET not in str(self.errors[0])
-        return self.errors[0]
 
 
 class FakeServer:

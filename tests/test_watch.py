@@ -16,8 +16,8 @@ import pytest
 
 from pushsource.core.target import IcecastTarget
 from pushsource.engine.watch import FULL_EVERY, ServerWatch
-from tests.support.tls import client_context, make_certificate, server_context
-from tests.test_source_socket import Contexts, run
+from tests.support.aio import run
+from tests.support.tls import Contexts, client_context, make_certificate, server_context
 
 
 @pytest.fixture(scope="module")

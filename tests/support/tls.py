@@ -6,6 +6,9 @@ import ssl
 import subprocess
 from pathlib import Path
 
+#: (a server's TLS context, a client context that trusts it)
+Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
+
 
 def make_certificate(directory: Path, name: str = "cert") -> Path:
     """A PEM file holding a self-signed certificate for IP 127.0.0.1 and its
