@@ -59,7 +59,8 @@ class _State(enum.Enum):
 class SourceSocket:
     """One ``PUT`` to one mount. Calls ``events.accepted()`` once Icecast takes
     the source, and ``events.failed(error)`` once on any failure; after
-    :meth:`close` or :meth:`abort` it calls neither."""
+    :meth:`close` or :meth:`abort` it calls neither. Both come from loop
+    callbacks, never from inside a call to this object's methods."""
 
     def __init__(
         self,
@@ -359,7 +360,9 @@ class SourceSocket:
         try:
             self._tls.write(data)
         except ssl.SSLError as exc:
-            self._lost(IcecastError(f"TLS with {self._where} failed: {_tls_why(exc)}"))
+            # From the loop, not from inside send(): the owner is never re-entered.
+            error = IcecastError(f"TLS with {self._where} failed: {_tls_why(exc)}")
+            self._loop.call_soon(self._lost, error)
             return
         self._flush()
 
