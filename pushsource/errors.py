@@ -57,6 +57,16 @@ class MountInUseError(IcecastError):
     """Icecast answered 403: another source already holds the mount."""
 
 
+class ConnectionLostError(IcecastError):
+    """The source connection ended after Icecast accepted it (reset, closed by
+    the server, a stalled or hung server dropped); ``sent`` is how many body
+    bytes had gone out (handed to the kernel) by then."""
+
+    def __init__(self, message: str, sent: int) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
 class ControlError(PushsourceError):
     """A control API request that cannot be done; ``status`` is its HTTP status
     (400 bad request, 404 no such station or file, 409 not possible now)."""

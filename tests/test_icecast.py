@@ -10,14 +10,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from pushsource.core.target import IcecastTarget, StationInfo, parse_target
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
-from pushsource.workers.icecast import (
-    IcecastTarget,
-    ServerMonitor,
-    SourceConnection,
-    StationInfo,
-    parse_target,
-)
+from pushsource.workers.icecast import ServerMonitor, SourceConnection
 
 SECRET = "pa:ss@word"
 

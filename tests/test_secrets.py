@@ -19,14 +19,9 @@ import pytest
 
 from pushsource.core.frames import parse_header, silent_frame
 from pushsource.core.station import ListSource, Station
+from pushsource.core.target import IcecastTarget, StationInfo, parse_target
 from pushsource.errors import PushsourceError
-from pushsource.workers.icecast import (
-    IcecastTarget,
-    SourceConnection,
-    StationInfo,
-    TitleUpdater,
-    parse_target,
-)
+from pushsource.workers.icecast import SourceConnection, TitleUpdater
 from tests.conftest import (
     SECRET_PASSWORD,
     StartPushsource,

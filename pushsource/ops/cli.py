@@ -18,6 +18,7 @@ from watchdog.observers import Observer
 
 from pushsource import __version__
 from pushsource.core.station import Idle, Pacing
+from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
 from pushsource.ops.config import Config, load_config
@@ -32,7 +33,7 @@ from pushsource.ops.settings import (
     parse_address,
     read_password_file,
 )
-from pushsource.workers.icecast import check_source, redact
+from pushsource.workers.icecast import check_source
 
 log = logging.getLogger("pushsource")
 

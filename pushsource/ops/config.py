@@ -18,9 +18,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pushsource.core.target import redact
 from pushsource.errors import ConfigError
 from pushsource.ops.settings import ControlSettings, StationSettings, parse_address, resolve_target
-from pushsource.workers.icecast import redact
 from pushsource.workers.transcode import StationFormat
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")

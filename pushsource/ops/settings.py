@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pushsource.core.target import IcecastTarget, parse_target
 from pushsource.errors import ConfigError
-from pushsource.workers.icecast import IcecastTarget, parse_target
 
 #: The environment variable a password may come from.
 PASSWORD_ENV: Final = "PUSHSOURCE_PASSWORD"

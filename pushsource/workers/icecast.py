@@ -1,4 +1,4 @@
-"""Talking to Icecast: the source URL, the long PUT, and now-playing titles.
+"""Talking to Icecast over requests: the long PUT, now-playing titles, checks.
 
 All HTTP goes through ``requests``; its exceptions are translated into
 :class:`~pushsource.errors.IcecastError` here and nowhere else.
@@ -12,89 +12,47 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
-from pushsource import __version__
-from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
+from pushsource.core.target import (
+    DEFAULT_PORT,
+    DEFAULT_USER,
+    USER_AGENT,
+    IcecastTarget,
+    StationInfo,
+    netloc,
+    parse_target,
+    redact,
+)
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
+
+# Re-exported: they lived here before pushsource.core.target.
+__all__ = [
+    "DEFAULT_PORT",
+    "DEFAULT_USER",
+    "USER_AGENT",
+    "IcecastTarget",
+    "ServerMonitor",
+    "SourceConnection",
+    "StationInfo",
+    "TitleUpdater",
+    "check_source",
+    "parse_target",
+    "redact",
+    "resolve",
+]
 
 log = logging.getLogger("pushsource.icecast")
 
-USER_AGENT: Final = f"pushsource/{__version__}"
-DEFAULT_PORT: Final = 8000
-DEFAULT_USER: Final = "source"
 #: Content-Length we announce for the endless PUT body. Icecast 2.4.4 does not
 #: de-chunk request bodies, so the body must go raw, and requests sends an
 #: iterable raw only when it knows a length.
 ENDLESS: Final = 1 << 62
-
-
-@dataclass(frozen=True)
-class IcecastTarget:
-    """Where to send: parsed from ``icecast://user:password@host:port/mount``."""
-
-    host: str
-    port: int
-    mount: str
-    user: str = DEFAULT_USER
-    password: str = field(default="", repr=False)
-    tls: bool = False
-
-    def __str__(self) -> str:
-        scheme = "https" if self.tls else "icecast"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{scheme}://{self.user}@{host}:{self.port}{self.mount}"
-
-
-def parse_target(
-    url: str, *, password: str | None = None, fallback_password: str | None = None
-) -> IcecastTarget:
-    """Parse a source URL. The password is ``password`` if given (from a
-    file), else the URL's, else ``fallback_password`` (from the environment).
-    Raises ConfigError, whose message never repeats the password."""
-    shown = redact(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:  # its text may quote part of the password
-        raise ConfigError(f"bad Icecast URL {shown}: the port is not a number") from None
-    if parts.scheme not in ("icecast", "http", "https"):
-        raise ConfigError(
-            f"bad Icecast URL {shown}: scheme must be icecast://, http:// or https://"
-        )
-    if not parts.hostname:
-        raise ConfigError(f"bad Icecast URL {shown}: no host")
-    mount = parts.path
-    if not mount or mount == "/" or parts.query or parts.fragment:
-        raise ConfigError(f"bad Icecast URL {shown}: give a mount, e.g. {shown.rstrip('/')}/stream")
-    if any(c.isspace() for c in mount):
-        raise ConfigError(f"bad Icecast URL {shown}: the mount contains white space")
-    secret = password or unquote(parts.password or "") or fallback_password
-    if not secret:
-        raise ConfigError(
-            "no source password: put it in the URL, in --password-file, "
-            "or in the PUSHSOURCE_PASSWORD environment variable"
-        )
-    return IcecastTarget(
-        host=parts.hostname,
-        port=port if port is not None else DEFAULT_PORT,
-        mount=mount,
-        user=unquote(parts.username or "") or DEFAULT_USER,
-        password=secret,
-        tls=parts.scheme == "https",
-    )
-
-
-def redact(text: str) -> str:
-    """Replace the password of any URL in text with ***."""
-    # Up to the last "@" of the word: a password may hold "@" and "/" too.
-    return re.sub(r"(//[^:/@\s]*:)\S*@", r"\1***@", text)
 
 
 def resolve(target: IcecastTarget) -> str:
@@ -118,43 +76,12 @@ class _Endpoint:
     def __init__(self, target: IcecastTarget, address: str) -> None:
         self.target = target
         if target.tls:  # certificates name the host, so TLS goes by name
-            self.base = f"https://{_netloc(target.host, target.port)}"
+            self.base = f"https://{netloc(target.host, target.port)}"
             self.host_header: dict[str, str] = {}
         else:
-            self.base = f"http://{_netloc(address, target.port)}"
-            self.host_header = {"Host": _netloc(target.host, target.port)}
+            self.base = f"http://{netloc(address, target.port)}"
+            self.host_header = {"Host": netloc(target.host, target.port)}
         self.auth = (target.user, target.password)
-
-
-def _netloc(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-@dataclass(frozen=True)
-class StationInfo:
-    """What listeners' directories show: sent as ``ice-*`` headers."""
-
-    name: str | None = None
-    description: str | None = None
-    genre: str | None = None
-    url: str | None = None
-    public: bool = False
-
-    def headers(self, bitrate: int, sample_rate: int, channels: int) -> dict[str, str]:
-        headers = {
-            "ice-public": "1" if self.public else "0",
-            "ice-bitrate": str(bitrate),
-            "ice-audio-info": f"bitrate={bitrate};samplerate={sample_rate};channels={channels}",
-        }
-        for key, value in (
-            ("ice-name", self.name),
-            ("ice-description", self.description),
-            ("ice-genre", self.genre),
-            ("ice-url", self.url),
-        ):
-            if value:
-                headers[key] = value
-        return headers
 
 
 class _RawBody:
@@ -248,7 +175,7 @@ class ServerMonitor:
         self.timeout = timeout
         self.every = every
         endpoint = _Endpoint(target, self.address)
-        host = endpoint.host_header.get("Host", _netloc(target.host, target.port))
+        host = endpoint.host_header.get("Host", netloc(target.host, target.port))
         self._request = (
             f"GET /status-json.xsl HTTP/1.0\r\nHost: {host}\r\n"
             f"User-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n"
