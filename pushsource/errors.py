@@ -53,6 +53,11 @@ class AuthenticationError(IcecastError):
     exit_status = 2
 
 
+class ProtocolError(IcecastError):
+    """What answered is not Icecast speaking HTTP (garbage): retried with
+    backoff, like a refusal, not like a server that is down."""
+
+
 class MountInUseError(IcecastError):
     """Icecast answered 403: another source already holds the mount."""
 

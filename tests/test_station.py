@@ -191,7 +191,7 @@ def make(
     *,
     once: bool = True,
     idle: Idle = Idle.SILENCE,
-    retry: Retry = Retry(),
+    retry: Retry = Retry(),  # noqa: B008 (frozen)
     plan: Plan | None = None,
     library: list[Path] | None = None,
     shuffle: bool = False,

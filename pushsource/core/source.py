@@ -20,7 +20,7 @@ from typing import Final
 from urllib.parse import quote
 
 from pushsource.core.target import USER_AGENT, IcecastTarget, netloc
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, ProtocolError
 
 #: An answer whose head has not ended after this many bytes is not Icecast's.
 HEAD_LIMIT: Final = 4096
@@ -174,7 +174,7 @@ class AnswerReader:
         return Refused(IcecastError(f"Icecast answered {status} {reason} for {mount}", status))
 
     def _garbage(self, what: str) -> Refused:
-        return self._refused(f"not an Icecast server? {what}")
+        return Refused(ProtocolError(f"not an Icecast server? {what}"))
 
     def _refused(self, message: str) -> Refused:
         return Refused(IcecastError(message))

@@ -27,7 +27,7 @@ from typing import Final
 
 from pushsource.core.frames import FrameHeader, silent_frame
 from pushsource.core.pacer import Pacer
-from pushsource.errors import AuthenticationError, IcecastError
+from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
 
 log = logging.getLogger("pushsource")
 
@@ -369,7 +369,7 @@ class StationMachine:
             return self._finish(out, IcecastError(message, error.status))
         if self._stopping:
             return self._finish(out)
-        if error.status is None and not getattr(error, "refused", False):
+        if error.status is None and not isinstance(error, ProtocolError):
             # Nobody answers (down, restarting): look again soon, so the station
             # is back within about a second of the server; backoff is for refusals.
             delay = self._rng.uniform(DOWN_RETRY * 0.8, DOWN_RETRY)
