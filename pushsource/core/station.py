@@ -638,7 +638,8 @@ class StationMachine:
             return
         if p is not None and not p.chunks and not p.eof:
             # Waiting for frames: look again when they would be late.
-            out.append(Wake(min(pacer.wake_at(), pacer.start + pacer.sent + STARVED + 1e-6)))
+            # (The read's answer pumps at once; this is for a read that is late.)
+            out.append(Wake(pacer.due() + STARVED + 1e-6))
             return
         out.append(Wake(_wake_at(pacer, self._sent, self._last)))
 

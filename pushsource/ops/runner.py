@@ -432,8 +432,10 @@ class StationRunner:
     # -- helpers
 
     def _relative(self, path: Path) -> str:
+        # The queue's paths are under the resolved folder already: no file
+        # system call here (this runs on the engine's thread too).
         try:
-            return path.resolve().relative_to(self.folder).as_posix()
+            return path.relative_to(self.folder).as_posix()
         except ValueError:
             return path.name
 
