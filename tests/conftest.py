@@ -98,7 +98,12 @@ def no_password_in_any_output() -> Iterator[None]:
 
 
 def _threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t is not threading.main_thread()}
+    # watchdog's inotify reader is a process-wide singleton it keeps for good.
+    return {
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and type(t).__name__ != "InotifyFD"
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ from pushsource.errors import (
     ConnectionLostError,
     IcecastError,
     MountInUseError,
+    ProtocolError,
 )
 from tests.support.aio import SECRET, Events, run
 from tests.support.tls import Contexts, client_context, make_certificate, server_context
@@ -254,7 +255,7 @@ def refusing(answer: bytes) -> Handler:
         (b"", IcecastError, "127.0.0.1:{port} closed the connection before answering"),
         (
             b"SSH-2.0-OpenSSH_9.2\r\n",
-            IcecastError,
+            ProtocolError,
             "not an Icecast server? 127.0.0.1:{port} answered b'S",
         ),
     ],

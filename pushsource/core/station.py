@@ -42,6 +42,8 @@ FIRST_FILE_GRACE: Final = 1.0
 #: a disk may stall this long before a station notices.
 CHUNK_SECONDS: Final = 4.0
 LOW_WATER: Final = 2.5
+#: How long before a track ends the next one is cued (opened, first chunk read).
+CUE_AHEAD: Final = 2.5
 #: A track whose frames are late by this much gets silence in their place
 #: (Icecast drops a source silent for 10 s, and its listeners with it).
 STARVED: Final = 1.5
@@ -596,7 +598,12 @@ class StationMachine:
             if p.buffered() * header.duration < LOW_WATER + self._pacing.lead:
                 p.reading = True
                 out.append(Read(p.track.handle, max(1, round(CHUNK_SECONDS / header.duration))))
-        wanted = (p is None or p.eof) and self._next is None and self._wanting()
+        # The next file is opened this long before it is needed, not earlier:
+        # a queued file deleted or edited meanwhile must still count.
+        ending = p is None or (
+            p.eof and p.buffered() * p.track.header.duration <= self._pacing.lead + CUE_AHEAD
+        )
+        wanted = ending and self._next is None and self._wanting()
         if wanted and not self._cueing and not self._dry:
             self._cue(out)
 

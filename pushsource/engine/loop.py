@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import threading
 from collections import deque
@@ -21,6 +22,11 @@ from typing import Any, TypeVar
 log = logging.getLogger("pushsource")
 
 T = TypeVar("T")
+
+#: The station the engine's thread or a worker is busy with, for log lines.
+current_station: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "pushsource_station", default=""
+)
 
 #: Workers: enough that a disk stalling for one station leaves others served.
 WORKERS = 4
@@ -101,9 +107,10 @@ class Lane:
     """Jobs for the pool that must run one at a time, in order (one station's
     reads; its queue). Results come back on the engine's thread."""
 
-    def __init__(self, engine: Engine, name: str) -> None:
+    def __init__(self, engine: Engine, name: str, station: str = "") -> None:
         self._engine = engine
         self._name = name
+        self._station = station
         self._jobs: deque[tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]]
         self._jobs = deque()
         self._busy = False
@@ -136,8 +143,14 @@ class Lane:
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(self._finished, done, result, exc)
 
+        station = self._station
+
+        def run() -> Any:
+            current_station.set(station)  # the worker's own context, per job
+            return job()
+
         try:
-            future = self._engine.pool.submit(job)
+            future = self._engine.pool.submit(run)
         except RuntimeError as exc:  # the pool is shut down: we are stopping
             self._busy = False
             done(None, exc)
@@ -147,7 +160,9 @@ class Lane:
     def _finished(
         self, done: Callable[[Any, BaseException | None], None], result: Any, exc: Any
     ) -> None:
+        token = current_station.set(self._station)
         try:
             done(result, exc)
         finally:
+            current_station.reset(token)
             self._next()

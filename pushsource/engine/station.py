@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pushsource.core import station as core
 from pushsource.core.station import Chunk, Cued, StationMachine
-from pushsource.engine.loop import Engine, Lane
+from pushsource.engine.loop import Engine, Lane, current_station
 from pushsource.errors import IcecastError, PushsourceError, TrackError
 from pushsource.workers.feed import CueResult, Feed
 from pushsource.workers.folder import QueueEdit
@@ -44,8 +44,14 @@ class Titles:
     """Now-playing titles for one mount, sent on the workers: at most one
     request in flight; a title that comes meanwhile replaces any waiting."""
 
-    def __init__(self, engine: Engine, send: Callable[[str, str, Callable[[], bool]], str | None]):
+    def __init__(
+        self,
+        engine: Engine,
+        send: Callable[[str, str, Callable[[], bool]], str | None],
+        station: str = "",
+    ) -> None:
         self._engine = engine
+        self._station = station
         self._send = send  # (address, title, superseded) -> problem or None; blocks
         self._busy = False
         self._waiting: tuple[str, str] | None = None
@@ -55,7 +61,7 @@ class Titles:
             self._waiting = (address, title)
             return
         self._busy = True
-        lane = Lane(self._engine, "titles")
+        lane = Lane(self._engine, "titles", self._station)
         lane.submit(
             lambda: self._send(address, title, lambda: self._waiting is not None),
             self._sent,
@@ -77,9 +83,9 @@ class Saver:
     save after it when anything changed meanwhile (a change counter, so no
     change is missed)."""
 
-    def __init__(self, engine: Engine, keeper: StateKeeper) -> None:
+    def __init__(self, engine: Engine, keeper: StateKeeper, station: str = "") -> None:
         self.keeper = keeper
-        self._lane = Lane(engine, "state")
+        self._lane = Lane(engine, "state", station)
         self._changes = 0
         self._saved = 0
         self._busy = False
@@ -122,7 +128,9 @@ class StationDriver:
         keeper: StateKeeper | None = None,
         watch: Any = None,
         start: Callable[[], object] | None = None,
+        name: str = "",
     ) -> None:
+        self.name = name  # the station's id, for log lines
         self._engine = engine
         self._loop = engine.loop
         self.machine = machine
@@ -130,14 +138,14 @@ class StationDriver:
         self.target = target
         self._events = events
         self._connect = connect  # (loop, target, source events) -> SourceSocket
-        self._titles = Titles(engine, titles)
-        self._saver = Saver(engine, keeper) if keeper is not None else None
+        self._titles = Titles(engine, titles, name)
+        self._saver = Saver(engine, keeper, name) if keeper is not None else None
         self._state: PlayState | None = keeper.state if keeper is not None else None
         self._watch = watch
         self._unwatch: Callable[[], None] | None = None
         self._on_start = start  # blocking set-up (the folder's first walk), on the cue lane
-        self._cue_lane = Lane(engine, "cue")
-        self._read_lane = Lane(engine, "read")
+        self._cue_lane = Lane(engine, "cue", name)
+        self._read_lane = Lane(engine, "read", name)
         self._timer: Any = None
         self._sock: Any = None
         self._address: str | None = None
@@ -210,6 +218,7 @@ class StationDriver:
     def _step(self, event: Callable[..., list[core.Effect]], *args: Any) -> None:
         if self._done:
             return
+        token = current_station.set(self.name)
         try:
             effects = event(self._loop.time(), *args)
             for effect in effects:
@@ -220,6 +229,8 @@ class StationDriver:
             self._events.connection("failed", str(self.error))
             self._abort()
             self._finish()
+        finally:
+            current_station.reset(token)
 
     def _do(self, effect: core.Effect) -> None:
         match effect:

@@ -12,18 +12,20 @@ from collections.abc import Collection
 from typing import TextIO
 
 from pushsource.core.target import redact
+from pushsource.engine.loop import current_station
 
 
 class StationFilter(logging.Filter):
-    """Puts ``record.station``: the station whose thread logged (threads are
-    named ``<station id>`` or ``<station id>/<role>``), else ""."""
+    """Puts ``record.station``: the station the engine or a worker was busy
+    with when it logged (``current_station``), else the logging thread's name
+    if it names one (``<station id>`` or ``<station id>/<role>``), else ""."""
 
     def __init__(self, stations: Collection[str]) -> None:
         super().__init__()
         self._stations = frozenset(stations)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        name = threading.current_thread().name.split("/", 1)[0]
+        name = current_station.get() or threading.current_thread().name.split("/", 1)[0]
         record.station = name if name in self._stations else ""
         return True
 

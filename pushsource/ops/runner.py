@@ -203,6 +203,7 @@ class StationRunner:
             keeper=keeper,
             watch=engine.watch_of(server, watch),
             start=self._setup,
+            name=self.id,
         )
         self._done = threading.Event()
 
