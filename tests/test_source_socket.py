@@ -461,7 +461,7 @@ def test_a_server_that_closes_after_accepting(
             assert isinstance(error, ConnectionLostError)
             assert error.sent == 10_000
             assert str(error) in (
-                f"127.0.0.1:{server.port} closed the connection after 10000 bytes",
+                f"connection to 127.0.0.1:{server.port} lost: closed by the server after 10000 bytes",
                 # the close may come as a reset, if more was in flight
                 f"connection to 127.0.0.1:{server.port} lost after 10000 bytes: "
                 "Connection reset by peer",
@@ -501,7 +501,7 @@ def test_a_server_that_stops_reading_is_dropped_within_the_timeout(
                     stuck_since = loop.time()
             error = events.errors[0]
             assert isinstance(error, ConnectionLostError)
-            assert str(error) == "Icecast stopped reading for 1 s: dropped the connection"
+            assert str(error).endswith("lost: Icecast stopped reading for 1 s")
             assert error.sent > 0
             return loop.time() - stuck_since
 

@@ -319,7 +319,7 @@ class SourceSocket:
         elif self._state is _State.STREAMING:
             self._fail(
                 ConnectionLostError(
-                    f"{self._where} closed the connection after {self.sent} bytes", self.sent
+                    f"connection to {self._where} lost: closed by the server after {self.sent} bytes", self.sent
                 )
             )
 
@@ -392,7 +392,7 @@ class SourceSocket:
 
     def _stalled(self) -> ConnectionLostError:
         return ConnectionLostError(
-            f"Icecast stopped reading for {self._timeout:g} s: dropped the connection", self.sent
+            f"connection to {self._where} lost: Icecast stopped reading for {self._timeout:g} s", self.sent
         )
 
     # --- ending ----------------------------------------------------------------------

@@ -303,9 +303,9 @@ class StationDriver:
             sock.abort()
             self._sock = None
             self._unwatch_server()
+            where = f"{self.target.host}:{self.target.port}"
             error = IcecastError(
-                f"{self.target.host}:{self.target.port} is not reading "
-                f"({unsent // 1024} KiB unsent): dropped the connection"
+                f"connection to {where} lost: Icecast is not reading ({unsent // 1024} KiB unsent)"
             )
             self._loop.call_soon(self._step, self.machine.failed, error, unsent)
             return
