@@ -24,12 +24,13 @@ No file, socket or clock lives here.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Final
 
 from pushsource.core.frames import MPEGVersion, parse_header
 
-__all__ = ["DB_PER_STEP", "MAX_GAIN", "apply_gain", "gain_fields"]
+__all__ = ["DB_PER_STEP", "MAX_GAIN", "PEAK_LIMIT", "apply_gain", "gain_fields", "steps_for"]
 
 #: One global_gain step, in dB: 20 * log10(2 ** (1 / 4)).
 DB_PER_STEP: Final = 1.5051499783199058
@@ -154,3 +155,25 @@ def apply_gain(data: bytes, steps: int) -> bytes:
             out[pos + 5] = stored & 0xFF
         pos = end
     return bytes(out)
+
+
+#: The highest sample peak a positive gain may lead to: just under full scale,
+#: so that no decoder's 16-bit output reaches 32767.
+PEAK_LIMIT: Final = 10 ** (-0.1 / 20)
+
+
+def steps_for(gain_db: float, peak: float | None) -> int:
+    """Whole global_gain steps nearest to ``gain_db``; a positive gain no
+    more than keeps ``peak`` (linear, 1.0 is full scale) at or under
+    PEAK_LIMIT, and none at all when the peak is unknown. Does not raise."""
+    if not math.isfinite(gain_db):
+        return 0
+    steps = round(gain_db / DB_PER_STEP)
+    if steps > 0:
+        if peak is None or not math.isfinite(peak):
+            return 0
+        if peak > 0:
+            # peak * 2^(steps/4) <= PEAK_LIMIT; a little slack for float rounding.
+            room = math.floor(4 * math.log2(PEAK_LIMIT / peak) + 1e-9)
+            steps = max(0, min(steps, room))
+    return steps

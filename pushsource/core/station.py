@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pushsource.core.frames import FrameHeader, parse_header, silent_frame
 from pushsource.core.pacer import Pacer
@@ -20,6 +20,9 @@ from pushsource.workers.folder import QueueEdit
 from pushsource.workers.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
 from pushsource.workers.state import PlayState, StateKeeper
 from pushsource.workers.tracks import Track, skipped
+
+if TYPE_CHECKING:
+    from pushsource.workers.loudness import TrackGain
 
 log = logging.getLogger("pushsource")
 
@@ -187,6 +190,7 @@ class Station:
         library: Callable[[], Sequence[Path]] = list,
         shuffle: bool = False,
         resolve: Callable[[Path], Path] = lambda path: path,
+        gain: Callable[[Path], TrackGain | None] = lambda path: None,
         events: Events | None = None,
     ) -> None:
         self.target = target
@@ -217,6 +221,7 @@ class Station:
         self._library = library
         self._shuffle = shuffle
         self._resolve = resolve  # the MP3 to play for a file (a converted copy, maybe)
+        self._gain = gain  # the level change to play it with (after resolve)
         self._loop: list[Path] = []
         self._loop_last: Path | None = None
         self._events = events if events is not None else NoEvents()
@@ -355,7 +360,7 @@ class Station:
 
     def _open(self, path: Path, offset: int = 0) -> Track:
         """Raises TrackError."""
-        return Track(path, play=self._resolve(path)).open(offset)
+        return Track(path, play=self._resolve(path), gain=self._gain(path)).open(offset)
 
     def _following(self) -> Track | None:
         """The track after this one: the queue first, then (idle loop) the library."""
@@ -398,11 +403,12 @@ class Station:
             log.info("resuming %s at about %s", track.info.title, _clock_time(seconds))
         else:
             log.info(
-                "playing %s (%s, %d kbps, %d Hz) [%s]",
+                "playing %s (%s, %d kbps, %d Hz%s) [%s]",
                 track.info.title,
                 _clock_time(track.info.duration),
                 bitrate,
                 header.sample_rate,
+                "" if track.gain is None else f", {track.gain.describe()}",
                 track.path.name,
             )
             self.played.append(track.path)

@@ -28,6 +28,7 @@ from pushsource.ops.config import default_id
 from pushsource.ops.settings import StationSettings, resolve_target
 from pushsource.workers.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
 from pushsource.workers.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
+from pushsource.workers.loudness import Leveller
 from pushsource.workers.prefetch import EditableSource, Prefetch
 from pushsource.workers.state import FileStamp, StateKeeper, default_state_path, load_state
 from pushsource.workers.tracks import Track, skipped
@@ -54,6 +55,7 @@ class Counters:
     min_lead: float | None = None  # the least seen since the last scrape
     skipped_files: dict[str, int] = field(default_factory=dict)  # by reason
     conversions: list[float] = field(default_factory=list)  # seconds, not yet scraped
+    track_gain_db: float | None = None  # the level change of the track playing (loudness on)
 
 
 class Monitors:
@@ -84,6 +86,7 @@ class _Playing:
     started: float  # monotonic time its first frame went out, less any resumed part
     duration: float | None
     bitrate: int
+    gain_db: float | None
 
 
 class StationRunner:
@@ -121,12 +124,17 @@ class StationRunner:
             raise ConfigError("--max-retries must be 0 or more")
         fmt = StationFormat(settings.samplerate, settings.channels, settings.bitrate)
         key = f"{self.target.host}:{self.target.port}{self.target.mount}"
-        self._transcoder = Transcoder(settings.cache or default_cache_dir(key), fmt)
+        cache = settings.cache or default_cache_dir(key)
+        self._transcoder = Transcoder(cache, fmt)
+        self._leveller = None
+        if settings.loudness is not None:
+            self._leveller = Leveller(settings.loudness, cache / "loudness")
         resolver = Resolver(
             fmt,
             self._transcoder,
             strict_bitrate=settings.strict_bitrate,
             converted=self.counters.conversions.append,
+            leveller=self._leveller,
         )
         self.info = StationInfo(
             name=settings.name,
@@ -162,7 +170,7 @@ class StationRunner:
                 queue,
                 resolver.prepare,
                 skip=keeper.state.was_played,
-                housekeeping=lambda: self._transcoder.prune(scan(root)),
+                housekeeping=lambda: self._prune(scan(root)),
                 unplayable=self.file_skipped,
                 name=f"{self.id}/prefetch",
             )
@@ -186,6 +194,7 @@ class StationRunner:
             library=lambda: scan(self.folder),
             shuffle=settings.shuffle,
             resolve=resolver.resolve,
+            gain=resolver.gain,
             events=self,
         )
         self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)
@@ -229,6 +238,13 @@ class StationRunner:
             if self._queue is not None:
                 self._queue.stop()
             self._transcoder.close()
+            if self._leveller is not None:
+                self._leveller.close()
+
+    def _prune(self, keep: list[Path]) -> None:
+        self._transcoder.prune(keep)
+        if self._leveller is not None:
+            self._leveller.prune()
 
     # -- Events (on the station's threads)
 
@@ -250,13 +266,20 @@ class StationRunner:
             started=self._clock() - done,
             duration=track.info.duration,
             bitrate=bitrate,
+            gain_db=_rounded(track.gain_db),
         )
+        self.counters.track_gain_db = playing.gain_db
         with self._lock:
             self._playing = playing
             if not track.resumed:
                 stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
                 self._history.appendleft(
-                    {"file": playing.file, "title": playing.title, "started": stamp}
+                    {
+                        "file": playing.file,
+                        "title": playing.title,
+                        "started": stamp,
+                        "gain_db": playing.gain_db,
+                    }
                 )
 
     def track_ended(self, track: Track, *, skipped: bool) -> None:
@@ -268,6 +291,7 @@ class StationRunner:
         with self._lock:
             if self._playing is not None and self._playing.track is track:
                 self._playing = None
+                counters.track_gain_db = None
 
     def file_skipped(self, exc: TrackError) -> None:
         if skipped(exc):
@@ -309,6 +333,7 @@ class StationRunner:
                 "elapsed": round(elapsed, 2),
                 "duration": None if playing.duration is None else round(playing.duration, 2),
                 "bitrate": playing.bitrate,
+                "gain_db": playing.gain_db,
             }
         target = self.target
         host = f"[{target.host}]" if ":" in target.host else target.host
@@ -421,6 +446,10 @@ class StationRunner:
             if path.resolve() == wanted.resolve():
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
+
+
+def _rounded(gain_db: float | None) -> float | None:
+    return None if gain_db is None else round(gain_db, 2)
 
 
 def _reason_kind(reason: str) -> str:
