@@ -69,7 +69,7 @@ def test_a_limited_gain_says_so() -> None:
     assert gain.steps == 3  # 0.5 * 2^(3/4) = 0.84; 2^(4/4) would be 1.0
     assert gain.limited
     assert "held back from +12.0 dB by its peak" in gain.describe()
-    assert gain.describe().startswith("gain +4.5 dB (measured -30.0 LUFS")
+    assert gain.describe().startswith("gain +4.5 dB: measured -30.0 LUFS, held back")
 
 
 # -- tags, written by mutagen into real files ------------------------------------------

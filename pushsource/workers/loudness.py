@@ -84,13 +84,13 @@ class TrackGain:
         return self.wanted_db - self.db > DB_PER_STEP / 2 + 1e-9
 
     def describe(self) -> str:
-        """For the log: "gain -4.5 dB (measured -13.6 LUFS)"."""
+        """For the log: "gain -4.5 dB: measured -13.6 LUFS"."""
         why = "ReplayGain tag" if self.source == "tag" else "measured"
         if self.loudness is not None and math.isfinite(self.loudness):
             why += f" {self.loudness:.1f} LUFS"
         if self.limited:
             why += f", held back from {self.wanted_db:+.1f} dB by its peak"
-        return f"gain {self.db:+.1f} dB ({why})"
+        return f"gain {self.db:+.1f} dB: {why}"
 
 
 def gain_for(target: float, loudness: Loudness, source: str) -> TrackGain:
