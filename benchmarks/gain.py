@@ -1,10 +1,14 @@
-"""How much CPU pushsource.core.gain takes to level one hour of 128 kbps MP3.
+"""What loudness levelling costs: applying a gain, and measuring a track once.
 
 ``python -m benchmarks.gain`` encodes a short noise, repeats its frames to one
 hour (about 57 MB, in memory) and times apply_gain over it in runs of the size
 a station reads them (4 frames, about 0.1 s of audio: one batch) and in one
 call over all of it. The figure is CPU seconds per audio hour, set against
 the whole budget of a station (ezstream's 1.75-1.9 CPU s per audio hour).
+
+Then it measures a 60 s track the way a station does for one without a
+ReplayGain tag (libvlc decodes, libebur128 measures; once per track, on the
+prefetch worker), wall and CPU time, every thread of the process counted.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pushsource.core.frames import END, FrameParser, FrameRun
+from pushsource.core.frames import END, FrameParser, FrameRun, header_for
 from pushsource.core.gain import apply_gain
 from tests.support.media import run_tool
 
@@ -40,6 +44,28 @@ def one_hour() -> tuple[list[bytes], float]:
             runs.append(event.data)
             samples += event.samples
     return runs, samples / 44100
+
+
+def measure_track(seconds: float = 60.0, repeat: int = 3) -> dict[str, Any]:
+    """Decode and measure a track as a station does, with no cache to hit."""
+    from pushsource.workers.loudness import Leveller
+
+    walls, cpus = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        wav, mp3 = Path(tmp) / "track.wav", Path(tmp) / "track.mp3"
+        run_tool("sox", "-R", "-n", "-r", "44100", "-c", "2", "-b", "16", wav,
+                 "synth", str(seconds), "pinknoise", "vol", "0.3")  # fmt: skip
+        run_tool("lame", "--quiet", "-t", "-b", "128", wav, mp3)
+        for n in range(repeat):
+            leveller = Leveller(-18.0, Path(tmp) / f"cache-{n}")
+            try:
+                wall, cpu = time.perf_counter(), time.process_time()
+                leveller.measure(mp3, header_for(44100, 2, 128))
+                walls.append(time.perf_counter() - wall)
+                cpus.append(time.process_time() - cpu)
+            finally:
+                leveller.close()
+    return {"audio_s": seconds, "wall_s": min(walls), "cpu_s": min(cpus)}
 
 
 def measure(repeat: int = 3) -> dict[str, Any]:
@@ -76,6 +102,13 @@ def main() -> int:
         f"by {STEPS} steps: {per_hour:.3f} CPU s per audio hour "
         f"({result['mb_per_s']:.0f} MB/s); in one call: "
         f"{result['cpu_s_per_audio_hour_one_call']:.3f} s; target <= {TARGET_S} s: {verdict}"
+    )
+    track = measure_track()
+    print(
+        f"measured a {track['audio_s']:.0f} s track (libvlc decode + libebur128) in "
+        f"{track['wall_s']:.2f} s ({track['audio_s'] / track['wall_s']:.0f}x real time), "
+        f"{track['cpu_s']:.2f} CPU s: {track['cpu_s'] * 3600 / track['audio_s']:.0f} CPU s "
+        f"per audio hour, once per track"
     )
     return 0
 

@@ -6,6 +6,7 @@ against ffmpeg's ebur128 filter, the cache, and the gain applied to a Track."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -294,3 +295,43 @@ def test_a_track_with_a_gain_hands_out_levelled_frames(tmp_path: Path) -> None:
     assert levelled.next_run(7) is None
     assert bytes(got_plain) == frames
     assert bytes(got_levelled) == apply_gain(frames, 5) != frames
+
+
+# -- beside conversion: the gain of what will play -----------------------------------
+
+
+def test_a_converted_file_is_measured_after_conversion(tmp_path: Path) -> None:
+    from pushsource.workers.transcode import Resolver, StationFormat, Transcoder
+
+    fmt = StationFormat()
+    source = tmp_path / "music" / "track.flac"
+    source.parent.mkdir()
+    run_tool("sox", "-R", "-n", "-r", "48000", "-c", "2", "-b", "16", source,
+             "synth", "3", "pinknoise", "vol", "0.05")  # fmt: skip
+    tagged = tmp_path / "music" / "tagged.flac"
+    shutil.copy(source, tagged)
+    flac = FLAC(tagged)
+    flac["REPLAYGAIN_TRACK_GAIN"] = "-3.00 dB"
+    flac.save()
+    leveller = Leveller(-18.0, tmp_path / "cache" / "loudness")
+    with Transcoder(tmp_path / "cache", fmt) as transcoder:
+        resolver = Resolver(fmt, transcoder, leveller=leveller)
+        try:
+            play = resolver.prepare(source)
+            assert play != source and play.parent == transcoder.cache_dir
+            gain = resolver.gain(source)
+            assert gain is not None and gain.source == "measured"
+            entries = [json.loads(p.read_text()) for p in leveller.cache_dir.glob("*.json")]
+            assert [entry["source"] for entry in entries] == [str(play.resolve())]
+            assert gain.loudness == pytest.approx(ebur128(play).lufs, abs=0.3)
+            resolver.prepare(tagged)  # converted too, but its tag says it all
+            tag_gain = resolver.gain(tagged)
+            assert tag_gain is not None and tag_gain.source == "tag"
+            assert tag_gain.steps == round(-3 / DB_PER_STEP)
+            assert leveller.measurements == 1
+        finally:
+            leveller.close()
+    with Transcoder(tmp_path / "cache", fmt) as transcoder:
+        plain = Resolver(fmt, transcoder)
+        plain.prepare(source)
+        assert plain.gain(source) is None  # no loudness setting: no gain
