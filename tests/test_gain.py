@@ -333,3 +333,13 @@ def test_a_decoder_hears_the_steps_and_accepts_the_crcs(
     frame[bit // 8] ^= 0x80 >> (bit % 8)
     errors, _ = decode(b"".join(real[name][:5]) + bytes(frame), tmp_path, "broken")
     assert "CRC mismatch" in errors
+
+
+@given(st.binary(max_size=3000), st.integers(-20, 20).filter(bool))
+def test_anything_else_is_refused_or_kept_in_length(data: bytes, steps: int) -> None:
+    """Whatever the bytes, only ValueError may escape, and never a change of length."""
+    try:
+        out = apply_gain(data, steps)
+    except ValueError:
+        return
+    assert len(out) == len(data)

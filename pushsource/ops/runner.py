@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from watchdog.observers.api import BaseObserver
 
@@ -28,11 +28,13 @@ from pushsource.ops.config import default_id
 from pushsource.ops.settings import StationSettings, resolve_target
 from pushsource.workers.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
 from pushsource.workers.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
-from pushsource.workers.loudness import Leveller
 from pushsource.workers.prefetch import EditableSource, Prefetch
 from pushsource.workers.state import FileStamp, StateKeeper, default_state_path, load_state
 from pushsource.workers.tracks import Track, skipped
 from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
+
+if TYPE_CHECKING:
+    from pushsource.workers.loudness import Leveller
 
 log = logging.getLogger("pushsource")
 
@@ -126,8 +128,10 @@ class StationRunner:
         key = f"{self.target.host}:{self.target.port}{self.target.mount}"
         cache = settings.cache or default_cache_dir(key)
         self._transcoder = Transcoder(cache, fmt)
-        self._leveller = None
-        if settings.loudness is not None:
+        self._leveller: Leveller | None = None
+        if settings.loudness is not None:  # imported only then: start-up time
+            from pushsource.workers.loudness import Leveller
+
             self._leveller = Leveller(settings.loudness, cache / "loudness")
         resolver = Resolver(
             fmt,

@@ -202,9 +202,12 @@ class _Ebur128:
     def load(cls) -> Any:
         """The library. Raises ConfigError if it is not installed."""
         if cls._lib is None:
-            name = ctypes.util.find_library("ebur128") or "libebur128.so.1"
+            try:  # the soname first: find_library runs ldconfig, which takes a while
+                lib = ctypes.CDLL("libebur128.so.1")
+            except OSError:
+                lib = None
             try:
-                lib = ctypes.CDLL(name)
+                lib = lib or ctypes.CDLL(ctypes.util.find_library("ebur128") or "libebur128.so")
             except OSError as exc:
                 raise ConfigError(
                     f"libebur128 is not available ({exc}); install libebur128-1, "
