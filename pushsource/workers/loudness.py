@@ -284,7 +284,7 @@ class Leveller:
         try:
             if tagged is not None and (tagged.peak is not None or tagged.lufs >= self.target):
                 return gain_for(self.target, tagged, "tag")
-            measured = self.measure(play, header)
+            measured = self.measure(play, header, name=path.name)
         except (TrackError, PushsourceError) as exc:
             log.warning("%s: plays without levelling: %s", path, exc)
             return None
@@ -292,9 +292,10 @@ class Leveller:
             return gain_for(self.target, Loudness(tagged.lufs, measured.peak), "tag")
         return gain_for(self.target, measured, "measured")
 
-    def measure(self, play: Path, header: FrameHeader) -> Loudness:
-        """Loudness and peak of an MP3, from the cache or decoded now.
-        Raises TrackError, or PushsourceError if libebur128 is missing."""
+    def measure(self, play: Path, header: FrameHeader, *, name: str | None = None) -> Loudness:
+        """Loudness and peak of an MP3, from the cache or decoded now (``name``:
+        what to call it in the log, if not its own name: a converted copy's
+        is a hash). Raises TrackError, or PushsourceError if libebur128 fails."""
         with self._lock:
             try:
                 resolved = play.resolve()
@@ -326,7 +327,7 @@ class Leveller:
                 log.warning("cannot keep the loudness of %s in %s: %s", play, self.cache_dir, exc)
             log.info(
                 "measured %s: %.1f LUFS, peak %.1f dBFS (in %.1f s)",
-                play.name,
+                name or play.name,
                 loudness.lufs,
                 20 * math.log10(loudness.peak) if loudness.peak else -math.inf,
                 time.monotonic() - started,
