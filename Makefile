@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-STATION_PACKAGES := icecast2 lame sox libsox-fmt-mp3 ffmpeg libvlc5 vlc-plugin-base
+STATION_PACKAGES := icecast2 lame sox libsox-fmt-mp3 ffmpeg libvlc5 vlc-plugin-base libebur128-1
 STATION_URL := icecast://source:hackme@127.0.0.1:8000/stream
 
 .PHONY: install test station station-packages

@@ -20,6 +20,14 @@ class Spec:
     rate_index: int = 0
     mono: bool = False
     crc: bool = False
+    #: Channel mode bits (0 stereo, 1 joint, 2 dual, 3 mono); None: 3 if mono else 1.
+    mode: int | None = None
+
+    @property
+    def channel_mode(self) -> int:
+        if self.mode is not None:
+            return self.mode
+        return 3 if self.mono else 1
 
 
 def frame_length(spec: Spec, padding: int) -> tuple[int, int]:
@@ -55,7 +63,7 @@ def make_frame(spec: Spec, padding: int = 0, rng: random.Random | None = None) -
         | (spec.bitrate_index << 12)
         | (spec.rate_index << 10)
         | (padding << 9)
-        | ((3 if spec.mono else 1) << 6)
+        | (spec.channel_mode << 6)
     )
     length, _ = frame_length(spec, padding)
     return struct.pack(">I", word) + rng.randbytes(length - 4)
@@ -95,7 +103,8 @@ def lyrics3v2() -> bytes:
 
 def xing_frame(spec: Spec = Spec(), magic: bytes = b"Xing") -> bytes:
     frame = bytearray(make_frame(spec))
-    side = (17 if spec.mono else 32) if spec.version == "1" else (9 if spec.mono else 17)
+    mono = spec.channel_mode == 3
+    side = (17 if mono else 32) if spec.version == "1" else (9 if mono else 17)
     at = 4 + side
     frame[at : at + 4] = magic
     return bytes(frame)

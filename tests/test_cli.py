@@ -66,3 +66,22 @@ def test_bad_station_settings_exit_2_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert dict(os.environ) == env_before
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("-50", "must be between -40 and -5 LUFS: -50"), ("quiet", "not a loudness in LUFS")],
+)
+def test_loudness_is_checked_by_the_parser(
+    capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    from pushsource.ops.cli import build_parser, stream_settings
+
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["stream", "music", "icecast://h/m", "--loudness", value])
+    assert caught.value.code == 2
+    assert f"argument --loudness: {message}" in capsys.readouterr().err
+    args = build_parser().parse_args(["stream", "music", "icecast://h/m", "--loudness", "-18"])
+    assert stream_settings(args).loudness == -18.0
+    default = build_parser().parse_args(["stream", "music", "icecast://h/m"])
+    assert stream_settings(default).loudness is None

@@ -45,6 +45,7 @@ samplerate = 48000
 channels = 1
 bitrate = 64
 once = true
+loudness = -16
 """,
     )
     config = load_config(path, ENV)
@@ -65,6 +66,7 @@ once = true
         64,
         True,
     )
+    assert (rock.loudness, jazz.loudness) == (None, -16.0)  # off unless asked
     assert config.control == ControlSettings("127.0.0.1", 8711, "t0ken-xyz")
     assert "r0ck-s3cret" not in repr(config)
     assert "t0ken-xyz" not in repr(config)
@@ -85,6 +87,8 @@ once = true
         ("max_retries = -1", 'key "max_retries" must be a whole number, 0 or more'),
         ('password = "${NOT_SET_ANYWHERE}"', "environment variable NOT_SET_ANYWHERE is not set"),
         ('id = "a b"', 'key "id" must be letters'),
+        ("loudness = 18", 'key "loudness" must be between -40 and -5 LUFS, not 18'),
+        ('loudness = "-18"', 'key "loudness" must be a loudness in LUFS (say -18), not a string'),
     ],
 )
 def test_bad_value_names_file_station_and_key(tmp_path: Path, body: str, expected: str) -> None:

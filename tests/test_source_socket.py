@@ -461,7 +461,8 @@ def test_a_server_that_closes_after_accepting(
             assert isinstance(error, ConnectionLostError)
             assert error.sent == 10_000
             assert str(error) in (
-                f"connection to 127.0.0.1:{server.port} lost: closed by the server after 10000 bytes",
+                f"connection to 127.0.0.1:{server.port} lost: "
+                "closed by the server after 10000 bytes",
                 # the close may come as a reset, if more was in flight
                 f"connection to 127.0.0.1:{server.port} lost after 10000 bytes: "
                 "Connection reset by peer",

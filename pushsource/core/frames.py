@@ -93,6 +93,17 @@ class FrameHeader:
             and (self.channel_mode == MONO) == (other.channel_mode == MONO)
         )
 
+    @property
+    def side_info_at(self) -> int:
+        """Where Layer III side information starts in the frame: after the
+        header, and after the CRC of a protected frame."""
+        return 6 if self.protected else 4
+
+    @property
+    def side_info_size(self) -> int:
+        """Bytes of Layer III side information (ISO 11172-3 2.4.1.7, 13818-3 2.4.1.7)."""
+        return self._side_info_size()
+
     def _side_info_size(self) -> int:
         if self.version is MPEGVersion.MPEG1:
             return 17 if self.channel_mode == MONO else 32

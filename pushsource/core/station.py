@@ -111,6 +111,8 @@ class Cued:
     resumed: bool = False  # opened part-way through, to go on after a break
     stamp: object = None  # the file's version when opened (for the play state)
     looped: bool = False  # from the library (idle loop), not the queue: new files go first
+    gain_db: float | None = None  # the level change it plays with (loudness), if any
+    gain_note: str = ""  # for its log line: "gain +3.0 dB: measured -21.0 LUFS"
 
 
 # -- effects ----------------------------------------------------------------
@@ -684,11 +686,12 @@ class StationMachine:
             log.info("resuming %s at about %s", track.title, clock_time(seconds))
         else:
             log.info(
-                "playing %s (%s, %d kbps, %d Hz) [%s]",
+                "playing %s (%s, %d kbps, %d Hz%s) [%s]",
                 track.title,
                 clock_time(track.duration),
                 track.bitrate,
                 track.header.sample_rate,
+                f", {track.gain_note}" if track.gain_note else "",
                 track.path.name,
             )
             self.played.append(track.path)

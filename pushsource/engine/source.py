@@ -319,7 +319,9 @@ class SourceSocket:
         elif self._state is _State.STREAMING:
             self._fail(
                 ConnectionLostError(
-                    f"connection to {self._where} lost: closed by the server after {self.sent} bytes", self.sent
+                    f"connection to {self._where} lost: closed by the server "
+                    f"after {self.sent} bytes",
+                    self.sent,
                 )
             )
 
@@ -392,7 +394,8 @@ class SourceSocket:
 
     def _stalled(self) -> ConnectionLostError:
         return ConnectionLostError(
-            f"connection to {self._where} lost: Icecast stopped reading for {self._timeout:g} s", self.sent
+            f"connection to {self._where} lost: Icecast stopped reading for {self._timeout:g} s",
+            self.sent,
         )
 
     # --- ending ----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pushsource.ops.listen import listen
 from pushsource.ops.logs import setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
+    LOUDNESS_RANGE,
     PASSWORD_ENV,
     TOKEN_ENV,
     ControlSettings,
@@ -184,6 +185,14 @@ def build_parser() -> argparse.ArgumentParser:
         "one folder per station)",
     )
     stream.add_argument(
+        "--loudness",
+        type=_lufs,
+        metavar="LUFS",
+        help="level every track to this loudness (ReplayGain 2.0's reference is -18) "
+        "by rewriting its frames' global_gain, in 1.5 dB steps; from its ReplayGain "
+        "tag, else measured once (default: off, frames as they are)",
+    )
+    stream.add_argument(
         "--idle",
         choices=[idle.value for idle in Idle],
         default=Idle.SILENCE.value,
@@ -293,6 +302,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _lufs(text: str) -> float:
+    low, high = LOUDNESS_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a loudness in LUFS: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g} LUFS: {text}")
+    return value
+
+
 def _level(args: argparse.Namespace) -> int:
     if getattr(args, "verbose", False):
         return logging.DEBUG
@@ -323,6 +343,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         bitrate=args.bitrate,
         strict_bitrate=args.strict_bitrate,
         cache=args.cache,
+        loudness=args.loudness,
         idle=args.idle,
         shuffle=args.shuffle,
         state=args.state,

@@ -20,7 +20,13 @@ from typing import Any
 
 from pushsource.core.target import redact
 from pushsource.errors import ConfigError
-from pushsource.ops.settings import ControlSettings, StationSettings, parse_address, resolve_target
+from pushsource.ops.settings import (
+    LOUDNESS_RANGE,
+    ControlSettings,
+    StationSettings,
+    parse_address,
+    resolve_target,
+)
 from pushsource.workers.transcode import StationFormat
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
@@ -85,6 +91,15 @@ def _idle(value: object) -> str:
     return str(value)
 
 
+def _lufs(value: object) -> float:
+    low, high = LOUDNESS_RANGE
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(f"must be a loudness in LUFS (say -18), not {_kind(value)}")
+    if not low <= value <= high:
+        raise _Problem(f"must be between {low:g} and {high:g} LUFS, not {value}")
+    return float(value)
+
+
 def _station_id(value: object) -> str:
     text = _text(value)
     if not _ID.fullmatch(text):
@@ -112,6 +127,7 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "bitrate": _whole,
     "strict_bitrate": _flag,
     "cache": _text,
+    "loudness": _lufs,
     "idle": _idle,
     "shuffle": _flag,
     "state": _text,

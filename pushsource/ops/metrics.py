@@ -57,6 +57,9 @@ class _StationCollector:
             "lead_min_seconds",
             "The least lead since the last scrape (below 0: late, listeners may starve)",
         )
+        gain = gauge(
+            "track_gain_db", "The level change of the track playing (the loudness setting)"
+        )
         state = gauge(
             "connection_state", "1 for the station's connection state", ("station", "state")
         )
@@ -74,10 +77,14 @@ class _StationCollector:
             lead.add_metric(label, c.lead)
             least.add_metric(label, c.lead if c.min_lead is None else c.min_lead)
             c.min_lead = None
+            if c.track_gain_db is not None:
+                gain.add_metric(label, c.track_gain_db)
             now = station.connection_state
             for name in STATES:
                 state.add_metric([station.id, name], 1.0 if now == name else 0.0)
-        yield from (sent, frames, played, by_hand, reconnects, skipped, queue, lead, least, state)
+        yield from (
+            sent, frames, played, by_hand, reconnects, skipped, queue, lead, least, gain, state
+        )  # fmt: skip
 
 
 class Metrics:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from watchdog.observers.api import BaseObserver
 
@@ -41,6 +41,9 @@ from pushsource.workers.state import (
 from pushsource.workers.tracks import skipped
 from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
 
+if TYPE_CHECKING:
+    from pushsource.workers.loudness import Leveller
+
 log = logging.getLogger("pushsource")
 
 HISTORY: int = 50
@@ -62,6 +65,7 @@ class Counters:
     min_lead: float | None = None  # the least seen since the last scrape
     skipped_files: dict[str, int] = field(default_factory=dict)  # by reason
     conversions: list[float] = field(default_factory=list)  # seconds, not yet scraped
+    track_gain_db: float | None = None  # the level change of the track playing (loudness on)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class _Playing:
     started: float  # monotonic time its first frame went out, less any resumed part
     duration: float | None
     bitrate: int
+    gain_db: float | None
 
 
 class StationRunner:
@@ -109,12 +114,19 @@ class StationRunner:
             raise ConfigError("--max-retries must be 0 or more")
         fmt = StationFormat(settings.samplerate, settings.channels, settings.bitrate)
         key = f"{self.target.host}:{self.target.port}{self.target.mount}"
-        self._transcoder = Transcoder(settings.cache or default_cache_dir(key), fmt)
+        cache = settings.cache or default_cache_dir(key)
+        self._transcoder = Transcoder(cache, fmt)
+        self._leveller: Leveller | None = None
+        if settings.loudness is not None:  # imported only then: start-up time
+            from pushsource.workers.loudness import Leveller
+
+            self._leveller = Leveller(settings.loudness, cache / "loudness")
         resolver = Resolver(
             fmt,
             self._transcoder,
             strict_bitrate=settings.strict_bitrate,
             converted=self.counters.conversions.append,
+            leveller=self._leveller,
         )
         self.info = StationInfo(
             name=settings.name,
@@ -153,6 +165,7 @@ class StationRunner:
             unplayable=self.file_skipped,
             library=(lambda: scan(self.folder)) if looping else None,
             shuffle=settings.shuffle,
+            gain=resolver.gain,
         )
         fmt_header = fmt.header()
         machine = StationMachine(
@@ -229,6 +242,8 @@ class StationRunner:
         if self._queue is not None:
             self._queue.stop()
         self._transcoder.close()
+        if self._leveller is not None:
+            self._leveller.close()
         if self._keeper is not None:
             self._keeper.changed()
             self._keeper.save_now()
@@ -241,6 +256,8 @@ class StationRunner:
             root = self._queue.root
             with contextlib.suppress(Exception):  # tidying the cache must never stop the music
                 self._transcoder.prune(scan(root))
+                if self._leveller is not None:
+                    self._leveller.prune()
 
     def done(self, error: PushsourceError | None) -> None:
         if error is not None:
@@ -268,13 +285,20 @@ class StationRunner:
             started=self._clock() - done,
             duration=track.duration,
             bitrate=bitrate,
+            gain_db=_rounded(track.gain_db),
         )
+        self.counters.track_gain_db = playing.gain_db
         with self._lock:
             self._playing = playing
             if not track.resumed:
                 stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
                 self._history.appendleft(
-                    {"file": playing.file, "title": playing.title, "started": stamp}
+                    {
+                        "file": playing.file,
+                        "title": playing.title,
+                        "started": stamp,
+                        "gain_db": playing.gain_db,
+                    }
                 )
 
     def track_ended(self, track: Cued, *, skipped: bool) -> None:
@@ -286,6 +310,7 @@ class StationRunner:
         with self._lock:
             if self._playing is not None and self._playing.track is track:
                 self._playing = None
+                counters.track_gain_db = None
 
     def file_skipped(self, exc: TrackError) -> None:
         if skipped(exc):
@@ -327,6 +352,7 @@ class StationRunner:
                 "elapsed": round(elapsed, 2),
                 "duration": None if playing.duration is None else round(playing.duration, 2),
                 "bitrate": playing.bitrate,
+                "gain_db": playing.gain_db,
             }
         target = self.target
         host = f"[{target.host}]" if ":" in target.host else target.host
@@ -452,6 +478,10 @@ class StationRunner:
             if path.resolve() == wanted.resolve():
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
+
+
+def _rounded(gain_db: float | None) -> float | None:
+    return None if gain_db is None else round(gain_db, 2)
 
 
 def _reason_kind(reason: str) -> str:

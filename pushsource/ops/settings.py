@@ -17,6 +17,9 @@ PASSWORD_ENV: Final = "PUSHSOURCE_PASSWORD"
 #: ... and the control API's token.
 TOKEN_ENV: Final = "PUSHSOURCE_TOKEN"
 
+#: The loudness targets a station may ask for, in LUFS.
+LOUDNESS_RANGE: Final = (-40.0, -5.0)
+
 #: Where the control API listens when it is on and no address is given.
 DEFAULT_CONTROL: Final = ("127.0.0.1", 8700)
 
@@ -42,6 +45,7 @@ class StationSettings:
     bitrate: int = 128
     strict_bitrate: bool = False
     cache: Path | None = None
+    loudness: float | None = None  # LUFS to level tracks to; None: frames as they are
     idle: str = "silence"
     shuffle: bool = False
     state: Path | None = None

@@ -14,13 +14,16 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pushsource.core.frames import parse_header
 from pushsource.core.station import Chunk, Cued
 from pushsource.errors import TrackError
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import Track
+
+if TYPE_CHECKING:
+    from pushsource.workers.loudness import TrackGain
 
 log = logging.getLogger("pushsource")
 
@@ -123,7 +126,9 @@ class Feed:
         library: Callable[[], Sequence[Path]] | None = None,
         shuffle: bool = False,
         rng: random.Random | None = None,
+        gain: Callable[[Path], TrackGain | None] = lambda path: None,
     ) -> None:
+        self._gain = gain  # the level change to play a file with (loudness)
         self._source = source
         self._resolve = resolve
         self._prepare = prepare
@@ -231,7 +236,8 @@ class Feed:
     def _open(self, path: Path, offset: int, chunk: int) -> Cued:
         """Raises TrackError."""
         self._prepare(path)
-        track = Track(path, play=self._resolve(path)).open(offset)
+        gain = self._gain(path)
+        track = Track(path, play=self._resolve(path), gain=gain).open(offset)
         first = read_chunk(track, chunk)
         header = track.first.header
         return Cued(
@@ -244,6 +250,8 @@ class Feed:
             chunk=first,
             resumed=track.resumed,
             stamp=track.stamp,
+            gain_db=track.gain_db,
+            gain_note=gain.describe() if gain is not None else "",
         )
 
     def _from_library(self, last: Path | None, chunk: int) -> Cued | None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import mutagen
 import mutagen.apev2
 
 from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser, FrameRun, Skipped
+from pushsource.core.gain import apply_gain
 from pushsource.errors import FrameError, TrackError
 from pushsource.workers.state import FileStamp
+
+if TYPE_CHECKING:  # loudness.py needs this module's neighbours at import time
+    from pushsource.workers.loudness import TrackGain
 
 log = logging.getLogger("pushsource.tracks")
 
@@ -92,13 +96,25 @@ class Track:
     :meth:`open` checks the file before anything is sent: it raises TrackError
     unless an audio frame is found. After that, :meth:`next_frame` never
     raises: a read error ends the track early with a warning.
+
+    With a ``gain``, every frame it hands out has that many global_gain steps
+    added (pushsource.core.gain): same lengths and offsets, another level.
     """
 
-    def __init__(self, path: Path, *, play: Path | None = None, chunk: int = CHUNK) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        play: Path | None = None,
+        chunk: int = CHUNK,
+        gain: TrackGain | None = None,
+    ) -> None:
         """``path`` is the file in the folder (its tags give the title); ``play``
         the MP3 to read frames from, if not that one (a converted copy)."""
         self.path = path
         self.play = play if play is not None else path
+        self.gain = gain  # the level change applied to its frames, if any
+        self._steps = gain.steps if gain is not None else 0
         self.info = TrackInfo(title=path.stem, duration=None, bitrate=None)
         self.resumed = False  # opened part-way through, to go on where a stream broke
         self.stamp: FileStamp | None = None  # the version of the file we opened
@@ -119,6 +135,16 @@ class Track:
         """The first audio frame (after open)."""
         assert self._first is not None, "Track.open() first"
         return self._first
+
+    @property
+    def gain_steps(self) -> int:
+        """global_gain steps added to every granule (0: the frames as they are)."""
+        return self._steps
+
+    @property
+    def gain_db(self) -> float | None:
+        """The gain applied, in dB; None when the track is not levelled."""
+        return None if self.gain is None else self.gain.db
 
     @property
     def position(self) -> int:
@@ -207,6 +233,9 @@ class Track:
                 # Players break when the sample rate or channel count changes
                 # mid-stream: a track keeps the format of its first frame.
                 if self._first is None or self._first.header.continues(event.header):
+                    if self._steps:
+                        data = apply_gain(event.data, self._steps)
+                        return FrameRun(event.offset, event.header, event.last, event.count, data)
                     return event
                 self._dropped += event.count
                 continue

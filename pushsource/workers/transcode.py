@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import mutagen
 import mutagen.mp3
@@ -59,6 +59,9 @@ from pushsource.core.frames import END, Frame, FrameHeader, FrameParser, Skipped
 from pushsource.errors import ConfigError, FrameError, PushsourceError, TrackError
 from pushsource.workers.state import FileStamp, station_slug
 from pushsource.workers.tracks import Track, read_info
+
+if TYPE_CHECKING:  # loudness.py imports this module
+    from pushsource.workers.loudness import Leveller, TrackGain
 
 log = logging.getLogger("pushsource.transcode")
 
@@ -129,6 +132,10 @@ class Resolver:
     takes seconds); the pacing thread calls :meth:`resolve`, which answers
     from what ``prepare`` found and converts only if it has to (a resume after
     a restart, before any audio flows).
+
+    With a ``leveller`` (the loudness setting), ``prepare`` also finds the
+    gain of the MP3 it will play (measured after conversion, for a converted
+    file), which :meth:`gain` then answers.
     """
 
     def __init__(
@@ -138,12 +145,14 @@ class Resolver:
         *,
         strict_bitrate: bool = False,
         converted: Callable[[float], object] = lambda seconds: None,
+        leveller: Leveller | None = None,
     ) -> None:
         self._converted = converted  # told how long each conversion took
         self._fmt = fmt
         self._transcoder = transcoder
         self._strict = strict_bitrate
-        self._known: dict[Path, tuple[FileStamp | None, Path]] = {}
+        self._leveller = leveller
+        self._known: dict[Path, tuple[FileStamp | None, Path, TrackGain | None]] = {}
 
     def prepare(self, path: Path) -> Path:
         """Raises TrackError."""
@@ -155,17 +164,28 @@ class Resolver:
             log.info("converted %s to the station format", path.name)
         else:
             play = path
-        self._known[path] = (stamp, play)
+        gain = None
+        if self._leveller is not None:  # both are in the station format now
+            gain = self._leveller.gain(path, play, self._fmt.header())
+        self._known[path] = (stamp, play, gain)
         if len(self._known) > 10_000:  # only the next few files matter
             self._known.pop(next(iter(self._known)))
         return play
 
     def resolve(self, path: Path) -> Path:
         """Raises TrackError."""
+        return self._get(path)[1]
+
+    def gain(self, path: Path) -> TrackGain | None:
+        """The gain to play ``path`` with (None: as it is). Raises TrackError."""
+        return self._get(path)[2]
+
+    def _get(self, path: Path) -> tuple[FileStamp | None, Path, TrackGain | None]:
         known = self._known.get(path)
         if known is not None and known[0] == FileStamp.of(path):
-            return known[1]
-        return self.prepare(path)
+            return known
+        self.prepare(path)
+        return self._known[path]
 
 
 def needs_transcoding(path: Path, fmt: StationFormat, *, strict_bitrate: bool = False) -> bool:

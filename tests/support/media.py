@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -605,3 +606,56 @@ def probe_frames(path: Path) -> list[ProbedFrame]:
         rate = min(rates, key=lambda r: abs(r - exact))
         frames.append(ProbedFrame(int(frame["pkt_pos"]), rate, int(frame["channels"])))
     return frames
+
+
+# --- loudness: tracks made at a level, measured by ffmpeg's ebur128 ------------------
+
+
+@dataclass(frozen=True)
+class Level:
+    """What ffmpeg's ebur128 filter says of a file (EBU R128 / ITU BS.1770)."""
+
+    lufs: float  # integrated loudness
+    peak_dbfs: float  # sample peak
+
+
+def ebur128(path: Path, *, input_format: str | None = None) -> Level:
+    """ffmpeg's integrated loudness and sample peak of ``path``."""
+    fmt = ["-f", input_format] if input_format else []
+    out = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostats", *fmt, "-i", path,
+         "-af", "ebur128=peak=sample", "-f", "null", "-"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    summary = out.stderr.rpartition("Summary:")[2]
+    lufs = re.search(r"I:\s+(-?[\d.]+|-inf) LUFS", summary)
+    peak = re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary)
+    assert lufs is not None and peak is not None, out.stderr[-2000:]
+    return Level(float(lufs.group(1)), float(peak.group(1)))
+
+
+def make_track_at(
+    path: Path,
+    lufs: float,
+    seconds: float,
+    *,
+    sound: Sequence[str] = ("pinknoise",),
+    samplerate: int = 44100,
+    channels: int = 2,
+    lame_args: Sequence[str] = ("-b", "128"),
+) -> bytes:
+    """A ``lame -t`` MP3 (nothing but audio frames) whose integrated loudness
+    is ``lufs`` to within about 0.2 dB, by ffmpeg: encoded, measured, and
+    encoded again with the difference. Returns its frames."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "in.wav"
+        correction = 0.0
+        for _ in range(2):
+            run_tool(
+                "sox", "-R", "-n", "-r", str(samplerate), "-c", str(channels), "-b", "16", wav,
+                "synth", str(seconds), *sound, "vol", "0.1", "gain", f"{correction:.2f}",
+            )  # fmt: skip
+            run_tool("lame", "--quiet", "-t", *lame_args, wav, path)
+            correction += lufs - ebur128(path).lufs
+    return path.read_bytes()
