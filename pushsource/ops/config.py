@@ -21,6 +21,7 @@ from typing import Any
 from pushsource.errors import ConfigError
 from pushsource.ops.settings import ControlSettings, StationSettings, parse_address, resolve_target
 from pushsource.workers.icecast import redact
+from pushsource.workers.state import check_state_path
 from pushsource.workers.transcode import StationFormat
 
 _VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
@@ -199,6 +200,11 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     folder: Path = values["folder"]
     if not folder.is_dir():
         raise ConfigError(f'{where}: key "folder": {folder} is not a directory')
+    if "state" in values:
+        try:
+            check_state_path(values["state"], folder)
+        except ConfigError as exc:
+            raise ConfigError(f'{where}: key "state": {exc}') from None
     settings = StationSettings(**values)
     try:
         target = resolve_target(settings, environ)

@@ -29,7 +29,13 @@ from pushsource.ops.settings import StationSettings, resolve_target
 from pushsource.workers.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
 from pushsource.workers.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
 from pushsource.workers.prefetch import EditableSource, Prefetch
-from pushsource.workers.state import FileStamp, StateKeeper, default_state_path, load_state
+from pushsource.workers.state import (
+    FileStamp,
+    StateKeeper,
+    check_state_path,
+    default_state_path,
+    load_state,
+)
 from pushsource.workers.tracks import Track, skipped
 from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
 
@@ -153,7 +159,7 @@ class StationRunner:
                 name=f"{self.id}/prefetch",
             )
         else:
-            keeper, resume = _restore(settings.state, self.target)
+            keeper, resume = _restore(settings.state, self.target, self.folder)
             self._order = [Path(p) for p in keeper.state.queue]
             self._queue = queue = FolderQueue(folder, settle=settings.settle, observer=observer)
             root = queue.root
@@ -444,12 +450,14 @@ def _reason_kind(reason: str) -> str:
 
 
 def _restore(
-    path: Path | None, target: IcecastTarget
+    path: Path | None, target: IcecastTarget, folder: Path
 ) -> tuple[StateKeeper, list[tuple[Path, int]]]:
     """Load the play state; where the last run was part-way through a track
-    that is still the same file, go on from there."""
+    that is still the same file, go on from there. Raises ConfigError for a
+    state path that is a directory or inside the music folder."""
     if path is None:
         path = default_state_path(f"{target.host}:{target.port}{target.mount}")
+    check_state_path(path, folder)
     state = load_state(path)
     log.debug("play state in %s", path)
     resume: list[tuple[Path, int]] = []
