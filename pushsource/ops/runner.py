@@ -26,7 +26,16 @@ from pushsource.core.station import Idle, ListSource, Pacing, Retry, Station
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
 from pushsource.ops.config import default_id
 from pushsource.ops.settings import StationSettings, resolve_target
-from pushsource.workers.folder import AUDIO_EXTENSIONS, FolderQueue, is_eligible, scan
+from pushsource.workers.folder import (
+    AUDIO_EXTENSIONS,
+    FolderQueue,
+    inside,
+    is_eligible,
+    playable,
+    scan,
+    twin,
+    upload_name_ok,
+)
 from pushsource.workers.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
 from pushsource.workers.prefetch import EditableSource, Prefetch
 from pushsource.workers.state import (
@@ -364,11 +373,11 @@ class StationRunner:
         log.info("moved %s to position %d of the queue", file, index + 1)
 
     def enqueue(self, file: str) -> None:
-        path = self._in_folder(file)
-        if not path.is_file():
+        path = playable(self.folder, self._in_folder(file))
+        if path is None:  # the same answer for a link out of the folder and for nothing
             raise ControlError(f"no such file in the folder: {file}", 404)
         queued = self._prefetch.queued()
-        if path in queued:
+        if any(inside(self.folder, p) == path for p in queued):  # under another name, too
             raise ControlError(f"{file} is queued already", 409)
         if self._keeper is not None:
             self._keeper.state.forget(path)  # asked for by hand: it may play again
@@ -383,8 +392,10 @@ class StationRunner:
             raise ControlError(f"not a plain file name: {filename!r}", 400)
         if not is_eligible(PurePosixPath(name), AUDIO_EXTENSIONS):
             raise ControlError(f"not an audio file name the folder plays: {filename!r}", 400)
+        if not upload_name_ok(name):
+            raise ControlError(f"not a plain file name: {filename!r}", 400)
         final = self.folder / name
-        if final.exists():
+        if final.exists() or final.is_symlink() or twin(self.folder, name):
             raise ControlError(f"{name} exists already in the folder", 409)
         fd, temp = tempfile.mkstemp(prefix=_UPLOAD_PREFIX, suffix=".part", dir=self.folder)
         try:
@@ -422,9 +433,9 @@ class StationRunner:
         return self.folder / rel
 
     def _queued(self, file: str) -> Path:
-        wanted = self._in_folder(file)
+        wanted = inside(self.folder, self._in_folder(file))
         for path in self._prefetch.queued():
-            if path.resolve() == wanted.resolve():
+            if wanted is not None and inside(self.folder, path) == wanted:
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
 
@@ -460,12 +471,26 @@ def _restore(
     check_state_path(path, folder)
     state = load_state(path)
     log.debug("play state in %s", path)
+    state.queue = _of_folder(folder, state.queue, path)
     resume: list[tuple[Path, int]] = []
-    if state.current is not None:
+    if state.current is not None and _of_folder(folder, [state.current], path):
         current = Path(state.current)
         if state.current_stamp is not None and FileStamp.of(current) == state.current_stamp:
             resume.append((current, state.current_offset))
     return StateKeeper(path, state, interval=5.0), resume
+
+
+def _of_folder(folder: Path, paths: list[str], state: Path) -> list[str]:
+    """The state file's paths that name playable files of the folder; one line for the rest."""
+    kept = [p for p in paths if playable(folder, Path(p)) is not None and not Path(p).is_symlink()]
+    if len(kept) < len(paths):
+        log.warning(
+            "state file %s: left out %d files that are not playable files of %s",
+            state,
+            len(paths) - len(kept),
+            folder,
+        )
+    return kept
 
 
 def build_runners(
