@@ -343,7 +343,7 @@ def _control_settings(args: argparse.Namespace, config: Config | None) -> Contro
         except ValueError as exc:
             raise ConfigError(f"--control {args.control}: {exc}") from None
     token = (settings.token if settings else None) or os.environ.get(TOKEN_ENV) or None
-    return ControlSettings(host, port, token)
+    return ControlSettings(host, port, token, settings.allowed_hosts if settings else ())
 
 
 def run_stations(
@@ -393,7 +393,11 @@ def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
 
     metrics = Metrics(runners)
     server = ControlServer(
-        (control.host, control.port), runners, token=control.token, metrics=metrics.render
+        (control.host, control.port),
+        runners,
+        token=control.token,
+        metrics=metrics.render,
+        allowed_hosts=control.allowed_hosts,
     )
     server.start()
     host, port = server.address[:2]

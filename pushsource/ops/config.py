@@ -256,14 +256,33 @@ def _control(table: object, environ: Mapping[str, str], where: str) -> ControlSe
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
     host, port, token = ControlSettings.host, ControlSettings.port, None
+    hosts: tuple[str, ...] = ()
     for key, raw in table.items():
         try:
             if key == "listen":
                 host, port = parse_address(expand(_text(raw), environ))
             elif key == "token":
                 token = expand(_text(raw), environ) or None
+            elif key == "allowed_hosts":
+                hosts = _host_names(raw)
             else:
-                raise ConfigError(f'{where}: unknown key "{key}" (expected listen, token)')
+                raise ConfigError(
+                    f'{where}: unknown key "{key}" (expected listen, token, allowed_hosts)'
+                )
         except (_Problem, ValueError) as exc:
             raise ConfigError(f'{where}: key "{key}" {exc}') from None
-    return ControlSettings(host, port, token)
+    return ControlSettings(host, port, token, hosts)
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+)
+
+
+def _host_names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Problem("must be a list of host names")
+    for name in value:
+        if not _HOST_NAME.fullmatch(name):
+            raise _Problem(f"{name!r} is not a host name")
+    return tuple(value)

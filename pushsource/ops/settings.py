@@ -55,6 +55,8 @@ class ControlSettings:
     host: str = DEFAULT_CONTROL[0]
     port: int = DEFAULT_CONTROL[1]
     token: str | None = dataclasses.field(default=None, repr=False)
+    #: Host names the control page may be reached by, beside IP addresses and localhost.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 def parse_address(text: str) -> tuple[str, int]:
