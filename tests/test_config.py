@@ -210,7 +210,9 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 def test_expand() -> None:
     assert expand("a${X}b$${X}$$", {"X": "1"}) == "a1b${X}$"
-    assert expand("$X ${", {}) == "$X ${"
+    assert expand("$X $", {}) == "$X $"
+    with pytest.raises(Exception, match="not"):  # _Problem: ${ must start a variable
+        expand("$X ${", {})
 
 
 def test_default_id() -> None:

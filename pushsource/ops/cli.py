@@ -28,6 +28,7 @@ from pushsource.ops.settings import (
     TOKEN_ENV,
     ControlSettings,
     StationSettings,
+    check_header_values,
     parse_address,
     read_password_file,
 )
@@ -304,7 +305,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
     password = None
     if args.password_file:
         password = read_password_file(args.password_file, insecure=args.insecure_password_file)
-    return StationSettings(
+    settings = StationSettings(
         folder=args.folder,
         url=args.url,
         password=password,
@@ -328,6 +329,8 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         timeout=args.timeout,
         settle=args.settle,
     )
+    check_header_values(settings, lambda key: "--url" if key == "station_url" else f"--{key}")
+    return settings
 
 
 def _control_settings(args: argparse.Namespace, config: Config | None) -> ControlSettings | None:

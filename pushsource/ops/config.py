@@ -18,13 +18,20 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pushsource.core.values import header_problem
 from pushsource.errors import ConfigError
-from pushsource.ops.settings import ControlSettings, StationSettings, parse_address, resolve_target
+from pushsource.ops.settings import (
+    ControlSettings,
+    StationSettings,
+    check_header_values,
+    parse_address,
+    resolve_target,
+)
 from pushsource.workers.icecast import redact
 from pushsource.workers.state import check_state_path
 from pushsource.workers.transcode import StationFormat
 
-_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{[^}]*\}?))")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PATHS = {"folder", "password_file", "cache", "state"}
 
@@ -69,7 +76,7 @@ def _whole(value: object) -> int:
 
 
 def _channels(value: object) -> int:
-    if value not in (1, 2) or isinstance(value, bool):
+    if type(value) is not int or value not in (1, 2):
         raise _Problem(f"must be 1 or 2, not {value!r}")
     return 1 if value == 1 else 2
 
@@ -133,7 +140,12 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     """``${VAR}`` from ``environ``, ``$$`` as ``$``. Raises _Problem for an unset VAR."""
 
     def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
+        name, bad = match.group(1), match.group(2)
+        if bad is not None:
+            raise _Problem(
+                f"has ${bad[:20]}, which is not ${{NAME}} with NAME letters, digits and _ "
+                "(not starting with a digit); write $$ for a plain $"
+            )
         if name is None:
             return "$"
         if name not in environ:
@@ -152,6 +164,10 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return parse_config(data, path, environ)
 
 
@@ -178,7 +194,7 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table ([[station]])")
     name = table.get("name")
-    if isinstance(name, str):
+    if isinstance(name, str) and header_problem(name, 80) is None:  # shown, so short and plain
         where = f'{where} ("{name}")'
     values: dict[str, Any] = {}
     for key, raw in table.items():
@@ -206,6 +222,7 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
         except ConfigError as exc:
             raise ConfigError(f'{where}: key "state": {exc}') from None
     settings = StationSettings(**values)
+    check_header_values(settings, lambda key: f'{where}: key "{key}"')
     try:
         target = resolve_target(settings, environ)
     except ConfigError as exc:

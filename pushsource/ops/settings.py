@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pushsource.core.values import HEADER_LIMITS, header_problem
 from pushsource.errors import ConfigError
 from pushsource.workers.icecast import IcecastTarget, parse_target
 
@@ -57,6 +58,18 @@ class ControlSettings:
     token: str | None = dataclasses.field(default=None, repr=False)
     #: Host names the control page may be reached by, beside IP addresses and localhost.
     allowed_hosts: tuple[str, ...] = ()
+
+
+def check_header_values(
+    settings: StationSettings, name: Callable[[str], str] = lambda key: f'key "{key}"'
+) -> None:
+    """Refuse a setting that Icecast would get in a header and cannot take (a line
+    break, a 100 KB name); ``name`` says how the key is called where it was set.
+    Raises ConfigError."""
+    for key, limit in HEADER_LIMITS.items():
+        value = getattr(settings, key)
+        if value is not None and (problem := header_problem(value, limit)) is not None:
+            raise ConfigError(f"{name(key)} {problem}")
 
 
 def parse_address(text: str) -> tuple[str, int]:

@@ -22,6 +22,8 @@ from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
 from pushsource import __version__
+from pushsource.core.titles import clean_title
+from pushsource.core.values import wire_header
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
 
 log = logging.getLogger("pushsource.icecast")
@@ -141,6 +143,8 @@ class StationInfo:
     public: bool = False
 
     def headers(self, bitrate: int, sample_rate: int, channels: int) -> dict[str, str]:
+        """The ice-* headers, each value a str whose Latin-1 encoding is the UTF-8
+        bytes to send (http.client encodes header values as Latin-1)."""
         headers = {
             "ice-public": "1" if self.public else "0",
             "ice-bitrate": str(bitrate),
@@ -153,7 +157,7 @@ class StationInfo:
             ("ice-url", self.url),
         ):
             if value:
-                headers[key] = value
+                headers[key] = wire_header(value)  # UTF-8 on the wire: see core/values.py
         return headers
 
 
@@ -547,6 +551,7 @@ class TitleUpdater:
                 self._send(session, title)
 
     def _send(self, session: requests.Session, title: str) -> None:
+        title = clean_title(title)
         endpoint = self._endpoint
         mount = endpoint.target.mount
         problem = ""

@@ -1,0 +1,72 @@
+"""With a real Icecast 2.4.4 and a real listener: non-Latin-1 station details
+arrive as UTF-8, a tag cannot inject an ICY field, quotes and semicolons arrive
+as they are, a title too long for Icecast's request arrives cut with an
+ellipsis, and a title with line breaks forges no log line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import StartPushsource
+from tests.support.icecast import IcecastServer
+from tests.support.listener import Listener
+from tests.support.media import make_clean_mp3, make_titled_tracks
+
+
+def _url(icecast: IcecastServer, mount: str) -> str:
+    return f"icecast://source:hackme@127.0.0.1:{icecast.port}{mount}"
+
+
+def test_non_latin1_station_details_reach_the_status_page(
+    icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    make_clean_mp3(music / "tone.mp3", 20.0)
+    name, genre, description = "日本語 ラジオ 🎵", "ジャズ", "café ☕ Rádió"
+    run = start_pushsource(
+        "stream",
+        music,
+        _url(icecast, unique_mount),
+        "--name",
+        name,
+        "--genre",
+        genre,
+        "--description",
+        description,
+    )
+    source = icecast.wait_for_mount(unique_mount, timeout=20)
+    assert source.get("server_name") == name, (source, run.describe())
+    assert source.get("genre") == genre
+    assert source.get("server_description") == description
+    with Listener(icecast.port, unique_mount) as listener:
+        listener.wait_connected(10)
+        assert listener.headers["icy-name"].encode("latin-1") == name.encode()
+    assert run.proc.poll() is None, run.describe()
+
+
+INJECT = "x';StreamUrl='http://evil.example/';"
+QUOTES = "'Live'; Don't Stop"
+LONG = "日本語のタイトル🎵" * 400
+BREAKS = "line\r\n12:00:00 ERROR forged"
+
+
+def test_titles_are_safe_and_fit(
+    icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    titles = [("A", INJECT), ("B", QUOTES), ("C", LONG), ("D", BREAKS), ("E", "last")]
+    tracks = make_titled_tracks(tmp_path / "music", titles, seconds=2.5)
+    with Listener(icecast.port, unique_mount, connect_timeout=20) as listener:
+        run = start_pushsource("stream", tmp_path / "music", _url(icecast, unique_mount), "--once")
+        assert run.wait(sum(t.seconds for t in tracks) + 30) == 0, run.describe()
+        listener.wait_closed(10)
+    shown = [title for _, title in listener.titles]
+    assert listener.blocks and not any(b"StreamUrl='" in block for block in listener.blocks)
+    assert not any(b"';StreamUrl" in block for block in listener.blocks), listener.blocks
+    assert "A - x\u2019;StreamUrl=\u2019http://evil.example/';" in shown, shown
+    assert f"B - {QUOTES}" in shown
+    cut = [t for t in shown if t.startswith("C - 日本語")]
+    assert cut and cut[0].endswith("\u2026") and ("C - " + LONG).startswith(cut[0][:-1]), shown
+    assert "D - line  12:00:00 ERROR forged" in shown
+    assert "E - last" in shown
+    assert not any(line.startswith("12:00:00 ERROR") for line in run.stderr.splitlines())
