@@ -17,6 +17,7 @@ import setproctitle
 from watchdog.observers import Observer
 
 from pushsource import __version__
+from pushsource.core.frames import header_for, silent_frame
 from pushsource.core.station import Idle, Pacing
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
 from pushsource.ops.config import Config, load_config
@@ -269,7 +270,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this many seconds (default: until Ctrl-C or the stream ends)",
     )
+    silence = commands.add_parser(
+        "silence",
+        help="write an MP3 of silence, for Icecast's fallback mount",
+        description="Write a second of MPEG audio silence to FILE. In Icecast's webroot "
+        "and named by a mount's <fallback-mount> with <fallback-override>1, it keeps "
+        "listeners connected while pushsource restarts (see icecast.xml). Give the "
+        "sample rate and channels of the station; a high bitrate keeps the silence "
+        "a player has buffered short.",
+    )
+    silence.add_argument("file", type=Path, metavar="FILE", help="where to write it")
+    silence.add_argument("--samplerate", type=int, default=44100, help="(default %(default)s)")
+    silence.add_argument("--channels", type=int, choices=(1, 2), default=2)
+    silence.add_argument("--bitrate", type=int, default=320, help="kbps (default %(default)s)")
     return parser
+
+
+def write_silence(path: Path, sample_rate: int, channels: int, bitrate: int) -> None:
+    """A second (or a little more) of silent Layer III frames at ``path``. Raises ConfigError."""
+    try:
+        header = header_for(sample_rate, channels, bitrate)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    frames = -(-header.sample_rate // header.samples)  # whole frames, at least 1 s
+    try:
+        path.write_bytes(silent_frame(header) * frames)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _duration(text: str) -> float:
@@ -504,6 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "check":
             return check_config(args)
+        if args.command == "silence":
+            write_silence(args.file, args.samplerate, args.channels, args.bitrate)
+            return 0
         if args.command == "listen":
             return listen(args.url, audio=args.audio, duration=args.duration)
         parser.error(f"unknown command {args.command}")

@@ -54,7 +54,7 @@ def _check_reachable_by_others(directory: Path) -> None:
             )
 
 
-def render_config(template: Path, *, port: int, workdir: Path) -> str:
+def render_config(template: Path, *, port: int, workdir: Path, webroot: Path | None = None) -> str:
     """The template's XML with the port, 127.0.0.1 and logs/pidfile in workdir.
 
     Everything else is kept. As root, icecast2 refuses to run unless told to
@@ -73,6 +73,8 @@ def render_config(template: Path, *, port: int, workdir: Path) -> str:
     paths = _child(root, "paths")
     _set_text(paths, "logdir", str(workdir))
     _set_text(paths, "pidfile", str(workdir / "icecast.pid"))
+    if webroot is not None:
+        _set_text(paths, "webroot", str(webroot))
 
     if os.geteuid() == 0:
         security = _child(root, "security")
@@ -117,9 +119,13 @@ def sources_of(status: dict[str, Any]) -> list[dict[str, Any]]:
 class IcecastServer:
     """icecast2 in the foreground on 127.0.0.1, its files in workdir."""
 
-    def __init__(self, template: Path, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, template: Path, workdir: Path, port: int | None = None, webroot: Path | None = None
+    ) -> None:
+        """``webroot``: instead of the template's (to add files such as a fallback)."""
         self.template = template
         self.workdir = workdir
+        self.webroot = webroot
         self._port = port if port is not None else free_port()
         self._process: subprocess.Popen[bytes] | None = None
         logging = ET.parse(template).getroot().find("logging")
@@ -150,7 +156,10 @@ class IcecastServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "icecast.xml"
         config.write_text(
-            render_config(self.template, port=self._port, workdir=self.workdir), "utf-8"
+            render_config(
+                self.template, port=self._port, workdir=self.workdir, webroot=self.webroot
+            ),
+            "utf-8",
         )
         with (
             open(self.workdir / "stdout.log", "ab") as out,
