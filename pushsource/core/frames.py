@@ -446,7 +446,7 @@ class FrameParser:
         """Advance by one decision; None means 'loop again'."""
         buf, pos = self._buf, self._pos
         avail = len(buf) - pos
-        if self._locked is None and self._too_much(self._base + pos + self._skip):
+        if self._locked is None and self._too_much(self._base + pos):
             return self._give_up()
         if self._skip:
             n = min(self._skip, avail)
