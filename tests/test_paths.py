@@ -16,7 +16,7 @@ import pytest
 from pushsource.errors import ControlError
 from pushsource.ops.runner import StationRunner, _restore
 from pushsource.ops.settings import StationSettings
-from pushsource.workers.folder import inside, playable, scan
+from pushsource.workers.folder import FolderQueue, inside, playable, scan
 from pushsource.workers.icecast import parse_target
 from pushsource.workers.state import FileStamp, PlayState, save_state
 from tests.support.media import make_clean_mp3
@@ -193,3 +193,46 @@ def test_state_paths_outside_the_folder_are_not_resumed(
         ),
     )
     assert _restore(state, target, music.resolve())[1] == [(music / "a.mp3", 417)]
+
+
+def test_links_that_appear_later_are_not_queued(tmp_path: Path) -> None:
+    music, outside = tmp_path / "music", tmp_path / "outside"
+    music.mkdir()
+    outside.mkdir()
+    make_clean_mp3(outside / "x.mp3", 0.3, freq=400)
+    queue = FolderQueue(music, settle=0.3)
+    queue.start()
+    try:
+        (music / "out.mp3").symlink_to(outside / "x.mp3")
+        (music / "shadow").symlink_to(outside, target_is_directory=True)
+        make_clean_mp3(music / "real.mp3", 0.3, freq=300)
+        got = queue.get(timeout=5)
+        assert got is not None and got.name == "real.mp3"
+        assert queue.get(timeout=1.0) is None  # the links never come
+        queue.rescan()  # a walk takes the real file again, never the links
+        again = [p.name for p in iter(lambda: queue.get(timeout=1.0), None)]
+        assert set(again) <= {"real.mp3"}, again
+    finally:
+        queue.stop()
+
+
+def test_a_queued_file_replaced_by_a_link_out_is_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    music, outside = tmp_path / "music", tmp_path / "outside"
+    music.mkdir()
+    outside.mkdir()
+    make_clean_mp3(outside / "x.mp3", 0.3, freq=400)
+    for name in ("a", "b"):
+        make_clean_mp3(music / f"{name}.mp3", 0.3, freq=300)
+        _old(music / f"{name}.mp3")
+    queue = FolderQueue(music, settle=30)  # nothing settles during the test
+    queue.start()
+    try:
+        wait_for(lambda: len(queue.queued()) == 2)
+        (music / "a.mp3").unlink()
+        (music / "a.mp3").symlink_to(outside / "x.mp3")
+        got = queue.get(timeout=5)
+        assert got is not None and got.name == "b.mp3"
+    finally:
+        queue.stop()
