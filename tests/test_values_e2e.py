@@ -5,12 +5,19 @@ ellipsis, and a title with line breaks forges no log line."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import StartPushsource
-from tests.support.icecast import IcecastServer
+from tests.conftest import StartPushsource, register_secret
+from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3, make_titled_tracks
+
+Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
 def _url(icecast: IcecastServer, mount: str) -> str:
@@ -70,3 +77,31 @@ def test_titles_are_safe_and_fit(
     assert "D - line  12:00:00 ERROR forged" in shown
     assert "E - last" in shown
     assert not any(line.startswith("12:00:00 ERROR") for line in run.stderr.splitlines())
+
+
+def test_a_password_beyond_latin1_logs_in(tmp_path: Path, run_pushsource: Run) -> None:
+    password = "pässwörd-日本-🎵"
+    register_secret(password)
+    work = Path(tempfile.mkdtemp(prefix="pushsource-icecast-utf8-"))
+    work.chmod(0o755)  # icecast2 runs as nobody
+    try:
+        tree = ET.parse(DEFAULT_TEMPLATE)
+        found = tree.getroot().find("authentication/source-password")
+        assert found is not None
+        found.text = password
+        template = work / "template.xml"
+        tree.write(template, encoding="utf-8", xml_declaration=True)
+        with IcecastServer(template, work / "icecast") as server:
+            (tmp_path / "music").mkdir()
+            config = tmp_path / "p.toml"
+            config.write_text(
+                f'[[station]]\nfolder = "music"\n'
+                f'url = "icecast://source@127.0.0.1:{server.port}/utf8"\n'
+                f'password = "{password}"\n',
+                encoding="utf-8",
+            )
+            done = run_pushsource("check", "--config", config, timeout=60)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert "accepts the source" in done.stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -17,6 +17,7 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
@@ -125,7 +126,13 @@ class _Endpoint:
         else:
             self.base = f"http://{_netloc(address, target.port)}"
             self.host_header = {"Host": _netloc(target.host, target.port)}
-        self.auth = (target.user, target.password)
+        # As bytes: requests would send str as Latin-1 (and fail on anything else);
+        # Icecast compares with its config's UTF-8 text.
+        self.auth = requests.auth.HTTPBasicAuth(_utf8(target.user), _utf8(target.password))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # a command line's bytes as they were
 
 
 def _netloc(host: str, port: int) -> str:
