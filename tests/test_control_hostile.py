@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from pushsource.ops.control import ControlServer
+from tests.conftest import StartPushsource
+from tests.support.icecast import free_port
 from tests.test_control import TOKEN, FakeStation, call, raw_exchange, read_answer, serve
 
 
@@ -185,3 +187,40 @@ def test_a_token_in_the_query_string_is_not_logged(
         read_answer(sock, to_the_end=True)
     assert caplog.records
     assert not any(TOKEN in r.getMessage() for r in caplog.records)
+
+
+def test_the_real_cli_prints_no_traceback_for_resets(
+    start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    port = free_port()
+    run = start_pushsource(
+        "stream",
+        music,
+        "icecast://source:pw@127.0.0.1:1/m",
+        "--control",
+        f"127.0.0.1:{port}",
+        "-q",
+        "--log-format",
+        "json",
+    )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, run.describe()
+            time.sleep(0.1)
+    for _ in range(5):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"GET /api/stations HTTP/1.1\r\nHo")
+        time.sleep(0.1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    time.sleep(1)
+    run.terminate()
+    assert "Traceback" not in run.stderr, run.describe()
+    for line in run.stderr.splitlines():
+        assert line.startswith("{"), line  # JSON lines only, nothing else
