@@ -36,6 +36,8 @@ def _config(tmp_path: Path, text: str | bytes) -> Path:
         ('description = "tab\\tand nul \\u0000"', "description"),
         (f'name = "{"n" * 100_000}"', "name"),
         (f'station_url = "http://x/{"a" * 600}"', "station_url"),
+        ('url = "icecast://source:pw@127.0.0.1:1/' + "m" * 5000 + '"', "url"),
+        ('url = "icecast://source:pw@127.0.0.1:1/a\\u0001b"', "url"),
         ("channels = 1.0", "channels"),
         ("channels = 2.0", "channels"),
         ('password = "${1X}"', "password"),
@@ -45,7 +47,12 @@ def _config(tmp_path: Path, text: str | bytes) -> Path:
     ],
 )
 def test_bad_values_are_refused_naming_the_key(tmp_path: Path, line: str, key: str) -> None:
-    path = _config(tmp_path, BASE + line + "\n")
+    base = (
+        BASE
+        if not line.startswith("url")
+        else BASE.replace('url = "icecast://source:pw@127.0.0.1:1/m"\n', "")
+    )
+    path = _config(tmp_path, base + line + "\n")
     with pytest.raises(ConfigError) as refused:
         load_config(path, {"X": "1"})
     message = str(refused.value)

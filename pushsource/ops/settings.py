@@ -18,6 +18,9 @@ PASSWORD_ENV: Final = "PUSHSOURCE_PASSWORD"
 #: ... and the control API's token.
 TOKEN_ENV: Final = "PUSHSOURCE_TOKEN"
 
+#: The longest mount, in UTF-8 bytes: it must fit in Icecast's 4 KB requests with the rest.
+MAX_MOUNT: Final = 255
+
 #: Where the control API listens when it is on and no address is given.
 DEFAULT_CONTROL: Final = ("127.0.0.1", 8700)
 
@@ -92,9 +95,13 @@ def resolve_target(settings: StationSettings, environ: Mapping[str, str]) -> Ice
         password = read_password_file(
             settings.password_file, insecure=settings.insecure_password_file
         )
-    return parse_target(
+    target = parse_target(
         settings.url, password=password, fallback_password=environ.get(PASSWORD_ENV)
     )
+    # The mount travels in the request line of every source and title request.
+    if (problem := header_problem(target.mount, MAX_MOUNT)) is not None:
+        raise ConfigError(f"bad Icecast URL: the mount {problem}")
+    return target
 
 
 def read_password_file(path: Path, *, insecure: bool = False) -> str:
