@@ -98,10 +98,27 @@ def _queue(runner: StationRunner) -> list[str]:
     return [entry["file"] for entry in runner.status()["queue"]]
 
 
-def test_the_queue_holds_only_files_of_the_folder(runner: StationRunner) -> None:
-    wait_for(lambda: len(_queue(runner)) == 2)
-    time.sleep(0.3)  # nothing else arrives
-    assert _queue(runner) == ["a.mp3", "b.mp3"]
+def test_the_queue_holds_only_files_of_the_folder(
+    layout: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "pushsource")
+    music, _ = layout
+    settings = StationSettings(
+        folder=music, url="icecast://source:pw@127.0.0.1:9/rock", state=tmp_path / "s.json"
+    )
+    runner = StationRunner(settings, {})
+    assert runner._queue is not None
+    runner._queue.start()
+    runner._prefetch.start()
+    try:
+        wait_for(lambda: len(_queue(runner)) == 2)
+        time.sleep(0.3)  # nothing else arrives
+        assert _queue(runner) == ["a.mp3", "b.mp3"]
+    finally:
+        runner._prefetch.close()
+        runner._queue.stop()
+    said = [r.getMessage() for r in caplog.records if "symbolic links" in r.getMessage()]
+    assert len(said) == 1 and "left out 5 symbolic links" in said[0], said
 
 
 @pytest.mark.parametrize(

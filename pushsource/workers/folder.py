@@ -191,7 +191,9 @@ def _size_mtime(path: Path) -> tuple[int, float] | None:
     return st.st_size, st.st_mtime
 
 
-def _walk(root: Path, top: Path, extensions: frozenset[str]) -> list[tuple[Path, os.stat_result]]:
+def _walk(
+    root: Path, top: Path, extensions: frozenset[str], links: list[Path] | None = None
+) -> list[tuple[Path, os.stat_result]]:
     """Eligible regular files under top (itself under root), with their stat, in name
     order. Links are left out: one out of the folder must not reach the air, and
     one inside it is another name of a file taken already. A file with several
@@ -199,11 +201,15 @@ def _walk(root: Path, top: Path, extensions: frozenset[str]) -> list[tuple[Path,
     found: list[tuple[Path, os.stat_result]] = []
     for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+        if links is not None:  # os.walk lists links to folders here, and does not enter them
+            links.extend(p for name in dirnames if (p := Path(dirpath, name)).is_symlink())
         for name in filenames:
             path = Path(dirpath, name)
             if not is_eligible(path.relative_to(root), extensions):
                 continue
             if path.is_symlink():
+                if links is not None:
+                    links.append(path)
                 continue
             st = _stat(path)
             if st is not None and stat.S_ISREG(st.st_mode):
@@ -665,13 +671,22 @@ class FolderQueue:
         were queued at once."""
         now, wall = self._clock(), self._wall_clock()
         queued = 0
-        for path, st in _walk(self.root, top, self._extensions):
+        links: list[Path] = []
+        for path, st in _walk(self.root, top, self._extensions, links):
             if self._readiness.found(
                 path, st.st_size, st.st_mtime, now=now, age=wall - st.st_mtime
             ):
                 queued += 1
                 if log:
                     self._log_queued(path)
+        if links:  # else a folder of links to a library elsewhere plays nothing, silently
+            logger.warning(
+                "left out %d symbolic links under %s (%s%s): only files in the folder play",
+                len(links),
+                top,
+                links[0].relative_to(self.root).as_posix(),
+                ", ..." if len(links) > 1 else "",
+            )
         return queued
 
     def _pop_present(self) -> Path | None:
