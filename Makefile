@@ -1,5 +1,5 @@
 # make install   a venv in .venv with pushsource and its test tools
-# make test      the test suite, then mypy and ruff (what CI runs)
+# make test      the test suite, then mypy, ruff and the import rules (what CI runs)
 # make station   Icecast on 127.0.0.1:8000 and pushsource streaming ./music to /stream
 
 PYTHON ?= python3
@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 	$(VENV)/bin/mypy
 	$(VENV)/bin/ruff check pushsource tests
+	$(VENV)/bin/lint-imports
 
 # Only what is missing, so a set-up machine never needs root here.
 station-packages:

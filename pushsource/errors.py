@@ -53,8 +53,23 @@ class AuthenticationError(IcecastError):
     exit_status = 2
 
 
+class ProtocolError(IcecastError):
+    """What answered is not Icecast speaking HTTP (garbage): retried with
+    backoff, like a refusal, not like a server that is down."""
+
+
 class MountInUseError(IcecastError):
     """Icecast answered 403: another source already holds the mount."""
+
+
+class ConnectionLostError(IcecastError):
+    """The source connection ended after Icecast accepted it (reset, closed by
+    the server, a stalled or hung server dropped); ``sent`` is how many body
+    bytes had gone out (handed to the kernel) by then."""
+
+    def __init__(self, message: str, sent: int) -> None:
+        super().__init__(message)
+        self.sent = sent
 
 
 class ControlError(PushsourceError):

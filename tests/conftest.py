@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -90,6 +92,25 @@ def no_password_in_any_output() -> Iterator[None]:
     assert not leaks, f"passwords in captured output ({len(CAPTURED)} texts checked):\n" + (
         "\n".join(leaks)
     )
+
+
+# --- no thread outlives its test ---------------------------------------------------
+
+
+def _threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t is not threading.main_thread()}
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Every thread a test starts (engines, workers, observers, servers) has
+    ended once the test is over, or soon after: a leak fails the test."""
+    before = _threads()
+    yield
+    deadline = time.monotonic() + 5.0
+    while (left := _threads() - before) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not left, "threads left running: " + ", ".join(sorted(t.name for t in left))
 
 
 #: Where runs that name no XDG_STATE_HOME keep their play state: a temp dir made

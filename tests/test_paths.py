@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.engine.loop import Engine
 from pushsource.errors import ControlError
 from pushsource.ops.runner import StationRunner, _restore
 from pushsource.ops.settings import StationSettings
@@ -85,13 +86,14 @@ def runner(layout: tuple[Path, Path], tmp_path: Path) -> Iterator[StationRunner]
         state=tmp_path / "state.json",
         cache=tmp_path / "cache",
     )
-    station = StationRunner(settings, {})
-    assert station._queue is not None
-    station._queue.start()
-    station._prefetch.start()
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    # The folder's first walk, as start() would, but the station never connects.
+    station._setup()
+    station.feed.refresh()
     yield station
-    station._prefetch.close()
-    station._queue.stop()
+    engine.stop()
+    station.close()
 
 
 def _queue(runner: StationRunner) -> list[str]:
@@ -106,17 +108,17 @@ def test_the_queue_holds_only_files_of_the_folder(
     settings = StationSettings(
         folder=music, url="icecast://source:pw@127.0.0.1:9/rock", state=tmp_path / "s.json"
     )
-    runner = StationRunner(settings, {})
-    assert runner._queue is not None
-    runner._queue.start()
-    runner._prefetch.start()
+    engine = Engine().start()
+    runner = StationRunner(settings, {}, engine=engine)
     try:
+        runner._setup()
+        runner.feed.refresh()
         wait_for(lambda: len(_queue(runner)) == 2)
         time.sleep(0.3)  # nothing else arrives
         assert _queue(runner) == ["a.mp3", "b.mp3"]
     finally:
-        runner._prefetch.close()
-        runner._queue.stop()
+        engine.stop()
+        runner.close()
     said = [r.getMessage() for r in caplog.records if "symbolic links" in r.getMessage()]
     assert len(said) == 1 and "left out 5 symbolic links" in said[0], said
 

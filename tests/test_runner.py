@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.engine.loop import Engine
 from pushsource.errors import ControlError
 from pushsource.ops.console import line
 from pushsource.ops.logs import JsonFormatter, PlainFormatter, StationFilter
@@ -49,14 +50,14 @@ def runner(music: Path, tmp_path: Path) -> Iterator[StationRunner]:
         state=tmp_path / "state.json",
         cache=tmp_path / "cache",
     )
-    station = StationRunner(settings, {})
-    # The folder and the prefetch worker, as start() would, but no station thread.
-    assert station._queue is not None
-    station._queue.start()
-    station._prefetch.start()
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    # The folder's first walk, as start() would, but the station never connects.
+    station._setup()
+    station.feed.refresh()
     yield station
-    station._prefetch.close()
-    station._queue.stop()
+    engine.stop()
+    station.close()
 
 
 def queue_of(runner: StationRunner) -> list[str]:
@@ -80,8 +81,10 @@ def test_move_remove_enqueue(runner: StationRunner, music: Path) -> None:
     wait_for(lambda: len(queue_of(runner)) == 4)
     runner.move("d.mp3", 0)
     assert queue_of(runner)[0] == "d.mp3"
-    # The worker gives back what it held, and the folder queue takes the order.
-    wait_for(lambda: runner._prefetch.get(0) is not None)
+    # The station takes the first file; the folder queue keeps the order.
+    taken = runner.feed.cue(None).track
+    assert taken is not None and taken.path.name == "d.mp3"
+    runner.feed.release(taken.handle)
     runner.move("c.mp3", 0)
     runner.remove("b.mp3")
     wait_for(lambda: queue_of(runner) == ["c.mp3", "a.mp3"])
@@ -100,8 +103,11 @@ def test_move_remove_enqueue(runner: StationRunner, music: Path) -> None:
         runner.move("a.mp3", 7)
     assert bad_index.value.status == 400
     # What the station would get next follows the edits.
-    got = [runner._prefetch.get(2.0) for _ in range(3)]
-    assert [p.name if p else None for p in got] == ["c.mp3", "a.mp3", "b.mp3"]
+    got = [runner.feed.cue(None).track for _ in range(3)]
+    assert [t.path.name if t else None for t in got] == ["c.mp3", "a.mp3", "b.mp3"]
+    for track in got:
+        assert track is not None
+        runner.feed.release(track.handle)
 
 
 def test_upload_lands_in_the_folder_and_is_queued(runner: StationRunner, music: Path) -> None:

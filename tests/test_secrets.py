@@ -6,6 +6,7 @@ pushsource run of the whole session for every password the tests used."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import subprocess
@@ -16,17 +17,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+import requests
 
 from pushsource.core.frames import parse_header, silent_frame
-from pushsource.core.station import ListSource, Station
-from pushsource.errors import PushsourceError
-from pushsource.workers.icecast import (
-    IcecastTarget,
-    SourceConnection,
-    StationInfo,
-    TitleUpdater,
-    parse_target,
-)
+from pushsource.core.target import IcecastTarget, parse_target
+from pushsource.engine.source import SourceSocket
+from pushsource.errors import IcecastError, PushsourceError
+from pushsource.workers.icecast import send_title
 from tests.conftest import (
     SECRET_PASSWORD,
     StartPushsource,
@@ -34,6 +31,7 @@ from tests.conftest import (
     register_secret,
     secret_url,
 )
+from tests.support import aio
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.media import make_clean_mp3
 
@@ -273,8 +271,6 @@ def test_target_repr_and_str_hide_the_password() -> None:
     assert target.password == SECRET_PASSWORD
     for text in (repr(target), str(target), f"{target}", f"{target!r}"):
         assert_hidden(text)
-    station = Station(target, ListSource([]), StationInfo())
-    assert_hidden(repr(station) + str(station))
 
 
 @pytest.mark.integration
@@ -283,24 +279,36 @@ def test_connections_titles_and_their_errors_hide_the_password(
 ) -> None:
     caplog.set_level(logging.DEBUG)  # every library's debug records, urllib3's included
     frame = silent_frame_bytes()
-    connection = SourceConnection(target_of(secret_icecast.port, unique_mount))
-    assert_hidden(repr(connection) + str(connection))
-    titles = TitleUpdater(connection)
-    assert_hidden(repr(titles) + str(titles))
-    titles.set("A Title")
-    sent = connection.stream(iter([frame] * 40), {"ice-public": "0"})
-    titles.close()
-    assert sent == 40 * len(frame)
 
-    wrong = SourceConnection(target_of(secret_icecast.port, unique_mount, WRONG_PASSWORD))
-    with pytest.raises(PushsourceError) as refused:
-        wrong.stream(iter([frame] * 40), {})
-    assert_error_hides(refused.value, WRONG_PASSWORD)
+    async def session() -> list[IcecastError]:
+        loop = asyncio.get_running_loop()
+        errors: list[IcecastError] = []
+        good = aio.Events()
+        target = target_of(secret_icecast.port, unique_mount)
+        sock = SourceSocket(loop, target, good, timeout=5.0)
+        assert_hidden(repr(sock) + str(sock))
+        sock.open({"ice-public": "0"})
+        await good.until(lambda: good.accepted_at is not None or bool(good.errors))
+        assert good.accepted_at is not None, good.errors
+        sock.send(frame * 40)
+        address = sock.address
+        assert address is not None
+        with requests.Session() as titles:
+            problem = await loop.run_in_executor(
+                None, lambda: send_title(titles, target, address, "A Title")
+            )
+        assert problem is None
+        sock.close()
+        for password, port in ((WRONG_PASSWORD, secret_icecast.port), (None, free_port())):
+            events = aio.Events()
+            bad = target_of(port, unique_mount, password) if password else target_of(port, "/x")
+            SourceSocket(loop, bad, events, timeout=5.0).open({})
+            errors.append(await events.error())
+        return errors
 
-    nobody = SourceConnection(target_of(free_port(), unique_mount))
-    with pytest.raises(PushsourceError) as unreachable:
-        nobody.stream(iter([frame]), {})
-    assert_error_hides(unreachable.value)
+    wrong, unreachable = aio.run(session())
+    assert_error_hides(wrong, WRONG_PASSWORD)
+    assert_error_hides(unreachable)
     assert caplog.records, "no debug records to check"
     assert_logs_hide(caplog, SECRET_PASSWORD, WRONG_PASSWORD)
 

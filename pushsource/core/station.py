@@ -1,25 +1,33 @@
-"""A station: tracks from a source, paced frame batches into one PUT, titles as tracks start."""
+"""A station as a step machine: fed events, it returns effects.
+
+It knows no socket, thread, file or clock. The engine feeds it the time and
+what happened (Icecast took the source, the connection failed, a track was
+cued, frames were read, skip, stop) and carries out what it returns (connect,
+send these bytes, wake me at t, set this title, read more frames, close).
+Tests drive it the same way with a fake clock.
+
+One connection is one long PUT. Frames go out on an absolute schedule kept by
+:class:`~pushsource.core.pacer.Pacer`; each track's frames come in chunks read
+ahead on the workers, and the next track is cued (opened, its first chunk
+read) while the current one plays, so nothing on the pacing path waits for a
+disk or a converter.
+"""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
-import threading
-import time
-from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
-from pushsource.core.frames import FrameHeader, parse_header, silent_frame
+from pushsource.core.frames import FrameHeader, silent_frame
 from pushsource.core.pacer import Pacer
-from pushsource.errors import AuthenticationError, IcecastError, TrackError
-from pushsource.workers.folder import QueueEdit
-from pushsource.workers.icecast import IcecastTarget, SourceConnection, StationInfo, TitleUpdater
-from pushsource.workers.state import PlayState, StateKeeper
-from pushsource.workers.tracks import Track, skipped
+from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
 
 log = logging.getLogger("pushsource")
 
@@ -30,102 +38,18 @@ ICECAST_BLOCK: Final = 1400
 #: How long a station that never goes off the air waits for its first file
 #: before it goes on air with silence.
 FIRST_FILE_GRACE: Final = 1.0
-
-
-class TrackSource(Protocol):
-    """Where the next file comes from (the watched folder, or a fixed list)."""
-
-    def get(self, timeout: float | None = None) -> Path | None:
-        """The next file to play, waiting up to ``timeout`` s; None if none came."""
-        ...
-
-    def queued(self) -> list[Path]:
-        """The files that get() will return next, in order, as far as known."""
-        ...
-
-    def exhausted(self) -> bool:
-        """Whether get() will never return a file again (a list played out)."""
-        ...
-
-
-class ListSource:
-    """A fixed list of files, for ``--once``."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self._paths = list(paths)
-        self._lock = threading.Lock()
-
-    def edit(self, edit: QueueEdit) -> None:
-        with self._lock:
-            paths = [p for p in edit.front if p not in edit.remove]
-            paths += [p for p in self._paths if p not in edit.remove and p not in paths]
-            paths += [p for p in edit.enqueue if p not in paths]
-            ordered = [p for p in edit.order if p in paths]
-            self._paths = ordered + [p for p in paths if p not in ordered]
-
-    def refresh(self) -> float | None:
-        return None
-
-    def get(self, timeout: float | None = None) -> Path | None:
-        with self._lock:
-            return self._paths.pop(0) if self._paths else None
-
-    def queued(self) -> list[Path]:
-        with self._lock:
-            return list(self._paths)
-
-    def exhausted(self) -> bool:
-        return not self._paths
-
-
-class Connection(Protocol):
-    def stream(self, chunks: Iterator[bytes], headers: dict[str, str]) -> int: ...
-
-    def accepted(self) -> bool | None:
-        """Whether the server took the source; None: not known (yet)."""
-        ...
-
-
-class Titles(Protocol):
-    def set(self, title: str) -> None: ...
-    def close(self, timeout: float = 2.0) -> None: ...
-
-
-class Events(Protocol):
-    """What a station tells the world (status pages, metrics). Called on the
-    station's thread; must be quick and must not raise."""
-
-    def connection(self, state: str, error: str | None = None) -> None:
-        """``state``: connecting, on air, idle, reconnecting, stopped or failed."""
-        ...
-
-    def track_started(self, track: Track) -> None: ...
-    def track_ended(self, track: Track, *, skipped: bool) -> None: ...
-
-    def file_skipped(self, exc: TrackError) -> None:
-        """A file cannot be played (say so once)."""
-        ...
-
-    def sent(self, nbytes: int, frames: int, lead: float) -> None:
-        """A batch went out; ``lead``: seconds of audio now sent ahead of real time."""
-        ...
-
-
-class NoEvents:
-    def connection(self, state: str, error: str | None = None) -> None:
-        pass
-
-    def track_started(self, track: Track) -> None:
-        pass
-
-    def track_ended(self, track: Track, *, skipped: bool) -> None:
-        pass
-
-    def file_skipped(self, exc: TrackError) -> None:
-        skipped(exc)
-
-    def sent(self, nbytes: int, frames: int, lead: float) -> None:
-        pass
+#: Audio read ahead per chunk, and the least kept buffered beyond the lead:
+#: a disk may stall this long before a station notices.
+CHUNK_SECONDS: Final = 4.0
+LOW_WATER: Final = 2.5
+#: A track whose frames are late by this much gets silence in their place
+#: (Icecast drops a source silent for 10 s, and its listeners with it).
+STARVED: Final = 1.5
+#: A connection dropped sooner than this after Icecast took it counts as a
+#: failed attempt: the backoff must not reset on a server that takes and drops.
+SHORT_LIVED: Final = 2.0
+#: A server that does not answer at all is tried again this often.
+DOWN_RETRY: Final = 1.0
 
 
 class Idle(Enum):
@@ -144,7 +68,8 @@ class Pacing:
 
 @dataclass(frozen=True)
 class Retry:
-    """Reconnecting: capped, jittered exponential backoff."""
+    """Reconnecting: capped, jittered exponential backoff for a server that
+    refuses; about once a second for one that does not answer."""
 
     first: float = 1.0  # the first delay is drawn from [first/2, first]
     cap: float = 30.0
@@ -156,434 +81,687 @@ class Retry:
         return rng.uniform(base / 2, base)
 
 
-class Station:
-    """Streams the files of ``source`` to ``target`` until the source runs out
-    (``once``) or :meth:`stop` is called.
+# -- what the workers hand the machine --------------------------------------
 
-    Without ``once``, the connection stays up while files keep coming; when the
-    queue runs dry it closes cleanly and a new connection opens when the next
-    file is ready. A connection that fails is retried with backoff, and the
-    stream goes on from the first frame not yet sent, in the same track.
-    """
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Whole frames of one track: ``ends[i]`` is where frame i ends in ``data``."""
+
+    data: bytes
+    ends: Sequence[int]
+    offset: int  # file offset of data[0]
+    last: bool  # the track has no frames after these
+
+
+@dataclass(eq=False)
+class Cued:
+    """An opened track, its first chunk read. ``handle`` is the workers' (the
+    open file); the machine only hands it back in Read and Release."""
+
+    handle: object
+    path: Path
+    title: str
+    duration: float | None
+    bitrate: int  # kbps (the tags' average for VBR)
+    header: FrameHeader  # its first frame's: every frame has its samples and rate
+    chunk: Chunk
+    resumed: bool = False  # opened part-way through, to go on after a break
+    stamp: object = None  # the file's version when opened (for the play state)
+    looped: bool = False  # from the library (idle loop), not the queue: new files go first
+
+
+# -- effects ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connect:
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    data: bytes
+    frames: int
+    lead: float  # seconds of audio sent ahead of real time after this
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Hang up cleanly once the bytes sent have gone; answer with closed()."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wake:
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetTitle:
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cue:
+    """Open the next track (``resume``: this file at this offset, first); answer with cued()."""
+
+    resume: tuple[Path, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    handle: object
+    frames: int
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    handle: object
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    track: Cued
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    track: Cued
+    skipped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """Connection state for the world: connecting, on air, idle,
+    reconnecting, stopped or failed."""
+
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    error: IcecastError | None = None
+
+
+Effect = (
+    Connect | Send | Close | Wake | SetTitle | Cue | Read | Release | Started | Ended
+) | State | Finished
+
+
+class Phase(Enum):
+    WAITING = "waiting"  # no connection: waiting for a track (or the first-file grace)
+    CONNECTING = "connecting"
+    ON_AIR = "on air"
+    CLOSING = "closing"  # the trailing silence, then Close
+    HANGING_UP = "hanging up"  # Close sent, waiting for closed()
+    BACKOFF = "backoff"
+    DONE = "done"
+
+
+@dataclass
+class _Playing:
+    track: Cued
+    chunks: deque[Chunk] = field(default_factory=deque)
+    index: int = 0  # next frame in chunks[0]
+    start: int = 0  # its byte offset in chunks[0].data
+    eof: bool = False  # the last chunk is in
+    reading: bool = False
+    announced: bool = False
+    end: int = 0  # file offset past the last frame received
+    starved: float = 0.0  # seconds of silence sent for want of frames
+
+    def __post_init__(self) -> None:
+        self.add(self.track.chunk)
+
+    def add(self, chunk: Chunk) -> None:
+        if chunk.ends:
+            self.chunks.append(chunk)
+            self.end = chunk.offset + chunk.ends[-1]
+        elif not self.chunks:
+            self.end = chunk.offset
+        self.eof = chunk.last
+
+    @property
+    def position(self) -> int:
+        """File offset of the next frame to send."""
+        return self.chunks[0].offset + self.start if self.chunks else self.end
+
+    def buffered(self) -> int:
+        return sum(len(c.ends) for c in self.chunks) - self.index
+
+
+class StationMachine:
+    """One station's logic. Every method takes ``now`` (monotonic seconds) and
+    returns the effects to carry out, in order."""
 
     def __init__(
         self,
-        target: IcecastTarget,
-        source: TrackSource,
-        info: StationInfo,
         *,
+        silence: FrameHeader,
+        headers: dict[str, str],
+        name: str = "",
         once: bool = False,
+        idle: Idle = Idle.SILENCE,
         pacing: Pacing = Pacing(),
         retry: Retry = Retry(),
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], object] | None = None,
-        connect: Callable[[IcecastTarget], Connection] = SourceConnection,
-        titles: Callable[[Connection], Titles] | None = None,
-        rng: random.Random | None = None,
-        keeper: StateKeeper | None = None,
         resume: Sequence[tuple[Path, int]] = (),
-        idle: Idle = Idle.SILENCE,
-        silence: FrameHeader | None = None,
-        library: Callable[[], Sequence[Path]] = list,
-        shuffle: bool = False,
-        resolve: Callable[[Path], Path] = lambda path: path,
-        events: Events | None = None,
+        rng: random.Random | None = None,
     ) -> None:
-        self.target = target
-        self._source = source
-        self._info = info
+        self._format = silence  # the station's format: silence, and the ice-* headers
+        self._silence = silent_frame(silence)
+        self._headers = headers
+        self._name = name
         self._once = once
+        self._idle = idle
         self._pacing = pacing
         self._retry = retry
-        self._clock = clock
-        self._stopping = threading.Event()
-        self._skipping = threading.Event()
-        self._sleep = sleep if sleep is not None else self._stopping.wait
-        self._connect = connect
-        self._titles = titles if titles is not None else _title_updater
         self._rng = rng or random.Random()
-        # Where to go on after a broken connection: (file, byte offset), played
-        # before anything new from the source.
         self._resume: list[tuple[Path, int]] = list(resume)
-        # What has played, persisted by the keeper (if any) for restarts.
-        self._keeper = keeper
-        self._state = keeper.state if keeper is not None else PlayState()
-        self._current: Track | None = None
-        self._in_flight: list[tuple[Track, int]] = []  # tracks in the unconfirmed batch
-        self._accepted = False  # Icecast took the current connection
-        self._refused = False  # ...or it did not
-        self._idle = idle
-        self._silence = silence  # format of idle silence; default: the last frame's
-        self._library = library
-        self._shuffle = shuffle
-        self._resolve = resolve  # the MP3 to play for a file (a converted copy, maybe)
-        self._loop: list[Path] = []
-        self._loop_last: Path | None = None
-        self._events = events if events is not None else NoEvents()
-        self.played: list[Path] = []
+        self.phase = Phase.WAITING
+        self._pacer: Pacer | None = None
+        self._playing: _Playing | None = None
+        self._next: Cued | None = None
+        self._cueing = False  # a Cue is out
+        self._dry = False  # the last Cue found nothing: wait for news
+        self._exhausted = False  # a fixed list played out
+        self._idling = False  # on air with silence for want of a file
+        self._stopping = False
+        self._skipping = False
+        self._failures = 0
+        self._accepted_at: float | None = None
+        self._grace_until: float | None = None
+        self._wait_until: float | None = None  # idle stop: the audio sent lasts till then
+        self._closing_left = 0  # silence frames still to send before hanging up
+        self._last: FrameHeader = silence  # format of the last frame sent
+        self._sent = 0  # bytes sent on this connection
+        # (stream offset past the batch, [(track, file offset of its first frame in it)]):
+        # where to go on after a drop, for the bytes the kernel may not have taken.
+        self._batches: deque[tuple[int, list[tuple[Cued, int]]]] = deque()
+        self.played: list[Path] = []  # files started (not resumed), in order
+        self.last_started: Path | None = None
 
-    def stop(self) -> None:
-        """Finish the batch in flight, close the stream cleanly, return from run()."""
-        self._stopping.set()
+    # -- what the world may ask ----------------------------------------------
 
-    def skip(self) -> None:
-        """End the current track at the next batch and go on with the next."""
-        self._skipping.set()
+    @property
+    def playing(self) -> Cued | None:
+        return self._playing.track if self._playing is not None else None
 
-    def run(self) -> None:
-        """Stream until done. Raises AuthenticationError at once; IcecastError
-        once ``retry.limit`` attempts in a row have failed."""
-        try:
-            self._run()
-        except IcecastError as exc:
-            self._events.connection("failed", str(exc))
-            raise
-        else:
-            self._events.connection("stopped")
-        finally:
-            self._save(at_once=True)
+    def position(self) -> tuple[Path, int] | None:
+        """The playing file and the offset of its next frame not yet sent."""
+        p = self._playing
+        return (p.track.path, p.position) if p is not None else None
 
-    def _run(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            if self._once or self._idle is Idle.STOP or self._silence is None:
-                first = self._next_track(wait=True)
-                if first is None:
-                    return
-            else:  # never off the air: with nothing to play, silence (or the library)
-                first = self._next_track(wait=False, until=self._clock() + FIRST_FILE_GRACE)
-                if first is None and self._idle is Idle.LOOP:
-                    first = self._from_library()
-            try:
-                self._stream(first)
-            except AuthenticationError:
-                self._rewind()
-                raise
-            except IcecastError as exc:
-                self._rewind()
-                failures = 1 if self._accepted else failures + 1
-                if self._retry.limit is not None and failures > self._retry.limit:
-                    raise IcecastError(f"giving up after {failures} attempts: {exc}") from exc
-                delay = self._retry.delay(failures, self._rng)
-                self._events.connection("reconnecting", str(exc))
-                log.warning("%s; reconnecting in %.1f s (attempt %d)", exc, delay, failures)
-                self._sleep(delay)
-                continue
-            failures = 0
-            if self._once and self._source.exhausted() and not self._resume:
-                return
-            if not self._stopping.is_set():
-                self._events.connection("idle")
-                log.info("queue empty: closed the stream, waiting for files")
+    def cued_path(self) -> Path | None:
+        """The file cued to play next (opened, not started), if any."""
+        return self._next.path if self._next is not None else None
 
-    def _stream(self, first: Track | None) -> None:
-        """One connection, from ``first`` (None: idle from the start) until the
-        queue runs dry or we stop."""
-        self._accepted = self._refused = False
-        self._current = first  # from here on, a failure rewinds to it
-        connection = self._connect(self.target)
-        if self._silence is not None:  # the station's format
-            header = self._silence
-            bitrate = header.bitrate
-        else:
-            assert first is not None, "a station without a format waits for a file"
-            header = first.first.header
-            bitrate = first.info.bitrate or header.bitrate
-        headers = self._info.headers(bitrate, header.sample_rate, header.channels)
-        titles = self._titles(connection)
-        body = self._body(first, titles, connection)
-        try:
-            log.info("connecting to %s", self.target)
-            self._events.connection("connecting")
-            connection.stream(body, headers)
-            if self._refused:  # and no refusal status to say why
-                raise IcecastError(f"{self.target} closed the connection before accepting it")
-        finally:
-            body.close()
-            titles.close()
+    def pending(self) -> list[tuple[Path, int]]:
+        """Files to go on with after a break, before anything new."""
+        out = list(self._resume)
+        if self._next is not None:
+            out.append((self._next.path, self._next.chunk.offset if self._next.resumed else 0))
+        return out
 
-    def _rewind(self) -> None:
-        """After a broken connection: go on from the first unconfirmed frame."""
-        resume = [(track.path, _reopen_at(track, offset)) for track, offset in self._in_flight]
-        current = self._current
-        if current is not None and all(track is not current for track, _ in self._in_flight):
-            resume.append((current.path, _reopen_at(current, current.position)))
-        for track, _ in self._in_flight:
-            track.close()
-        if current is not None:
-            current.close()
-        self._in_flight, self._current = [], None
-        self._resume = resume + self._resume
+    # -- events ----------------------------------------------------------------
 
-    # -- tracks -----------------------------------------------------------
+    def start(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if not self._needs_file_first():
+            self._grace_until = now + FIRST_FILE_GRACE
+            out.append(Wake(self._grace_until))
+        self._cue(out)
+        return out
 
-    def _next_track(self, *, wait: bool, until: float | None = None) -> Track | None:
-        """Open the next playable file, skipping bad ones with one warning each.
-
-        ``wait``: block until a file comes (or stop); else give up at ``until``
-        (a clock time) or at once.
-        """
-        while not self._stopping.is_set():
-            offset = 0
-            if self._resume:
-                path, offset = self._resume.pop(0)
-            else:
-                if wait:
-                    timeout: float | None = 0.5  # wake to notice stop()
+    def tick(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        phase = self.phase
+        if phase is Phase.WAITING:
+            if self._grace_until is not None and now >= self._grace_until:
+                self._grace_until = None
+                if self._playing is None and not self._stopping:
+                    self._connect(out)  # on air with silence (or the first file)
+        elif phase is Phase.BACKOFF:
+            if self._wait_until is not None and now >= self._wait_until:
+                self._wait_until = None
+                if self._playing is not None or not self._needs_file_first():
+                    self._connect(out)
                 else:
-                    timeout = 0.0 if until is None else max(0.0, until - self._clock())
-                got = self._source.get(timeout)
-                if got is None:
-                    if wait and not (self._once and self._source.exhausted()):
-                        continue
-                    return None
-                path = got
-                if self._state.was_played(path):
-                    log.debug("%s played already", path)
+                    self.phase = Phase.WAITING
+                    self._cue(out)
+        elif phase in (Phase.ON_AIR, Phase.CLOSING):
+            self._pump(now, out)
+        return out
+
+    def accepted(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if self.phase is not Phase.CONNECTING:
+            return out
+        self.phase = Phase.ON_AIR
+        self._accepted_at = now
+        self._pacer = Pacer(now, lead=self._pacing.lead, batch=self._pacing.batch)
+        self._sent = 0
+        self._batches.clear()
+        out.append(State("on air"))
+        if self._playing is None and not self._stopping:
+            self._idle_start(out)
+        self._pump(now, out)
+        return out
+
+    def failed(self, now: float, error: IcecastError, unsent: int = 0) -> list[Effect]:
+        """The connection failed (``unsent``: bytes sent that the kernel never took)."""
+        out: list[Effect] = []
+        if self.phase not in (Phase.CONNECTING, Phase.ON_AIR, Phase.CLOSING, Phase.HANGING_UP):
+            return out
+        on_air = self.phase is not Phase.CONNECTING
+        self._rewind(unsent, out)
+        self._pacer = None
+        if isinstance(error, AuthenticationError):
+            return self._finish(out, error)
+        if on_air and self._accepted_at is not None and now - self._accepted_at >= SHORT_LIVED:
+            self._failures = 1  # it was up: start the count again
+        else:
+            self._failures += 1
+        self._accepted_at = None
+        limit = self._retry.limit
+        if limit is not None and self._failures > limit:
+            message = f"giving up after {self._failures} attempts: {error}"
+            return self._finish(out, IcecastError(message, error.status))
+        if self._stopping:
+            return self._finish(out)
+        if error.status is None and not isinstance(error, ProtocolError):
+            # Nobody answers (down, restarting): look again soon, so the station
+            # is back within about a second of the server; backoff is for refusals.
+            delay = self._rng.uniform(DOWN_RETRY * 0.8, DOWN_RETRY)
+        else:
+            delay = self._retry.delay(self._failures, self._rng)
+        self.phase = Phase.BACKOFF
+        self._wait_until = now + delay
+        out.append(State("reconnecting", str(error)))
+        log.warning("%s; reconnecting in %.1f s (attempt %d)", error, delay, self._failures)
+        out.append(Wake(self._wait_until))
+        return out
+
+    def closed(self, now: float) -> list[Effect]:
+        """The clean close asked for by Close is done."""
+        out: list[Effect] = []
+        if self.phase is not Phase.HANGING_UP:
+            return out
+        self._pacer = None
+        self._accepted_at = None
+        self._failures = 0
+        if self._stopping or (self._once and self._exhausted and self._playing is None):
+            return self._finish(out)
+        self.phase = Phase.WAITING
+        out.append(State("idle"))
+        log.info("queue empty: closed the stream, waiting for files")
+        if self._playing is not None:
+            self._connect(out)
+        else:
+            self._cue(out)
+        return out
+
+    def cued(
+        self, now: float, track: Cued | None, *, end: bool = False, resumed_one: bool = False
+    ) -> list[Effect]:
+        """The answer to Cue: a track, or None (nothing now; ``end``: never again).
+        ``resumed_one``: the resume entry asked for was used up (played or found done)."""
+        out: list[Effect] = []
+        self._cueing = False
+        if resumed_one and self._resume:
+            self._resume.pop(0)
+        if self.phase is Phase.DONE or self._stopping:
+            if track is not None:
+                out.append(Release(track.handle))
+            return out
+        if track is None:
+            self._exhausted = end
+            if self._resume:  # that resume entry was done: on to the next
+                self._cue(out)
+                return out
+            self._dry = True
+            if self.phase is Phase.WAITING and self._playing is None and self._needs_file_first():
+                if self._once and end:
+                    return self._finish(out)
+            elif self.phase in (Phase.ON_AIR, Phase.CLOSING):
+                self._pump(now, out)
+            return out
+        self._dry = False
+        if self._playing is None:
+            self._playing = _Playing(track)
+            if self.phase is Phase.WAITING:
+                self._grace_until = None
+                self._connect(out)
+            elif self.phase in (Phase.ON_AIR, Phase.CLOSING):
+                self._idling = False
+                self._pump(now, out)
+        else:
+            self._next = track
+        return out
+
+    def news(self, now: float, queued: bool = True) -> list[Effect]:
+        """The source may have a file now (one arrived, the queue was edited);
+        ``queued``: it has files queued."""
+        out: list[Effect] = []
+        nxt = self._next
+        if queued and nxt is not None and nxt.looped and not self._cueing:
+            # A new file goes before the library's next.
+            self._next = None
+            out.append(Release(nxt.handle))
+            self._dry = True
+        if self._dry and not self._cueing and self.phase is not Phase.DONE:
+            self._dry = False
+            if self._wanting():
+                self._cue(out)
+        return out
+
+    def uncue(self, now: float) -> list[Effect]:
+        """Give back the cued track (the queue was edited): it was not played.
+        The engine puts it back in the source; a new Cue follows."""
+        out: list[Effect] = []
+        nxt, self._next = self._next, None
+        if nxt is not None:
+            out.append(Release(nxt.handle))
+        self._dry = False
+        if self._wanting() and not self._cueing:
+            self._cue(out)
+        return out
+
+    def read(self, now: float, handle: object, chunk: Chunk) -> list[Effect]:
+        out: list[Effect] = []
+        p = self._playing
+        if p is None or p.track.handle is not handle:
+            return out  # a track skipped or rewound meanwhile
+        p.reading = False
+        p.add(chunk)
+        if self.phase in (Phase.ON_AIR, Phase.CLOSING):
+            self._pump(now, out)
+        return out
+
+    def skip(self, now: float) -> list[Effect]:
+        out: list[Effect] = []
+        if self._playing is not None:
+            self._skipping = True
+            if self.phase in (Phase.ON_AIR, Phase.CLOSING):
+                self._pump(now, out)
+        return out
+
+    def stop(self, now: float) -> list[Effect]:
+        """Finish the audio in flight, close cleanly with silence, then Finished."""
+        out: list[Effect] = []
+        if self._stopping or self.phase is Phase.DONE:
+            return out
+        self._stopping = True
+        if self.phase in (Phase.ON_AIR, Phase.CLOSING):
+            self._begin_close(out)
+            self._pump(now, out)
+        elif self.phase is not Phase.HANGING_UP:
+            return self._finish(out)
+        return out
+
+    # -- on air ----------------------------------------------------------------
+
+    def _pump(self, now: float, out: list[Effect]) -> None:
+        """Send what is due, ask for what will be needed, say when to wake."""
+        pacer = self._pacer
+        assert pacer is not None
+        parts: list[bytes] = []
+        frames = 0
+        batch: list[tuple[Cued, int]] = []
+        started: list[Cued] = []
+        if self._skipping:
+            self._skipping = False
+            if self._playing is not None and self.phase is Phase.ON_AIR:
+                log.info("skipping %s", self._playing.track.title)
+                self._end_track(out, skipped=True)
+        while self.phase is Phase.CLOSING and self._closing_left > 0:
+            last = self._last
+            if self._stopping:  # on stop, no need to keep to the lead
+                count = self._closing_left
+            elif pacer.may_send(now):
+                due = pacer.frames_due(now, last.samples, last.sample_rate)
+                count = min(self._closing_left, due)
+            else:
+                break
+            parts.append(silent_frame(last) * count)
+            frames += count
+            pacer.add(count * last.samples, last.sample_rate)
+            self._closing_left -= count
+        while self.phase is Phase.ON_AIR and pacer.may_send(now):
+            p = self._playing
+            if p is None:
+                if not self._idling:
+                    break
+                header = self._format
+                count = pacer.frames_due(now, header.samples, header.sample_rate)
+                parts.append(self._silence * count)
+                frames += count
+                pacer.add(count * header.samples, header.sample_rate)
+                self._last = header
+                continue
+            if not p.chunks:
+                if p.eof:
+                    self._end_track(out, skipped=False)
                     continue
-            try:
-                return self._open(path, offset)
-            except TrackError as exc:
-                if offset:
-                    # Going on after a break, with every frame sent already
-                    # (only trailing tags, if anything, are left): it is done.
-                    log.debug("%s: nothing left to play at byte %d", path, offset)
-                    self._state.mark_played(path)
+                if pacer.ahead(now) < -STARVED:
+                    # The disk is late: silence rather than lose the mount.
+                    header = p.track.header
+                    count = pacer.frames_due(now, header.samples, header.sample_rate)
+                    parts.append(silent_frame(header) * count)
+                    frames += count
+                    pacer.add(count * header.samples, header.sample_rate)
+                    if not p.starved:
+                        log.warning("%s: frames are late; sending silence", p.track.path)
+                    p.starved += count * header.duration
                     continue
-                self._events.file_skipped(exc)
-        return None
+                break
+            chunk = p.chunks[0]
+            header = p.track.header
+            count = min(
+                len(chunk.ends) - p.index,
+                pacer.frames_due(now, header.samples, header.sample_rate),
+            )
+            end = chunk.ends[p.index + count - 1]
+            if not batch or batch[-1][0] is not p.track:
+                batch.append((p.track, chunk.offset + p.start))
+            if not p.announced:
+                p.announced = True
+                started.append(p.track)
+            parts.append(chunk.data[p.start : end])
+            frames += count
+            pacer.add(count * header.samples, header.sample_rate)
+            self._last = header
+            p.index += count
+            p.start = end
+            if p.index == len(chunk.ends):
+                p.chunks.popleft()
+                p.index = p.start = 0
+        if parts:
+            data = b"".join(parts)
+            self._sent += len(data)
+            self._batches.append((self._sent, batch))
+            while len(self._batches) > 64:  # far more than a socket holds unsent
+                self._batches.popleft()
+            out.append(Send(data, frames, pacer.due() - now))
+        for track in started:
+            self._announce(track, out)
+        self._ask(now, out)
+        self._next_step(now, out)
 
-    def _open(self, path: Path, offset: int = 0) -> Track:
-        """Raises TrackError."""
-        return Track(path, play=self._resolve(path)).open(offset)
+    def _ask(self, now: float, out: list[Effect]) -> None:
+        """Read ahead for the playing track; cue the next one in time."""
+        p = self._playing
+        if p is not None and not p.eof and not p.reading:
+            header = p.track.header
+            if p.buffered() * header.duration < LOW_WATER + self._pacing.lead:
+                p.reading = True
+                out.append(Read(p.track.handle, max(1, round(CHUNK_SECONDS / header.duration))))
+        wanted = (p is None or p.eof) and self._next is None and self._wanting()
+        if wanted and not self._cueing and not self._dry:
+            self._cue(out)
 
-    def _following(self) -> Track | None:
-        """The track after this one: the queue first, then (idle loop) the library."""
-        track = self._next_track(wait=False)
-        if track is None and self._idle is Idle.LOOP and not self._stopping.is_set():
-            track = self._from_library()
-        return track
+    def _next_step(self, now: float, out: list[Effect]) -> None:
+        """After a pump: close when done, or say when to wake."""
+        pacer = self._pacer
+        assert pacer is not None
+        if self.phase is Phase.CLOSING:
+            if self._closing_left > 0:
+                out.append(Wake(pacer.wake_at()))
+                return
+            # Let listeners hear the end before hanging up.
+            if pacer.due() > now and not self._stopping:
+                out.append(Wake(pacer.due()))
+                return
+            self.phase = Phase.HANGING_UP
+            out.append(Close())
+            return
+        p = self._playing
+        if p is None and not self._idling:
+            if self._stopping or (self._once and self._exhausted and not self._resume):
+                self._begin_close(out)
+                self._pump(now, out)
+                return
+            until = pacer.due() - self._pacing.batch
+            if not self._dry and not self._cueing:
+                self._cue(out)
+            if (self._cueing or self._once or self._idle is Idle.STOP) and now < until:
+                out.append(Wake(until))  # a file may still come while the audio sent lasts
+                return
+            if self._once:
+                out.append(Wake(pacer.wake_at()))  # the list's next file is on its way
+                return
+            if self._idle is Idle.STOP:
+                self._begin_close(out)
+            else:
+                self._idle_start(out)
+            self._pump(now, out)
+            return
+        if p is not None and not p.chunks and not p.eof:
+            # Waiting for frames: look again when they would be late.
+            # (The read's answer pumps at once; this is for a read that is late.)
+            out.append(Wake(pacer.due() + STARVED + 1e-6))
+            return
+        out.append(Wake(_wake_at(pacer, self._sent, self._last)))
 
-    def _from_library(self) -> Track | None:
-        """The next file of the folder's library, replayed while nothing new
-        comes; shuffled without an immediate repeat if asked."""
-        for _ in range(2):  # a second pass after refilling an exhausted cycle
-            while self._loop:
-                path = self._loop.pop(0)
-                try:
-                    track = self._open(path)
-                except TrackError as exc:
-                    self._events.file_skipped(exc)
-                    continue
-                return track
-            self._loop = list(self._library())
-            if self._shuffle:
-                self._rng.shuffle(self._loop)
-                if len(self._loop) > 1 and self._loop[0] == self._loop_last:
-                    self._loop.append(self._loop.pop(0))
-            if not self._loop:
-                return None
-        return None
+    def _idle_start(self, out: list[Effect]) -> None:
+        if self._once or self._idle is Idle.STOP or self._idling:
+            return
+        self._idling = True
+        log.info("queue empty: sending silence until a file arrives")
+        out.append(SetTitle(self._name))
 
-    def _announce_all(self, tracks: list[Track], titles: Titles) -> None:
-        for track in tracks:
-            self._announce(track, titles)
-        tracks.clear()
+    def _begin_close(self, out: list[Effect]) -> None:
+        if self.phase is not Phase.ON_AIR:
+            return
+        self._idling = False
+        self.phase = Phase.CLOSING
+        self._closing_left = math.ceil(ICECAST_BLOCK / len(silent_frame(self._last))) + 1
 
-    def _announce(self, track: Track, titles: Titles) -> None:
-        header = track.first.header
-        bitrate = track.info.bitrate or header.bitrate
+    def _end_track(self, out: list[Effect], *, skipped: bool) -> None:
+        p = self._playing
+        assert p is not None
+        out.append(Release(p.track.handle))
+        if p.announced or skipped:
+            out.append(Ended(p.track, skipped))
+        self._playing = None
+        nxt, self._next = self._next, None
+        if nxt is not None:
+            self._playing = _Playing(nxt)
+            self._idling = False
+        elif self._wanting() and not self._cueing:
+            self._cue(out)
+
+    def _announce(self, track: Cued, out: list[Effect]) -> None:
         if track.resumed:
-            seconds = track.first.offset / (bitrate * 125)
-            log.info("resuming %s at about %s", track.info.title, _clock_time(seconds))
+            seconds = track.chunk.offset / (track.bitrate * 125)
+            log.info("resuming %s at about %s", track.title, clock_time(seconds))
         else:
             log.info(
                 "playing %s (%s, %d kbps, %d Hz) [%s]",
-                track.info.title,
-                _clock_time(track.info.duration),
-                bitrate,
-                header.sample_rate,
+                track.title,
+                clock_time(track.duration),
+                track.bitrate,
+                track.header.sample_rate,
                 track.path.name,
             )
             self.played.append(track.path)
-            self._loop_last = track.path  # a shuffled loop must not repeat it next
-        titles.set(track.info.title)
-        self._events.track_started(track)
-        state = self._state
-        state.current, state.current_stamp = str(track.path), track.stamp
-        state.current_offset = track.first.offset
-        self._save(at_once=True)
+            self.last_started = track.path
+            if len(self.played) > 1000:
+                del self.played[:500]
+        out.append(SetTitle(track.title))
+        out.append(Started(track))
 
-    def _finished(self, track: Track, *, skipped: bool = False) -> None:
-        """A track played to its end, or was skipped: never again (this version)."""
-        self._events.track_ended(track, skipped=skipped)
-        self._state.mark_played(track.path, track.stamp)
-        state = self._state
-        if state.current == str(track.path):
-            state.current, state.current_offset, state.current_stamp = None, 0, None
-        self._save(at_once=True)
+    # -- connections -----------------------------------------------------------
 
-    def _save(self, *, at_once: bool = False) -> None:
-        """Hand the state to the keeper: at once on track changes, else when due."""
-        keeper = self._keeper
-        if keeper is None or not (at_once or keeper.due()):
-            return
-        state = self._state
-        current = self._current
-        if current is not None and state.current == str(current.path):
-            state.current_offset = current.position
-        queue = [path for path, _ in self._resume] + self._source.queued()
-        state.queue = [str(path) for path in queue if str(path) != state.current]
-        keeper.changed()
-        if at_once:
-            keeper.save_now()
-        else:
-            keeper.maybe_save()
+    def _connect(self, out: list[Effect]) -> None:
+        self.phase = Phase.CONNECTING
+        self._idling = False
+        out.append(State("connecting"))
+        out.append(Connect(dict(self._headers)))
 
-    # -- the body of the PUT ----------------------------------------------
-
-    def _body(
-        self, first: Track | None, titles: Titles, connection: Connection
-    ) -> Generator[bytes, None, None]:
-        """Frame batches, each handed over when its audio is due within the lead.
-
-        A batch counts as sent when the connection asks for the next one; if
-        it never does, ``_in_flight`` says where the unsent audio began.
-        """
-        pacer = Pacer(self._clock(), lead=self._pacing.lead, batch=self._pacing.batch)
-        current: Track | None = first
-        self._current = current
-        # Tracks whose first frame is in a batch not yet announced.
-        starting = [first] if first is not None else []
-        last = first.first.header if first is not None else self._silence
-        assert last is not None
-        idle_silence = silent_frame(self._silence or last)
-        idle_header = parse_header(idle_silence)
-        assert idle_header is not None
-        idling = False  # sending silence for want of a file
-        handed = 0  # batches handed to the connection
-        body = 0  # bytes handed to the connection
-        while True:
-            now = self._clock()
-            out = bytearray()
-            frames = 0
-            batch: list[tuple[Track, int]] = []
-            if self._skipping.is_set() and current is not None:
-                self._skipping.clear()
-                log.info("skipping %s", current.info.title)
-                current.close()
-                self._finished(current, skipped=True)
-                current = self._current = self._following()
-                if current is not None:
-                    starting.append(current)
-            if current is None and idling:
-                current = self._current = self._following()
-                if current is not None:
-                    idling = False
-                    starting.append(current)
-            while pacer.may_send(now):
-                if current is None:
-                    if not idling:
-                        break
-                    # Silence keeps listeners and the mount alive.
-                    count = pacer.frames_due(now, idle_header.samples, idle_header.sample_rate)
-                    out += idle_silence * count
-                    frames += count
-                    pacer.add(count * idle_header.samples, idle_header.sample_rate)
-                    continue
-                # All frames of a track have its first frame's samples and rate.
-                header = current.first.header
-                run = current.next_run(pacer.frames_due(now, header.samples, header.sample_rate))
-                if run is None:
-                    self._finished(current)
-                    current = self._current = self._following()
-                    if current is not None:
-                        starting.append(current)
-                    continue
-                if not batch or batch[-1][0] is not current:
-                    batch.append((current, run.offset))
-                out += run.data
-                frames += run.count
-                pacer.add(run.samples, run.header.sample_rate)
-                last = run.last
-            if out:
-                # Nothing counts as sent before Icecast has taken the source.
-                if self._accepted or not self._in_flight:
-                    self._in_flight = batch
-                else:  # keep where each track's unconfirmed audio began
-                    known = {id(track) for track, _ in self._in_flight}
-                    self._in_flight += [(t, o) for t, o in batch if id(t) not in known]
-                yield bytes(out)
-                handed += 1
-                body += len(out)
-                if not self._accepted:
-                    verdict = self._await_acceptance(connection, handed)
-                    if verdict is False:
-                        self._refused = True
-                        return  # requests reads Icecast's answer, and raises on it
-                    self._accepted = verdict is True
-                    if self._accepted:
-                        self._events.connection("on air")
-                if self._accepted:
-                    self._in_flight = []
-                    self._events.sent(len(out), frames, pacer.due() - self._clock())
-                    self._save()
-            if self._accepted:
-                self._announce_all(starting, titles)
-            if self._stopping.is_set():
-                break
-            if current is None and not idling:
-                if self._once and self._source.exhausted():
-                    break
-                if self._idle is Idle.STOP and not self._once:
-                    # Wait for a file while the audio sent lasts, then close.
-                    current = self._current = self._next_track(
-                        wait=False, until=pacer.due() - self._pacing.batch
-                    )
-                    if current is None:
-                        break
-                    starting.append(current)
-                    continue
-                idling = True
-                log.info("queue empty: sending silence until a file arrives")
-                titles.set(self._info.name or "")
+    def _rewind(self, unsent: int, out: list[Effect]) -> None:
+        """After a broken connection: go on from the first frame the kernel may
+        not have taken, in the same track."""
+        confirmed = self._sent - unsent
+        resume: list[tuple[Path, int]] = []
+        seen: list[Cued] = []
+        for end, batch in self._batches:
+            if end <= confirmed:
                 continue
-            self._sleep_until(_wake_at(pacer, body, last))
-        if current is not None:
-            current.close()
-        self._current = None
-        # Close cleanly: enough silence that Icecast relays the last real frame.
-        silence = silent_frame(last)
-        remaining = math.ceil(ICECAST_BLOCK / len(silence)) + 1
-        while remaining:
-            hurry = self._stopping.is_set()  # on stop, no need to keep to the lead
-            count = 0
-            while count < remaining and (hurry or pacer.may_send(self._clock())):
-                pacer.add(last.samples, last.sample_rate)
-                count += 1
-            if count:
-                yield silence * count
-                remaining -= count
-            self._announce_all(starting, titles)
-            if remaining:
-                self._sleep_until(pacer.wake_at())
-        self._sleep_until(pacer.due())  # let listeners hear the end before we hang up
+            for track, offset in batch:
+                if any(t is track for t in seen):
+                    continue
+                # A track that started in lost audio starts again (from the top).
+                at = offset if not seen else (track.chunk.offset if track.resumed else 0)
+                seen.append(track)
+                resume.append((track.path, _reopen_at(track, at)))
+        p = self._playing
+        if p is not None:
+            if all(t is not p.track for t in seen):
+                resume.append((p.track.path, _reopen_at(p.track, p.position)))
+            out.append(Release(p.track.handle))
+        nxt = self._next
+        if nxt is not None:
+            resume.append((nxt.path, _reopen_at(nxt, nxt.chunk.offset)))
+            out.append(Release(nxt.handle))
+        self._playing = self._next = None
+        self._idling = False
+        self._batches.clear()
+        self._sent = 0
+        self._resume = resume + self._resume
+        self._dry = False
 
-    def _await_acceptance(self, connection: Connection, handed: int) -> bool | None:
-        """Icecast answers a source at once; wait for that answer a little
-        (sending no more) rather than count refused audio as sent."""
-        deadline = self._clock() + 2.0
-        while (verdict := connection.accepted()) is None and self._clock() < deadline:
-            self._sleep(0.005)
-        if verdict is None and handed >= 2:
-            # No answer to see (TLS): a refusal shows as a failed send by now.
-            return True
-        return verdict
+    # -- helpers ---------------------------------------------------------------
 
-    def _sleep_until(self, when: float) -> None:
-        delay = when - self._clock()
-        if delay > 0:
-            self._sleep(delay)
+    def _needs_file_first(self) -> bool:
+        return self._once or self._idle is Idle.STOP
+
+    def _wanting(self) -> bool:
+        return not self._stopping and not (self._once and self._exhausted and not self._resume)
+
+    def _cue(self, out: list[Effect]) -> None:
+        if self._cueing or not self._wanting():
+            return
+        self._cueing = True
+        out.append(Cue(self._resume[0] if self._resume else None))
+
+    def _finish(self, out: list[Effect], error: IcecastError | None = None) -> list[Effect]:
+        for track in (self._playing.track if self._playing else None, self._next):
+            if track is not None:
+                out.append(Release(track.handle))
+        self.phase = Phase.DONE
+        if error is not None:
+            out.append(State("failed", str(error)))
+        else:
+            out.append(State("stopped"))
+        out.append(Finished(error))
+        return out
+
+
+def _reopen_at(track: Cued, offset: int) -> int:
+    """Where to reopen a track to go on at ``offset``: from the top (tags and
+    all, as a fresh start) if none of it was sent."""
+    return 0 if offset <= track.chunk.offset and not track.resumed else offset
 
 
 def _wake_at(pacer: Pacer, sent: int, like: FrameHeader) -> float:
@@ -602,18 +780,7 @@ def _wake_at(pacer: Pacer, sent: int, like: FrameHeader) -> float:
     return min(at + 1e-6, latest)  # not a rounding error short of the frame's time
 
 
-def _reopen_at(track: Track, offset: int) -> int:
-    """Where to reopen a track to go on at ``offset``: from the top (tags and
-    all, as a fresh start) if none of it was sent."""
-    return 0 if offset <= track.first.offset and not track.resumed else offset
-
-
-def _title_updater(connection: Connection) -> Titles:
-    assert isinstance(connection, SourceConnection)
-    return TitleUpdater(connection)
-
-
-def _clock_time(seconds: float | None) -> str:
+def clock_time(seconds: float | None) -> str:
     if seconds is None:
         return "?:??"
     whole = round(seconds)

@@ -7,7 +7,8 @@ byte limit that leaves room for the rest. Header bytes are kept as they come:
 UTF-8 bytes show correctly in /status-json.xsl and reach listeners as the
 ``icy-name``/``icy-genre``/``icy-description`` bytes, while a Latin-1 byte
 (``caf\\xe9``) is not UTF-8 and the value vanishes from the status page. So
-values go out as UTF-8. Pure: no I/O.
+values go out as UTF-8 (core/source.py's request_head encodes the head so).
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -33,10 +34,3 @@ def header_problem(value: str, limit: int) -> str | None:
     if size > limit:
         return f"is {size} bytes long; at most {limit} fit in Icecast's request"
     return None
-
-
-def wire_header(value: str) -> str:
-    """``value`` as a str whose Latin-1 encoding is its UTF-8 bytes: http.client
-    (and so requests) encodes header values as Latin-1, and Icecast wants UTF-8.
-    Give it only values header_problem() passed. Does not raise for those."""
-    return value.encode("utf-8").decode("latin-1")

@@ -19,6 +19,8 @@ from watchdog.observers import Observer
 from pushsource import __version__
 from pushsource.core.frames import header_for, silent_frame
 from pushsource.core.station import Idle, Pacing
+from pushsource.core.target import redact
+from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
 from pushsource.ops.config import Config, load_config
 from pushsource.ops.listen import listen
@@ -33,7 +35,7 @@ from pushsource.ops.settings import (
     parse_address,
     read_password_file,
 )
-from pushsource.workers.icecast import check_source, redact
+from pushsource.workers.icecast import check_source
 
 log = logging.getLogger("pushsource")
 
@@ -387,7 +389,10 @@ def run_stations(
     they end or a signal stops them. Returns the exit status."""
     # One watchdog observer for every folder: inotify allows 128 instances per user.
     observer = Observer()
-    runners = build_runners(stations, os.environ, observer=observer, announce_errors=not single)
+    engine = Engine()
+    runners = build_runners(
+        stations, os.environ, engine=engine, observer=observer, announce_errors=not single
+    )
     setup_logging(
         _level(args),
         json_lines=getattr(args, "log_format", "plain") == "json",
@@ -398,6 +403,7 @@ def run_stations(
         server = _serve(control, runners)
     _handle_signals(runners)
     try:
+        engine.start()
         for runner in runners:
             runner.start()
         _wait(runners, args)
@@ -406,6 +412,9 @@ def run_stations(
             runner.stop()
         for runner in runners:
             runner.join(10)
+        engine.stop()
+        for runner in runners:
+            runner.close()
         if server is not None:
             server.close()
         if observer.is_alive():
@@ -463,7 +472,9 @@ def check_config(args: argparse.Namespace) -> int:
     """``pushsource check``: the config, then each station's credentials."""
     config = load_config(args.config, os.environ)
     setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
-    runners = build_runners(config.stations, os.environ)
+    engine = Engine()  # never started: building checks the stations
+    runners = build_runners(config.stations, os.environ, engine=engine)
+    engine.stop()
     status = 0
     for runner in runners:
         try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from pushsource.core.target import redact
 from pushsource.core.values import header_problem
 from pushsource.errors import ConfigError
 from pushsource.ops.settings import (
@@ -27,7 +28,6 @@ from pushsource.ops.settings import (
     parse_address,
     resolve_target,
 )
-from pushsource.workers.icecast import redact
 from pushsource.workers.state import check_state_path
 from pushsource.workers.transcode import StationFormat
 

@@ -16,8 +16,8 @@ import time
 from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
+from pushsource.core.target import DEFAULT_PORT, redact
 from pushsource.errors import ConfigError, PushsourceError
-from pushsource.workers.icecast import DEFAULT_PORT, redact
 from pushsource.workers.transcode import import_vlc
 
 POLL: Final = 0.2  # seconds between looks at the title

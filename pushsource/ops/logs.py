@@ -12,7 +12,7 @@ import time
 from collections.abc import Collection
 from typing import TextIO
 
-from pushsource.workers.icecast import redact
+from pushsource.core.target import redact
 
 
 class StationFilter(logging.Filter):

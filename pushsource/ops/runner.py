@@ -1,4 +1,4 @@
-"""Stations at work: each built from its settings, run on a thread of its own,
+"""Stations at work: each built from its settings, run on the engine,
 watched (status, history, counters) and steered (skip, queue edits, uploads).
 
 Several stations share one process; one that fails (a wrong password, a server
@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -22,13 +22,17 @@ from typing import Any, BinaryIO
 
 from watchdog.observers.api import BaseObserver
 
-from pushsource.core.station import Idle, ListSource, Pacing, Retry, Station
+from pushsource.core.station import Cued, Idle, Pacing, Retry, StationMachine
+from pushsource.engine.loop import Engine
+from pushsource.engine.station import StationDriver
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
 from pushsource.ops.config import default_id
 from pushsource.ops.settings import StationSettings, resolve_target
+from pushsource.workers.feed import Feed, ListSource, TrackSource
 from pushsource.workers.folder import (
     AUDIO_EXTENSIONS,
     FolderQueue,
+    QueueEdit,
     inside,
     is_eligible,
     playable,
@@ -36,16 +40,16 @@ from pushsource.workers.folder import (
     twin,
     upload_name_ok,
 )
-from pushsource.workers.icecast import IcecastTarget, ServerMonitor, SourceConnection, StationInfo
-from pushsource.workers.prefetch import EditableSource, Prefetch
+from pushsource.workers.icecast import IcecastTarget, StationInfo
 from pushsource.workers.state import (
     FileStamp,
+    PlayState,
     StateKeeper,
     check_state_path,
     default_state_path,
     load_state,
 )
-from pushsource.workers.tracks import Track, skipped
+from pushsource.workers.tracks import skipped
 from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
 
 log = logging.getLogger("pushsource")
@@ -71,29 +75,9 @@ class Counters:
     conversions: list[float] = field(default_factory=list)  # seconds, not yet scraped
 
 
-class Monitors:
-    """One ServerMonitor per Icecast server, shared by the stations streaming
-    to it: one status probe per server every 2 s, not one per station. Made
-    on first use, so a name that does not resolve yet is a failed connection
-    (retried), not a failed start."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._monitors: dict[tuple[str, int, bool], ServerMonitor] = {}
-
-    def of(self, target: IcecastTarget, timeout: float) -> ServerMonitor:
-        """Raises IcecastError if the host cannot be resolved."""
-        key = (target.host.casefold(), target.port, target.tls)
-        with self._lock:
-            monitor = self._monitors.get(key)
-            if monitor is None:
-                monitor = self._monitors[key] = ServerMonitor(target, timeout=timeout)
-            return monitor
-
-
 @dataclass(frozen=True)
 class _Playing:
-    track: Track
+    track: Cued
     file: str
     title: str
     started: float  # monotonic time its first frame went out, less any resumed part
@@ -110,8 +94,8 @@ class StationRunner:
         settings: StationSettings,
         environ: Mapping[str, str],
         *,
+        engine: Engine,
         observer: BaseObserver | None = None,
-        monitors: Monitors | None = None,
         clock: Any = time.monotonic,
         announce_errors: bool = True,
     ) -> None:
@@ -154,56 +138,84 @@ class StationRunner:
         keeper: StateKeeper | None = None
         resume: list[tuple[Path, int]] = []
         self._order: list[Path] = []
-        source: EditableSource
+        source: TrackSource
         if settings.once:
             paths = scan(folder)
             if not paths:
                 log.warning("nothing to play in %s", folder)
             source = ListSource(paths)
-            self._prefetch = Prefetch(
-                source,
-                resolver.prepare,
-                finite=True,
-                unplayable=self.file_skipped,
-                name=f"{self.id}/prefetch",
-            )
+            played = PlayState()
         else:
             keeper, resume = _restore(settings.state, self.target, self.folder)
             self._order = [Path(p) for p in keeper.state.queue]
             self._queue = queue = FolderQueue(folder, settle=settings.settle, observer=observer)
-            root = queue.root
             source = queue
-            self._prefetch = Prefetch(
-                queue,
-                resolver.prepare,
-                skip=keeper.state.was_played,
-                housekeeping=lambda: self._transcoder.prune(scan(root)),
-                unplayable=self.file_skipped,
-                name=f"{self.id}/prefetch",
-            )
-            queue.on_event = self._prefetch.poke
+            played = keeper.state
         self._keeper = keeper
-        timeout = settings.timeout
-        self.station = Station(
-            self.target,
-            self._prefetch,
-            self.info,
+        self._played = played
+        idle = Idle(settings.idle)
+        looping = idle is Idle.LOOP and not settings.once
+        self.feed = Feed(
+            source,
+            resolve=resolver.resolve,
+            prepare=resolver.prepare,
+            was_played=played.was_played,
+            mark_played=played.mark_played,
+            unplayable=self.file_skipped,
+            library=(lambda: scan(self.folder)) if looping else None,
+            shuffle=settings.shuffle,
+        )
+        fmt_header = fmt.header()
+        machine = StationMachine(
+            silence=fmt_header,
+            headers=self.info.headers(fmt.bitrate, fmt.sample_rate, fmt.channels),
+            name=self.info.name or "",
             once=settings.once,
+            idle=idle,
             pacing=Pacing(lead=settings.lead, batch=min(settings.batch, settings.lead)),
             retry=Retry(limit=settings.max_retries),
-            connect=lambda t: SourceConnection(
-                t, timeout=timeout, monitor=monitors.of(t, timeout) if monitors else None
-            ),
-            keeper=keeper,
             resume=resume,
-            idle=Idle(settings.idle),
-            silence=fmt.header(),
-            library=lambda: scan(self.folder),
-            shuffle=settings.shuffle,
-            resolve=resolver.resolve,
-            events=self,
         )
-        self._thread = threading.Thread(target=self._run, name=self.id, daemon=True)
+        self._engine = engine
+        timeout = settings.timeout
+        target = self.target
+        self._titles_session: Any = None
+
+        def titles(address: str, title: str, superseded: Callable[[], bool]) -> str | None:
+            import requests
+
+            from pushsource.workers.icecast import send_title
+
+            if self._titles_session is None:
+                self._titles_session = requests.Session()
+            return send_title(
+                self._titles_session, target, address, title, timeout=timeout, superseded=superseded
+            )
+
+        def connect(loop: Any, target: IcecastTarget, events: Any) -> Any:
+            from pushsource.engine.source import SourceSocket
+
+            return SourceSocket(loop, target, events, timeout=timeout)
+
+        def watch() -> Any:
+            from pushsource.engine.watch import ServerWatch
+
+            return ServerWatch(engine.loop, target)
+
+        server = (target.host.casefold(), target.port, target.tls)
+        self.driver = StationDriver(
+            engine,
+            machine,
+            self.feed,
+            target,
+            events=self,
+            connect=connect,
+            titles=titles,
+            keeper=keeper,
+            watch=engine.watch_of(server, watch),
+            start=self._setup,
+        )
+        self._done = threading.Event()
 
     def __repr__(self) -> str:
         return f"StationRunner({self.id!r}, {str(self.target)!r})"
@@ -211,39 +223,41 @@ class StationRunner:
     # -- running
 
     def start(self) -> None:
-        """Start watching the folder and streaming, on the station's thread."""
-        self._thread.start()
+        """Start watching the folder and streaming, on the engine."""
+        self.driver.start()
 
     def stop(self) -> None:
         """Stop cleanly (safe in a signal handler)."""
-        self.station.stop()
-        self._prefetch.stop()
+        self.driver.stop()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the station to end; returns whether it has."""
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._done.wait(timeout)
 
-    def _run(self) -> None:
-        try:
-            if self._queue is not None:
-                self._queue.start(order=self._order)
-            self._prefetch.start()
-            self.station.run()
-        except PushsourceError as exc:
-            self.error = exc
+    def close(self) -> None:
+        """After the engine stopped: stop watching, save the state a last time."""
+        if self._queue is not None:
+            self._queue.stop()
+        self._transcoder.close()
+        if self._keeper is not None:
+            self._keeper.changed()
+            self._keeper.save_now()
+
+    def _setup(self) -> None:
+        """On a worker, before the first cue: the folder's first walk."""
+        if self._queue is not None:
+            self._queue.on_event = self.driver.news
+            self._queue.start(order=self._order)
+            root = self._queue.root
+            with contextlib.suppress(Exception):  # tidying the cache must never stop the music
+                self._transcoder.prune(scan(root))
+
+    def done(self, error: PushsourceError | None) -> None:
+        if error is not None:
+            self.error = error
             if self._announce_errors:
-                log.error("%s", exc)
-        except Exception as exc:  # a bug must not take the other stations down
-            self.error = PushsourceError(f"station stopped by an internal error: {exc!r}")
-            log.exception("station %s stopped by an internal error", self.id)
-            with self._lock:
-                self._state = "failed"
-        finally:
-            self._prefetch.close()
-            if self._queue is not None:
-                self._queue.stop()
-            self._transcoder.close()
+                log.error("%s", error)
+        self._done.set()
 
     # -- Events (on the station's threads)
 
@@ -254,16 +268,15 @@ class StationRunner:
             if state == "reconnecting":
                 self.counters.reconnects += 1
 
-    def track_started(self, track: Track) -> None:
-        header = track.first.header
-        bitrate = track.info.bitrate or header.bitrate
-        done = track.first.offset / (bitrate * 125) if track.resumed else 0.0
+    def track_started(self, track: Cued) -> None:
+        bitrate = track.bitrate
+        done = track.chunk.offset / (bitrate * 125) if track.resumed else 0.0
         playing = _Playing(
             track=track,
             file=self._relative(track.path),
-            title=track.info.title,
+            title=track.title,
             started=self._clock() - done,
-            duration=track.info.duration,
+            duration=track.duration,
             bitrate=bitrate,
         )
         with self._lock:
@@ -274,7 +287,7 @@ class StationRunner:
                     {"file": playing.file, "title": playing.title, "started": stamp}
                 )
 
-    def track_ended(self, track: Track, *, skipped: bool) -> None:
+    def track_ended(self, track: Cued, *, skipped: bool) -> None:
         counters = self.counters
         if skipped:
             counters.tracks_skipped_by_hand += 1
@@ -307,7 +320,7 @@ class StationRunner:
 
     @property
     def queue_length(self) -> int:
-        return len(self._prefetch.queued())
+        return len(self.driver.queued())
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -340,14 +353,14 @@ class StationRunner:
                 "error": error,
             },
             "now_playing": now_playing,
-            "queue": [{"file": self._relative(path)} for path in self._prefetch.queued()],
+            "queue": [{"file": self._relative(path)} for path in self.driver.queued()],
             "history": history,
         }
 
     # -- steering (any thread); ControlError on requests that cannot be done
 
     def skip(self) -> None:
-        self.station.skip()
+        self.driver.skip()
 
     def rescan(self) -> None:
         """Walk the folder again (SIGHUP); safe in a signal handler."""
@@ -356,32 +369,43 @@ class StationRunner:
 
     def remove(self, file: str) -> None:
         path = self._queued(file)
-        order = [p for p in self._prefetch.queued() if p != path]
-        if self._keeper is not None:  # removed by hand: not back after a restart
-            self._keeper.state.mark_played(path)
-            self._keeper.changed()
-        self._prefetch.edit(order, remove=[path])
+
+        def make(queued: list[Path]) -> QueueEdit:
+            if path not in queued:
+                raise ControlError(f"{file} is not in the queue", 404)
+            self._played.mark_played(path)  # removed by hand: not back after a restart
+            return QueueEdit(tuple(p for p in queued if p != path), remove=(path,))
+
+        self.driver.edit(make)
         log.info("removed %s from the queue", file)
 
     def move(self, file: str, index: int) -> None:
         path = self._queued(file)
-        order = [p for p in self._prefetch.queued() if p != path]
-        if not 0 <= index <= len(order):
-            raise ControlError(f"index {index} is out of range 0..{len(order)}", 400)
-        order.insert(index, path)
-        self._prefetch.edit(order)
+
+        def make(queued: list[Path]) -> QueueEdit:
+            if path not in queued:
+                raise ControlError(f"{file} is not in the queue", 404)
+            order = [p for p in queued if p != path]
+            if not 0 <= index <= len(order):
+                raise ControlError(f"index {index} is out of range 0..{len(order)}", 400)
+            order.insert(index, path)
+            return QueueEdit(tuple(order))
+
+        self.driver.edit(make)
         log.info("moved %s to position %d of the queue", file, index + 1)
 
     def enqueue(self, file: str) -> None:
         path = playable(self.folder, self._in_folder(file))
         if path is None:  # the same answer for a link out of the folder and for nothing
             raise ControlError(f"no such file in the folder: {file}", 404)
-        queued = self._prefetch.queued()
-        if any(inside(self.folder, p) == path for p in queued):  # under another name, too
-            raise ControlError(f"{file} is queued already", 409)
-        if self._keeper is not None:
-            self._keeper.state.forget(path)  # asked for by hand: it may play again
-        self._prefetch.edit([*queued, path], enqueue=[path])
+
+        def make(queued: list[Path]) -> QueueEdit:
+            if any(inside(self.folder, p) == path for p in queued):  # under another name, too
+                raise ControlError(f"{file} is queued already", 409)
+            self._played.forget(path)  # asked for by hand: it may play again
+            return QueueEdit((*queued, path), enqueue=(path,))
+
+        self.driver.edit(make)
         log.info("queued %s by hand", file)
 
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
@@ -421,8 +445,10 @@ class StationRunner:
     # -- helpers
 
     def _relative(self, path: Path) -> str:
+        # The queue's paths are under the resolved folder already: no file
+        # system call here (this runs on the engine's thread too).
         try:
-            return path.resolve().relative_to(self.folder).as_posix()
+            return path.relative_to(self.folder).as_posix()
         except ValueError:
             return path.name
 
@@ -434,7 +460,7 @@ class StationRunner:
 
     def _queued(self, file: str) -> Path:
         wanted = inside(self.folder, self._in_folder(file))
-        for path in self._prefetch.queued():
+        for path in self.driver.queued():
             if wanted is not None and inside(self.folder, path) == wanted:
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
@@ -497,10 +523,10 @@ def build_runners(
     stations: Sequence[StationSettings],
     environ: Mapping[str, str],
     *,
+    engine: Engine,
     observer: BaseObserver | None = None,
     announce_errors: bool = True,
 ) -> list[StationRunner]:
-    monitors = Monitors()
     """Every station built (and so checked) before any starts. Raises ConfigError,
     naming the station when there are several."""
     runners = []
@@ -510,8 +536,8 @@ def build_runners(
                 StationRunner(
                     settings,
                     environ,
+                    engine=engine,
                     observer=observer,
-                    monitors=monitors,
                     announce_errors=announce_errors,
                 )
             )

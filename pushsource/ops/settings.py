@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from pushsource.core.target import IcecastTarget, parse_target
 from pushsource.core.values import HEADER_LIMITS, header_problem
 from pushsource.errors import ConfigError
-from pushsource.workers.icecast import IcecastTarget, parse_target
 
 #: The environment variable a password may come from.
 PASSWORD_ENV: Final = "PUSHSOURCE_PASSWORD"

@@ -99,6 +99,10 @@ class PlayState:
         default_factory=threading.Lock, repr=False, compare=False, init=False
     )
 
+    #: Counts changes to ``played``: the encoder re-encodes it only when it moved
+    #: (a size-and-ends key missed a forget followed by a mark).
+    played_version: int = field(default=0, repr=False, compare=False, init=False)
+
     def __post_init__(self) -> None:
         self._trim()
 
@@ -126,6 +130,7 @@ class PlayState:
         if stamp is None:
             stamp = FileStamp.of(path)
         with self.lock:
+            self.played_version += 1
             self.played.pop(key, None)  # re-inserted at the end: the cap drops the oldest
             if stamp is not None:
                 self.played[key] = stamp
@@ -134,6 +139,7 @@ class PlayState:
     def forget(self, path: Path) -> None:
         """Let ``path`` play again (an operator queued it by hand)."""
         with self.lock:
+            self.played_version += 1
             self.played.pop(_key(path), None)
 
     def to_json(self) -> dict[str, object]:
@@ -341,13 +347,7 @@ class _Encoder:
         self._played: tuple[object, str] | None = None
 
     def encode(self, state: PlayState) -> bytes:
-        played = state.played
-        # mark_played() moves a path to the end and the cap drops from the front:
-        # the size and both ends tell whether the dict changed.
-        with state.lock:
-            first = next(iter(played.items()), None)
-            last = next(reversed(played.items()), None)
-            key = (len(played), first, last)
+        key = (id(state), state.played_version)
         if self._played is None or self._played[0] != key:
             text = json.dumps(state.played_json(), separators=(",", ":"))
             self._played = (key, text)

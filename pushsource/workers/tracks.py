@@ -109,6 +109,7 @@ class Track:
         self._first_taken = False
         self._position = 0
         self._dropped = 0  # frames in another format than the first
+        self._pushed: FrameRun | None = None  # handed back by push_back()
 
     def __repr__(self) -> str:
         return f"Track({str(self.path)!r})"
@@ -166,6 +167,10 @@ class Track:
     def next_run(self, limit: int) -> FrameRun | None:
         """The next audio frames, at least one and at most ``limit``, as one
         run (``first`` comes first, on its own), or None at the end. Does not raise."""
+        if self._pushed is not None:
+            pushed, self._pushed = self._pushed, None
+            self._position = pushed.end
+            return pushed
         if not self._first_taken:
             self._first_taken = True
             first = self.first
@@ -183,6 +188,11 @@ class Track:
         if run is not None:
             self._position = run.end
         return run
+
+    def push_back(self, run: FrameRun) -> None:
+        """Give back the run next_run() just returned: it comes again next."""
+        self._pushed = run
+        self._position = run.offset
 
     def _read_frame(self) -> Frame | None:
         run = self._read_run(1)

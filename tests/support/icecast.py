@@ -22,6 +22,8 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Self, cast
 
+from tests.support.tls import make_certificate
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TEMPLATE = REPO_ROOT / "icecast.xml"
 HOST = "127.0.0.1"
@@ -54,8 +56,19 @@ def _check_reachable_by_others(directory: Path) -> None:
             )
 
 
-def render_config(template: Path, *, port: int, workdir: Path, webroot: Path | None = None) -> str:
-    """The template's XML with the port, 127.0.0.1 and logs/pidfile in workdir.
+def render_config(
+    template: Path,
+    *,
+    port: int,
+    workdir: Path,
+    tls_port: int | None = None,
+    certificate: Path | None = None,
+    webroot: Path | None = None,
+) -> str:
+    """The template's XML with the port, 127.0.0.1 and logs/pidfile in workdir;
+    with ``tls_port``, a second listen socket there with ``<ssl>1</ssl>``
+    serving ``certificate`` (one PEM, certificate and key); with ``webroot``,
+    that webroot instead of the template's.
 
     Everything else is kept. As root, icecast2 refuses to run unless told to
     drop to an unprivileged user, so a changeowner block is added and workdir
@@ -75,6 +88,15 @@ def render_config(template: Path, *, port: int, workdir: Path, webroot: Path | N
     _set_text(paths, "pidfile", str(workdir / "icecast.pid"))
     if webroot is not None:
         _set_text(paths, "webroot", str(webroot))
+    if tls_port is not None:
+        if certificate is None:
+            raise ValueError("a TLS port needs a certificate")
+        secure = ET.Element("listen-socket")
+        _set_text(secure, "port", str(tls_port))
+        _set_text(secure, "bind-address", HOST)
+        _set_text(secure, "ssl", "1")
+        root.insert(list(root).index(sockets[0]) + 1, secure)
+        _set_text(paths, "ssl-certificate", str(certificate))
 
     if os.geteuid() == 0:
         security = _child(root, "security")
@@ -117,16 +139,26 @@ def sources_of(status: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class IcecastServer:
-    """icecast2 in the foreground on 127.0.0.1, its files in workdir."""
+    """icecast2 in the foreground on 127.0.0.1, its files in workdir; with
+    ``tls``, it also listens with ``<ssl>1</ssl>`` on :attr:`tls_port`, with a
+    self-signed certificate for 127.0.0.1 made at start (:attr:`certificate`)."""
 
     def __init__(
-        self, template: Path, workdir: Path, port: int | None = None, webroot: Path | None = None
+        self,
+        template: Path,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        tls: bool = False,
+        webroot: Path | None = None,
     ) -> None:
         """``webroot``: instead of the template's (to add files such as a fallback)."""
         self.template = template
         self.workdir = workdir
         self.webroot = webroot
         self._port = port if port is not None else free_port()
+        self._tls_port = free_port() if tls else None
+        self._certificate = workdir / "tls" / "cert.pem" if tls else None
         self._process: subprocess.Popen[bytes] | None = None
         logging = ET.parse(template).getroot().find("logging")
         name = logging.findtext("errorlog") if logging is not None else None
@@ -145,6 +177,23 @@ class IcecastServer:
         return f"http://{HOST}:{self._port}"
 
     @property
+    def tls_port(self) -> int:
+        if self._tls_port is None:
+            raise RuntimeError("this icecast2 has no TLS port (IcecastServer(..., tls=True))")
+        return self._tls_port
+
+    @property
+    def certificate(self) -> Path:
+        """The PEM (certificate and key) the TLS port serves: trust it to connect."""
+        if self._certificate is None:
+            raise RuntimeError("this icecast2 has no TLS port (IcecastServer(..., tls=True))")
+        return self._certificate
+
+    @property
+    def tls_base_url(self) -> str:
+        return f"https://{HOST}:{self.tls_port}"
+
+    @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -155,9 +204,18 @@ class IcecastServer:
             raise RuntimeError("icecast2 is not installed (apt-get install icecast2)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "icecast.xml"
+        if self._certificate is not None and not self._certificate.exists():
+            make_certificate(self._certificate.parent, self._certificate.stem)
+            # icecast2 runs as nobody when started as root: it must reach the file
+            self._certificate.parent.chmod(0o755)
         config.write_text(
             render_config(
-                self.template, port=self._port, workdir=self.workdir, webroot=self.webroot
+                self.template,
+                port=self._port,
+                workdir=self.workdir,
+                tls_port=self._tls_port,
+                certificate=self._certificate,
+                webroot=self.webroot,
             ),
             "utf-8",
         )

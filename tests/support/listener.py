@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -78,7 +79,7 @@ class IcyDemuxer:
 
 
 class Listener:
-    """A thread listening to http://HOST:PORT/MOUNT the way a player does.
+    """A thread listening to http(s)://HOST:PORT/MOUNT the way a player does.
 
     It retries while the mount does not exist yet (404) or the server refuses
     the connection, so it can be started before the source.
@@ -92,8 +93,11 @@ class Listener:
         host: str = "127.0.0.1",
         connect_timeout: float = 15.0,
         metadata: bool = True,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context``: listen over https, trusting what it trusts."""
         self.port = port
+        self.ssl_context = ssl_context
         self.mount = mount
         self.host = host
         self.connect_timeout = connect_timeout
@@ -181,6 +185,10 @@ class Listener:
             sock.settimeout(0.2)
             try:
                 sock.connect((self.host, self.port))
+                if self.ssl_context is not None:
+                    sock.settimeout(5.0)  # the handshake, then short reads again
+                    sock = self.ssl_context.wrap_socket(sock, server_hostname=self.host)
+                    sock.settimeout(0.2)
                 sock.sendall(request)
                 head, rest = self._read_head(sock)
             except (ConnectionError, TimeoutError) as error:

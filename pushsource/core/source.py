@@ -1,0 +1,221 @@
+"""Icecast's source protocol, sans-IO: the ``PUT`` head we send and the answer
+we read back, while the body is still going out.
+
+Icecast 2.4.4 takes a source as ``PUT /mount HTTP/1.1`` with Basic auth and a
+``Content-Type``; it answers ``HTTP/1.0 200 OK\\r\\n\\r\\n`` *before* it reads any
+body, then reads the body raw (no Content-Length, no chunking: it never
+decodes chunks). A refusal is a status line, a few headers and a one-line
+reason (``401`` "You need to authenticate", ``403`` "Mountpoint in use"),
+then the server closes. This module turns bytes into those answers; sockets,
+TLS and timers live in :mod:`pushsource.engine.source`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import quote
+
+from pushsource.core.target import USER_AGENT, IcecastTarget, netloc
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, ProtocolError
+
+#: An answer whose head has not ended after this many bytes is not Icecast's.
+HEAD_LIMIT: Final = 4096
+#: Enough of a refusal's body to find its reason; Icecast's are one line.
+BODY_LIMIT: Final = 1024
+#: Characters a header value may not carry: a CR or LF would start a new
+#: header line (or end the head); other controls have no place in one.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+#: What a mount path keeps as it is: RFC 3986 path characters and existing %XX.
+_PATH_SAFE = "/%!$&'()*+,;=:@-._~"
+#: A status line, as far as it has come: "HTTP/" digit "." digit " " 3 digits.
+_STATUS_SHAPE: Final = b"HTTP/9.9 999"
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+
+
+def request_head(target: IcecastTarget, headers: Mapping[str, str]) -> bytes:
+    """The head of the source ``PUT`` for target, with ``headers`` (the
+    station's ``ice-*`` ones) after ours. Control characters in values become
+    spaces, so no value can add a header line; values go as UTF-8. Raises
+    ValueError for a header name that is not an HTTP token (a programming
+    error: names come from code, not from users)."""
+    credentials = f"{target.user}:{target.password}".encode()
+    fields: dict[str, str] = {
+        "Host": netloc(_ascii_host(target.host), target.port),
+        "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
+        "User-Agent": USER_AGENT,
+        "Content-Type": "audio/mpeg",
+    }
+    for name, value in headers.items():
+        if not _TOKEN.match(name):
+            raise ValueError(f"not an HTTP header name: {name!r}")
+        if name.lower() in {n.lower() for n in fields}:
+            continue  # ours cannot be overridden (the auth above all)
+        fields[name] = value
+    path = quote(_CONTROL.sub("", target.mount), safe=_PATH_SAFE)
+    lines = [f"PUT {path} HTTP/1.1"]
+    lines += [f"{name}: {_CONTROL.sub(' ', value).strip()}" for name, value in fields.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+def _ascii_host(host: str) -> str:
+    return host if host.isascii() else host.encode("idna").decode("ascii")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Icecast took the source: the body may go."""
+
+    status: int = 200
+
+
+@dataclass(frozen=True)
+class Refused:
+    """No source on this connection: a refusal, garbage, or a close before
+    any answer, told by ``error``."""
+
+    error: IcecastError
+
+
+Answer = Accepted | Refused
+
+
+class AnswerReader:
+    """Reads Icecast's answer to the source ``PUT``, fed what the server sends.
+
+    :meth:`feed` returns the answer once it is known (None before, and after:
+    what Icecast sends after its ``200`` is not ours to read); :meth:`eof`
+    says no more is coming (the server closed, or the caller stops waiting)
+    and always returns the answer. Messages name the user and mount, never
+    the password. Does not raise.
+    """
+
+    def __init__(self, target: IcecastTarget) -> None:
+        self._target = target
+        self._where = netloc(target.host, target.port)
+        self._data = bytearray()
+        self._answer: Answer | None = None
+
+    @property
+    def answer(self) -> Answer | None:
+        """The answer, once known."""
+        return self._answer
+
+    @property
+    def started(self) -> bool:
+        """Whether any byte of an answer has come."""
+        return bool(self._data)
+
+    def feed(self, data: bytes) -> Answer | None:
+        if self._answer is not None:
+            return None
+        if len(self._data) < HEAD_LIMIT + BODY_LIMIT:
+            self._data += data[: HEAD_LIMIT + BODY_LIMIT - len(self._data)]
+        self._answer = self._decide(eof=False)
+        return self._answer
+
+    def eof(self) -> Answer:
+        if self._answer is None:
+            self._answer = self._decide(eof=True)
+        assert self._answer is not None
+        return self._answer
+
+    def _decide(self, *, eof: bool) -> Answer | None:
+        data = bytes(self._data)
+        shape = len(_STATUS_SHAPE)
+        if not _looks_like_status(data[:shape]):
+            return self._garbage(f"{self._where} answered {data[:40]!r}")
+        if len(data) > shape and data[shape : shape + 1] not in (b" ", b"\r", b"\n"):
+            return self._garbage(f"{self._where} answered {data[:40]!r}")
+        end = _HEAD_END.search(data)
+        if end is None:
+            if len(data) > HEAD_LIMIT:
+                return self._garbage(
+                    f"{self._where} sent {HEAD_LIMIT} bytes of answer without an end of its head"
+                )
+            if not eof:
+                return None
+            if not data:
+                return self._refused(f"{self._where} closed the connection before answering")
+            if len(data) < shape:
+                return self._refused(
+                    f"{self._where} closed the connection in the middle of its answer ({data!r})"
+                )
+        head = data[: end.start()] if end is not None else data
+        body = data[end.end() :] if end is not None else b""
+        lines = head.decode("latin-1").splitlines()
+        status = int(lines[0][9:12])
+        phrase = lines[0][13:].strip()
+        mount = self._target.mount
+        if 200 <= status < 300:
+            if end is None:  # eof: a 200 cut short is no stream to send to
+                return self._refused(
+                    f"{self._where} closed the connection in the middle of its answer"
+                )
+            return Accepted(status)
+        if status == 401:
+            return Refused(
+                AuthenticationError(
+                    f"authentication failed for {self._target.user} user on {mount}", status
+                )
+            )
+        length = _content_length(lines[1:])
+        if not eof and len(body) < min(length if length is not None else BODY_LIMIT, BODY_LIMIT):
+            return None  # the reason is still coming (Icecast closes after it)
+        reason = icecast_reason(body, phrase, status)
+        if status == 403 and "in use" in body.decode("utf-8", "replace").lower() + reason.lower():
+            return Refused(MountInUseError(f"mountpoint {mount} is in use", status))
+        if status == 403:
+            return Refused(IcecastError(f"Icecast refused the source on {mount}: {reason}", status))
+        return Refused(IcecastError(f"Icecast answered {status} {reason} for {mount}", status))
+
+    def _garbage(self, what: str) -> Refused:
+        return Refused(ProtocolError(f"not an Icecast server? {what}"))
+
+    def _refused(self, message: str) -> Refused:
+        return Refused(IcecastError(message))
+
+
+def _looks_like_status(start: bytes) -> bool:
+    """Whether ``start`` can begin an HTTP/1.x status line."""
+    for got, want in zip(start, _STATUS_SHAPE, strict=False):
+        if want == ord("9"):
+            if not 0x30 <= got <= 0x39:
+                return False
+        elif got != want:
+            return False
+    return True
+
+
+def _content_length(lines: list[str]) -> int | None:
+    for line in lines:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            try:
+                return max(0, int(value.strip()))
+            except ValueError:
+                return None
+    return None
+
+
+def icecast_reason(body: bytes, phrase: str, status: int) -> str:
+    """Icecast's short reason from an answer's body: a one-line text
+    ("Mountpoint in use"), the ``<message>`` of an XML answer, or the text of
+    an HTML error page; else the status line's phrase. Does not raise."""
+    text = body.decode("utf-8", "replace")
+    found = re.search(r"<message>(.*?)</message>", text, re.S)
+    if found:
+        text = found.group(1)
+    else:
+        text = re.sub(r"<head>.*?</head>", " ", text, flags=re.S | re.I)
+        text = re.sub(r"<[^>]*>", " ", text)
+    line = next((line for line in text.splitlines() if line.strip()), "")
+    line = " ".join("".join(c if c.isprintable() else " " for c in line).split())
+    if line and len(line) <= 200:
+        return line
+    phrase = " ".join("".join(c if c.isprintable() else " " for c in phrase).split())
+    return phrase or f"HTTP {status}"

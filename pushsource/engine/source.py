@@ -1,0 +1,483 @@
+"""One source connection on the event loop: connect, TLS, the ``PUT`` head,
+Icecast's answer, then the raw body, with a bounded buffer.
+
+The protocol is :mod:`pushsource.core.source`; this is its thin I/O layer.
+TLS is done here with :class:`ssl.SSLObject` over memory BIOs, not with
+asyncio's ``ssl=`` transports: then the answer is read from the same stream
+over TLS as over plain TCP, and :attr:`SourceSocket.buffered` counts every
+byte still in user space (asyncio's TLS transport hides up to 64 KiB of
+encrypted bytes in a second buffer, which a stall check must see).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import errno
+import logging
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from typing import Final, Protocol
+
+from pushsource.core.source import Accepted, Answer, AnswerReader, request_head
+from pushsource.core.target import IcecastTarget, netloc
+from pushsource.errors import ConnectionLostError, IcecastError
+
+log = logging.getLogger("pushsource.source")
+
+#: Our socket's send buffer: small, so a server that stops reading shows as
+#: bytes left in our buffer (and trips the stall check) after about a second
+#: of audio, not after the megabytes the kernel would otherwise take.
+SEND_BUFFER: Final = 16 * 1024
+#: How often, at most, a buffer that does not drain is looked at.
+STALL_STEP: Final = 0.5
+_READ: Final = 64 * 1024
+
+
+class SourceEvents(Protocol):
+    """What a :class:`SourceSocket` tells its owner, on the loop."""
+
+    def accepted(self) -> None:
+        """Icecast answered 200: the body may go."""
+
+    def failed(self, error: IcecastError) -> None:
+        """Called exactly once when the connection fails; it is closed after."""
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    CONNECTING = "connecting"  # resolving, connecting, TLS handshake
+    ANSWERING = "answering"  # the head is out, the answer not in yet
+    STREAMING = "streaming"
+    CLOSING = "closing"  # close(): the buffer drains
+    DONE = "done"
+
+
+class SourceSocket:
+    """One ``PUT`` to one mount. Calls ``events.accepted()`` once Icecast takes
+    the source, and ``events.failed(error)`` once on any failure; after
+    :meth:`close` or :meth:`abort` it calls neither. Both come from loop
+    callbacks, never from inside a call to this object's methods."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        target: IcecastTarget,
+        events: SourceEvents,
+        *,
+        address: str | None = None,
+        timeout: float = 5.0,
+        high_water: int = 64 * 1024,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.target = target
+        #: The IP connected to (or to connect to): title updates must come
+        #: from the same one, for Icecast to take them with source credentials.
+        self.address = address
+        self._loop = loop
+        self._events = events
+        self._timeout = timeout
+        self._high_water = high_water
+        self._ssl_context = ssl_context
+        self._where = netloc(target.host, target.port)
+        self._state = _State.NEW
+        self._reader = AnswerReader(target)
+        self._head = b""
+        self._task: asyncio.Task[None] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._tls: ssl.SSLObject | None = None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._timer: asyncio.TimerHandle | None = None
+        self._written = 0  # body bytes handed to send()
+        self._stall_mark = 0
+        self._stall_since = 0.0
+
+    def __repr__(self) -> str:
+        return f"SourceSocket({self.target}, address={self.address!r}, {self._state.value})"
+
+    # --- the interface ---------------------------------------------------------------
+
+    def open(self, headers: Mapping[str, str]) -> None:
+        """Start connecting; returns at once. ``headers``: the ``ice-*`` ones."""
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"{self!r}: open() twice")
+        self._head = request_head(self.target, headers)
+        self._state = _State.CONNECTING
+        self._task = self._loop.create_task(self._connect(), name=f"connect {self.target.mount}")
+
+    def send(self, data: bytes) -> None:
+        """Queue body bytes; only after ``accepted()``. After a failure or a
+        close it does nothing (the failure was told already)."""
+        if self._state in (_State.CLOSING, _State.DONE):
+            return
+        if self._state is not _State.STREAMING:
+            raise RuntimeError(f"{self!r}: send() before accepted()")
+        self._written += len(data)
+        self._write(data)
+        if self._timer is None and self.buffered:
+            self._stall_mark, self._stall_since = self._taken(), self._loop.time()
+            self._timer = self._loop.call_later(self._stall_step(), self._check_stall)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes queued that the kernel has not taken yet."""
+        transport = self._transport
+        if transport is None or self._state is _State.DONE:
+            return 0
+        return transport.get_write_buffer_size() + self._outgoing.pending
+
+    def writable(self) -> bool:
+        """Whether more may be queued: the buffer is below its high-water mark."""
+        return self._state is _State.STREAMING and self.buffered < self._high_water
+
+    @property
+    def sent(self) -> int:
+        """Body bytes the kernel has taken (over TLS: about, in plain bytes)."""
+        return max(0, self._written - self.buffered)
+
+    def close(self) -> None:
+        """Close cleanly: what is buffered drains (for at most ``timeout`` s),
+        then the connection closes. No ``failed()`` after."""
+        if self._state is not _State.STREAMING:
+            self.abort()
+            return
+        self._state = _State.CLOSING
+        self._cancel_timer()
+        if self._tls is not None:
+            with contextlib.suppress(ssl.SSLError):
+                self._tls.unwrap()  # writes close_notify, then wants the peer's
+            self._flush()
+        assert self._transport is not None
+        transport = self._transport
+        transport.close()
+        if self.buffered:
+            self._timer = self._loop.call_later(self._timeout, transport.abort)
+
+    def abort(self) -> None:
+        """Drop the connection at once. No ``failed()`` after."""
+        self._finish()
+
+    # --- connecting ------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        try:
+            async with asyncio.timeout(self._timeout):
+                address = self.address or await self._resolve()
+        except (OSError, TimeoutError) as exc:
+            why = f"no answer within {self._timeout:g} s" if isinstance(exc, TimeoutError) else ""
+            self._fail(
+                IcecastError(f"cannot resolve {self.target.host}: {why or describe_error(exc)}")
+            )
+            return
+        self.address = address
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
+            return
+        try:
+            _prepare(sock, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await self._loop.sock_connect(sock, (address, self.target.port))
+            await self._loop.create_connection(lambda: _Wire(self), sock=sock)
+        except TimeoutError:
+            sock.close()
+            self._fail(
+                IcecastError(
+                    f"cannot connect to {self._where}: no answer within {self._timeout:g} s"
+                )
+            )
+        except OSError as exc:
+            sock.close()
+            self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _resolve(self) -> str:
+        host = self.target.host
+        for family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):
+                socket.inet_pton(family, host)
+                return host  # an address: no lookup (and no resolver thread)
+        infos = await self._loop.getaddrinfo(host, self.target.port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"no address for {host}")
+        return str(infos[0][4][0])
+
+    def _made(self, transport: asyncio.Transport) -> None:
+        if self._state is not _State.CONNECTING:
+            transport.abort()  # aborted while connecting
+            return
+        self._transport = transport
+        self._state = _State.ANSWERING
+        self._timer = self._loop.call_later(self._timeout, self._no_answer)
+        if self.target.tls:
+            context = self._ssl_context or default_context()
+            try:
+                self._tls = context.wrap_bio(
+                    self._incoming, self._outgoing, server_hostname=self.target.host
+                )
+            except (ssl.SSLError, ValueError) as exc:
+                self._fail(IcecastError(f"TLS with {self._where} failed: {describe_error(exc)}"))
+                return
+            self._handshake()
+        else:
+            transport.write(self._head)
+
+    def _handshake(self) -> bool:
+        """Go on with the TLS handshake; True once it is done (and the head sent)."""
+        assert self._tls is not None
+        try:
+            self._tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        except (ssl.SSLError, ssl.CertificateError) as exc:
+            self._fail(IcecastError(f"TLS with {self._where} failed: {_tls_why(exc)}"))
+            return False
+        self._write(self._head)
+        self._head = b""
+        return True
+
+    # --- what the server sends -------------------------------------------------------
+
+    def _received(self, data: bytes) -> None:
+        if self._tls is None:
+            self._plain(data)
+            return
+        self._incoming.write(data)
+        if self._head and not self._handshake():
+            return
+        chunks: list[bytes] = []
+        ended = False
+        while True:
+            try:
+                chunk = self._tls.read(_READ)
+            except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:
+                ended = True
+                break
+            except ssl.SSLError as exc:
+                self._lost(IcecastError(f"TLS with {self._where} failed: {_tls_why(exc)}"))
+                return
+            if not chunk:
+                ended = True
+                break
+            chunks.append(chunk)
+        self._flush()  # reading may have queued a reply (a key update)
+        if chunks:
+            self._plain(b"".join(chunks))
+        if ended:
+            self._ended()
+
+    def _plain(self, data: bytes) -> None:
+        if self._state is _State.ANSWERING:
+            answer = self._reader.feed(data)
+            if answer is not None:
+                self._answered(answer)
+        # Streaming: what Icecast sends after its 200 is not ours to read.
+
+    def _answered(self, answer: Answer) -> None:
+        self._cancel_timer()
+        if isinstance(answer, Accepted):
+            self._state = _State.STREAMING
+            self._events.accepted()
+        else:
+            self._fail(answer.error)
+
+    def _no_answer(self) -> None:
+        self._timer = None
+        if self._state is not _State.ANSWERING:
+            return
+        answer = self._reader.eof() if self._reader.started else None
+        if answer is not None and (isinstance(answer, Accepted) or answer.error.status):
+            self._answered(answer)  # a refusal whose close does not come: what we have
+        elif answer is not None:
+            self._fail(
+                IcecastError(f"{self._where} did not finish its answer within {self._timeout:g} s")
+            )
+        elif self._tls is not None and self._head:
+            self._fail(
+                IcecastError(
+                    f"TLS handshake with {self._where} not done within {self._timeout:g} s"
+                )
+            )
+        else:
+            self._fail(IcecastError(f"{self._where} did not answer within {self._timeout:g} s"))
+
+    def _ended(self) -> None:
+        """The server closed its side."""
+        if self._state is _State.ANSWERING:
+            self._answered(self._reader.eof())
+        elif self._state is _State.STREAMING:
+            self._fail(
+                ConnectionLostError(
+                    f"{self._where} closed the connection after {self.sent} bytes", self.sent
+                )
+            )
+
+    def _lost(self, error: IcecastError | None, exc: BaseException | None = None) -> None:
+        """The transport is gone (``error``: say this, else tell from ``exc``)."""
+        if self._state is _State.DONE:
+            return
+        if self._state is _State.CLOSING:
+            self._finish()
+            return
+        if error is None and exc is None:
+            self._ended()
+        elif error is None and self._state is _State.STREAMING and _timed_out(exc):
+            # TCP_USER_TIMEOUT: nothing we sent was acknowledged for `timeout`
+            # s (a zero window counts): the same stall the check below tells.
+            error = self._stalled()
+        elif error is None and self._state is _State.STREAMING:
+            sent = self.sent
+            error = ConnectionLostError(
+                f"connection to {self._where} lost after {sent} bytes: {describe_error(exc)}", sent
+            )
+        elif error is None:
+            error = IcecastError(
+                f"connection to {self._where} lost before an answer: {describe_error(exc)}"
+            )
+        if error is not None:
+            self._fail(error)
+        self._finish()
+
+    # --- sending ---------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        if self._tls is None:
+            transport.write(data)
+            return
+        try:
+            self._tls.write(data)
+        except ssl.SSLError as exc:
+            # From the loop, not from inside send(): the owner is never re-entered.
+            error = IcecastError(f"TLS with {self._where} failed: {_tls_why(exc)}")
+            self._loop.call_soon(self._lost, error)
+            return
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._outgoing.pending and self._transport is not None:
+            self._transport.write(self._outgoing.read())
+
+    def _taken(self) -> int:
+        return self._written - self.buffered
+
+    def _stall_step(self) -> float:
+        return min(STALL_STEP, self._timeout / 5)
+
+    def _check_stall(self) -> None:
+        """A buffer that makes no progress for ``timeout`` s drops the connection."""
+        self._timer = None
+        if self._state is not _State.STREAMING or not self.buffered:
+            return
+        now, taken = self._loop.time(), self._taken()
+        if taken != self._stall_mark:
+            self._stall_mark, self._stall_since = taken, now
+        elif now - self._stall_since >= self._timeout - 1e-3:
+            self._fail(self._stalled())
+            return
+        wait = min(self._stall_step(), self._stall_since + self._timeout - now)
+        self._timer = self._loop.call_later(max(wait, 0.0), self._check_stall)
+
+    def _stalled(self) -> ConnectionLostError:
+        return ConnectionLostError(
+            f"Icecast stopped reading for {self._timeout:g} s: dropped the connection", self.sent
+        )
+
+    # --- ending ----------------------------------------------------------------------
+
+    def _fail(self, error: IcecastError) -> None:
+        if self._state is _State.DONE:
+            return
+        self._finish()
+        log.debug("%s failed: %s", self.target, error)
+        self._events.failed(error)
+
+    def _finish(self) -> None:
+        self._state = _State.DONE
+        self._cancel_timer()
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class _Wire(asyncio.Protocol):
+    """asyncio's side of a SourceSocket."""
+
+    def __init__(self, owner: SourceSocket) -> None:
+        self._owner = owner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._owner._made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._owner._received(data)
+
+    def eof_received(self) -> bool:
+        self._owner._ended()
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._owner._lost(None, exc)
+
+
+def _prepare(sock: socket.socket, timeout: float) -> None:
+    sock.setblocking(False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):  # Linux: give up on unacknowledged data
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(timeout * 1000))
+
+
+_context: ssl.SSLContext | None = None
+
+
+def default_context() -> ssl.SSLContext:
+    """The system's trust store, loaded once for every station."""
+    global _context
+    if _context is None:
+        _context = ssl.create_default_context()
+    return _context
+
+
+def _timed_out(exc: BaseException | None) -> bool:
+    return isinstance(exc, TimeoutError) or (
+        isinstance(exc, OSError) and exc.errno == errno.ETIMEDOUT
+    )
+
+
+def describe_error(exc: BaseException | None) -> str:
+    if exc is None:
+        return "closed"
+    if isinstance(exc, OSError) and exc.errno and not isinstance(exc, socket.gaierror):
+        return os.strerror(exc.errno)  # asyncio's texts quote the address
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _tls_why(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.replace("_", " ").lower()
+    return describe_error(exc)

@@ -1,0 +1,425 @@
+"""Drives one StationMachine on the engine: carries out its effects (sockets,
+timers, worker jobs) and feeds it what happens. Everything here runs on the
+engine's thread except the public control methods, which hop onto it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pushsource.core import station as core
+from pushsource.core.station import Chunk, Cued, StationMachine
+from pushsource.engine.loop import Engine, Lane
+from pushsource.errors import IcecastError, PushsourceError, TrackError
+from pushsource.workers.feed import CueResult, Feed
+from pushsource.workers.folder import QueueEdit
+from pushsource.workers.state import PlayState, StateKeeper
+
+if TYPE_CHECKING:
+    from pushsource.workers.icecast import IcecastTarget
+
+log = logging.getLogger("pushsource")
+
+#: How often the place in the current track is saved while it plays.
+SAVE_EVERY = 5.0
+#: Frames read with a track when it is cued: about 4 s.
+CUE_FRAMES = 160
+
+
+class Events(Protocol):
+    """What a station tells the world (status pages, metrics). Called on the
+    engine's thread: must be quick, must not block or raise."""
+
+    def connection(self, state: str, error: str | None = None) -> None: ...
+    def track_started(self, track: Cued) -> None: ...
+    def track_ended(self, track: Cued, *, skipped: bool) -> None: ...
+    def file_skipped(self, exc: TrackError) -> None: ...
+    def sent(self, nbytes: int, frames: int, lead: float) -> None: ...
+    def done(self, error: PushsourceError | None) -> None: ...
+
+
+class Titles:
+    """Now-playing titles for one mount, sent on the workers: at most one
+    request in flight; a title that comes meanwhile replaces any waiting."""
+
+    def __init__(self, engine: Engine, send: Callable[[str, str, Callable[[], bool]], str | None]):
+        self._engine = engine
+        self._send = send  # (address, title, superseded) -> problem or None; blocks
+        self._busy = False
+        self._waiting: tuple[str, str] | None = None
+
+    def set(self, address: str, title: str) -> None:
+        if self._busy:
+            self._waiting = (address, title)
+            return
+        self._busy = True
+        lane = Lane(self._engine, "titles")
+        lane.submit(
+            lambda: self._send(address, title, lambda: self._waiting is not None),
+            self._sent,
+        )
+
+    def _sent(self, problem: str | None, exc: BaseException | None) -> None:
+        self._busy = False
+        if exc is not None:
+            log.warning("could not set the title: %s", exc)
+        elif problem:
+            log.warning("could not set the title: %s", problem)
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self.set(*waiting)
+
+
+class Saver:
+    """The play state saved on a worker: at most one save in flight, and a
+    save after it when anything changed meanwhile (a change counter, so no
+    change is missed)."""
+
+    def __init__(self, engine: Engine, keeper: StateKeeper) -> None:
+        self.keeper = keeper
+        self._lane = Lane(engine, "state")
+        self._changes = 0
+        self._saved = 0
+        self._busy = False
+
+    def changed(self) -> None:
+        self._changes += 1
+        if not self._busy:
+            self._save()
+
+    def _save(self) -> None:
+        self._busy = True
+        at = self._changes
+        self.keeper.changed()
+        self._lane.submit(self.keeper.save_now, lambda _r, exc: self._done(at, exc))
+
+    def _done(self, at: int, exc: BaseException | None) -> None:
+        self._busy = False
+        if exc is not None:
+            log.warning("saving the play state failed: %s", exc)
+        self._saved = at
+        if self._changes > self._saved:
+            self._save()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+
+class StationDriver:
+    def __init__(
+        self,
+        engine: Engine,
+        machine: StationMachine,
+        feed: Feed,
+        target: IcecastTarget,
+        *,
+        events: Events,
+        connect: Callable[..., Any],
+        titles: Callable[[str, str, Callable[[], bool]], str | None],
+        keeper: StateKeeper | None = None,
+        watch: Any = None,
+        start: Callable[[], object] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._loop = engine.loop
+        self.machine = machine
+        self._feed = feed
+        self.target = target
+        self._events = events
+        self._connect = connect  # (loop, target, source events) -> SourceSocket
+        self._titles = Titles(engine, titles)
+        self._saver = Saver(engine, keeper) if keeper is not None else None
+        self._state: PlayState | None = keeper.state if keeper is not None else None
+        self._watch = watch
+        self._unwatch: Callable[[], None] | None = None
+        self._on_start = start  # blocking set-up (the folder's first walk), on the cue lane
+        self._cue_lane = Lane(engine, "cue")
+        self._read_lane = Lane(engine, "read")
+        self._timer: Any = None
+        self._sock: Any = None
+        self._address: str | None = None
+        self._last_save = 0.0
+        self._done = False
+        self.error: PushsourceError | None = None
+
+    # -- control, from any thread
+
+    def start(self) -> None:
+        self._engine.call(self._start)
+
+    def skip(self) -> None:
+        self._engine.call(self._step, self.machine.skip)
+
+    def stop(self) -> None:
+        self._engine.call(self._step, self.machine.stop)
+
+    def news(self) -> None:
+        """The folder saw an event (watchdog's thread)."""
+        self._engine.call(self._refresh)
+
+    def changed(self) -> None:
+        """The play state changed outside the station (the control API)."""
+        self._engine.call(self._state_changed)
+
+    def edit(self, make: Callable[[list[Path]], QueueEdit]) -> None:
+        """Edit the queue atomically: ``make(queued)`` gets what will play next
+        (the cued track first) and returns the edit; applied on the engine's
+        thread, so two edits at once both take effect."""
+
+        def apply() -> None:
+            cued = self.machine.cued_path()
+            queued = ([cued] if cued is not None else []) + self._feed.queued()
+            edit = make(queued)
+            if cued is not None:  # back to the source, then wherever the edit puts it
+                edit = edit._replace(front=(cued, *edit.front))
+            self._feed.edit(edit)
+            if cued is not None:
+                self._step(self.machine.uncue)
+            self._step(self.machine.news)
+            self._state_changed()
+
+        self._engine.run(apply)
+
+    def queued(self) -> list[Path]:
+        cued = self.machine.cued_path()
+        return ([cued] if cued is not None else []) + self._feed.queued()
+
+    # -- on the engine's thread
+
+    def _start(self) -> None:
+        if self._on_start is not None:
+            self._cue_lane.submit(self._on_start, self._started)
+        else:
+            self._started(None, None)
+
+    def _started(self, _result: object, exc: BaseException | None) -> None:
+        if exc is not None:
+            error = exc if isinstance(exc, PushsourceError) else None
+            if error is None:
+                log.error("station stopped by an internal error: %r", exc)
+                error = PushsourceError(f"station stopped by an internal error: {exc!r}")
+            self.error = error
+            self._events.connection("failed", str(error))
+            self._finish()
+            return
+        self._step(self.machine.start)
+
+    def _step(self, event: Callable[..., list[core.Effect]], *args: Any) -> None:
+        if self._done:
+            return
+        try:
+            effects = event(self._loop.time(), *args)
+            for effect in effects:
+                self._do(effect)
+        except Exception as exc:  # a bug must not take the other stations down
+            log.exception("station %s stopped by an internal error", self.target.mount)
+            self.error = PushsourceError(f"station stopped by an internal error: {exc!r}")
+            self._events.connection("failed", str(self.error))
+            self._abort()
+            self._finish()
+
+    def _do(self, effect: core.Effect) -> None:
+        match effect:
+            case core.Send(data, frames, lead):
+                self._send(data, frames, lead)
+            case core.Wake(at):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = self._loop.call_at(at, self._wake)
+            case core.Read(handle, frames):
+                self._read_lane.submit(
+                    lambda: self._feed.read(handle, frames),
+                    lambda chunk, exc: self._read_done(handle, chunk, exc),
+                )
+            case core.Cue(resume):
+                last = self.machine.last_started
+                self._cue_lane.submit(
+                    lambda: self._feed.cue(resume, last=last, chunk=CUE_FRAMES),
+                    self._cue_done,
+                )
+            case core.Release(handle):
+                self._read_lane.submit(lambda: self._feed.release(handle), _ignore)
+            case core.SetTitle(title):
+                if self._address is not None:
+                    self._titles.set(self._address, title)
+            case core.Started(track):
+                self._events.track_started(track)
+                if self._state is not None:
+                    state = self._state
+                    state.current, state.current_stamp = str(track.path), track.stamp  # type: ignore[assignment]
+                    state.current_offset = track.chunk.offset
+                self._state_changed()
+                self._cue_lane.submit(self._feed.prepare_next, _ignore)
+            case core.Ended(track, skipped):
+                self._events.track_ended(track, skipped=skipped)
+                if self._state is not None:
+                    state = self._state
+                    state.mark_played(track.path, track.stamp)  # type: ignore[arg-type]
+                    if state.current == str(track.path):
+                        state.current, state.current_offset, state.current_stamp = None, 0, None
+                self._state_changed()
+            case core.State(state_name, error):
+                self._events.connection(state_name, error)
+            case core.Connect(headers):
+                self._open(headers)
+            case core.Close():
+                sock, self._sock = self._sock, None
+                self._unwatch_server()
+                if sock is not None:
+                    sock.close()
+                self._loop.call_soon(self._step, self.machine.closed)
+            case core.Finished(error):
+                self.error = error
+                self._abort()
+                self._finish()
+
+    def _wake(self) -> None:
+        self._timer = None
+        self._step(self.machine.tick)
+
+    def _send(self, data: bytes, frames: int, lead: float) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        sock.send(data)
+        self._events.sent(len(data), frames, lead)
+        if not sock.writable():
+            # Icecast is not reading: hold no more than the high-water mark.
+            unsent = sock.buffered
+            sock.abort()
+            self._sock = None
+            self._unwatch_server()
+            error = IcecastError(
+                f"{self.target.host}:{self.target.port} is not reading "
+                f"({unsent // 1024} KiB unsent): dropped the connection"
+            )
+            self._loop.call_soon(self._step, self.machine.failed, error, unsent)
+            return
+        now = self._loop.time()
+        if now - self._last_save >= SAVE_EVERY:
+            self._last_save = now
+            self._state_changed()
+
+    def _open(self, headers: dict[str, str]) -> None:
+        handler = _SocketEvents(self)
+        self._sock = self._connect(self._loop, self.target, handler)
+        handler.sock = self._sock
+        self._sock.open(headers)
+
+    def _accepted(self, sock: Any) -> None:
+        if sock is not self._sock:
+            return
+        self._address = sock.address
+        if self._watch is not None and self._unwatch is None:
+            self._unwatch = self._watch.watch(self._hung)
+        self._step(self.machine.accepted)
+
+    def _failed(self, sock: Any, error: IcecastError) -> None:
+        if sock is not self._sock:
+            return
+        unsent = sock.buffered
+        self._sock = None
+        self._unwatch_server()
+        self._step(self.machine.failed, error, unsent)
+
+    def _hung(self, reason: str) -> None:
+        self._unwatch = None
+        sock = self._sock
+        if sock is None:
+            return
+        log.warning("Icecast does not answer (%s): dropping the connection", reason)
+        unsent = sock.buffered
+        sock.abort()
+        self._sock = None
+        where = f"{self.target.host}:{self.target.port}"
+        error = IcecastError(f"{where} stopped answering; dropped the connection")
+        self._step(self.machine.failed, error, unsent)
+
+    def _unwatch_server(self) -> None:
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
+
+    def _cue_done(self, result: CueResult | None, exc: BaseException | None) -> None:
+        if exc is not None or result is None:
+            if exc is not None and not self._done:
+                log.error("station %s: cueing the next file failed: %r", self.target.mount, exc)
+            self._step(self.machine.cued, None)
+            return
+        if result.resumed_one:
+            self._state_changed()
+        end, resumed_one = result.end, result.resumed_one
+        self._step(
+            lambda now, track: self.machine.cued(now, track, end=end, resumed_one=resumed_one),
+            result.track,
+        )
+        if result.again is not None and not self._done:
+            self._loop.call_later(result.again, self._refresh)
+
+    def _read_done(self, handle: object, chunk: Chunk | None, exc: BaseException | None) -> None:
+        if exc is not None or chunk is None:
+            if exc is not None and not self._done:
+                log.error("station %s: reading frames failed: %r", self.target.mount, exc)
+            chunk = Chunk(b"", [], 0, True)  # ends the track
+        self._step(self.machine.read, handle, chunk)
+
+    def _refresh(self) -> None:
+        if self._done:
+            return
+
+        def refreshed(again: float | None, exc: BaseException | None) -> None:
+            if exc is None:
+                self._step(self.machine.news, bool(self._feed.queued()))
+                if again is not None and not self._done:
+                    self._loop.call_later(again, self._refresh)
+
+        self._cue_lane.submit(self._feed.refresh, refreshed)
+
+    def _state_changed(self) -> None:
+        saver, state = self._saver, self._state
+        if saver is None or state is None:
+            return
+        position = self.machine.position()
+        if position is not None and state.current == str(position[0]):
+            state.current_offset = position[1]
+        pending = [path for path, _ in self.machine.pending()]
+        queue = pending + self._feed.queued()
+        state.queue = [str(path) for path in queue if str(path) != state.current]
+        saver.changed()
+
+    def _abort(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.abort()
+        self._unwatch_server()
+
+    def _finish(self) -> None:
+        if self._done:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._state_changed()
+        self._done = True
+        self._events.done(self.error)
+
+
+class _SocketEvents:
+    """A SourceSocket's callbacks, tied to the socket they came from."""
+
+    def __init__(self, driver: StationDriver) -> None:
+        self._driver = driver
+        self.sock: Any = None
+
+    def accepted(self) -> None:
+        self._driver._accepted(self.sock)
+
+    def failed(self, error: IcecastError) -> None:
+        self._driver._failed(self.sock, error)
+
+
+def _ignore(_result: object, _exc: BaseException | None) -> None:
+    pass

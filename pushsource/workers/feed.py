@@ -1,0 +1,276 @@
+"""A station's blocking side, run on the worker pool: taking the next file
+from the queue, converting it, opening it, reading its frames in chunks.
+
+The engine calls a Feed from at most one worker at a time per lane: the cue
+lane (queue, conversions, opening) and the read lane (frames of the playing
+track), so a conversion of the next file never holds up the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pushsource.core.frames import parse_header
+from pushsource.core.station import Chunk, Cued
+from pushsource.errors import TrackError
+from pushsource.workers.folder import QueueEdit
+from pushsource.workers.tracks import Track
+
+log = logging.getLogger("pushsource")
+
+
+class TrackSource(Protocol):
+    """Where the next file comes from (the watched folder, or a fixed list).
+    Called from one worker at a time."""
+
+    def get(self, timeout: float | None = None) -> Path | None: ...
+    def queued(self) -> list[Path]: ...
+    def exhausted(self) -> bool: ...
+    def edit(self, edit: QueueEdit) -> None: ...
+    def refresh(self) -> float | None: ...
+
+
+class ListSource:
+    """A fixed list of files, for ``--once``."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self._paths = list(paths)
+        self._lock = threading.Lock()
+
+    def edit(self, edit: QueueEdit) -> None:
+        with self._lock:
+            paths = [p for p in edit.front if p not in edit.remove]
+            paths += [p for p in self._paths if p not in edit.remove and p not in paths]
+            paths += [p for p in edit.enqueue if p not in paths]
+            ordered = [p for p in edit.order if p in paths]
+            self._paths = ordered + [p for p in paths if p not in ordered]
+
+    def refresh(self) -> float | None:
+        return None
+
+    def get(self, timeout: float | None = None) -> Path | None:
+        with self._lock:
+            return self._paths.pop(0) if self._paths else None
+
+    def queued(self) -> list[Path]:
+        with self._lock:
+            return list(self._paths)
+
+    def exhausted(self) -> bool:
+        with self._lock:
+            return not self._paths
+
+
+@dataclass(frozen=True)
+class CueResult:
+    track: Cued | None
+    end: bool = False  # the source will never have another file
+    resumed_one: bool = False  # the resume entry asked for is used up
+    again: float | None = None  # look again in this many seconds (files settling)
+
+
+def read_chunk(track: Track, frames: int) -> Chunk:
+    """Up to ``frames`` frames of ``track`` from where it is, in one chunk of
+    contiguous bytes (a skipped tag or junk between frames ends a chunk early).
+    Does not raise: a read error ends the track (Track says so)."""
+    parts: list[bytes] = []
+    ends: list[int] = []
+    start: int | None = None
+    size = 0
+    last = False
+    while len(ends) < frames:
+        run = track.next_run(frames - len(ends))
+        if run is None:
+            last = True
+            break
+        if start is None:
+            start = run.offset
+        elif run.offset != start + size:
+            track.push_back(run)  # not contiguous: it starts the next chunk
+            break
+        data = run.data
+        pos = 0
+        while pos < len(data):
+            header = parse_header(data, pos)
+            assert header is not None, "a FrameRun holds whole frames only"
+            pos += header.length
+            ends.append(size + pos)
+        parts.append(data)
+        size += len(data)
+    if start is None:
+        start = track.position
+    return Chunk(b"".join(parts), ends, start, last)
+
+
+class Feed:
+    """The queue and the files of one station, for the workers."""
+
+    def __init__(
+        self,
+        source: TrackSource,
+        *,
+        resolve: Callable[[Path], Path],
+        prepare: Callable[[Path], object],
+        was_played: Callable[[Path], bool],
+        mark_played: Callable[[Path], None],
+        unplayable: Callable[[TrackError], object],
+        library: Callable[[], Sequence[Path]] | None = None,
+        shuffle: bool = False,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._source = source
+        self._resolve = resolve
+        self._prepare = prepare
+        self._was_played = was_played
+        self._mark_played = mark_played
+        self._unplayable = unplayable
+        self._library = library  # idle loop: replay these when the queue is dry
+        self._shuffle = shuffle
+        self._rng = rng or random.Random()
+        self._loop: list[Path] = []
+        self._queued: list[Path] = []
+        self._lock = threading.Lock()  # around _queued, read by the control API
+        self._prepared: Path | None = None
+
+    # -- the cue lane
+
+    def cue(
+        self, resume: tuple[Path, int] | None, *, last: Path | None = None, chunk: int = 1
+    ) -> CueResult:
+        """The next playable track, opened and its first ``chunk`` frames read:
+        ``resume`` first if given; then the queue (skipping what played and
+        files that cannot be played, one line each); then, with an idle loop,
+        the library (``last``, the file that just started, not again at once)."""
+        if resume is not None:
+            path, offset = resume
+            try:
+                return CueResult(self._open(path, offset, chunk), resumed_one=True)
+            except TrackError as exc:
+                if offset:
+                    # Going on after a break, with every frame sent already
+                    # (only trailing tags, if anything, are left): it is done.
+                    log.debug("%s: nothing left to play at byte %d", path, offset)
+                    self._mark_played(path)
+                else:
+                    self._unplayable(exc)
+                return CueResult(None, resumed_one=True)
+        while True:
+            got = self._source.get(0)
+            if got is None:
+                break
+            if self._was_played(got):
+                log.debug("%s played already", got)
+                continue
+            try:
+                track = self._open(got, 0, chunk)
+            except TrackError as exc:
+                self._unplayable(exc)
+                continue
+            self._snapshot()
+            return CueResult(track)
+        self._snapshot()
+        end = self._source.exhausted()
+        if self._library is not None and not end:
+            looped = self._from_library(last, chunk)
+            if looped is not None:
+                return CueResult(looped)
+        return CueResult(None, end=end, again=None if end else self._source.refresh())
+
+    def prepare_next(self) -> None:
+        """Convert the first queued file ahead of its turn (seconds, maybe)."""
+        self._snapshot()
+        with self._lock:
+            upcoming = self._queued[0] if self._queued else None
+        if upcoming is None or upcoming == self._prepared or self._was_played(upcoming):
+            return
+        self._prepared = upcoming
+        try:
+            self._prepare(upcoming)
+        except TrackError as exc:
+            self._unplayable(exc)  # said now; skipped again, silently, at its turn
+
+    def refresh(self) -> float | None:
+        """Take in the folder's news; when to look again (files settling)."""
+        again = self._source.refresh()
+        self._snapshot()
+        return again
+
+    def edit(self, edit: QueueEdit) -> None:
+        self._source.edit(edit)
+        with self._lock:  # shown at once, applied at the next get()
+            self._queued = _edited(self._queued, edit)
+
+    def queued(self) -> list[Path]:
+        """The files the queue will hand out next, as of the last look. Any thread."""
+        with self._lock:
+            return list(self._queued)
+
+    def release(self, track: object) -> None:
+        if isinstance(track, Track):
+            track.close()
+
+    # -- the read lane
+
+    def read(self, track: object, frames: int) -> Chunk:
+        assert isinstance(track, Track)
+        return read_chunk(track, frames)
+
+    # --
+
+    def _snapshot(self) -> None:
+        queued = self._source.queued()
+        with self._lock:
+            self._queued = queued
+
+    def _open(self, path: Path, offset: int, chunk: int) -> Cued:
+        """Raises TrackError."""
+        self._prepare(path)
+        track = Track(path, play=self._resolve(path)).open(offset)
+        first = read_chunk(track, chunk)
+        header = track.first.header
+        return Cued(
+            handle=track,
+            path=path,
+            title=track.info.title,
+            duration=track.info.duration,
+            bitrate=track.info.bitrate or header.bitrate,
+            header=header,
+            chunk=first,
+            resumed=track.resumed,
+            stamp=track.stamp,
+        )
+
+    def _from_library(self, last: Path | None, chunk: int) -> Cued | None:
+        assert self._library is not None
+        for _ in range(2):  # a second pass after refilling an exhausted cycle
+            while self._loop:
+                path = self._loop.pop(0)
+                try:
+                    track = self._open(path, 0, chunk)
+                    track.looped = True
+                    return track
+                except TrackError as exc:
+                    self._unplayable(exc)
+            self._loop = list(self._library())
+            if self._shuffle:
+                self._rng.shuffle(self._loop)
+            if len(self._loop) > 1 and self._loop[0] == last:
+                # The track that just played does not come again at once.
+                self._loop.append(self._loop.pop(0))
+            if not self._loop:
+                return None
+        return None
+
+
+def _edited(queued: list[Path], edit: QueueEdit) -> list[Path]:
+    paths = [p for p in edit.front if p not in edit.remove]
+    paths += [p for p in queued if p not in edit.remove and p not in paths]
+    paths += [p for p in edit.enqueue if p not in paths]
+    ordered = [p for p in edit.order if p in paths]
+    return ordered + [p for p in paths if p not in ordered]

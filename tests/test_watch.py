@@ -1,0 +1,249 @@
+"""pushsource.engine.watch.ServerWatch against a fake status server on
+127.0.0.1 (plain and TLS) that can be told to stop answering.
+
+(test_source_e2e.py freezes a real icecast2 with SIGSTOP.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushsource.core.target import IcecastTarget
+from pushsource.engine.watch import FULL_EVERY, ServerWatch
+from tests.support.aio import run
+from tests.support.tls import Contexts, client_context, make_certificate, server_context
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(params=["tcp", "tls"])
+def tls(request: pytest.FixtureRequest, pem: Path) -> Iterator[Contexts | None]:
+    yield (server_context(pem), client_context(pem)) if request.param == "tls" else None
+
+
+def status_body(sources: Any) -> bytes:
+    stats: dict[str, Any] = {"server_id": "Icecast 2.4.4"}
+    if sources is not None:
+        stats["source"] = sources
+    return json.dumps({"icestats": stats}).encode()
+
+
+def mount(path: str, listeners: int) -> dict[str, Any]:
+    return {"listenurl": f"http://localhost:8000{path}", "listeners": listeners}
+
+
+class StatusServer:
+    """Answers GET /status-json.xsl like Icecast, until told to hang: then it
+    accepts connections (the kernel does, for a frozen server) and says nothing."""
+
+    def __init__(self, tls: Contexts | None = None) -> None:
+        self.tls = tls
+        self.hang = False
+        self.hang_next = 0  # hang on this many connections, then answer again
+        self.requests: list[bytes] = []
+        #: loop time of each connection, and whether it was answered
+        self.connections: list[tuple[float, bool]] = []
+        self.body: Callable[[int], bytes] = lambda n: status_body(mount("/a", n))
+        self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        now = asyncio.get_running_loop().time()
+        silent = self.hang or self.hang_next > 0
+        self.hang_next = max(0, self.hang_next - 1)
+        self.connections.append((now, not silent))
+        try:
+            self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+            if silent:
+                await reader.read()
+                return
+            body = self.body(len(self.connections))
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # the watch hangs up after the status line
+        finally:
+            writer.transport.abort()
+
+    async def __aenter__(self) -> StatusServer:
+        self.server = await asyncio.start_server(
+            self.handle, "127.0.0.1", 0, ssl=self.tls[0] if self.tls else None
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+        await asyncio.sleep(0)  # let the aborted transports finish
+
+    def watch(self, **kwargs: Any) -> ServerWatch:
+        assert self.server is not None
+        port = int(self.server.sockets[0].getsockname()[1])
+        target = IcecastTarget("127.0.0.1", port, "/any", password="x", tls=self.tls is not None)
+        if self.tls is not None:
+            kwargs.setdefault("ssl_context", self.tls[1])
+        return ServerWatch(asyncio.get_running_loop(), target, **kwargs)
+
+
+def test_a_server_that_answers_is_asked_every_interval_and_never_cut(
+    tls: Contexts | None,
+) -> None:
+    async def main() -> None:
+        async with StatusServer(tls) as server:
+            watch = server.watch(every=0.1, timeout=0.5)
+            hangs: list[str] = []
+            unwatch = watch.watch(hangs.append)
+            await asyncio.sleep(1.25)
+            unwatch()
+            assert hangs == []
+            assert 8 <= len(server.connections) <= 13, server.connections
+            assert server.requests[0].startswith(b"GET /status-json.xsl HTTP/1.0\r\nHost: ")
+            count = len(server.connections)
+            await asyncio.sleep(0.3)
+            assert len(server.connections) == count  # nobody watches: no probes
+
+    run(main())
+
+
+def test_a_hung_server_is_cut_after_two_failed_probes_in_a_row(tls: Contexts | None) -> None:
+    every, timeout = 0.3, 0.4
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with StatusServer(tls) as server:
+            watch = server.watch(every=every, timeout=timeout)
+            hangs: list[tuple[float, str]] = []
+            other: list[str] = []
+            watch.watch(lambda why: hangs.append((loop.time(), why)))
+            watch.watch(other.append)
+            await asyncio.sleep(every + 0.1)
+            assert server.connections and all(ok for _, ok in server.connections)
+            frozen_at = loop.time()
+            server.hang = True
+            async with asyncio.timeout(5):
+                while not hangs:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(every * 3)
+            assert len(hangs) == 1 and other == [hangs[0][1]]  # each watcher told once
+            assert hangs[0][1] == f"no answer within {timeout:g} s"
+            assert hangs[0][0] - frozen_at <= every + 2 * timeout + 0.3
+            silent = [at for at, ok in server.connections if not ok]
+            assert len(silent) == 2, server.connections
+            # the second probe right after the first failed, not an interval later
+            assert silent[1] - silent[0] < timeout + every / 2
+            assert len(server.connections) == len(silent) + sum(ok for _, ok in server.connections)
+
+    run(main())
+
+
+def test_one_failed_probe_cuts_nobody() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            watch = server.watch(every=0.1, timeout=0.2)
+            hangs: list[str] = []
+            unwatch = watch.watch(hangs.append)
+            await asyncio.sleep(0.25)
+            server.hang_next = 1
+            await asyncio.sleep(1.0)
+            unwatch()
+            assert [ok for _, ok in server.connections].count(False) == 1
+            assert hangs == []
+
+    run(main())
+
+
+def test_nothing_listening_is_a_hang_too() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            watch = server.watch(every=0.1, timeout=0.5)
+        assert server.server is not None
+        await server.server.wait_closed()
+        hangs: list[str] = []
+        watch.watch(hangs.append)
+        await asyncio.sleep(0.5)
+        assert hangs == ["Connection refused"]
+
+    run(main())
+
+
+def test_a_watcher_that_raises_does_not_spare_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.hang = True
+            watch = server.watch(every=0.05, timeout=0.1)
+            told: list[str] = []
+
+            def broken(why: str) -> None:
+                raise RuntimeError("bug")
+
+            watch.watch(broken)
+            watch.watch(told.append)
+            await asyncio.sleep(0.6)
+            assert told == ["no answer within 0.1 s"]
+
+    run(main())
+    assert "a hang watcher of" in caplog.text
+
+
+def test_listeners_come_from_every_tenth_probe() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            watch = server.watch(every=0.02, timeout=0.5)
+            assert watch.listeners("/a") is None  # nothing read yet
+            unwatch = watch.watch(lambda why: None)
+            async with asyncio.timeout(5):
+                while len(server.connections) < FULL_EVERY + 2:
+                    await asyncio.sleep(0.005)
+            unwatch()
+            # The server answers "listeners = number of this connection": the
+            # whole status was read on the 1st and the 11th.
+            assert watch.listeners("/a") == FULL_EVERY + 1
+            assert watch.listeners("/b") is None
+            assert watch.status is not None and watch.status.startswith(b'{"icestats"')
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("sources", "expected"),
+    [
+        (None, {"/a": None}),
+        (mount("/a", 3), {"/a": 3, "/b": None}),
+        ([mount("/a", 3), mount("/b", 0)], {"/a": 3, "/b": 0}),
+    ],
+)
+def test_listeners_of_one_several_or_no_mounts(
+    sources: Any, expected: dict[str, int | None]
+) -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.body = lambda n: status_body(sources)
+            watch = server.watch()
+            assert await watch.probe() is None
+            assert {m: watch.listeners(m) for m in expected} == expected
+
+    run(main())
+
+
+def test_a_status_that_is_not_json_gives_no_listeners() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.body = lambda n: b'{"icestats": {"source": [{"title": "a "quote""}'
+            watch = server.watch()
+            assert await watch.probe() is None  # it answers: not hung
+            assert watch.listeners("/a") is None
+
+    run(main())
