@@ -214,10 +214,23 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 def test_expand() -> None:
     assert expand("a${X}b$${X}$$", {"X": "1"}) == "a1b${X}$"
-    assert expand("$X ${", {}) == "$X ${"
+    assert expand("$X $", {}) == "$X $"
+    with pytest.raises(Exception, match="not"):  # _Problem: ${ must start a variable
+        expand("$X ${", {})
 
 
 def test_default_id() -> None:
     assert default_id("/rock") == "rock"
     assert default_id("/live/main.mp3") == "live-main.mp3"
     assert default_id("/") == "stream"
+
+
+def test_control_allowed_hosts(tmp_path: Path) -> None:
+    base = '[[station]]\nfolder = "rock"\nurl = "icecast://source:pw@127.0.0.1:8000/rock"\n'
+    path = write(tmp_path, base + '[control]\nallowed_hosts = ["radio.example.org", "a.b"]\n')
+    control = load_config(path, ENV).control
+    assert control is not None and control.allowed_hosts == ("radio.example.org", "a.b")
+    for bad in ('"radio.example.org"', '["evil host"]', '["a/b"]', "[1]"):
+        path = write(tmp_path, base + f"[control]\nallowed_hosts = {bad}\n")
+        with pytest.raises(ConfigError, match='key "allowed_hosts"'):
+            load_config(path, ENV)

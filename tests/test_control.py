@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -500,7 +501,7 @@ def test_huge_upload_refused_before_the_body_with_expect_100(rock: FakeStation) 
     with serve([rock], max_upload=1 << 20) as server:
         answer = raw_exchange(
             server,
-            b"PUT /api/stations/rock/files/huge.mp3 HTTP/1.1\r\nHost: x\r\n"
+            b"PUT /api/stations/rock/files/huge.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
             b"Content-Length: 10737418240\r\nExpect: 100-continue\r\n\r\n",
         )
@@ -508,7 +509,7 @@ def test_huge_upload_refused_before_the_body_with_expect_100(rock: FakeStation) 
         assert b"100 Continue" not in answer
         answer = raw_exchange(
             server,
-            b"PUT /api/stations/rock/files/huge.mp3 HTTP/1.1\r\nHost: x\r\n"
+            b"PUT /api/stations/rock/files/huge.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Length: 10\r\nExpect: 100-continue\r\n\r\n",
         )
         assert answer.startswith(b"HTTP/1.1 401 ")
@@ -518,7 +519,7 @@ def test_huge_upload_refused_before_the_body_with_expect_100(rock: FakeStation) 
 def test_expect_100_then_upload(server: ControlServer, rock: FakeStation) -> None:
     with socket.create_connection(server.address, timeout=10) as sock:
         sock.sendall(
-            b"PUT /api/stations/rock/files/ask.mp3 HTTP/1.1\r\nHost: x\r\n"
+            b"PUT /api/stations/rock/files/ask.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
             b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n"
         )
@@ -532,7 +533,7 @@ def test_expect_100_then_upload(server: ControlServer, rock: FakeStation) -> Non
 def test_upload_without_length_is_411(server: ControlServer, rock: FakeStation) -> None:
     answer = raw_exchange(
         server,
-        b"PUT /api/stations/rock/files/c.mp3 HTTP/1.1\r\nHost: x\r\n"
+        b"PUT /api/stations/rock/files/c.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     )
@@ -543,7 +544,7 @@ def test_upload_without_length_is_411(server: ControlServer, rock: FakeStation) 
 def test_upload_cut_short_leaves_no_file(server: ControlServer, rock: FakeStation) -> None:
     answer = raw_exchange(
         server,
-        b"PUT /api/stations/rock/files/cut.mp3 HTTP/1.1\r\nHost: x\r\n"
+        b"PUT /api/stations/rock/files/cut.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
         b"Content-Length: 100000\r\n\r\n" + b"x" * 5000,
         then_close_write=True,
@@ -557,7 +558,7 @@ def test_stalled_upload_is_dropped(rock: FakeStation) -> None:
     with serve([rock], timeout=0.5) as server:
         answer = raw_exchange(
             server,
-            b"PUT /api/stations/rock/files/slow.mp3 HTTP/1.1\r\nHost: x\r\n"
+            b"PUT /api/stations/rock/files/slow.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
             b"Content-Length: 100000\r\n\r\n" + b"x" * 10,
         )
@@ -573,7 +574,7 @@ def test_slow_client_is_dropped(rock: FakeStation) -> None:
         serve([rock], timeout=0.5) as server,
         socket.create_connection(server.address, timeout=10) as sock,
     ):
-        sock.sendall(b"GET /api/stations HTTP/1.1\r\nHost: x\r\n")  # and never the end
+        sock.sendall(b"GET /api/stations HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the end
         assert sock.recv(100) == b""
 
 
@@ -606,13 +607,30 @@ def test_keep_alive_and_closing_after_an_unread_body(
 
 
 def test_too_many_connections_get_503(rock: FakeStation) -> None:
+    """Only when every slot is serving a request (here: an upload's body) is a
+    newcomer turned away; an idle keep-alive connection makes room instead."""
     with (
         serve([rock], max_connections=1) as server,
         socket.create_connection(server.address, timeout=10) as first,
     ):
-        first.sendall(b"GET /api/stations HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert read_answer(first).startswith(b"HTTP/1.1 200 ")  # it holds its slot (keep-alive)
-        answer = raw_exchange(server, b"GET /api/stations HTTP/1.1\r\nHost: x\r\n\r\n")
+        first.sendall(b"GET /api/stations HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert read_answer(first).startswith(b"HTTP/1.1 200 ")  # idle now (keep-alive)
+        answer = raw_exchange(server, b"GET /api/stations HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 200 ")
+        assert first.recv(100) == b""  # the idle one made room
+    with (
+        serve([rock], max_connections=1) as server,
+        socket.create_connection(server.address, timeout=10) as uploading,
+    ):
+        uploading.sendall(
+            b"PUT /api/stations/rock/files/up.mp3 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Authorization: Bearer " + TOKEN.encode() + b"\r\n"
+            b"Content-Length: 100000\r\n\r\n" + b"x" * 10
+        )
+        deadline = time.monotonic() + 5
+        while not rock.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        answer = raw_exchange(server, b"GET /api/stations HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert answer.startswith(b"HTTP/1.1 503 ")
         assert json.loads(answer.partition(b"\r\n\r\n")[2]) == {
             "error": "too many connections, try again"
@@ -622,7 +640,7 @@ def test_too_many_connections_get_503(rock: FakeStation) -> None:
 def test_close_drops_open_connections(rock: FakeStation) -> None:
     server = serve([rock])
     with socket.create_connection(server.address, timeout=10) as sock:
-        sock.sendall(b"GET /api/stations HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /api/stations HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert read_answer(sock).startswith(b"HTTP/1.1 200 ")
         server.close()
         assert sock.recv(100) == b""

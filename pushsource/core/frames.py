@@ -293,6 +293,13 @@ _TAG_MAGICS: Final = (b"ID3", b"TAG", b"APETAGEX", b"LYRICSBEGIN")
 _LONGEST_MAGIC: Final = 11
 _MAX_LYRICS3: Final = 1_000_000 + 32  # Lyrics3v2 sizes have six decimal digits
 _COMPACT_AT: Final = 1 << 16
+#: The longest run of unexplained bytes (junk) read before giving up: past the
+#: last frame it ends the input, before the first it means "no audio". A file
+#: with gigabytes of zeros after its audio must not hold up the reader.
+MAX_JUNK: Final = 1 << 20
+#: The most non-audio bytes (tags and junk together) read between two frames,
+#: or before the first: room for big cover art, not for a 2 GB tag.
+MAX_GAP: Final = 64 << 20
 
 
 class FrameParser:
@@ -302,8 +309,11 @@ class FrameParser:
     which no audio frame was found; nothing else it does raises.
     """
 
-    def __init__(self, offset: int = 0) -> None:
-        """``offset``: where in its file the input starts (offsets are reported from it)."""
+    def __init__(
+        self, offset: int = 0, *, max_junk: int = MAX_JUNK, max_gap: int = MAX_GAP
+    ) -> None:
+        """``offset``: where in its file the input starts (offsets are reported from it).
+        ``max_junk``, ``max_gap``: see :data:`MAX_JUNK` and :data:`MAX_GAP`."""
         # bytes, not bytearray: its 4-byte slices are hashable keys for _lengths.
         self._buf = b""
         self._pos = 0  # parse point, index into _buf
@@ -320,6 +330,11 @@ class FrameParser:
         # valid headers that continue _lengths_for (one stream format).
         self._lengths: dict[bytes, int] = {}
         self._lengths_for: FrameHeader | None = None
+        self._max_junk = max_junk
+        self._max_gap = max_gap
+        self._gap_start = offset  # absolute offset just past the last frame
+        #: Why the input was given up before its end (too much non-audio data), or None.
+        self.gave_up: str | None = None
 
     @property
     def offset(self) -> int:
@@ -421,6 +436,7 @@ class FrameParser:
         header = parse_header(buf, last)
         assert first is not None and header is not None
         self._pos = pos
+        self._gap_start = self._base + pos
         self._locked = header
         self.frames += count
         return FrameRun(self._base + start, first, header, count, buf[start:pos])
@@ -441,6 +457,8 @@ class FrameParser:
         """Advance by one decision; None means 'loop again'."""
         buf, pos = self._buf, self._pos
         avail = len(buf) - pos
+        if self._locked is None and self._too_much(self._base + pos):
+            return self._give_up()
         if self._skip:
             n = min(self._skip, avail)
             self._pos += n
@@ -451,6 +469,27 @@ class FrameParser:
         if self._locked is not None:
             return self._step_locked(buf, pos, avail)
         return self._step_searching(buf, pos, avail)
+
+    def _too_much(self, upto: int) -> bool:
+        """Whether the non-audio run reaching ``upto`` is over a bound."""
+        if upto - self._gap_start > self._max_gap:
+            self.gave_up = f"more than {_size(self._max_gap)} without audio"
+            return True
+        if self._junk_start is not None and upto - self._junk_start > self._max_junk:
+            self.gave_up = f"more than {_size(self._max_junk)} of data that is not audio"
+            return True
+        return False
+
+    def _give_up(self) -> Event | None:
+        """End the input here: what is left is not read. Raises FrameError if no
+        frame was found."""
+        at = self._base + self._pos
+        self._skip = 0
+        self._flush_junk(at)
+        self._ended = True
+        if self.frames == 0:
+            raise FrameError(f"no MPEG audio frame found: {self.gave_up}", at)
+        return None
 
     def _starved(self) -> Event | None:
         """Out of input at the parse point: wait for more, or finish."""
@@ -500,6 +539,7 @@ class FrameParser:
         if info is not None:
             return Skipped(self._base + pos, length, info)
         self.frames += 1
+        self._gap_start = self._base + end
         return Frame(self._base + pos, header, bytes(buf[pos:end]))
 
     def _step_searching(self, buf: bytes, pos: int, avail: int) -> Event | None:
@@ -572,6 +612,10 @@ class FrameParser:
         if self._junk_start is not None and upto > self._junk_start:
             self._pending.append(Skipped(self._junk_start, upto - self._junk_start, "junk"))
         self._junk_start = None
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 and not n & 0xFFFFF else f"{n} bytes"
 
 
 def _magic_at(buf: bytes, pos: int) -> bytes | None:

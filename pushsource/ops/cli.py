@@ -17,6 +17,7 @@ import setproctitle
 from watchdog.observers import Observer
 
 from pushsource import __version__
+from pushsource.core.frames import header_for, silent_frame
 from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
@@ -31,6 +32,7 @@ from pushsource.ops.settings import (
     TOKEN_ENV,
     ControlSettings,
     StationSettings,
+    check_header_values,
     parse_address,
     read_password_file,
 )
@@ -279,7 +281,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop after this many seconds (default: until Ctrl-C or the stream ends)",
     )
+    silence = commands.add_parser(
+        "silence",
+        help="write an MP3 of silence, for Icecast's fallback mount",
+        description="Write a second of MPEG audio silence to FILE. In Icecast's webroot "
+        "and named by a mount's <fallback-mount> with <fallback-override>1, it keeps "
+        "listeners connected while pushsource restarts (see icecast.xml). Give the "
+        "sample rate and channels of the station; a high bitrate keeps the silence "
+        "a player has buffered short.",
+    )
+    silence.add_argument("file", type=Path, metavar="FILE", help="where to write it")
+    silence.add_argument("--samplerate", type=int, default=44100, help="(default %(default)s)")
+    silence.add_argument("--channels", type=int, choices=(1, 2), default=2)
+    silence.add_argument("--bitrate", type=int, default=320, help="kbps (default %(default)s)")
     return parser
+
+
+def write_silence(path: Path, sample_rate: int, channels: int, bitrate: int) -> None:
+    """A second (or a little more) of silent Layer III frames at ``path``. Raises ConfigError."""
+    try:
+        header = header_for(sample_rate, channels, bitrate)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    frames = -(-header.sample_rate // header.samples)  # whole frames, at least 1 s
+    try:
+        path.write_bytes(silent_frame(header) * frames)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _duration(text: str) -> float:
@@ -326,7 +354,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
     password = None
     if args.password_file:
         password = read_password_file(args.password_file, insecure=args.insecure_password_file)
-    return StationSettings(
+    settings = StationSettings(
         folder=args.folder,
         url=args.url,
         password=password,
@@ -351,6 +379,8 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         timeout=args.timeout,
         settle=args.settle,
     )
+    check_header_values(settings, lambda key: "--url" if key == "station_url" else f"--{key}")
+    return settings
 
 
 def _control_settings(args: argparse.Namespace, config: Config | None) -> ControlSettings | None:
@@ -366,7 +396,7 @@ def _control_settings(args: argparse.Namespace, config: Config | None) -> Contro
         except ValueError as exc:
             raise ConfigError(f"--control {args.control}: {exc}") from None
     token = (settings.token if settings else None) or os.environ.get(TOKEN_ENV) or None
-    return ControlSettings(host, port, token)
+    return ControlSettings(host, port, token, settings.allowed_hosts if settings else ())
 
 
 def run_stations(
@@ -423,7 +453,11 @@ def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
 
     metrics = Metrics(runners)
     server = ControlServer(
-        (control.host, control.port), runners, token=control.token, metrics=metrics.render
+        (control.host, control.port),
+        runners,
+        token=control.token,
+        metrics=metrics.render,
+        allowed_hosts=control.allowed_hosts,
     )
     server.start()
     host, port = server.address[:2]
@@ -529,6 +563,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "check":
             return check_config(args)
+        if args.command == "silence":
+            write_silence(args.file, args.samplerate, args.channels, args.bitrate)
+            return 0
         if args.command == "listen":
             return listen(args.url, audio=args.audio, duration=args.duration)
         parser.error(f"unknown command {args.command}")

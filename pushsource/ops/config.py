@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from pushsource.core.target import redact
+from pushsource.core.values import header_problem
 from pushsource.errors import ConfigError
 from pushsource.ops.settings import (
     LOUDNESS_RANGE,
     ControlSettings,
     StationSettings,
+    check_header_values,
     parse_address,
     resolve_target,
 )
+from pushsource.workers.state import check_state_path
 from pushsource.workers.transcode import StationFormat
 
-_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\})")
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{[^}]*\}?))")
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _PATHS = {"folder", "password_file", "cache", "state"}
 
@@ -74,7 +77,7 @@ def _whole(value: object) -> int:
 
 
 def _channels(value: object) -> int:
-    if value not in (1, 2) or isinstance(value, bool):
+    if type(value) is not int or value not in (1, 2):
         raise _Problem(f"must be 1 or 2, not {value!r}")
     return 1 if value == 1 else 2
 
@@ -148,7 +151,12 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     """``${VAR}`` from ``environ``, ``$$`` as ``$``. Raises _Problem for an unset VAR."""
 
     def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
+        name, bad = match.group(1), match.group(2)
+        if bad is not None:
+            raise _Problem(
+                f"has ${bad[:20]}, which is not ${{NAME}} with NAME letters, digits and _ "
+                "(not starting with a digit); write $$ for a plain $"
+            )
         if name is None:
             return "$"
         if name not in environ:
@@ -167,6 +175,10 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return parse_config(data, path, environ)
 
 
@@ -193,7 +205,7 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table ([[station]])")
     name = table.get("name")
-    if isinstance(name, str):
+    if isinstance(name, str) and header_problem(name, 80) is None:  # shown, so short and plain
         where = f'{where} ("{name}")'
     values: dict[str, Any] = {}
     for key, raw in table.items():
@@ -215,7 +227,13 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     folder: Path = values["folder"]
     if not folder.is_dir():
         raise ConfigError(f'{where}: key "folder": {folder} is not a directory')
+    if "state" in values:
+        try:
+            check_state_path(values["state"], folder)
+        except ConfigError as exc:
+            raise ConfigError(f'{where}: key "state": {exc}') from None
     settings = StationSettings(**values)
+    check_header_values(settings, lambda key: f'{where}: key "{key}"')
     try:
         target = resolve_target(settings, environ)
     except ConfigError as exc:
@@ -266,14 +284,33 @@ def _control(table: object, environ: Mapping[str, str], where: str) -> ControlSe
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
     host, port, token = ControlSettings.host, ControlSettings.port, None
+    hosts: tuple[str, ...] = ()
     for key, raw in table.items():
         try:
             if key == "listen":
                 host, port = parse_address(expand(_text(raw), environ))
             elif key == "token":
                 token = expand(_text(raw), environ) or None
+            elif key == "allowed_hosts":
+                hosts = _host_names(raw)
             else:
-                raise ConfigError(f'{where}: unknown key "{key}" (expected listen, token)')
+                raise ConfigError(
+                    f'{where}: unknown key "{key}" (expected listen, token, allowed_hosts)'
+                )
         except (_Problem, ValueError) as exc:
             raise ConfigError(f'{where}: key "{key}" {exc}') from None
-    return ControlSettings(host, port, token)
+    return ControlSettings(host, port, token, hosts)
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?"
+)
+
+
+def _host_names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Problem("must be a list of host names")
+    for name in value:
+        if not _HOST_NAME.fullmatch(name):
+            raise _Problem(f"{name!r} is not a host name")
+    return tuple(value)

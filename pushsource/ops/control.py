@@ -17,12 +17,15 @@ import logging
 import re
 import socket
 import socketserver
+import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from ipaddress import ip_address
 from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
@@ -38,6 +41,14 @@ MAX_JSON_BODY: Final = 64 * 1024
 DEFAULT_TIMEOUT: Final = 30.0
 #: Connections served at once; more are turned away with 503.
 DEFAULT_MAX_CONNECTIONS: Final = 64
+#: Connections one client address may hold; its oldest idle one makes room for more.
+DEFAULT_MAX_PER_CLIENT: Final = 16
+#: A request line and headers must have arrived this long after the connection
+#: (or the previous answer); a JSON body likewise. One byte a second cannot hold a slot.
+DEFAULT_HEADER_DEADLINE: Final = 10.0
+#: Nesting and number length a JSON body may have: the API takes flat objects.
+MAX_JSON_DEPTH: Final = 16
+MAX_JSON_NUMBER: Final = 32
 #: Longest upload file name, in UTF-8 bytes (most file systems' limit).
 MAX_NAME_BYTES: Final = 255
 
@@ -47,6 +58,7 @@ _BUSY: Final = (
     b"Retry-After: 1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
     % (len(_BUSY_BODY), _BUSY_BODY)
 )
+_DIGITS = re.compile(rb"[0-9]{1,19}")
 _STATION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
 _UPLOAD_CHUNK: Final = 64 * 1024
 
@@ -177,7 +189,14 @@ class ControlServer:
         max_upload: int = DEFAULT_MAX_UPLOAD,
         timeout: float = DEFAULT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_per_client: int = DEFAULT_MAX_PER_CLIENT,
+        header_deadline: float = DEFAULT_HEADER_DEADLINE,
+        allowed_hosts: Sequence[str] = (),
     ) -> None:
+        """``allowed_hosts``: names the page may be reached by, beside the listen
+        address, IP addresses and localhost (a Host header naming anything else is
+        refused with 421: another site's page, its name rebound to this address,
+        must not read the API)."""
         self._stations: dict[str, StationControl] = {}
         for station in stations:
             station_id = station.id
@@ -192,12 +211,14 @@ class ControlServer:
         self._metrics = metrics
         self.max_upload = max_upload
         self.timeout = timeout
+        self.header_deadline = header_deadline
+        self._hosts = {_host_key(address[0]), "localhost"} | {_host_key(h) for h in allowed_hosts}
         self._page = {
             path: (resources.files("pushsource.ops.web").joinpath(name).read_bytes(), kind)
             for path, (name, kind) in _PAGE_FILES.items()
         }
         try:
-            self._httpd = _HTTPServer(address, _Handler, self, max_connections)
+            self._httpd = _HTTPServer(address, _Handler, self, max_connections, max_per_client)
         except OSError as exc:
             host, port = address
             raise ConfigError(
@@ -258,6 +279,23 @@ class ControlServer:
     def metrics(self) -> tuple[bytes, str] | None:
         return self._metrics() if self._metrics is not None else None
 
+    def host_allowed(self, header: str | None) -> bool:
+        """Whether a request's Host header names this server: an IP address (which
+        no DNS rebinding can point elsewhere), localhost, the listen address or
+        one of ``allowed_hosts``. No header (HTTP/1.0 tools) is allowed."""
+        if header is None:
+            return True
+        host = header.strip()
+        if host.startswith("["):
+            host = host[1 : host.find("]")] if "]" in host else host
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        try:
+            ip_address(host)
+        except ValueError:
+            return _host_key(host) in self._hosts
+        return True
+
     def authorize(self, header: str | None) -> _Reply | None:
         """None if ``header`` (the Authorization header) allows actions, else the error."""
         if self._token is None:
@@ -272,9 +310,26 @@ class ControlServer:
         return None
 
 
+def _host_key(host: str) -> str:
+    return host.strip("[]").rstrip(".").casefold()
+
+
+@dataclass
+class _Conn:
+    client: str
+    #: Since when it waits for a request (headers) or a JSON body; None while served.
+    waiting: float | None
+
+
 class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its ControlServer, caps its connections and
-    can drop the ones still open when it closes."""
+    """ThreadingHTTPServer that knows its ControlServer, caps its connections (in
+    all and per client address), drops those that take too long to send a
+    request, and can drop the ones still open when it closes.
+
+    A new connection over a cap takes the place of the longest-waiting one that
+    has not sent a whole request yet (idle keep-alive, or a slow client): slow
+    clients then cannot keep a quick one out. Only when every slot is serving a
+    request is the newcomer turned away with 503."""
 
     daemon_threads = True
     block_on_close = False
@@ -285,12 +340,14 @@ class _HTTPServer(ThreadingHTTPServer):
         handler: type[BaseHTTPRequestHandler],
         control: ControlServer,
         max_connections: int,
+        max_per_client: int = DEFAULT_MAX_PER_CLIENT,
     ) -> None:
         self.control = control
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self._max_connections = max_connections
-        self._open: set[socket.socket] = set()
+        self._max_per_client = max_per_client
+        self._open: dict[socket.socket, _Conn] = {}
         self._lock = threading.Lock()
         super().__init__(address, handler)
 
@@ -302,10 +359,25 @@ class _HTTPServer(ThreadingHTTPServer):
         self.server_port = int(port)
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        client = str(client_address[0])
+        victim: socket.socket | None = None
         with self._lock:
-            busy = len(self._open) >= self._max_connections
+            mine = [s for s, c in self._open.items() if c.client == client]
+            if len(mine) >= self._max_per_client:
+                victim = self._longest_waiting(mine)
+                busy = victim is None
+            elif len(self._open) >= self._max_connections:
+                victim = self._longest_waiting(list(self._open))
+                busy = victim is None
+            else:
+                busy = False
+            if victim is not None:
+                del self._open[victim]
             if not busy:
-                self._open.add(request)
+                self._open[request] = _Conn(client, time.monotonic())
+        if victim is not None:
+            log.debug("%s: dropped a waiting connection to make room", client)
+            _drop(victim)
         if busy:
             with contextlib.suppress(OSError):
                 request.sendall(_BUSY)
@@ -313,17 +385,52 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().process_request(request, client_address)
 
+    def _longest_waiting(self, socks: list[socket.socket]) -> socket.socket | None:
+        waiting = [(c.waiting, s) for s in socks if (c := self._open[s]).waiting is not None]
+        return min(waiting, key=lambda item: item[0])[1] if waiting else None
+
+    def waiting(self, request: socket.socket, since: float | None) -> None:
+        """The handler of ``request`` waits for a request or body (since when), or not."""
+        with self._lock:
+            conn = self._open.get(request)
+            if conn is not None:
+                conn.waiting = since
+
+    def service_actions(self) -> None:
+        # serve_forever calls this every poll: drop the clients past their deadline.
+        super().service_actions()
+        late = time.monotonic() - self.control.header_deadline
+        with self._lock:
+            expired = [
+                s for s, c in self._open.items() if c.waiting is not None and c.waiting < late
+            ]
+        for sock in expired:
+            log.debug("dropped a connection that sent no whole request in time")
+            _drop(sock)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that resets or stalls is no news; anything else is a bug to log.
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("%s: connection lost: %s", client_address[0], error)
+        else:
+            log.error("control API: request from %s failed", client_address[0], exc_info=True)
+
     def shutdown_request(self, request: Any) -> None:
         with self._lock:
-            self._open.discard(request)
+            self._open.pop(request, None)
         super().shutdown_request(request)
 
     def drop_connections(self) -> None:
         with self._lock:
             still_open = list(self._open)
         for sock in still_open:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+            _drop(sock)
+
+
+def _drop(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -344,7 +451,39 @@ class _Handler(BaseHTTPRequestHandler):
     # --- logging: debug only, and only the request line (never a header) ---------------
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+        # Never the query string: a token put there by mistake must not reach the log.
+        text = re.sub(r"\?[^\s'\"]*", "?...", format % args)
+        log.debug("%s %s", self.address_string(), text)
+
+    # --- deadlines and strict framing ---------------------------------------------------
+
+    def handle_one_request(self) -> None:
+        self.server.waiting(self.connection, time.monotonic())
+        super().handle_one_request()
+
+    def parse_request(self) -> bool:
+        self._refused = False
+        if not super().parse_request() or self._refused:
+            return False
+        self.server.waiting(self.connection, None)
+        refused = self._framing()
+        if refused is not None:
+            self.close_connection = True
+            self._send(refused, head=False)
+            return False
+        return True
+
+    def _framing(self) -> _Reply | None:
+        """Why the headers are refused whatever the request: a body length that
+        can be read two ways (request smuggling), or a Host that is not ours."""
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0].strip().encode())):
+            return _error(400, "Content-Length must be one header of digits")
+        if lengths and "Transfer-Encoding" in self.headers:
+            return _error(400, "Content-Length and Transfer-Encoding together")
+        if not self.control.host_allowed(self.headers.get("Host")):
+            return _error(421, "this server does not answer to that Host name")
+        return None
 
     # --- methods ----------------------------------------------------------------------
 
@@ -371,10 +510,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_expect_100(self) -> bool:
         # Refuse an upload before its body comes, when it would be refused anyway.
-        early = self._refuse_early()
+        early = self._framing() or self._refuse_early()
         if early is not None:
             self._send(early, head=False)
             self.close_connection = True
+            self._refused = True
             return False
         return super().handle_expect_100()
 
@@ -542,16 +682,15 @@ class _Handler(BaseHTTPRequestHandler):
             raise ControlError("send the JSON body with a Content-Length", 411)
         if length > MAX_JSON_BODY:
             raise ControlError(f"the JSON body is limited to {MAX_JSON_BODY} bytes", 413)
+        self.server.waiting(self.connection, time.monotonic())
         raw = self.rfile.read(length)
+        self.server.waiting(self.connection, None)
         self._body_left = length - len(raw)
         if len(raw) < length:
             raise ConnectionError("the body ended early")
         if optional and not raw.strip():
             return {}
-        try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ControlError(f"the body is not JSON: {error}", 400) from None
+        value = parse_json(raw)
         if not isinstance(value, dict):
             raise ControlError("the body must be a JSON object", 400)
         return value
@@ -577,6 +716,55 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 _T = TypeVar("_T")
+
+
+def _number(text: str) -> int:
+    if len(text) > MAX_JSON_NUMBER:
+        raise ControlError(f"the body has a number longer than {MAX_JSON_NUMBER} digits", 400)
+    return int(text)
+
+
+def _float(text: str) -> float:
+    if len(text) > MAX_JSON_NUMBER:
+        raise ControlError(f"the body has a number longer than {MAX_JSON_NUMBER} digits", 400)
+    return float(text)
+
+
+def _no_constant(text: str) -> None:
+    raise ControlError(f"the body is not JSON: {text} is not a JSON value", 400)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's JSON value, refusing what only an attacker sends (deep
+    nesting, huge numbers, NaN) with ControlError 400. Does not raise otherwise."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:  # bodies are at most MAX_JSON_BODY bytes
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    if deepest > MAX_JSON_DEPTH:
+        raise ControlError(f"the body is nested deeper than {MAX_JSON_DEPTH} levels", 400)
+    try:
+        return json.loads(
+            raw,
+            parse_int=_number,
+            parse_float=_float,
+            parse_constant=_no_constant,
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise ControlError(f"the body is not JSON: {error}", 400) from None
 
 
 def _field(body: dict[str, Any], key: str, kind: type[_T]) -> _T:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -41,6 +42,21 @@ class PlainFormatter(logging.Formatter):
         station = getattr(record, "station", "")
         record.where = f"[{station}] " if self._show_station and station else ""
         return redact(super().format(record))
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # A title or file name with a line break must not forge a log line of its
+        # own; only a traceback (added after this) spans lines.
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
+
+
+_BREAKS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters (tab aside) shown
+    as escapes (``\\n``, ``\\x1b``), so it stays one line on a terminal."""
+    return _BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -29,12 +29,23 @@ from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackE
 from pushsource.ops.config import default_id
 from pushsource.ops.settings import StationSettings, resolve_target
 from pushsource.workers.feed import Feed, ListSource, TrackSource
-from pushsource.workers.folder import AUDIO_EXTENSIONS, FolderQueue, QueueEdit, is_eligible, scan
+from pushsource.workers.folder import (
+    AUDIO_EXTENSIONS,
+    FolderQueue,
+    QueueEdit,
+    inside,
+    is_eligible,
+    playable,
+    scan,
+    twin,
+    upload_name_ok,
+)
 from pushsource.workers.icecast import IcecastTarget, StationInfo
 from pushsource.workers.state import (
     FileStamp,
     PlayState,
     StateKeeper,
+    check_state_path,
     default_state_path,
     load_state,
 )
@@ -147,7 +158,7 @@ class StationRunner:
             source = ListSource(paths)
             played = PlayState()
         else:
-            keeper, resume = _restore(settings.state, self.target)
+            keeper, resume = _restore(settings.state, self.target, self.folder)
             self._order = [Path(p) for p in keeper.state.queue]
             self._queue = queue = FolderQueue(folder, settle=settings.settle, observer=observer)
             source = queue
@@ -411,12 +422,12 @@ class StationRunner:
         log.info("moved %s to position %d of the queue", file, index + 1)
 
     def enqueue(self, file: str) -> None:
-        path = self._in_folder(file)
-        if not path.is_file():
+        path = playable(self.folder, self._in_folder(file))
+        if path is None:  # the same answer for a link out of the folder and for nothing
             raise ControlError(f"no such file in the folder: {file}", 404)
 
         def make(queued: list[Path]) -> QueueEdit:
-            if path in queued:
+            if any(inside(self.folder, p) == path for p in queued):  # under another name, too
                 raise ControlError(f"{file} is queued already", 409)
             self._played.forget(path)  # asked for by hand: it may play again
             return QueueEdit((*queued, path), enqueue=(path,))
@@ -432,8 +443,10 @@ class StationRunner:
             raise ControlError(f"not a plain file name: {filename!r}", 400)
         if not is_eligible(PurePosixPath(name), AUDIO_EXTENSIONS):
             raise ControlError(f"not an audio file name the folder plays: {filename!r}", 400)
+        if not upload_name_ok(name):
+            raise ControlError(f"not a plain file name: {filename!r}", 400)
         final = self.folder / name
-        if final.exists():
+        if final.exists() or final.is_symlink() or twin(self.folder, name):
             raise ControlError(f"{name} exists already in the folder", 409)
         fd, temp = tempfile.mkstemp(prefix=_UPLOAD_PREFIX, suffix=".part", dir=self.folder)
         try:
@@ -473,9 +486,9 @@ class StationRunner:
         return self.folder / rel
 
     def _queued(self, file: str) -> Path:
-        wanted = self._in_folder(file)
+        wanted = inside(self.folder, self._in_folder(file))
         for path in self.driver.queued():
-            if path.resolve() == wanted.resolve():
+            if wanted is not None and inside(self.folder, path) == wanted:
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
 
@@ -505,20 +518,36 @@ def _reason_kind(reason: str) -> str:
 
 
 def _restore(
-    path: Path | None, target: IcecastTarget
+    path: Path | None, target: IcecastTarget, folder: Path
 ) -> tuple[StateKeeper, list[tuple[Path, int]]]:
     """Load the play state; where the last run was part-way through a track
-    that is still the same file, go on from there."""
+    that is still the same file, go on from there. Raises ConfigError for a
+    state path that is a directory or inside the music folder."""
     if path is None:
         path = default_state_path(f"{target.host}:{target.port}{target.mount}")
+    check_state_path(path, folder)
     state = load_state(path)
     log.debug("play state in %s", path)
+    state.queue = _of_folder(folder, state.queue, path)
     resume: list[tuple[Path, int]] = []
-    if state.current is not None:
+    if state.current is not None and _of_folder(folder, [state.current], path):
         current = Path(state.current)
         if state.current_stamp is not None and FileStamp.of(current) == state.current_stamp:
             resume.append((current, state.current_offset))
     return StateKeeper(path, state, interval=5.0), resume
+
+
+def _of_folder(folder: Path, paths: list[str], state: Path) -> list[str]:
+    """The state file's paths that name playable files of the folder; one line for the rest."""
+    kept = [p for p in paths if playable(folder, Path(p)) is not None and not Path(p).is_symlink()]
+    if len(kept) < len(paths):
+        log.warning(
+            "state file %s: left out %d files that are not playable files of %s",
+            state,
+            len(paths) - len(kept),
+            folder,
+        )
+    return kept
 
 
 def build_runners(

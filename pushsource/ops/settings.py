@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from pushsource.core.target import IcecastTarget, parse_target
+from pushsource.core.values import HEADER_LIMITS, header_problem
 from pushsource.errors import ConfigError
 
 #: The environment variable a password may come from.
@@ -19,6 +20,8 @@ TOKEN_ENV: Final = "PUSHSOURCE_TOKEN"
 
 #: The loudness targets a station may ask for, in LUFS.
 LOUDNESS_RANGE: Final = (-40.0, -5.0)
+#: The longest mount, in UTF-8 bytes: it must fit in Icecast's 4 KB requests with the rest.
+MAX_MOUNT: Final = 255
 
 #: Where the control API listens when it is on and no address is given.
 DEFAULT_CONTROL: Final = ("127.0.0.1", 8700)
@@ -59,6 +62,20 @@ class ControlSettings:
     host: str = DEFAULT_CONTROL[0]
     port: int = DEFAULT_CONTROL[1]
     token: str | None = dataclasses.field(default=None, repr=False)
+    #: Host names the control page may be reached by, beside IP addresses and localhost.
+    allowed_hosts: tuple[str, ...] = ()
+
+
+def check_header_values(
+    settings: StationSettings, name: Callable[[str], str] = lambda key: f'key "{key}"'
+) -> None:
+    """Refuse a setting that Icecast would get in a header and cannot take (a line
+    break, a 100 KB name); ``name`` says how the key is called where it was set.
+    Raises ConfigError."""
+    for key, limit in HEADER_LIMITS.items():
+        value = getattr(settings, key)
+        if value is not None and (problem := header_problem(value, limit)) is not None:
+            raise ConfigError(f"{name(key)} {problem}")
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -81,9 +98,13 @@ def resolve_target(settings: StationSettings, environ: Mapping[str, str]) -> Ice
         password = read_password_file(
             settings.password_file, insecure=settings.insecure_password_file
         )
-    return parse_target(
+    target = parse_target(
         settings.url, password=password, fallback_password=environ.get(PASSWORD_ENV)
     )
+    # The mount travels in the request line of every source and title request.
+    if (problem := header_problem(target.mount, MAX_MOUNT)) is not None:
+        raise ConfigError(f"bad Icecast URL: the mount {problem}")
+    return target
 
 
 def read_password_file(path: Path, *, insecure: bool = False) -> str:

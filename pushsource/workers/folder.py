@@ -19,6 +19,7 @@ import queue
 import stat
 import threading
 import time
+import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
@@ -100,6 +101,59 @@ def is_eligible(rel: PurePath, extensions: frozenset[str] = AUDIO_EXTENSIONS) ->
     return any(name.endswith(ext.casefold()) for ext in extensions)
 
 
+def inside(folder: Path, path: Path) -> Path | None:
+    """``path`` with every symlink followed, if that lies inside ``folder`` (with
+    its own links followed), else None. A missing path is judged by name. Does not raise."""
+    try:
+        root = folder.resolve()
+        real = path.resolve()
+    except (OSError, RuntimeError, ValueError):  # a loop of links, a NUL in the name
+        return None
+    return real if real != root and real.is_relative_to(root) else None
+
+
+def playable(
+    folder: Path, path: Path, extensions: frozenset[str] = AUDIO_EXTENSIONS
+) -> Path | None:
+    """``path`` resolved, if it is a regular file inside ``folder`` whose name, as
+    given and as resolved, is an eligible (non-hidden, audio) name; else None. A
+    link out of the folder and a missing file look the same. Does not raise."""
+    real = inside(folder, path)
+    if real is None:
+        return None
+    named: PurePath
+    try:
+        named = path.relative_to(folder)
+    except ValueError:
+        named = PurePath(path.name)
+    if not is_eligible(named, extensions) or not is_eligible(
+        real.relative_to(folder.resolve()), extensions
+    ):
+        return None
+    st = _stat(real)
+    return real if st is not None and stat.S_ISREG(st.st_mode) else None
+
+
+def upload_name_ok(name: str) -> bool:
+    """Whether ``name`` (already a plain, eligible name) shows as what it is: no
+    control or format characters (U+202E turns "gpj.mp3" around), no
+    surrogates (bytes that are not UTF-8). Does not raise."""
+    return not any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for ch in name
+    )
+
+
+def twin(folder: Path, name: str) -> bool:
+    """Whether ``folder`` holds another entry that reads as ``name``: the same in
+    Unicode NFC (an "é" sent as e + accent beside a precomposed one). Does not raise."""
+    wanted = unicodedata.normalize("NFC", name)
+    try:
+        with os.scandir(folder) as entries:
+            return any(unicodedata.normalize("NFC", e.name) == wanted for e in entries)
+    except OSError:
+        return False
+
+
 def scan(root: Path, extensions: frozenset[str] = AUDIO_EXTENSIONS) -> list[Path]:
     """The eligible regular files under root, in name order.
 
@@ -137,20 +191,37 @@ def _size_mtime(path: Path) -> tuple[int, float] | None:
     return st.st_size, st.st_mtime
 
 
-def _walk(root: Path, top: Path, extensions: frozenset[str]) -> list[tuple[Path, os.stat_result]]:
-    """Eligible regular files under top (itself under root), with their stat, in name order."""
+def _walk(
+    root: Path, top: Path, extensions: frozenset[str], links: list[Path] | None = None
+) -> list[tuple[Path, os.stat_result]]:
+    """Eligible regular files under top (itself under root), with their stat, in name
+    order. Links are left out: one out of the folder must not reach the air, and
+    one inside it is another name of a file taken already. A file with several
+    hard links is taken once, under its first name."""
     found: list[tuple[Path, os.stat_result]] = []
     for dirpath, dirnames, filenames in os.walk(top):
         dirnames[:] = [name for name in dirnames if not name.startswith(".")]
+        if links is not None:  # os.walk lists links to folders here, and does not enter them
+            links.extend(p for name in dirnames if (p := Path(dirpath, name)).is_symlink())
         for name in filenames:
             path = Path(dirpath, name)
             if not is_eligible(path.relative_to(root), extensions):
+                continue
+            if path.is_symlink():
+                if links is not None:
+                    links.append(path)
                 continue
             st = _stat(path)
             if st is not None and stat.S_ISREG(st.st_mode):
                 found.append((path, st))
     found.sort(key=lambda item: _name_key(item[0].relative_to(root)))
-    return found
+    seen: set[tuple[int, int]] = set()
+    unique = []
+    for path, st in found:
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            unique.append((path, st))
+    return unique
 
 
 class _Settling(NamedTuple):
@@ -600,18 +671,31 @@ class FolderQueue:
         were queued at once."""
         now, wall = self._clock(), self._wall_clock()
         queued = 0
-        for path, st in _walk(self.root, top, self._extensions):
+        links: list[Path] = []
+        for path, st in _walk(self.root, top, self._extensions, links):
             if self._readiness.found(
                 path, st.st_size, st.st_mtime, now=now, age=wall - st.st_mtime
             ):
                 queued += 1
                 if log:
                     self._log_queued(path)
+        if links:  # else a folder of links to a library elsewhere plays nothing, silently
+            logger.warning(
+                "left out %d symbolic links under %s (%s%s): only files in the folder play",
+                len(links),
+                top,
+                links[0].relative_to(self.root).as_posix(),
+                ", ..." if len(links) > 1 else "",
+            )
         return queued
 
     def _pop_present(self) -> Path | None:
         # A deletion can still be on its way from watchdog: check before handing out.
         while (path := self._readiness.pop()) is not None:
+            # Replaced by a link, or under a folder replaced by one, since it was queued.
+            if path.is_symlink() or inside(self.root, path) is None:
+                logger.warning("dropped %s from the queue: not a file of the folder", path)
+                continue
             if _size_mtime(path) is not None:
                 return path
             logger.warning("dropped %s from the queue: the file is gone", path)
@@ -623,7 +707,7 @@ class FolderQueue:
         except ValueError:
             return False
         if is_eligible(rel, self._extensions):
-            return True
+            return not path.is_symlink()  # see _walk
         if log_ignored:
             logger.debug("ignoring %s", rel)
         return False

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 
 import requests
+import requests.auth
 
 from pushsource.core.target import (
     DEFAULT_PORT,
@@ -24,6 +25,7 @@ from pushsource.core.target import (
     parse_target,
     redact,
 )
+from pushsource.core.titles import clean_title
 from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
 
 # Re-exported: they lived here before pushsource.core.target.
@@ -67,7 +69,13 @@ class _Endpoint:
         else:
             self.base = f"http://{netloc(address, target.port)}"
             self.host_header = {"Host": netloc(target.host, target.port)}
-        self.auth = (target.user, target.password)
+        # As bytes: requests would send str as Latin-1 (and fail on anything else);
+        # Icecast compares with its config's UTF-8 text.
+        self.auth = requests.auth.HTTPBasicAuth(_utf8(target.user), _utf8(target.password))
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")  # a command line's bytes as they were
 
 
 def _reason(exc: BaseException) -> str:
@@ -151,6 +159,7 @@ def send_title(
     else why not; gives up early once ``superseded()`` (a newer title came).
     Icecast takes it only from the source's own IP: ``address``."""
     endpoint = _Endpoint(target, address)
+    title = clean_title(title)
     problem = ""
     for attempt in range(retries):
         if attempt and superseded():

@@ -253,6 +253,25 @@ def station_slug(station_key: str) -> str:
     return f"{_UNSAFE.sub('_', station_key)[:_SLUG_MAX]}-{digest}"
 
 
+def check_state_path(path: Path, folder: Path | None = None) -> None:
+    """Refuse a state path that is a directory (or the music folder, or a file in
+    it): a bad state file is moved aside and replaced, which must never happen
+    to an operator's folder or music. Raises ConfigError."""
+    if path.is_dir():
+        raise ConfigError(
+            f"state file {path} is a directory; give a file name, as in {path}/state.json"
+        )
+    if folder is not None:
+        try:
+            inside = path.resolve().is_relative_to(folder.resolve())
+        except (OSError, RuntimeError):
+            inside = False
+        if inside:
+            raise ConfigError(
+                f"state file {path} is inside the music folder {folder}; put it elsewhere"
+            )
+
+
 def load_state(path: Path) -> PlayState:
     """The state saved at ``path``; an empty one if there is none.
 
@@ -264,6 +283,9 @@ def load_state(path: Path) -> PlayState:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
+        return PlayState()
+    except IsADirectoryError:  # check_state_path refuses these; never move a folder aside
+        logger.warning("state file %s is a directory; not using it", path)
         return PlayState()
     except OSError as exc:
         reason = f"cannot read it ({exc.strerror or exc})"
@@ -280,6 +302,8 @@ def load_state(path: Path) -> PlayState:
 
 def _aside(path: Path) -> str:
     """Move a bad state file to a free ``<name>.corrupt[.N]``; say where, for the log."""
+    if path.is_dir():
+        return "; left it in place: it is a directory"
     for n in range(1000):
         target = path.with_name(path.name + ".corrupt" + (f".{n}" if n else ""))
         if target.exists() or target.is_symlink():

@@ -250,6 +250,10 @@ class Track:
             elif event is NEED_DATA:
                 parser.feed(self._file.read(self._chunk))
             elif event is END:
+                if parser.gave_up is not None and self._first is not None:
+                    log.warning(
+                        "%s: ended at byte %d: %s", self.path, parser.offset, parser.gave_up
+                    )
                 self.close()
                 return None
 

@@ -63,10 +63,12 @@ def render_config(
     workdir: Path,
     tls_port: int | None = None,
     certificate: Path | None = None,
+    webroot: Path | None = None,
 ) -> str:
     """The template's XML with the port, 127.0.0.1 and logs/pidfile in workdir;
     with ``tls_port``, a second listen socket there with ``<ssl>1</ssl>``
-    serving ``certificate`` (one PEM, certificate and key).
+    serving ``certificate`` (one PEM, certificate and key); with ``webroot``,
+    that webroot instead of the template's.
 
     Everything else is kept. As root, icecast2 refuses to run unless told to
     drop to an unprivileged user, so a changeowner block is added and workdir
@@ -84,6 +86,8 @@ def render_config(
     paths = _child(root, "paths")
     _set_text(paths, "logdir", str(workdir))
     _set_text(paths, "pidfile", str(workdir / "icecast.pid"))
+    if webroot is not None:
+        _set_text(paths, "webroot", str(webroot))
     if tls_port is not None:
         if certificate is None:
             raise ValueError("a TLS port needs a certificate")
@@ -140,10 +144,18 @@ class IcecastServer:
     self-signed certificate for 127.0.0.1 made at start (:attr:`certificate`)."""
 
     def __init__(
-        self, template: Path, workdir: Path, port: int | None = None, *, tls: bool = False
+        self,
+        template: Path,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        tls: bool = False,
+        webroot: Path | None = None,
     ) -> None:
+        """``webroot``: instead of the template's (to add files such as a fallback)."""
         self.template = template
         self.workdir = workdir
+        self.webroot = webroot
         self._port = port if port is not None else free_port()
         self._tls_port = free_port() if tls else None
         self._certificate = workdir / "tls" / "cert.pem" if tls else None
@@ -203,6 +215,7 @@ class IcecastServer:
                 workdir=self.workdir,
                 tls_port=self._tls_port,
                 certificate=self._certificate,
+                webroot=self.webroot,
             ),
             "utf-8",
         )

@@ -107,6 +107,8 @@ class Listener:
         self.arrivals: list[tuple[float, int]] = []
         #: (audio byte offset where the block arrived, its StreamTitle)
         self.titles: list[tuple[int, str]] = []
+        #: Every non-empty metadata block as it came, NUL padding removed.
+        self.blocks: list[bytes] = []
         self.headers: dict[str, str] = {}
         self.status: int | None = None
         self.connected = threading.Event()
@@ -253,6 +255,7 @@ class Listener:
         audio, blocks = demuxer.feed(chunk)
         self.audio += audio
         for offset, block in blocks:
+            self.blocks.append(block.rstrip(b"\0"))
             title = parse_stream_title(block)
             if title is not None:
                 self.titles.append((offset, title))
