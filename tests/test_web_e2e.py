@@ -129,7 +129,15 @@ state = "state.json"
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.ID, "token-save").click()
         WebDriverWait(browser, 5).until(lambda _: skip.is_enabled())
-        status = get_json(api)
+        # The files were written just before the start: each is queued only once
+        # it has been still for the settle time, so wait until all three are.
+        rest = sorted(t.path.name for t in tracks[1:])
+
+        def settled() -> Any:
+            found = get_json(api)
+            return found if sorted(i["file"] for i in found["queue"]) == rest else None
+
+        status = wait_until("the other three files in the queue", settled, timeout=15)
         assert status["now_playing"]["file"] == tracks[0].path.name
         # Far enough from the track's end that only the skip can change the title.
         assert status["now_playing"]["elapsed"] < TRACK_SECONDS - 15, status["now_playing"]
@@ -145,8 +153,13 @@ state = "state.json"
             items = station.find_elements(By.CSS_SELECTOR, ".queue li[data-file]")
             return [li.get_attribute("data-file") for li in items]
 
-        queue = [item["file"] for item in get_json(api)["queue"]]
-        assert len(queue) >= 2, queue
+        left = [name for name in rest if name != upcoming]
+
+        def rest_queued() -> list[str] | None:
+            found = [item["file"] for item in get_json(api)["queue"]]
+            return found if sorted(found) == left else None
+
+        queue = wait_until("the queue without the skipped-to track", rest_queued, timeout=10)
         WebDriverWait(browser, 5).until(lambda _: page_queue() == queue)
         items = station.find_elements(By.CSS_SELECTOR, ".queue li[data-file]")
         ActionChains(browser).drag_and_drop(items[-1], items[0]).perform()
