@@ -66,3 +66,24 @@ def test_bad_station_settings_exit_2_with_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
     assert dict(os.environ) == env_before
+
+
+def test_fresh_forgets_the_state_file_a_station_would_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushsource.ops.cli import _forget_state
+    from pushsource.ops.settings import StationSettings
+    from pushsource.workers.state import default_state_path
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    settings = StationSettings(folder=tmp_path, url="icecast://source:pw@127.0.0.1:8123/fresh")
+    default = default_state_path("127.0.0.1:8123/fresh")  # as the runner names it
+    default.parent.mkdir(parents=True)
+    default.write_text("{}", "utf-8")
+    other = tmp_path / "other.json"
+    other.write_text("{}", "utf-8")
+    _forget_state(settings)
+    assert not default.exists() and other.exists()
+    _forget_state(settings)  # nothing to forget: fine
+    _forget_state(StationSettings(folder=tmp_path, url=settings.url, state=other))
+    assert not other.exists()
