@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="forget what has played (the state file) and start from the first file",
     )
+    stream.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="where listeners reach the mount, for the control page's links and "
+        "playlists (default: the URL's host, port and mount)",
+    )
     stream.add_argument("--name", help="station name (ice-name)")
     stream.add_argument("--description", help="station description (ice-description)")
     stream.add_argument("--genre", help="genre (ice-genre)")
@@ -334,6 +340,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         max_retries=args.max_retries,
         timeout=args.timeout,
         settle=args.settle,
+        public_url=args.public_url,
     )
 
 
