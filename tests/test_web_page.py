@@ -146,7 +146,7 @@ def api_requests(driver: Any) -> list[str]:
 def test_station_view_shows_the_status(page: tuple[Any, Any, ControlServer]) -> None:
     from selenium.webdriver.common.by import By
 
-    driver, section, server = page
+    driver, section, _server = page
     one = section.find_element
     wait(driver, lambda: one(By.CSS_SELECTOR, ".now-title").text == "Artist - Ünïcode")
     assert one(By.CSS_SELECTOR, ".name").text == "Rock"
@@ -171,7 +171,7 @@ def test_share_links_serve_playlists_that_name_the_listen_url(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    driver, section, server = page
+    _driver, section, server = page
     for kind, content_type, wanted in (
         ("m3u", "audio/x-mpegurl", "#EXTM3U\n#EXTINF:-1,Rock\nhttp://127.0.0.1:8000/rock\n"),
         ("pls", "audio/x-scpls", "File1=http://127.0.0.1:8000/rock\nTitle1=Rock\n"),
@@ -189,7 +189,7 @@ def test_without_a_token_actions_are_off_and_say_why(
 ) -> None:
     from selenium.webdriver.common.by import By
 
-    driver, section, _ = page
+    _driver, section, _ = page
     for selector in (".skip", ".queue .remove", ".queue .up", ".history .requeue", ".file-input"):
         for element in section.find_elements(By.CSS_SELECTOR, selector):
             assert not element.is_enabled(), selector
@@ -329,7 +329,7 @@ def test_errors_show_and_go_away_when_resolved(
 
 
 def test_phone_width_and_dark_mode(page: tuple[Any, Any, ControlServer]) -> None:
-    driver, section, _ = page
+    driver, _section, _ = page
     driver.set_window_size(390, 844)
     width = driver.execute_script("return document.documentElement.scrollWidth")
     assert width <= 390, "the station view scrolls sideways on a phone"
