@@ -167,3 +167,31 @@ def test_log_formats_name_the_station_and_hide_passwords() -> None:
     assert plain.endswith("INFO [MainThread] to icecast://u:***@h/m")
     entry = JsonFormatter().format(record)
     assert '"station": "MainThread"' in entry and "s3cr3t" not in entry
+
+
+def test_status_lists_unplayable_files_once_and_marks_skips(
+    runner: StationRunner, music: Path
+) -> None:
+    from pushsource.errors import TrackError
+
+    broken = music / "broken.mp3"
+    broken.write_bytes(b"not audio at all")
+    error = TrackError(broken, "no MPEG audio frames")
+    runner.file_skipped(error)
+    runner.file_skipped(error)  # refused again when its turn comes: listed once
+    status = runner.status()
+    assert [(u["file"], u["reason"]) for u in status["unplayable"]] == [
+        ("broken.mp3", "no MPEG audio frames")
+    ]
+    assert status["format"] == {"bitrate": 128, "samplerate": 44100, "channels": 2}
+
+
+def test_public_url_is_the_listen_url(music: Path, tmp_path: Path) -> None:
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@icecast:8000/rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        public_url="https://radio.example.org/rock",
+    )
+    assert StationRunner(settings, {}).status()["listen_url"] == "https://radio.example.org/rock"
