@@ -87,3 +87,48 @@ def test_fresh_forgets_the_state_file_a_station_would_load(
     _forget_state(settings)  # nothing to forget: fine
     _forget_state(StationSettings(folder=tmp_path, url=settings.url, state=other))
     assert not other.exists()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"", "the server closed the connection without answering (not an Icecast?)"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "the server's answer is not HTTP (is it Icecast?)"),
+    ],
+)
+def test_a_server_that_is_not_icecast_gets_one_plain_line(
+    tmp_path: Path, answer: bytes, reason: str
+) -> None:
+    import socket
+    import threading
+
+    from pushsource.ops.trial import make_tone_mp3
+    from tests.conftest import run_pushsource
+
+    make_tone_mp3(tmp_path / "a.mp3", 1.0)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)  # the request head
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        done = run_pushsource(
+            "stream", "--once", "--max-retries", "0", tmp_path,
+            f"icecast://source:pw-not-icecast@127.0.0.1:{port}/m", timeout=30,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert done.returncode == 1, done
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("pushsource: error: giving up after 1 attempts: "), done.stderr
+    assert last.endswith(reason), done.stderr
+    assert "RemoteDisconnected" not in done.stderr and "Connection aborted" not in done.stderr
