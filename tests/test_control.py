@@ -83,6 +83,15 @@ class FakeStation:
         self._check("enqueue", file)
         self.queue.append(file)
 
+    def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
+        files = sorted({*self.queue, "a.mp3", "new/e.mp3", "new/f.mp3"})
+        words = query.casefold().split()
+        found = [f for f in files if all(w in f.casefold() for w in words)]
+        return {
+            "files": [{"file": f, "queued": f in self.queue} for f in found[:limit]],
+            "total": len(found),
+        }
+
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
         self._check("upload", filename, str(length))
         target = self.folder / filename
@@ -712,3 +721,12 @@ def test_ipv6_loopback(rock: FakeStation) -> None:
         conn.request("GET", "/api/stations/rock")
         assert json.loads(conn.getresponse().read())["id"] == "rock"
         conn.close()
+
+
+def test_library_search(server: ControlServer) -> None:
+    status, _, body = call(server, "GET", "/api/stations/rock/library?q=NEW%20f", token=None)
+    assert status == 200
+    assert json.loads(body) == {"files": [{"file": "new/f.mp3", "queued": False}], "total": 1}
+    _, _, body = call(server, "GET", "/api/stations/rock/library")
+    assert json.loads(body)["total"] == 6
+    assert call(server, "POST", "/api/stations/rock/library")[0] == 405

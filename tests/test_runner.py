@@ -195,3 +195,25 @@ def test_public_url_is_the_listen_url(music: Path, tmp_path: Path) -> None:
         public_url="https://radio.example.org/rock",
     )
     assert StationRunner(settings, {}).status()["listen_url"] == "https://radio.example.org/rock"
+
+
+def test_library_finds_files_by_every_word(runner: StationRunner, music: Path) -> None:
+    wait_for(lambda: len(queue_of(runner)) == 4)
+    (music / "Live Set").mkdir()
+    make_clean_mp3(music / "Live Set" / "Encore.mp3", 0.3, freq=300)
+    (music / "notes.txt").write_text("not audio", "utf-8")
+    runner.remove("b.mp3")
+    everything = runner.library()
+    assert everything["total"] == 5
+    # (whether the new file is queued yet depends on when the folder sees it settle)
+    assert [(f["file"], f["queued"]) for f in everything["files"][:4]] == [
+        ("a.mp3", True),
+        ("b.mp3", False),
+        ("c.mp3", True),
+        ("d.mp3", True),
+    ]
+    assert [f["file"] for f in runner.library("set ENCORE")["files"]] == ["Live Set/Encore.mp3"]
+    assert runner.library("", limit=2) == {
+        "files": [{"file": "a.mp3", "queued": True}, {"file": "b.mp3", "queued": False}],
+        "total": 5,
+    }

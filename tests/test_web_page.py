@@ -499,3 +499,36 @@ def test_overview_filters_sorts_and_opens_a_station(browser: Any, tmp_path: Path
         browser.find_element(By.CSS_SELECTOR, "#station .back").click()
         wait(browser, lambda: browser.find_element(By.ID, "overview").is_displayed())
         screenshot(browser, "overview-12")
+
+
+def test_library_search_and_queue_this(
+    page: tuple[Any, Any, ControlServer], rock: RichStation
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, section, _ = page
+    enter_token(driver)
+
+    def library() -> list[tuple[str, str]]:
+        found: list[list[str]] = driver.execute_script(
+            "return [...document.querySelectorAll('#station .library li')]"
+            ".map((li) => [li.dataset.file, li.querySelector('button').textContent])"
+        )
+        return [(file, label) for file, label in found]
+
+    wait(driver, lambda: len(library()) == 6)
+    assert section.find_element(By.CSS_SELECTOR, ".library-count").text == "6 files"
+    search = section.find_element(By.CSS_SELECTOR, ".library-search")
+    search.send_keys("new")
+    wait(driver, lambda: library() == [("new/e.mp3", "Queue"), ("new/f.mp3", "Queue")])
+    section.find_element(By.CSS_SELECTOR, '.library li[data-file="new/f.mp3"] .enqueue').click()
+    wait(driver, lambda: queue_files(section) == ["b.mp3", "sub/c.flac", "d.mp3", "new/f.mp3"])
+    wait(driver, lambda: library() == [("new/e.mp3", "Queue"), ("new/f.mp3", "Queued")])
+    queued = section.find_element(By.CSS_SELECTOR, '.library li[data-file="new/f.mp3"] button')
+    assert not queued.is_enabled()
+    assert rock.calls == [("enqueue", "new/f.mp3")]
+    search.send_keys(" zzz")
+    wait(
+        driver,
+        lambda: section.find_element(By.CSS_SELECTOR, ".library-count").text == "No file matches.",
+    )

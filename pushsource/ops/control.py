@@ -128,6 +128,11 @@ class StationControl(Protocol):
         """Queue a file already in the folder, at the end."""
         ...
 
+    def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
+        """The folder's files matching every word of ``query``: {files: [{file,
+        queued}], total}, at most ``limit`` files."""
+        ...
+
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
         """Save ``length`` bytes from ``data`` into the folder as ``filename`` and
         return its name relative to the folder. ``data`` raises ControlError if
@@ -498,6 +503,11 @@ class _Handler(BaseHTTPRequestHandler):
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
             return _json(200, self.control.station(station_id).status())
+        if action == ["library"]:
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            query = parse_qs(urlsplit(self.path).query).get("q", [""])[0]
+            return _json(200, self.control.station(station_id).library(query[:200]))
         if action in (["skip"], ["queue"], ["queue", "move"], ["queue", "remove"]):
             if (allowed := self._allow(method, "POST")) is not None:
                 return allowed

@@ -383,6 +383,22 @@ class StationRunner:
         self._prefetch.edit([*queued, path], enqueue=[path])
         log.info("queued %s by hand", file)
 
+    def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
+        """The folder's playable files whose path holds every word of query
+        (any case), in name order, at most limit: {files: [{file, queued}],
+        total}."""
+        words = query.casefold().split()
+        queued = {self._relative(path) for path in self._prefetch.queued()}
+        found = [
+            rel
+            for rel in (self._relative(path) for path in scan(self.folder))
+            if all(word in rel.casefold() for word in words)
+        ]
+        return {
+            "files": [{"file": rel, "queued": rel in queued} for rel in found[:limit]],
+            "total": len(found),
+        }
+
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
         """Save an uploaded file into the folder, where the folder queue finds
         it like any other (the folder stays the one source of truth)."""

@@ -293,7 +293,49 @@ function openDetail(id, status) {
   setText(q(".message"), "");
   setText(q(".upload-status"), "");
   q(".upload-progress").hidden = true;
+  q(".library-search").value = "";
+  q(".library").replaceChildren();
+  setText(q(".library-count"), "");
   if (status) renderDetail(status);
+  searchLibrary();
+}
+
+// The folder's files, asked for when the view opens, on a search and after
+// a queue change: not polled.
+let libraryTimer = null;
+let libraryGeneration = 0;
+
+async function searchLibrary() {
+  if (!detail) return;
+  const id = detail.id;
+  const generation = ++libraryGeneration;
+  const query = q(".library-search").value.trim();
+  try {
+    const found = await api("GET", stationPath(id, "/library?q=" + encodeURIComponent(query)));
+    if (generation !== libraryGeneration || !detail || detail.id !== id) return;
+    renderLibrary(found);
+  } catch (error) {
+    if (generation === libraryGeneration) setText(q(".library-count"), "Cannot search: " + error.message);
+  }
+}
+
+function renderLibrary(found) {
+  const items = found.files.map((item) => {
+    const li = document.createElement("li");
+    li.dataset.file = item.file;
+    const name = document.createElement("span");
+    name.className = "file";
+    name.textContent = item.file;
+    const queue = button("enqueue", item.queued ? "Queued" : "Queue", "Queue " + item.file);
+    queue.dataset.disabledByPlace = item.queued ? "1" : "";
+    li.append(name, queue);
+    return li;
+  });
+  q(".library").replaceChildren(...items);
+  const shown = found.files.length;
+  setText(q(".library-count"), found.total === 0 ? "No file matches." :
+    shown < found.total ? shown + " of " + found.total + " files: narrow the search" : found.total + " files");
+  applyLock();
 }
 
 function renderDetail(status) {
@@ -452,7 +494,7 @@ function renderUnplayable(list) {
 function applyLock() {
   const locked = !token();
   stationEl.classList.toggle("locked", locked);
-  for (const b of stationEl.querySelectorAll(".skip, .remove, .requeue, .up, .down, .file-input")) {
+  for (const b of stationEl.querySelectorAll(".skip, .remove, .requeue, .up, .down, .enqueue, .file-input")) {
     b.disabled = locked || b.dataset.disabledByPlace === "1";
     b.title = locked ? LOCKED_HINT : b.getAttribute("aria-label") || "";
   }
@@ -470,6 +512,7 @@ async function act(rest, body) {
     pollGeneration++; // an answer already on its way is older than this one
     renderDetail(status);
     schedule();
+    if (rest.startsWith("/queue")) searchLibrary(); // its "queued" marks changed
   } catch (error) {
     setText(q(".message"), error.message);
   }
@@ -533,6 +576,18 @@ function wireDetail() {
   });
   q(".history").addEventListener("click", (event) => {
     const b = event.target.closest(".requeue");
+    if (b && !b.disabled) act("/queue", { file: b.closest("li").dataset.file });
+  });
+  q(".library-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchLibrary();
+  });
+  q(".library-search").addEventListener("input", () => {
+    clearTimeout(libraryTimer);
+    libraryTimer = setTimeout(searchLibrary, 200);
+  });
+  q(".library").addEventListener("click", (event) => {
+    const b = event.target.closest(".enqueue");
     if (b && !b.disabled) act("/queue", { file: b.closest("li").dataset.file });
   });
   wireDrag(list);
