@@ -19,7 +19,7 @@ from tests.conftest import StartPushsource, register_secret
 from tests.support.browser import chromium
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
-from tests.support.media import make_titled_tracks
+from tests.support.media import make_clean_mp3, make_titled_tracks
 from tests.test_web_page import screenshot
 
 pytestmark = pytest.mark.integration
@@ -214,6 +214,46 @@ state = "state.json"
         assert skipped_item.find_element(By.CSS_SELECTOR, ".file").text == first
         screenshot(browser, "live-station-view")
         wanted = back
+
+        # (e) the library: find the skipped track by a word of its name, queue it again
+        search = station.find_element(By.CSS_SELECTOR, ".library-search")
+        search.send_keys(tracks[0].path.stem)
+        pick = f'.library li[data-file="{tracks[0].path.name}"] .enqueue'
+        WebDriverWait(browser, 5).until(
+            lambda _: [li.get_attribute("data-file") for li in station.find_elements(
+                By.CSS_SELECTOR, ".library li")] == [tracks[0].path.name]
+        )  # fmt: skip
+        station.find_element(By.CSS_SELECTOR, pick).click()
+        wanted = [*wanted, tracks[0].path.name]
+        wait_until(
+            "the library's pick at the end of the queue",
+            lambda: [item["file"] for item in get_json(api)["queue"]] == wanted,
+            timeout=5,
+        )
+        WebDriverWait(browser, 5).until(lambda _: page_queue() == wanted)
+
+        # (f) an upload through the page, with its progress bar, joins the queue
+        upload = tmp_path / "upload" / "Fifth Upload.mp3"
+        upload.parent.mkdir()
+        make_clean_mp3(upload, 2.0)
+        station.find_element(By.CSS_SELECTOR, ".file-input").send_keys(str(upload))
+        WebDriverWait(browser, 15).until(
+            lambda _: (
+                station.find_element(By.CSS_SELECTOR, ".upload-status").text
+                == "Uploaded Fifth Upload.mp3"
+            )
+        )
+        assert (
+            station.find_element(By.CSS_SELECTOR, ".upload-progress").get_attribute("value")
+            == "100"
+        )
+        assert (tmp_path / "music" / "Fifth Upload.mp3").read_bytes() == upload.read_bytes()
+        wanted = [*wanted, "Fifth Upload.mp3"]
+        wait_until(
+            "the upload in the queue",
+            lambda: [item["file"] for item in get_json(api)["queue"]] == wanted,
+            timeout=10,
+        )
 
         # /metrics counts what the listener got and the skip.
         heard = len(listener.audio)  # before the scrape: the listener keeps hearing
