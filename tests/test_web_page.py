@@ -331,8 +331,13 @@ def test_errors_show_and_go_away_when_resolved(
 def test_phone_width_and_dark_mode(page: tuple[Any, Any, ControlServer]) -> None:
     driver, _section, _ = page
     driver.set_window_size(390, 844)
-    width = driver.execute_script("return document.documentElement.scrollWidth")
-    assert width <= 390, "the station view scrolls sideways on a phone"
+    wide = driver.execute_script(
+        "const w = document.documentElement.clientWidth;"
+        "return [...document.querySelectorAll('body *')].filter((e) => e.offsetParent"
+        " && e.getBoundingClientRect().right > w + 0.5).map((e) => e.tagName + '.' + e.className"
+        " + ' ' + Math.round(e.getBoundingClientRect().right) + '>' + w)"
+    )
+    assert wide == [], f"the station view scrolls sideways on a phone: {wide}"
     screenshot(driver, "station-view-phone")
     driver.execute_cdp_cmd(
         "Emulation.setEmulatedMedia",
@@ -499,6 +504,21 @@ def test_overview_filters_sorts_and_opens_a_station(browser: Any, tmp_path: Path
         browser.find_element(By.CSS_SELECTOR, "#station .back").click()
         wait(browser, lambda: browser.find_element(By.ID, "overview").is_displayed())
         screenshot(browser, "overview-12")
+
+        # A phone: no sideways scrolling, the least useful columns go.
+        browser.set_window_size(390, 844)
+        assert browser.execute_script(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
+        ), "the overview scrolls sideways on a phone"
+        assert not browser.find_element(By.CSS_SELECTOR, 'th[data-sort="format"]').is_displayed()
+        assert browser.find_element(By.CSS_SELECTOR, 'tr[data-row="st003"] a').is_displayed()
+        screenshot(browser, "overview-phone")
+        browser.execute_cdp_cmd(
+            "Emulation.setEmulatedMedia",
+            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+        )
+        screenshot(browser, "overview-phone-dark")
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
 
 
 def test_library_search_and_queue_this(
