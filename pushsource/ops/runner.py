@@ -100,6 +100,7 @@ class StationRunner:
         self._last_error: str | None = None
         self._playing: _Playing | None = None
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._unplayable: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
         folder = settings.folder
         if not folder.is_dir():
@@ -271,9 +272,8 @@ class StationRunner:
         with self._lock:
             self._playing = playing
             if not track.resumed:
-                stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
                 self._history.appendleft(
-                    {"file": playing.file, "title": playing.title, "started": stamp}
+                    {"file": playing.file, "title": playing.title, "started": _now()}
                 )
 
     def track_ended(self, track: Cued, *, skipped: bool) -> None:
@@ -284,6 +284,8 @@ class StationRunner:
             counters.tracks_played += 1
         with self._lock:
             if self._playing is not None and self._playing.track is track:
+                if skipped and self._history and self._history[0]["file"] == self._playing.file:
+                    self._history[0]["skipped"] = True
                 self._playing = None
 
     def file_skipped(self, exc: TrackError) -> None:
@@ -291,6 +293,10 @@ class StationRunner:
             reason = _reason_kind(exc.reason)
             files = self.counters.skipped_files
             files[reason] = files.get(reason, 0) + 1
+            with self._lock:
+                self._unplayable.appendleft(
+                    {"file": self._relative(exc.path), "reason": exc.reason, "at": _now()}
+                )
 
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
         counters = self.counters
@@ -314,7 +320,8 @@ class StationRunner:
     def status(self) -> dict[str, Any]:
         with self._lock:
             playing, state, error = self._playing, self._state, self._last_error
-            history = list(self._history)
+            history = [dict(item) for item in self._history]
+            unplayable = list(self._unplayable)
         now_playing = None
         if playing is not None:
             elapsed = max(0.0, self._clock() - playing.started)
@@ -335,7 +342,13 @@ class StationRunner:
             "name": self.info.name or self.id,
             "mount": target.mount,
             "server": f"{host}:{target.port}",
-            "listen_url": f"{scheme}://{host}:{target.port}{target.mount}",
+            "listen_url": self.settings.public_url
+            or f"{scheme}://{host}:{target.port}{target.mount}",
+            "format": {
+                "bitrate": self.settings.bitrate,
+                "samplerate": self.settings.samplerate,
+                "channels": self.settings.channels,
+            },
             "connection": {
                 "state": state,
                 "reconnects": self.counters.reconnects,
@@ -344,6 +357,7 @@ class StationRunner:
             "now_playing": now_playing,
             "queue": [{"file": self._relative(path)} for path in self.driver.queued()],
             "history": history,
+            "unplayable": unplayable,
         }
 
     # -- steering (any thread); ControlError on requests that cannot be done
@@ -397,6 +411,22 @@ class StationRunner:
         self.driver.edit(make)
         log.info("queued %s by hand", file)
 
+    def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
+        """The folder's playable files whose path holds every word of query
+        (any case), in name order, at most limit: {files: [{file, queued}],
+        total}."""
+        words = query.casefold().split()
+        queued = {self._relative(path) for path in self.driver.queued()}
+        found = [
+            rel
+            for rel in (self._relative(path) for path in scan(self.folder))
+            if all(word in rel.casefold() for word in words)
+        ]
+        return {
+            "files": [{"file": rel, "queued": rel in queued} for rel in found[:limit]],
+            "total": len(found),
+        }
+
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
         """Save an uploaded file into the folder, where the folder queue finds
         it like any other (the folder stays the one source of truth)."""
@@ -449,6 +479,10 @@ class StationRunner:
             if path.resolve() == wanted.resolve():
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reason_kind(reason: str) -> str:
