@@ -121,7 +121,9 @@ def _run_station(clone: Path, port: int, env: dict[str, str]) -> tuple[float, Li
     return first_frame, listener, terminal.text
 
 
-def test_make_station_from_a_fresh_copy_in_a_private_home(tmp_path: Path) -> None:
+def test_make_station_from_a_fresh_copy_in_a_private_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if shutil.which("make") is None:
         pytest.fail("make is not installed (apt-get install make)")
     home = tmp_path / "home"
@@ -158,7 +160,17 @@ def test_make_station_from_a_fresh_copy_in_a_private_home(tmp_path: Path) -> Non
         logs = shown.split("icecast2 logs in ", 1)[1].split()[0]
         assert not Path(logs).exists()  # removed when the station stopped
 
-    # Again: the state file says the first track played; --fresh plays it anyway.
+    # Again, after a run that played everything: without --fresh the station
+    # would skip all three (and send silence); make station plays them again.
+    from pushsource.workers.state import PlayState, default_state_path, save_state
+
+    monkeypatch.setenv("XDG_STATE_HOME", env["XDG_STATE_HOME"])
+    state_file = default_state_path(f"127.0.0.1:{port}/stream")  # as the station names it
+    assert state_file.exists(), "the first run kept no play state"
+    played = PlayState()
+    for track in sorted((clone / "music").iterdir()):
+        played.mark_played(track.resolve())
+    save_state(state_file, played)
     again, _, shown = _run_station(clone, port, env)
     print(f"second make station: first frame heard after {again:.2f} s")
     assert "Error" not in shown and "Traceback" not in shown, shown
