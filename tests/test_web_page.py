@@ -165,6 +165,12 @@ def test_station_view_shows_the_status(page: tuple[Any, Any, ControlServer]) -> 
     assert driver.title == "Rock · pushsource"
     screenshot(driver, "station-view")
 
+    # Each update of the view is one request, for this station alone.
+    before = len(api_requests(driver))
+    wait(driver, lambda: len(api_requests(driver)) >= before + 2, timeout=5)
+    added = api_requests(driver)[before:]
+    assert {url.split("/", 3)[3] for url in added} == {"api/stations/rock"}, added
+
 
 def test_share_links_serve_playlists_that_name_the_listen_url(
     page: tuple[Any, Any, ControlServer],
