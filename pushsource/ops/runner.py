@@ -293,10 +293,9 @@ class StationRunner:
             reason = _reason_kind(exc.reason)
             files = self.counters.skipped_files
             files[reason] = files.get(reason, 0) + 1
+            entry = {"file": self._relative(exc.path), "reason": exc.reason, "at": _now()}
             with self._lock:
-                self._unplayable.appendleft(
-                    {"file": self._relative(exc.path), "reason": exc.reason, "at": _now()}
-                )
+                self._unplayable.appendleft(entry)
 
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
         counters = self.counters
