@@ -11,6 +11,7 @@ The copy's own code runs: ``python -m`` puts the copy first on sys.path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -104,6 +105,7 @@ def _run_station(clone: Path, port: int, env: dict[str, str]) -> tuple[float, Li
     listener = Listener(port, "/stream", connect_timeout=60).start()
     started = time.monotonic()
     terminal = Terminal(["make", "station", f"PORT={port}"], clone, env)
+    code: int | None = None
     try:
         first_title = f"{DEMO_TITLES[0][0]} - {DEMO_TITLES[0][1]}"
         deadline = started + 60
@@ -117,6 +119,10 @@ def _run_station(clone: Path, port: int, env: dict[str, str]) -> tuple[float, Li
         code = terminal.wait(20)
     finally:
         listener.stop()
+        if code is None:  # failed on the way: stop the station (and its icecast2) anyway
+            terminal.ctrl_c()
+            with contextlib.suppress(AssertionError, OSError):
+                terminal.wait(20)
     assert code == 0, f"make station exited {code}:\n{terminal.text}"
     return first_frame, listener, terminal.text
 
