@@ -26,7 +26,7 @@ from benchmarks.harness import (
     startup_trial,
 )
 from benchmarks.media import make_mp3, make_silence, make_tracks, playlist_order
-from tests.support.icecast import IcecastServer
+from pushsource.ops.trial import IcecastServer
 
 #: Without `pushsource run`, N stations are N processes; above this many, skip.
 FALLBACK_MAX = 100

@@ -20,9 +20,10 @@ from typing import Any
 from benchmarks import procs
 from benchmarks.clients import Client, Launched, Server, Station
 from benchmarks.media import Track, fill_folder, write_m3u
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, fetch_status, sources_of
+from pushsource.ops.trial import IcecastServer, fetch_status, sources_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_TEMPLATE = REPO_ROOT / "icecast.xml"
 
 
 def icecast_template(path: Path, mounts: int) -> Path:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.mp3 import audio_frames
-from tests.support.media import run_tool
+from pushsource.ops.trial import run_tool
 
 #: sox synth arguments for each track's sound (left channel, right channel).
 SOUNDS: tuple[tuple[str, ...], ...] = (

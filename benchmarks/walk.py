@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser, FrameRun
-from tests.support.media import make_clean_mp3
+from pushsource.ops.trial import make_tone_mp3 as make_clean_mp3
 
 TARGET_S = 0.2
 

@@ -85,3 +85,69 @@ def test_loudness_is_checked_by_the_parser(
     assert stream_settings(args).loudness == -18.0
     default = build_parser().parse_args(["stream", "music", "icecast://h/m"])
     assert stream_settings(default).loudness is None
+
+
+def test_fresh_forgets_the_state_file_a_station_would_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pushsource.ops.cli import _forget_state
+    from pushsource.ops.settings import StationSettings
+    from pushsource.workers.state import default_state_path
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    settings = StationSettings(folder=tmp_path, url="icecast://source:pw@127.0.0.1:8123/fresh")
+    default = default_state_path("127.0.0.1:8123/fresh")  # as the runner names it
+    default.parent.mkdir(parents=True)
+    default.write_text("{}", "utf-8")
+    other = tmp_path / "other.json"
+    other.write_text("{}", "utf-8")
+    _forget_state(settings)
+    assert not default.exists() and other.exists()
+    _forget_state(settings)  # nothing to forget: fine
+    _forget_state(StationSettings(folder=tmp_path, url=settings.url, state=other))
+    assert not other.exists()
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"", "closed the connection before answering"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", "not an Icecast server?"),
+    ],
+)
+def test_a_server_that_is_not_icecast_gets_one_plain_line(
+    tmp_path: Path, answer: bytes, reason: str
+) -> None:
+    import socket
+    import threading
+
+    from pushsource.ops.trial import make_tone_mp3
+    from tests.conftest import run_pushsource
+
+    make_tone_mp3(tmp_path / "a.mp3", 1.0)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(4096)  # the request head
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        done = run_pushsource(
+            "stream", "--once", "--max-retries", "0", tmp_path,
+            f"icecast://source:pw-not-icecast@127.0.0.1:{port}/m", timeout=30,
+        )  # fmt: skip
+    finally:
+        server.close()
+    assert done.returncode == 1, done
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("pushsource: error: giving up after 1 attempts: "), done.stderr
+    assert reason in last, done.stderr
+    assert "RemoteDisconnected" not in done.stderr and "Connection aborted" not in done.stderr

@@ -234,3 +234,12 @@ def test_control_allowed_hosts(tmp_path: Path) -> None:
         path = write(tmp_path, base + f"[control]\nallowed_hosts = {bad}\n")
         with pytest.raises(ConfigError, match='key "allowed_hosts"'):
             load_config(path, ENV)
+
+
+def test_public_url_expands_then_must_be_an_http_url(tmp_path: Path) -> None:
+    station = '[[station]]\nfolder = "rock"\nurl = "icecast://s:p@icecast/rock"\n'
+    path = write(tmp_path, station + 'public_url = "${PUBLIC}"\n')
+    config = load_config(path, {"PUBLIC": "https://radio.example.org/rock"})
+    assert config.stations[0].public_url == "https://radio.example.org/rock"
+    with pytest.raises(ConfigError, match=r'station 1: key "public_url" must be an http'):
+        load_config(path, {"PUBLIC": "icecast:8000/rock"})

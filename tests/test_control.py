@@ -84,6 +84,15 @@ class FakeStation:
         self._check("enqueue", file)
         self.queue.append(file)
 
+    def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
+        files = sorted({*self.queue, "a.mp3", "new/e.mp3", "new/f.mp3"})
+        words = query.casefold().split()
+        found = [f for f in files if all(w in f.casefold() for w in words)]
+        return {
+            "files": [{"file": f, "queued": f in self.queue} for f in found[:limit]],
+            "total": len(found),
+        }
+
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
         self._check("upload", filename, str(length))
         target = self.folder / filename
@@ -179,10 +188,46 @@ def test_page_and_its_files(server: ControlServer) -> None:
         assert marker in data
 
 
+def embedded_status(page: bytes) -> tuple[bytes, Any]:
+    """The page without its embedded status, and that status (parsed)."""
+    start = page.index(b'<script id="initial-status" type="application/json">')
+    begin = page.index(b">", start) + 1
+    end = page.index(b"</script>", begin)
+    return page[:begin] + page[end:], json.loads(page[begin:end])
+
+
 def test_page_uses_no_external_urls(server: ControlServer) -> None:
     for path in ("/", "/app.js", "/style.css"):
         _, _, data = call(server, "GET", path)
+        if path == "/":  # the stations' listen URLs are data there, not loaded
+            data, _ = embedded_status(data)
         assert b"http://" not in data and b"https://" not in data, path
+
+
+def test_page_embeds_the_stations_summary(server: ControlServer, rock: FakeStation) -> None:
+    rock.history = [{"file": "x.mp3", "title": "</script><script>alert(1)</script>"}]
+    rock.queue.append("</script>.mp3")
+    _, _, page = call(server, "GET", "/")
+    _, embedded = embedded_status(page)  # one </script>: the title did not close it
+    _, _, listed = call(server, "GET", "/api/stations?summary=1")
+    assert embedded == json.loads(listed)
+    first = embedded["stations"][0]
+    assert first["id"] == "rock" and first["queue_length"] == 4
+    assert "queue" not in first and "history" not in first
+    _, _, full = call(server, "GET", "/api/stations")
+    assert json.loads(full)["stations"][0]["queue"][-1] == {"file": "</script>.mp3"}
+
+
+def test_playlists_name_the_listen_url(server: ControlServer) -> None:
+    status, response, body = call(server, "GET", "/listen/rock.m3u")
+    assert status == 200 and response.getheader("Content-Type").startswith("audio/x-mpegurl")
+    assert body.decode() == "#EXTM3U\n#EXTINF:-1,Rock\nhttp://127.0.0.1:8000/rock\n"
+    status, response, body = call(server, "GET", "/listen/rock.pls")
+    assert status == 200 and response.getheader("Content-Type").startswith("audio/x-scpls")
+    assert "File1=http://127.0.0.1:8000/rock\nTitle1=Rock\n" in body.decode()
+    assert call(server, "GET", "/listen/rock.mp3")[0] == 404
+    assert call(server, "GET", "/listen/nope.m3u")[0] == 404
+    assert call(server, "POST", "/listen/rock.m3u")[0] == 405
 
 
 def test_head_answers_headers_only(server: ControlServer) -> None:
@@ -694,3 +739,12 @@ def test_ipv6_loopback(rock: FakeStation) -> None:
         conn.request("GET", "/api/stations/rock")
         assert json.loads(conn.getresponse().read())["id"] == "rock"
         conn.close()
+
+
+def test_library_search(server: ControlServer) -> None:
+    status, _, body = call(server, "GET", "/api/stations/rock/library?q=NEW%20f", token=None)
+    assert status == 200
+    assert json.loads(body) == {"files": [{"file": "new/f.mp3", "queued": False}], "total": 1}
+    _, _, body = call(server, "GET", "/api/stations/rock/library")
+    assert json.loads(body)["total"] == 6
+    assert call(server, "POST", "/api/stations/rock/library")[0] == 405

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -208,12 +209,30 @@ def test_pushsource_reads_stations_toml_as_the_container_would(tmp_path: Path) -
     data = stations()
     for station in data["station"]:
         station["folder"] = str(tmp_path)
-    env = {"ICECAST_SOURCE_PASSWORD": "s3cret", "PUSHSOURCE_TOKEN": TOKEN}
+    given = services({"PUSHSOURCE_TOKEN": TOKEN}, tmp_path)["pushsource"]["environment"]
+    public = given["PUBLIC_LISTEN_URL"]
+    env = {
+        "ICECAST_SOURCE_PASSWORD": "s3cret",
+        "PUSHSOURCE_TOKEN": TOKEN,
+        "PUBLIC_LISTEN_URL": public,
+    }
     config = parse_config(data, STATIONS, env)
     assert [station.password for station in config.stations] == ["s3cret"]
+    # A browser reaches the published port on the host, not the service name.
+    assert [station.public_url for station in config.stations] == [
+        f"http://localhost:{LISTEN_PORT}/stream"
+    ]
     assert config.control == ControlSettings("0.0.0.0", CONTROL_PORT, TOKEN)
+    without_token = {k: v for k, v in env.items() if k != "PUSHSOURCE_TOKEN"}
     with pytest.raises(ConfigError, match="PUSHSOURCE_TOKEN is not set"):
-        parse_config(data, STATIONS, {"ICECAST_SOURCE_PASSWORD": "s3cret"})
+        parse_config(data, STATIONS, without_token)
+
+
+def test_public_listen_url_comes_from_the_environment(tmp_path: Path) -> None:
+    wanted = "https://radio.example.org/stream"
+    env = {"PUSHSOURCE_TOKEN": TOKEN, "PUBLIC_LISTEN_URL": wanted}
+    given = services(env, tmp_path)["pushsource"]["environment"]
+    assert given["PUBLIC_LISTEN_URL"] == wanted
 
 
 def test_stations_stream_to_the_icecast_service(compose: dict[str, Any]) -> None:
@@ -251,7 +270,13 @@ def test_pushsource_image_runs_as_a_user_of_its_own() -> None:
 
 def test_pushsource_image_runs_the_config_compose_mounts() -> None:
     image = dockerfile_instructions(DOCKER / "Dockerfile")
-    assert json.loads(image["ENTRYPOINT"][-1]) == ["pushsource"]
+    assert json.loads(image["ENTRYPOINT"][-1]) == [
+        "/bin/sh",
+        "/usr/local/bin/pushsource-entrypoint",
+    ]
+    assert "COPY docker/pushsource-entrypoint.sh /usr/local/bin/pushsource-entrypoint" in [
+        f"COPY {line}" for line in image["COPY"]
+    ]
     assert json.loads(image["CMD"][-1]) == ["run", "--config", CONFIG_IN_CONTAINER]
     state_dir = json.loads(image["VOLUME"][-1])[0]
     env = dict(
@@ -478,3 +503,130 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), (
         result.stdout + result.stderr
     )
+
+
+# --- pushsource's entrypoint and healthcheck ---------------------------------------------
+
+PUSHSOURCE_ENTRYPOINT = DOCKER / "pushsource-entrypoint.sh"
+HEALTHCHECK = DOCKER / "healthcheck.py"
+
+
+def fake_pushsource(folder: Path, script: str) -> dict[str, str]:
+    """An environment whose `pushsource` is script (sh), for the entrypoint to run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    binary = folder / "pushsource"
+    binary.write_text("#!/bin/sh\n" + script, "utf-8")
+    binary.chmod(0o755)
+    return {"PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def start_entrypoint(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["sh", str(PUSHSOURCE_ENTRYPOINT), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_entrypoint_passes_arguments_and_the_exit_status(tmp_path: Path) -> None:
+    env = fake_pushsource(tmp_path / "bin", 'echo "args: $*"; exit 1\n')
+    done = start_entrypoint(env, "run", "--config", CONFIG_IN_CONTAINER)
+    out, err = done.communicate(timeout=10)
+    assert done.returncode == 1, err  # a crash: the restart policy restarts it
+    assert out == f"args: run --config {CONFIG_IN_CONTAINER}\n"
+
+
+def test_entrypoint_forwards_signals(tmp_path: Path) -> None:
+    ready = tmp_path / "ready"
+    env = fake_pushsource(
+        tmp_path / "bin",
+        "trap 'echo got HUP' HUP\ntrap 'echo got TERM; exit 0' TERM\n"
+        f"touch {ready}\nwhile :; do sleep 0.05; done\n",
+    )
+    process = start_entrypoint(env, "run")
+    try:
+        deadline = time.monotonic() + 10
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the fake pushsource did not start"
+            time.sleep(0.05)
+        import signal
+
+        process.send_signal(signal.SIGHUP)  # compose kill -s HUP: rescan
+        time.sleep(0.3)
+        assert process.poll() is None, "HUP must not end it"
+        process.send_signal(signal.SIGTERM)  # docker stop
+        out, _ = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert out == "got HUP\ngot TERM\n"
+    assert process.returncode == 0
+
+
+def test_entrypoint_holds_on_exit_2_instead_of_a_restart_loop(tmp_path: Path) -> None:
+    import signal
+
+    runs = tmp_path / "runs"
+    env = fake_pushsource(
+        tmp_path / "bin",
+        f"echo run >> {runs}\necho 'pushsource: error: authentication failed' >&2\nexit 2\n",
+    )
+    process = start_entrypoint(env, "run")
+    try:
+        time.sleep(1.5)
+        # Still running (compose restarts nothing), pushsource ran once.
+        assert process.poll() is None
+        assert runs.read_text("utf-8") == "run\n"
+        process.send_signal(signal.SIGTERM)  # docker stop ends the hold at once
+        _, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 2
+    assert "authentication failed" in err
+    assert "exited 2" in err and "not restarting" in err
+
+
+def test_healthcheck_is_what_the_image_runs() -> None:
+    image = dockerfile_instructions(DOCKER / "Dockerfile")
+    health = image["HEALTHCHECK"][-1]
+    assert json.loads(health.split("CMD", 1)[1]) == [
+        "python",
+        "/usr/local/lib/pushsource/healthcheck.py",
+    ]
+    assert "COPY docker/healthcheck.py /usr/local/lib/pushsource/healthcheck.py" in [
+        f"COPY {line}" for line in image["COPY"]
+    ]
+    assert f"127.0.0.1:{CONTROL_PORT}" in HEALTHCHECK.read_text("utf-8")
+
+
+def test_healthcheck_against_a_real_control_server(tmp_path: Path) -> None:
+    from tests.test_control import FakeStation, serve
+
+    rock, jazz = FakeStation("rock", tmp_path), FakeStation("jazz", tmp_path)
+
+    def check(url: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(HEALTHCHECK), url], capture_output=True, text=True, timeout=20
+        )
+
+    with serve([rock, jazz]) as server:
+        host, port = server.address
+        url = f"http://{host}:{port}/api/stations?summary=1"
+        healthy = check(url)
+        assert healthy.returncode == 0, healthy
+        assert healthy.stdout == "healthy: 2 stations, none failed\n"
+
+        failing = rock.status
+        rock.status = lambda: {  # type: ignore[method-assign]
+            **failing(),
+            "connection": {"state": "failed", "reconnects": 0, "error": "wrong password"},
+        }
+        sick = check(url)
+        assert sick.returncode == 1
+        assert sick.stdout == "unhealthy: failed: rock\n"
+    gone = check(url)  # nothing answers: pushsource is not running (held on exit 2)
+    assert gone.returncode == 1 and gone.stdout.startswith("unhealthy: the control API")

@@ -160,3 +160,45 @@ def test_clock() -> None:
         "1:00:00",
         "1:02:05",
     ]
+
+
+@pytest.mark.integration
+def test_listen_without_a_sound_device_says_so_in_one_line(
+    icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+    run_pushsource: RunPushsource,
+    tmp_path: Path,
+) -> None:
+    from pushsource.ops.listen import sound_output_available
+
+    if sound_output_available():
+        pytest.skip("this machine has a sound device")
+    make_titled_tracks(tmp_path / "music", [("Quiet Artist", "No Card")], seconds=3.0)
+    source = start_pushsource(
+        "stream",
+        tmp_path / "music",
+        f"icecast://source:hackme@127.0.0.1:{icecast.port}{unique_mount}",
+        "--once",
+    )
+    icecast.wait_for_mount(unique_mount, timeout=10)
+    heard = run_pushsource(
+        "listen", f"http://127.0.0.1:{icecast.port}{unique_mount}", "--duration", "30", timeout=60
+    )
+    assert source.wait(30) == 0, source.describe()
+    assert heard.returncode == 0, heard
+    assert heard.stdout.splitlines()[-1].endswith("] Quiet Artist - No Card"), heard
+    # One line says why there is no sound; alsa-lib's own complaints stay away.
+    assert "ALSA" not in heard.stderr, heard.stderr
+    assert heard.stderr.splitlines()[0] == (
+        "pushsource: no sound device here: decoding without sound"
+    ), heard.stderr
+
+
+def test_sound_output_is_found_by_a_pulse_server_or_an_alsa_device(tmp_path: Path) -> None:
+    from pushsource.ops.listen import sound_output_available
+
+    empty = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    assert sound_output_available({"PULSE_SERVER": "unix:/x", **empty})
+    (tmp_path / "pipewire-0").touch()
+    assert sound_output_available(empty)

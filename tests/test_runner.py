@@ -173,3 +173,59 @@ def test_log_formats_name_the_station_and_hide_passwords() -> None:
     assert plain.endswith("INFO [MainThread] to icecast://u:***@h/m")
     entry = JsonFormatter().format(record)
     assert '"station": "MainThread"' in entry and "s3cr3t" not in entry
+
+
+def test_status_lists_unplayable_files_once_and_marks_skips(
+    runner: StationRunner, music: Path
+) -> None:
+    from pushsource.errors import TrackError
+
+    broken = music / "broken.mp3"
+    broken.write_bytes(b"not audio at all")
+    error = TrackError(broken, "no MPEG audio frames")
+    runner.file_skipped(error)
+    runner.file_skipped(error)  # refused again when its turn comes: listed once
+    status = runner.status()
+    assert [(u["file"], u["reason"]) for u in status["unplayable"]] == [
+        ("broken.mp3", "no MPEG audio frames")
+    ]
+    assert status["format"] == {"bitrate": 128, "samplerate": 44100, "channels": 2}
+
+
+def test_public_url_is_the_listen_url(music: Path, tmp_path: Path) -> None:
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@icecast:8000/rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        public_url="https://radio.example.org/rock",
+    )
+    engine = Engine().start()
+    try:
+        station = StationRunner(settings, {}, engine=engine)
+        assert station.status()["listen_url"] == "https://radio.example.org/rock"
+    finally:
+        engine.stop()
+        station.close()
+
+
+def test_library_finds_files_by_every_word(runner: StationRunner, music: Path) -> None:
+    wait_for(lambda: len(queue_of(runner)) == 4)
+    (music / "Live Set").mkdir()
+    make_clean_mp3(music / "Live Set" / "Encore.mp3", 0.3, freq=300)
+    (music / "notes.txt").write_text("not audio", "utf-8")
+    runner.remove("b.mp3")
+    everything = runner.library()
+    assert everything["total"] == 5
+    # (whether the new file is queued yet depends on when the folder sees it settle)
+    assert [(f["file"], f["queued"]) for f in everything["files"][:4]] == [
+        ("a.mp3", True),
+        ("b.mp3", False),
+        ("c.mp3", True),
+        ("d.mp3", True),
+    ]
+    assert [f["file"] for f in runner.library("set ENCORE")["files"]] == ["Live Set/Encore.mp3"]
+    assert runner.library("", limit=2) == {
+        "files": [{"file": "a.mp3", "queued": True}, {"file": "b.mp3", "queued": False}],
+        "total": 5,
+    }

@@ -27,7 +27,13 @@ from hypothesis import strategies as st
 from mutagen.apev2 import APENoHeaderError, APEv2
 from mutagen.id3 import ID3
 
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, free_port, render_config
+from tests.support.icecast import (
+    DEFAULT_TEMPLATE,
+    IcecastServer,
+    TrialError,
+    free_port,
+    render_config,
+)
 from tests.support.listener import IcyDemuxer, Listener, parse_stream_title
 from tests.support.media import (
     CORPUS,
@@ -105,7 +111,7 @@ def test_render_config_as_root_refuses_a_dir_nobody_cannot_reach(
     private = tmp_path / "private"
     (private / "work").mkdir(parents=True)
     private.chmod(0o700)
-    with pytest.raises(RuntimeError, match="not searchable by others"):
+    with pytest.raises(TrialError, match="not searchable by others"):
         render_config(DEFAULT_TEMPLATE, port=1, workdir=private / "work")
 
 

@@ -19,7 +19,8 @@ from tests.conftest import StartPushsource, register_secret
 from tests.support.browser import chromium
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
-from tests.support.media import make_titled_tracks
+from tests.support.media import make_clean_mp3, make_titled_tracks
+from tests.test_web_page import screenshot
 
 pytestmark = pytest.mark.integration
 
@@ -110,8 +111,16 @@ state = "state.json"
         listener.wait_for_title(first, timeout=30)
         wait_until("the control API", lambda: get_json(api)["id"] == "rock", timeout=15)
         browser.get(base + "/")
+        # The overview's row says what the listener hears, from the first paint.
+        row = browser.find_element(By.CSS_SELECTOR, 'tr[data-row="rock"]')
+        assert row.find_element(By.CSS_SELECTOR, ".cell-title").text == first
+        assert row.find_element(By.CSS_SELECTOR, ".cell-state").text == "on air"
+        assert row.find_element(By.CSS_SELECTOR, ".cell-name").text == "E2E Rock"
+        assert row.find_element(By.CSS_SELECTOR, ".cell-format").text == "128k 44.1 kHz stereo"
+        screenshot(browser, "live-overview")
+        row.find_element(By.CSS_SELECTOR, ".cell-name a").click()
         station = WebDriverWait(browser, 15).until(
-            lambda d: d.find_element(By.CSS_SELECTOR, '[data-station="rock"]')
+            lambda d: d.find_element(By.CSS_SELECTOR, '#station[data-station="rock"]')
         )
         WebDriverWait(browser, 10).until(
             lambda _: station.find_element(By.CSS_SELECTOR, ".now-title").text == first
@@ -119,6 +128,15 @@ state = "state.json"
         assert listener.titles[-1][1] == first
         assert station.find_element(By.CSS_SELECTOR, ".name").text == "E2E Rock"
         assert station.find_element(By.CSS_SELECTOR, ".state").text == "on air"
+
+        # The share links play: the .m3u names the mount a listener can open.
+        m3u = station.find_element(By.CSS_SELECTOR, ".m3u").get_attribute("href")
+        with urllib.request.urlopen(m3u, timeout=5) as response:
+            url = response.read().decode("utf-8").splitlines()[-1]
+        assert url == station.find_element(By.CSS_SELECTOR, ".listen").get_attribute("href")
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.headers["Content-Type"] == "audio/mpeg"
+            assert len(response.read(4096)) == 4096
 
         # Without the token the actions are off, and the page says why.
         skip = station.find_element(By.CSS_SELECTOR, ".skip")
@@ -129,7 +147,15 @@ state = "state.json"
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.ID, "token-save").click()
         WebDriverWait(browser, 5).until(lambda _: skip.is_enabled())
-        status = get_json(api)
+        # The files were written just before the start: each is queued only once
+        # it has been still for the settle time, so wait until all three are.
+        rest = sorted(t.path.name for t in tracks[1:])
+
+        def settled() -> Any:
+            found = get_json(api)
+            return found if sorted(i["file"] for i in found["queue"]) == rest else None
+
+        status = wait_until("the other three files in the queue", settled, timeout=15)
         assert status["now_playing"]["file"] == tracks[0].path.name
         # Far enough from the track's end that only the skip can change the title.
         assert status["now_playing"]["elapsed"] < TRACK_SECONDS - 15, status["now_playing"]
@@ -142,11 +168,19 @@ state = "state.json"
 
         # (c) dragging the last queued item to the top reorders the queue
         def page_queue() -> list[str]:
-            items = station.find_elements(By.CSS_SELECTOR, ".queue li[data-file]")
-            return [li.get_attribute("data-file") for li in items]
+            found: list[str] = browser.execute_script(
+                "return [...document.querySelectorAll('#station .queue li')]"
+                ".map((li) => li.dataset.file)"
+            )
+            return found
 
-        queue = [item["file"] for item in get_json(api)["queue"]]
-        assert len(queue) >= 2, queue
+        left = [name for name in rest if name != upcoming]
+
+        def rest_queued() -> list[str] | None:
+            found = [item["file"] for item in get_json(api)["queue"]]
+            return found if sorted(found) == left else None
+
+        queue = wait_until("the queue without the skipped-to track", rest_queued, timeout=10)
         WebDriverWait(browser, 5).until(lambda _: page_queue() == queue)
         items = station.find_elements(By.CSS_SELECTOR, ".queue li[data-file]")
         ActionChains(browser).drag_and_drop(items[-1], items[0]).perform()
@@ -158,6 +192,68 @@ state = "state.json"
         )
         WebDriverWait(browser, 5).until(lambda _: page_queue() == wanted)
         assert station.find_element(By.CSS_SELECTOR, ".message").text == ""
+
+        # (d) and the keyboard moves it back: Alt+Down on the focused first item
+        from selenium.webdriver.common.keys import Keys
+
+        station.find_element(By.CSS_SELECTOR, ".queue li:first-child").click()
+        browser.switch_to.active_element.send_keys(Keys.ALT, Keys.ARROW_DOWN)
+        back = [wanted[1], wanted[0], *wanted[2:]]
+        wait_until(
+            "the queue moved by keyboard in the API",
+            lambda: [item["file"] for item in get_json(api)["queue"]] == back,
+            timeout=5,
+        )
+        WebDriverWait(browser, 5).until(lambda _: page_queue() == back)
+        # The skipped track is in the history, marked.
+        WebDriverWait(browser, 5).until(
+            lambda _: station.find_elements(By.CSS_SELECTOR, ".history li.skipped")
+        )
+        skipped_item = station.find_element(By.CSS_SELECTOR, ".history li.skipped")
+        assert skipped_item.get_attribute("data-file") == tracks[0].path.name
+        assert skipped_item.find_element(By.CSS_SELECTOR, ".file").text == first
+        screenshot(browser, "live-station-view")
+        wanted = back
+
+        # (e) the library: find the skipped track by a word of its name, queue it again
+        search = station.find_element(By.CSS_SELECTOR, ".library-search")
+        search.send_keys(tracks[0].path.stem)
+        pick = f'.library li[data-file="{tracks[0].path.name}"] .enqueue'
+        WebDriverWait(browser, 5).until(
+            lambda _: [li.get_attribute("data-file") for li in station.find_elements(
+                By.CSS_SELECTOR, ".library li")] == [tracks[0].path.name]
+        )  # fmt: skip
+        station.find_element(By.CSS_SELECTOR, pick).click()
+        wanted = [*wanted, tracks[0].path.name]
+        wait_until(
+            "the library's pick at the end of the queue",
+            lambda: [item["file"] for item in get_json(api)["queue"]] == wanted,
+            timeout=5,
+        )
+        WebDriverWait(browser, 5).until(lambda _: page_queue() == wanted)
+
+        # (f) an upload through the page, with its progress bar, joins the queue
+        upload = tmp_path / "upload" / "Fifth Upload.mp3"
+        upload.parent.mkdir()
+        make_clean_mp3(upload, 2.0)
+        station.find_element(By.CSS_SELECTOR, ".file-input").send_keys(str(upload))
+        WebDriverWait(browser, 15).until(
+            lambda _: (
+                station.find_element(By.CSS_SELECTOR, ".upload-status").text
+                == "Uploaded Fifth Upload.mp3"
+            )
+        )
+        assert (
+            station.find_element(By.CSS_SELECTOR, ".upload-progress").get_attribute("value")
+            == "100"
+        )
+        assert (tmp_path / "music" / "Fifth Upload.mp3").read_bytes() == upload.read_bytes()
+        wanted = [*wanted, "Fifth Upload.mp3"]
+        wait_until(
+            "the upload in the queue",
+            lambda: [item["file"] for item in get_json(api)["queue"]] == wanted,
+            timeout=10,
+        )
 
         # /metrics counts what the listener got and the skip.
         heard = len(listener.audio)  # before the scrape: the listener keeps hearing

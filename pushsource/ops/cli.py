@@ -35,8 +35,10 @@ from pushsource.ops.settings import (
     check_header_values,
     parse_address,
     read_password_file,
+    resolve_target,
 )
 from pushsource.workers.icecast import check_source
+from pushsource.workers.state import default_state_path
 
 log = logging.getLogger("pushsource")
 
@@ -125,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--once",
         action="store_true",
         help="play what is in the folder, then close cleanly and exit",
+    )
+    stream.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget what has played (the state file) and start from the first file",
+    )
+    stream.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="where listeners reach the mount, for the control page's links and "
+        "playlists (default: the URL's host, port and mount)",
     )
     stream.add_argument("--name", help="station name (ice-name)")
     stream.add_argument("--description", help="station description (ice-description)")
@@ -378,6 +391,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         max_retries=args.max_retries,
         timeout=args.timeout,
         settle=args.settle,
+        public_url=args.public_url,
     )
     check_header_values(settings, lambda key: "--url" if key == "station_url" else f"--{key}")
     return settings
@@ -539,6 +553,19 @@ def _handle_signals(runners: Sequence[StationRunner]) -> None:
     signal.signal(signal.SIGUSR1, skip)
 
 
+def _forget_state(settings: StationSettings) -> None:
+    """--fresh: remove the station's state file, so everything plays again."""
+    target = resolve_target(settings, os.environ)
+    path = settings.state or default_state_path(f"{target.host}:{target.port}{target.mount}")
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"--fresh: cannot remove {path}: {exc.strerror or exc}") from None
+    log.info("--fresh: forgot what played before (%s)", path)
+
+
 def _hide_password_from_ps(argv: Sequence[str]) -> None:
     """The URL may carry the password: ps and /proc/PID/cmdline show argv."""
     setproctitle.setproctitle(" ".join(["pushsource", *(redact(arg) for arg in argv)]))
@@ -553,9 +580,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
     try:
         if args.command == "stream":
-            return run_stations(
-                args, [stream_settings(args)], _control_settings(args, None), single=True
-            )
+            settings = stream_settings(args)
+            if args.fresh and not args.once:
+                _forget_state(settings)
+            return run_stations(args, [settings], _control_settings(args, None), single=True)
         if args.command == "run":
             config = load_config(args.config, os.environ)
             return run_stations(

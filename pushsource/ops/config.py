@@ -110,6 +110,13 @@ def _station_id(value: object) -> str:
     return text
 
 
+def _public_url(value: object) -> str:
+    text = _text(value)
+    if not re.fullmatch(r"https?://[^/\s]+/\S*", text):
+        raise _Problem(f"must be an http:// or https:// URL of the mount, not {text!r}")
+    return text
+
+
 _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "folder": _text,
     "url": _text,
@@ -137,6 +144,7 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "max_retries": _retries,
     "timeout": _seconds,
     "settle": _seconds,
+    "public_url": _text,  # checked once ${VAR}s are expanded
 }
 assert set(_STATION_KEYS) == {field.name for field in fields(StationSettings)}
 
@@ -216,6 +224,8 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
             value = check(raw)
             if isinstance(value, str) and key != "id":
                 value = expand(value, environ)
+            if key == "public_url":
+                value = _public_url(value)
             if key in _PATHS:
                 value = base / Path(value).expanduser()
         except _Problem as exc:

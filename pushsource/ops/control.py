@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from ipaddress import ip_address
 from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pushsource.errors import ConfigError, ControlError
 
@@ -75,6 +75,38 @@ _PAGE_POLICY: Final = (
 )
 
 
+#: Where "/" carries the stations' status, so the page's first paint has it.
+_INITIAL_MARK: Final = b"<!--initial-status-->"
+#: What the overview leaves out of each status (GET /api/stations?summary=1).
+_DETAIL_KEYS: Final = ("queue", "history", "unplayable")
+
+
+def summary(status: dict[str, Any]) -> dict[str, Any]:
+    """A station's status for the overview: the lists replaced by counts."""
+    short = {k: v for k, v in status.items() if k not in _DETAIL_KEYS}
+    short["queue_length"] = len(status.get("queue") or [])
+    short["unplayable_count"] = len(status.get("unplayable") or [])
+    return short
+
+
+def _initial_status(statuses: list[dict[str, Any]]) -> bytes:
+    text = json.dumps({"stations": statuses}, ensure_ascii=False, separators=(",", ":"))
+    # Inside <script type="application/json">: no "</script>" may appear, and
+    # "<" only ever occurs inside JSON strings, where \u003c means the same.
+    return text.replace("<", "\\u003c").encode("utf-8")
+
+
+def playlist(kind: str, name: str, url: str) -> str:
+    """An .m3u or .pls file that plays url, titled name."""
+    clean = " ".join(name.split())  # no line breaks inside a playlist line
+    if kind == "m3u":
+        return f"#EXTM3U\n#EXTINF:-1,{clean}\n{url}\n"
+    return f"[playlist]\nNumberOfEntries=1\nFile1={url}\nTitle1={clean}\nLength1=-1\nVersion=2\n"
+
+
+_PLAYLIST_TYPES: Final = {"m3u": "audio/x-mpegurl", "pls": "audio/x-scpls"}
+
+
 class StationControl(Protocol):
     """What the control server needs of a running station.
 
@@ -106,6 +138,11 @@ class StationControl(Protocol):
 
     def enqueue(self, file: str) -> None:
         """Queue a file already in the folder, at the end."""
+        ...
+
+    def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
+        """The folder's files matching every word of ``query``: {files: [{file,
+        queued}], total}, at most ``limit`` files."""
         ...
 
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
@@ -575,7 +612,15 @@ class _Handler(BaseHTTPRequestHandler):
         if page is not None:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
-            return _Reply(200, page[0], page[1], (("Content-Security-Policy", _PAGE_POLICY),))
+            body = page[0]
+            if _INITIAL_MARK in body:
+                statuses = [summary(s.status()) for s in self.control.stations()]
+                body = body.replace(_INITIAL_MARK, _initial_status(statuses), 1)
+            return _Reply(200, body, page[1], (("Content-Security-Policy", _PAGE_POLICY),))
+        if len(parts) == 2 and parts[0] == "listen":
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            return self._playlist(parts[1])
         if path == "/metrics":
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
@@ -589,12 +634,20 @@ class _Handler(BaseHTTPRequestHandler):
         if rest in ([], [""]):
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
-            return _json(200, {"stations": [s.status() for s in self.control.stations()]})
+            statuses = [s.status() for s in self.control.stations()]
+            if parse_qs(urlsplit(self.path).query).get("summary") == ["1"]:
+                statuses = [summary(status) for status in statuses]
+            return _json(200, {"stations": statuses})
         station_id, action = rest[0], rest[1:]
         if action == []:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
             return _json(200, self.control.station(station_id).status())
+        if action == ["library"]:
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            query = parse_qs(urlsplit(self.path).query).get("q", [""])[0]
+            return _json(200, self.control.station(station_id).library(query[:200]))
         if action in (["skip"], ["queue"], ["queue", "move"], ["queue", "remove"]):
             if (allowed := self._allow(method, "POST")) is not None:
                 return allowed
@@ -604,6 +657,20 @@ class _Handler(BaseHTTPRequestHandler):
                 return allowed
             return self._upload(station_id, action[1])
         return _error(404, f"no such page: {path}")
+
+    def _playlist(self, name: str) -> _Reply:
+        station_id, dot, kind = name.rpartition(".")
+        if not dot or kind not in _PLAYLIST_TYPES:
+            return _error(404, f"no such playlist: {name} (ID.m3u or ID.pls)")
+        status = self.control.station(station_id).status()
+        body = playlist(kind, str(status.get("name") or station_id), str(status["listen_url"]))
+        disposition = f'inline; filename="{station_id}.{kind}"'
+        return _Reply(
+            200,
+            body.encode("utf-8"),
+            f"{_PLAYLIST_TYPES[kind]}; charset=utf-8",
+            (("Content-Disposition", disposition),),
+        )
 
     def _allow(self, method: str, *allowed: str) -> _Reply | None:
         if method in allowed:

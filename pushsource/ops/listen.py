@@ -9,10 +9,12 @@ Its only scheme of its own is ``icyx://``, so that is what we give libvlc.
 from __future__ import annotations
 
 import http.client
+import os
 import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
@@ -73,6 +75,10 @@ def listen(
     plain = listener_url(url)
     mrl = "icyx" + plain[4:] if plain.startswith("http:") else plain
     vlc = import_vlc()
+    if audio and not sound_output_available():
+        # Else alsa-lib itself prints a screenful of "cannot find card" lines.
+        print("pushsource: no sound device here: decoding without sound", file=err)
+        audio = False
     options = [*_INSTANCE_OPTIONS, *(() if audio else ("--aout=dummy",))]
     instance: Any = vlc.Instance(options)
     if instance is None:
@@ -120,6 +126,22 @@ def listen(
         player.release()
         media.release()
         instance.release()
+
+
+def sound_output_available(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether libvlc has anywhere to play: an ALSA playback device, or a
+    PulseAudio/PipeWire server. Does not raise."""
+    if environ.get("PULSE_SERVER"):
+        return True
+    runtime = environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    for socket_path in ("pulse/native", "pipewire-0"):
+        if os.path.exists(os.path.join(runtime, socket_path)):
+            return True
+    try:
+        # pcmC0D0p: card 0, device 0, playback.
+        return any(n.startswith("pcmC") and n.endswith("p") for n in os.listdir("/dev/snd"))
+    except OSError:
+        return False
 
 
 def _title(vlc: Any, media: Any) -> str | None:

@@ -116,6 +116,7 @@ class StationRunner:
         self._last_error: str | None = None
         self._playing: _Playing | None = None
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._unplayable: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
         folder = settings.folder
         if not folder.is_dir():
@@ -216,6 +217,7 @@ class StationRunner:
             return ServerWatch(engine.loop, target)
 
         server = (target.host.casefold(), target.port, target.tls)
+        self._watch = engine.watch_of(server, watch)
         self.driver = StationDriver(
             engine,
             machine,
@@ -225,7 +227,7 @@ class StationRunner:
             connect=connect,
             titles=titles,
             keeper=keeper,
-            watch=engine.watch_of(server, watch),
+            watch=self._watch,
             start=self._setup,
             name=self.id,
         )
@@ -302,12 +304,11 @@ class StationRunner:
         with self._lock:
             self._playing = playing
             if not track.resumed:
-                stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
                 self._history.appendleft(
                     {
                         "file": playing.file,
                         "title": playing.title,
-                        "started": stamp,
+                        "started": _now(),
                         "gain_db": playing.gain_db,
                     }
                 )
@@ -320,6 +321,8 @@ class StationRunner:
             counters.tracks_played += 1
         with self._lock:
             if self._playing is not None and self._playing.track is track:
+                if skipped and self._history and self._history[0]["file"] == self._playing.file:
+                    self._history[0]["skipped"] = True
                 self._playing = None
                 counters.track_gain_db = None
 
@@ -328,6 +331,9 @@ class StationRunner:
             reason = _reason_kind(exc.reason)
             files = self.counters.skipped_files
             files[reason] = files.get(reason, 0) + 1
+            entry = {"file": self._relative(exc.path), "reason": exc.reason, "at": _now()}
+            with self._lock:
+                self._unplayable.appendleft(entry)
 
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
         counters = self.counters
@@ -351,7 +357,8 @@ class StationRunner:
     def status(self) -> dict[str, Any]:
         with self._lock:
             playing, state, error = self._playing, self._state, self._last_error
-            history = list(self._history)
+            history = [dict(item) for item in self._history]
+            unplayable = list(self._unplayable)
         now_playing = None
         if playing is not None:
             elapsed = max(0.0, self._clock() - playing.started)
@@ -373,7 +380,15 @@ class StationRunner:
             "name": self.info.name or self.id,
             "mount": target.mount,
             "server": f"{host}:{target.port}",
-            "listen_url": f"{scheme}://{host}:{target.port}{target.mount}",
+            "listen_url": self.settings.public_url
+            or f"{scheme}://{host}:{target.port}{target.mount}",
+            # From the server watch's status probe (every 10th probe reads the counts).
+            "listeners": self._watch.listeners(target.mount),
+            "format": {
+                "bitrate": self.settings.bitrate,
+                "samplerate": self.settings.samplerate,
+                "channels": self.settings.channels,
+            },
             "connection": {
                 "state": state,
                 "reconnects": self.counters.reconnects,
@@ -382,6 +397,7 @@ class StationRunner:
             "now_playing": now_playing,
             "queue": [{"file": self._relative(path)} for path in self.driver.queued()],
             "history": history,
+            "unplayable": unplayable,
         }
 
     # -- steering (any thread); ControlError on requests that cannot be done
@@ -434,6 +450,22 @@ class StationRunner:
 
         self.driver.edit(make)
         log.info("queued %s by hand", file)
+
+    def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
+        """The folder's playable files whose path holds every word of query
+        (any case), in name order, at most limit: {files: [{file, queued}],
+        total}."""
+        words = query.casefold().split()
+        queued = {self._relative(path) for path in self.driver.queued()}
+        found = [
+            rel
+            for rel in (self._relative(path) for path in scan(self.folder))
+            if all(word in rel.casefold() for word in words)
+        ]
+        return {
+            "files": [{"file": rel, "queued": rel in queued} for rel in found[:limit]],
+            "total": len(found),
+        }
 
     def upload(self, filename: str, data: BinaryIO, length: int) -> str:
         """Save an uploaded file into the folder, where the folder queue finds
@@ -495,6 +527,10 @@ class StationRunner:
 
 def _rounded(gain_db: float | None) -> float | None:
     return None if gain_db is None else round(gain_db, 2)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reason_kind(reason: str) -> str:

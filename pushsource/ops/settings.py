@@ -55,6 +55,9 @@ class StationSettings:
     max_retries: int | None = None
     timeout: float = 5.0
     settle: float = 2.0
+    #: Where listeners reach the mount, for the page's links and playlists, when
+    #: the source URL's host is not it (a compose service name, a proxy).
+    public_url: str | None = None
 
 
 @dataclass(frozen=True)

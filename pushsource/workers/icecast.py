@@ -6,6 +6,7 @@ All HTTP goes through ``requests``; its exceptions are translated into
 
 from __future__ import annotations
 
+import http.client
 import logging
 import re
 import socket
@@ -85,6 +86,10 @@ def _reason(exc: BaseException) -> str:
         if not seen:
             break
         error = seen.pop(0)
+        if isinstance(error, http.client.RemoteDisconnected):
+            return "the server closed the connection without answering (not an Icecast?)"
+        if isinstance(error, http.client.BadStatusLine):
+            return "the server's answer is not HTTP (is it Icecast?)"
         if isinstance(error, OSError) and error.strerror:
             return error.strerror
         seen += [e for e in (error.__cause__, error.__context__) if e is not None]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import random
 import re
-import shutil
 import subprocess
 import tempfile
 import wave
@@ -26,7 +25,11 @@ from pathlib import Path
 from mutagen.apev2 import APEv2
 from mutagen.id3 import APIC, ID3, TIT2, TPE1
 
-_PACKAGES = {"sox": "sox", "lame": "lame", "ffprobe": "ffmpeg", "ffmpeg": "ffmpeg"}
+from pushsource.ops.trial import encode_tone as _encode
+from pushsource.ops.trial import make_tone_mp3 as make_clean_mp3
+from pushsource.ops.trial import run_tool, tag_mp3
+
+__all__ = ["make_clean_mp3", "run_tool"]  # the product's, re-exported for the tests
 
 
 @dataclass(frozen=True)
@@ -49,19 +52,6 @@ class Packet:
     seconds: float
 
 
-def run_tool(*args: str | Path) -> bytes:
-    """Run sox/lame/ffmpeg/ffprobe; a missing tool is an error, never a skip."""
-    name = str(args[0])
-    if shutil.which(name) is None:
-        raise RuntimeError(f"{name} is not installed (apt-get install {_PACKAGES.get(name, name)})")
-    done = subprocess.run([str(a) for a in args], capture_output=True, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"{args} exited {done.returncode}: {done.stderr.decode(errors='replace')}"
-        )
-    return done.stdout
-
-
 def probe_packets(path: Path) -> list[Packet]:
     """ffprobe's packets: where each MPEG frame starts, its size and duration."""
     out = run_tool(
@@ -80,50 +70,6 @@ def audio_seconds(audio: bytes) -> float:
         path = Path(tmp) / "audio.mp3"
         path.write_bytes(audio)
         return sum(p.seconds for p in probe_packets(path))
-
-
-def _encode(
-    path: Path,
-    seconds: float,
-    *,
-    sound: Sequence[str],
-    samplerate: int,
-    channels: int,
-    lame_args: Sequence[str],
-) -> bytes:
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "in.wav"
-        run_tool(
-            "sox", "-R", "-n", "-r", str(samplerate), "-c", str(channels), "-b", "16", wav,
-            "synth", str(seconds), *sound, "vol", "0.5",
-        )  # fmt: skip
-        run_tool("lame", "--quiet", *lame_args, wav, path)
-    return path.read_bytes()
-
-
-def make_clean_mp3(
-    path: Path,
-    seconds: float,
-    *,
-    freq: int = 440,
-    samplerate: int = 44100,
-    channels: int = 2,
-    bitrate: int | None = 128,
-    extra_lame_args: Sequence[str] = (),
-) -> bytes:
-    """A sine tone encoded with ``lame -t``: the file is nothing but audio frames.
-
-    bitrate None leaves it to extra_lame_args (for -V, where -b means a minimum).
-    """
-    rate = ["-b", str(bitrate)] if bitrate is not None else []
-    return _encode(
-        path,
-        seconds,
-        sound=("sine", str(freq)),
-        samplerate=samplerate,
-        channels=channels,
-        lame_args=["-t", *rate, *extra_lame_args],
-    )
 
 
 def _fixture(path: Path, audio: bytes, title: str | None = None) -> Fixture:
@@ -401,10 +347,7 @@ def make_titled_tracks(
     for number, (artist, title) in enumerate(titles, start=1):
         path = directory / f"{number:02d}-track.mp3"
         clean = make_clean_mp3(path, seconds, freq=330 + 110 * number)
-        tags = ID3()
-        tags.add(TPE1(encoding=3, text=artist))
-        tags.add(TIT2(encoding=3, text=title))
-        tags.save(path, v2_version=4, v1=0)
+        tag_mp3(path, artist, title)
         fixtures.append(_fixture(path, clean, f"{artist} - {title}"))
     return fixtures
 

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import ssl
-import subprocess
 from pathlib import Path
+
+from pushsource.ops.trial import make_certificate
+
+__all__ = ["client_context", "make_certificate", "server_context"]
 
 #: (a server's TLS context, a client context that trusts it)
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
-
-
-def make_certificate(directory: Path, name: str = "cert") -> Path:
-    """A PEM file holding a self-signed certificate for IP 127.0.0.1 and its
-    key, readable by everyone (icecast2 reads it as nobody)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cert, key, pem = (directory / f"{name}.{ext}" for ext in ("crt", "key", "pem"))
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    pem.write_bytes(cert.read_bytes() + key.read_bytes())
-    pem.chmod(0o644)
-    return pem
 
 
 def client_context(pem: Path) -> ssl.SSLContext:

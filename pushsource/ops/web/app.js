@@ -1,19 +1,37 @@
-// The pushsource control page: polls /api/stations, renders each station, and
-// sends actions with the token from localStorage as a Bearer header.
+// The pushsource control page. Two views on one page:
+// - the overview (#/): a compact row per station, filtered and sorted, updated
+//   in place from one GET /api/stations?summary=1 per poll;
+// - a station (#/station/ID): now playing, queue, history, files that could
+//   not be played, share links and upload, from one GET /api/stations/ID per poll.
+// The first paint uses the status the server put into the page. Actions send
+// the token from localStorage as a Bearer header.
 "use strict";
 
 const POLL_MS = 1000;
 const TOKEN_KEY = "pushsource.token";
 const LOCKED_HINT = "Enter the control token at the top of the page first";
+// Worst first, for sorting by state and for "needs a look".
+const SEVERITY = { failed: 0, reconnecting: 1, stopped: 2, connecting: 3, starting: 3, idle: 4, "on air": 5 };
+const PROBLEMS = new Set(["failed", "reconnecting", "stopped"]);
 
-const stationsEl = document.getElementById("stations");
-const noticeEl = document.getElementById("notice");
-const tokenInput = document.getElementById("token");
-const template = document.getElementById("station-template");
+const $ = (selector, root = document) => root.querySelector(selector);
+const rowsEl = $("#rows");
+const noticeEl = $("#notice");
+const tokenInput = $("#token");
+const stationEl = $("#station");
+const filterInput = $("#filter");
+const stateFilter = $("#state-filter");
 
-// Per station id: {el, clock: {elapsed, duration, at, running}, queueKey, historyKey}
-const views = new Map();
-let dragging = null; // {station, file} while a queue item is dragged
+const rows = new Map(); // id -> {el, cells, status, clock}
+let statuses = []; // the overview's last statuses, in the server's order
+let sortKey = "name";
+let sortDir = 1;
+let orderKey = "";
+let detail = null; // the station view: {id, status, clock, queueKey, historyKey, unplayableKey}
+let dragging = null; // {file} while a queue item is dragged
+let focusFile = null; // queue item to focus after the next render (keyboard moves)
+let pollTimer = null;
+let pollGeneration = 0;
 
 function token() {
   return localStorage.getItem(TOKEN_KEY) || "";
@@ -27,14 +45,50 @@ function clock(seconds) {
   return (h ? h + ":" : "") + mm + ":" + String(r).padStart(2, "0");
 }
 
-function q(root, selector) {
-  return root.querySelector(selector);
+function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+// "MP3 128 kbps 44.1 kHz stereo"; short: "128k 44.1 kHz stereo" (a table cell).
+function formatOf(status, short = false) {
+  const f = status.format;
+  if (!f) return "";
+  const rate = f.samplerate ? (f.samplerate / 1000).toLocaleString("en", { maximumFractionDigits: 2 }) + " kHz" : "";
+  const channels = f.channels === 1 ? "mono" : f.channels === 2 ? "stereo" : "";
+  const bitrate = f.bitrate ? f.bitrate + (short ? "k" : " kbps") : "";
+  return [short ? "" : "MP3", bitrate, rate, channels].filter(Boolean).join(" ");
+}
+
+function stateOf(status) {
+  return (status.connection && status.connection.state) || "unknown";
+}
+
+function listenersOf(status) {
+  return typeof status.listeners === "number" ? status.listeners : null;
+}
+
+function makeClock(status) {
+  const now = status.now_playing;
+  if (!now) return null;
+  return {
+    elapsed: Number(now.elapsed) || 0,
+    duration: now.duration == null ? null : Number(now.duration),
+    at: performance.now(),
+    running: stateOf(status) === "on air",
+  };
+}
+
+function elapsedOf(c) {
+  if (!c) return null;
+  let elapsed = c.elapsed + (c.running ? (performance.now() - c.at) / 1000 : 0);
+  if (c.duration != null) elapsed = Math.min(elapsed, c.duration);
+  return elapsed;
 }
 
 // --- talking to the server ------------------------------------------------------------
 
-async function api(method, path, body, headers = {}) {
-  const init = { method, headers: { ...headers }, cache: "no-store" };
+async function api(method, path, body) {
+  const init = { method, headers: {}, cache: "no-store" };
   if (token()) init.headers.Authorization = "Bearer " + token();
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
@@ -48,8 +102,7 @@ async function api(method, path, body, headers = {}) {
     data = null;
   }
   if (!response.ok) {
-    const reason = data && data.error ? data.error : response.status + " " + response.statusText;
-    throw new Error(reason);
+    throw new Error(data && data.error ? data.error : response.status + " " + response.statusText);
   }
   return data;
 }
@@ -58,214 +111,504 @@ function stationPath(id, rest = "") {
   return "/api/stations/" + encodeURIComponent(id) + rest;
 }
 
-async function act(id, rest, body) {
-  const view = views.get(id);
-  q(view.el, ".message").textContent = "";
-  try {
-    render(await api("POST", stationPath(id, rest), body));
-  } catch (error) {
-    q(view.el, ".message").textContent = error.message;
-  }
+function schedule(delay = POLL_MS) {
+  clearTimeout(pollTimer);
+  pollTimer = setTimeout(poll, delay);
 }
 
 async function poll() {
+  const generation = ++pollGeneration;
+  const id = detail ? detail.id : null;
   try {
-    const data = await api("GET", "/api/stations");
-    noticeEl.textContent = "";
-    const seen = new Set();
-    for (const status of data.stations) {
-      render(status);
-      seen.add(status.id);
+    if (id) {
+      const status = await api("GET", stationPath(id));
+      if (generation === pollGeneration && detail && detail.id === id) renderDetail(status);
+    } else {
+      const data = await api("GET", "/api/stations?summary=1");
+      if (generation === pollGeneration) renderOverview(data.stations);
     }
-    for (const [id, view] of views) {
-      if (!seen.has(id)) {
-        view.el.remove();
-        views.delete(id);
-      }
-    }
+    setText(noticeEl, "");
   } catch (error) {
-    noticeEl.textContent = "Cannot reach pushsource: " + error.message;
+    if (generation === pollGeneration) setText(noticeEl, "Cannot reach pushsource: " + error.message);
   } finally {
-    setTimeout(poll, POLL_MS);
+    if (generation === pollGeneration) schedule();
   }
 }
 
-// --- rendering --------------------------------------------------------------------------
+// --- the overview -----------------------------------------------------------------------
 
-function viewFor(id) {
-  let view = views.get(id);
-  if (view) return view;
-  const el = template.content.firstElementChild.cloneNode(true);
-  el.dataset.station = id;
-  el.id = "station-" + id;
-  view = { el, clock: null, queueKey: null, historyKey: null };
-  views.set(id, view);
-  wire(view, id);
-  stationsEl.append(el);
-  applyLock();
-  return view;
+function newRow(id) {
+  const el = document.createElement("tr");
+  el.dataset.row = id;
+  const cells = {};
+  for (const name of ["name", "state", "title", "time", "listeners", "format", "reconnects", "live"]) {
+    const td = document.createElement(name === "name" ? "th" : "td");
+    if (name === "name") td.scope = "row";
+    td.className = "cell-" + name + (["time", "listeners", "format", "reconnects", "live"].includes(name) ? " col-" + name : "");
+    el.append(td);
+    cells[name] = td;
+  }
+  const link = document.createElement("a");
+  link.href = "#/station/" + encodeURIComponent(id);
+  cells.name.append(link);
+  cells.link = link;
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  cells.state.append(badge);
+  cells.badge = badge;
+  return { el, cells, status: null, clock: null };
 }
 
-function render(status) {
-  const view = viewFor(status.id);
-  const el = view.el;
+function renderRow(row, status) {
+  const c = row.cells;
+  const state = stateOf(status);
   const conn = status.connection || {};
-  el.dataset.state = conn.state || "";
-  q(el, ".name").textContent = status.name || status.id;
-  const listen = q(el, ".listen");
-  listen.href = status.listen_url || "#";
-  listen.setAttribute("aria-label", "listen to " + (status.name || status.id));
-  q(el, ".state").textContent = conn.state || "unknown";
-  q(el, ".reconnects").textContent =
-    conn.reconnects ? "· " + conn.reconnects + " reconnect" + (conn.reconnects === 1 ? "" : "s") : "";
-  q(el, ".conn-error").textContent = conn.error ? "· " + conn.error : "";
-
+  row.status = status;
+  row.clock = makeClock(status);
+  setText(c.link, status.name || status.id);
+  if (row.el.dataset.state !== state) row.el.dataset.state = state;
+  setText(c.badge, state);
+  c.badge.title = conn.error || "";
   const now = status.now_playing;
-  q(el, ".now-title").textContent = now ? now.title || now.file : "Nothing playing";
-  q(el, ".now-title").dataset.file = now ? now.file : "";
-  view.clock = now
-    ? {
-        elapsed: Number(now.elapsed) || 0,
-        duration: now.duration == null ? null : Number(now.duration),
-        at: performance.now(),
-        running: conn.state === "on air",
-      }
-    : null;
-  tick(view);
-
-  renderQueue(view, status.queue || []);
-  renderHistory(view, status.history || []);
+  setText(c.title, conn.error && PROBLEMS.has(state) ? "⚠ " + conn.error : now ? now.title || now.file : "—");
+  c.title.title = now ? now.file : "";
+  const listeners = listenersOf(status);
+  setText(c.listeners, listeners == null ? "–" : String(listeners));
+  setText(c.format, formatOf(status, true));
+  setText(c.reconnects, String(conn.reconnects || 0));
+  setText(c.live, now ? "live" : PROBLEMS.has(state) ? "off" : "idle");
+  tickRow(row);
 }
 
-function renderQueue(view, queue) {
-  const key = JSON.stringify(queue.map((item) => item.file));
-  if (key === view.queueKey || (dragging && dragging.station === view.el.dataset.station)) return;
-  view.queueKey = key;
-  const list = q(view.el, ".queue");
-  const items = queue.map((item) => {
+function tickRow(row) {
+  const c = row.clock;
+  const text = c ? clock(elapsedOf(c)) + " / " + clock(c.duration) : "";
+  setText(row.cells.time, text);
+}
+
+function matches(status, text, state) {
+  const s = stateOf(status);
+  if (state === "problem" ? !PROBLEMS.has(s) : state && s !== state) return false;
+  if (!text) return true;
+  const now = status.now_playing || {};
+  const hay = [status.id, status.name, s, now.title, now.file, status.mount].join(" ").toLowerCase();
+  return hay.includes(text);
+}
+
+function sortValue(row) {
+  const s = row.status;
+  switch (sortKey) {
+    case "state": return SEVERITY[stateOf(s)] ?? 9;
+    case "title": return ((s.now_playing && (s.now_playing.title || s.now_playing.file)) || "").toLowerCase();
+    case "elapsed": return elapsedOf(row.clock) ?? -1;
+    case "listeners": return listenersOf(s) ?? -1;
+    case "format": return formatOf(s);
+    case "reconnects": return (s.connection && s.connection.reconnects) || 0;
+    case "live": return s.now_playing ? 1 : 0;
+    default: return (s.name || s.id).toLowerCase();
+  }
+}
+
+function renderOverview(list) {
+  statuses = list;
+  const seen = new Set();
+  for (const status of list) {
+    let row = rows.get(status.id);
+    if (!row) {
+      row = newRow(status.id);
+      rows.set(status.id, row);
+    }
+    renderRow(row, status);
+    seen.add(status.id);
+  }
+  for (const [id, row] of rows) {
+    if (!seen.has(id)) {
+      row.el.remove();
+      rows.delete(id);
+    }
+  }
+  arrange();
+  summarize();
+}
+
+// Filter and sort; the DOM is only reordered when the order changes.
+function arrange() {
+  const text = filterInput.value.trim().toLowerCase();
+  const state = stateFilter.value;
+  const shown = [];
+  for (const row of rows.values()) {
+    const visible = matches(row.status, text, state);
+    if (row.el.hidden === visible) row.el.hidden = !visible;
+    shown.push(row);
+  }
+  shown.sort((a, b) => {
+    const x = sortValue(a), y = sortValue(b);
+    if (x < y) return -sortDir;
+    if (x > y) return sortDir;
+    return a.status.id < b.status.id ? -1 : 1;
+  });
+  const key = shown.map((r) => r.status.id).join("\n");
+  if (key !== orderKey) {
+    orderKey = key;
+    rowsEl.replaceChildren(...shown.map((r) => r.el));
+  }
+  const visible = shown.filter((r) => !r.el.hidden).length;
+  setText($("#shown-count"), visible === shown.length ? shown.length + " stations" : visible + " of " + shown.length + " stations");
+  $("#no-match").hidden = visible > 0 || shown.length === 0;
+}
+
+function summarize() {
+  const counts = {};
+  for (const status of statuses) counts[stateOf(status)] = (counts[stateOf(status)] || 0) + 1;
+  const parts = Object.keys(counts)
+    .sort((a, b) => (SEVERITY[b] ?? 9) - (SEVERITY[a] ?? 9))
+    .map((state) => counts[state] + " " + state);
+  setText($("#summary"), statuses.length + " station" + (statuses.length === 1 ? "" : "s") + (parts.length ? ": " + parts.join(" · ") : ""));
+}
+
+function wireOverview() {
+  filterInput.addEventListener("input", arrange);
+  stateFilter.addEventListener("change", arrange);
+  for (const th of document.querySelectorAll("#stations-table th[data-sort]")) {
+    th.querySelector("button").addEventListener("click", () => {
+      const key = th.dataset.sort;
+      sortDir = key === sortKey ? -sortDir : ["name", "title", "format", "state"].includes(key) ? 1 : -1;
+      sortKey = key;
+      for (const other of document.querySelectorAll("#stations-table th[data-sort]")) other.removeAttribute("aria-sort");
+      th.setAttribute("aria-sort", sortDir > 0 ? "ascending" : "descending");
+      arrange();
+    });
+  }
+}
+
+// --- the station view -------------------------------------------------------------------
+
+function q(selector) {
+  return stationEl.querySelector(selector);
+}
+
+function openDetail(id, status) {
+  detail = { id, status: null, clock: null, queueKey: null, historyKey: null, unplayableKey: null };
+  stationEl.dataset.station = id;
+  setText(q(".message"), "");
+  setText(q(".upload-status"), "");
+  q(".upload-progress").hidden = true;
+  q(".library-search").value = "";
+  q(".library").replaceChildren();
+  setText(q(".library-count"), "");
+  if (status) renderDetail(status);
+  searchLibrary();
+}
+
+// The folder's files, asked for when the view opens, on a search and after
+// a queue change: not polled.
+let libraryTimer = null;
+let libraryGeneration = 0;
+
+async function searchLibrary() {
+  if (!detail) return;
+  const id = detail.id;
+  const generation = ++libraryGeneration;
+  const query = q(".library-search").value.trim();
+  try {
+    const found = await api("GET", stationPath(id, "/library?q=" + encodeURIComponent(query)));
+    if (generation !== libraryGeneration || !detail || detail.id !== id) return;
+    renderLibrary(found);
+  } catch (error) {
+    if (generation === libraryGeneration) setText(q(".library-count"), "Cannot search: " + error.message);
+  }
+}
+
+function renderLibrary(found) {
+  const items = found.files.map((item) => {
     const li = document.createElement("li");
     li.dataset.file = item.file;
     const name = document.createElement("span");
     name.className = "file";
     name.textContent = item.file;
-    const remove = document.createElement("button");
-    remove.type = "button";
-    remove.className = "remove";
-    remove.textContent = "Remove";
-    remove.setAttribute("aria-label", "Remove " + item.file + " from the queue");
-    li.append(name, remove);
+    const queue = button("enqueue", item.queued ? "Queued" : "Queue", "Queue " + item.file);
+    queue.dataset.disabledByPlace = item.queued ? "1" : "";
+    li.append(name, queue);
     return li;
   });
-  list.replaceChildren(...items);
-  q(view.el, ".queue-count").textContent = queue.length ? "(" + queue.length + ")" : "";
-  q(view.el, ".queue-empty").hidden = queue.length > 0;
+  q(".library").replaceChildren(...items);
+  const shown = found.files.length;
+  setText(q(".library-count"), found.total === 0 ? "No file matches." :
+    shown < found.total ? shown + " of " + found.total + " files: narrow the search" : found.total + " files");
   applyLock();
 }
 
-function renderHistory(view, history) {
+function renderDetail(status) {
+  if (!detail || detail.id !== status.id) return;
+  detail.status = status;
+  const conn = status.connection || {};
+  const state = stateOf(status);
+  const name = status.name || status.id;
+  stationEl.dataset.state = state;
+  document.title = name + " · pushsource";
+  setText(q(".name"), name);
+  setText(q(".state"), state);
+  setText(q(".reconnects"), conn.reconnects ? conn.reconnects + " reconnect" + (conn.reconnects === 1 ? "" : "s") : "no reconnects");
+  setText(q(".format"), formatOf(status));
+  const listeners = listenersOf(status);
+  setText(q(".listeners"), listeners == null ? "" : listeners + " listener" + (listeners === 1 ? "" : "s"));
+  setText(q(".conn-error"), conn.error || "");
+
+  const listen = q(".listen");
+  const url = status.listen_url || "";
+  if (listen.getAttribute("href") !== url) listen.href = url;
+  setText(listen, url);
+  const base = "/listen/" + encodeURIComponent(status.id);
+  if (q(".m3u").getAttribute("href") !== base + ".m3u") {
+    q(".m3u").href = base + ".m3u";
+    q(".pls").href = base + ".pls";
+  }
+
+  const now = status.now_playing;
+  setText(q(".now-title"), now ? now.title || now.file : state === "on air" ? "Silence (nothing queued)" : "Nothing playing");
+  q(".now-title").dataset.file = now ? now.file : "";
+  detail.clock = makeClock(status);
+  tickDetail();
+
+  if (status.queue) renderQueue(status.queue);
+  if (status.history) renderHistory(status.history);
+  if (status.unplayable) renderUnplayable(status.unplayable);
+  applyLock();
+}
+
+function tickDetail() {
+  const c = detail && detail.clock;
+  const elapsed = elapsedOf(c);
+  const duration = c ? c.duration : null;
+  const percent = elapsed != null && duration ? (100 * elapsed) / duration : 0;
+  q(".progress-fill").style.width = percent.toFixed(2) + "%";
+  q(".progress").setAttribute("aria-valuenow", String(Math.round(percent)));
+  setText(q(".elapsed"), clock(elapsed));
+  setText(q(".duration"), clock(duration));
+}
+
+function button(className, text, label) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = className;
+  b.textContent = text;
+  b.setAttribute("aria-label", label);
+  b.title = label;
+  return b;
+}
+
+function displayName(file) {
+  const base = file.split("/").pop();
+  return base.replace(/\.[^.]+$/, "") || base;
+}
+
+function renderQueue(queue) {
+  const key = JSON.stringify(queue.map((item) => item.file));
+  if (key === detail.queueKey || dragging) return;
+  detail.queueKey = key;
+  const items = queue.map((item, index) => {
+    const li = document.createElement("li");
+    li.dataset.file = item.file;
+    li.tabIndex = 0;
+    const name = document.createElement("span");
+    name.className = "file";
+    name.textContent = item.title || displayName(item.file);
+    name.title = item.file;
+    const tools = document.createElement("span");
+    tools.className = "tools";
+    const label = item.title || item.file;
+    const up = button("up", "↑", "Move " + label + " up");
+    const down = button("down", "↓", "Move " + label + " down");
+    up.dataset.disabledByPlace = index === 0 ? "1" : "";
+    down.dataset.disabledByPlace = index === queue.length - 1 ? "1" : "";
+    tools.append(up, down, button("remove", "Remove", "Remove " + label + " from the queue"));
+    li.append(name, tools);
+    return li;
+  });
+  const list = q(".queue");
+  list.replaceChildren(...items);
+  setText(q(".queue-count"), queue.length ? "(" + queue.length + ")" : "");
+  q(".queue-empty").hidden = queue.length > 0;
+  if (focusFile) {
+    const target = [...list.children].find((li) => li.dataset.file === focusFile);
+    focusFile = null;
+    if (target) target.focus();
+  }
+}
+
+function renderHistory(history) {
   const key = JSON.stringify(history);
-  if (key === view.historyKey) return;
-  view.historyKey = key;
+  if (key === detail.historyKey) return;
+  detail.historyKey = key;
   const items = history.map((item) => {
     const li = document.createElement("li");
     li.dataset.file = item.file;
+    if (item.skipped) li.classList.add("skipped");
     const title = document.createElement("span");
     title.className = "file";
-    title.textContent = item.title || item.file;
+    title.textContent = item.title || displayName(item.file);
     title.title = item.file;
     li.append(title);
+    if (item.skipped) {
+      const mark = document.createElement("span");
+      mark.className = "skipped-mark";
+      mark.textContent = "skipped";
+      li.append(" ", mark);
+    }
     if (item.started) {
       const time = document.createElement("time");
       time.dateTime = item.started;
       const when = new Date(item.started);
       time.textContent = isNaN(when) ? item.started : when.toLocaleTimeString();
-      li.append(time);
+      li.append(" ", time);
     }
-    const again = document.createElement("button");
-    again.type = "button";
-    again.className = "requeue";
-    again.textContent = "Queue again";
-    again.setAttribute("aria-label", "Queue " + item.file + " again");
-    li.append(" ", again);
+    li.append(" ", button("requeue", "Queue again", "Queue " + (item.title || item.file) + " again"));
     return li;
   });
-  q(view.el, ".history").replaceChildren(...items);
-  q(view.el, ".history-empty").hidden = history.length > 0;
-  applyLock();
+  q(".history").replaceChildren(...items);
+  q(".history-empty").hidden = history.length > 0;
 }
 
-// The progress bar moves between polls on the page's own clock.
-function tick(view) {
-  const c = view.clock;
-  let elapsed = null, duration = null;
-  if (c) {
-    elapsed = c.elapsed + (c.running ? (performance.now() - c.at) / 1000 : 0);
-    duration = c.duration;
-    if (duration != null) elapsed = Math.min(elapsed, duration);
-  }
-  const percent = elapsed != null && duration ? (100 * elapsed) / duration : 0;
-  q(view.el, ".progress-fill").style.width = percent.toFixed(2) + "%";
-  q(view.el, ".progress").setAttribute("aria-valuenow", String(Math.round(percent)));
-  q(view.el, ".elapsed").textContent = clock(elapsed);
-  q(view.el, ".duration").textContent = clock(duration);
+function renderUnplayable(list) {
+  const key = JSON.stringify(list);
+  if (key === detail.unplayableKey) return;
+  detail.unplayableKey = key;
+  const items = list.map((item) => {
+    const li = document.createElement("li");
+    li.dataset.file = item.file;
+    const file = document.createElement("span");
+    file.className = "file";
+    file.textContent = item.file;
+    const reason = document.createElement("span");
+    reason.className = "reason";
+    reason.textContent = item.reason;
+    li.append(file, ": ", reason);
+    return li;
+  });
+  q(".unplayable").replaceChildren(...items);
+  setText(q(".unplayable-count"), list.length ? "(" + list.length + ")" : "");
+  q(".unplayable-empty").hidden = list.length > 0;
 }
 
-function animate() {
-  for (const view of views.values()) tick(view);
-  requestAnimationFrame(animate);
-}
-
-// Without a token every action button is off, and says why.
+// Without a token every action is off, and says why.
 function applyLock() {
   const locked = !token();
-  for (const view of views.values()) {
-    view.el.classList.toggle("locked", locked);
-    for (const button of view.el.querySelectorAll(".skip, .remove, .requeue")) {
-      button.disabled = locked;
-      button.title = locked ? LOCKED_HINT : "";
-    }
-    const input = q(view.el, ".file-input");
-    input.disabled = locked;
-    input.title = locked ? LOCKED_HINT : "";
-    for (const li of view.el.querySelectorAll(".queue li")) {
-      li.draggable = !locked;
-    }
+  stationEl.classList.toggle("locked", locked);
+  for (const b of stationEl.querySelectorAll(".skip, .remove, .requeue, .up, .down, .enqueue, .file-input")) {
+    b.disabled = locked || b.dataset.disabledByPlace === "1";
+    b.title = locked ? LOCKED_HINT : b.getAttribute("aria-label") || "";
   }
+  for (const li of stationEl.querySelectorAll(".queue li")) li.draggable = !locked;
 }
 
 // --- actions ----------------------------------------------------------------------------
 
-function wire(view, id) {
-  const el = view.el;
-  q(el, ".skip").addEventListener("click", () => act(id, "/skip"));
-  q(el, ".queue").addEventListener("click", (event) => {
-    const button = event.target.closest(".remove");
-    if (button) act(id, "/queue/remove", { file: button.closest("li").dataset.file });
+async function act(rest, body) {
+  if (!detail) return;
+  const id = detail.id;
+  try {
+    const status = await api("POST", stationPath(id, rest), body);
+    setText(q(".message"), "");
+    pollGeneration++; // an answer already on its way is older than this one
+    renderDetail(status);
+    schedule();
+    if (rest.startsWith("/queue")) searchLibrary(); // its "queued" marks changed
+  } catch (error) {
+    setText(q(".message"), error.message);
+  }
+}
+
+function queueFiles() {
+  return [...q(".queue").querySelectorAll("li[data-file]")].map((li) => li.dataset.file);
+}
+
+function move(file, index) {
+  focusFile = file;
+  return act("/queue/move", { file, index });
+}
+
+function wireDetail() {
+  q(".skip").addEventListener("click", () => act("/skip"));
+  q(".copy").addEventListener("click", async () => {
+    const url = q(".listen").href;
+    try {
+      await navigator.clipboard.writeText(url);
+      setText(q(".copied"), "copied");
+    } catch (_) {
+      // No clipboard (not a secure context): select the link's text instead.
+      const range = document.createRange();
+      range.selectNodeContents(q(".listen"));
+      getSelection().removeAllRanges();
+      getSelection().addRange(range);
+      setText(q(".copied"), "selected: press Ctrl+C");
+    }
+    setTimeout(() => setText(q(".copied"), ""), 3000);
   });
-  q(el, ".history").addEventListener("click", (event) => {
-    const button = event.target.closest(".requeue");
-    if (button) act(id, "/queue", { file: button.closest("li").dataset.file });
+  const list = q(".queue");
+  list.addEventListener("click", (event) => {
+    const b = event.target.closest("button");
+    if (!b || b.disabled) return;
+    const file = b.closest("li").dataset.file;
+    const at = queueFiles().indexOf(file);
+    if (b.classList.contains("remove")) act("/queue/remove", { file });
+    else if (b.classList.contains("up")) move(file, at - 1);
+    else if (b.classList.contains("down")) move(file, at + 1);
   });
-  wireDrag(view, id);
-  wireUpload(view, id);
+  list.addEventListener("keydown", (event) => {
+    const li = event.target.closest("li[data-file]");
+    if (!li || event.target !== li || !token()) return;
+    const files = queueFiles();
+    const at = files.indexOf(li.dataset.file);
+    if (event.altKey && event.key === "ArrowUp" && at > 0) {
+      event.preventDefault();
+      move(li.dataset.file, at - 1);
+    } else if (event.altKey && event.key === "ArrowDown" && at < files.length - 1) {
+      event.preventDefault();
+      move(li.dataset.file, at + 1);
+    } else if (!event.altKey && (event.key === "ArrowUp" || event.key === "ArrowDown")) {
+      event.preventDefault();
+      const next = event.key === "ArrowUp" ? li.previousElementSibling : li.nextElementSibling;
+      if (next) next.focus();
+    } else if (event.key === "Delete") {
+      event.preventDefault();
+      act("/queue/remove", { file: li.dataset.file });
+    }
+  });
+  q(".history").addEventListener("click", (event) => {
+    const b = event.target.closest(".requeue");
+    if (b && !b.disabled) act("/queue", { file: b.closest("li").dataset.file });
+  });
+  q(".library-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    searchLibrary();
+  });
+  q(".library-search").addEventListener("input", () => {
+    clearTimeout(libraryTimer);
+    libraryTimer = setTimeout(searchLibrary, 200);
+  });
+  q(".library").addEventListener("click", (event) => {
+    const b = event.target.closest(".enqueue");
+    if (b && !b.disabled) act("/queue", { file: b.closest("li").dataset.file });
+  });
+  wireDrag(list);
+  wireUpload();
 }
 
 function clearMarks(list) {
   for (const li of list.querySelectorAll("li")) li.classList.remove("drop-before", "drop-after");
 }
 
-function wireDrag(view, id) {
-  const list = q(view.el, ".queue");
+function wireDrag(list) {
   list.addEventListener("dragstart", (event) => {
     const li = event.target.closest("li[data-file]");
     if (!li || !token()) return;
-    dragging = { station: id, file: li.dataset.file };
+    dragging = { file: li.dataset.file };
     li.classList.add("dragging");
     event.dataTransfer.effectAllowed = "move";
     event.dataTransfer.setData("text/plain", li.dataset.file);
   });
   list.addEventListener("dragover", (event) => {
-    if (!dragging || dragging.station !== id) return;
+    if (!dragging) return;
     event.preventDefault();
     event.dataTransfer.dropEffect = "move";
     clearMarks(list);
@@ -276,7 +619,7 @@ function wireDrag(view, id) {
     }
   });
   list.addEventListener("drop", (event) => {
-    if (!dragging || dragging.station !== id) return;
+    if (!dragging) return;
     event.preventDefault();
     const file = dragging.file;
     // The new position counts the queue without the dragged file, as the API does.
@@ -287,10 +630,11 @@ function wireDrag(view, id) {
       const box = target.getBoundingClientRect();
       index = others.indexOf(target) + (event.clientY > box.top + box.height / 2 ? 1 : 0);
     } else if (target) {
+      endDrag(list);
       return; // dropped on itself
     }
     endDrag(list);
-    act(id, "/queue/move", { file, index });
+    act("/queue/move", { file, index });
   });
   list.addEventListener("dragend", () => endDrag(list));
 }
@@ -300,12 +644,12 @@ function endDrag(list) {
   for (const li of list.querySelectorAll(".dragging")) li.classList.remove("dragging");
   const was = dragging;
   dragging = null;
-  if (was) views.get(was.station).queueKey = null; // render what the server says next
+  if (was && detail) detail.queueKey = null; // render what the server says next
 }
 
-function wireUpload(view, id) {
-  const zone = q(view.el, ".dropzone");
-  const input = q(view.el, ".file-input");
+function wireUpload() {
+  const zone = q(".dropzone");
+  const input = q(".file-input");
   const isFiles = (event) => event.dataTransfer && [...event.dataTransfer.types].includes("Files");
   zone.addEventListener("dragover", (event) => {
     if (!isFiles(event)) return;
@@ -317,30 +661,37 @@ function wireUpload(view, id) {
     if (!isFiles(event)) return;
     event.preventDefault();
     zone.classList.remove("over");
-    uploadAll(view, id, [...event.dataTransfer.files]);
+    uploadAll([...event.dataTransfer.files]);
   });
   input.addEventListener("change", () => {
-    uploadAll(view, id, [...input.files]);
+    uploadAll([...input.files]);
     input.value = "";
   });
 }
 
-async function uploadAll(view, id, files) {
-  const status = q(view.el, ".upload-status");
+async function uploadAll(files) {
+  const status = q(".upload-status");
+  const bar = q(".upload-progress");
   if (!token()) {
-    status.textContent = LOCKED_HINT + " to upload.";
+    setText(status, LOCKED_HINT + " to upload.");
     return;
   }
+  const id = detail.id;
   for (const file of files) {
+    bar.hidden = false;
+    bar.value = 0;
     try {
       const saved = await upload(id, file, (percent) => {
-        status.textContent = "Uploading " + file.name + ": " + percent + "%";
+        bar.value = percent;
+        setText(status, "Uploading " + file.name + ": " + percent + "%");
       });
-      status.textContent = "Uploaded " + saved.file;
+      bar.value = 100;
+      setText(status, "Uploaded " + saved.file);
     } catch (error) {
-      status.textContent = "Upload of " + file.name + " failed: " + error.message;
+      setText(status, "Upload of " + file.name + " failed: " + error.message);
     }
   }
+  setTimeout(() => { bar.hidden = true; }, 1500);
 }
 
 // XMLHttpRequest rather than fetch: it reports upload progress.
@@ -368,17 +719,49 @@ function upload(id, file, progress) {
   });
 }
 
-// --- start ------------------------------------------------------------------------------
+// --- views and start ----------------------------------------------------------------------
+
+function route() {
+  const match = /^#\/station\/(.+)$/.exec(location.hash);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  $("#overview").hidden = id !== null;
+  stationEl.hidden = id === null;
+  if (id === null) {
+    detail = null;
+    document.title = "pushsource";
+    renderOverview(statuses);
+  } else if (!detail || detail.id !== id) {
+    const row = rows.get(id);
+    openDetail(id, row ? row.status : null);
+  }
+  return id;
+}
+
+function animate() {
+  if (detail) tickDetail();
+  else for (const row of rows.values()) if (row.clock && row.clock.running && !row.el.hidden) tickRow(row);
+  setTimeout(() => requestAnimationFrame(animate), 250);
+}
+
+function initialStatus() {
+  try {
+    const data = JSON.parse($("#initial-status").textContent);
+    return Array.isArray(data.stations) ? data.stations : null;
+  } catch (_) {
+    return null; // served without it: the first poll fills the page
+  }
+}
 
 tokenInput.value = token();
-document.getElementById("token-form").addEventListener("submit", (event) => {
+$("#token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   const value = tokenInput.value.trim();
   if (value) localStorage.setItem(TOKEN_KEY, value);
   else localStorage.removeItem(TOKEN_KEY);
+  setText(q(".message"), ""); // a "wrong token" is answered by a new one
   applyLock();
 });
-document.getElementById("token-forget").addEventListener("click", () => {
+$("#token-forget").addEventListener("click", () => {
   localStorage.removeItem(TOKEN_KEY);
   tokenInput.value = "";
   applyLock();
@@ -386,6 +769,17 @@ document.getElementById("token-forget").addEventListener("click", () => {
 // A file dropped outside a drop zone must not make the browser leave the page.
 window.addEventListener("dragover", (event) => event.preventDefault());
 window.addEventListener("drop", (event) => event.preventDefault());
+window.addEventListener("hashchange", () => {
+  const id = route();
+  schedule(id === null ? POLL_MS : 0); // a station's queue and history: ask at once
+});
 
-poll();
-requestAnimationFrame(animate);
+wireOverview();
+wireDetail();
+const initial = initialStatus();
+if (initial) renderOverview(initial);
+performance.mark("pushsource-rendered");
+const opened = route();
+applyLock();
+schedule(initial && opened === null ? POLL_MS : 0);
+animate();

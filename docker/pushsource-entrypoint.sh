@@ -1,0 +1,45 @@
+#!/bin/sh
+# pushsource in its container: runs `pushsource "$@"` and passes signals on
+# (TERM/INT stop it cleanly, HUP rescans the folders, USR1 skips).
+#
+# Exit status 2 means a config error or a wrong password: restarting cannot
+# help, and compose's restart policies cannot leave out one exit status
+# (on-failure and unless-stopped would both restart it for ever). So on 2 the
+# container stays up without pushsource, its HEALTHCHECK failing and the
+# reason in its log, until it is fixed and recreated. Any other exit ends the
+# container with that status, for the restart policy to judge.
+set -u
+
+uid=$(id -u)
+if [ -d /music ] && ! [ -w /music ]; then
+    echo "pushsource-entrypoint: /music is not writable by uid $uid: uploads from the" \
+         "control page will fail (on the host: chown -R $uid the music folder, or mount" \
+         "it :ro to turn uploads off)" >&2
+fi
+
+pushsource "$@" &
+child=$!
+for sig in TERM INT HUP USR1; do
+    # shellcheck disable=SC2064  # $child is known now
+    trap "kill -$sig $child 2>/dev/null" "$sig"
+done
+# wait returns early (above 128) each time a trapped signal arrives.
+while :; do
+    wait "$child"
+    status=$?
+    kill -0 "$child" 2>/dev/null || break
+done
+trap - HUP USR1
+if [ "$status" -ne 2 ]; then
+    exit "$status"
+fi
+echo "pushsource-entrypoint: pushsource exited 2 (a config error or a wrong password," \
+     "see above); not restarting it: fix docker/.env or stations.toml, then run" \
+     "'docker compose -f docker/compose.yml up -d --force-recreate pushsource'" >&2
+pause=
+trap 'kill $pause 2>/dev/null; exit 2' TERM INT
+while :; do
+    sleep 3600 >/dev/null 2>&1 &
+    pause=$!
+    wait $pause
+done
