@@ -14,7 +14,6 @@ from types import FrameType
 from typing import Any, NoReturn
 
 import setproctitle
-from watchdog.observers import Observer
 
 from pushsource import __version__
 from pushsource.core.frames import header_for, silent_frame
@@ -23,7 +22,6 @@ from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
 from pushsource.ops.config import Config, load_config
-from pushsource.ops.listen import listen
 from pushsource.ops.logs import setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
@@ -37,7 +35,6 @@ from pushsource.ops.settings import (
     read_password_file,
     resolve_target,
 )
-from pushsource.workers.icecast import check_source
 from pushsource.workers.state import default_state_path
 
 log = logging.getLogger("pushsource")
@@ -423,7 +420,12 @@ def run_stations(
     """Build every station (checking all before any connects), run them until
     they end or a signal stops them. Returns the exit status."""
     # One watchdog observer for every folder: inotify allows 128 instances per user.
-    observer = Observer()
+    # Imported only when a folder is watched: start-up time (--once watches none).
+    observer = None
+    if not all(settings.once for settings in stations):
+        from watchdog.observers import Observer
+
+        observer = Observer()
     engine = Engine()
     runners = build_runners(
         stations, os.environ, engine=engine, observer=observer, announce_errors=not single
@@ -452,7 +454,7 @@ def run_stations(
             runner.close()
         if server is not None:
             server.close()
-        if observer.is_alive():
+        if observer is not None and observer.is_alive():
             observer.stop()
             observer.join(5)
     errors = [runner.error for runner in runners if runner.error is not None]
@@ -505,6 +507,8 @@ def _wait(runners: Sequence[StationRunner], args: argparse.Namespace) -> None:
 
 def check_config(args: argparse.Namespace) -> int:
     """``pushsource check``: the config, then each station's credentials."""
+    from pushsource.workers.icecast import check_source  # requests: not at start-up
+
     config = load_config(args.config, os.environ)
     setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
     engine = Engine()  # never started: building checks the stations
@@ -595,6 +599,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_silence(args.file, args.samplerate, args.channels, args.bitrate)
             return 0
         if args.command == "listen":
+            from pushsource.ops.listen import listen
+
             return listen(args.url, audio=args.audio, duration=args.duration)
         parser.error(f"unknown command {args.command}")
     except PushsourceError as exc:

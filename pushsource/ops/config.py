@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -176,6 +175,8 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
 
 def load_config(path: Path, environ: Mapping[str, str]) -> Config:
     """Read and check ``path``. Raises ConfigError."""
+    import tomllib  # only `run --config` and `check` need it: start-up time
+
     try:
         with path.open("rb") as file:
             data = tomllib.load(file)

@@ -20,9 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from watchdog.observers.api import BaseObserver
-
 from pushsource.core.station import Cued, Idle, Pacing, Retry, StationMachine
+from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
 from pushsource.engine.station import StationDriver
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
@@ -40,7 +39,6 @@ from pushsource.workers.folder import (
     twin,
     upload_name_ok,
 )
-from pushsource.workers.icecast import IcecastTarget, StationInfo
 from pushsource.workers.state import (
     FileStamp,
     PlayState,
@@ -53,6 +51,8 @@ from pushsource.workers.tracks import skipped
 from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
 
 if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver
+
     from pushsource.workers.loudness import Leveller
 
 log = logging.getLogger("pushsource")
