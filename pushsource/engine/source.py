@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import ssl
+import weakref
 from collections.abc import Mapping
 from typing import Final, Protocol
 
@@ -35,6 +36,22 @@ SEND_BUFFER: Final = 16 * 1024
 #: How often, at most, a buffer that does not drain is looked at.
 STALL_STEP: Final = 0.5
 _READ: Final = 64 * 1024
+#: Connections to one server being opened at once (connect, TLS, the answer), at
+#: most. Icecast 2.4 listens with a backlog of 5: a thousand stations connecting
+#: at once left many in SYN retransmission for seconds, past the connect timeout,
+#: and the hung-server check's probe unanswered behind them, which cut them all.
+OPENING_PER_SERVER: Final = 8
+_gates: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]
+] = weakref.WeakKeyDictionary()
+
+
+def _gate(loop: asyncio.AbstractEventLoop, target: IcecastTarget) -> asyncio.Semaphore:
+    gates = _gates.setdefault(loop, {})
+    key = (target.host.casefold(), target.port)
+    if key not in gates:
+        gates[key] = asyncio.Semaphore(OPENING_PER_SERVER)
+    return gates[key]
 
 
 class SourceEvents(Protocol):
@@ -95,6 +112,7 @@ class SourceSocket:
         self._written = 0  # body bytes handed to send()
         self._stall_mark = 0
         self._stall_since = 0.0
+        self._opening: asyncio.Semaphore | None = None  # held from connect to answer
 
     def __repr__(self) -> str:
         return f"SourceSocket({self.target}, address={self.address!r}, {self._state.value})"
@@ -174,6 +192,9 @@ class SourceSocket:
             )
             return
         self.address = address
+        gate = _gate(self._loop, self.target)
+        await gate.acquire()  # not timed: waiting for our turn is not the server's fault
+        self._opening = gate
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -197,6 +218,7 @@ class SourceSocket:
             self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
         except BaseException:
             sock.close()
+            self._opened()
             raise
 
     async def _resolve(self) -> str:
@@ -286,6 +308,7 @@ class SourceSocket:
 
     def _answered(self, answer: Answer) -> None:
         self._cancel_timer()
+        self._opened()
         if isinstance(answer, Accepted):
             self._state = _State.STREAMING
             self._events.accepted()
@@ -410,11 +433,18 @@ class SourceSocket:
     def _finish(self) -> None:
         self._state = _State.DONE
         self._cancel_timer()
+        self._opened()
         task = self._task
         if task is not None and not task.done() and task is not asyncio.current_task():
             task.cancel()
         if self._transport is not None:
             self._transport.abort()
+
+    def _opened(self) -> None:
+        """Done opening, one way or another: the next connection may go."""
+        gate, self._opening = self._opening, None
+        if gate is not None:
+            gate.release()
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
