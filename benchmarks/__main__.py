@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -44,6 +45,7 @@ class Plan:
     track_s: float  # every playlist track lasts this long
     warmup_s: float
     skip_s: float
+    scale_skip_s: float  # the listener starts with the client at scale: no late burst to absorb
     quiet_s: float  # drop-to-air: on air with silence this long before the first drop
     restarts: bool  # a fresh Icecast for every run (the smoke run saves the seconds)
     walk: bool
@@ -52,15 +54,17 @@ class Plan:
 
 
 DEFAULT = Plan(
-    single_s=50, scale_s=25, scale=(1, 10, 100, 300), extra_scale=(("ezstream", 50),),
-    startup_trials=2, drops=3, drop_track_s=3, track_s=20, warmup_s=5, skip_s=5, quiet_s=3,
+    single_s=50, scale_s=25, scale=(1, 10, 100, 300), extra_scale=(("pushsource", 1000),),
+    startup_trials=4, drops=3, drop_track_s=3, track_s=20, warmup_s=5, skip_s=5,
+    scale_skip_s=1, quiet_s=3,
     restarts=True, walk=True,
     default_clients=("pushsource", "ezstream", "liquidsoap-copy", "liquidsoap-mp3"),
     scale_clients=("pushsource", "ezstream", "liquidsoap-copy"),
 )  # fmt: skip
 SMOKE = Plan(
     single_s=4, scale_s=4, scale=(2,), extra_scale=(), startup_trials=0, drops=1,
-    drop_track_s=1, track_s=2.5, warmup_s=1.5, skip_s=1.5, quiet_s=1, restarts=False,
+    drop_track_s=1, track_s=2.5, warmup_s=1.5, skip_s=1.5, scale_skip_s=1, quiet_s=1,
+    restarts=False,
     walk=False,
     default_clients=("pushsource", "ezstream"), scale_clients=("pushsource", "ezstream"),
 )  # fmt: skip
@@ -108,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else DEFAULT
     single_s = 600.0 if args.long else plan.single_s
     scale = plan.scale
-    if args.scale is not None:
+    if args.scale is not None:  # the points asked for, and no others
         scale = tuple(int(n) for n in args.scale.split(",") if n.strip())
+        plan = dataclasses.replace(plan, extra_scale=())
     wanted = tuple(args.only.split(",")) if args.only else plan.default_clients
     clients = {c.key: c for c in all_clients()}
     unknown = [k for k in wanted if k not in clients]
@@ -129,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             "scale": list(scale),
             "warmup_s": plan.warmup_s,
             "listener_skip_s": plan.skip_s,
+            "scale_listener_skip_s": plan.scale_skip_s,
             "track_s": plan.track_s,
         },
         "skipped": {},
@@ -183,7 +189,9 @@ def run_all(
     say = _progress()
     phases = set(args.phases.split(","))
     say("making the playlist")
-    longest = max(single_s, plan.scale_s) + 60
+    max_mounts = max([*scale, *(n for _, n in plan.extra_scale), 1])
+    # Long enough that no station runs out while the last ones are still starting.
+    longest = max(single_s, plan.scale_s) + 60 + 0.1 * max_mounts
     tracks = make_tracks(workdir / "media", 4, plan.track_s)
     order = playlist_order(tracks, longest)
     drops = [
@@ -242,7 +250,9 @@ def run_all(
             # requests, half-closed sources) must not weigh on the next.
             if plan.restarts:
                 icecast.restart()
-            results["scale"].append(run_point(bench, available[key], stations, plan.scale_s, tag))
+            point = run_point(bench, available[key], stations, plan.scale_s, tag,
+                              from_launch=True, skip_s=plan.scale_skip_s)  # fmt: skip
+            results["scale"].append(point)
         if plan.walk and "walk" in phases:
             say("walking one hour of MP3 with pushsource.core.frames")
             from benchmarks.walk import measure

@@ -100,7 +100,9 @@ def wait_listed(
 ) -> tuple[dict[str, float], str | None]:
     """Poll /status-json.xsl (every 10 ms for a few mounts) until all are listed.
     Returns seconds from launch to listing for each mount, and an error."""
-    poll = 0.01 if len(mounts) <= 2 else 0.1
+    # A status page of 1000 mounts is about 1 MB that Icecast makes afresh for
+    # each request: polling it fast would load the server being measured.
+    poll = 0.01 if len(mounts) <= 2 else 0.1 if len(mounts) <= 300 else 0.5
     wanted = set(mounts)
     seen: dict[str, float] = {}
     deadline = start + timeout
@@ -120,12 +122,14 @@ def wait_listed(
 
 class ListenerProcess:
     def __init__(self, bench: Bench, mounts: Sequence[str], tag: str,
-                 patterns: dict[str, list[str]] | None = None) -> None:  # fmt: skip
+                 patterns: dict[str, list[str]] | None = None, *,
+                 listed_first: bool = False, skip_s: float | None = None) -> None:  # fmt: skip
         self.spec = bench.workdir / "runs" / f"{tag}-listen.json"
         self.out = bench.workdir / "runs" / f"{tag}-heard.json"
         self.spec.write_text(json.dumps({
             "host": bench.icecast.host, "port": bench.icecast.port, "mounts": list(mounts),
-            "skip": bench.skip_s, "patterns": patterns or {},
+            "skip": bench.skip_s if skip_s is None else skip_s, "patterns": patterns or {},
+            "listed_first": listed_first, "status_poll_s": 0.1 if len(mounts) <= 300 else 0.5,
         }), "utf-8")  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.listen", str(self.spec), str(self.out)],
@@ -161,20 +165,27 @@ class ListenerProcess:
 
 
 def run_point(
-    bench: Bench, client: Client, stations: Sequence[Station], stream_s: float, tag: str
-) -> dict[str, Any]:
+    bench: Bench, client: Client, stations: Sequence[Station], stream_s: float, tag: str,
+    *, from_launch: bool = False, skip_s: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
     """Launch, wait for the mounts, listen and sample for stream_s, stop.
 
     CPU: `startup_cpu_s` is what the group used from launch until every mount was
     listed; the steady state runs from `warmup_s` after that to the end.
+    ``from_launch``: the listener starts with the client and takes each mount as
+    soon as it is listed, so the pacing figures include the start-up of the others
+    (``skip_s``: what it leaves out after each mount's first byte).
     """
     mounts = [s.mount for s in stations]
     n = len(stations)
-    result: dict[str, Any] = {"client": client.key, "stations": n, "stream_s": stream_s}
+    result: dict[str, Any] = {"client": client.key, "stations": n, "stream_s": stream_s,
+                              "listened_from_launch": from_launch}  # fmt: skip
     start = time.monotonic()
     launched = client.launch(stations, bench.server, bench.workdir / "runs" / tag)
     result["note"] = launched.note
     listener: ListenerProcess | None = None
+    if from_launch:
+        listener = ListenerProcess(bench, mounts, tag, listed_first=True, skip_s=skip_s)
     try:
         listed, error = wait_listed(bench, mounts, launched, start, timeout=20 + 0.1 * n)
         at_listed = procs.sample(launched.pgid)
@@ -188,7 +199,8 @@ def run_point(
             if not listed or len(launched.early_exits()) == len(launched.procs):
                 return result
             # Some are up: measure what there is (the listener keeps asking for the rest).
-        listener = ListenerProcess(bench, mounts, tag)
+        if listener is None:
+            listener = ListenerProcess(bench, mounts, tag, skip_s=skip_s)
         if not listener.wait_ready(5 + 0.02 * n):
             result["error"] = "listener could not connect to every mount in time"
         # The windows start once the listener is on (at once, unless mounts
@@ -201,9 +213,12 @@ def run_point(
         warm_t = time.monotonic()
         icecast_warm = procs.sample(bench.icecast_pid).cpu_s
         rss_peak = warm.rss_bytes
+        threads = [warm.threads]  # the steady state's thread counts, once a second
         while time.monotonic() < end_at - 1.0:
             time.sleep(1.0)
-            rss_peak = max(rss_peak, procs.sample(launched.pgid).rss_bytes)
+            now_sample = procs.sample(launched.pgid)
+            rss_peak = max(rss_peak, now_sample.rss_bytes)
+            threads.append(now_sample.threads)
         _sleep_until(end_at)
         end = procs.sample(launched.pgid)
         end_t = time.monotonic()
@@ -226,6 +241,9 @@ def run_point(
                 "total_cpu_s": end.cpu_s,
                 "rss_mb": end.rss_bytes / 1e6,
                 "rss_peak_mb": rss_peak / 1e6,
+                # /proc/PID/task of every process in the group (one, for pushsource)
+                "threads": max(threads),
+                "threads_min": min(threads),
                 "pss_mb": pss / 1e6 if pss is not None else None,
                 # The server's share: what serving this client cost Icecast.
                 "icecast_cpu_percent": 100 * (icecast_end - icecast_warm) / window,

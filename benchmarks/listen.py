@@ -1,11 +1,14 @@
 """Cheap listeners for many mounts: one process, one selector, raw HTTP GETs.
 
 Run as ``python -m benchmarks.listen SPEC.json OUT.json``. SPEC holds host,
-port, mounts, optional duration, skip and patterns ({mount: [hex, ...]}: byte
-strings whose first arrival is timed). It prints ``ready`` once every mount
-answered 200, and writes OUT.json (per-mount pacing figures) when the duration
-is over or on SIGTERM. Every recv is timestamped with time.monotonic(), the
-same clock the harness uses, so times can be compared across processes.
+port, mounts, optional duration, skip, patterns ({mount: [hex, ...]}: byte
+strings whose first arrival is timed) and listed_first (started while the
+client is still starting: ask for a mount only once /status-json.xsl lists
+it, instead of asking hundreds of absent mounts again and again). It prints
+``ready`` once every mount answered 200, and writes OUT.json (per-mount
+pacing figures) when the duration is over or on SIGTERM. Every recv is
+timestamped with time.monotonic(), the same clock the harness uses, so times
+can be compared across processes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -23,6 +27,7 @@ from typing import Any
 
 from benchmarks.mp3 import StreamWalker
 from benchmarks.pacing import analyse
+from pushsource.ops.trial import fetch_status, sources_of
 
 RETRY_S = 0.05
 #: Connections opened but not yet answered, at most: Icecast 2.4 listens with a
@@ -31,6 +36,8 @@ RETRY_S = 0.05
 MAX_PENDING = 16
 #: A request with no answer this long is given up and made again.
 ANSWER_TIMEOUT_S = 3.0
+#: How often the status page is read while mounts are still coming up (listed_first).
+STATUS_POLL_S = 0.1
 
 
 class Mount:
@@ -46,6 +53,7 @@ class Mount:
         self.closed_at: float | None = None
         self.retry_at = 0.0
         self.opened_at = 0.0
+        self.listed = False  # seen in /status-json.xsl (or not waited for)
         self.attempts = 0
         self.error: str | None = None
         self.patterns = patterns
@@ -72,6 +80,27 @@ class Listeners:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.ready_said = False
+        self.status_poll_s = STATUS_POLL_S
+
+    def watch_listing(self) -> None:
+        """Until every mount has been listed, read /status-json.xsl (on a thread
+        of its own: a big status page must not hold up the recv timestamps)."""
+        by_name = {m.name: m for m in self.mounts}
+        base = f"http://{self.host}:{self.port}"
+
+        def poll() -> None:
+            while not self.stopping and not all(m.listed for m in self.mounts):
+                try:
+                    sources = sources_of(fetch_status(base, timeout=5.0))
+                except (OSError, ValueError):
+                    sources = []
+                for source in sources:
+                    mount = by_name.get(str(source.get("listenurl", "")).rsplit("/", 1)[-1])
+                    if mount is not None:
+                        mount.listed = True
+                time.sleep(self.status_poll_s)
+
+        threading.Thread(target=poll, name="status", daemon=True).start()
 
     def _open(self, mount: Mount, now: float) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -115,7 +144,8 @@ class Listeners:
             for mount in self.mounts:
                 if pending >= MAX_PENDING:
                     break
-                if mount.sock is None and mount.closed_at is None and now >= mount.retry_at:
+                if (mount.sock is None and mount.closed_at is None and mount.listed
+                        and now >= mount.retry_at):  # fmt: skip
                     self._open(mount, now)
                     pending += 1
             for key, events in self.selector.select(timeout=0.02):
@@ -197,6 +227,12 @@ def main(argv: list[str]) -> int:
         Mount(name, [bytes.fromhex(h) for h in patterns.get(name, [])]) for name in spec["mounts"]
     ]
     listeners = Listeners(spec["host"], int(spec["port"]), mounts)
+    listeners.status_poll_s = float(spec.get("status_poll_s", STATUS_POLL_S))
+    if spec.get("listed_first"):
+        listeners.watch_listing()
+    else:
+        for mount in mounts:
+            mount.listed = True
 
     def stop(signum: int, frame: FrameType | None) -> None:
         listeners.stopping = True

@@ -21,6 +21,7 @@ class GroupSample:
     pids: int
     cpu_s: float  # user+sys, reaped children included
     rss_bytes: int  # sum of the processes' resident sets
+    threads: int  # entries of /proc/PID/task, summed over the group's processes
 
 
 def _stat_fields(pid: str) -> list[str] | None:
@@ -44,7 +45,7 @@ def group_members(pgid: int) -> list[int]:
 
 
 def sample(pgid: int) -> GroupSample:
-    cpu_ticks = rss_pages = count = 0
+    cpu_ticks = rss_pages = count = threads = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -55,7 +56,16 @@ def sample(pgid: int) -> GroupSample:
         # utime, stime, cutime, cstime are fields 14-17; rss is field 24.
         cpu_ticks += sum(int(v) for v in fields[11:15])
         rss_pages += int(fields[21])
-    return GroupSample(count, cpu_ticks / TICK, rss_pages * PAGE)
+        threads += thread_count(int(entry))
+    return GroupSample(count, cpu_ticks / TICK, rss_pages * PAGE, threads)
+
+
+def thread_count(pid: int) -> int:
+    """How many threads the process has now: the entries of /proc/PID/task."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
 
 
 def pss_bytes(pgid: int) -> int | None:
