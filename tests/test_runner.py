@@ -71,7 +71,12 @@ def test_status_before_anything_plays(runner: StationRunner) -> None:
     assert status["name"] == "Rock"
     assert status["mount"] == "/rock"
     assert status["listen_url"] == "http://127.0.0.1:9/rock"
-    assert status["connection"] == {"state": "starting", "reconnects": 0, "error": None}
+    assert status["connection"] == {
+        "state": "starting",
+        "reconnects": 0,
+        "attempts": 0,
+        "error": None,
+    }
     assert status["now_playing"] is None
     assert queue_of(runner) == ["a.mp3", "b.mp3", "c.mp3", "d.mp3"]
     assert "pw" not in repr(runner)
@@ -136,6 +141,7 @@ def test_metrics_render(runner: StationRunner) -> None:
     runner.sent(4000, 10, 0.45)
     runner.sent(4000, 10, 0.40)
     runner.counters.conversions.append(1.5)
+    runner.connection("on air")
     runner.connection("reconnecting", "reset")
     body, content_type = Metrics([runner]).render()
     text = body.decode()
@@ -147,6 +153,9 @@ def test_metrics_render(runner: StationRunner) -> None:
     assert 'pushsource_connection_state{state="reconnecting",station="rock"} 1.0' in text
     assert 'pushsource_conversion_seconds_count{station="rock"} 1.0' in text
     assert "pushsource_queue_length" in text
+    # Listeners are not known yet (no status read): no sample, rather than a 0.
+    assert "# TYPE pushsource_listeners gauge" in text
+    assert 'pushsource_listeners{station="rock"}' not in text
 
 
 def test_console_line() -> None:
@@ -161,6 +170,8 @@ def test_console_line() -> None:
     assert "on air" in text
     assert "[" + "=" * 12 + "-" * 12 + "] 1:01/2:02 Band - Song" in text
     assert "(queue 2)" in text and "reconnects 2" in text
+    assert "(queue 2, 1 listener)" in line({**status, "listeners": 1}).plain
+    assert "(queue 2, 3 listeners)" in line({**status, "listeners": 3}).plain
 
 
 def test_log_formats_name_the_station_and_hide_passwords() -> None:
@@ -229,3 +240,79 @@ def test_library_finds_files_by_every_word(runner: StationRunner, music: Path) -
         "files": [{"file": "a.mp3", "queued": True}, {"file": "b.mp3", "queued": False}],
         "total": 5,
     }
+
+
+# -- readings that tell the truth (issue 14) ------------------------------------
+
+
+def test_reconnects_count_outages_not_attempts(runner: StationRunner) -> None:
+    runner.connection("connecting")
+    runner.connection("reconnecting", "refused")  # never on air: not a reconnect
+    runner.connection("connecting")
+    runner.connection("on air")
+    for outage in range(2):
+        runner.connection("reconnecting", "connection lost")
+        for attempt in range(4 + outage):
+            runner.connection("connecting")
+            runner.connection("reconnecting", "refused")
+            assert runner.status()["connection"]["attempts"] == attempt + 1
+        runner.connection("connecting")
+        runner.connection("on air")
+    connection = runner.status()["connection"]
+    assert connection["reconnects"] == 2 and connection["attempts"] == 0
+    assert runner.counters.connect_failures == 1 + 4 + 5
+    text = Metrics([runner]).render()[0].decode()
+    assert 'pushsource_reconnects_total{station="rock"} 2.0' in text
+    assert 'pushsource_connect_failures_total{station="rock"} 10.0' in text
+
+
+def test_a_restart_shows_neither_played_files_as_queued_nor_an_empty_history(
+    music: Path, tmp_path: Path
+) -> None:
+    from pushsource.workers.state import PlayState, save_state
+
+    state = PlayState()
+    for name in ("a", "c"):
+        state.mark_played(music / f"{name}.mp3")
+    state.history = [
+        {"file": "c.mp3", "title": "c", "started": "2026-12-01T10:03:00Z", "gain_db": None},
+        {"file": "a.mp3", "title": "a", "started": "2026-12-01T10:00:00Z", "gain_db": None},
+    ]
+    save_state(tmp_path / "state.json", state)
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    try:
+        station._setup()
+        station.feed.refresh()
+        wait_for(lambda: len(queue_of(station)) == 2)
+        assert queue_of(station) == ["b.mp3", "d.mp3"]
+        assert station.queue_length == 2
+        assert [h["file"] for h in station.status()["history"]] == ["c.mp3", "a.mp3"]
+        # A file changed since it played plays again, and shows so.
+        os.utime(music / "a.mp3", (time.time() - 1800, time.time() - 1800))
+        station.feed.refresh()
+        assert queue_of(station) == ["a.mp3", "b.mp3", "d.mp3"]
+    finally:
+        engine.stop()
+        station.close()
+
+
+def test_history_is_kept_in_the_state_file(runner: StationRunner, music: Path) -> None:
+    from pushsource.workers.state import load_state
+
+    result = runner.feed.cue(None)
+    assert result.track is not None
+    runner.track_started(result.track)
+    runner.track_ended(result.track, skipped=True)
+    runner.feed.release(result.track.handle)
+    runner.close()  # saves the state a last time
+    assert runner._keeper is not None
+    [entry] = load_state(runner._keeper.path).history
+    assert entry["file"] == "a.mp3" and entry["skipped"] is True

@@ -113,6 +113,9 @@ class Cued:
     looped: bool = False  # from the library (idle loop), not the queue: new files go first
     gain_db: float | None = None  # the level change it plays with (loudness), if any
     gain_note: str = ""  # for its log line: "gain +3.0 dB: measured -21.0 LUFS"
+    #: Seconds of its audio before chunk.offset (a resumed one): the workers'
+    #: estimate from the bytes; the machine's own count after an outage.
+    before: float = 0.0
 
 
 # -- effects ----------------------------------------------------------------
@@ -214,8 +217,10 @@ class _Playing:
     announced: bool = False
     end: int = 0  # file offset past the last frame received
     starved: float = 0.0  # seconds of silence sent for want of frames
+    seconds: float = 0.0  # of its audio sent (what came before a resume included)
 
     def __post_init__(self) -> None:
+        self.seconds = self.track.before
         self.add(self.track.chunk)
 
     def add(self, chunk: Chunk) -> None:
@@ -279,9 +284,12 @@ class StationMachine:
         self._closing_left = 0  # silence frames still to send before hanging up
         self._last: FrameHeader = silence  # format of the last frame sent
         self._sent = 0  # bytes sent on this connection
-        # (stream offset past the batch, [(track, file offset of its first frame in it)]):
-        # where to go on after a drop, for the bytes the kernel may not have taken.
-        self._batches: deque[tuple[int, list[tuple[Cued, int]]]] = deque()
+        # (stream offset past the batch, [(track, file offset of its first frame in it,
+        # seconds of the track before that frame)]): where to go on after a drop, for
+        # the bytes the kernel may not have taken.
+        self._batches: deque[tuple[int, list[tuple[Cued, int, float]]]] = deque()
+        # (path, offset) to go on at -> seconds of the track before it, from _rewind.
+        self._resumed_at: dict[tuple[Path, int], float] = {}
         self.played: list[Path] = []  # files started (not resumed), in order
         self.last_started: Path | None = None
 
@@ -295,6 +303,12 @@ class StationMachine:
         """The playing file and the offset of its next frame not yet sent."""
         p = self._playing
         return (p.track.path, p.position) if p is not None else None
+
+    def elapsed(self) -> float | None:
+        """Seconds of the playing track's audio sent so far: it stands still
+        while nothing goes out (off air, frames late)."""
+        p = self._playing
+        return p.seconds if p is not None else None
 
     def cued_path(self) -> Path | None:
         """The file cued to play next (opened, not started), if any."""
@@ -431,6 +445,10 @@ class StationMachine:
                 self._pump(now, out)
             return out
         self._dry = False
+        if track.resumed:
+            known = self._resumed_at.pop((track.path, track.chunk.offset), None)
+            if known is not None:  # our own count beats the workers' estimate
+                track.before = known
         if self._playing is None:
             self._playing = _Playing(track)
             if self.phase is Phase.WAITING:
@@ -511,7 +529,7 @@ class StationMachine:
         assert pacer is not None
         parts: list[bytes] = []
         frames = 0
-        batch: list[tuple[Cued, int]] = []
+        batch: list[tuple[Cued, int, float]] = []
         started: list[Cued] = []
         if self._skipping:
             self._skipping = False
@@ -567,13 +585,14 @@ class StationMachine:
             )
             end = chunk.ends[p.index + count - 1]
             if not batch or batch[-1][0] is not p.track:
-                batch.append((p.track, chunk.offset + p.start))
+                batch.append((p.track, chunk.offset + p.start, p.seconds))
             if not p.announced:
                 p.announced = True
                 started.append(p.track)
             parts.append(chunk.data[p.start : end])
             frames += count
             pacer.add(count * header.samples, header.sample_rate)
+            p.seconds += count * header.duration
             self._last = header
             p.index += count
             p.start = end
@@ -682,8 +701,7 @@ class StationMachine:
 
     def _announce(self, track: Cued, out: list[Effect]) -> None:
         if track.resumed:
-            seconds = track.chunk.offset / (track.bitrate * 125)
-            log.info("resuming %s at about %s", track.title, clock_time(seconds))
+            log.info("resuming %s at about %s", track.title, clock_time(track.before))
         else:
             log.info(
                 "playing %s (%s, %d kbps, %d Hz%s) [%s]",
@@ -695,9 +713,10 @@ class StationMachine:
                 track.path.name,
             )
             self.played.append(track.path)
-            self.last_started = track.path
             if len(self.played) > 1000:
                 del self.played[:500]
+        # Resumed ones too (after a restart): the idle loop must not play it again at once.
+        self.last_started = track.path
         out.append(SetTitle(track.title))
         out.append(Started(track))
 
@@ -718,21 +737,23 @@ class StationMachine:
         for end, batch in self._batches:
             if end <= confirmed:
                 continue
-            for track, offset in batch:
+            for track, offset, seconds in batch:
                 if any(t is track for t in seen):
                     continue
-                # A track that started in lost audio starts again (from the top).
-                at = offset if not seen else (track.chunk.offset if track.resumed else 0)
+                if seen:  # a track that started in lost audio starts again (from the top)
+                    offset, seconds = track.chunk.offset, track.before
+                    if not track.resumed:
+                        offset, seconds = 0, 0.0
                 seen.append(track)
-                resume.append((track.path, _reopen_at(track, at)))
+                resume.append(self._resume_entry(track, offset, seconds))
         p = self._playing
         if p is not None:
             if all(t is not p.track for t in seen):
-                resume.append((p.track.path, _reopen_at(p.track, p.position)))
+                resume.append(self._resume_entry(p.track, p.position, p.seconds))
             out.append(Release(p.track.handle))
         nxt = self._next
         if nxt is not None:
-            resume.append((nxt.path, _reopen_at(nxt, nxt.chunk.offset)))
+            resume.append(self._resume_entry(nxt, nxt.chunk.offset, nxt.before))
             out.append(Release(nxt.handle))
         self._playing = self._next = None
         self._idling = False
@@ -740,6 +761,16 @@ class StationMachine:
         self._sent = 0
         self._resume = resume + self._resume
         self._dry = False
+
+    def _resume_entry(self, track: Cued, offset: int, seconds: float) -> tuple[Path, int]:
+        """Where to go on with ``track``, noting how much of it lies before
+        (for its elapsed time once it is back)."""
+        at = _reopen_at(track, offset)
+        if at:
+            if len(self._resumed_at) > 100:  # entries for files that never came back
+                self._resumed_at.clear()
+            self._resumed_at[(track.path, at)] = seconds
+        return (track.path, at)
 
     # -- helpers ---------------------------------------------------------------
 

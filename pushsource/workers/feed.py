@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pushsource.core.frames import parse_header
+from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
 from pushsource.core.station import Chunk, Cued
-from pushsource.errors import TrackError
+from pushsource.errors import FrameError, TrackError
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import Track
 
@@ -229,7 +229,10 @@ class Feed:
     # --
 
     def _snapshot(self) -> None:
-        queued = self._source.queued()
+        # What already played is skipped when reached: it is not shown as
+        # coming (after a restart the folder queue holds every file again).
+        # was_played stats only the files it has a record of.
+        queued = [path for path in self._source.queued() if not self._was_played(path)]
         with self._lock:
             self._queued = queued
 
@@ -240,24 +243,37 @@ class Feed:
         track = Track(path, play=self._resolve(path), gain=gain).open(offset)
         first = read_chunk(track, chunk)
         header = track.first.header
+        # Bitrate and length are the played file's (a converted copy's: what goes on air).
+        bitrate = track.info.bitrate or header.bitrate
+        before = 0.0
+        if track.resumed:  # an estimate from the bytes; exact for CBR
+            before = max(0, first.offset - audio_start(track.play)) / (bitrate * 125)
         return Cued(
             handle=track,
             path=path,
             title=track.info.title,
             duration=track.info.duration,
-            bitrate=track.info.bitrate or header.bitrate,
+            bitrate=bitrate,
             header=header,
             chunk=first,
             resumed=track.resumed,
             stamp=track.stamp,
             gain_db=track.gain_db,
             gain_note=gain.describe() if gain is not None else "",
+            before=before,
         )
 
     def _from_library(self, last: Path | None, chunk: int) -> Cued | None:
         assert self._library is not None
-        for _ in range(2):  # a second pass after refilling an exhausted cycle
+        for refilled in (False, True):  # a second pass after refilling an exhausted cycle
             while self._loop:
+                if self._loop[0] == last and not refilled:
+                    # It just played (from the queue, maybe, or resumed): not
+                    # again at once; later in the cycle, or in the next one.
+                    again = self._loop.pop(0)
+                    if not self._loop:
+                        break  # the cycle's last: the refill puts it at the end
+                    self._loop.append(again)
                 path = self._loop.pop(0)
                 try:
                     track = self._open(path, 0, chunk)
@@ -274,6 +290,24 @@ class Feed:
             if not self._loop:
                 return None
         return None
+
+
+def audio_start(path: Path) -> int:
+    """The offset of the first frame of ``path`` (past its tags); 0 if it
+    cannot be found. Does not raise."""
+    parser = FrameParser()
+    try:
+        with path.open("rb") as file:
+            while True:
+                event = parser.next_run(1)
+                if isinstance(event, FrameRun):
+                    return event.offset
+                if event is NEED_DATA:
+                    parser.feed(file.read(1 << 16))
+                elif event is END:
+                    return 0
+    except (OSError, FrameError):
+        return 0
 
 
 def _edited(queued: list[Path], edit: QueueEdit) -> list[Path]:
