@@ -316,3 +316,88 @@ def test_history_is_kept_in_the_state_file(runner: StationRunner, music: Path) -
     assert runner._keeper is not None
     [entry] = load_state(runner._keeper.path).history
     assert entry["file"] == "a.mp3" and entry["skipped"] is True
+
+
+def test_elapsed_stands_still_off_air_and_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    """The station's machine and feed in virtual time (the Sim of test_station),
+    its effects told to the runner as the engine would: what the status shows
+    while on air, reconnecting, and on air again."""
+    from pushsource.core import station as core
+    from pushsource.errors import IcecastError
+    from tests.test_station import Sim
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    make_clean_mp3(folder / "long.mp3", 12.0, freq=300)
+    an_hour_ago = time.time() - 3600
+    os.utime(folder / "long.mp3", (an_hour_ago, an_hour_ago))
+    settings = StationSettings(
+        folder=folder,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        idle="stop",
+    )
+    holder: list[Sim] = []
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine, clock=lambda: holder[0].now)
+    station._setup()
+    station.feed.refresh()
+    down = IcecastError("cannot connect to 127.0.0.1:9: Connection refused")
+
+    class Told(Sim):
+        def apply(self, effects: list[core.Effect]) -> None:
+            for e in effects:
+                sent = len(self.conns[-1].chunks) if self.conns else 0
+                super().apply([e])
+                match e:
+                    case core.Send(data, frames, lead) if len(self.conns[-1].chunks) > sent:
+                        station.sent(len(data), frames, lead)  # not the one lost
+                    case core.Started(track):
+                        station.track_started(track)
+                    case core.Ended(track, skipped):
+                        station.track_ended(track, skipped=skipped)
+                    case core.State(state, error):
+                        station.connection(state, error)
+
+    # On air at once; dropped at the 30th batch (about 3 s in); down for ~3 s.
+    sim = Told(
+        station.driver.machine,
+        station.feed,
+        plan=lambda n: ("accept", 30) if n == 1 else down if n < 4 else "accept",
+    )
+    holder.append(sim)
+    shown: list[tuple[float, str, float]] = []
+
+    def look() -> None:
+        status = station.status()
+        if status["now_playing"] is not None:
+            state = status["connection"]["state"]
+            shown.append((sim.now, state, status["now_playing"]["elapsed"]))
+
+    for n in range(60):
+        sim.schedule(1000.0 + n * 0.25, look)
+    sim.schedule(1015.0, lambda: sim.step(sim.machine.stop))
+    try:
+        sim.run()
+    finally:
+        engine.stop()
+        station.close()
+    on_air = [(t, e) for t, s, e in shown if s == "on air" and t < sim.conns[1].opened]
+    assert len(on_air) > 5
+    for t, elapsed in on_air:  # what listeners heard: no more than a batch off
+        assert t - 1000.0 - 0.15 <= elapsed <= t - 1000.0 + 0.05
+    away = [(t, e) for t, s, e in shown if s in ("reconnecting", "connecting")]
+    assert len(away) >= 8  # ~3 s of it
+    frozen = {e for _, e in away}
+    assert len(frozen) == 1, away  # stands still
+    [stopped_at] = frozen
+    assert abs(stopped_at - (away[0][0] - 1000.0)) < 0.5
+    back = [(t, e) for t, s, e in shown if s == "on air" and t > sim.conns[-1].opened]
+    assert back
+    t, elapsed = back[0]
+    # It goes on from where the listeners were (plus, at most, the lead that
+    # Icecast had taken), not from the time spent away.
+    lead = station.settings.lead
+    assert stopped_at <= elapsed <= stopped_at + lead + (t - sim.conns[-1].opened) + 0.1
