@@ -120,10 +120,13 @@ class StationControl(Protocol):
         ...
 
     def status(self) -> dict[str, Any]:
-        """A JSON-able snapshot: id, name, mount, server, listen_url, connection
-        {state, reconnects, error}, now_playing {title, file, elapsed, duration,
-        bitrate} or None, queue [{file}], history [{file, title, started}] newest
-        first (at most 50)."""
+        """A JSON-able snapshot: id, name, mount, server, listen_url, listeners
+        (int, or None while not known), connection {state, reconnects (outages),
+        attempts (failed in the current outage), error}, now_playing {title,
+        file, elapsed (of the audio sent; still while off air), duration,
+        bitrate (of what is sent)} or None, queue [{file}] (what played is left
+        out), history [{file, title, started}] newest first (at most 50, kept
+        across restarts)."""
         ...
 
     def skip(self) -> None: ...
