@@ -299,6 +299,13 @@ def test_a_restart_shows_neither_played_files_as_queued_nor_an_empty_history(
         os.utime(music / "a.mp3", (time.time() - 1800, time.time() - 1800))
         station.feed.refresh()
         assert queue_of(station) == ["a.mp3", "b.mp3", "d.mp3"]
+        # The file resumed is playing, not still to come.
+        resumed = station.feed.cue((music / "b.mp3", 0))
+        assert resumed.track is not None and resumed.resumed_one
+        station.feed.release(resumed.track.handle)
+        assert queue_of(station) == ["a.mp3", "d.mp3"]
+        station.feed.refresh()
+        assert queue_of(station) == ["a.mp3", "d.mp3"]
     finally:
         engine.stop()
         station.close()

@@ -155,7 +155,7 @@ class Feed:
         if resume is not None:
             path, offset = resume
             try:
-                return CueResult(self._open(path, offset, chunk), resumed_one=True)
+                track = self._open(path, offset, chunk)
             except TrackError as exc:
                 if offset:
                     # Going on after a break, with every frame sent already
@@ -165,6 +165,10 @@ class Feed:
                 else:
                     self._unplayable(exc)
                 return CueResult(None, resumed_one=True)
+            # Playing now: not still to come (after a restart the folder queue
+            # lists it too). As get() would have taken it.
+            self.edit(QueueEdit(remove=(path,)))
+            return CueResult(track, resumed_one=True)
         while True:
             got = self._source.get(0)
             if got is None:
