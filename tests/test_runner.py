@@ -428,3 +428,36 @@ def test_elapsed_stands_still_off_air_and_goes_on_where_it_stopped(tmp_path: Pat
     # Icecast had taken), not from the time spent away.
     lead = station.settings.lead
     assert stopped_at <= elapsed <= stopped_at + lead + (t - sim.conns[-1].opened) + 0.1
+
+
+def test_a_cue_says_when_files_still_settling_may_be_ready(music: Path, tmp_path: Path) -> None:
+    """A file still being copied when a track is cued must show in the queue
+    once it settled, not only at the next cue a whole track later: the cue
+    says when to look again."""
+    make_clean_mp3(music / "e.mp3", 0.3, freq=900)  # just written: still settling
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        settle=0.5,
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    try:
+        station._setup()
+        result = station.feed.cue(None)
+        assert result.track is not None and result.track.path.name == "a.mp3"
+        station.feed.release(result.track.handle)
+        assert "e.mp3" not in queue_of(station)
+        assert result.again is not None and 0 < result.again <= 0.5 + 0.1
+        time.sleep(result.again)
+        again = station.feed.refresh()
+        while again is not None:  # (the folder may ask for a little longer)
+            time.sleep(again)
+            again = station.feed.refresh()
+        assert queue_of(station) == ["b.mp3", "c.mp3", "d.mp3", "e.mp3"]
+    finally:
+        engine.stop()
+        station.close()

@@ -75,7 +75,7 @@ class CueResult:
     track: Cued | None
     end: bool = False  # the source will never have another file
     resumed_one: bool = False  # the resume entry asked for is used up
-    again: float | None = None  # look again in this many seconds (files settling)
+    again: float | None = None  # look again in this many seconds (files settling), track or not
 
 
 def read_chunk(track: Track, frames: int) -> Chunk:
@@ -168,7 +168,7 @@ class Feed:
             # Playing now: not still to come (after a restart the folder queue
             # lists it too). As get() would have taken it.
             self.edit(QueueEdit(remove=(path,)))
-            return CueResult(track, resumed_one=True)
+            return CueResult(track, resumed_one=True, again=self._source.refresh())
         while True:
             got = self._source.get(0)
             if got is None:
@@ -181,14 +181,17 @@ class Feed:
             except TrackError as exc:
                 self._unplayable(exc)
                 continue
+            # Files still settling are looked at again when they may be ready,
+            # not only at the next cue (a track later): the queue shows them.
+            again = self._source.refresh()
             self._snapshot()
-            return CueResult(track)
+            return CueResult(track, again=again)
         self._snapshot()
         end = self._source.exhausted()
         if self._library is not None and not end:
             looped = self._from_library(last, chunk)
             if looped is not None:
-                return CueResult(looped)
+                return CueResult(looped, again=self._source.refresh())
         return CueResult(None, end=end, again=None if end else self._source.refresh())
 
     def prepare_next(self) -> None:
