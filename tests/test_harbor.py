@@ -95,8 +95,7 @@ def test_ffmpeg_put_with_expect_continue() -> None:
 
 def test_curl_chunked_body_is_dechunked() -> None:
     head = (
-        "PUT /live HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
-        f"Authorization: {AUTH}\r\n\r\n"
+        f"PUT /live HTTP/1.1\r\nTransfer-Encoding: chunked\r\nAuthorization: {AUTH}\r\n\r\n"
     ).encode()
     body = b"".join(b"%x;ext=1\r\n%s\r\n" % (n, BODY[:n]) for n in (1, 17, 256, 500))
     events = every_split(head + body + b"0\r\nX-Trailer: y\r\n\r\n" + b"ignored")

@@ -104,9 +104,7 @@ class Harbor:
         except OSError as exc:
             where = f"{self.host}:{self.port}"
             raise ConfigError(f"cannot listen for DJs on {where}: {exc.strerror or exc}") from None
-        log.info(
-            "live input on %s:%d for %s", self.host, self.port, ", ".join(sorted(self.inputs))
-        )
+        log.info("live input on %s:%d for %s", self.host, self.port, ", ".join(sorted(self.inputs)))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -153,6 +151,7 @@ class _DJ(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._last_data = 0.0
         self._counted = False
+        self._continued = False  # answered 100 Continue (and no final answer yet)
 
     # -- asyncio
 
@@ -187,6 +186,7 @@ class _DJ(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._audio(b"")
         live, self._live = self._live, None
         if live is not None and live.dj is self:
             live.dj = None
@@ -205,6 +205,9 @@ class _DJ(asyncio.Protocol):
             case proto.MetadataRequest():
                 self._metadata(event)
             case proto.BodyEnd():
+                self._audio(b"")
+                if self._continued:  # the final answer a client that asked first waits for
+                    self._write(proto.SOURCE_OK)
                 self._close()
             case proto.BadRequest(status, reason):
                 log.warning("live: refused %s: %s", self._peer, reason)
@@ -250,6 +253,7 @@ class _DJ(asyncio.Protocol):
         if shoutcast:
             self._write(proto.SHOUTCAST_OK)
         else:
+            self._continued = request.expect_continue
             self._write(proto.CONTINUE if request.expect_continue else proto.SOURCE_OK)
         agent = request.headers.get("user-agent", "")[:60]
         log.info(
@@ -264,10 +268,14 @@ class _DJ(asyncio.Protocol):
         live.step(live.machine.live_start, user, title)
 
     def _audio(self, data: bytes) -> None:
+        """Bytes of the body (b"": it ended: the last frame, held back until
+        the next one confirmed it, goes too)."""
         live, parser = self._live, self._parser
         if live is None or parser is None:
             return
         live.bytes_in += len(data)
+        if not data:
+            self._parser = None
         parser.feed(data)
         frames: list[bytes] = []
         header: FrameHeader | None = None
@@ -294,6 +302,7 @@ class _DJ(asyncio.Protocol):
                         live.takes(),
                     )
                     self._hand(live, header, frames)
+                    self._parser = None  # nothing more of theirs goes on air
                     self._close()
                     return
                 if header is not None and h.samples != header.samples:
@@ -305,6 +314,7 @@ class _DJ(asyncio.Protocol):
                 log.debug("live: %s: skipped %s", self._user, event)
         if parser.gave_up:
             log.warning("live: %s sends no audio (%s): hanging up", self._user, parser.gave_up)
+            self._parser = None
             self._close()
         self._hand(live, header, frames)
 
