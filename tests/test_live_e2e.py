@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pushsource.core.frames import header_for, silent_frame
+from pushsource.ops.trial import tag_mp3
 from tests.conftest import StartPushsource, register_secret
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.listener import Listener
@@ -77,7 +78,30 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
             time.sleep(0.1)
 
 
+EZSTREAM = """<?xml version="1.0" encoding="UTF-8"?>
+<ezstream>
+  <servers><server>
+    <protocol>HTTP</protocol><hostname>127.0.0.1</hostname><port>{port}</port>
+    <user>alice</user><password>{password}</password><tls>None</tls>
+    <reconnect_attempts>0</reconnect_attempts>
+  </server></servers>
+  <streams><stream>
+    <mountpoint>/live</mountpoint><format>MP3</format>
+  </stream></streams>
+  <intakes><intake>
+    <type>file</type><filename>{file}</filename><stream_once>Yes</stream_once>
+  </intake></intakes>
+  <metadata><format_str>@a@ - @t@</format_str></metadata>
+</ezstream>
+"""
+
+
 def run_dj(tmp_path: Path, tool: str, port: int, tone: Path) -> subprocess.Popen[bytes]:
+    if tool == "ezstream":  # libshout: an unauthenticated try first, 401-first titles
+        config = tmp_path / "ezstream.xml"
+        config.write_text(EZSTREAM.format(port=port, password=DJ_PASSWORD, file=tone))
+        config.chmod(0o600)
+        return subprocess.Popen(["ezstream", "-c", str(config)], stdout=subprocess.DEVNULL)
     ffmpeg = ["ffmpeg", "-v", "error", "-re", "-i", str(tone), "-c", "copy"]
     if tool == "ffmpeg":  # PUT with Expect: 100-continue, not chunked
         url = f"icecast://alice:{DJ_PASSWORD}@127.0.0.1:{port}/live"
@@ -195,3 +219,33 @@ def test_refusals_say_why(
         ask(port, f"PUT /live HTTP/1.1\r\nAuthorization: Basic {bad}\r\n\r\n".encode())
     answer = ask(port, f"PUT /live HTTP/1.1\r\nAuthorization: Basic {good}\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.0 403 ") and b"too many wrong passwords" in answer
+
+
+def test_ezstream_goes_live_with_its_title(
+    tmp_path: Path,
+    icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+) -> None:
+    """libshout: its first try without credentials gets 401, then it sends
+    them; its title update comes the same way, and shows."""
+    folder = tmp_path / "music"
+    make_titled_tracks(folder, [("Folder", "Long One")], seconds=30)
+    tone = tmp_path / "tone.mp3"
+    live_audio = make_clean_mp3(tone, 5.0, freq=990)
+    tag_mp3(tone, "DJ Alice", "Ezstream Tune")
+    port = free_port()
+    start_station(start_pushsource, icecast, folder, unique_mount, port)
+    with Listener(icecast.port, unique_mount) as listener:
+        listener.wait_for_title("Folder - Long One", 20)
+        wait_port(port)
+        dj = run_dj(tmp_path, "ezstream", port, tone)
+        listener.wait_for_title("DJ Alice - Ezstream Tune", 15)
+        assert dj.wait(20) == 0
+        start = bytes(listener.audio).find(live_audio[:4096])
+        assert start > 0, "the DJ's frames never reached the listener"
+        listener.wait_for_audio(start + len(live_audio) + 64_000, 15)
+        titles = [t for _, t in listener.titles if t]
+        assert titles[-1] == "Folder - Long One"  # the folder took back
+        assert not listener.closed.is_set()
+        assert live_audio in bytes(listener.audio)
