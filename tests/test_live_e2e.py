@@ -6,10 +6,13 @@ folder again, with the titles in order and never a disconnect."""
 from __future__ import annotations
 
 import base64
+import json
+import re
 import socket
 import subprocess
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,12 @@ GRACE = 2.0
 
 
 def start_station(
-    start_pushsource: StartPushsource, icecast: IcecastServer, folder: Path, mount: str, port: int
+    start_pushsource: StartPushsource,
+    icecast: IcecastServer,
+    folder: Path,
+    mount: str,
+    port: int,
+    *extra: str,
 ) -> None:
     register_secret(DJ_PASSWORD)
     start_pushsource(
@@ -43,6 +51,7 @@ def start_station(
         f"alice:{DJ_PASSWORD}",
         "--live-grace",
         str(GRACE),
+        *extra,
     )
 
 
@@ -187,8 +196,10 @@ def test_refusals_say_why(
 ) -> None:
     folder = tmp_path / "music"
     make_titled_tracks(folder, [("Folder", "Track")], seconds=5)
-    port = free_port()
-    start_station(start_pushsource, icecast, folder, unique_mount, port)
+    port, control = free_port(), free_port()
+    start_station(
+        start_pushsource, icecast, folder, unique_mount, port, "--control", f"127.0.0.1:{control}"
+    )
     wait_port(port)
     good = base64.b64encode(f"alice:{DJ_PASSWORD}".encode()).decode()
     bad = base64.b64encode(b"alice:nope").decode()
@@ -214,6 +225,15 @@ def test_refusals_say_why(
         assert first.recv(100) == b"HTTP/1.0 200 OK\r\n\r\n"
         answer = ask(port, f"SOURCE /live HTTP/1.0\r\nAuthorization: Basic {good}\r\n\r\n".encode())
         assert answer.startswith(b"HTTP/1.0 403 ")
+        # Operators see who is live; /metrics has it.
+        base = f"http://127.0.0.1:{control}"
+        with urllib.request.urlopen(f"{base}/api/stations", timeout=5) as reply:
+            [status] = json.load(reply)["stations"]
+        assert status["live"]["user"] == "alice" and status["live"]["mount"] == "/live"
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
+            metrics = reply.read().decode()
+        assert "pushsource_live_connected{station=" in metrics
+        assert re.search(r"pushsource_live_connected\{[^}]*\} 1\.0", metrics)
     # Wrong passwords are rate-limited per address.
     for _ in range(5):
         ask(port, f"PUT /live HTTP/1.1\r\nAuthorization: Basic {bad}\r\n\r\n".encode())

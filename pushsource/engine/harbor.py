@@ -52,6 +52,13 @@ class LiveInput:
     title: str | None = None  # a title sent before the DJ's audio connection
     since: float | None = None  # wall clock the DJ connected
     bytes_in: int = 0
+    seconds: float = 0.0  # DJs connected, in total, before the one connected now
+    _since_mono: float = 0.0
+
+    def live_seconds(self) -> float:
+        """Seconds DJs have been connected, the one connected now included."""
+        now = time.monotonic() - self._since_mono if self.dj is not None else 0.0
+        return self.seconds + now
 
     def takes(self) -> str:
         mode = "stereo" if self.channels == 2 else "mono"
@@ -189,6 +196,7 @@ class _DJ(asyncio.Protocol):
         self._audio(b"")
         live, self._live = self._live, None
         if live is not None and live.dj is self:
+            live.seconds += time.monotonic() - live._since_mono
             live.dj = None
             live.since = None
             log.info("live: %s disconnected from %s", self._user, live.mount)
@@ -248,6 +256,7 @@ class _DJ(asyncio.Protocol):
             self._refuse(403, f"a DJ is already live on {live.mount}")
             return
         live.dj, live.since, live.bytes_in = self, time.time(), 0
+        live._since_mono = time.monotonic()
         self._live, self._user = live, user
         self._parser = FrameParser()
         if shoutcast:

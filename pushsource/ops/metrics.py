@@ -63,7 +63,13 @@ class _StationCollector:
         state = gauge(
             "connection_state", "1 for the station's connection state", ("station", "state")
         )
+        live_on = gauge("live_connected", "1 while a DJ is connected to the live input")
+        live_time = counter("live_seconds", "Seconds DJs have been connected to the live input")
         for station in self._stations:
+            live = getattr(station, "live_input", None)  # None: no live input
+            if live is not None:
+                live_on.add_metric([station.id], 1.0 if live.dj is not None else 0.0)
+                live_time.add_metric([station.id], live.live_seconds())
             c = station.counters
             label = [station.id]
             sent.add_metric(label, c.bytes_sent)
@@ -83,7 +89,8 @@ class _StationCollector:
             for name in STATES:
                 state.add_metric([station.id, name], 1.0 if now == name else 0.0)
         yield from (
-            sent, frames, played, by_hand, reconnects, skipped, queue, lead, least, gain, state
+            sent, frames, played, by_hand, reconnects, skipped, queue, lead, least, gain, state,
+            live_on, live_time,
         )  # fmt: skip
 
 
