@@ -37,6 +37,7 @@ def start_station(
     mount: str,
     port: int,
     *extra: str,
+    env: dict[str, str] | None = None,
 ) -> None:
     register_secret(DJ_PASSWORD)
     start_pushsource(
@@ -52,6 +53,7 @@ def start_station(
         "--live-grace",
         str(GRACE),
         *extra,
+        env=env,
     )
 
 
@@ -198,7 +200,14 @@ def test_refusals_say_why(
     make_titled_tracks(folder, [("Folder", "Track")], seconds=5)
     port, control = free_port(), free_port()
     start_station(
-        start_pushsource, icecast, folder, unique_mount, port, "--control", f"127.0.0.1:{control}"
+        start_pushsource,
+        icecast,
+        folder,
+        unique_mount,
+        port,
+        "--control",
+        f"127.0.0.1:{control}",
+        env={"PUSHSOURCE_TOKEN": "kick-T0ken-x"},
     )
     wait_port(port)
     good = base64.b64encode(f"alice:{DJ_PASSWORD}".encode()).decode()
@@ -234,6 +243,16 @@ def test_refusals_say_why(
             metrics = reply.read().decode()
         assert "pushsource_live_connected{station=" in metrics
         assert re.search(r"pushsource_live_connected\{[^}]*\} 1\.0", metrics)
+        # An operator kicks the DJ: they are hung up on.
+        kick = urllib.request.Request(
+            f"{base}/api/stations/{status['id']}/live/kick",
+            method="POST",
+            headers={"Authorization": "Bearer kick-T0ken-x"},
+        )
+        with urllib.request.urlopen(kick, timeout=5) as reply:
+            assert reply.status == 200
+        first.settimeout(5)
+        assert first.recv(100) == b""
     # Wrong passwords are rate-limited per address.
     for _ in range(5):
         ask(port, f"PUT /live HTTP/1.1\r\nAuthorization: Basic {bad}\r\n\r\n".encode())

@@ -60,6 +60,15 @@ class LiveInput:
         now = time.monotonic() - self._since_mono if self.dj is not None else 0.0
         return self.seconds + now
 
+    def kick(self) -> str | None:
+        """Hang up on the DJ (the engine's thread); the user kicked, or None."""
+        dj = self.dj
+        if dj is None:
+            return None
+        log.info("live: %s kicked off %s by the operator", dj._user, self.mount)
+        dj._close()
+        return dj._user
+
     def takes(self) -> str:
         mode = "stereo" if self.channels == 2 else "mono"
         return f"MP3 (audio/mpeg) at {self.sample_rate} Hz {mode}"

@@ -450,6 +450,14 @@ class StationRunner:
     def skip(self) -> None:
         self.driver.skip()
 
+    def kick(self) -> None:
+        """Hang up on the DJ live now; the folder takes back after the grace."""
+        live = self.live_input
+        if live is None:
+            raise ControlError("this station has no live input", 404)
+        if self._engine.run(live.kick) is None:
+            raise ControlError("no DJ is connected", 409)
+
     def rescan(self) -> None:
         """Walk the folder again (SIGHUP); safe in a signal handler."""
         if self._queue is not None:
