@@ -239,6 +239,7 @@ def test_refusals_say_why(
         with urllib.request.urlopen(f"{base}/api/stations", timeout=5) as reply:
             [status] = json.load(reply)["stations"]
         assert status["live"]["user"] == "alice" and status["live"]["mount"] == "/live"
+        assert status["history"][0]["live"] == "alice"
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
             metrics = reply.read().decode()
         assert "pushsource_live_connected{station=" in metrics

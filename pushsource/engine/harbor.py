@@ -52,6 +52,8 @@ class LiveInput:
     title: str | None = None  # a title sent before the DJ's audio connection
     since: float | None = None  # wall clock the DJ connected
     bytes_in: int = 0
+    #: Told each DJ session's user as it begins (the station's history).
+    on_session: Callable[[str], None] | None = None
     seconds: float = 0.0  # DJs connected, in total, before the one connected now
     _since_mono: float = 0.0
 
@@ -284,6 +286,8 @@ class _DJ(asyncio.Protocol):
         )
         title, live.title = live.title, None
         live.step(live.machine.live_start, user, title)
+        if live.on_session is not None:
+            live.on_session(user)
 
     def _audio(self, data: bytes) -> None:
         """Bytes of the body (b"": it ended: the last frame, held back until

@@ -255,6 +255,7 @@ class StationRunner:
             channels=fmt.channels,
             machine=machine,
             step=self.driver.live,
+            on_session=self._live_session,
         )
         harbor.add(live_input)
         return live_input, harbor
@@ -317,6 +318,13 @@ class StationRunner:
             self._last_error = error if state in ("reconnecting", "failed") else None
             if state == "reconnecting":
                 self.counters.reconnects += 1
+
+    def _live_session(self, user: str) -> None:
+        """A DJ connected: the history lists the session (``file`` empty, ``live`` the user)."""
+        with self._lock:
+            self._history.appendleft(
+                {"file": "", "title": f"Live: {user}", "started": _now(), "live": user}
+            )
 
     def track_started(self, track: Cued) -> None:
         bitrate = track.bitrate
