@@ -4,6 +4,7 @@ on a short wobble, and a DJ clock off by 0.01 % held for hours."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -231,3 +232,27 @@ def test_a_dj_clock_off_by_a_hundredth_of_a_percent_is_held_for_a_day(rate: floa
     else:
         assert abs(live.inserted - drift_frames) < 60
         assert live.dropped < 38  # at most the first chunk's tail, on a lead already full
+
+
+def test_a_dj_pushing_far_too_fast_is_held_to_the_bound(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "pushsource")
+    write(tmp_path / "a.mp3", make_frames(400))
+    sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
+    m = sim.machine
+    frames = make_frames(2400, seed=19)  # about a minute, all within a second
+    header = parse_header(frames[0])
+    sim.schedule(sim.now + 2.0, lambda: sim.step(m.live_start, "alice"))
+    for n in range(0, 2400, 8):
+        chunk = frames[n : n + 8]
+        sim.schedule(sim.now + 2.1 + n / 2400, lambda c=chunk: sim.step(m.live_audio, header, c))
+    most: list[int] = []
+    sim.schedule(sim.now + 3.2, lambda: most.append(len(m.live.frames) if m.live else -1))
+    sim.run()
+    assert 0 <= most[0] * FRAME <= LIVE_SLACK + FRAME
+    stream = sim.conns[-1].stream()
+    # What went out of theirs is whole frames of theirs, in order, and a second or so of it.
+    sent = [f for f in frames if f in stream]
+    assert 20 < len(sent) < 2 * (LEAD + LIVE_SLACK + 1.1) / FRAME
+    assert 1 <= caplog.text.count("to hold the buffer") <= 2  # logged, not per read

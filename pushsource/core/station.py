@@ -58,6 +58,7 @@ DOWN_RETRY: Final = 1.0
 #: or a DJ gone quiet).
 LIVE_SLACK: Final = 0.5
 LIVE_LOW: Final = 0.25
+DROP_LOG_EVERY: Final = 10.0
 
 
 class Idle(Enum):
@@ -222,6 +223,7 @@ class _Live:
     inserted: int = 0  # silent frames sent for want of theirs
     gap: bool = False  # inserting silence now (logged once per gap)
     titled_at: float | None = -1.0  # the connection (its accepted time) its title was set on
+    drop_logged: float = -math.inf  # when a drop was last logged
 
 
 class Phase(Enum):
@@ -829,7 +831,7 @@ class StationMachine:
         elif self.phase is Phase.WAITING:
             self._grace_until = None
             self._connect(out)
-        self._hold(live)
+        self._hold(now, live)
         return out
 
     def live_end(self, now: float) -> list[Effect]:
@@ -886,7 +888,7 @@ class StationMachine:
                     live.user,
                     live.inserted,
                 )
-        self._hold(live)
+        self._hold(now, live)
         if parts:
             data = b"".join(parts)
             self._sent += len(data)
@@ -900,7 +902,7 @@ class StationMachine:
         else:
             out.append(Wake(min(max(pacer.due() - low + 1e-6, now), grace_end)))
 
-    def _hold(self, live: _Live) -> None:
+    def _hold(self, now: float, live: _Live) -> None:
         """Keep the DJ's frames waiting here bounded: drop the oldest beyond it."""
         header = live.header
         if header is None:
@@ -914,12 +916,16 @@ class StationMachine:
             for _ in range(extra):
                 live.frames.popleft()
             live.dropped += extra
-            log.info(
-                "live: dropped %d of %s's frames to hold the buffer (%d dropped so far)",
-                extra,
-                live.user,
-                live.dropped,
-            )
+            # One line per DROP_LOG_EVERY at most: a DJ sending far too fast
+            # (a file pushed as fast as the network goes) drops on every read.
+            if now - live.drop_logged >= DROP_LOG_EVERY:
+                live.drop_logged = now
+                log.info(
+                    "live: dropped %d of %s's frames to hold the buffer (%d dropped so far)",
+                    extra,
+                    live.user,
+                    live.dropped,
+                )
 
     def _hand_back(self, now: float, out: list[Effect]) -> None:
         live = self._live
