@@ -256,3 +256,21 @@ def test_a_dj_pushing_far_too_fast_is_held_to_the_bound(
     sent = [f for f in frames if f in stream]
     assert 20 < len(sent) < 2 * (LEAD + LIVE_SLACK + 1.1) / FRAME
     assert 1 <= caplog.text.count("to hold the buffer") <= 2  # logged, not per read
+
+
+def test_another_dj_within_the_grace_goes_on_under_their_own_name(tmp_path: Path) -> None:
+    folder = write(tmp_path / "a.mp3", make_frames(1500))
+    sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
+    t0 = sim.now
+    one, two = make_frames(150, seed=27), make_frames(150, seed=28)
+    dj(sim, t0 + 5.0, one, title=(t0 + 6.0, "Alice - Last Tune"))
+    dj(sim, t0 + 5.0 + 150 * FRAME + 2.0, two, user="bob")
+    sim.run()
+    stream = sim.conns[-1].stream()
+    i = stream.index(b"".join(one)) + len(b"".join(one))
+    _, rest = strip_silence(stream[i:])
+    assert rest.startswith(b"".join(two))  # no folder audio between the two DJs
+    assert folder.startswith(stream[: stream.index(b"".join(one))])
+    titles = [t for _, t in sim.titles]
+    at = titles.index("Live: alice")
+    assert titles[at:] == ["Live: alice", "Alice - Last Tune", "Live: bob", "a"]

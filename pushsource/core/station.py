@@ -796,9 +796,11 @@ class StationMachine:
         if live is None:
             self._live = _Live(user, title=title)
         else:
+            if user != live.user:  # another DJ within the grace: their name, not the last one's
+                live.title, live.titled_at = None, -1.0
             live.user, live.connected = user, True
             if title is not None:
-                live.title = title
+                live.title, live.titled_at = title, -1.0
         return []
 
     def live_title(self, now: float, title: str) -> list[Effect]:
