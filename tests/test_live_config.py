@@ -109,3 +109,18 @@ def test_bad_live_options(tmp_path: Path, extra: list[str], expected: str) -> No
     )
     with pytest.raises(ConfigError, match=expected):
         stream_settings(args)
+
+
+def test_the_console_line_shows_the_dj() -> None:
+    from pushsource.ops.console import line
+
+    status: dict[str, object] = {
+        "name": "Rock",
+        "connection": {"state": "on air", "reconnects": 0},
+        "now_playing": None,
+        "queue": [],
+        "live": {"mount": "/live", "user": "alice", "since": 0.0, "bytes_in": 10},
+    }
+    assert "live: alice" in line(status).plain
+    status["live"] = {"mount": "/live", "user": None, "since": None, "bytes_in": 0}
+    assert "live:" not in line(status).plain
