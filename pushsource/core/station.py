@@ -52,6 +52,13 @@ STARVED: Final = 1.5
 SHORT_LIVED: Final = 2.0
 #: A server that does not answer at all is tried again this often.
 DOWN_RETRY: Final = 1.0
+#: Live: a DJ's frames beyond what the lead takes wait here, at most this long
+#: (a DJ clock running fast: the oldest is dropped), and silence goes in when
+#: the audio handed to Icecast runs this short of real time (one running slow,
+#: or a DJ gone quiet).
+LIVE_SLACK: Final = 0.5
+LIVE_LOW: Final = 0.25
+DROP_LOG_EVERY: Final = 10.0
 
 
 class Idle(Enum):
@@ -196,6 +203,32 @@ Effect = (
 ) | State | Finished
 
 
+class Interrupted(Enum):
+    """What the folder does with the track a DJ cut, when it takes back."""
+
+    RESUME = "resume"
+    SKIP = "skip"
+
+
+@dataclass
+class _Live:
+    """A DJ: connected (``user``), and on air once their first frames came."""
+
+    user: str
+    connected: bool = True
+    on_air: bool = False
+    title: str | None = None
+    header: FrameHeader | None = None  # their frames' (all the same samples and rate)
+    frames: deque[bytes] = field(default_factory=deque)
+    last_audio: float = 0.0
+    cut: Cued | None = None  # the folder track it cut
+    dropped: int = 0  # frames dropped to hold the buffer
+    inserted: int = 0  # silent frames sent for want of theirs
+    gap: bool = False  # inserting silence now (logged once per gap)
+    titled_at: float | None = -1.0  # the connection (its accepted time) its title was set on
+    drop_logged: float = -math.inf  # when a drop was last logged
+
+
 class Phase(Enum):
     WAITING = "waiting"  # no connection: waiting for a track (or the first-file grace)
     CONNECTING = "connecting"
@@ -256,6 +289,8 @@ class StationMachine:
         retry: Retry = Retry(),
         resume: Sequence[tuple[Path, int]] = (),
         rng: random.Random | None = None,
+        grace: float = 5.0,
+        interrupted: Interrupted = Interrupted.RESUME,
     ) -> None:
         self._format = silence  # the station's format: silence, and the ice-* headers
         self._silence = silent_frame(silence)
@@ -292,6 +327,9 @@ class StationMachine:
         self._resumed_at: dict[tuple[Path, int], float] = {}
         self.played: list[Path] = []  # files started (not resumed), in order
         self.last_started: Path | None = None
+        self._grace = grace  # live: seconds a DJ may go quiet or away
+        self._interrupted = interrupted
+        self._live: _Live | None = None
 
     # -- what the world may ask ----------------------------------------------
 
@@ -532,6 +570,9 @@ class StationMachine:
         """Send what is due, ask for what will be needed, say when to wake."""
         pacer = self._pacer
         assert pacer is not None
+        if self.phase is Phase.ON_AIR and self._live is not None and self._live.on_air:
+            self._pump_live(now, out)
+            return
         parts: list[bytes] = []
         frames = 0
         batch: list[tuple[Cued, int, float]] = []
@@ -776,6 +817,177 @@ class StationMachine:
                 self._resumed_at.clear()
             self._resumed_at[(track.path, at)] = seconds
         return (track.path, at)
+
+    # -- live: a DJ on the harbor --------------------------------------------
+
+    @property
+    def live(self) -> _Live | None:
+        """The DJ connected or on air, if any (read only)."""
+        return self._live
+
+    def live_start(self, now: float, user: str, title: str | None = None) -> list[Effect]:
+        """A DJ connected; they take over with their first frames. One back
+        within the grace goes on where they left."""
+        live = self._live
+        if live is None:
+            self._live = _Live(user, title=title)
+        else:
+            if user != live.user:  # another DJ within the grace: their name, not the last one's
+                live.title, live.titled_at = None, -1.0
+            live.user, live.connected = user, True
+            if title is not None:
+                live.title, live.titled_at = title, -1.0
+        return []
+
+    def live_title(self, now: float, title: str) -> list[Effect]:
+        """The DJ sent a title: listeners get it now if the DJ is on air, else
+        once their first frames go out."""
+        live = self._live
+        if live is None:
+            return []
+        live.title = title
+        return [SetTitle(title)] if live.on_air and self.phase is Phase.ON_AIR else []
+
+    def live_audio(self, now: float, header: FrameHeader, frames: Sequence[bytes]) -> list[Effect]:
+        """Whole frames from the DJ, all like ``header`` (the station's rate and channels)."""
+        out: list[Effect] = []
+        live = self._live
+        if live is None or not frames or self._stopping or self.phase is Phase.DONE:
+            return out
+        live.header = header
+        live.frames.extend(frames)
+        live.last_audio = now
+        if not live.on_air:
+            live.on_air = True
+            p = self._playing
+            live.cut = p.track if p is not None and p.announced else None
+            cut = f", cutting {live.cut.title}" if live.cut is not None else ""
+            log.info("live: %s takes over%s", live.user, cut)
+            self._idling = False
+        if self.phase is Phase.ON_AIR:
+            self._pump(now, out)
+        elif self.phase is Phase.WAITING:
+            self._grace_until = None
+            self._connect(out)
+        self._hold(now, live)
+        return out
+
+    def live_end(self, now: float) -> list[Effect]:
+        """The DJ left: the folder takes back after the grace, unless they return."""
+        live = self._live
+        if live is not None:
+            live.connected = False
+            if not live.on_air:
+                self._live = None
+        return []
+
+    def _live_low(self) -> float:
+        return min(LIVE_LOW, self._pacing.lead / 2)
+
+    def _pump_live(self, now: float, out: list[Effect]) -> None:
+        """On air with a DJ: their frames on our clock, silence when they are late."""
+        live, pacer = self._live, self._pacer
+        assert live is not None and pacer is not None
+        if live.titled_at != self._accepted_at:
+            live.titled_at = self._accepted_at
+            out.append(SetTitle(live.title or f"Live: {live.user}"))
+        if not live.frames and now - live.last_audio >= self._grace:
+            self._hand_back(now, out)
+            return
+        low = self._live_low()
+        parts: list[bytes] = []
+        frames = 0
+        while pacer.may_send(now):
+            header = live.header
+            if live.frames and header is not None:
+                due = pacer.frames_due(now, header.samples, header.sample_rate)
+                count = min(len(live.frames), due)
+                parts.extend(live.frames.popleft() for _ in range(count))
+                frames += count
+                pacer.add(count * header.samples, header.sample_rate)
+                self._last = header
+                live.gap = False
+                continue
+            ahead = pacer.ahead(now)
+            if ahead >= low:
+                break
+            # Nothing from the DJ and Icecast about to run short: silence.
+            silence = self._format
+            count = max(1, math.ceil((low - ahead) / silence.duration))
+            parts.append(self._silence * count)
+            frames += count
+            pacer.add(count * silence.samples, silence.sample_rate)
+            self._last = silence
+            live.inserted += count
+            if not live.gap:
+                live.gap = True
+                log.info(
+                    "live: %s's audio is late: sending silence (%d frames inserted so far)",
+                    live.user,
+                    live.inserted,
+                )
+        self._hold(now, live)
+        if parts:
+            data = b"".join(parts)
+            self._sent += len(data)
+            self._batches.append((self._sent, []))
+            while len(self._batches) > 64:
+                self._batches.popleft()
+            out.append(Send(data, frames, pacer.due() - now))
+        grace_end = live.last_audio + self._grace + 1e-6
+        if live.frames:
+            out.append(Wake(min(pacer.wake_at(), grace_end)))
+        else:
+            out.append(Wake(min(max(pacer.due() - low + 1e-6, now), grace_end)))
+
+    def _hold(self, now: float, live: _Live) -> None:
+        """Keep the DJ's frames waiting here bounded: drop the oldest beyond it."""
+        header = live.header
+        if header is None:
+            return
+        bound = LIVE_SLACK
+        if not (live.on_air and self.phase is Phase.ON_AIR):
+            bound += self._pacing.lead  # not on air: all the lead is still to fill
+        keep = max(1, int(bound / header.duration))
+        extra = len(live.frames) - keep
+        if extra > 0:
+            for _ in range(extra):
+                live.frames.popleft()
+            live.dropped += extra
+            # One line per DROP_LOG_EVERY at most: a DJ sending far too fast
+            # (a file pushed as fast as the network goes) drops on every read.
+            if now - live.drop_logged >= DROP_LOG_EVERY:
+                live.drop_logged = now
+                log.info(
+                    "live: dropped %d of %s's frames to hold the buffer (%d dropped so far)",
+                    extra,
+                    live.user,
+                    live.dropped,
+                )
+
+    def _hand_back(self, now: float, out: list[Effect]) -> None:
+        live = self._live
+        assert live is not None
+        why = "went quiet" if live.connected else "left"
+        log.info(
+            "live: %s %s; the folder takes back (%d frames dropped, %d silent frames inserted)",
+            live.user,
+            why,
+            live.dropped,
+            live.inserted,
+        )
+        # Still connected: their next frames take over again.
+        self._live = _Live(live.user, title=live.title) if live.connected else None
+        self._idling = False
+        p = self._playing
+        if p is not None and p.track is live.cut:
+            if self._interrupted is Interrupted.SKIP:
+                log.info("skipping %s (cut by the DJ)", p.track.title)
+                self._end_track(out, skipped=True)
+            else:
+                log.info("resuming %s", p.track.title)
+                out.append(SetTitle(p.track.title))
+        self._pump(now, out)
 
     # -- helpers ---------------------------------------------------------------
 

@@ -195,6 +195,12 @@ class StationDriver:
         cued = self.machine.cued_path()
         return ([cued] if cued is not None else []) + self._feed.queued()
 
+    # -- live input (the harbor calls this on the engine's thread)
+
+    def live(self, event: Callable[..., list[core.Effect]], *args: Any) -> None:
+        """Feed the machine a live_* event (a DJ connected, sent frames or a title, left)."""
+        self._step(event, *args)
+
     # -- on the engine's thread
 
     def _start(self) -> None:

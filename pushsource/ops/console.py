@@ -50,6 +50,9 @@ def line(status: dict[str, Any]) -> Text:
     reconnects = status["connection"]["reconnects"]
     if reconnects:
         text.append(f"  reconnects {reconnects}", style="yellow")
+    live = status.get("live")
+    if live and live.get("user"):
+        text.append(f"  live: {live['user']}", style="magenta")
     return text
 
 

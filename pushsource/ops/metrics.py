@@ -72,7 +72,13 @@ class _StationCollector:
         listeners = gauge(
             "listeners", "Listeners on the station's mount, from Icecast's status (every 6 s)"
         )
+        live_on = gauge("live_connected", "1 while a DJ is connected to the live input")
+        live_time = counter("live_seconds", "Seconds DJs have been connected to the live input")
         for station in self._stations:
+            live = getattr(station, "live_input", None)  # None: no live input
+            if live is not None:
+                live_on.add_metric([station.id], 1.0 if live.dj is not None else 0.0)
+                live_time.add_metric([station.id], live.live_seconds())
             c = station.counters
             label = [station.id]
             sent.add_metric(label, c.bytes_sent)
@@ -97,7 +103,7 @@ class _StationCollector:
                 state.add_metric([station.id, name], 1.0 if now == name else 0.0)
         yield from (
             sent, frames, played, by_hand, reconnects, failures, skipped, queue, lead, least,
-            gain, state, listeners,
+            gain, state, listeners, live_on, live_time,
         )  # fmt: skip
 
 

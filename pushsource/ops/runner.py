@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from watchdog.observers.api import BaseObserver
 
-from pushsource.core.station import Cued, Idle, Pacing, Retry, StationMachine
+from pushsource.core.station import Cued, Idle, Interrupted, Pacing, Retry, StationMachine
 from pushsource.engine.loop import Engine
 from pushsource.engine.station import StationDriver
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
@@ -195,6 +195,7 @@ class StationRunner:
             pacing=Pacing(lead=settings.lead, batch=min(settings.batch, settings.lead)),
             retry=Retry(limit=settings.max_retries),
             resume=resume,
+            **_live_options(settings),
         )
         self._engine = engine
         timeout = settings.timeout
@@ -238,6 +239,32 @@ class StationRunner:
             name=self.id,
         )
         self._done = threading.Event()
+        self.live_input, self._harbor = self._live_input(settings, engine, machine, fmt)
+
+    def _live_input(
+        self, settings: StationSettings, engine: Engine, machine: StationMachine, fmt: Any
+    ) -> tuple[Any, Any]:
+        """The station's live input on its listen address's harbor (shared), if any."""
+        live = settings.live
+        if live is None:
+            return None, None
+        from pushsource.engine.harbor import Harbor, LiveInput
+
+        host, port = live.listen
+        key = (f"harbor {host}", port, False)  # one per listen address, like server watches
+        harbor = engine.watch_of(key, lambda: Harbor(engine, host, port))
+        live_input = LiveInput(
+            station=self.id,
+            mount=live.mount or self.target.mount,
+            users=dict(live.users),
+            sample_rate=fmt.sample_rate,
+            channels=fmt.channels,
+            machine=machine,
+            step=self.driver.live,
+            on_session=self._live_session,
+        )
+        harbor.add(live_input)
+        return live_input, harbor
 
     def __repr__(self) -> str:
         return f"StationRunner({self.id!r}, {str(self.target)!r})"
@@ -246,6 +273,8 @@ class StationRunner:
 
     def start(self) -> None:
         """Start watching the folder and streaming, on the engine."""
+        if self._harbor is not None:
+            self._harbor.start()
         self.driver.start()
 
     def stop(self) -> None:
@@ -260,6 +289,8 @@ class StationRunner:
         """After the engine stopped: stop watching, save the state a last time."""
         if self._queue is not None:
             self._queue.stop()
+        if self._harbor is not None:
+            self._harbor.close()
         self._transcoder.close()
         if self._leveller is not None:
             self._leveller.close()
@@ -303,6 +334,13 @@ class StationRunner:
                 self._off_air_since = None
             elif self._off_air_since is None:
                 self._off_air_since = self._clock()
+
+    def _live_session(self, user: str) -> None:
+        """A DJ connected: the history lists the session (``file`` empty, ``live`` the user)."""
+        with self._lock:
+            self._history.appendleft(
+                {"file": "", "title": f"Live: {user}", "started": _now(), "live": user}
+            )
 
     def track_started(self, track: Cued) -> None:
         playing = _Playing(
@@ -433,6 +471,21 @@ class StationRunner:
             "queue": [{"file": self._relative(path)} for path in self.driver.queued()],
             "history": history,
             "unplayable": unplayable,
+            "live": self._live_status(),
+        }
+
+    def _live_status(self) -> dict[str, Any] | None:
+        """The live input: who is connected since when, bytes in (read across
+        threads: each value is one attribute, fine for a status page)."""
+        live = self.live_input
+        if live is None:
+            return None
+        dj = live.dj
+        return {
+            "mount": live.mount,
+            "user": dj._user if dj is not None else None,
+            "since": live.since,
+            "bytes_in": live.bytes_in if dj is not None else 0,
         }
 
     def _keep_history(self) -> None:
@@ -444,6 +497,14 @@ class StationRunner:
 
     def skip(self) -> None:
         self.driver.skip()
+
+    def kick(self) -> None:
+        """Hang up on the DJ live now; the folder takes back after the grace."""
+        live = self.live_input
+        if live is None:
+            raise ControlError("this station has no live input", 404)
+        if self._engine.run(live.kick) is None:
+            raise ControlError("no DJ is connected", 409)
 
     def rescan(self) -> None:
         """Walk the folder again (SIGHUP); safe in a signal handler."""
@@ -563,6 +624,13 @@ class StationRunner:
             if wanted is not None and inside(self.folder, path) == wanted:
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
+
+
+def _live_options(settings: StationSettings) -> dict[str, Any]:
+    live = settings.live
+    if live is None:
+        return {}
+    return {"grace": live.grace, "interrupted": Interrupted(live.interrupted)}
 
 
 def _rounded(gain_db: float | None) -> float | None:

@@ -28,6 +28,27 @@ DEFAULT_CONTROL: Final = ("127.0.0.1", 8700)
 
 
 @dataclass(frozen=True)
+class LiveSettings:
+    """``[station.live]``: where DJs connect, who may, and how the folder takes back."""
+
+    listen: tuple[str, int]
+    mount: str | None = None  # default: the station's own mount
+    users: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    grace: float = 5.0
+    interrupted: str = "resume"  # or "skip"
+
+
+def parse_live_user(text: str) -> tuple[str, str]:
+    """``NAME:PASSWORD``. Raises ValueError (naming no password)."""
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise ValueError("a live user is NAME:PASSWORD, both not empty")
+    if any(ch in name for ch in ":\r\n") or len(name) > 64:
+        raise ValueError(f"bad live user name: {name[:64]!r}")
+    return name, password
+
+
+@dataclass(frozen=True)
 class StationSettings:
     folder: Path
     url: str  # icecast://[user[:password]@]host[:port]/mount
@@ -58,6 +79,8 @@ class StationSettings:
     #: Where listeners reach the mount, for the page's links and playlists, when
     #: the source URL's host is not it (a compose service name, a proxy).
     public_url: str | None = None
+    #: The live input for DJs; None: off.
+    live: LiveSettings | None = None
 
 
 @dataclass(frozen=True)

@@ -470,7 +470,8 @@ function renderHistory(history) {
       time.textContent = isNaN(when) ? item.started : when.toLocaleTimeString();
       li.append(" ", time);
     }
-    li.append(" ", button("requeue", "Queue again", "Queue " + (item.title || item.file) + " again"));
+    // A live session (item.live: the DJ) has no file to queue again.
+    if (!item.live) li.append(" ", button("requeue", "Queue again", "Queue " + (item.title || item.file) + " again"));
     return li;
   });
   q(".history").replaceChildren(...items);
