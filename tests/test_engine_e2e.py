@@ -33,7 +33,7 @@ import pytest
 
 from pushsource.ops.trial import tag_mp3
 from tests.conftest import PushsourceProcess, StartPushsource
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
+from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, find_source
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.support.tls import client_context, make_certificate
@@ -342,3 +342,111 @@ def test_tls_trust_comes_from_the_operators_settings(
     checked = run_pushsource("check", "--config", config, env=trust(tmp_path, SSL_CERT_FILE=ca))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "accepts the source" in checked.stdout, checked.stdout
+
+
+# --- 2. SIGTERM with 50 stations ---------------------------------------------------------
+
+STATIONS = 50
+
+
+@pytest.fixture(scope="module")
+def roomy_icecast() -> Iterator[IcecastServer]:
+    """An icecast2 with room for STATIONS sources (icecast.xml allows 10)."""
+    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-roomy-"))
+    server = IcecastServer(
+        own_template(workdir, sources=STATIONS + 10, clients=STATIONS + 50), workdir
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def many_stations(server: IcecastServer, mount: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A config of STATIONS stations, each with a folder of one 30 s track, on
+    ``server``; returns it and the mounts."""
+    (track,) = make_tracks(tmp_path / "tracks", "Many", [30.0])
+    mounts = [f"{mount}-{n}" for n in range(STATIONS)]
+    lines = []
+    for n, each in enumerate(mounts):
+        folder = tmp_path / f"station-{n}"
+        folder.mkdir()
+        os.link(track.path, folder / track.path.name)
+        lines.append(
+            f'[[station]]\nid = "s{n}"\nfolder = "{folder.name}"\n'
+            f'url = "icecast://source:{PASSWORD}@127.0.0.1:{server.port}{each}"\n'
+        )
+    config = tmp_path / "stations.toml"
+    config.write_text("\n".join(lines), encoding="utf-8")
+    return config, mounts
+
+
+def all_listed(server: IcecastServer, mounts: list[str]) -> bool:
+    try:
+        found = {find_source(server.sources(), mount) is not None for mount in mounts}
+    except (OSError, ValueError):
+        return False
+    return found == {True}
+
+
+def listed_mounts(server: IcecastServer, mounts: list[str]) -> list[str]:
+    sources = server.sources()
+    return [mount for mount in mounts if find_source(sources, mount) is not None]
+
+
+def test_sigterm_stops_50_stations_cleanly_within_5_s(
+    roomy_icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+    tmp_path: Path,
+) -> None:
+    server = roomy_icecast
+    config, mounts = many_stations(server, unique_mount, tmp_path)
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    with Listener(server.port, mounts[-1], connect_timeout=30) as ear:
+        run = start_pushsource("run", "--config", config, "--no-console", env=env)
+        wait_until(lambda: all_listed(server, mounts), 30, "every mount listed", run.describe)
+        ear.wait_for_audio(RATE, 10)
+        run.proc.send_signal(signal.SIGTERM)
+        signalled_at = time.monotonic()
+        status = run.wait(10)
+        took = time.monotonic() - signalled_at
+        ear.wait_closed(5)
+    print(f"\nSIGTERM: {STATIONS} stations stopped in {took:.2f} s")
+    assert status == 0, run.describe()
+    assert took <= 5.0, run.describe()
+    log = run.stderr
+    assert "INFO stopping (SIGTERM)" in log, log
+    assert not re.search(r"WARNING|ERROR|Traceback", log), log
+    # Closed cleanly: Icecast saw each source leave (none left to time out).
+    wait_until(lambda: not listed_mounts(server, mounts), 2, "every mount gone", run.describe)
+
+
+def test_a_second_sigterm_ends_it_at_once(
+    roomy_icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+    tmp_path: Path,
+) -> None:
+    """The first SIGTERM starts a clean stop; one right after it (once the
+    stop is logged) ends the process at once, by SIGTERM's default action,
+    however busy the engine is. (The handler used to restore that default
+    only after asking each station to stop, which waits for the GIL a busy
+    engine holds: a second signal meanwhile was taken for another clean stop.)"""
+    server = roomy_icecast
+    config, mounts = many_stations(server, unique_mount, tmp_path)
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    run = start_pushsource("run", "--config", config, "--no-console", env=env)
+    wait_until(lambda: all_listed(server, mounts), 30, "every mount listed", run.describe)
+    run.proc.send_signal(signal.SIGTERM)
+    wait_for_log(run, r"INFO stopping \(SIGTERM\)$", 5)
+    run.proc.send_signal(signal.SIGTERM)
+    signalled_at = time.monotonic()
+    status = run.wait(5)
+    took = time.monotonic() - signalled_at
+    print(f"\nsecond SIGTERM: ended after {took:.2f} s (status {status})")
+    assert status == -signal.SIGTERM, run.describe()
+    assert took <= 0.5, run.describe()
+    wait_until(lambda: not listed_mounts(server, mounts), 5, "every mount gone", run.describe)
