@@ -591,3 +591,53 @@ def test_icecast_killed_10_times_no_track_restarted_or_skipped(
         assert title == events[n - 1][1], f"resumed {title} after {events[n - 1]}\n{log}"
     lost = re.findall(r"WARNING connection to 127\.0\.0\.1:\d+ lost", log)
     assert len(lost) >= CRASHES, log
+
+
+# --- 4. back on air within a second, however long the outage ---------------------------------
+
+OUTAGE = 20.0
+
+
+def test_back_on_air_within_a_second_of_a_20_s_outage(
+    own_icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+    tmp_path: Path,
+) -> None:
+    """Icecast down for 20 s: pushsource tries about once a second all along
+    (no backoff growing for a server that does not answer), and is on air again
+    within a second of it answering."""
+    (track,) = make_tracks(tmp_path / "music", "Patient", [15.0])
+    server = own_icecast
+    server.start()
+    lag = listing_lag(server)
+    run = start_pushsource(
+        "stream", tmp_path / "music",
+        f"icecast://source:{PASSWORD}@127.0.0.1:{server.port}{unique_mount}",
+        env={"XDG_STATE_HOME": str(tmp_path / "state")},
+    )  # fmt: skip
+    wait_listed(server, unique_mount, 15, run.describe)
+    time.sleep(2.0)
+    server.kill()
+    outage = back_on_air(server, unique_mount, run, time.monotonic(), OUTAGE)
+    wait_for_log(run, rf"INFO resuming {track.title} at about", 5)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait(10) == 0, run.describe()
+    log = run.stderr
+    print(f"\n{OUTAGE:.0f} s outage: {outage.describe()}")
+    print(f"icecast2 lists a source {lag:.2f} s after taking it")
+    assert max(outage.listed, outage.heard) - outage.up <= 1.0 + lag, log
+
+    found = [(int(m["attempt"]), float(m["delay"]), m["why"]) for m in RECONNECT.finditer(log)]
+    down = outage.up - outage.killed
+    rate = len(found) / down
+    print(f"{len(found)} failed attempts in {down:.1f} s: {rate:.2f} a second")
+    assert [attempt for attempt, _, _ in found] == list(range(1, len(found) + 1)), log
+    assert re.match(r"connection to 127\.0\.0\.1:\d+ lost", found[0][2]), log
+    refused = f"cannot connect to 127.0.0.1:{server.port}: Connection refused"
+    assert all(why == refused for _, _, why in found[1:]), log
+    # About once a second, all along: each delay 0.8-1.0 s, however many came before.
+    assert all(0.75 <= delay <= 1.05 for _, delay, _ in found), log
+    assert down / 1.05 - 2 <= len(found) <= down / 0.75 + 1, log
+    assert log.count(f"INFO playing {track.title} ") == 1, log
+    assert log.count(f"INFO resuming {track.title} at about") == 1, log
