@@ -138,14 +138,17 @@ def test_a_server_that_is_not_icecast_gets_one_plain_line(
                 conn.recv(4096)  # the request head
                 conn.sendall(answer)
 
-    threading.Thread(target=serve, daemon=True).start()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
     try:
         done = run_pushsource(
             "stream", "--once", "--max-retries", "0", tmp_path,
             f"icecast://source:pw-not-icecast@127.0.0.1:{port}/m", timeout=30,
         )  # fmt: skip
     finally:
+        server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
         server.close()
+        thread.join(5)
     assert done.returncode == 1, done
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("pushsource: error: giving up after 1 attempts: "), done.stderr

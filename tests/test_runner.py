@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -229,3 +230,22 @@ def test_library_finds_files_by_every_word(runner: StationRunner, music: Path) -
         "files": [{"file": "a.mp3", "queued": True}, {"file": "b.mp3", "queued": False}],
         "total": 5,
     }
+
+
+def test_two_queue_edits_at_once_both_take_effect(runner: StationRunner) -> None:
+    wait_for(lambda: len(queue_of(runner)) == 4)
+    edits = [lambda: runner.move("d.mp3", 0), lambda: runner.remove("b.mp3")]
+    barrier = threading.Barrier(len(edits))
+
+    def edit(job: Callable[[], None]) -> None:
+        barrier.wait()
+        job()
+
+    threads = [threading.Thread(target=edit, args=(job,)) for job in edits]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    # Each edit read the queue and wrote it back on the engine's thread, in
+    # turn: neither undid the other.
+    assert queue_of(runner) == ["d.mp3", "a.mp3", "c.mp3"]

@@ -296,6 +296,11 @@ class StationMachine:
         p = self._playing
         return (p.track.path, p.position) if p is not None else None
 
+    @property
+    def cued_track(self) -> Cued | None:
+        """The track cued to play next (opened, not started), if any."""
+        return self._next
+
     def cued_path(self) -> Path | None:
         """The file cued to play next (opened, not started), if any."""
         return self._next.path if self._next is not None else None
