@@ -510,7 +510,9 @@ def back_on_air(
         time.sleep(max(0.0, killed_at + down - time.monotonic()))
         server.start()
         up_at = time.monotonic()
-        listed_at = wait_listed(server, mount, 10, run.describe)
+        listed_at = wait_listed(
+            server, mount, 10, lambda: run.describe() + "\n" + server._diagnostics()
+        )
         ear.wait_for_audio(1, 10)
         return Outage(killed_at, up_at, listed_at, first_audio_at(ear))
 
@@ -536,9 +538,10 @@ def test_icecast_killed_10_times_no_track_restarted_or_skipped(
     rng = random.Random(seed)
     ups = [rng.uniform(1.0, 8.0) for _ in range(CRASHES)]  # on air between two kills
     downs = [rng.uniform(0.2, 1.0) for _ in range(CRASHES)]  # short outages
-    # Audio plays only while on air: enough for every interval, and a few
-    # seconds after the last restart.
-    count = int((sum(ups) + 4.0) // TRACK_SECONDS) + 1
+    # Audio plays only while on air: enough for every interval, a second more
+    # a crash (the lead and Icecast's time to list the mount count on air), and
+    # a few seconds after the last restart.
+    count = int((sum(ups) + CRASHES * 1.0 + 5.0) // TRACK_SECONDS) + 1
     tracks = make_tracks(tmp_path / "music", "Crash", [TRACK_SECONDS] * count)
     server = own_icecast
     server.start()
@@ -552,6 +555,7 @@ def test_icecast_killed_10_times_no_track_restarted_or_skipped(
     outages: list[Outage] = []
     for up, down in zip(ups, downs, strict=True):
         time.sleep(max(0.0, on_air_at + up - time.monotonic()))
+        assert run.proc.poll() is None, f"the tracks ran out early\n{run.describe()}"
         server.kill()
         outage = back_on_air(server, unique_mount, run, time.monotonic(), down)
         outages.append(outage)
