@@ -602,10 +602,12 @@ def _handle_signals(runners: Sequence[StationRunner]) -> None:
     (on every station: the control API skips one)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        # First: a second signal ends us at once, even one that comes while
+        # this handler waits for the GIL that a busy engine holds.
+        signal.signal(signum, signal.SIG_DFL)
         log.info("stopping (%s)", signal.Signals(signum).name)
         for runner in runners:
             runner.stop()
-        signal.signal(signum, signal.SIG_DFL)  # a second signal ends us at once
 
     def rescan(signum: int, frame: FrameType | None) -> None:
         log.info("rescanning the folders (SIGHUP)")
