@@ -274,3 +274,86 @@ def test_another_dj_within_the_grace_goes_on_under_their_own_name(tmp_path: Path
     titles = [t for _, t in sim.titles]
     at = titles.index("Live: alice")
     assert titles[at:] == ["Live: alice", "Alice - Last Tune", "Live: bob", "a"]
+
+
+# -- titles at their point in the audio ------------------------------------------
+
+
+def title_points(sim: Sim, title: str) -> tuple[int, int]:
+    """Where in the stream the batch a title came out with began and ended."""
+    points = [(start, end) for _, start, end, t in sim.title_at if t == title]
+    assert points, f"{title!r} never set"
+    return points[0]
+
+
+def test_a_title_sent_before_any_audio_goes_with_the_djs_first_frame(tmp_path: Path) -> None:
+    folder = write(tmp_path / "a.mp3", make_frames(1500))
+    sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
+    t0 = sim.now
+    dj_frames = make_frames(200, seed=17)
+    # The instant they connect, a second before their first frame.
+    sim.schedule(t0 + 9.0, lambda: sim.step(sim.machine.live_start, "alice"))
+    sim.schedule(t0 + 9.0, lambda: sim.step(sim.machine.live_title, "Alice - Opener"))
+    dj(sim, t0 + 10.0, dj_frames)
+    sim.run()
+    stream = sim.conns[-1].stream()
+    first = stream.index(b"".join(dj_frames))
+    assert folder.startswith(stream[:first])
+    start, end = title_points(sim, "Alice - Opener")
+    assert start <= first < end  # out with the batch that has the DJ's first frame
+    titles = [t for _, t in sim.titles]
+    assert "Live: alice" not in titles  # no default flashed before the DJ's own
+    assert titles[titles.index("Alice - Opener") :] == ["Alice - Opener", "a"]
+
+
+def test_a_title_sent_while_the_folder_track_is_ending_waits_for_the_dj_frame(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "a.mp3", make_frames(1500))
+    sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
+    t0 = sim.now
+    one, two = make_frames(8, seed=17), make_frames(200, seed=18)
+    m = sim.machine
+    header = parse_header(one[0])
+    sim.schedule(t0 + 9.8, lambda: sim.step(m.live_start, "alice"))
+    # Their first frames take over; the folder's lead is still going out to
+    # listeners when the title comes, then the frames it was sent before.
+    sim.schedule(t0 + 10.0, lambda: sim.step(m.live_audio, header, one))
+    sim.schedule(t0 + 10.0 + 8 * FRAME, lambda: sim.step(m.live_title, "Alice - Second"))
+    dj(sim, t0 + 10.0 + 8 * FRAME + 0.5, two)
+    sim.run()
+    stream = sim.conns[-1].stream()
+    at_one, at_two = stream.index(b"".join(one)), stream.index(b"".join(two))
+    start, end = title_points(sim, "Alice - Second")
+    assert at_one + len(b"".join(one)) <= start <= at_two < end
+    # Not when it arrived: the audio then going out was still the folder's.
+    [(sent_at, _)] = [(w, t) for w, t in sim.titles if t == "Alice - Second"]
+    assert sent_at >= t0 + 10.0 + 8 * FRAME + 0.5
+    titles = [t for _, t in sim.titles]
+    assert titles[titles.index("Live: alice") :] == ["Live: alice", "Alice - Second", "a"]
+
+
+def test_titles_mid_set_go_out_with_the_frame_they_were_sent_before(tmp_path: Path) -> None:
+    write(tmp_path / "a.mp3", make_frames(1500))
+    sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
+    t0 = sim.now
+    dj_frames = make_frames(400, seed=17)
+    m = sim.machine
+    # Sent between chunks: just after the chunk that ends at frame 200 came in.
+    marks = {"Alice - Two": 200, "Alice - Three": 300}
+    for title, n in marks.items():
+        sim.schedule(t0 + 10.0 + n * FRAME - 0.01, lambda t=title: sim.step(m.live_title, t))
+    dj(sim, t0 + 10.0, dj_frames)
+    sim.run()
+    stream = sim.conns[-1].stream()
+    for title, n in marks.items():
+        at = stream.index(dj_frames[n] + dj_frames[n + 1])
+        start, end = title_points(sim, title)
+        assert start <= at < end, title
+    titles = [t for _, t in sim.titles]
+    assert titles[titles.index("Live: alice") :] == [
+        "Live: alice",
+        "Alice - Two",
+        "Alice - Three",
+        "a",
+    ]

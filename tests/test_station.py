@@ -84,6 +84,8 @@ class Sim:
         self.conns: list[Conn] = []
         self.attempts: list[float] = []
         self.titles: list[tuple[float, str]] = []
+        # Per title: (connection, where in its stream the last Send before it began and ended).
+        self.title_at: list[tuple[int, int, int, str]] = []
         self.states: list[tuple[float, str]] = []
         self.started: list[core.Cued] = []
         self.ended: list[tuple[core.Cued, bool]] = []
@@ -159,6 +161,10 @@ class Sim:
                     self.step(m.closed)
                 case core.SetTitle(title):
                     self.titles.append((now, title))
+                    if self.conns:
+                        sent = sum(len(d) for _, d in self.conns[-1].chunks)
+                        last = len(self.conns[-1].chunks[-1][1]) if self.conns[-1].chunks else 0
+                        self.title_at.append((len(self.conns) - 1, sent - last, sent, title))
                 case core.Started(track):
                     self.started.append(track)
                 case core.Ended(track, was_skipped):

@@ -225,6 +225,11 @@ class _Live:
     dropped: int = 0  # frames dropped to hold the buffer
     inserted: int = 0  # silent frames sent for want of theirs
     gap: bool = False  # inserting silence now (logged once per gap)
+    # Titles waiting for their point in the audio: (index of the DJ frame they go
+    # with, title); None is "whatever is in force" (a new DJ's first frame).
+    titles: deque[tuple[int, str | None]] = field(default_factory=lambda: deque([(0, None)]))
+    received: int = 0  # DJ frames in so far
+    taken: int = 0  # DJ frames out of ``frames`` (sent or dropped)
     titled_at: float | None = -1.0  # the connection (its accepted time) its title was set on
     drop_logged: float = -math.inf  # when a drop was last logged
 
@@ -830,23 +835,25 @@ class StationMachine:
         within the grace goes on where they left."""
         live = self._live
         if live is None:
-            self._live = _Live(user, title=title)
-        else:
-            if user != live.user:  # another DJ within the grace: their name, not the last one's
-                live.title, live.titled_at = None, -1.0
-            live.user, live.connected = user, True
-            if title is not None:
-                live.title, live.titled_at = title, -1.0
+            live = self._live = _Live(user)
+        elif user != live.user:  # another DJ within the grace: their name, not the last one's
+            # The last one's titles after their last frame go with no audio: gone.
+            live.titles = deque(t for t in live.titles if t[0] < live.received)
+            live.titles.append((live.received, None))
+            live.title = None
+        live.user, live.connected = user, True
+        if title is not None:
+            live.titles.append((live.received, title))
         return []
 
     def live_title(self, now: float, title: str) -> list[Effect]:
-        """The DJ sent a title: listeners get it now if the DJ is on air, else
-        once their first frames go out."""
+        """The DJ sent a title: it goes with their next frame to come in, and
+        listeners get it when that frame goes on air (not with folder audio
+        still ending, not before the DJ's first frame)."""
         live = self._live
-        if live is None:
-            return []
-        live.title = title
-        return [SetTitle(title)] if live.on_air and self.phase is Phase.ON_AIR else []
+        if live is not None:
+            live.titles.append((live.received, title))
+        return []
 
     def live_audio(self, now: float, header: FrameHeader, frames: Sequence[bytes]) -> list[Effect]:
         """Whole frames from the DJ, all like ``header`` (the station's rate and channels)."""
@@ -856,6 +863,7 @@ class StationMachine:
             return out
         live.header = header
         live.frames.extend(frames)
+        live.received += len(frames)
         live.last_audio = now
         if not live.on_air:
             live.on_air = True
@@ -888,9 +896,9 @@ class StationMachine:
         """On air with a DJ: their frames on our clock, silence when they are late."""
         live, pacer = self._live, self._pacer
         assert live is not None and pacer is not None
-        if live.titled_at != self._accepted_at:
+        if live.titled_at not in (-1.0, self._accepted_at):  # a new connection: set it again
             live.titled_at = self._accepted_at
-            out.append(SetTitle(live.title or f"Live: {live.user}"))
+            out.append(SetTitle(self._live_title(live)))
         if not live.frames and now - live.last_audio >= self._grace:
             self._hand_back(now, out)
             return
@@ -903,6 +911,7 @@ class StationMachine:
                 due = pacer.frames_due(now, header.samples, header.sample_rate)
                 count = min(len(live.frames), due)
                 parts.extend(live.frames.popleft() for _ in range(count))
+                live.taken += count
                 frames += count
                 pacer.add(count * header.samples, header.sample_rate)
                 self._last = header
@@ -934,11 +943,28 @@ class StationMachine:
             while len(self._batches) > 64:
                 self._batches.popleft()
             out.append(Send(data, frames, pacer.due() - now))
+            self._live_titles(live, out)
         grace_end = live.last_audio + self._grace + 1e-6
         if live.frames:
             out.append(Wake(min(pacer.wake_at(), grace_end)))
         else:
             out.append(Wake(min(max(pacer.due() - low + 1e-6, now), grace_end)))
+
+    def _live_title(self, live: _Live) -> str:
+        return live.title or f"Live: {live.user}"
+
+    def _live_titles(self, live: _Live, out: list[Effect]) -> None:
+        """After a Send of the DJ's frames: the titles that go with them, the
+        last one only if several (listeners would see the others for no time)."""
+        due = False
+        while live.titles and live.titles[0][0] < live.taken:
+            _, title = live.titles.popleft()
+            if title is not None:
+                live.title = title
+            due = True
+        if due:
+            live.titled_at = self._accepted_at
+            out.append(SetTitle(self._live_title(live)))
 
     def _hold(self, now: float, live: _Live) -> None:
         """Keep the DJ's frames waiting here bounded: drop the oldest beyond it."""
@@ -953,6 +979,7 @@ class StationMachine:
         if extra > 0:
             for _ in range(extra):
                 live.frames.popleft()
+            live.taken += extra  # titles on dropped frames go with the next one sent
             live.dropped += extra
             # One line per DROP_LOG_EVERY at most: a DJ sending far too fast
             # (a file pushed as fast as the network goes) drops on every read.
@@ -976,8 +1003,13 @@ class StationMachine:
             live.dropped,
             live.inserted,
         )
-        # Still connected: their next frames take over again.
-        self._live = _Live(live.user, title=live.title) if live.connected else None
+        # Still connected: their next frames take over again, under the title in
+        # force and any sent since (all for their next frame: nothing is waiting).
+        if live.connected:
+            back = self._live = _Live(live.user, title=live.title)
+            back.titles.extend((0, t) for _, t in live.titles if t is not None)
+        else:
+            self._live = None
         self._idling = False
         p = self._playing
         if p is not None and p.track is live.cut:
