@@ -1,6 +1,6 @@
-"""Going live end to end: real encoders (ffmpeg's icecast://, curl -T - chunked)
-as the DJ against pushsource's live input, a real icecast2, and a listener
-connected the whole time: folder, then the DJ's frames byte-exact, then the
+"""Going live end to end: real encoders (ffmpeg's icecast://, curl -T - chunked,
+ezstream, Liquidsoap's output.icecast) as the DJ against pushsource's live
+input, a real icecast2, and a listener connected the whole time: folder, then the DJ's frames byte-exact, then the
 folder again, with the titles in order and never a disconnect."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pushsource.core.frames import header_for, silent_frame
+from pushsource.core.frames import header_for, parse_header, silent_frame
 from pushsource.ops.trial import tag_mp3
 from tests.conftest import StartPushsource, register_secret
 from tests.support.icecast import IcecastServer, free_port
@@ -289,3 +290,83 @@ def test_ezstream_goes_live_with_its_title(
         assert titles[-1] == "Folder - Long One"  # the folder took back
         assert not listener.closed.is_set()
         assert live_audio in bytes(listener.audio)
+
+
+LIQUIDSOAP = """
+settings.init.allow_root.set(true)
+settings.log.stdout.set(true)
+settings.log.file.set(false)
+s = mksafe(sine(660.))
+enc = %mp3(bitrate=128, samplerate=44100, stereo=true)
+output.icecast(enc, host="127.0.0.1", port={port}, password="{password}",
+               user="alice", mount="/live", s)
+# The same source through the same encoder, to a file: what it sent, to compare.
+output.file(enc, "{copy}", s)
+"""
+
+
+def split_frames(data: bytes, start: int = 0) -> tuple[list[bytes], int]:
+    """Whole MP3 frames back to back from ``start``; and where the walk stopped."""
+    frames, at = [], start
+    while (header := parse_header(data, at)) is not None and at + header.length <= len(data):
+        frames.append(data[at : at + header.length])
+        at += header.length
+    return frames, at
+
+
+@pytest.mark.skipif(shutil.which("liquidsoap") is None, reason="liquidsoap is not installed")
+def test_liquidsoap_goes_live_and_the_folder_takes_back(
+    tmp_path: Path,
+    icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+) -> None:
+    """Liquidsoap's output.icecast (its own encoder, re-encoding a sine) as
+    the DJ: its frames reach the listener whole and as it sent them."""
+    folder = tmp_path / "music"
+    [track] = make_titled_tracks(folder, [("Folder", "Long One")], seconds=40)
+    port = free_port()
+    start_station(start_pushsource, icecast, folder, unique_mount, port)
+    copy = tmp_path / "sent.mp3"
+    script = tmp_path / "dj.liq"
+    script.write_text(LIQUIDSOAP.format(port=port, password=DJ_PASSWORD, copy=copy))
+    script.chmod(0o600)
+    with Listener(icecast.port, unique_mount) as listener:
+        listener.wait_for_title("Folder - Long One", 20)
+        wait_port(port)
+        time.sleep(2)  # some of the folder first
+        dj = subprocess.Popen(
+            ["liquidsoap", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            listener.wait_for_title("Live: alice", 15)
+            time.sleep(6)
+        finally:
+            dj.terminate()
+            dj.wait(10)
+        listener.wait_for_title("Folder - Long One", 15)  # took back, after the grace
+        listener.wait_for_audio(len(listener.audio) + 64_000, 15)
+        assert not listener.closed.is_set()
+        audio = bytes(listener.audio)
+    # What Liquidsoap sent: whole frames at the station's format.
+    sent, end = split_frames(copy.read_bytes())
+    assert len(sent) > 150 and end > len(copy.read_bytes()) - 1500
+    for frame in sent:
+        header = parse_header(frame)
+        assert header is not None and (header.sample_rate, header.channels) == (44100, 2)
+    # The listener: the folder from its start, then Liquidsoap's frames as it
+    # sent them (a run from the middle of its set, byte for byte), then the
+    # folder again; all of it whole frames back to back.
+    begin = audio.find(track.audio[:2048])
+    assert begin >= 0
+    heard, stop = split_frames(audio, begin)
+    assert stop > len(audio) - 1500, f"not a whole frame at byte {stop} of {len(audio)}"
+    run = b"".join(sent[len(sent) // 3 : len(sent) // 3 + 60])
+    at = audio.find(run)
+    assert at > begin, "Liquidsoap's frames never reached the listener as it sent them"
+    assert len(heard) > 500
+    assert audio[begin : begin + 30_000] == track.audio[:30_000] and begin + 30_000 < at
+    assert audio[-20_000:] in track.audio  # the folder is back
+    titles = [t for _, t in listener.titles if t]
+    i = titles.index("Live: alice")
+    assert titles[i:] == ["Live: alice", "Folder - Long One"]
