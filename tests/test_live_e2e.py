@@ -1,7 +1,8 @@
 """Going live end to end: real encoders (ffmpeg's icecast://, curl -T - chunked,
 ezstream, Liquidsoap's output.icecast) as the DJ against pushsource's live
-input, a real icecast2, and a listener connected the whole time: folder, then the DJ's frames byte-exact, then the
-folder again, with the titles in order and never a disconnect."""
+input, a real icecast2, and a listener connected the whole time: folder, then
+the DJ's frames byte-exact, then the folder again, with the titles in order and
+never a disconnect."""
 
 from __future__ import annotations
 
