@@ -357,3 +357,16 @@ def test_titles_mid_set_go_out_with_the_frame_they_were_sent_before(tmp_path: Pa
         "Alice - Three",
         "a",
     ]
+
+
+def test_a_dj_who_sends_no_title_is_shown_as_the_stations_live_title(tmp_path: Path) -> None:
+    write(tmp_path / "a.mp3", make_frames(1500))
+    sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
+    sim.machine._live_default = "On air: {user} {user}"
+    t0 = sim.now
+    dj(sim, t0 + 5.0, make_frames(150, seed=27))
+    dj(sim, t0 + 5.0 + 150 * FRAME + 2.0, make_frames(150, seed=28), user="bob")
+    sim.run()
+    titles = [t for _, t in sim.titles]
+    at = titles.index("On air: alice alice")
+    assert titles[at:] == ["On air: alice alice", "On air: bob bob", "a"]

@@ -39,6 +39,7 @@ mount = "/live"
 users = { alice = "${ALICE_PASSWORD}", bob = "${BOB_PASSWORD}" }
 grace = 3.5
 interrupted = "skip"
+title = "On air: {user}"
 """,
     )
     [station] = load_config(path, ENV).stations
@@ -48,6 +49,7 @@ interrupted = "skip"
         (("alice", "al1ce-s3cret"), ("bob", "b0b-s3cret")),
         3.5,
         "skip",
+        "On air: {user}",
     )
     assert "s3cret" not in repr(station)
 
@@ -56,6 +58,7 @@ def test_live_defaults(tmp_path: Path) -> None:
     path = config(tmp_path, 'listen = "8010"\nusers = { alice = "pw" }')
     [station] = load_config(path, ENV).stations
     assert station.live == LiveSettings(("127.0.0.1", 8010), None, (("alice", "pw"),))
+    assert station.live.title == "Live: {user}"
 
 
 @pytest.mark.parametrize(
@@ -68,6 +71,8 @@ def test_live_defaults(tmp_path: Path) -> None:
         ('listen = "8010"\nusers = { alice = "pw" }\nport = 1', 'unknown key "port"'),
         ('listen = "8010"\nusers = { alice = "${NOPE}" }', "NOPE is not set"),
         ('listen = "99999"\nusers = { alice = "pw" }', "port out of range"),
+        ('listen = "8010"\nusers = { alice = "pw" }\ntitle = ""', 'key "title": the live title'),
+        ('listen = "8010"\nusers = { alice = "pw" }\ntitle = "a\\nb"', 'key "title"'),
     ],
 )
 def test_bad_live_table_names_the_key(tmp_path: Path, live: str, expected: str) -> None:
@@ -86,11 +91,16 @@ def test_live_options(tmp_path: Path) -> None:
             "stream", str(tmp_path), "icecast://source:pw@127.0.0.1:8000/m",
             "--live-listen", "127.0.0.1:8010", "--live-mount", "/live",
             "--live-user", "alice:al1ce", "--live-users-file", str(users),
-            "--live-grace", "2", "--live-interrupted", "skip",
+            "--live-grace", "2", "--live-interrupted", "skip", "--live-title", "DJ {user}",
         ]
     )  # fmt: skip
     assert stream_settings(args).live == LiveSettings(
-        ("127.0.0.1", 8010), "/live", (("alice", "al1ce"), ("bob", "b0b-pw")), 2.0, "skip"
+        ("127.0.0.1", 8010),
+        "/live",
+        (("alice", "al1ce"), ("bob", "b0b-pw")),
+        2.0,
+        "skip",
+        "DJ {user}",
     )
 
 
@@ -101,6 +111,7 @@ def test_live_options(tmp_path: Path) -> None:
         (["--live-user", "alice:pw"], "need --live-listen"),
         (["--live-listen", "8010", "--live-user", "alice"], "NAME:PASSWORD"),
         (["--live-listen", "8010", "--live-user", "a:b", "--live-grace", "0"], "--live-grace"),
+        (["--live-listen", "8010", "--live-user", "a:b", "--live-title", " "], "--live-title"),
     ],
 )
 def test_bad_live_options(tmp_path: Path, extra: list[str], expected: str) -> None:

@@ -327,7 +327,10 @@ def test_liquidsoap_goes_live_and_the_folder_takes_back(
     folder = tmp_path / "music"
     [track] = make_titled_tracks(folder, [("Folder", "Long One")], seconds=40)
     port = free_port()
-    start_station(start_pushsource, icecast, folder, unique_mount, port)
+    # Liquidsoap sends no title: the station's --live-title shows.
+    start_station(
+        start_pushsource, icecast, folder, unique_mount, port, "--live-title", "On air: {user}"
+    )
     copy = tmp_path / "sent.mp3"
     script = tmp_path / "dj.liq"
     script.write_text(LIQUIDSOAP.format(port=port, password=DJ_PASSWORD, copy=copy))
@@ -340,7 +343,7 @@ def test_liquidsoap_goes_live_and_the_folder_takes_back(
             ["liquidsoap", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            listener.wait_for_title("Live: alice", 15)
+            listener.wait_for_title("On air: alice", 15)
             time.sleep(6)
         finally:
             dj.terminate()
@@ -369,5 +372,5 @@ def test_liquidsoap_goes_live_and_the_folder_takes_back(
     assert audio[begin : begin + 30_000] == track.audio[:30_000] and begin + 30_000 < at
     assert audio[-20_000:] in track.audio  # the folder is back
     titles = [t for _, t in listener.titles if t]
-    i = titles.index("Live: alice")
-    assert titles[i:] == ["Live: alice", "Folder - Long One"]
+    i = titles.index("On air: alice")
+    assert titles[i:] == ["On air: alice", "Folder - Long One"]

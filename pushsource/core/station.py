@@ -296,6 +296,7 @@ class StationMachine:
         rng: random.Random | None = None,
         grace: float = 5.0,
         interrupted: Interrupted = Interrupted.RESUME,
+        live_title: str = "Live: {user}",
     ) -> None:
         self._format = silence  # the station's format: silence, and the ice-* headers
         self._silence = silent_frame(silence)
@@ -334,6 +335,7 @@ class StationMachine:
         self.last_started: Path | None = None
         self._grace = grace  # live: seconds a DJ may go quiet or away
         self._interrupted = interrupted
+        self._live_default = live_title  # for a DJ who sends no title; {user} is their name
         self._live: _Live | None = None
 
     # -- what the world may ask ----------------------------------------------
@@ -951,7 +953,7 @@ class StationMachine:
             out.append(Wake(min(max(pacer.due() - low + 1e-6, now), grace_end)))
 
     def _live_title(self, live: _Live) -> str:
-        return live.title or f"Live: {live.user}"
+        return live.title or self._live_default.replace("{user}", live.user)
 
     def _live_titles(self, live: _Live, out: list[Effect]) -> None:
         """After a Send of the DJ's frames: the titles that go with them, the

@@ -27,6 +27,7 @@ from pushsource.ops.listen import listen
 from pushsource.ops.logs import setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
+    DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
     PASSWORD_ENV,
     TOKEN_ENV,
@@ -34,6 +35,7 @@ from pushsource.ops.settings import (
     LiveSettings,
     StationSettings,
     check_header_values,
+    check_live_title,
     parse_address,
     parse_live_user,
     read_password_file,
@@ -252,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the folder track a DJ cut: resume it where it stopped (default), or skip it",
     )
     stream.add_argument(
+        "--live-title",
+        default=DEFAULT_LIVE_TITLE,
+        metavar="TITLE",
+        help="what a DJ who sends no title is shown as; {user} is their name "
+        "(default: %(default)s)",
+    )
+    stream.add_argument(
         "--shuffle",
         action="store_true",
         help="with --idle loop: play the library in random order, no track twice in a row",
@@ -463,7 +472,11 @@ def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
     mount = args.live_mount
     if mount is not None and not mount.startswith("/"):
         raise ConfigError("--live-mount must be a path like /live")
-    return LiveSettings(listen, mount, tuple(users), args.live_grace, args.live_interrupted)
+    try:
+        title = check_live_title(args.live_title)
+    except ValueError as exc:
+        raise ConfigError(f"--live-title: {exc}") from None
+    return LiveSettings(listen, mount, tuple(users), args.live_grace, args.live_interrupted, title)
 
 
 def _control_settings(args: argparse.Namespace, config: Config | None) -> ControlSettings | None:

@@ -22,11 +22,13 @@ from pushsource.core.target import redact
 from pushsource.core.values import header_problem
 from pushsource.errors import ConfigError
 from pushsource.ops.settings import (
+    DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
     ControlSettings,
     LiveSettings,
     StationSettings,
     check_header_values,
+    check_live_title,
     parse_address,
     resolve_target,
 )
@@ -269,7 +271,7 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     return settings
 
 
-_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted"}
+_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title"}
 
 
 def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
@@ -305,7 +307,15 @@ def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
     interrupted = table.get("interrupted", "resume")
     if interrupted not in ("resume", "skip"):
         raise _Problem('key "interrupted" must be "resume" or "skip"')
-    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted))
+    title = DEFAULT_LIVE_TITLE
+    if "title" in table:
+        if not isinstance(table["title"], str):
+            raise _Problem(f'key "title" must be a string, not {_kind(table["title"])}')
+        try:
+            title = check_live_title(expand(table["title"], environ))
+        except ValueError as exc:
+            raise _Problem(f'key "title": {exc}') from None
+    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted), title)
 
 
 def default_id(mount: str) -> str:

@@ -630,7 +630,11 @@ def _live_options(settings: StationSettings) -> dict[str, Any]:
     live = settings.live
     if live is None:
         return {}
-    return {"grace": live.grace, "interrupted": Interrupted(live.interrupted)}
+    return {
+        "grace": live.grace,
+        "interrupted": Interrupted(live.interrupted),
+        "live_title": live.title,
+    }
 
 
 def _rounded(gain_db: float | None) -> float | None:

@@ -23,6 +23,9 @@ LOUDNESS_RANGE: Final = (-40.0, -5.0)
 #: The longest mount, in UTF-8 bytes: it must fit in Icecast's 4 KB requests with the rest.
 MAX_MOUNT: Final = 255
 
+#: What a DJ who sends no title is shown as; {user} is their user name.
+DEFAULT_LIVE_TITLE: Final = "Live: {user}"
+
 #: Where the control API listens when it is on and no address is given.
 DEFAULT_CONTROL: Final = ("127.0.0.1", 8700)
 
@@ -36,6 +39,14 @@ class LiveSettings:
     users: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
     grace: float = 5.0
     interrupted: str = "resume"  # or "skip"
+    title: str = DEFAULT_LIVE_TITLE  # shown for a DJ who sends none; {user} is their name
+
+
+def check_live_title(text: str) -> str:
+    """The ``title`` of a DJ who sends none. Raises ValueError."""
+    if not text.strip() or len(text) > 255 or any(ord(ch) < 32 for ch in text):
+        raise ValueError("the live title must be one line of 1 to 255 characters")
+    return text
 
 
 def parse_live_user(text: str) -> tuple[str, str]:
