@@ -21,7 +21,7 @@ from typing import Any
 
 from pushsource.core.frames import END, FrameParser, FrameRun, header_for
 from pushsource.core.gain import apply_gain
-from tests.support.media import run_tool
+from pushsource.ops.trial import run_tool
 
 TARGET_S = 0.2  # CPU s per audio hour: about a tenth of a lean station's budget
 STEPS = -3

@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,12 @@ def test_status_before_anything_plays(runner: StationRunner) -> None:
     assert status["name"] == "Rock"
     assert status["mount"] == "/rock"
     assert status["listen_url"] == "http://127.0.0.1:9/rock"
-    assert status["connection"] == {"state": "starting", "reconnects": 0, "error": None}
+    assert status["connection"] == {
+        "state": "starting",
+        "reconnects": 0,
+        "attempts": 0,
+        "error": None,
+    }
     assert status["now_playing"] is None
     assert queue_of(runner) == ["a.mp3", "b.mp3", "c.mp3", "d.mp3"]
     assert "pw" not in repr(runner)
@@ -136,6 +142,7 @@ def test_metrics_render(runner: StationRunner) -> None:
     runner.sent(4000, 10, 0.45)
     runner.sent(4000, 10, 0.40)
     runner.counters.conversions.append(1.5)
+    runner.connection("on air")
     runner.connection("reconnecting", "reset")
     body, content_type = Metrics([runner]).render()
     text = body.decode()
@@ -147,6 +154,9 @@ def test_metrics_render(runner: StationRunner) -> None:
     assert 'pushsource_connection_state{state="reconnecting",station="rock"} 1.0' in text
     assert 'pushsource_conversion_seconds_count{station="rock"} 1.0' in text
     assert "pushsource_queue_length" in text
+    # Listeners are not known yet (no status read): no sample, rather than a 0.
+    assert "# TYPE pushsource_listeners gauge" in text
+    assert 'pushsource_listeners{station="rock"}' not in text
 
 
 def test_console_line() -> None:
@@ -161,6 +171,8 @@ def test_console_line() -> None:
     assert "on air" in text
     assert "[" + "=" * 12 + "-" * 12 + "] 1:01/2:02 Band - Song" in text
     assert "(queue 2)" in text and "reconnects 2" in text
+    assert "(queue 2, 1 listener)" in line({**status, "listeners": 1}).plain
+    assert "(queue 2, 3 listeners)" in line({**status, "listeners": 3}).plain
 
 
 def test_log_formats_name_the_station_and_hide_passwords() -> None:
@@ -229,3 +241,223 @@ def test_library_finds_files_by_every_word(runner: StationRunner, music: Path) -
         "files": [{"file": "a.mp3", "queued": True}, {"file": "b.mp3", "queued": False}],
         "total": 5,
     }
+
+
+def test_two_queue_edits_at_once_both_take_effect(runner: StationRunner) -> None:
+    wait_for(lambda: len(queue_of(runner)) == 4)
+    edits = [lambda: runner.move("d.mp3", 0), lambda: runner.remove("b.mp3")]
+    barrier = threading.Barrier(len(edits))
+
+    def edit(job: Callable[[], None]) -> None:
+        barrier.wait()
+        job()
+
+    threads = [threading.Thread(target=edit, args=(job,)) for job in edits]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    # Each edit read the queue and wrote it back on the engine's thread, in
+    # turn: neither undid the other.
+    assert queue_of(runner) == ["d.mp3", "a.mp3", "c.mp3"]
+
+
+# -- readings that tell the truth (issue 14) ------------------------------------
+
+
+def test_reconnects_count_outages_not_attempts(runner: StationRunner) -> None:
+    runner.connection("connecting")
+    runner.connection("reconnecting", "refused")  # never on air: not a reconnect
+    runner.connection("connecting")
+    runner.connection("on air")
+    for outage in range(2):
+        runner.connection("reconnecting", "connection lost")
+        for attempt in range(4 + outage):
+            runner.connection("connecting")
+            runner.connection("reconnecting", "refused")
+            assert runner.status()["connection"]["attempts"] == attempt + 1
+        runner.connection("connecting")
+        runner.connection("on air")
+    connection = runner.status()["connection"]
+    assert connection["reconnects"] == 2 and connection["attempts"] == 0
+    assert runner.counters.connect_failures == 1 + 4 + 5
+    text = Metrics([runner]).render()[0].decode()
+    assert 'pushsource_reconnects_total{station="rock"} 2.0' in text
+    assert 'pushsource_connect_failures_total{station="rock"} 10.0' in text
+
+
+def test_a_restart_shows_neither_played_files_as_queued_nor_an_empty_history(
+    music: Path, tmp_path: Path
+) -> None:
+    from pushsource.workers.state import PlayState, save_state
+
+    state = PlayState()
+    for name in ("a", "c"):
+        state.mark_played(music / f"{name}.mp3")
+    state.history = [
+        {"file": "c.mp3", "title": "c", "started": "2026-12-01T10:03:00Z", "gain_db": None},
+        {"file": "a.mp3", "title": "a", "started": "2026-12-01T10:00:00Z", "gain_db": None},
+    ]
+    save_state(tmp_path / "state.json", state)
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    try:
+        station._setup()
+        station.feed.refresh()
+        wait_for(lambda: len(queue_of(station)) == 2)
+        assert queue_of(station) == ["b.mp3", "d.mp3"]
+        assert station.queue_length == 2
+        assert [h["file"] for h in station.status()["history"]] == ["c.mp3", "a.mp3"]
+        # A file changed since it played plays again, and shows so.
+        os.utime(music / "a.mp3", (time.time() - 1800, time.time() - 1800))
+        station.feed.refresh()
+        assert queue_of(station) == ["a.mp3", "b.mp3", "d.mp3"]
+        # The file resumed is playing, not still to come.
+        resumed = station.feed.cue((music / "b.mp3", 0))
+        assert resumed.track is not None and resumed.resumed_one
+        station.feed.release(resumed.track.handle)
+        assert queue_of(station) == ["a.mp3", "d.mp3"]
+        station.feed.refresh()
+        assert queue_of(station) == ["a.mp3", "d.mp3"]
+    finally:
+        engine.stop()
+        station.close()
+
+
+def test_history_is_kept_in_the_state_file(runner: StationRunner, music: Path) -> None:
+    from pushsource.workers.state import load_state
+
+    result = runner.feed.cue(None)
+    assert result.track is not None
+    runner.track_started(result.track)
+    runner.track_ended(result.track, skipped=True)
+    runner.feed.release(result.track.handle)
+    runner.close()  # saves the state a last time
+    assert runner._keeper is not None
+    [entry] = load_state(runner._keeper.path).history
+    assert entry["file"] == "a.mp3" and entry["skipped"] is True
+
+
+def test_elapsed_stands_still_off_air_and_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    """The station's machine and feed in virtual time (the Sim of test_station),
+    its effects told to the runner as the engine would: what the status shows
+    while on air, reconnecting, and on air again."""
+    from pushsource.core import station as core
+    from pushsource.errors import IcecastError
+    from tests.test_station import Sim
+
+    folder = tmp_path / "music"
+    folder.mkdir()
+    make_clean_mp3(folder / "long.mp3", 12.0, freq=300)
+    an_hour_ago = time.time() - 3600
+    os.utime(folder / "long.mp3", (an_hour_ago, an_hour_ago))
+    settings = StationSettings(
+        folder=folder,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        idle="stop",
+    )
+    holder: list[Sim] = []
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine, clock=lambda: holder[0].now)
+    station._setup()
+    station.feed.refresh()
+    down = IcecastError("cannot connect to 127.0.0.1:9: Connection refused")
+
+    class Told(Sim):
+        def apply(self, effects: list[core.Effect]) -> None:
+            for e in effects:
+                sent = len(self.conns[-1].chunks) if self.conns else 0
+                super().apply([e])
+                match e:
+                    case core.Send(data, frames, lead) if len(self.conns[-1].chunks) > sent:
+                        station.sent(len(data), frames, lead)  # not the one lost
+                    case core.Started(track):
+                        station.track_started(track)
+                    case core.Ended(track, skipped):
+                        station.track_ended(track, skipped=skipped)
+                    case core.State(state, error):
+                        station.connection(state, error)
+
+    # On air at once; dropped at the 30th batch (about 3 s in); down for ~3 s.
+    sim = Told(
+        station.driver.machine,
+        station.feed,
+        plan=lambda n: ("accept", 30) if n == 1 else down if n < 4 else "accept",
+    )
+    holder.append(sim)
+    shown: list[tuple[float, str, float]] = []
+
+    def look() -> None:
+        status = station.status()
+        if status["now_playing"] is not None:
+            state = status["connection"]["state"]
+            shown.append((sim.now, state, status["now_playing"]["elapsed"]))
+
+    for n in range(60):
+        sim.schedule(1000.0 + n * 0.25, look)
+    sim.schedule(1015.0, lambda: sim.step(sim.machine.stop))
+    try:
+        sim.run()
+    finally:
+        engine.stop()
+        station.close()
+    on_air = [(t, e) for t, s, e in shown if s == "on air" and t < sim.conns[1].opened]
+    assert len(on_air) > 5
+    for t, elapsed in on_air:  # what listeners heard: no more than a batch off
+        assert t - 1000.0 - 0.15 <= elapsed <= t - 1000.0 + 0.05
+    away = [(t, e) for t, s, e in shown if s in ("reconnecting", "connecting")]
+    assert len(away) >= 8  # ~3 s of it
+    frozen = {e for _, e in away}
+    assert len(frozen) == 1, away  # stands still
+    [stopped_at] = frozen
+    assert abs(stopped_at - (away[0][0] - 1000.0)) < 0.5
+    back = [(t, e) for t, s, e in shown if s == "on air" and t > sim.conns[-1].opened]
+    assert back
+    t, elapsed = back[0]
+    # It goes on from where the listeners were (plus, at most, the lead that
+    # Icecast had taken), not from the time spent away.
+    lead = station.settings.lead
+    assert stopped_at <= elapsed <= stopped_at + lead + (t - sim.conns[-1].opened) + 0.1
+
+
+def test_a_cue_says_when_files_still_settling_may_be_ready(music: Path, tmp_path: Path) -> None:
+    """A file still being copied when a track is cued must show in the queue
+    once it settled, not only at the next cue a whole track later: the cue
+    says when to look again."""
+    make_clean_mp3(music / "e.mp3", 0.3, freq=900)  # just written: still settling
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        settle=0.5,
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    try:
+        station._setup()
+        result = station.feed.cue(None)
+        assert result.track is not None and result.track.path.name == "a.mp3"
+        station.feed.release(result.track.handle)
+        assert "e.mp3" not in queue_of(station)
+        assert result.again is not None and 0 < result.again <= 0.5 + 0.1
+        time.sleep(result.again)
+        again = station.feed.refresh()
+        while again is not None:  # (the folder may ask for a little longer)
+            time.sleep(again)
+            again = station.feed.refresh()
+        assert queue_of(station) == ["b.mp3", "c.mp3", "d.mp3", "e.mp3"]
+    finally:
+        engine.stop()
+        station.close()

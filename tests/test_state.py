@@ -25,6 +25,11 @@ from pushsource.workers.state import (
 
 paths = st.text(min_size=1, max_size=20).map(lambda s: "/m/" + s.replace("\0", ""))
 stamps = st.builds(FileStamp, st.integers(0, 2**40), st.integers(-(2**62), 2**62))
+entries = st.fixed_dictionaries(
+    {"file": st.text(max_size=10), "title": st.text(max_size=10), "started": st.text(max_size=5),
+     "gain_db": st.none() | st.floats(-20, 20)},
+    optional={"skipped": st.just(True)},
+)  # fmt: skip
 
 
 @st.composite
@@ -36,6 +41,7 @@ def play_states(draw: st.DrawFn) -> PlayState:
         current=current,
         current_offset=0 if current is None else draw(st.integers(0, 2**40)),
         current_stamp=None if current is None else draw(st.none() | stamps),
+        history=draw(st.lists(entries, max_size=4)),
     )
 
 
@@ -57,6 +63,8 @@ BAD_VALUES: dict[str, list[object]] = {
     "current": [3, None],  # None: an offset without a track
     "current_offset": [-1, 1.5],
     "current_stamp": [[1, 2.0], [1, 2, 3]],
+    "history": [{}, [1], [{"file": "a.mp3"}], [{"file": 1, "title": "t", "started": "s"}],
+                [{"file": "a", "title": "t", "started": "s", "gain_db": "loud"}]],
     "surprise": [1],
 }
 MALFORMED: list[object] = [None, [], "x", {}, {"version": 1}] + [
@@ -294,3 +302,22 @@ def test_keeper_does_not_rewrite_an_unchanged_state(tmp_path: Path) -> None:
     keeper.save_now()
     assert os.stat(path).st_ino != written.st_ino
     assert load_state(path).current == "/m/a.mp3"
+
+
+def test_history_survives_a_save_and_old_files_without_it_load(tmp_path: Path) -> None:
+    path = tmp_path / "station.json"
+    entry = {"file": "a.mp3", "title": "Band - Song", "started": "2026-12-01T10:00:00Z",
+             "gain_db": -1.5, "skipped": True}  # fmt: skip
+    saved = PlayState(queue=["/m/b.mp3"], history=[entry])
+    save_state(path, saved)
+    assert load_state(path).history == [entry]
+    # What an older pushsource wrote (no "history"): loads, with an empty history.
+    old = {k: v for k, v in PlayState(queue=["/m/b.mp3"]).to_json().items() if k != "history"}
+    path.write_text(json.dumps(old), "utf-8")
+    loaded = load_state(path)
+    assert loaded.queue == ["/m/b.mp3"] and loaded.history == []
+    assert not list(tmp_path.glob("*.corrupt*"))
+    # Only the newest HISTORY_CAP entries are kept.
+    many = PlayState(history=[{**entry, "file": f"{n}.mp3"} for n in range(80)])
+    back = PlayState.from_json(json.loads(json.dumps(many.to_json())))
+    assert [e["file"] for e in back.history] == [f"{n}.mp3" for n in range(50)]

@@ -84,6 +84,8 @@ class Sim:
         self.conns: list[Conn] = []
         self.attempts: list[float] = []
         self.titles: list[tuple[float, str]] = []
+        # Per title: (connection, where in its stream the last Send before it began and ended).
+        self.title_at: list[tuple[int, int, int, str]] = []
         self.states: list[tuple[float, str]] = []
         self.started: list[core.Cued] = []
         self.ended: list[tuple[core.Cued, bool]] = []
@@ -159,6 +161,10 @@ class Sim:
                     self.step(m.closed)
                 case core.SetTitle(title):
                     self.titles.append((now, title))
+                    if self.conns:
+                        sent = sum(len(d) for _, d in self.conns[-1].chunks)
+                        last = len(self.conns[-1].chunks[-1][1]) if self.conns[-1].chunks else 0
+                        self.title_at.append((len(self.conns) - 1, sent - last, sent, title))
                 case core.Started(track):
                     self.started.append(track)
                 case core.Ended(track, was_skipped):
@@ -608,3 +614,111 @@ def test_an_edit_gives_back_the_cued_track(tmp_path: Path) -> None:
     sim.schedule(1000.2, edit)
     sim.run()
     assert [t.path.name for t in sim.started] == ["a.mp3", "c.mp3", "b.mp3"]
+
+
+# -- what the status shows (issue 14) ---------------------------------------------
+
+
+def test_elapsed_is_the_audio_sent_and_goes_on_after_an_outage_where_it_stopped(
+    tmp_path: Path,
+) -> None:
+    frames = make_frames(600)  # 15.7 s
+    write(tmp_path / "a.mp3", frames)
+    down = IcecastError("cannot connect to 127.0.0.1:8000: Connection refused")
+    sim = make(
+        ListSource([tmp_path / "a.mp3"]),
+        plan=lambda n: ("accept", 60) if n == 1 else down if n < 4 else "accept",
+    )
+    samples: list[tuple[float, float | None, core.Phase]] = []
+
+    def sample() -> None:
+        samples.append((sim.now, sim.machine.elapsed(), sim.machine.phase))
+
+    for n in range(80):
+        sim.schedule(1000.0 + n * 0.25, sample)
+    sim.run()
+    first, *_, last = sim.conns
+    # Before the drop: the audio sent, never more than the lead ahead of the clock.
+    for now, elapsed, phase in samples:
+        if phase is core.Phase.ON_AIR and now < first.chunks[-1][0]:
+            assert elapsed is not None
+            assert now - 1000.0 - BATCH <= elapsed <= now - 1000.0 + LEAD + FRAME
+    # Off air nothing counts on.
+    off = [elapsed for _, elapsed, phase in samples if phase is core.Phase.BACKOFF]
+    assert off and all(e is None for e in off)
+    # Back on air, the resumed track counts from the frame it goes on at,
+    # exactly (the machine's own count), not from the time spent away.
+    resumed = sim.started[-1]
+    assert resumed.resumed
+    at = resumed.chunk.offset
+    ends = list(itertools.accumulate(len(f) for f in frames))
+    assert at in ends  # a frame boundary
+    assert resumed.before == pytest.approx((ends.index(at) + 1) * FRAME)
+    assert 1.0 < resumed.before < len(first.stream()) / 417 * FRAME + 1e-9
+    after = [(t, e) for t, e, phase in samples if phase is core.Phase.ON_AIR and t > last.opened]
+    assert after
+    now, elapsed = after[0]
+    assert elapsed is not None
+    assert resumed.before <= elapsed <= resumed.before + (now - last.opened) + LEAD + FRAME
+
+
+def test_a_track_resumed_after_a_restart_estimates_its_elapsed_past_the_tags(
+    tmp_path: Path,
+) -> None:
+    frames = make_frames(300)
+    write(tmp_path / "a.mp3", frames, before=id3v2(bytes(100_000)))  # 6 s at 128 kbps
+    at = 100_010 + sum(len(f) for f in frames[:200])
+    sim = make(ListSource([]), resume=[(tmp_path / "a.mp3", at)])
+    result = sim.feed.cue((tmp_path / "a.mp3", at), chunk=10)
+    assert result.track is not None and result.track.resumed
+    assert result.track.before == pytest.approx(200 * FRAME, rel=0.01)
+    sim.feed.release(result.track.handle)
+
+
+def test_the_loop_does_not_replay_a_track_the_queue_just_played(tmp_path: Path) -> None:
+    library = []
+    for name in ("a", "b", "c"):
+        write(tmp_path / f"{name}.mp3", make_frames(10, seed=ord(name)))
+        library.append(tmp_path / f"{name}.mp3")
+    holder: list[Sim] = []
+    source = TimedSource(lambda: holder[0], [])  # a folder: never exhausted
+    sim = make(source, once=False, idle=Idle.LOOP, library=library)
+    holder.append(sim)
+    feed = sim.feed
+    got: list[str] = []
+
+    def cue(last: Path | None) -> Path:
+        result = feed.cue(None, last=last, chunk=5)
+        assert result.track is not None
+        feed.release(result.track.handle)
+        got.append(result.track.path.name)
+        return result.track.path
+
+    last = cue(None)  # the loop: a (b and c to come in this cycle)
+    source.edit(QueueEdit((), enqueue=(tmp_path / "b.mp3",)))  # b queued by hand
+    last = cue(last)  # b, from the queue
+    last = cue(last)  # the loop again: not b at once
+    last = cue(last)
+    assert got[:2] == ["a.mp3", "b.mp3"]
+    assert all(x != y for x, y in itertools.pairwise(got)), got
+
+
+def test_the_loop_does_not_replay_the_track_resumed_after_a_restart(tmp_path: Path) -> None:
+    frames = make_frames(100)
+    write(tmp_path / "y.mp3", frames)
+    write(tmp_path / "z.mp3", make_frames(100, seed=2))
+    library = [tmp_path / "y.mp3", tmp_path / "z.mp3"]
+    holder: list[Sim] = []
+    sim = make(
+        TimedSource(lambda: holder[0], []),
+        once=False,
+        idle=Idle.LOOP,
+        library=library,
+        resume=[(tmp_path / "y.mp3", sum(len(f) for f in frames[:50]))],
+    )
+    holder.append(sim)
+    sim.schedule(1008.0, lambda: sim.step(sim.machine.stop))
+    sim.run()
+    titles = [t for _, t in sim.titles]
+    assert titles[:2] == ["y", "z"], titles
+    assert all(x != y for x, y in itertools.pairwise(titles)), titles

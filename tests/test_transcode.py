@@ -432,3 +432,47 @@ def test_a_cache_that_cannot_be_written_skips_the_file(
         pytest.raises(TrackError, match="cannot write its conversion to"),
     ):
         transcoder.convert(inputs["wav"].path)
+
+
+def test_a_converted_file_is_said_once_and_shows_the_bitrate_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Feed prepares the next file ahead of its turn and again when it
+    opens it: one "converted" line, one conversion timed, and the status
+    shows what goes on air (128 kbps), not the source's 320."""
+    import logging
+
+    from pushsource.workers.feed import Feed, ListSource
+    from pushsource.workers.transcode import Resolver
+
+    source = tmp_path / "loud.mp3"
+    make_clean_mp3(source, SECONDS, samplerate=48000, channels=2, bitrate=320)
+    assert read_info(source).bitrate == 320
+
+    def cue_once(cache: Path) -> tuple[int, list[float], list[str]]:
+        timed: list[float] = []
+        with Transcoder(cache, StationFormat()) as transcoder:
+            resolver = Resolver(StationFormat(), transcoder, converted=timed.append)
+            feed = Feed(
+                ListSource([source]),
+                resolve=resolver.resolve,
+                prepare=resolver.prepare,
+                was_played=lambda p: False,
+                mark_played=lambda p: None,
+                unplayable=lambda exc: None,
+            )
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="pushsource"):
+                feed.prepare_next()
+                cued = feed.cue(None, chunk=5).track
+            assert cued is not None
+            feed.release(cued.handle)
+            lines = [r.getMessage() for r in caplog.records if "converted" in r.getMessage()]
+            return cued.bitrate, timed, lines
+
+    bitrate, timed, lines = cue_once(tmp_path / "cache")
+    assert bitrate == 128
+    assert len(timed) == 1 and len(lines) == 1, lines
+    # From the cache next time: nothing converted, nothing said, the same bitrate.
+    bitrate, timed, lines = cue_once(tmp_path / "cache")
+    assert bitrate == 128 and timed == [] and lines == []

@@ -327,9 +327,13 @@ def test_errors_show_and_go_away_when_resolved(
     assert not message.is_displayed()
 
     # A connection error shows while the station reports it, and goes with it.
-    rock.extra["connection"] = {"state": "reconnecting", "reconnects": 1, "error": "refused"}
+    rock.extra["connection"] = {
+        "state": "reconnecting", "reconnects": 1, "attempts": 2, "error": "refused"
+    }  # fmt: skip
     error = section.find_element(By.CSS_SELECTOR, ".conn-error")
     wait(driver, lambda: error.text == "refused")
+    reconnects = section.find_element(By.CSS_SELECTOR, ".reconnects")
+    assert reconnects.text == "1 reconnect · 2 failed attempts"
     rock.extra["connection"] = {"state": "on air", "reconnects": 1, "error": None}
     wait(driver, lambda: not error.is_displayed())
 

@@ -52,6 +52,13 @@ STARVED: Final = 1.5
 SHORT_LIVED: Final = 2.0
 #: A server that does not answer at all is tried again this often.
 DOWN_RETRY: Final = 1.0
+#: Live: a DJ's frames beyond what the lead takes wait here, at most this long
+#: (a DJ clock running fast: the oldest is dropped), and silence goes in when
+#: the audio handed to Icecast runs this short of real time (one running slow,
+#: or a DJ gone quiet).
+LIVE_SLACK: Final = 0.5
+LIVE_LOW: Final = 0.25
+DROP_LOG_EVERY: Final = 10.0
 
 
 class Idle(Enum):
@@ -113,6 +120,9 @@ class Cued:
     looped: bool = False  # from the library (idle loop), not the queue: new files go first
     gain_db: float | None = None  # the level change it plays with (loudness), if any
     gain_note: str = ""  # for its log line: "gain +3.0 dB: measured -21.0 LUFS"
+    #: Seconds of its audio before chunk.offset (a resumed one): the workers'
+    #: estimate from the bytes; the machine's own count after an outage.
+    before: float = 0.0
 
 
 # -- effects ----------------------------------------------------------------
@@ -193,6 +203,37 @@ Effect = (
 ) | State | Finished
 
 
+class Interrupted(Enum):
+    """What the folder does with the track a DJ cut, when it takes back."""
+
+    RESUME = "resume"
+    SKIP = "skip"
+
+
+@dataclass
+class _Live:
+    """A DJ: connected (``user``), and on air once their first frames came."""
+
+    user: str
+    connected: bool = True
+    on_air: bool = False
+    title: str | None = None
+    header: FrameHeader | None = None  # their frames' (all the same samples and rate)
+    frames: deque[bytes] = field(default_factory=deque)
+    last_audio: float = 0.0
+    cut: Cued | None = None  # the folder track it cut
+    dropped: int = 0  # frames dropped to hold the buffer
+    inserted: int = 0  # silent frames sent for want of theirs
+    gap: bool = False  # inserting silence now (logged once per gap)
+    # Titles waiting for their point in the audio: (index of the DJ frame they go
+    # with, title); None is "whatever is in force" (a new DJ's first frame).
+    titles: deque[tuple[int, str | None]] = field(default_factory=lambda: deque([(0, None)]))
+    received: int = 0  # DJ frames in so far
+    taken: int = 0  # DJ frames out of ``frames`` (sent or dropped)
+    titled_at: float | None = -1.0  # the connection (its accepted time) its title was set on
+    drop_logged: float = -math.inf  # when a drop was last logged
+
+
 class Phase(Enum):
     WAITING = "waiting"  # no connection: waiting for a track (or the first-file grace)
     CONNECTING = "connecting"
@@ -214,8 +255,10 @@ class _Playing:
     announced: bool = False
     end: int = 0  # file offset past the last frame received
     starved: float = 0.0  # seconds of silence sent for want of frames
+    seconds: float = 0.0  # of its audio sent (what came before a resume included)
 
     def __post_init__(self) -> None:
+        self.seconds = self.track.before
         self.add(self.track.chunk)
 
     def add(self, chunk: Chunk) -> None:
@@ -251,6 +294,9 @@ class StationMachine:
         retry: Retry = Retry(),
         resume: Sequence[tuple[Path, int]] = (),
         rng: random.Random | None = None,
+        grace: float = 5.0,
+        interrupted: Interrupted = Interrupted.RESUME,
+        live_title: str = "Live: {user}",
     ) -> None:
         self._format = silence  # the station's format: silence, and the ice-* headers
         self._silence = silent_frame(silence)
@@ -279,11 +325,18 @@ class StationMachine:
         self._closing_left = 0  # silence frames still to send before hanging up
         self._last: FrameHeader = silence  # format of the last frame sent
         self._sent = 0  # bytes sent on this connection
-        # (stream offset past the batch, [(track, file offset of its first frame in it)]):
-        # where to go on after a drop, for the bytes the kernel may not have taken.
-        self._batches: deque[tuple[int, list[tuple[Cued, int]]]] = deque()
+        # (stream offset past the batch, [(track, file offset of its first frame in it,
+        # seconds of the track before that frame)]): where to go on after a drop, for
+        # the bytes the kernel may not have taken.
+        self._batches: deque[tuple[int, list[tuple[Cued, int, float]]]] = deque()
+        # (path, offset) to go on at -> seconds of the track before it, from _rewind.
+        self._resumed_at: dict[tuple[Path, int], float] = {}
         self.played: list[Path] = []  # files started (not resumed), in order
         self.last_started: Path | None = None
+        self._grace = grace  # live: seconds a DJ may go quiet or away
+        self._interrupted = interrupted
+        self._live_default = live_title  # for a DJ who sends no title; {user} is their name
+        self._live: _Live | None = None
 
     # -- what the world may ask ----------------------------------------------
 
@@ -295,6 +348,17 @@ class StationMachine:
         """The playing file and the offset of its next frame not yet sent."""
         p = self._playing
         return (p.track.path, p.position) if p is not None else None
+
+    def elapsed(self) -> float | None:
+        """Seconds of the playing track's audio sent so far: it stands still
+        while nothing goes out (off air, frames late)."""
+        p = self._playing
+        return p.seconds if p is not None else None
+
+    @property
+    def cued_track(self) -> Cued | None:
+        """The track cued to play next (opened, not started), if any."""
+        return self._next
 
     def cued_path(self) -> Path | None:
         """The file cued to play next (opened, not started), if any."""
@@ -431,6 +495,10 @@ class StationMachine:
                 self._pump(now, out)
             return out
         self._dry = False
+        if track.resumed:
+            known = self._resumed_at.pop((track.path, track.chunk.offset), None)
+            if known is not None:  # our own count beats the workers' estimate
+                track.before = known
         if self._playing is None:
             self._playing = _Playing(track)
             if self.phase is Phase.WAITING:
@@ -509,9 +577,12 @@ class StationMachine:
         """Send what is due, ask for what will be needed, say when to wake."""
         pacer = self._pacer
         assert pacer is not None
+        if self.phase is Phase.ON_AIR and self._live is not None and self._live.on_air:
+            self._pump_live(now, out)
+            return
         parts: list[bytes] = []
         frames = 0
-        batch: list[tuple[Cued, int]] = []
+        batch: list[tuple[Cued, int, float]] = []
         started: list[Cued] = []
         if self._skipping:
             self._skipping = False
@@ -567,13 +638,14 @@ class StationMachine:
             )
             end = chunk.ends[p.index + count - 1]
             if not batch or batch[-1][0] is not p.track:
-                batch.append((p.track, chunk.offset + p.start))
+                batch.append((p.track, chunk.offset + p.start, p.seconds))
             if not p.announced:
                 p.announced = True
                 started.append(p.track)
             parts.append(chunk.data[p.start : end])
             frames += count
             pacer.add(count * header.samples, header.sample_rate)
+            p.seconds += count * header.duration
             self._last = header
             p.index += count
             p.start = end
@@ -682,8 +754,7 @@ class StationMachine:
 
     def _announce(self, track: Cued, out: list[Effect]) -> None:
         if track.resumed:
-            seconds = track.chunk.offset / (track.bitrate * 125)
-            log.info("resuming %s at about %s", track.title, clock_time(seconds))
+            log.info("resuming %s at about %s", track.title, clock_time(track.before))
         else:
             log.info(
                 "playing %s (%s, %d kbps, %d Hz%s) [%s]",
@@ -695,9 +766,10 @@ class StationMachine:
                 track.path.name,
             )
             self.played.append(track.path)
-            self.last_started = track.path
             if len(self.played) > 1000:
                 del self.played[:500]
+        # Resumed ones too (after a restart): the idle loop must not play it again at once.
+        self.last_started = track.path
         out.append(SetTitle(track.title))
         out.append(Started(track))
 
@@ -718,21 +790,23 @@ class StationMachine:
         for end, batch in self._batches:
             if end <= confirmed:
                 continue
-            for track, offset in batch:
+            for track, offset, seconds in batch:
                 if any(t is track for t in seen):
                     continue
-                # A track that started in lost audio starts again (from the top).
-                at = offset if not seen else (track.chunk.offset if track.resumed else 0)
+                if seen:  # a track that started in lost audio starts again (from the top)
+                    offset, seconds = track.chunk.offset, track.before
+                    if not track.resumed:
+                        offset, seconds = 0, 0.0
                 seen.append(track)
-                resume.append((track.path, _reopen_at(track, at)))
+                resume.append(self._resume_entry(track, offset, seconds))
         p = self._playing
         if p is not None:
             if all(t is not p.track for t in seen):
-                resume.append((p.track.path, _reopen_at(p.track, p.position)))
+                resume.append(self._resume_entry(p.track, p.position, p.seconds))
             out.append(Release(p.track.handle))
         nxt = self._next
         if nxt is not None:
-            resume.append((nxt.path, _reopen_at(nxt, nxt.chunk.offset)))
+            resume.append(self._resume_entry(nxt, nxt.chunk.offset, nxt.before))
             out.append(Release(nxt.handle))
         self._playing = self._next = None
         self._idling = False
@@ -740,6 +814,214 @@ class StationMachine:
         self._sent = 0
         self._resume = resume + self._resume
         self._dry = False
+
+    def _resume_entry(self, track: Cued, offset: int, seconds: float) -> tuple[Path, int]:
+        """Where to go on with ``track``, noting how much of it lies before
+        (for its elapsed time once it is back)."""
+        at = _reopen_at(track, offset)
+        if at:
+            if len(self._resumed_at) > 100:  # entries for files that never came back
+                self._resumed_at.clear()
+            self._resumed_at[(track.path, at)] = seconds
+        return (track.path, at)
+
+    # -- live: a DJ on the harbor --------------------------------------------
+
+    @property
+    def live(self) -> _Live | None:
+        """The DJ connected or on air, if any (read only)."""
+        return self._live
+
+    def live_start(self, now: float, user: str, title: str | None = None) -> list[Effect]:
+        """A DJ connected; they take over with their first frames. One back
+        within the grace goes on where they left."""
+        live = self._live
+        if live is None:
+            live = self._live = _Live(user)
+        elif user != live.user:  # another DJ within the grace: their name, not the last one's
+            # The last one's titles after their last frame go with no audio: gone.
+            live.titles = deque(t for t in live.titles if t[0] < live.received)
+            live.titles.append((live.received, None))
+            live.title = None
+        live.user, live.connected = user, True
+        if title is not None:
+            live.titles.append((live.received, title))
+        return []
+
+    def live_title(self, now: float, title: str) -> list[Effect]:
+        """The DJ sent a title: it goes with their next frame to come in, and
+        listeners get it when that frame goes on air (not with folder audio
+        still ending, not before the DJ's first frame)."""
+        live = self._live
+        if live is not None:
+            live.titles.append((live.received, title))
+        return []
+
+    def live_audio(self, now: float, header: FrameHeader, frames: Sequence[bytes]) -> list[Effect]:
+        """Whole frames from the DJ, all like ``header`` (the station's rate and channels)."""
+        out: list[Effect] = []
+        live = self._live
+        if live is None or not frames or self._stopping or self.phase is Phase.DONE:
+            return out
+        live.header = header
+        live.frames.extend(frames)
+        live.received += len(frames)
+        live.last_audio = now
+        if not live.on_air:
+            live.on_air = True
+            p = self._playing
+            live.cut = p.track if p is not None and p.announced else None
+            cut = f", cutting {live.cut.title}" if live.cut is not None else ""
+            log.info("live: %s takes over%s", live.user, cut)
+            self._idling = False
+        if self.phase is Phase.ON_AIR:
+            self._pump(now, out)
+        elif self.phase is Phase.WAITING:
+            self._grace_until = None
+            self._connect(out)
+        self._hold(now, live)
+        return out
+
+    def live_end(self, now: float) -> list[Effect]:
+        """The DJ left: the folder takes back after the grace, unless they return."""
+        live = self._live
+        if live is not None:
+            live.connected = False
+            if not live.on_air:
+                self._live = None
+        return []
+
+    def _live_low(self) -> float:
+        return min(LIVE_LOW, self._pacing.lead / 2)
+
+    def _pump_live(self, now: float, out: list[Effect]) -> None:
+        """On air with a DJ: their frames on our clock, silence when they are late."""
+        live, pacer = self._live, self._pacer
+        assert live is not None and pacer is not None
+        if live.titled_at not in (-1.0, self._accepted_at):  # a new connection: set it again
+            live.titled_at = self._accepted_at
+            out.append(SetTitle(self._live_title(live)))
+        if not live.frames and now - live.last_audio >= self._grace:
+            self._hand_back(now, out)
+            return
+        low = self._live_low()
+        parts: list[bytes] = []
+        frames = 0
+        while pacer.may_send(now):
+            header = live.header
+            if live.frames and header is not None:
+                due = pacer.frames_due(now, header.samples, header.sample_rate)
+                count = min(len(live.frames), due)
+                parts.extend(live.frames.popleft() for _ in range(count))
+                live.taken += count
+                frames += count
+                pacer.add(count * header.samples, header.sample_rate)
+                self._last = header
+                live.gap = False
+                continue
+            ahead = pacer.ahead(now)
+            if ahead >= low:
+                break
+            # Nothing from the DJ and Icecast about to run short: silence.
+            silence = self._format
+            count = max(1, math.ceil((low - ahead) / silence.duration))
+            parts.append(self._silence * count)
+            frames += count
+            pacer.add(count * silence.samples, silence.sample_rate)
+            self._last = silence
+            live.inserted += count
+            if not live.gap:
+                live.gap = True
+                log.info(
+                    "live: %s's audio is late: sending silence (%d frames inserted so far)",
+                    live.user,
+                    live.inserted,
+                )
+        self._hold(now, live)
+        if parts:
+            data = b"".join(parts)
+            self._sent += len(data)
+            self._batches.append((self._sent, []))
+            while len(self._batches) > 64:
+                self._batches.popleft()
+            out.append(Send(data, frames, pacer.due() - now))
+            self._live_titles(live, out)
+        grace_end = live.last_audio + self._grace + 1e-6
+        if live.frames:
+            out.append(Wake(min(pacer.wake_at(), grace_end)))
+        else:
+            out.append(Wake(min(max(pacer.due() - low + 1e-6, now), grace_end)))
+
+    def _live_title(self, live: _Live) -> str:
+        return live.title or self._live_default.replace("{user}", live.user)
+
+    def _live_titles(self, live: _Live, out: list[Effect]) -> None:
+        """After a Send of the DJ's frames: the titles that go with them, the
+        last one only if several (listeners would see the others for no time)."""
+        due = False
+        while live.titles and live.titles[0][0] < live.taken:
+            _, title = live.titles.popleft()
+            if title is not None:
+                live.title = title
+            due = True
+        if due:
+            live.titled_at = self._accepted_at
+            out.append(SetTitle(self._live_title(live)))
+
+    def _hold(self, now: float, live: _Live) -> None:
+        """Keep the DJ's frames waiting here bounded: drop the oldest beyond it."""
+        header = live.header
+        if header is None:
+            return
+        bound = LIVE_SLACK
+        if not (live.on_air and self.phase is Phase.ON_AIR):
+            bound += self._pacing.lead  # not on air: all the lead is still to fill
+        keep = max(1, int(bound / header.duration))
+        extra = len(live.frames) - keep
+        if extra > 0:
+            for _ in range(extra):
+                live.frames.popleft()
+            live.taken += extra  # titles on dropped frames go with the next one sent
+            live.dropped += extra
+            # One line per DROP_LOG_EVERY at most: a DJ sending far too fast
+            # (a file pushed as fast as the network goes) drops on every read.
+            if now - live.drop_logged >= DROP_LOG_EVERY:
+                live.drop_logged = now
+                log.info(
+                    "live: dropped %d of %s's frames to hold the buffer (%d dropped so far)",
+                    extra,
+                    live.user,
+                    live.dropped,
+                )
+
+    def _hand_back(self, now: float, out: list[Effect]) -> None:
+        live = self._live
+        assert live is not None
+        why = "went quiet" if live.connected else "left"
+        log.info(
+            "live: %s %s; the folder takes back (%d frames dropped, %d silent frames inserted)",
+            live.user,
+            why,
+            live.dropped,
+            live.inserted,
+        )
+        # Still connected: their next frames take over again, under the title in
+        # force and any sent since (all for their next frame: nothing is waiting).
+        if live.connected:
+            back = self._live = _Live(live.user, title=live.title)
+            back.titles.extend((0, t) for _, t in live.titles if t is not None)
+        else:
+            self._live = None
+        self._idling = False
+        p = self._playing
+        if p is not None and p.track is live.cut:
+            if self._interrupted is Interrupted.SKIP:
+                log.info("skipping %s (cut by the DJ)", p.track.title)
+                self._end_track(out, skipped=True)
+            else:
+                log.info("resuming %s", p.track.title)
+                out.append(SetTitle(p.track.title))
+        self._pump(now, out)
 
     # -- helpers ---------------------------------------------------------------
 

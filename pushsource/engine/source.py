@@ -165,10 +165,10 @@ class SourceSocket:
             return
         self._state = _State.CLOSING
         self._cancel_timer()
-        if self._tls is not None:
-            with contextlib.suppress(ssl.SSLError):
-                self._tls.unwrap()  # writes close_notify, then wants the peer's
-            self._flush()
+        # Over TLS no close_notify: Icecast 2.4.4 takes SSL_read's 0 after one
+        # for "no data yet", never drops the source, and keeps the mount (and
+        # its listeners) up for good, a restarted station refused as "in use".
+        # A bare FIN after the last bytes fails its next read at once.
         assert self._transport is not None
         transport = self._transport
         transport.close()

@@ -15,7 +15,7 @@ from pushsource.engine.loop import Engine, Lane, current_station
 from pushsource.errors import IcecastError, PushsourceError, TrackError
 from pushsource.workers.feed import CueResult, Feed
 from pushsource.workers.folder import QueueEdit
-from pushsource.workers.state import PlayState, StateKeeper
+from pushsource.workers.state import FileStamp, PlayState, StateKeeper
 
 if TYPE_CHECKING:
     from pushsource.workers.icecast import IcecastTarget
@@ -194,6 +194,12 @@ class StationDriver:
     def queued(self) -> list[Path]:
         cued = self.machine.cued_path()
         return ([cued] if cued is not None else []) + self._feed.queued()
+
+    # -- live input (the harbor calls this on the engine's thread)
+
+    def live(self, event: Callable[..., list[core.Effect]], *args: Any) -> None:
+        """Feed the machine a live_* event (a DJ connected, sent frames or a title, left)."""
+        self._step(event, *args)
 
     # -- on the engine's thread
 
@@ -381,13 +387,25 @@ class StationDriver:
         if self._done:
             return
 
-        def refreshed(again: float | None, exc: BaseException | None) -> None:
-            if exc is None:
-                self._step(self.machine.news, bool(self._feed.queued()))
-                if again is not None and not self._done:
-                    self._loop.call_later(again, self._refresh)
+        cued = self.machine.cued_track
 
-        self._cue_lane.submit(self._feed.refresh, refreshed)
+        def look() -> tuple[float | None, bool]:
+            # A cued file deleted or rewritten since it was opened must not play.
+            changed = cued is not None and FileStamp.of(cued.path) != cued.stamp
+            return self._feed.refresh(), changed
+
+        def refreshed(result: tuple[float | None, bool] | None, exc: BaseException | None) -> None:
+            if exc is not None or result is None:
+                return
+            again, changed = result
+            if changed and cued is not None and self.machine.cued_track is cued:
+                log.info("%s changed since it was cued: not playing that version", cued.path)
+                self._step(self.machine.uncue)
+            self._step(self.machine.news, bool(self._feed.queued()))
+            if again is not None and not self._done:
+                self._loop.call_later(again, self._refresh)
+
+        self._cue_lane.submit(look, refreshed)
 
     def _state_changed(self) -> None:
         saver, state = self._saver, self._state

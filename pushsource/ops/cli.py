@@ -25,13 +25,17 @@ from pushsource.ops.config import Config, load_config
 from pushsource.ops.logs import setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
+    DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
     PASSWORD_ENV,
     TOKEN_ENV,
     ControlSettings,
+    LiveSettings,
     StationSettings,
     check_header_values,
+    check_live_title,
     parse_address,
+    parse_live_user,
     read_password_file,
     resolve_target,
 )
@@ -212,6 +216,48 @@ def build_parser() -> argparse.ArgumentParser:
         "loop the folder's library, or stop (close the stream until a file arrives)",
     )
     stream.add_argument(
+        "--live-listen",
+        metavar="HOST:PORT",
+        help="take DJs live: where their encoders connect (SOURCE/PUT, like Icecast; default: off)",
+    )
+    stream.add_argument(
+        "--live-mount", metavar="MOUNT", help="the mount DJs send to (default: the station's)"
+    )
+    stream.add_argument(
+        "--live-user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="a DJ who may go live (repeatable; others on this machine can read the "
+        "command line: prefer --live-users-file)",
+    )
+    stream.add_argument(
+        "--live-users-file",
+        type=Path,
+        metavar="PATH",
+        help="DJs who may go live, one NAME:PASSWORD a line (chmod 600)",
+    )
+    stream.add_argument(
+        "--live-grace",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long a DJ may go quiet or away before the folder takes back (default 5)",
+    )
+    stream.add_argument(
+        "--live-interrupted",
+        choices=["resume", "skip"],
+        default="resume",
+        help="the folder track a DJ cut: resume it where it stopped (default), or skip it",
+    )
+    stream.add_argument(
+        "--live-title",
+        default=DEFAULT_LIVE_TITLE,
+        metavar="TITLE",
+        help="what a DJ who sends no title is shown as; {user} is their name "
+        "(default: %(default)s)",
+    )
+    stream.add_argument(
         "--shuffle",
         action="store_true",
         help="with --idle loop: play the library in random order, no track twice in a row",
@@ -389,9 +435,45 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         timeout=args.timeout,
         settle=args.settle,
         public_url=args.public_url,
+        live=_live_settings(args),
     )
     check_header_values(settings, lambda key: "--url" if key == "station_url" else f"--{key}")
     return settings
+
+
+def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
+    """``--live-*``, or None when there is no --live-listen. Raises ConfigError."""
+    if not args.live_listen:
+        if args.live_user or args.live_users_file:
+            raise ConfigError("--live-user and --live-users-file need --live-listen")
+        return None
+    try:
+        listen = parse_address(args.live_listen)
+    except ValueError as exc:
+        raise ConfigError(f"--live-listen: {exc}") from None
+    lines = list(args.live_user)
+    if args.live_users_file:
+        path = args.live_users_file
+        read_password_file(path, insecure=args.insecure_password_file)  # checks its mode
+        lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    users = []
+    for line in lines:
+        try:
+            users.append(parse_live_user(line.strip()))
+        except ValueError as exc:
+            raise ConfigError(f"--live-user: {exc}") from None
+    if not users:
+        raise ConfigError("--live-listen needs at least one --live-user or --live-users-file")
+    if not 0 < args.live_grace <= 60:
+        raise ConfigError("--live-grace must be between 0 and 60 seconds")
+    mount = args.live_mount
+    if mount is not None and not mount.startswith("/"):
+        raise ConfigError("--live-mount must be a path like /live")
+    try:
+        title = check_live_title(args.live_title)
+    except ValueError as exc:
+        raise ConfigError(f"--live-title: {exc}") from None
+    return LiveSettings(listen, mount, tuple(users), args.live_grace, args.live_interrupted, title)
 
 
 def _control_settings(args: argparse.Namespace, config: Config | None) -> ControlSettings | None:
@@ -537,10 +619,12 @@ def _handle_signals(runners: Sequence[StationRunner]) -> None:
     (on every station: the control API skips one)."""
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        # First: a second signal ends us at once, even one that comes while
+        # this handler waits for the GIL that a busy engine holds.
+        signal.signal(signum, signal.SIG_DFL)
         log.info("stopping (%s)", signal.Signals(signum).name)
         for runner in runners:
             runner.stop()
-        signal.signal(signum, signal.SIG_DFL)  # a second signal ends us at once
 
     def rescan(signum: int, frame: FrameType | None) -> None:
         log.info("rescanning the folders (SIGHUP)")

@@ -21,10 +21,13 @@ from pushsource.core.target import redact
 from pushsource.core.values import header_problem
 from pushsource.errors import ConfigError
 from pushsource.ops.settings import (
+    DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
     ControlSettings,
+    LiveSettings,
     StationSettings,
     check_header_values,
+    check_live_title,
     parse_address,
     resolve_target,
 )
@@ -144,6 +147,7 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "timeout": _seconds,
     "settle": _seconds,
     "public_url": _text,  # checked once ${VAR}s are expanded
+    "live": lambda value: value,  # a table: _live(), which expands its ${VAR}s itself
 }
 assert set(_STATION_KEYS) == {field.name for field in fields(StationSettings)}
 
@@ -222,6 +226,9 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
         if check is None:
             raise ConfigError(f'{where}: unknown key "{key}"')
         try:
+            if key == "live":
+                values[key] = _live(raw, environ)
+                continue
             value = check(raw)
             if isinstance(value, str) and key != "id":
                 value = expand(value, environ)
@@ -263,6 +270,53 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     if settings.id is None:
         settings = dataclasses.replace(settings, id=default_id(target.mount))
     return settings
+
+
+_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title"}
+
+
+def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
+    """``[station.live]``. Raises _Problem (naming the key, never a password)."""
+    if not isinstance(table, dict):
+        raise _Problem("must be a table ([station.live])")
+    for key in table:
+        if key not in _LIVE_KEYS:
+            raise _Problem(f'has an unknown key "{key}" (expected {", ".join(sorted(_LIVE_KEYS))})')
+    if "listen" not in table:
+        raise _Problem('needs "listen" (host:port where DJs connect)')
+    try:
+        listen = parse_address(expand(_text(table["listen"]), environ))
+    except ValueError as exc:
+        raise _Problem(f'key "listen": {exc}') from None
+    mount = None
+    if "mount" in table:
+        mount = expand(_text(table["mount"]), environ)
+        if not mount.startswith("/") or header_problem(mount, 255) is not None:
+            raise _Problem('key "mount" must be a path like "/live"')
+    users = table.get("users", {})
+    if not isinstance(users, dict) or not users:
+        raise _Problem('key "users" must be a table of name = "password", at least one')
+    pairs = []
+    for name, secret in users.items():
+        if not isinstance(secret, str):
+            raise _Problem(f'key "users": the password of {name} must be a string')
+        secret = expand(secret, environ)
+        if not secret or ":" in name or header_problem(name, 64) is not None:
+            raise _Problem(f'key "users": {name[:64]!r} needs a plain name and a password')
+        pairs.append((name, secret))
+    grace = _seconds(table.get("grace", 5.0))
+    interrupted = table.get("interrupted", "resume")
+    if interrupted not in ("resume", "skip"):
+        raise _Problem('key "interrupted" must be "resume" or "skip"')
+    title = DEFAULT_LIVE_TITLE
+    if "title" in table:
+        if not isinstance(table["title"], str):
+            raise _Problem(f'key "title" must be a string, not {_kind(table["title"])}')
+        try:
+            title = check_live_title(expand(table["title"], environ))
+        except ValueError as exc:
+            raise _Problem(f'key "title": {exc}') from None
+    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted), title)
 
 
 def default_id(mount: str) -> str:

@@ -29,7 +29,7 @@ def _clock(seconds: float | None) -> str:
 
 
 def line(status: dict[str, Any]) -> Text:
-    """``name  state  [=====-----] 1:02/3:40  title  (queue N)``."""
+    """``name  state  [=====-----] 1:02/3:40  title  (queue N, L listeners)``."""
     playing = status.get("now_playing")
     state = status["connection"]["state"]
     text = Text()
@@ -44,10 +44,15 @@ def line(status: dict[str, Any]) -> Text:
         text.append("[" + "=" * done + "-" * (BAR - done) + "] ")
         text.append(f"{_clock(elapsed)}/{_clock(duration)} ")
         text.append(playing["title"], style="bold")
-    text.append(f"  (queue {len(status['queue'])})", style="dim")
+    listeners = status.get("listeners")
+    heard = "" if listeners is None else f", {listeners} listener{'' if listeners == 1 else 's'}"
+    text.append(f"  (queue {len(status['queue'])}{heard})", style="dim")
     reconnects = status["connection"]["reconnects"]
     if reconnects:
         text.append(f"  reconnects {reconnects}", style="yellow")
+    live = status.get("live")
+    if live and live.get("user"):
+        text.append(f"  live: {live['user']}", style="magenta")
     return text
 
 

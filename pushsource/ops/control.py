@@ -120,13 +120,20 @@ class StationControl(Protocol):
         ...
 
     def status(self) -> dict[str, Any]:
-        """A JSON-able snapshot: id, name, mount, server, listen_url, connection
-        {state, reconnects, error}, now_playing {title, file, elapsed, duration,
-        bitrate} or None, queue [{file}], history [{file, title, started}] newest
-        first (at most 50)."""
+        """A JSON-able snapshot: id, name, mount, server, listen_url, listeners
+        (int, or None while not known), connection {state, reconnects (outages),
+        attempts (failed in the current outage), error}, now_playing {title,
+        file, elapsed (of the audio sent; still while off air), duration,
+        bitrate (of what is sent)} or None, queue [{file}] (what played is left
+        out), history [{file, title, started}] newest first (at most 50, kept
+        across restarts)."""
         ...
 
     def skip(self) -> None: ...
+
+    def kick(self) -> None:
+        """Hang up on the DJ live on the station (ControlError if none)."""
+        ...
 
     def remove(self, file: str) -> None:
         """Take ``file`` (relative to the station folder, posix) off the queue."""
@@ -648,7 +655,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return allowed
             query = parse_qs(urlsplit(self.path).query).get("q", [""])[0]
             return _json(200, self.control.station(station_id).library(query[:200]))
-        if action in (["skip"], ["queue"], ["queue", "move"], ["queue", "remove"]):
+        posts = (["skip"], ["live", "kick"], ["queue"], ["queue", "move"], ["queue", "remove"])
+        if action in posts:
             if (allowed := self._allow(method, "POST")) is not None:
                 return allowed
             return self._act(station_id, action)
@@ -685,6 +693,9 @@ class _Handler(BaseHTTPRequestHandler):
         if action == ["skip"]:
             self._read_json(optional=True)
             station.skip()
+        elif action == ["live", "kick"]:
+            self._read_json(optional=True)
+            station.kick()
         else:
             body = self._read_json()
             file = _field(body, "file", str)

@@ -29,6 +29,9 @@ class Observed(Protocol):
     @property
     def connection_state(self) -> str: ...
 
+    @property
+    def listeners(self) -> int | None: ...
+
 
 class _StationCollector:
     def __init__(self, stations: Sequence[Observed]) -> None:
@@ -45,7 +48,10 @@ class _StationCollector:
         frames = counter("sent_frames", "MPEG frames Icecast has taken, silence included")
         played = counter("tracks_played", "Tracks played to their end")
         by_hand = counter("tracks_skipped", "Tracks skipped by hand (control API, SIGUSR1)")
-        reconnects = counter("reconnects", "Connections to Icecast lost and made again")
+        reconnects = counter("reconnects", "Connections to Icecast that were on air and were lost")
+        failures = counter(
+            "connect_failures", "Connection attempts that failed (an outage may take several)"
+        )
         skipped = CounterMetricFamily(
             "pushsource_files_skipped",
             "Files that could not be played, by reason",
@@ -63,7 +69,16 @@ class _StationCollector:
         state = gauge(
             "connection_state", "1 for the station's connection state", ("station", "state")
         )
+        listeners = gauge(
+            "listeners", "Listeners on the station's mount, from Icecast's status (every 6 s)"
+        )
+        live_on = gauge("live_connected", "1 while a DJ is connected to the live input")
+        live_time = counter("live_seconds", "Seconds DJs have been connected to the live input")
         for station in self._stations:
+            live = getattr(station, "live_input", None)  # None: no live input
+            if live is not None:
+                live_on.add_metric([station.id], 1.0 if live.dj is not None else 0.0)
+                live_time.add_metric([station.id], live.live_seconds())
             c = station.counters
             label = [station.id]
             sent.add_metric(label, c.bytes_sent)
@@ -71,6 +86,7 @@ class _StationCollector:
             played.add_metric(label, c.tracks_played)
             by_hand.add_metric(label, c.tracks_skipped_by_hand)
             reconnects.add_metric(label, c.reconnects)
+            failures.add_metric(label, c.connect_failures)
             for reason, count in sorted(c.skipped_files.items()):
                 skipped.add_metric([station.id, reason], count)
             queue.add_metric(label, station.queue_length)
@@ -79,11 +95,15 @@ class _StationCollector:
             c.min_lead = None
             if c.track_gain_db is not None:
                 gain.add_metric(label, c.track_gain_db)
+            heard = station.listeners
+            if heard is not None:  # not known: no sample rather than a made-up 0
+                listeners.add_metric(label, heard)
             now = station.connection_state
             for name in STATES:
                 state.add_metric([station.id, name], 1.0 if now == name else 0.0)
         yield from (
-            sent, frames, played, by_hand, reconnects, skipped, queue, lead, least, gain, state
+            sent, frames, played, by_hand, reconnects, failures, skipped, queue, lead, least,
+            gain, state, listeners, live_on, live_time,
         )  # fmt: skip
 
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from pushsource.core.station import Cued, Idle, Pacing, Retry, StationMachine
+from pushsource.core.station import Cued, Idle, Interrupted, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
 from pushsource.engine.station import StationDriver
@@ -71,7 +71,8 @@ class Counters:
     frames_sent: int = 0
     tracks_played: int = 0
     tracks_skipped_by_hand: int = 0
-    reconnects: int = 0
+    reconnects: int = 0  # outages: connections that were on air and were lost
+    connect_failures: int = 0  # connection attempts that failed (an outage may take many)
     lead: float = 0.0  # seconds of audio sent ahead of real time, after the last batch
     min_lead: float | None = None  # the least seen since the last scrape
     skipped_files: dict[str, int] = field(default_factory=dict)  # by reason
@@ -84,7 +85,6 @@ class _Playing:
     track: Cued
     file: str
     title: str
-    started: float  # monotonic time its first frame went out, less any resumed part
     duration: float | None
     bitrate: int
     gain_db: float | None
@@ -115,6 +115,11 @@ class StationRunner:
         self._state = "starting"
         self._last_error: str | None = None
         self._playing: _Playing | None = None
+        # What the station sent last: (track, seconds of it sent, when those
+        # are all heard); elapsed is read from it, and stands still off air.
+        self._heard: tuple[Cued, float, float] | None = None
+        self._off_air_since: float | None = None
+        self._attempts = 0  # failed attempts since the station was last on air
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._unplayable: deque[dict[str, Any]] = deque(maxlen=HISTORY)
 
@@ -166,6 +171,7 @@ class StationRunner:
             played = keeper.state
         self._keeper = keeper
         self._played = played
+        self._history.extend(dict(entry) for entry in played.history)  # from the last run
         idle = Idle(settings.idle)
         looping = idle is Idle.LOOP and not settings.once
         self.feed = Feed(
@@ -189,6 +195,7 @@ class StationRunner:
             pacing=Pacing(lead=settings.lead, batch=min(settings.batch, settings.lead)),
             retry=Retry(limit=settings.max_retries),
             resume=resume,
+            **_live_options(settings),
         )
         self._engine = engine
         timeout = settings.timeout
@@ -232,6 +239,32 @@ class StationRunner:
             name=self.id,
         )
         self._done = threading.Event()
+        self.live_input, self._harbor = self._live_input(settings, engine, machine, fmt)
+
+    def _live_input(
+        self, settings: StationSettings, engine: Engine, machine: StationMachine, fmt: Any
+    ) -> tuple[Any, Any]:
+        """The station's live input on its listen address's harbor (shared), if any."""
+        live = settings.live
+        if live is None:
+            return None, None
+        from pushsource.engine.harbor import Harbor, LiveInput
+
+        host, port = live.listen
+        key = (f"harbor {host}", port, False)  # one per listen address, like server watches
+        harbor = engine.watch_of(key, lambda: Harbor(engine, host, port))
+        live_input = LiveInput(
+            station=self.id,
+            mount=live.mount or self.target.mount,
+            users=dict(live.users),
+            sample_rate=fmt.sample_rate,
+            channels=fmt.channels,
+            machine=machine,
+            step=self.driver.live,
+            on_session=self._live_session,
+        )
+        harbor.add(live_input)
+        return live_input, harbor
 
     def __repr__(self) -> str:
         return f"StationRunner({self.id!r}, {str(self.target)!r})"
@@ -240,6 +273,8 @@ class StationRunner:
 
     def start(self) -> None:
         """Start watching the folder and streaming, on the engine."""
+        if self._harbor is not None:
+            self._harbor.start()
         self.driver.start()
 
     def stop(self) -> None:
@@ -254,6 +289,8 @@ class StationRunner:
         """After the engine stopped: stop watching, save the state a last time."""
         if self._queue is not None:
             self._queue.stop()
+        if self._harbor is not None:
+            self._harbor.close()
         self._transcoder.close()
         if self._leveller is not None:
             self._leveller.close()
@@ -283,21 +320,35 @@ class StationRunner:
 
     def connection(self, state: str, error: str | None = None) -> None:
         with self._lock:
-            self._state = state
+            was, self._state = self._state, state
             self._last_error = error if state in ("reconnecting", "failed") else None
             if state == "reconnecting":
-                self.counters.reconnects += 1
+                if was == "on air":  # an outage; the attempts after it are not more
+                    self.counters.reconnects += 1
+                else:
+                    self.counters.connect_failures += 1
+                    self._attempts += 1
+            elif state == "on air":
+                self._attempts = 0
+            if state == "on air":
+                self._off_air_since = None
+            elif self._off_air_since is None:
+                self._off_air_since = self._clock()
+
+    def _live_session(self, user: str) -> None:
+        """A DJ connected: the history lists the session (``file`` empty, ``live`` the user)."""
+        with self._lock:
+            self._history.appendleft(
+                {"file": "", "title": f"Live: {user}", "started": _now(), "live": user}
+            )
 
     def track_started(self, track: Cued) -> None:
-        bitrate = track.bitrate
-        done = track.chunk.offset / (bitrate * 125) if track.resumed else 0.0
         playing = _Playing(
             track=track,
             file=self._relative(track.path),
             title=track.title,
-            started=self._clock() - done,
             duration=track.duration,
-            bitrate=bitrate,
+            bitrate=track.bitrate,
             gain_db=_rounded(track.gain_db),
         )
         self.counters.track_gain_db = playing.gain_db
@@ -312,6 +363,7 @@ class StationRunner:
                         "gain_db": playing.gain_db,
                     }
                 )
+                self._keep_history()
 
     def track_ended(self, track: Cued, *, skipped: bool) -> None:
         counters = self.counters
@@ -323,6 +375,7 @@ class StationRunner:
             if self._playing is not None and self._playing.track is track:
                 if skipped and self._history and self._history[0]["file"] == self._playing.file:
                     self._history[0]["skipped"] = True
+                    self._keep_history()
                 self._playing = None
                 counters.track_gain_db = None
 
@@ -336,6 +389,11 @@ class StationRunner:
                 self._unplayable.appendleft(entry)
 
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
+        # On the engine's thread, right after the machine made the batch.
+        machine = self.driver.machine
+        track, seconds = machine.playing, machine.elapsed()
+        if track is not None and seconds is not None:
+            self._heard = (track, seconds, self._clock() + max(0.0, lead))
         counters = self.counters
         counters.bytes_sent += nbytes
         counters.frames_sent += frames
@@ -354,14 +412,29 @@ class StationRunner:
     def queue_length(self) -> int:
         return len(self.driver.queued())
 
+    @property
+    def listeners(self) -> int | None:
+        """Listeners on the mount, from the server watch's status probe (every
+        FULL_EVERY-th probe reads the counts); None while not known."""
+        count: int | None = self._watch.listeners(self.target.mount)
+        return count
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             playing, state, error = self._playing, self._state, self._last_error
+            off_air_since, attempts = self._off_air_since, self._attempts
             history = [dict(item) for item in self._history]
             unplayable = list(self._unplayable)
+        heard = self._heard
         now_playing = None
         if playing is not None:
-            elapsed = max(0.0, self._clock() - playing.started)
+            if heard is not None and heard[0] is playing.track:
+                # The audio sent, less what is still ahead of real time; off air
+                # the clock stops where the listeners' audio did.
+                now = off_air_since if off_air_since is not None else self._clock()
+                elapsed = max(0.0, heard[1] - max(0.0, heard[2] - now))
+            else:
+                elapsed = playing.track.before
             if playing.duration is not None:
                 elapsed = min(elapsed, playing.duration)
             now_playing = {
@@ -382,8 +455,7 @@ class StationRunner:
             "server": f"{host}:{target.port}",
             "listen_url": self.settings.public_url
             or f"{scheme}://{host}:{target.port}{target.mount}",
-            # From the server watch's status probe (every 10th probe reads the counts).
-            "listeners": self._watch.listeners(target.mount),
+            "listeners": self.listeners,
             "format": {
                 "bitrate": self.settings.bitrate,
                 "samplerate": self.settings.samplerate,
@@ -392,18 +464,47 @@ class StationRunner:
             "connection": {
                 "state": state,
                 "reconnects": self.counters.reconnects,
+                "attempts": attempts,
                 "error": error,
             },
             "now_playing": now_playing,
             "queue": [{"file": self._relative(path)} for path in self.driver.queued()],
             "history": history,
             "unplayable": unplayable,
+            "live": self._live_status(),
         }
+
+    def _live_status(self) -> dict[str, Any] | None:
+        """The live input: who is connected since when, bytes in (read across
+        threads: each value is one attribute, fine for a status page)."""
+        live = self.live_input
+        if live is None:
+            return None
+        dj = live.dj
+        return {
+            "mount": live.mount,
+            "user": dj._user if dj is not None else None,
+            "since": live.since,
+            "bytes_in": live.bytes_in if dj is not None else 0,
+        }
+
+    def _keep_history(self) -> None:
+        """Into the play state (under the lock), saved with it: the history
+        survives a restart. A new list each time: a save may be reading the old."""
+        self._played.history = list(map(dict, self._history))
 
     # -- steering (any thread); ControlError on requests that cannot be done
 
     def skip(self) -> None:
         self.driver.skip()
+
+    def kick(self) -> None:
+        """Hang up on the DJ live now; the folder takes back after the grace."""
+        live = self.live_input
+        if live is None:
+            raise ControlError("this station has no live input", 404)
+        if self._engine.run(live.kick) is None:
+            raise ControlError("no DJ is connected", 409)
 
     def rescan(self) -> None:
         """Walk the folder again (SIGHUP); safe in a signal handler."""
@@ -523,6 +624,17 @@ class StationRunner:
             if wanted is not None and inside(self.folder, path) == wanted:
                 return path
         raise ControlError(f"{file} is not in the queue", 404)
+
+
+def _live_options(settings: StationSettings) -> dict[str, Any]:
+    live = settings.live
+    if live is None:
+        return {}
+    return {
+        "grace": live.grace,
+        "interrupted": Interrupted(live.interrupted),
+        "live_title": live.title,
+    }
 
 
 def _rounded(gain_db: float | None) -> float | None:

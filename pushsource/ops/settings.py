@@ -23,8 +23,40 @@ LOUDNESS_RANGE: Final = (-40.0, -5.0)
 #: The longest mount, in UTF-8 bytes: it must fit in Icecast's 4 KB requests with the rest.
 MAX_MOUNT: Final = 255
 
+#: What a DJ who sends no title is shown as; {user} is their user name.
+DEFAULT_LIVE_TITLE: Final = "Live: {user}"
+
 #: Where the control API listens when it is on and no address is given.
 DEFAULT_CONTROL: Final = ("127.0.0.1", 8700)
+
+
+@dataclass(frozen=True)
+class LiveSettings:
+    """``[station.live]``: where DJs connect, who may, and how the folder takes back."""
+
+    listen: tuple[str, int]
+    mount: str | None = None  # default: the station's own mount
+    users: tuple[tuple[str, str], ...] = dataclasses.field(default=(), repr=False)
+    grace: float = 5.0
+    interrupted: str = "resume"  # or "skip"
+    title: str = DEFAULT_LIVE_TITLE  # shown for a DJ who sends none; {user} is their name
+
+
+def check_live_title(text: str) -> str:
+    """The ``title`` of a DJ who sends none. Raises ValueError."""
+    if not text.strip() or len(text) > 255 or any(ord(ch) < 32 for ch in text):
+        raise ValueError("the live title must be one line of 1 to 255 characters")
+    return text
+
+
+def parse_live_user(text: str) -> tuple[str, str]:
+    """``NAME:PASSWORD``. Raises ValueError (naming no password)."""
+    name, sep, password = text.partition(":")
+    if not sep or not name or not password:
+        raise ValueError("a live user is NAME:PASSWORD, both not empty")
+    if any(ch in name for ch in ":\r\n") or len(name) > 64:
+        raise ValueError(f"bad live user name: {name[:64]!r}")
+    return name, password
 
 
 @dataclass(frozen=True)
@@ -58,6 +90,8 @@ class StationSettings:
     #: Where listeners reach the mount, for the page's links and playlists, when
     #: the source URL's host is not it (a compose service name, a proxy).
     public_url: str | None = None
+    #: The live input for DJs; None: off.
+    live: LiveSettings | None = None
 
 
 @dataclass(frozen=True)

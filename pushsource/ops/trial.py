@@ -415,6 +415,15 @@ class IcecastServer:
             ),
             "utf-8",
         )
+        # icecast2 2.4.4 now and then dies of a signal (SIGSEGV) while starting,
+        # whatever the config: start it again, twice at most.
+        for attempt in range(3):
+            if self._launch(binary, config, timeout, last=attempt == 2):
+                return
+
+    def _launch(self, binary: str, config: Path, timeout: float, *, last: bool) -> bool:
+        """Run it until it answers: True; False if it crashed starting (and
+        ``last`` is false); else raises TrialError."""
         with (
             open(self.workdir / "stdout.log", "ab") as out,
             open(self.workdir / "stderr.log", "ab") as err,
@@ -436,11 +445,14 @@ class IcecastServer:
                 if code is None and time.monotonic() <= deadline:
                     time.sleep(0.05)
                     continue
+                if code is not None and code < 0 and not last:
+                    self._process = None
+                    return False
                 self._fail(code, str(error))
             else:
                 # An answer while our process is gone came from another server.
                 if code is None and self._process.poll() is None:
-                    return
+                    return True
                 self._fail(self._process.poll(), "another server answered on its port")
 
     def _fail(self, code: int | None, why: str) -> None:

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from pushsource.core.frames import parse_header
+from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
 from pushsource.core.station import Chunk, Cued
-from pushsource.errors import TrackError
+from pushsource.errors import FrameError, TrackError
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import Track
 
@@ -75,7 +75,7 @@ class CueResult:
     track: Cued | None
     end: bool = False  # the source will never have another file
     resumed_one: bool = False  # the resume entry asked for is used up
-    again: float | None = None  # look again in this many seconds (files settling)
+    again: float | None = None  # look again in this many seconds (files settling), track or not
 
 
 def read_chunk(track: Track, frames: int) -> Chunk:
@@ -155,7 +155,7 @@ class Feed:
         if resume is not None:
             path, offset = resume
             try:
-                return CueResult(self._open(path, offset, chunk), resumed_one=True)
+                track = self._open(path, offset, chunk)
             except TrackError as exc:
                 if offset:
                     # Going on after a break, with every frame sent already
@@ -165,6 +165,10 @@ class Feed:
                 else:
                     self._unplayable(exc)
                 return CueResult(None, resumed_one=True)
+            # Playing now: not still to come (after a restart the folder queue
+            # lists it too). As get() would have taken it.
+            self.edit(QueueEdit(remove=(path,)))
+            return CueResult(track, resumed_one=True, again=self._source.refresh())
         while True:
             got = self._source.get(0)
             if got is None:
@@ -177,14 +181,17 @@ class Feed:
             except TrackError as exc:
                 self._unplayable(exc)
                 continue
+            # Files still settling are looked at again when they may be ready,
+            # not only at the next cue (a track later): the queue shows them.
+            again = self._source.refresh()
             self._snapshot()
-            return CueResult(track)
+            return CueResult(track, again=again)
         self._snapshot()
         end = self._source.exhausted()
         if self._library is not None and not end:
             looped = self._from_library(last, chunk)
             if looped is not None:
-                return CueResult(looped)
+                return CueResult(looped, again=self._source.refresh())
         return CueResult(None, end=end, again=None if end else self._source.refresh())
 
     def prepare_next(self) -> None:
@@ -229,7 +236,10 @@ class Feed:
     # --
 
     def _snapshot(self) -> None:
-        queued = self._source.queued()
+        # What already played is skipped when reached: it is not shown as
+        # coming (after a restart the folder queue holds every file again).
+        # was_played stats only the files it has a record of.
+        queued = [path for path in self._source.queued() if not self._was_played(path)]
         with self._lock:
             self._queued = queued
 
@@ -240,24 +250,37 @@ class Feed:
         track = Track(path, play=self._resolve(path), gain=gain).open(offset)
         first = read_chunk(track, chunk)
         header = track.first.header
+        # Bitrate and length are the played file's (a converted copy's: what goes on air).
+        bitrate = track.info.bitrate or header.bitrate
+        before = 0.0
+        if track.resumed:  # an estimate from the bytes; exact for CBR
+            before = max(0, first.offset - audio_start(track.play)) / (bitrate * 125)
         return Cued(
             handle=track,
             path=path,
             title=track.info.title,
             duration=track.info.duration,
-            bitrate=track.info.bitrate or header.bitrate,
+            bitrate=bitrate,
             header=header,
             chunk=first,
             resumed=track.resumed,
             stamp=track.stamp,
             gain_db=track.gain_db,
             gain_note=gain.describe() if gain is not None else "",
+            before=before,
         )
 
     def _from_library(self, last: Path | None, chunk: int) -> Cued | None:
         assert self._library is not None
-        for _ in range(2):  # a second pass after refilling an exhausted cycle
+        for refilled in (False, True):  # a second pass after refilling an exhausted cycle
             while self._loop:
+                if self._loop[0] == last and not refilled:
+                    # It just played (from the queue, maybe, or resumed): not
+                    # again at once; later in the cycle, or in the next one.
+                    again = self._loop.pop(0)
+                    if not self._loop:
+                        break  # the cycle's last: the refill puts it at the end
+                    self._loop.append(again)
                 path = self._loop.pop(0)
                 try:
                     track = self._open(path, 0, chunk)
@@ -274,6 +297,24 @@ class Feed:
             if not self._loop:
                 return None
         return None
+
+
+def audio_start(path: Path) -> int:
+    """The offset of the first frame of ``path`` (past its tags); 0 if it
+    cannot be found. Does not raise."""
+    parser = FrameParser()
+    try:
+        with path.open("rb") as file:
+            while True:
+                event = parser.next_run(1)
+                if isinstance(event, FrameRun):
+                    return event.offset
+                if event is NEED_DATA:
+                    parser.feed(file.read(1 << 16))
+                elif event is END:
+                    return 0
+    except (OSError, FrameError):
+        return 0
 
 
 def _edited(queued: list[Path], edit: QueueEdit) -> list[Path]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import re
 import socket
 import threading
@@ -40,9 +41,11 @@ __all__ = [
     "parse_target",
     "redact",
     "resolve",
+    "trusted",
 ]
 
 log = logging.getLogger("pushsource.icecast")
+
 
 def resolve(target: IcecastTarget) -> str:
     """The one address both the PUT and the title updates go to.
@@ -73,6 +76,20 @@ class _Endpoint:
         # As bytes: requests would send str as Latin-1 (and fail on anything else);
         # Icecast compares with its config's UTF-8 text.
         self.auth = requests.auth.HTTPBasicAuth(_utf8(target.user), _utf8(target.password))
+
+
+def trusted() -> str | bool:
+    """What requests verifies Icecast's certificate with: the file or folder in
+    REQUESTS_CA_BUNDLE (or CURL_CA_BUNDLE), else in OpenSSL's SSL_CERT_FILE
+    (or SSL_CERT_DIR), else its own bundle (True). The source connection trusts
+    what OpenSSL's variables say; requests alone would not read them, and an
+    operator who trusts a private CA with SSL_CERT_FILE would get audio
+    without titles."""
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR"):
+        value = os.environ.get(name)
+        if value:
+            return value
+    return True
 
 
 def _utf8(text: str) -> bytes:
@@ -134,6 +151,7 @@ def check_source(target: IcecastTarget, *, timeout: float = 5.0) -> None:
             auth=endpoint.auth,
             timeout=timeout,
             allow_redirects=False,
+            verify=trusted(),
             stream=True,  # Icecast's 200 has no end: hang up once it is read
         )
     except requests.RequestException as exc:
@@ -183,6 +201,7 @@ def send_title(
                 auth=endpoint.auth,
                 timeout=timeout,
                 allow_redirects=False,
+                verify=trusted(),
             )
             with response:
                 text = response.text

@@ -8,11 +8,16 @@ The file (``"version": 1``; stamps are ``[size, mtime_ns]`` pairs to keep it sma
 
     {"version": 1, "played": {"/music/a.mp3": [4171, 1700000000000000000]},
      "queue": ["/music/b.mp3"], "current": "/music/c.mp3", "current_offset": 41730,
-     "current_stamp": [90112, 1700000000000000000]}
+     "current_stamp": [90112, 1700000000000000000],
+     "history": [{"file": "c.mp3", "title": "Band - Song", "started": "2026-12-01T10:00:00Z",
+                  "gain_db": null}]}
+
+``history`` (what played, newest first, for the status page; at most HISTORY_CAP)
+came later: a file without it loads with an empty history.
 
 Paths are str as ``os.fspath`` gives them; names that are not UTF-8 carry surrogate
 escapes, which ``json`` writes as ``\\udcXX`` and reads back unchanged. Only paths,
-stamps and offsets are ever stored or logged.
+stamps and offsets are ever stored or logged, and the titles of what played.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ VERSION = 1
 
 #: How many played files are remembered; the oldest are forgotten first.
 PLAYED_CAP = 20_000
+#: How many history entries are kept (newest first).
+HISTORY_CAP = 50
 
 # A save that keeps failing (full disk, read-only mount) is reported this often, not per try.
 _WARN_EVERY = 60.0
@@ -93,6 +100,9 @@ class PlayState:
     #: Byte offset in ``current`` of the next frame not yet confirmed sent.
     current_offset: int = 0
     current_stamp: FileStamp | None = None
+    #: What played, newest first: {"file", "title", "started", "gain_db"[, "skipped"]}.
+    #: Replaced as a whole, never changed in place (a save may be reading it).
+    history: list[dict[str, object]] = field(default_factory=list)
     #: Held while ``played`` changes; hold it to iterate ``played`` on another
     #: thread (the control API marks and forgets files beside the station).
     lock: threading.Lock = field(
@@ -107,6 +117,7 @@ class PlayState:
         self._trim()
 
     def _trim(self) -> None:
+        del self.history[HISTORY_CAP:]
         excess = len(self.played) - PLAYED_CAP
         if excess > 0:
             for old in list(self.played)[:excess]:
@@ -151,6 +162,7 @@ class PlayState:
             "current": self.current,
             "current_offset": self.current_offset,
             "current_stamp": _stamp_to_json(self.current_stamp),
+            "history": list(self.history),
         }
 
     def played_json(self) -> dict[str, list[int]]:
@@ -168,8 +180,8 @@ class PlayState:
         if type(version) is not int or version != VERSION:
             raise StateError(f"unknown version {_shown(version)}, expected {VERSION}")
         keys = {"version", "played", "queue", "current", "current_offset", "current_stamp"}
-        if data.keys() != keys:
-            extra = sorted(map(str, data.keys() - keys))
+        if not keys <= data.keys() or data.keys() - keys - {"history"}:
+            extra = sorted(map(str, data.keys() - keys - {"history"}))
             missing = sorted(keys - data.keys())
             raise StateError(f"unknown keys {extra}, missing keys {missing}")
 
@@ -194,7 +206,8 @@ class PlayState:
         stamp = None if stamp_data is None else _stamp_from_json(stamp_data, "current_stamp")
         if current is None and (offset != 0 or stamp is not None):
             raise StateError("current_offset and current_stamp given without current")
-        return cls(played, queue, current, offset, stamp)
+        history = _history_from_json(data.get("history", []))
+        return cls(played, queue, current, offset, stamp, history)
 
 
 def _kind(value: object) -> str:
@@ -211,6 +224,30 @@ def _path_from_json(value: object, where: str) -> str:
         got = "a relative path" if isinstance(value, str) else _kind(value)
         raise StateError(f"{where}: expected an absolute path, got {got}")
     return value
+
+
+_HISTORY_TEXT = ("file", "title", "started")
+
+
+def _history_from_json(value: object) -> list[dict[str, object]]:
+    if not isinstance(value, list):
+        raise StateError(f"history: expected an array, got {_kind(value)}")
+    history: list[dict[str, object]] = []
+    for n, entry in enumerate(value[:HISTORY_CAP]):
+        where = f"history[{n}]"
+        if not isinstance(entry, dict):
+            raise StateError(f"{where}: expected an object, got {_kind(entry)}")
+        if not all(isinstance(entry.get(key), str) for key in _HISTORY_TEXT):
+            raise StateError(f"{where}: expected file, title and started as strings")
+        gain = entry.get("gain_db")
+        if gain is not None and (type(gain) not in (int, float)):
+            raise StateError(f"{where}: gain_db: expected a number or null, got {_kind(gain)}")
+        kept: dict[str, object] = {key: entry[key] for key in _HISTORY_TEXT}
+        kept["gain_db"] = gain
+        if entry.get("skipped") is True:
+            kept["skipped"] = True
+        history.append(kept)
+    return history
 
 
 def _stamp_to_json(stamp: FileStamp | None) -> list[int] | None:
@@ -357,6 +394,7 @@ class _Encoder:
                 "current": state.current,
                 "current_offset": state.current_offset,
                 "current_stamp": _stamp_to_json(state.current_stamp),
+                "history": state.history,
             },
             separators=(",", ":"),
         )

@@ -169,6 +169,15 @@ class Track:
         self.resumed = offset > 0
         self.stamp = FileStamp.of(self.path)  # the folder's file: what "played" means
         self.info = read_info(self.path)
+        if self.play != self.path:
+            # A converted copy: the title is the folder file's, the bitrate and
+            # length the copy's (what goes on air).
+            copy = read_info(self.play)
+            self.info = TrackInfo(
+                title=self.info.title,
+                duration=copy.duration or self.info.duration,
+                bitrate=copy.bitrate,
+            )
         try:
             self._first = self._read_frame()
         except (FrameError, OSError) as exc:

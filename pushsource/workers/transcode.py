@@ -155,13 +155,19 @@ class Resolver:
         self._known: dict[Path, tuple[FileStamp | None, Path, TrackGain | None]] = {}
 
     def prepare(self, path: Path) -> Path:
-        """Raises TrackError."""
+        """Raises TrackError. Called ahead of a file's turn and again when it
+        is opened: the second call finds the first's answer (the Transcoder
+        logs the one "converted" line, and only when libvlc ran)."""
         stamp = FileStamp.of(path)
+        known = self._known.get(path)
+        if known is not None and known[0] == stamp and stamp is not None and known[1].is_file():
+            return known[1]
         if needs_transcoding(path, self._fmt, strict_bitrate=self._strict):
             started = time.monotonic()
+            runs = self._transcoder.conversions
             play = self._transcoder.convert(path)
-            self._converted(time.monotonic() - started)
-            log.info("converted %s to the station format", path.name)
+            if self._transcoder.conversions != runs:  # not a cache hit
+                self._converted(time.monotonic() - started)
         else:
             play = path
         gain = None

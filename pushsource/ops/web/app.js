@@ -338,6 +338,14 @@ function renderLibrary(found) {
   applyLock();
 }
 
+// Outages (on air, then lost); while one lasts, the attempts that failed in it.
+function reconnectsText(conn) {
+  const n = conn.reconnects || 0;
+  let text = n ? n + " reconnect" + (n === 1 ? "" : "s") : "no reconnects";
+  if (conn.attempts) text += " · " + conn.attempts + " failed attempt" + (conn.attempts === 1 ? "" : "s");
+  return text;
+}
+
 function renderDetail(status) {
   if (!detail || detail.id !== status.id) return;
   detail.status = status;
@@ -348,7 +356,7 @@ function renderDetail(status) {
   document.title = name + " · pushsource";
   setText(q(".name"), name);
   setText(q(".state"), state);
-  setText(q(".reconnects"), conn.reconnects ? conn.reconnects + " reconnect" + (conn.reconnects === 1 ? "" : "s") : "no reconnects");
+  setText(q(".reconnects"), reconnectsText(conn));
   setText(q(".format"), formatOf(status));
   const listeners = listenersOf(status);
   setText(q(".listeners"), listeners == null ? "" : listeners + " listener" + (listeners === 1 ? "" : "s"));
@@ -462,7 +470,8 @@ function renderHistory(history) {
       time.textContent = isNaN(when) ? item.started : when.toLocaleTimeString();
       li.append(" ", time);
     }
-    li.append(" ", button("requeue", "Queue again", "Queue " + (item.title || item.file) + " again"));
+    // A live session (item.live: the DJ) has no file to queue again.
+    if (!item.live) li.append(" ", button("requeue", "Queue again", "Queue " + (item.title || item.file) + " again"));
     return li;
   });
   q(".history").replaceChildren(...items);

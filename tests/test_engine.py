@@ -1,0 +1,237 @@
+"""The engine with fake source sockets: one loop for many stations, nothing
+on it waits for a disk, worker failures are supervised."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushsource.core.frames import header_for
+from pushsource.core.station import Chunk, Pacing, StationMachine
+from pushsource.core.target import IcecastTarget, StationInfo
+from pushsource.engine.loop import Engine
+from pushsource.engine.station import StationDriver
+from pushsource.errors import PushsourceError
+from pushsource.workers.feed import Feed, ListSource
+from pushsource.workers.tracks import skipped
+from tests.synth import make_frames
+
+FORMAT = header_for(44100, 2, 128)
+
+
+class FakeSocket:
+    """Takes the source at once and records when each send came."""
+
+    def __init__(self, loop: Any, target: IcecastTarget, events: Any) -> None:
+        self._loop = loop
+        self._events = events
+        self.address = "127.0.0.1"
+        self.buffered = 0
+        self.sends: list[tuple[float, int]] = []
+        self.closed = False
+
+    def open(self, headers: dict[str, str]) -> None:
+        self._loop.call_soon(self._events.accepted)
+
+    def send(self, data: bytes) -> None:
+        self.sends.append((time.monotonic(), len(data)))
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+class Recorder:
+    """The runner's side of the events."""
+
+    def __init__(self) -> None:
+        self.states: list[str] = []
+        self.finished = threading.Event()
+        self.error: PushsourceError | None = None
+
+    def connection(self, state: str, error: str | None = None) -> None:
+        self.states.append(state)
+
+    def track_started(self, track: Any) -> None:
+        pass
+
+    def track_ended(self, track: Any, *, skipped: bool) -> None:
+        pass
+
+    def file_skipped(self, exc: Any) -> None:
+        pass
+
+    def sent(self, nbytes: int, frames: int, lead: float) -> None:
+        pass
+
+    def done(self, error: PushsourceError | None) -> None:
+        self.error = error
+        self.finished.set()
+
+
+class SlowFeed(Feed):
+    """A disk that stalls for ``stall`` s on every read after the first."""
+
+    def __init__(self, *args: Any, stall: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stall = stall
+        self.stalled = threading.Event()
+        self.reading = threading.Event()
+
+    def read(self, track: object, frames: int) -> Chunk:
+        self.reading.set()
+        time.sleep(self.stall)
+        self.stalled.set()
+        return super().read(track, frames)
+
+
+def station(
+    engine: Engine, paths: list[Path], *, feed_class: type[Feed] = Feed, **feed_options: Any
+) -> tuple[StationDriver, list[FakeSocket], Recorder, Feed]:
+    sockets: list[FakeSocket] = []
+    recorder = Recorder()
+
+    def connect(loop: Any, target: IcecastTarget, events: Any) -> FakeSocket:
+        sockets.append(FakeSocket(loop, target, events))
+        return sockets[-1]
+
+    feed = feed_class(
+        ListSource(paths),
+        resolve=lambda p: p,
+        prepare=lambda p: None,
+        was_played=lambda p: False,
+        mark_played=lambda p: None,
+        unplayable=skipped,
+        **feed_options,
+    )
+    machine = StationMachine(
+        silence=FORMAT,
+        headers=StationInfo().headers(128, 44100, 2),
+        once=True,
+        pacing=Pacing(lead=0.3, batch=0.1),
+    )
+    driver = StationDriver(
+        engine,
+        machine,
+        feed,
+        IcecastTarget(host="127.0.0.1", port=9, mount="/m", password="pw"),
+        events=recorder,
+        connect=connect,
+        titles=lambda address, title, superseded: None,
+    )
+    return driver, sockets, recorder, feed
+
+
+@pytest.fixture
+def engine() -> Any:
+    engine = Engine().start()
+    yield engine
+    engine.stop()
+
+
+def test_a_stalled_disk_holds_up_no_other_station(tmp_path: Path, engine: Engine) -> None:
+    for name, count in (("slow", 400), ("fast", 400)):
+        (tmp_path / f"{name}.mp3").write_bytes(b"".join(make_frames(count)))
+    slow, _, slow_events, slow_feed = station(
+        engine, [tmp_path / "slow.mp3"], feed_class=SlowFeed, stall=1.5
+    )
+    fast, fast_sockets, _, _ = station(engine, [tmp_path / "fast.mp3"])
+    slow.start()
+    fast.start()
+    assert isinstance(slow_feed, SlowFeed)
+    assert slow_feed.reading.wait(10), "the slow station never read"
+    began = time.monotonic()
+    assert slow_feed.stalled.wait(10)
+    ended = time.monotonic()
+    # While a worker sat in the slow read, the other station kept its pace:
+    # a send at least every batch (0.1 s, plus scheduling slack).
+    [sock] = fast_sockets
+    during = [t for t, _ in sock.sends if began <= t <= ended]
+    assert len(during) >= (ended - began) / 0.1 * 0.6, (len(during), ended - began)
+    times = [t for t, _ in sock.sends if t <= ended]
+    assert max(b - a for a, b in itertools.pairwise(times)) < 0.35
+    slow.stop()
+    fast.stop()
+    assert slow_events.finished.wait(10)
+
+
+def test_threads_do_not_grow_with_stations(tmp_path: Path, engine: Engine) -> None:
+    (tmp_path / "a.mp3").write_bytes(b"".join(make_frames(200)))
+    before = threading.active_count()
+    drivers = [station(engine, [tmp_path / "a.mp3"]) for _ in range(60)]
+    for driver, *_ in drivers:
+        driver.start()
+    deadline = time.monotonic() + 10
+    while not all(sockets and sockets[0].sends for _, sockets, _, _ in drivers):
+        assert time.monotonic() < deadline, "not every station went on air"
+        time.sleep(0.05)
+    # The engine's one thread was there before; at most the pool's workers came.
+    assert threading.active_count() - before <= 4
+    for driver, *_ in drivers:
+        driver.stop()
+    for _, _, recorder, _ in drivers:
+        assert recorder.finished.wait(10)
+
+
+class BrokenFeed(Feed):
+    def cue(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the worker")
+
+
+def test_a_worker_that_raises_costs_one_line_and_the_station_goes_on(
+    tmp_path: Path, engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "a.mp3").write_bytes(b"".join(make_frames(20)))
+    driver, _, recorder, _ = station(engine, [tmp_path / "a.mp3"], feed_class=BrokenFeed)
+    with caplog.at_level(logging.ERROR, logger="pushsource"):
+        driver.start()
+        time.sleep(0.3)
+        driver.stop()
+        assert recorder.finished.wait(10), "a failed cue left the station hanging"
+    lines = [r.getMessage() for r in caplog.records if "a bug in the worker" in r.getMessage()]
+    assert len(lines) == 1 and "cueing the next file failed" in lines[0]
+    assert recorder.error is None
+
+
+def test_a_station_that_fails_to_start_says_failed(tmp_path: Path, engine: Engine) -> None:
+    (tmp_path / "a.mp3").write_bytes(b"".join(make_frames(20)))
+    sockets: list[FakeSocket] = []
+    recorder = Recorder()
+    feed = Feed(
+        ListSource([]),
+        resolve=lambda p: p,
+        prepare=lambda p: None,
+        was_played=lambda p: False,
+        mark_played=lambda p: None,
+        unplayable=skipped,
+    )
+
+    def start() -> None:
+        raise PushsourceError("music folder /gone is not a directory")
+
+    driver = StationDriver(
+        engine,
+        StationMachine(silence=FORMAT, headers={}, once=True),
+        feed,
+        IcecastTarget(host="127.0.0.1", port=9, mount="/m", password="pw"),
+        events=recorder,
+        connect=lambda *a: sockets.append(FakeSocket(*a)) or sockets[-1],
+        titles=lambda *a: None,
+        start=start,
+    )
+    driver.start()
+    assert recorder.finished.wait(10)
+    assert recorder.states[-1] == "failed"
+    assert isinstance(recorder.error, PushsourceError) and "/gone" in str(recorder.error)
+    assert not sockets
