@@ -504,6 +504,10 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         self.server.waiting(self.connection, time.monotonic())
         super().handle_one_request()
+        if not self.close_connection:
+            # Answered and kept alive: waiting for the next request from now,
+            # not only once the loop comes round to read it.
+            self.server.waiting(self.connection, time.monotonic())
 
     def parse_request(self) -> bool:
         self._refused = False
