@@ -40,6 +40,7 @@ from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, find_source
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.support.tls import client_context, make_certificate
+from tests.test_reconnect_e2e import wait_for_log, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -52,28 +53,6 @@ RECONNECT = re.compile(
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def wait_until(
-    done: Callable[[], object], timeout: float, what: str, why: Callable[[], str] = str
-) -> float:
-    """Poll ``done`` until it is true; returns when it became so (time.monotonic())."""
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout} s for {what}\n{why()}")
-        time.sleep(0.02)
-    return time.monotonic()
-
-
-def wait_for_log(run: PushsourceProcess, pattern: str, timeout: float, count: int = 1) -> float:
-    """Wait until ``pattern`` (a regex) matched ``count`` lines of pushsource's log."""
-    return wait_until(
-        lambda: len(re.findall(pattern, run.stderr, re.M)) >= count,
-        timeout,
-        f"{count} log lines matching {pattern!r}",
-        run.describe,
-    )
 
 
 def listed(server: IcecastServer, mount: str) -> bool:

@@ -66,7 +66,7 @@ def url(port: int, mount: str, password: str = "hackme") -> str:
 
 
 def wait_until(
-    done: Callable[[], object], timeout: float, what: str, why: Callable[[], str]
+    done: Callable[[], object], timeout: float, what: str, why: Callable[[], str] = str
 ) -> float:
     """Poll ``done`` until it is true; returns when it became so (time.monotonic())."""
     deadline = time.monotonic() + timeout
