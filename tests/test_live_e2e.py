@@ -25,6 +25,7 @@ from tests.conftest import StartPushsource, register_secret
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3, make_titled_tracks
+from tests.support.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -301,9 +302,26 @@ s = mksafe(sine(660.))
 enc = %mp3(bitrate=128, samplerate=44100, stereo=true)
 output.icecast(enc, host="127.0.0.1", port={port}, password="{password}",
                user="alice", mount="/live", s)
-# The same source through the same encoder, to a file: what it sent, to compare.
-output.file(enc, "{copy}", s)
 """
+
+
+def liquidsoap_body(wire: TcpProxy) -> bytes:
+    """The audio of the source connection that went live (the longest one),
+    after its request head, de-chunked if Liquidsoap chunked it."""
+    live = [c for c in wire.connections if c.request.split(" ")[0] in ("SOURCE", "PUT")]
+    assert live, f"Liquidsoap made no source request: {wire.connections}"
+    data = bytes(max(live, key=lambda c: len(c.sent)).sent)
+    head, _, body = data.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" not in head.lower():
+        return body
+    out, at = bytearray(), 0
+    while (eol := body.find(b"\r\n", at)) > 0:
+        size = int(body[at:eol].split(b";")[0], 16)
+        if size == 0 or eol + 2 + size > len(body):
+            break
+        out += body[eol + 2 : eol + 2 + size]
+        at = eol + 4 + size
+    return bytes(out)
 
 
 def split_frames(data: bytes, start: int = 0) -> tuple[list[bytes], int]:
@@ -331,11 +349,13 @@ def test_liquidsoap_goes_live_and_the_folder_takes_back(
     start_station(
         start_pushsource, icecast, folder, unique_mount, port, "--live-title", "On air: {user}"
     )
-    copy = tmp_path / "sent.mp3"
     script = tmp_path / "dj.liq"
-    script.write_text(LIQUIDSOAP.format(port=port, password=DJ_PASSWORD, copy=copy))
+    # What Liquidsoap sent is recorded on the wire: a second encoder writing a
+    # file would start at another sample and make other bytes.
+    wire = TcpProxy(port, record=True)
+    script.write_text(LIQUIDSOAP.format(port=wire.port, password=DJ_PASSWORD))
     script.chmod(0o600)
-    with Listener(icecast.port, unique_mount) as listener:
+    with wire, Listener(icecast.port, unique_mount) as listener:
         listener.wait_for_title("Folder - Long One", 20)
         wait_port(port)
         time.sleep(2)  # some of the folder first
@@ -353,8 +373,9 @@ def test_liquidsoap_goes_live_and_the_folder_takes_back(
         assert not listener.closed.is_set()
         audio = bytes(listener.audio)
     # What Liquidsoap sent: whole frames at the station's format.
-    sent, end = split_frames(copy.read_bytes())
-    assert len(sent) > 150 and end > len(copy.read_bytes()) - 1500
+    body = liquidsoap_body(wire)
+    sent, end = split_frames(body)
+    assert len(sent) > 150 and end > len(body) - 1500
     for frame in sent:
         header = parse_header(frame)
         assert header is not None and (header.sample_rate, header.channels) == (44100, 2)

@@ -11,6 +11,9 @@ at the time of the call; connections accepted later are relayed normally:
 - ``resume()``: read from stalled clients again.
 - ``cut()``: reset both sides (SO_LINGER 0, so the peers see RST, not FIN).
 
+``record=True`` keeps every byte each client sent (``Relayed.sent``): what a
+real encoder put on the wire, to compare with what listeners got.
+
 ``rcvbuf`` sets SO_RCVBUF on the accepted (client-side) sockets, which is how
 much a stalled server's kernel takes in before the client's sends block.
 """
@@ -47,6 +50,7 @@ class Relayed:
     request: str = ""  # the first line the client sent ("PUT /mount HTTP/1.1")
     stalled: bool = False
     cut: bool = False
+    sent: bytearray = field(default_factory=bytearray, repr=False)  # with record=True
     _done: threading.Event = field(default_factory=threading.Event, repr=False)
     _client: socket.socket | None = field(default=None, repr=False)
 
@@ -73,8 +77,10 @@ class TcpProxy:
         rcvbuf: int | None = None,
         max_connections: int = 32,
         lifetime: float = 300.0,
+        record: bool = False,
     ) -> None:
         self.upstream = (HOST, upstream_port)
+        self.record = record
         self.rcvbuf = rcvbuf
         self.max_connections = max_connections
         self._deadline = time.monotonic() + lifetime
@@ -255,6 +261,8 @@ class TcpProxy:
                             if not conn.up:
                                 conn.request = data.split(b"\r\n", 1)[0].decode("latin-1")
                             conn.up += len(data)
+                            if self.record:
+                                conn.sent += data
                     else:
                         data = _recv(server)
                         if not data:
