@@ -21,7 +21,7 @@ from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
-from pushsource.ops.config import Config, load_config
+from pushsource.ops.config import Config, check_output, load_config
 from pushsource.ops.logs import setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
@@ -36,6 +36,7 @@ from pushsource.ops.settings import (
     check_live_title,
     parse_address,
     parse_live_user,
+    parse_output_option,
     read_password_file,
     resolve_target,
 )
@@ -139,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="where listeners reach the mount, for the control page's links and "
         "playlists (default: the URL's host, port and mount)",
+    )
+    stream.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar='"URL [bitrate=N] [samplerate=N] [channels=N] [password_file=P] [public_url=U]"',
+        help="one more mount to send the station to, on the same timeline (repeatable); "
+        "in another format when bitrate, samplerate or channels say so (each track is "
+        "converted ahead); the password is the URL's or password_file's, the station's "
+        "own on the station's server, else $PUSHSOURCE_PASSWORD",
     )
     stream.add_argument("--name", help="station name (ice-name)")
     stream.add_argument("--description", help="station description (ice-description)")
@@ -436,8 +447,11 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         settle=args.settle,
         public_url=args.public_url,
         live=_live_settings(args),
+        outputs=tuple(parse_output_option(text) for text in args.output),
     )
     check_header_values(settings, lambda key: "--url" if key == "station_url" else f"--{key}")
+    for n, output in enumerate(settings.outputs, 1):
+        check_output(settings, output, os.environ, f"--output {n}")
     return settings
 
 
