@@ -125,6 +125,9 @@ def test_three_outputs_one_timeline_and_one_server_lost(
     start = backup_audio.find(tracks[0].audio[:4000])
     assert start >= 0, "the first track never reached the second server's listener"
     assert backup_audio.find(tracks[1].audio[:4000]) > start
+    frames, end = walk_mpeg_frames(backup_audio[start:])
+    assert {(h.sample_rate, h.channels, h.bitrate) for _, h in frames} == {(44100, 2, 128)}
+    assert start + end > len(backup_audio) - 1500  # whole frames till the server died
     same = backup_audio[start : start + 60_000]
     assert len(same) == 60_000 and same in heard["main"]
     assert distinct(backup.titles)[:2] == titles[:2]

@@ -612,18 +612,20 @@ def check_config(args: argparse.Namespace) -> int:
     engine.stop()
     status = 0
     for runner in runners:
-        try:
-            check_source(runner.target, timeout=runner.settings.timeout)
-            print(f"{runner.id}: ok: {runner.target} accepts the source")
-        except AuthenticationError as exc:
-            print(f"{runner.id}: error: {exc}")
-            status = max(status, exc.exit_status)
-        except IcecastError as exc:
-            if exc.status == 403:
-                print(f"{runner.id}: ok: credentials accepted, but {exc}")
-            else:
-                print(f"{runner.id}: error: {exc}")
+        for output in runner.driver.outputs:  # the station's own URL, then its outputs
+            name = runner.id if not output.number else f"{runner.id} output {output.number}"
+            try:
+                check_source(output.target, timeout=runner.settings.timeout)
+                print(f"{name}: ok: {output.target} accepts the source")
+            except AuthenticationError as exc:
+                print(f"{name}: error: {exc}")
                 status = max(status, exc.exit_status)
+            except IcecastError as exc:
+                if exc.status == 403:
+                    print(f"{name}: ok: credentials accepted, but {exc}")
+                else:
+                    print(f"{name}: error: {exc}")
+                    status = max(status, exc.exit_status)
     print(f"{args.config}: {len(runners)} stations checked")
     return status
 
