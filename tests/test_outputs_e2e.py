@@ -17,7 +17,7 @@ from pathlib import Path
 import mutagen
 import pytest
 
-from tests.conftest import StartPushsource
+from tests.conftest import StartPushsource, register_secret
 from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_titled_tracks, walk_mpeg_frames
@@ -167,3 +167,28 @@ def test_three_outputs_one_timeline_and_one_server_lost(
     err = proc.stderr
     assert "reconnecting" in err and f"output 127.0.0.1:{second.port}" in err, err
     assert "Icecast does not answer" not in err.replace(f"127.0.0.1:{second.port}", "")
+
+
+def test_a_wrong_password_on_one_output_costs_that_output_only(
+    tmp_path: Path, icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource
+) -> None:
+    folder = tmp_path / "music"
+    [track] = make_titled_tracks(folder, [("Outputs", "Refused")], seconds=3.0)
+    wrong = "n0t-the-s0urce-pw"
+    register_secret(wrong)
+    with Listener(icecast.port, unique_mount) as main:
+        proc = start_pushsource(
+            "stream",
+            folder,
+            url(icecast, unique_mount),
+            "--once",
+            "--output",
+            f"icecast://source:{wrong}@127.0.0.1:{icecast.port}{unique_mount}-b",
+        )
+        assert proc.wait(30) == 2, proc.describe()  # the station played; the status says it
+        main.wait_closed(10)
+    assert track.audio in bytes(main.audio)
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"output {unique_mount}-b stopped" in errors[0], errors
+    assert "401" in errors[0] or "authentication" in errors[0]
+    assert icecast.source(f"{unique_mount}-b") is None

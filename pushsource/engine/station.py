@@ -443,6 +443,7 @@ class StationDriver:
             output.failures += 1
         output.accepted_at = None
         if isinstance(error, AuthenticationError):
+            output.refused = True
             output.set_state("failed", str(error))
         else:
             output.set_state("reconnecting", str(error))

@@ -556,7 +556,10 @@ def run_stations(
     errors = [runner.error for runner in runners if runner.error is not None]
     if single and errors:
         raise errors[0]
-    return max((error.exit_status for error in errors), default=0)
+    # An output refused for good (a wrong password) while its station played
+    # on: said when it happened (one ERROR line); the exit status says it too.
+    refused = any(o.refused for runner in runners for o in runner.driver.outputs)
+    return max([error.exit_status for error in errors] + [2 if refused else 0])
 
 
 def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
