@@ -424,8 +424,8 @@ class StationDriver:
         output.unwatch = None
         if output.sock is None:
             return
-        log.warning("Icecast does not answer (%s): dropping the connection", reason)
         where = f"{output.target.host}:{output.target.port}"
+        log.warning("Icecast does not answer (%s): dropping the connection to %s", reason, where)
         error = IcecastError(f"{where} stopped answering; dropped the connection")
         self._lost(output, error, output.drop())
 
@@ -450,6 +450,10 @@ class StationDriver:
             output.attempts += 1
         alive = [o for o in self.outputs if o is not output and o.sock is not None]
         on_air = [o for o in alive if o.on_air]
+        if output.refused and len(self.outputs) > 1 and any(not o.dead for o in self.outputs):
+            # The others go on: its one line now (the last one refused is the
+            # station's failure, said once by the runner).
+            log.error("output %s stopped: %s", output.label, error)
         if self._up and was_on_air and on_air:
             output.reconnects += 1
         output.last_error = error
@@ -483,7 +487,6 @@ class StationDriver:
     def _reconnect_later(self, output: Output, error: IcecastError) -> None:
         """While the station plays on elsewhere: this one tries again on its own."""
         if output.dead:
-            log.error("output %s stopped: %s", output.label, error)
             return
         limit = self._retry.limit
         if limit is not None and output.failures > limit:
