@@ -116,6 +116,8 @@ def test_three_outputs_one_timeline_and_one_server_lost(
     at = [heard["main"].find(t.audio) for t in tracks]
     assert all(a >= 0 for a in at) and at == sorted(at), at
     assert killed_at < at[3], "the second server was killed before the last track"
+    # Back to back: nothing lost or inserted around the kill.
+    assert all(at[n + 1] == at[n] + len(tracks[n].audio) for n in range(3)), at
     frames, end = walk_mpeg_frames(heard["main"][at[0] :])
     assert {(h.sample_rate, h.channels, h.bitrate) for _, h in frames} == {(44100, 2, 128)}
     assert at[0] + end >= at[3] + len(tracks[3].audio)
