@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,18 @@ def servers() -> Iterator[tuple[IcecastServer, IcecastServer]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def wait_for_status_title(server: IcecastServer, mount: str, title: str, timeout: float) -> object:
+    """The mount's title in the server's /status-json.xsl once it is ``title``,
+    or the last one seen after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = server.source(mount)
+        shown = found.get("title") if found else None
+        if shown == title or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.05)
+
+
 def test_a_relay_listener_gets_the_stations_frames_and_titles(
     servers: tuple[IcecastServer, IcecastServer],
     start_pushsource: StartPushsource,
@@ -101,6 +114,12 @@ def test_a_relay_listener_gets_the_stations_frames_and_titles(
             relay.wait_for_mount(BARE, timeout=15)
             listener.wait_connected(10)
             bare.wait_connected(10)
+            # The relay reads the titles out of the stream for its own status
+            # page too, as UTF-8 because its mount says so (icecast.xml).
+            second = "{} - {}".format(*TITLES[1])
+            listener.wait_for_title(second, timeout=15)
+            shown = wait_for_status_title(relay, MOUNT, second, timeout=3)
+            assert shown == second, f"the relay's status shows {shown!r}"
             assert run.wait(sum(t.seconds for t in tracks) + 30) == 0, run.describe()
             # The master's source leaves, the relays' sources end, and so do
             # their listeners' streams.
