@@ -82,14 +82,16 @@ def servers() -> Iterator[tuple[IcecastServer, IcecastServer]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def wait_for_status_title(server: IcecastServer, mount: str, title: str, timeout: float) -> object:
-    """The mount's title in the server's /status-json.xsl once it is ``title``,
-    or the last one seen after timeout."""
+def wait_for_status_value(
+    server: IcecastServer, mount: str, key: str, wanted: object, timeout: float
+) -> object:
+    """The mount's ``key`` in the server's /status-json.xsl once it is
+    ``wanted``, or the last value seen after timeout (Icecast's figures lag)."""
     deadline = time.monotonic() + timeout
     while True:
         found = server.source(mount)
-        shown = found.get("title") if found else None
-        if shown == title or time.monotonic() > deadline:
+        shown = found.get(key) if found else None
+        if shown == wanted or time.monotonic() > deadline:
             return shown
         time.sleep(0.05)
 
@@ -114,11 +116,14 @@ def test_a_relay_listener_gets_the_stations_frames_and_titles(
             relay.wait_for_mount(BARE, timeout=15)
             listener.wait_connected(10)
             bare.wait_connected(10)
+            # Each relayed mount is one listener on the master, ours are not.
+            master_listeners = wait_for_status_value(master, MOUNT, "listeners", 2, timeout=3)
+            assert master_listeners == 2, f"the master counts {master_listeners} listeners"
             # The relay reads the titles out of the stream for its own status
             # page too, as UTF-8 because its mount says so (icecast.xml).
             second = "{} - {}".format(*TITLES[1])
             listener.wait_for_title(second, timeout=15)
-            shown = wait_for_status_title(relay, MOUNT, second, timeout=3)
+            shown = wait_for_status_value(relay, MOUNT, "title", second, timeout=3)
             assert shown == second, f"the relay's status shows {shown!r}"
             assert run.wait(sum(t.seconds for t in tracks) + 30) == 0, run.describe()
             # The master's source leaves, the relays' sources end, and so do
