@@ -8,7 +8,14 @@ import pytest
 
 from pushsource.errors import ConfigError
 from pushsource.ops.config import default_id, expand, load_config
-from pushsource.ops.settings import ControlSettings, StationSettings
+from pushsource.ops.settings import (
+    ControlSettings,
+    OutputSettings,
+    StationSettings,
+    output_format,
+    parse_output_option,
+    resolve_output_target,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -243,3 +250,104 @@ def test_public_url_expands_then_must_be_an_http_url(tmp_path: Path) -> None:
     assert config.stations[0].public_url == "https://radio.example.org/rock"
     with pytest.raises(ConfigError, match=r'station 1: key "public_url" must be an http'):
         load_config(path, {"PUBLIC": "icecast:8000/rock"})
+
+
+# -- [[station.output]]
+
+OUTPUTS = """
+[[station]]
+folder = "rock"
+url = "icecast://source@127.0.0.1:8000/rock"
+password = "${ROCK_PASSWORD}"
+
+[[station.output]]
+url = "icecast://source@127.0.0.1:8000/rock-64"
+bitrate = 64
+samplerate = 22050
+channels = 1
+
+[[station.output]]
+url = "icecast://source@backup.example:8000/rock"
+password_file = "backup.password"
+public_url = "https://radio.example/rock"
+"""
+
+
+def test_outputs_in_the_config(tmp_path: Path) -> None:
+    secret = tmp_path / "backup.password"
+    secret.write_text("b4ckup\n")
+    secret.chmod(0o600)
+    [rock] = load_config(write(tmp_path, OUTPUTS), ENV).stations
+    low, backup = rock.outputs
+    assert (low.bitrate, low.samplerate, low.channels) == (64, 22050, 1)
+    assert output_format(rock, backup) == (128, 44100, 2)  # the station's
+    assert backup.password_file == secret and backup.public_url == "https://radio.example/rock"
+    # The station's password on its own server; the backup's file elsewhere.
+    assert resolve_output_target(rock, low, ENV).password == "r0ck-s3cret"
+    assert resolve_output_target(rock, backup, ENV).password == "b4ckup"
+    assert "r0ck" not in repr(rock) and "b4ckup" not in repr(rock)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ('loud = 1\nurl = "icecast://127.0.0.1:8000/x"', 'output 1: unknown key "loud"'),
+        ("bitrate = 64", 'output 1: key "url" is missing'),
+        (
+            'url = "icecast://source@other.example:8000/rock"',
+            "output 1: no source password",  # never the station's to another server
+        ),
+        ('url = "icecast://source@127.0.0.1:8000/rock"', "is the station's own mount"),
+        (
+            'url = "icecast://source@127.0.0.1:8000/r2"\nsamplerate = 12345',
+            "output 1: keys samplerate, channels, bitrate",
+        ),
+        ('url = "icecast://source@127.0.0.1:8000/r2"\nchannels = 3', 'output 1: key "channels"'),
+        ('url = "icecast://source@127.0.0.1:8000/jazz"', "mount 127.0.0.1:8000/jazz is already"),
+    ],
+)
+def test_bad_outputs_say_which_and_why(tmp_path: Path, extra: str, expected: str) -> None:
+    text = f"""
+[[station]]
+folder = "jazz"
+url = "icecast://source:hackme@127.0.0.1:8000/jazz"
+
+[[station]]
+folder = "rock"
+url = "icecast://source@127.0.0.1:8000/rock"
+password = "${{ROCK_PASSWORD}}"
+
+[[station.output]]
+{extra}
+"""
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), ENV)
+    assert expected in str(caught.value) and "station 2" in str(caught.value)
+    assert "r0ck-s3cret" not in str(caught.value)
+
+
+def test_a_converted_output_and_the_live_input_do_not_mix(tmp_path: Path) -> None:
+    text = OUTPUTS.split("[[station.output]]")[0] + """
+[station.live]
+listen = "127.0.0.1:8010"
+users = { alice = "pw" }
+
+[[station.output]]
+url = "icecast://source@127.0.0.1:8000/rock-64"
+bitrate = 64
+"""
+    with pytest.raises(ConfigError, match="cannot carry the live input"):
+        load_config(write(tmp_path, text), ENV)
+
+
+def test_the_output_option() -> None:
+    output = parse_output_option(
+        "icecast://source@h:8000/m bitrate=64 channels=1 public_url=http://x/m"
+    )
+    assert output == OutputSettings(
+        "icecast://source@h:8000/m", bitrate=64, channels=1, public_url="http://x/m"
+    )
+    with pytest.raises(ConfigError, match="'volume' is not"):
+        parse_output_option("icecast://h:8000/m volume=3")
+    with pytest.raises(ConfigError, match="whole number"):
+        parse_output_option("icecast://h:8000/m bitrate=fast")

@@ -757,3 +757,13 @@ def test_library_search(server: ControlServer) -> None:
     _, _, body = call(server, "GET", "/api/stations/rock/library")
     assert json.loads(body)["total"] == 6
     assert call(server, "POST", "/api/stations/rock/library")[0] == 405
+
+
+def test_a_playlist_lists_the_same_stream_on_other_servers_after_it() -> None:
+    from pushsource.ops.control import playlist
+
+    text = playlist("m3u", "Rock", "http://a/rock", "http://b/rock", "http://a/rock")
+    assert text == "#EXTM3U\n#EXTINF:-1,Rock\nhttp://a/rock\n#EXTINF:-1,Rock\nhttp://b/rock\n"
+    pls = playlist("pls", "Rock", "http://a/rock", "http://b/rock")
+    assert pls.startswith("[playlist]\nNumberOfEntries=2\nFile1=http://a/rock\n")
+    assert "File2=http://b/rock\nTitle2=Rock\nLength2=-1\nVersion=2\n" in pls

@@ -128,6 +128,12 @@ id = "good"
 folder = "music"
 url = "{base}-good"
 password = "hackme"
+[[station.output]]
+url = "{base}-good-64"
+bitrate = 64
+[[station.output]]
+url = "{base}-good-b"
+password = "{SECRET_PASSWORD}"
 [[station]]
 id = "wrong"
 folder = "music"
@@ -144,8 +150,10 @@ url = "icecast://source:hackme@127.0.0.1:1/nothing-listens"
     out = done.stdout.splitlines()
     assert done.returncode == 2, done.stdout + done.stderr
     assert out[0].startswith("good: ok:")
-    assert out[1].startswith("wrong: error:") and "401" in out[1]
-    assert out[2].startswith("gone: error: cannot reach")
+    assert out[1].startswith("good output 1: ok:") and "-good-64" in out[1]
+    assert out[2].startswith("good output 2: error:") and "401" in out[2]
+    assert out[3].startswith("wrong: error:") and "401" in out[3]
+    assert out[4].startswith("gone: error: cannot reach")
     assert SECRET_PASSWORD not in done.stdout + done.stderr
 
 

@@ -103,6 +103,16 @@ class Chunk:
     last: bool  # the track has no frames after these
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Alt:
+    """A track in another output's format (converted ahead, on the workers):
+    all its frames, ``ends[i]`` where frame i ends in ``data``."""
+
+    data: bytes
+    ends: Sequence[int]
+    header: FrameHeader  # its first frame's: every frame has its samples and rate
+
+
 @dataclass(eq=False)
 class Cued:
     """An opened track, its first chunk read. ``handle`` is the workers' (the
@@ -123,6 +133,8 @@ class Cued:
     #: Seconds of its audio before chunk.offset (a resumed one): the workers'
     #: estimate from the bytes; the machine's own count after an outage.
     before: float = 0.0
+    #: The track for each output in another format, by format key (see Alt).
+    alts: dict[str, Alt] = field(default_factory=dict)
 
 
 # -- effects ----------------------------------------------------------------
@@ -134,10 +146,23 @@ class Connect:
 
 
 @dataclass(frozen=True, slots=True)
+class Span:
+    """What a stretch of a Send is, for outputs in another format: ``seconds``
+    of ``track`` from ``at`` seconds into it, or of silence (track None: idle,
+    frames late, closing, or a DJ's frames, ``live``)."""
+
+    track: Cued | None
+    at: float
+    seconds: float
+    live: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
     data: bytes
     frames: int
     lead: float  # seconds of audio sent ahead of real time after this
+    spans: tuple[Span, ...] = ()  # what the data is, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,12 +462,7 @@ class StationMachine:
             return self._finish(out, IcecastError(message, error.status))
         if self._stopping:
             return self._finish(out)
-        if error.status is None and not isinstance(error, ProtocolError):
-            # Nobody answers (down, restarting): look again soon, so the station
-            # is back within about a second of the server; backoff is for refusals.
-            delay = self._rng.uniform(DOWN_RETRY * 0.8, DOWN_RETRY)
-        else:
-            delay = self._retry.delay(self._failures, self._rng)
+        delay = retry_delay(error, self._failures, self._retry, self._rng)
         self.phase = Phase.BACKOFF
         self._wait_until = now + delay
         out.append(State("reconnecting", str(error)))
@@ -581,6 +601,7 @@ class StationMachine:
             self._pump_live(now, out)
             return
         parts: list[bytes] = []
+        spans: list[Span] = []
         frames = 0
         batch: list[tuple[Cued, int, float]] = []
         started: list[Cued] = []
@@ -599,6 +620,7 @@ class StationMachine:
             else:
                 break
             parts.append(silent_frame(last) * count)
+            spans.append(Span(None, 0.0, count * last.duration))
             frames += count
             pacer.add(count * last.samples, last.sample_rate)
             self._closing_left -= count
@@ -610,6 +632,7 @@ class StationMachine:
                 header = self._format
                 count = pacer.frames_due(now, header.samples, header.sample_rate)
                 parts.append(self._silence * count)
+                spans.append(Span(None, 0.0, count * header.duration))
                 frames += count
                 pacer.add(count * header.samples, header.sample_rate)
                 self._last = header
@@ -623,6 +646,7 @@ class StationMachine:
                     header = p.track.header
                     count = pacer.frames_due(now, header.samples, header.sample_rate)
                     parts.append(silent_frame(header) * count)
+                    spans.append(Span(None, 0.0, count * header.duration))
                     frames += count
                     pacer.add(count * header.samples, header.sample_rate)
                     if not p.starved:
@@ -643,6 +667,7 @@ class StationMachine:
                 p.announced = True
                 started.append(p.track)
             parts.append(chunk.data[p.start : end])
+            spans.append(Span(p.track, p.seconds, count * header.duration))
             frames += count
             pacer.add(count * header.samples, header.sample_rate)
             p.seconds += count * header.duration
@@ -658,7 +683,7 @@ class StationMachine:
             self._batches.append((self._sent, batch))
             while len(self._batches) > 64:  # far more than a socket holds unsent
                 self._batches.popleft()
-            out.append(Send(data, frames, pacer.due() - now))
+            out.append(Send(data, frames, pacer.due() - now, tuple(spans)))
         for track in started:
             self._announce(track, out)
         self._ask(now, out)
@@ -906,6 +931,7 @@ class StationMachine:
             return
         low = self._live_low()
         parts: list[bytes] = []
+        spans: list[Span] = []
         frames = 0
         while pacer.may_send(now):
             header = live.header
@@ -913,6 +939,7 @@ class StationMachine:
                 due = pacer.frames_due(now, header.samples, header.sample_rate)
                 count = min(len(live.frames), due)
                 parts.extend(live.frames.popleft() for _ in range(count))
+                spans.append(Span(None, 0.0, count * header.duration, live=True))
                 live.taken += count
                 frames += count
                 pacer.add(count * header.samples, header.sample_rate)
@@ -926,6 +953,7 @@ class StationMachine:
             silence = self._format
             count = max(1, math.ceil((low - ahead) / silence.duration))
             parts.append(self._silence * count)
+            spans.append(Span(None, 0.0, count * silence.duration))
             frames += count
             pacer.add(count * silence.samples, silence.sample_rate)
             self._last = silence
@@ -944,7 +972,7 @@ class StationMachine:
             self._batches.append((self._sent, []))
             while len(self._batches) > 64:
                 self._batches.popleft()
-            out.append(Send(data, frames, pacer.due() - now))
+            out.append(Send(data, frames, pacer.due() - now, tuple(spans)))
             self._live_titles(live, out)
         grace_end = live.last_audio + self._grace + 1e-6
         if live.frames:
@@ -1048,6 +1076,15 @@ class StationMachine:
             out.append(State("stopped"))
         out.append(Finished(error))
         return out
+
+
+def retry_delay(error: IcecastError, failures: int, retry: Retry, rng: random.Random) -> float:
+    """Seconds before the next attempt after ``failures`` failed ones in a row."""
+    if error.status is None and not isinstance(error, ProtocolError):
+        # Nobody answers (down, restarting): look again soon, so the station
+        # is back within about a second of the server; backoff is for refusals.
+        return rng.uniform(DOWN_RETRY * 0.8, DOWN_RETRY)
+    return retry.delay(failures, rng)
 
 
 def _reopen_at(track: Cued, offset: int) -> int:

@@ -5,14 +5,24 @@ engine's thread except the public control methods, which hop onto it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pushsource.core import station as core
-from pushsource.core.station import Chunk, Cued, StationMachine
+from pushsource.core.station import (
+    SHORT_LIVED,
+    Chunk,
+    Cued,
+    Retry,
+    Span,
+    StationMachine,
+    retry_delay,
+)
 from pushsource.engine.loop import Engine, Lane, current_station
-from pushsource.errors import IcecastError, PushsourceError, TrackError
+from pushsource.engine.outputs import Output, OutputSpec
+from pushsource.errors import AuthenticationError, IcecastError, PushsourceError, TrackError
 from pushsource.workers.feed import CueResult, Feed
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.state import FileStamp, PlayState, StateKeeper
@@ -24,6 +34,8 @@ log = logging.getLogger("pushsource")
 
 #: How often the place in the current track is saved while it plays.
 SAVE_EVERY = 5.0
+#: An output down for long says so again this often (and when the reason changes).
+OUTPUT_LOG_EVERY = 60.0
 #: Frames read with a track when it is cued: about 4 s.
 CUE_FRAMES = 160
 
@@ -129,7 +141,11 @@ class StationDriver:
         watch: Any = None,
         start: Callable[[], object] | None = None,
         name: str = "",
+        outputs: Sequence[OutputSpec] = (),
+        retry: Retry | None = None,
     ) -> None:
+        """``target``, ``titles`` and ``watch`` are the station's own output;
+        ``outputs`` the others (``[[station.output]]``)."""
         self.name = name  # the station's id, for log lines
         self._engine = engine
         self._loop = engine.loop
@@ -138,17 +154,22 @@ class StationDriver:
         self.target = target
         self._events = events
         self._connect = connect  # (loop, target, source events) -> SourceSocket
-        self._titles = Titles(engine, titles, name)
+        first = OutputSpec(target, titles, watch)
+        self.outputs = [Output(n, spec) for n, spec in enumerate((first, *outputs))]
+        self._titles = [Titles(engine, spec.titles, name) for spec in (first, *outputs)]
+        self._retry = retry or Retry()  # for one output's own reconnects
+        self._headers: dict[str, str] = {}
+        self._up = False  # the station is on air (some output took it)
+        self._title: str | None = None  # the title in force
+        # The Sends whose audio is still ahead of real time (the lead): an
+        # output that joins late gets them, so it starts where the others are.
+        self._ahead: deque[tuple[bytes, tuple[Span, ...], float]] = deque()
         self._saver = Saver(engine, keeper, name) if keeper is not None else None
         self._state: PlayState | None = keeper.state if keeper is not None else None
-        self._watch = watch
-        self._unwatch: Callable[[], None] | None = None
         self._on_start = start  # blocking set-up (the folder's first walk), on the cue lane
         self._cue_lane = Lane(engine, "cue", name)
         self._read_lane = Lane(engine, "read", name)
         self._timer: Any = None
-        self._sock: Any = None
-        self._address: str | None = None
         self._last_save = 0.0
         self._done = False
         self.error: PushsourceError | None = None
@@ -240,8 +261,8 @@ class StationDriver:
 
     def _do(self, effect: core.Effect) -> None:
         match effect:
-            case core.Send(data, frames, lead):
-                self._send(data, frames, lead)
+            case core.Send(data, frames, lead, spans):
+                self._send(data, frames, lead, spans)
             case core.Wake(at):
                 if self._timer is not None:
                     self._timer.cancel()
@@ -260,8 +281,10 @@ class StationDriver:
             case core.Release(handle):
                 self._read_lane.submit(lambda: self._feed.release(handle), _ignore)
             case core.SetTitle(title):
-                if self._address is not None:
-                    self._titles.set(self._address, title)
+                self._title = title
+                for output in self.outputs:
+                    if output.on_air and output.address is not None:
+                        self._titles[output.number].set(output.address, title)
             case core.Started(track):
                 self._events.track_started(track)
                 if self._state is not None:
@@ -283,10 +306,17 @@ class StationDriver:
             case core.Connect(headers):
                 self._open(headers)
             case core.Close():
-                sock, self._sock = self._sock, None
-                self._unwatch_server()
-                if sock is not None:
-                    sock.close()
+                self._up = False
+                for output in self.outputs:
+                    output.cancel_timer()
+                    sock, output.sock = output.sock, None
+                    output.stop_watching()
+                    if sock is not None:
+                        if output.reframer is not None and output.state == "on air":
+                            sock.send(output.reframer.closing())
+                        sock.close()
+                    if not output.dead:
+                        output.set_state("off")
                 self._loop.call_soon(self._step, self.machine.closed)
             case core.Finished(error):
                 self.error = error
@@ -297,68 +327,194 @@ class StationDriver:
         self._timer = None
         self._step(self.machine.tick)
 
-    def _send(self, data: bytes, frames: int, lead: float) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        sock.send(data)
-        self._events.sent(len(data), frames, lead)
-        if not sock.writable():
-            # Icecast is not reading: hold no more than the high-water mark.
-            unsent = sock.buffered
-            sock.abort()
-            self._sock = None
-            self._unwatch_server()
-            where = f"{self.target.host}:{self.target.port}"
-            error = IcecastError(
-                f"connection to {where} lost: Icecast is not reading ({unsent // 1024} KiB unsent)"
-            )
-            self._loop.call_soon(self._step, self.machine.failed, error, unsent)
+    def _send(self, data: bytes, frames: int, lead: float, spans: tuple[Span, ...]) -> None:
+        if not self._up:
             return
         now = self._loop.time()
+        ahead = self._ahead
+        while ahead and ahead[0][2] <= now:
+            ahead.popleft()
+        if len(self.outputs) > 1:
+            ahead.append((data, spans, now + lead))
+        for output in self.outputs:
+            if output.on_air:
+                self._send_one(output, data, spans)
+        self._events.sent(len(data), frames, lead)
         if now - self._last_save >= SAVE_EVERY:
             self._last_save = now
             self._state_changed()
 
+    def _send_one(self, output: Output, data: bytes, spans: tuple[Span, ...]) -> None:
+        sock = output.sock
+        if sock is not None:
+            payload = data if output.reframer is None else output.reframer.frames(spans)[0]
+            if payload:
+                sock.send(payload)
+                output.bytes_sent += len(payload)
+            if not sock.writable():
+                # Icecast is not reading: hold no more than the high-water mark.
+                unsent = output.drop()
+                where = f"{output.target.host}:{output.target.port}"
+                error = IcecastError(
+                    f"connection to {where} lost: Icecast is not reading "
+                    f"({unsent // 1024} KiB unsent)"
+                )
+                self._loop.call_soon(self._lost, output, error, unsent)
+
     def _open(self, headers: dict[str, str]) -> None:
-        handler = _SocketEvents(self)
-        self._sock = self._connect(self._loop, self.target, handler)
-        handler.sock = self._sock
-        self._sock.open(headers)
+        """The station goes on air: every output that may, at once."""
+        self._headers = headers
+        self._ahead.clear()
+        for output in self.outputs:
+            output.cancel_timer()
+            if not output.dead and output.sock is None:
+                self._open_one(output)
+        if not any(output.sock is not None for output in self.outputs):
+            # Every output is refused for good (the machine hears the first's error).
+            first = self.outputs[0]
+            error = AuthenticationError(first.error or "every output was refused")
+            self._loop.call_soon(self._step, self.machine.failed, error, 0)
 
-    def _accepted(self, sock: Any) -> None:
-        if sock is not self._sock:
-            return
-        self._address = sock.address
-        if self._watch is not None and self._unwatch is None:
-            self._unwatch = self._watch.watch(self._hung)
-        self._step(self.machine.accepted)
+    def _open_one(self, output: Output) -> None:
+        output.timer = None
+        handler = _SocketEvents(self, output)
+        headers = {**self._headers, **output.spec.headers}
+        output.sock = sock = self._connect(self._loop, output.target, handler)
+        handler.sock = sock
+        output.set_state("connecting")
+        sock.open(headers)
 
-    def _failed(self, sock: Any, error: IcecastError) -> None:
-        if sock is not self._sock:
+    def _accepted(self, output: Output, sock: Any) -> None:
+        if sock is not output.sock:
             return
-        unsent = sock.buffered
-        self._sock = None
-        self._unwatch_server()
-        self._step(self.machine.failed, error, unsent)
+        output.address = sock.address
+        output.last_error = None
+        output.accepted_at = self._loop.time()
+        came_back = output.attempts > 0
+        output.attempts = 0
+        output.set_state("on air")
+        watch = output.spec.watch
+        if watch is not None and output.unwatch is None:
+            output.unwatch = watch.watch(lambda reason: self._hung(output, reason))
+        if not self._up:
+            self._up = True
+            for other in self.outputs:  # failed while the station connected: on their own now
+                if other.sock is None and other.last_error is not None and not other.dead:
+                    self._reconnect_later(other, other.last_error)
+            self._step(self.machine.accepted)
+            return
+        # Rejoining a station on air: its title again (Icecast wiped it), and
+        # the next frames; the station's audio goes on where it is.
+        if came_back:
+            log.info("output %s is on air again", output.label)
+        output.said = None
+        now = self._loop.time()
+        for data, spans, end in list(self._ahead):
+            if end > now and output.on_air:
+                self._send_one(output, data, spans)
+        if self._title is not None and output.address is not None:
+            self._titles[output.number].set(output.address, self._title)
 
-    def _hung(self, reason: str) -> None:
-        self._unwatch = None
-        sock = self._sock
-        if sock is None:
+    def _failed(self, output: Output, sock: Any, error: IcecastError) -> None:
+        if sock is not output.sock:
             return
-        log.warning("Icecast does not answer (%s): dropping the connection", reason)
-        unsent = sock.buffered
-        sock.abort()
-        self._sock = None
-        where = f"{self.target.host}:{self.target.port}"
+        self._lost(output, error, output.drop())
+
+    def _hung(self, output: Output, reason: str) -> None:
+        output.unwatch = None
+        if output.sock is None:
+            return
+        where = f"{output.target.host}:{output.target.port}"
+        log.warning("Icecast does not answer (%s): dropping the connection to %s", reason, where)
         error = IcecastError(f"{where} stopped answering; dropped the connection")
+        self._lost(output, error, output.drop())
+
+    def _lost(self, output: Output, error: IcecastError, unsent: int) -> None:
+        """One output's connection failed or dropped (``unsent``: bytes the
+        kernel never took)."""
+        if self._done:
+            return
+        was_on_air = output.state == "on air"
+        now = self._loop.time()
+        since = output.accepted_at
+        if was_on_air and since is not None and now - since >= SHORT_LIVED:
+            output.failures = 1
+        else:
+            output.failures += 1
+        output.accepted_at = None
+        if isinstance(error, AuthenticationError):
+            output.refused = True
+            output.set_state("failed", str(error))
+        else:
+            output.set_state("reconnecting", str(error))
+            output.attempts += 1
+        alive = [o for o in self.outputs if o is not output and o.sock is not None]
+        on_air = [o for o in alive if o.on_air]
+        if output.refused and len(self.outputs) > 1 and any(not o.dead for o in self.outputs):
+            # The others go on: its one line now (the last one refused is the
+            # station's failure, said once by the runner).
+            log.error("output %s stopped: %s", output.label, error)
+        if self._up and was_on_air and on_air:
+            output.reconnects += 1
+        output.last_error = error
+        if len(self.outputs) == 1:
+            self._up = False
+            self._step(self.machine.failed, error, unsent)
+            return
+        if self._up and on_air:
+            self._reconnect_later(output, error)
+            return
+        if not self._up and alive:
+            return  # the station is still connecting elsewhere; it retries this one then
+        # None on air: the station goes off air and goes on where it stopped.
+        self._up = False
+        for other in self.outputs:
+            other.cancel_timer()
+            if other.sock is not None:
+                other.drop()
+                if not other.dead:
+                    other.set_state("reconnecting", str(error))
+        live = [o for o in self.outputs if not o.dead]
+        if not live:
+            first = next((o for o in self.outputs if o.error), output)
+            error = AuthenticationError(first.error or str(error))
+        elif isinstance(error, AuthenticationError):
+            error = IcecastError(f"output {output.label}: {error}")
+        if output.reframer is not None:
+            unsent = 0  # its bytes are not the station's: go on from what was sent
         self._step(self.machine.failed, error, unsent)
 
-    def _unwatch_server(self) -> None:
-        unwatch, self._unwatch = self._unwatch, None
-        if unwatch is not None:
-            unwatch()
+    def _reconnect_later(self, output: Output, error: IcecastError) -> None:
+        """While the station plays on elsewhere: this one tries again on its own."""
+        if output.dead:
+            return
+        limit = self._retry.limit
+        if limit is not None and output.failures > limit:
+            output.set_state("failed", f"giving up after {output.failures} attempts: {error}")
+            log.error("output %s: giving up: %s", output.label, output.error)
+            return
+        delay = retry_delay(error, output.failures, self._retry, output.rng)
+        now = self._loop.time()
+        # The first failure of an outage, a new reason, then one line a minute:
+        # a server down for hours must not fill the log.
+        said = output.said
+        if said is None or said[0] != str(error) or now - said[1] >= OUTPUT_LOG_EVERY:
+            output.said = (str(error), now)
+            log.warning(
+                "output %s: %s; reconnecting in %.1f s (attempt %d)",
+                output.label,
+                error,
+                delay,
+                output.failures,
+            )
+        output.cancel_timer()
+        output.timer = self._loop.call_later(delay, self._retry_one, output)
+
+    def _retry_one(self, output: Output) -> None:
+        output.timer = None
+        if self._done or not self._up or output.sock is not None or output.dead:
+            return
+        self._open_one(output)
 
     def _cue_done(self, result: CueResult | None, exc: BaseException | None) -> None:
         if exc is not None or result is None:
@@ -420,10 +576,10 @@ class StationDriver:
         saver.changed()
 
     def _abort(self) -> None:
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            sock.abort()
-        self._unwatch_server()
+        self._up = False
+        for output in self.outputs:
+            output.cancel_timer()
+            output.drop()
 
     def _finish(self) -> None:
         if self._done:
@@ -439,15 +595,16 @@ class StationDriver:
 class _SocketEvents:
     """A SourceSocket's callbacks, tied to the socket they came from."""
 
-    def __init__(self, driver: StationDriver) -> None:
+    def __init__(self, driver: StationDriver, output: Output) -> None:
         self._driver = driver
+        self._output = output
         self.sock: Any = None
 
     def accepted(self) -> None:
-        self._driver._accepted(self.sock)
+        self._driver._accepted(self._output, self.sock)
 
     def failed(self, error: IcecastError) -> None:
-        self._driver._failed(self.sock, error)
+        self._driver._failed(self._output, self.sock, error)
 
 
 def _ignore(_result: object, _exc: BaseException | None) -> None:

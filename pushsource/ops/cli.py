@@ -21,7 +21,7 @@ from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
-from pushsource.ops.config import Config, load_config
+from pushsource.ops.config import Config, check_output, load_config
 from pushsource.ops.logs import setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
@@ -36,6 +36,7 @@ from pushsource.ops.settings import (
     check_live_title,
     parse_address,
     parse_live_user,
+    parse_output_option,
     read_password_file,
     resolve_target,
 )
@@ -139,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="where listeners reach the mount, for the control page's links and "
         "playlists (default: the URL's host, port and mount)",
+    )
+    stream.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar='"URL [bitrate=N] [samplerate=N] [channels=N] [password_file=P] [public_url=U]"',
+        help="one more mount to send the station to, on the same timeline (repeatable); "
+        "in another format when bitrate, samplerate or channels say so (each track is "
+        "converted ahead); the password is the URL's or password_file's, the station's "
+        "own on the station's server, else $PUSHSOURCE_PASSWORD",
     )
     stream.add_argument("--name", help="station name (ice-name)")
     stream.add_argument("--description", help="station description (ice-description)")
@@ -436,8 +447,11 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         settle=args.settle,
         public_url=args.public_url,
         live=_live_settings(args),
+        outputs=tuple(parse_output_option(text) for text in args.output),
     )
     check_header_values(settings, lambda key: "--url" if key == "station_url" else f"--{key}")
+    for n, output in enumerate(settings.outputs, 1):
+        check_output(settings, output, os.environ, f"--output {n}")
     return settings
 
 
@@ -542,7 +556,10 @@ def run_stations(
     errors = [runner.error for runner in runners if runner.error is not None]
     if single and errors:
         raise errors[0]
-    return max((error.exit_status for error in errors), default=0)
+    # An output refused for good (a wrong password) while its station played
+    # on: said when it happened (one ERROR line); the exit status says it too.
+    refused = any(o.refused for runner in runners for o in runner.driver.outputs)
+    return max([error.exit_status for error in errors] + [2 if refused else 0])
 
 
 def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
@@ -598,18 +615,20 @@ def check_config(args: argparse.Namespace) -> int:
     engine.stop()
     status = 0
     for runner in runners:
-        try:
-            check_source(runner.target, timeout=runner.settings.timeout)
-            print(f"{runner.id}: ok: {runner.target} accepts the source")
-        except AuthenticationError as exc:
-            print(f"{runner.id}: error: {exc}")
-            status = max(status, exc.exit_status)
-        except IcecastError as exc:
-            if exc.status == 403:
-                print(f"{runner.id}: ok: credentials accepted, but {exc}")
-            else:
-                print(f"{runner.id}: error: {exc}")
+        for output in runner.driver.outputs:  # the station's own URL, then its outputs
+            name = runner.id if not output.number else f"{runner.id} output {output.number}"
+            try:
+                check_source(output.target, timeout=runner.settings.timeout)
+                print(f"{name}: ok: {output.target} accepts the source")
+            except AuthenticationError as exc:
+                print(f"{name}: error: {exc}")
                 status = max(status, exc.exit_status)
+            except IcecastError as exc:
+                if exc.status == 403:
+                    print(f"{name}: ok: credentials accepted, but {exc}")
+                else:
+                    print(f"{name}: error: {exc}")
+                    status = max(status, exc.exit_status)
     print(f"{args.config}: {len(runners)} stations checked")
     return status
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pushsource.core.target import redact
+from pushsource.core.target import IcecastTarget, redact
 from pushsource.core.values import header_problem
 from pushsource.errors import ConfigError
 from pushsource.ops.settings import (
@@ -25,10 +25,13 @@ from pushsource.ops.settings import (
     LOUDNESS_RANGE,
     ControlSettings,
     LiveSettings,
+    OutputSettings,
     StationSettings,
     check_header_values,
     check_live_title,
+    output_format,
     parse_address,
+    resolve_output_target,
     resolve_target,
 )
 from pushsource.workers.state import check_state_path
@@ -148,8 +151,21 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "settle": _seconds,
     "public_url": _text,  # checked once ${VAR}s are expanded
     "live": lambda value: value,  # a table: _live(), which expands its ${VAR}s itself
+    "output": lambda value: value,  # [[station.output]] tables: _outputs(); field "outputs"
 }
-assert set(_STATION_KEYS) == {field.name for field in fields(StationSettings)}
+assert set(_STATION_KEYS) == {field.name for field in fields(StationSettings)} - {"outputs"} | {
+    "output"
+}
+
+_OUTPUT_KEYS: dict[str, Callable[[object], Any]] = {
+    "url": _text,
+    "password": _text,
+    "password_file": _text,
+    "bitrate": _whole,
+    "samplerate": _whole,
+    "channels": _channels,
+    "public_url": _text,
+}
 
 
 def _kind(value: object) -> str:
@@ -229,6 +245,9 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
             if key == "live":
                 values[key] = _live(raw, environ)
                 continue
+            if key == "output":
+                values["outputs"] = _outputs(raw, base, environ)
+                continue
             value = check(raw)
             if isinstance(value, str) and key != "id":
                 value = expand(value, environ)
@@ -267,9 +286,85 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
         StationFormat(settings.samplerate, settings.channels, settings.bitrate)
     except ConfigError as exc:
         raise ConfigError(f"{where}: keys samplerate, channels, bitrate: {exc}") from None
+    for n, output in enumerate(settings.outputs, 1):
+        check_output(settings, output, environ, f"{where}: output {n}")
     if settings.id is None:
         settings = dataclasses.replace(settings, id=default_id(target.mount))
     return settings
+
+
+def _outputs(raw: object, base: Path, environ: Mapping[str, str]) -> tuple[OutputSettings, ...]:
+    """``[[station.output]]`` tables. Raises _Problem."""
+    if not isinstance(raw, list) or not all(isinstance(t, dict) for t in raw):
+        raise _Problem("must be [[station.output]] tables")
+    outputs = []
+    for n, table in enumerate(raw, 1):
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            check = _OUTPUT_KEYS.get(key)
+            if check is None:
+                raise _Problem(
+                    f'output {n}: unknown key "{key}" (expected {", ".join(_OUTPUT_KEYS)})'
+                )
+            try:
+                value = check(value)
+                if isinstance(value, str):
+                    value = expand(value, environ)
+                if key == "public_url":
+                    value = _public_url(value)
+                if key == "password_file":
+                    value = base / Path(value).expanduser()
+            except _Problem as exc:
+                raise _Problem(f'output {n}: key "{key}" {exc}') from None
+            values[key] = value
+        if "url" not in values:
+            raise _Problem(f'output {n}: key "url" is missing')
+        outputs.append(OutputSettings(**values))
+    return tuple(outputs)
+
+
+def check_output(
+    settings: StationSettings, output: OutputSettings, environ: Mapping[str, str], where: str
+) -> None:
+    """What an output needs beyond its keys: a password, a format MP3 can
+    carry, a mount of its own. Raises ConfigError."""
+    try:
+        target = resolve_output_target(settings, output, environ)
+    except ConfigError as exc:
+        message = redact(str(exc))
+        if message.startswith("no source password"):
+            raise ConfigError(
+                f'{where}: no source password: set key "password" or "password_file", '
+                "or put it in the URL (the station's own is used only on its own server)"
+            ) from None
+        key = "password_file" if message.startswith(("--password-file", "cannot read")) else "url"
+        raise ConfigError(f'{where}: key "{key}": {message}') from None
+    bitrate, rate, channels = output_format(settings, output)
+    try:
+        StationFormat(rate, channels, bitrate)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: keys samplerate, channels, bitrate: {exc}") from None
+    if settings.live is not None and (bitrate, rate, channels) != (
+        settings.bitrate,
+        settings.samplerate,
+        settings.channels,
+    ):
+        raise ConfigError(
+            f"{where}: an output in another format than the station's cannot carry the "
+            "live input (DJs are not re-encoded): drop [station.live] or the output's "
+            "bitrate, samplerate and channels"
+        )
+    station = resolve_target(settings, environ)
+    if _mount_key(target) == _mount_key(station):
+        raise ConfigError(f'{where}: key "url": {_where(target)} is the station\'s own mount')
+
+
+def _mount_key(target: IcecastTarget) -> tuple[str, int, str]:
+    return (target.host.casefold(), target.port, target.mount)
+
+
+def _where(target: IcecastTarget) -> str:
+    return f"{target.host}:{target.port}{target.mount}"
 
 
 _LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title"}
@@ -329,14 +424,18 @@ def _check_unique(stations: list[StationSettings], path: Path, environ: Mapping[
     mounts: dict[tuple[str, int, str], int] = {}
     ids: dict[str | None, int] = {}
     for n, station in enumerate(stations, 1):
-        target = resolve_target(station, environ)
-        where = f"{target.host}:{target.port}{target.mount}"
-        key = (target.host.casefold(), target.port, target.mount)
-        if key in mounts:
-            raise ConfigError(
-                f'{path}: station {n}: key "url": mount {where} is already station {mounts[key]}'
-            )
-        mounts[key] = n
+        targets = [("", resolve_target(station, environ))] + [
+            (f"output {k}: ", resolve_output_target(station, output, environ))
+            for k, output in enumerate(station.outputs, 1)
+        ]
+        for which, target in targets:
+            key = _mount_key(target)
+            if key in mounts:
+                raise ConfigError(
+                    f'{path}: station {n}: {which}key "url": mount {_where(target)} is '
+                    f"already station {mounts[key]}'s"
+                )
+            mounts[key] = n
         if station.id in ids:
             raise ConfigError(
                 f'{path}: station {n}: key "id": "{station.id}" is already station '

@@ -96,12 +96,17 @@ def _initial_status(statuses: list[dict[str, Any]]) -> bytes:
     return text.replace("<", "\\u003c").encode("utf-8")
 
 
-def playlist(kind: str, name: str, url: str) -> str:
-    """An .m3u or .pls file that plays url, titled name."""
+def playlist(kind: str, name: str, url: str, *more: str) -> str:
+    """An .m3u or .pls file that plays url, titled name; ``more``: the same
+    stream elsewhere (a second server), which players try when url fails."""
     clean = " ".join(name.split())  # no line breaks inside a playlist line
+    urls = list(dict.fromkeys((url, *more)))
     if kind == "m3u":
-        return f"#EXTM3U\n#EXTINF:-1,{clean}\n{url}\n"
-    return f"[playlist]\nNumberOfEntries=1\nFile1={url}\nTitle1={clean}\nLength1=-1\nVersion=2\n"
+        return "#EXTM3U\n" + "".join(f"#EXTINF:-1,{clean}\n{u}\n" for u in urls)
+    entries = "".join(
+        f"File{n}={u}\nTitle{n}={clean}\nLength{n}=-1\n" for n, u in enumerate(urls, 1)
+    )
+    return f"[playlist]\nNumberOfEntries={len(urls)}\n{entries}Version=2\n"
 
 
 _PLAYLIST_TYPES: Final = {"m3u": "audio/x-mpegurl", "pls": "audio/x-scpls"}
@@ -675,7 +680,15 @@ class _Handler(BaseHTTPRequestHandler):
         if not dot or kind not in _PLAYLIST_TYPES:
             return _error(404, f"no such playlist: {name} (ID.m3u or ID.pls)")
         status = self.control.station(station_id).status()
-        body = playlist(kind, str(status.get("name") or station_id), str(status["listen_url"]))
+        # Outputs in the station's format are the same stream: listed after it.
+        outputs = status.get("outputs") or []
+        same = [
+            str(o["listen_url"])
+            for o in outputs[1:]
+            if isinstance(o, dict) and not o.get("converted") and o.get("listen_url")
+        ]
+        name = str(status.get("name") or station_id)
+        body = playlist(kind, name, str(status["listen_url"]), *same)
         disposition = f'inline; filename="{station_id}.{kind}"'
         return _Reply(
             200,

@@ -20,13 +20,20 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from pushsource.core.outputs import Reframer, format_key
 from pushsource.core.station import Cued, Idle, Interrupted, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
+from pushsource.engine.outputs import OutputSpec
 from pushsource.engine.station import StationDriver
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
 from pushsource.ops.config import default_id
-from pushsource.ops.settings import StationSettings, resolve_target
+from pushsource.ops.settings import (
+    StationSettings,
+    output_format,
+    resolve_output_target,
+    resolve_target,
+)
 from pushsource.workers.feed import Feed, ListSource, TrackSource
 from pushsource.workers.folder import (
     AUDIO_EXTENSIONS,
@@ -172,6 +179,50 @@ class StationRunner:
         self._keeper = keeper
         self._played = played
         self._history.extend(dict(entry) for entry in played.history)  # from the last run
+        # More outputs: each other format gets each track converted once, ahead.
+        self._alt_transcoders: list[Transcoder] = []
+        alternates: list[tuple[str, str, Callable[[Path], Path]]] = []
+        outputs: list[OutputSpec] = []
+        self.output_settings = settings.outputs
+        for output in settings.outputs:
+            out_target = resolve_output_target(settings, output, environ)
+            bitrate, rate, channels = output_format(settings, output)
+            where = out_target.mount
+            if (out_target.host.casefold(), out_target.port) != (
+                self.target.host.casefold(),
+                self.target.port,
+            ):
+                where = f"{out_target.host}:{out_target.port}{out_target.mount}"
+            reframer = None
+            if (bitrate, rate, channels) != (fmt.bitrate, fmt.sample_rate, fmt.channels):
+                out_fmt = StationFormat(rate, channels, bitrate)
+                fkey = format_key(rate, channels, bitrate)
+                label = f"{bitrate} kbps {rate} Hz {'mono' if channels == 1 else 'stereo'}"
+                if all(k != fkey for k, _, _ in alternates):
+                    transcoder = Transcoder(cache / fkey, out_fmt)
+                    self._alt_transcoders.append(transcoder)
+                    alt_resolver = Resolver(
+                        out_fmt,
+                        transcoder,
+                        strict_bitrate=True,
+                        converted=self.counters.conversions.append,
+                    )
+                    alternates.append((fkey, label, alt_resolver.prepare))
+                reframer = Reframer(fkey, out_fmt.header())
+                where = f"{where} ({bitrate} kbps)"
+            outputs.append(
+                OutputSpec(
+                    out_target,
+                    self._titles_for(out_target, settings.timeout),
+                    self._watch_of(engine, out_target),
+                    reframer,
+                    {
+                        "ice-bitrate": str(bitrate),
+                        "ice-audio-info": StationFormat(rate, channels, bitrate).audio_info(),
+                    },
+                    where,
+                )
+            )
         idle = Idle(settings.idle)
         looping = idle is Idle.LOOP and not settings.once
         self.feed = Feed(
@@ -184,6 +235,7 @@ class StationRunner:
             library=(lambda: scan(self.folder)) if looping else None,
             shuffle=settings.shuffle,
             gain=resolver.gain,
+            alternates=alternates,
         )
         fmt_header = fmt.header()
         machine = StationMachine(
@@ -200,31 +252,13 @@ class StationRunner:
         self._engine = engine
         timeout = settings.timeout
         target = self.target
-        self._titles_session: Any = None
-
-        def titles(address: str, title: str, superseded: Callable[[], bool]) -> str | None:
-            import requests
-
-            from pushsource.workers.icecast import send_title
-
-            if self._titles_session is None:
-                self._titles_session = requests.Session()
-            return send_title(
-                self._titles_session, target, address, title, timeout=timeout, superseded=superseded
-            )
 
         def connect(loop: Any, target: IcecastTarget, events: Any) -> Any:
             from pushsource.engine.source import SourceSocket
 
             return SourceSocket(loop, target, events, timeout=timeout)
 
-        def watch() -> Any:
-            from pushsource.engine.watch import ServerWatch
-
-            return ServerWatch(engine.loop, target)
-
-        server = (target.host.casefold(), target.port, target.tls)
-        self._watch = engine.watch_of(server, watch)
+        self._watch = self._watch_of(engine, target)
         self.driver = StationDriver(
             engine,
             machine,
@@ -232,14 +266,47 @@ class StationRunner:
             target,
             events=self,
             connect=connect,
-            titles=titles,
+            titles=self._titles_for(target, timeout),
             keeper=keeper,
             watch=self._watch,
             start=self._setup,
             name=self.id,
+            outputs=outputs,
+            retry=Retry(limit=settings.max_retries),
         )
         self._done = threading.Event()
         self.live_input, self._harbor = self._live_input(settings, engine, machine, fmt)
+
+    @staticmethod
+    def _titles_for(
+        target: IcecastTarget, timeout: float
+    ) -> Callable[[str, str, Callable[[], bool]], str | None]:
+        """How titles reach one output's mount (on a worker; a session of its own)."""
+        session: list[Any] = []
+
+        def titles(address: str, title: str, superseded: Callable[[], bool]) -> str | None:
+            import requests
+
+            from pushsource.workers.icecast import send_title
+
+            if not session:
+                session.append(requests.Session())
+            return send_title(
+                session[0], target, address, title, timeout=timeout, superseded=superseded
+            )
+
+        return titles
+
+    @staticmethod
+    def _watch_of(engine: Engine, target: IcecastTarget) -> Any:
+        """The server's watch (status probes, hang detection), one per server."""
+
+        def watch() -> Any:
+            from pushsource.engine.watch import ServerWatch
+
+            return ServerWatch(engine.loop, target)
+
+        return engine.watch_of((target.host.casefold(), target.port, target.tls), watch)
 
     def _live_input(
         self, settings: StationSettings, engine: Engine, machine: StationMachine, fmt: Any
@@ -292,6 +359,8 @@ class StationRunner:
         if self._harbor is not None:
             self._harbor.close()
         self._transcoder.close()
+        for transcoder in self._alt_transcoders:
+            transcoder.close()
         if self._leveller is not None:
             self._leveller.close()
         if self._keeper is not None:
@@ -305,7 +374,10 @@ class StationRunner:
             self._queue.start(order=self._order)
             root = self._queue.root
             with contextlib.suppress(Exception):  # tidying the cache must never stop the music
-                self._transcoder.prune(scan(root))
+                files = scan(root)
+                self._transcoder.prune(files)
+                for transcoder in self._alt_transcoders:
+                    transcoder.prune(files)
                 if self._leveller is not None:
                     self._leveller.prune()
 
@@ -472,7 +544,40 @@ class StationRunner:
             "history": history,
             "unplayable": unplayable,
             "live": self._live_status(),
+            "outputs": self.outputs_status(),
         }
+
+    def outputs_status(self) -> list[dict[str, Any]]:
+        """Every output, the station's own URL first: where, its format, its
+        connection and listeners (attributes the engine's thread sets, each
+        read once)."""
+        out = []
+        formats = [(self.settings.bitrate, self.settings.samplerate, self.settings.channels)]
+        formats += [output_format(self.settings, o) for o in self.output_settings]
+        publics = [self.settings.public_url] + [o.public_url for o in self.output_settings]
+        for output, (bitrate, rate, channels), public in zip(
+            self.driver.outputs, formats, publics, strict=True
+        ):
+            target = output.target
+            host = f"[{target.host}]" if ":" in target.host else target.host
+            scheme = "https" if target.tls else "http"
+            watch = output.spec.watch
+            out.append(
+                {
+                    "mount": target.mount,
+                    "server": f"{host}:{target.port}",
+                    "listen_url": public or f"{scheme}://{host}:{target.port}{target.mount}",
+                    "format": {"bitrate": bitrate, "samplerate": rate, "channels": channels},
+                    "converted": output.reframer is not None,
+                    "state": output.state,
+                    "error": output.error,
+                    "reconnects": output.reconnects,
+                    "attempts": output.attempts,
+                    "bytes_sent": output.bytes_sent,
+                    "listeners": watch.listeners(target.mount) if watch is not None else None,
+                }
+            )
+        return out
 
     def _live_status(self) -> dict[str, Any] | None:
         """The live input: who is connected since when, bytes in (read across

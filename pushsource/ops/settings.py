@@ -60,6 +60,20 @@ def parse_live_user(text: str) -> tuple[str, str]:
 
 
 @dataclass(frozen=True)
+class OutputSettings:
+    """``[[station.output]]`` (``--output``): one more mount the station is sent
+    to, in the station's format or its own (what is not given is the station's)."""
+
+    url: str  # icecast://[user[:password]@]host[:port]/mount
+    password: str | None = dataclasses.field(default=None, repr=False)
+    password_file: Path | None = None
+    bitrate: int | None = None
+    samplerate: int | None = None
+    channels: int | None = None
+    public_url: str | None = None  # what listeners are told (links, .m3u, the page)
+
+
+@dataclass(frozen=True)
 class StationSettings:
     folder: Path
     url: str  # icecast://[user[:password]@]host[:port]/mount
@@ -92,6 +106,8 @@ class StationSettings:
     public_url: str | None = None
     #: The live input for DJs; None: off.
     live: LiveSettings | None = None
+    #: More outputs beside ``url``, all on the station's one timeline.
+    outputs: tuple[OutputSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -142,6 +158,69 @@ def resolve_target(settings: StationSettings, environ: Mapping[str, str]) -> Ice
     if (problem := header_problem(target.mount, MAX_MOUNT)) is not None:
         raise ConfigError(f"bad Icecast URL: the mount {problem}")
     return target
+
+
+def output_format(settings: StationSettings, output: OutputSettings) -> tuple[int, int, int]:
+    """(bitrate, sample rate, channels) of an output: its own, else the station's."""
+    return (
+        output.bitrate or settings.bitrate,
+        output.samplerate or settings.samplerate,
+        output.channels or settings.channels,
+    )
+
+
+def resolve_output_target(
+    settings: StationSettings, output: OutputSettings, environ: Mapping[str, str]
+) -> IcecastTarget:
+    """Where an output sends. Its password: its own setting or file, its URL,
+    the station's own when it is on the station's server (never sent to
+    another server unasked), or $PUSHSOURCE_PASSWORD. Raises ConfigError."""
+    password = output.password
+    if password is None and output.password_file is not None:
+        password = read_password_file(
+            output.password_file, insecure=settings.insecure_password_file
+        )
+    fallback = environ.get(PASSWORD_ENV)
+    station = resolve_target(settings, environ)
+    bare = parse_target(output.url, password="-")  # only where it goes
+    if (bare.host.casefold(), bare.port, bare.tls) == (
+        station.host.casefold(),
+        station.port,
+        station.tls,
+    ):
+        fallback = station.password
+    target = parse_target(output.url, password=password, fallback_password=fallback)
+    if (problem := header_problem(target.mount, MAX_MOUNT)) is not None:
+        raise ConfigError(f"bad Icecast URL: the mount {problem}")
+    return target
+
+
+_OUTPUT_OPTION_KEYS: Final = ("bitrate", "samplerate", "channels", "password_file", "public_url")
+
+
+def parse_output_option(text: str) -> OutputSettings:
+    """``--output "URL [bitrate=64] [samplerate=22050] [channels=1]
+    [password_file=PATH] [public_url=URL]"``. Raises ConfigError (quoting no password)."""
+    url, *pairs = text.split()
+    if not url:
+        raise ConfigError("--output needs an Icecast URL")
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in _OUTPUT_OPTION_KEYS:
+            raise ConfigError(
+                f"--output: {key!r} is not bitrate=, samplerate=, channels=, "
+                "password_file= or public_url="
+            )
+        if key in ("bitrate", "samplerate", "channels"):
+            if not value.isdigit():
+                raise ConfigError(f"--output: {key} must be a whole number, not {value!r}")
+            values[key] = int(value)
+        elif key == "password_file":
+            values[key] = Path(value).expanduser()
+        else:
+            values[key] = value
+    return OutputSettings(url, **values)  # type: ignore[arg-type]
 
 
 def read_password_file(path: Path, *, insecure: bool = False) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
-from pushsource.core.station import Chunk, Cued
+from pushsource.core.station import Alt, Chunk, Cued
 from pushsource.errors import FrameError, TrackError
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import Track
@@ -78,6 +78,25 @@ class CueResult:
     again: float | None = None  # look again in this many seconds (files settling), track or not
 
 
+def read_alt(track: Track) -> Alt:
+    """All the frames of an opened ``track``, for an output in another format
+    (a converted copy: a few MB at most). Closes it."""
+    parts: list[bytes] = []
+    ends: list[int] = []
+    size = 0
+    try:
+        while True:
+            chunk = read_chunk(track, 4096)
+            parts.append(chunk.data)
+            ends.extend(size + end for end in chunk.ends)
+            size += len(chunk.data)
+            if chunk.last:
+                break
+        return Alt(b"".join(parts), ends, track.first.header)
+    finally:
+        track.close()
+
+
 def read_chunk(track: Track, frames: int) -> Chunk:
     """Up to ``frames`` frames of ``track`` from where it is, in one chunk of
     contiguous bytes (a skipped tag or junk between frames ends a chunk early).
@@ -127,7 +146,11 @@ class Feed:
         shuffle: bool = False,
         rng: random.Random | None = None,
         gain: Callable[[Path], TrackGain | None] = lambda path: None,
+        alternates: Sequence[tuple[str, str, Callable[[Path], Path]]] = (),
     ) -> None:
+        # Outputs in other formats: (format key, what to call it in a line,
+        # prepare: the MP3 in that format for a file, converted if need be).
+        self._alternates = alternates
         self._gain = gain  # the level change to play a file with (loudness)
         self._source = source
         self._resolve = resolve
@@ -204,6 +227,8 @@ class Feed:
         self._prepared = upcoming
         try:
             self._prepare(upcoming)
+            for _key, label, prepare in self._alternates:
+                self._for_output(upcoming, label, prepare)
         except TrackError as exc:
             self._unplayable(exc)  # said now; skipped again, silently, at its turn
 
@@ -248,6 +273,14 @@ class Feed:
         self._prepare(path)
         gain = self._gain(path)
         track = Track(path, play=self._resolve(path), gain=gain).open(offset)
+        try:
+            alts = {
+                key: self._alt(path, label, prepare, gain)
+                for key, label, prepare in self._alternates
+            }
+        except TrackError:
+            track.close()  # one output cannot get it: none of them plays it
+            raise
         first = read_chunk(track, chunk)
         header = track.first.header
         # Bitrate and length are the played file's (a converted copy's: what goes on air).
@@ -268,7 +301,27 @@ class Feed:
             gain_db=track.gain_db,
             gain_note=gain.describe() if gain is not None else "",
             before=before,
+            alts=alts,
         )
+
+    def _alt(
+        self, path: Path, label: str, prepare: Callable[[Path], Path], gain: TrackGain | None
+    ) -> Alt:
+        """``path`` for an output in another format, with the station's gain
+        (the same steps, after conversion). Raises TrackError."""
+        play = self._for_output(path, label, prepare)
+        try:
+            return read_alt(Track(path, play=play, gain=gain).open())
+        except TrackError as exc:
+            raise TrackError(path, f"{exc.reason} (for the {label} output)") from None
+
+    @staticmethod
+    def _for_output(path: Path, label: str, prepare: Callable[[Path], Path]) -> Path:
+        """``prepare(path)``, its TrackError saying which output. Raises TrackError."""
+        try:
+            return prepare(path)
+        except TrackError as exc:
+            raise TrackError(path, f"{exc.reason} (for the {label} output)") from None
 
     def _from_library(self, last: Path | None, chunk: int) -> Cued | None:
         assert self._library is not None

@@ -1,0 +1,359 @@
+"""Several outputs: the Reframer (an output in another format on the station's
+timeline) and the driver's fan-out with fake sockets (one output's failure
+never touches the others; the station goes off air only when none is on)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pushsource.core.frames import header_for, parse_header, silent_frame
+from pushsource.core.outputs import Reframer, format_key
+from pushsource.core.station import ICECAST_BLOCK, Alt, Chunk, Cued, Pacing, Span, StationMachine
+from pushsource.core.target import IcecastTarget, StationInfo
+from pushsource.engine.loop import Engine
+from pushsource.engine.outputs import OutputSpec
+from pushsource.engine.station import StationDriver
+from pushsource.errors import AuthenticationError, IcecastError
+from pushsource.workers.feed import Feed, ListSource
+from pushsource.workers.tracks import skipped
+from tests.synth import Spec, make_frames
+from tests.test_engine import Recorder
+
+STATION = header_for(44100, 2, 128)
+LOW = header_for(22050, 1, 64)
+LOW_SPEC = Spec(version="2", bitrate_index=8, rate_index=0, mono=True)  # 64 kbps 22.05 kHz
+
+
+def alt_of(frames: list[bytes]) -> Alt:
+    ends, size = [], 0
+    for frame in frames:
+        size += len(frame)
+        ends.append(size)
+    header = parse_header(frames[0])
+    assert header is not None
+    return Alt(b"".join(frames), ends, header)
+
+
+def cued(alts: dict[str, Alt]) -> Cued:
+    [frame] = make_frames(1)
+    header = parse_header(frame)
+    assert header is not None
+    chunk = Chunk(frame, [len(frame)], 0, True)
+    return Cued(None, Path("a.mp3"), "A", 10.0, 128, header, chunk, alts=alts)
+
+
+KEY = format_key(22050, 1, 64)
+
+
+def test_a_track_plays_from_its_first_frame_in_the_other_format() -> None:
+    low = make_frames(200, LOW_SPEC)
+    track = cued({KEY: alt_of(low)})
+    reframer = Reframer(KEY, LOW)
+    duration = LOW.duration
+    data, count = reframer.frames([Span(track, 0.0, 10 * duration)])
+    assert count == 10 and data == b"".join(low[:10])
+    data, count = reframer.frames([Span(track, 10 * duration, 5 * duration)])
+    assert count == 5 and data == b"".join(low[10:15])
+
+
+def test_frames_follow_the_time_of_spans_of_another_frame_length() -> None:
+    """The station's frames last 26.12 ms and the output's 26.12 ms at 22.05
+    kHz; at 48 kHz they last 24 ms: the output's count follows the seconds."""
+    out = header_for(48000, 2, 128)
+    spec = Spec(version="1", bitrate_index=9, rate_index=1)  # 48 kHz
+    frames = make_frames(400, spec)
+    track = cued({"k": alt_of(frames)})
+    reframer = Reframer("k", out)
+    sent = 0
+    at = 0.0
+    for _ in range(30):  # 30 station batches of 4 frames
+        seconds = 4 * STATION.duration
+        _, count = reframer.frames([Span(track, at, seconds)])
+        sent += count
+        at += seconds
+    assert sent == round(at / out.duration)
+
+
+def test_a_rejoining_output_starts_at_the_stations_position() -> None:
+    low = make_frames(400, LOW_SPEC)
+    track = cued({KEY: alt_of(low)})
+    reframer = Reframer(KEY, LOW)
+    reframer.frames([Span(track, 0.0, 2 * LOW.duration)])
+    # Off air for a while (no Sends to it), back at 5 s into the track.
+    data, count = reframer.frames([Span(track, 5.0, 3 * LOW.duration)])
+    first = round(5.0 / LOW.duration)
+    assert data == b"".join(low[first : first + count]) and count == 3
+
+
+def test_silence_for_silence_and_for_a_copy_that_is_short() -> None:
+    low = make_frames(10, LOW_SPEC)
+    track = cued({KEY: alt_of(low)})
+    reframer = Reframer(KEY, LOW)
+    quiet = silent_frame(LOW)
+    data, count = reframer.frames([Span(None, 0.0, 2.5 * LOW.duration)])
+    assert (data, count) == (quiet * 2, 2)  # half a frame owed
+    data, count = reframer.frames([Span(None, 0.0, 0.5 * LOW.duration)])
+    assert (data, count) == (quiet, 1)
+    data, count = reframer.frames([Span(track, 0.0, 12 * LOW.duration)])
+    assert data == b"".join(low) + quiet * 2 and count == 12
+
+
+def test_a_track_without_a_copy_is_silence_and_closing_fills_a_block() -> None:
+    reframer = Reframer(KEY, LOW)
+    data, count = reframer.frames([Span(cued({}), 0.0, 3 * LOW.duration)])
+    assert data == silent_frame(LOW) * 3 and count == 3
+    assert len(reframer.closing()) > ICECAST_BLOCK
+
+
+# -- the driver's fan-out, with fake sockets on the real engine
+
+
+class Sock:
+    """A source socket whose fate the test decides: ``plan`` says, for each
+    attempt on that output, accept or fail with which error."""
+
+    def __init__(self, loop: Any, target: IcecastTarget, events: Any, fate: Any) -> None:
+        self.loop, self.target, self.events, self.fate = loop, target, events, fate
+        self.address = "127.0.0.1"
+        self.buffered = 0
+        self.sent = bytearray()
+        self.closed = False
+
+    def open(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        error = self.fate()
+        if error is None:
+            self.loop.call_soon(self.events.accepted)
+        else:
+            self.loop.call_soon(self.events.failed, error)
+
+    def send(self, data: bytes) -> None:
+        self.sent += data
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def drop(self, error: IcecastError) -> None:
+        """The server goes away (from any thread)."""
+        self.loop.call_soon_threadsafe(self.events.failed, error)
+
+
+class Fates:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.errors: dict[str, list[IcecastError | None]] = {}
+        self.sockets: dict[str, list[Sock]] = {}
+
+    def connect(self, loop: Any, target: IcecastTarget, events: Any) -> Sock:
+        mount = target.mount
+
+        def fate() -> IcecastError | None:
+            with self.lock:
+                plan = self.errors.get(mount, [])
+                return plan.pop(0) if plan else None
+
+        sock = Sock(loop, target, events, fate)
+        with self.lock:
+            self.sockets.setdefault(mount, []).append(sock)
+        return sock
+
+    def last(self, mount: str) -> Sock:
+        with self.lock:
+            return self.sockets[mount][-1]
+
+    def count(self, mount: str) -> int:
+        with self.lock:
+            return len(self.sockets.get(mount, []))
+
+
+def two_outputs(
+    engine: Engine, path: Path, fates: Fates, titles: list[tuple[str, str]]
+) -> tuple[StationDriver, Recorder]:
+    feed = Feed(
+        ListSource([path]),
+        resolve=lambda p: p,
+        prepare=lambda p: None,
+        was_played=lambda p: False,
+        mark_played=lambda p: None,
+        unplayable=skipped,
+    )
+    machine = StationMachine(
+        silence=STATION,
+        headers=StationInfo().headers(128, 44100, 2),
+        once=True,
+        pacing=Pacing(lead=0.3, batch=0.1),
+    )
+
+    def title_to(mount: str) -> Callable[..., None]:
+        def send(address: str, title: str, superseded: Any) -> None:
+            titles.append((mount, title))
+
+        return send
+
+    recorder = Recorder()
+    second = IcecastTarget(host="127.0.0.2", port=9, mount="/b", password="pw")
+    driver = StationDriver(
+        engine,
+        machine,
+        feed,
+        IcecastTarget(host="127.0.0.1", port=9, mount="/a", password="pw"),
+        events=recorder,
+        connect=fates.connect,
+        titles=title_to("/a"),
+        outputs=[OutputSpec(second, title_to("/b"), label="/b")],
+    )
+    return driver, recorder
+
+
+def wait_for(what: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def engine() -> Any:
+    engine = Engine().start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def song(tmp_path: Path) -> tuple[Path, bytes]:
+    audio = b"".join(make_frames(230))  # 6 s
+    path = tmp_path / "a.mp3"
+    path.write_bytes(audio)
+    return path, audio
+
+
+def test_one_output_lost_and_back_the_other_plays_on(
+    engine: Engine, song: tuple[Path, bytes]
+) -> None:
+    path, audio = song
+    fates = Fates()
+    titles: list[tuple[str, str]] = []
+    driver, recorder = two_outputs(engine, path, fates, titles)
+    driver.start()
+    wait_for(lambda: fates.count("/a") and len(fates.last("/a").sent) > 20_000)
+    # /b goes away and refuses twice (no answer): /a never notices.
+    with fates.lock:
+        fates.errors["/b"] = [IcecastError("refused"), IcecastError("refused")]
+    fates.last("/b").drop(IcecastError("reset"))
+    wait_for(lambda: fates.count("/b") == 4, 15)  # the first, then 3 attempts
+    wait_for(lambda: driver.outputs[1].state == "on air")
+    assert recorder.finished.wait(15)
+    assert recorder.error is None
+    [a] = fates.sockets["/a"]  # one connection throughout
+    assert bytes(a.sent).startswith(audio)  # all of it, then the closing silence
+    assert "reconnecting" not in recorder.states
+    b = fates.sockets["/b"]
+    assert bytes(b[0].sent) and audio.startswith(bytes(b[0].sent)[: len(b[0].sent) // 2])
+    # Back, it rejoined at the station's position: a run from later in the
+    # track, not the start again; and got the title again (Icecast wiped it).
+    back = bytes(b[-1].sent)
+    assert back and back[:2000] in audio[len(b[0].sent) - 2000 :]
+    assert titles.count(("/b", "a")) == 2 and titles.count(("/a", "a")) == 1
+    out = driver.outputs[1]
+    assert out.reconnects == 1 and out.attempts == 0 and out.state == "off"
+
+
+def test_the_station_goes_off_air_only_when_every_output_is(
+    engine: Engine, song: tuple[Path, bytes]
+) -> None:
+    path, audio = song
+    fates = Fates()
+    driver, recorder = two_outputs(engine, path, fates, [])
+    driver.start()
+    wait_for(lambda: fates.count("/b") and len(fates.last("/b").sent) > 10_000)
+    with fates.lock:
+        fates.errors["/b"] = [IcecastError("down")] * 50
+    fates.last("/b").drop(IcecastError("reset"))
+    wait_for(lambda: driver.outputs[1].state == "reconnecting")
+    assert "reconnecting" not in recorder.states
+    fates.last("/a").drop(IcecastError("reset"))  # the last one on air
+    wait_for(lambda: "reconnecting" in recorder.states)
+    # The station comes back on /a; it goes on where it stopped.
+    wait_for(lambda: fates.count("/a") == 2)
+    assert recorder.finished.wait(20)
+    first, again = (bytes(s.sent) for s in fates.sockets["/a"])
+    assert audio.startswith(first) and audio.find(again[:4000]) == len(first)
+    driver.stop()
+
+
+def test_a_wrong_password_on_one_output_stops_that_output_only(
+    engine: Engine, song: tuple[Path, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    path, audio = song
+    fates = Fates()
+    fates.errors["/b"] = [AuthenticationError("authentication failed (401)", 401)]
+    driver, recorder = two_outputs(engine, path, fates, [])
+    driver.start()
+    assert recorder.finished.wait(20)
+    assert recorder.error is None
+    assert bytes(fates.last("/a").sent).startswith(audio)
+    assert fates.count("/b") == 1  # never again
+    assert driver.outputs[1].state == "failed"
+    assert "authentication failed" in (driver.outputs[1].error or "")
+
+
+def test_every_output_refused_for_good_fails_the_station(
+    engine: Engine, song: tuple[Path, bytes]
+) -> None:
+    path, _ = song
+    fates = Fates()
+    refused = AuthenticationError("authentication failed (401)", 401)
+    fates.errors["/a"] = [refused]
+    fates.errors["/b"] = [refused]
+    driver, recorder = two_outputs(engine, path, fates, [])
+    driver.start()
+    assert recorder.finished.wait(10)
+    assert isinstance(recorder.error, AuthenticationError)
+    assert recorder.states[-1] == "failed"
+
+
+def test_a_track_one_output_cannot_get_is_skipped_on_all_with_one_line(tmp_path: Path) -> None:
+    from pushsource.errors import TrackError
+
+    paths = []
+    for name in ("bad", "good"):
+        path = tmp_path / f"{name}.mp3"
+        path.write_bytes(b"".join(make_frames(40)))
+        paths.append(path)
+    low = tmp_path / "good-64.mp3"
+    low.write_bytes(b"".join(make_frames(40, LOW_SPEC)))
+
+    def prepare(path: Path) -> Path:
+        if path.name == "bad.mp3":
+            raise TrackError(path, "libvlc could not decode it")
+        return low
+
+    lines: list[TrackError] = []
+    feed = Feed(
+        ListSource(paths),
+        resolve=lambda p: p,
+        prepare=lambda p: None,
+        was_played=lambda p: False,
+        mark_played=lambda p: None,
+        unplayable=lines.append,
+        alternates=[(KEY, "64 kbps", prepare)],
+    )
+    result = feed.cue(None, chunk=10)
+    assert result.track is not None and result.track.path == paths[1]
+    alt = result.track.alts[KEY]
+    assert alt.data == low.read_bytes() and len(alt.ends) == 40
+    assert alt.header.sample_rate == 22050
+    [line] = lines
+    assert line.path == paths[0] and "(for the 64 kbps output)" in line.reason

@@ -1,0 +1,195 @@
+"""Several outputs per station, end to end: one timeline on three mounts of
+two real icecast2 servers (the station's own at 128 kbps, the same frames on
+a second server, and 64 kbps 22.05 kHz mono converted with the real libvlc),
+heard by three real listeners; then the second server is killed and the
+other two play on untouched.
+
+The oracles are independent of pushsource's frame parser: the header walk in
+tests.support.media, the files' own bytes, and the converted copies in the
+cache (found by their title tag, read with mutagen)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import mutagen
+import pytest
+
+from tests.conftest import StartPushsource, register_secret
+from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
+from tests.support.listener import Listener
+from tests.support.media import make_titled_tracks, walk_mpeg_frames
+
+pytestmark = pytest.mark.integration
+
+#: Icecast's ICY metadata interval (icecast.xml): audio bytes between titles.
+METAINT = 16000
+TITLES = [("Outputs", "One"), ("Outputs", "Two"), ("Outputs", "Three"), ("Outputs", "Four")]
+SECONDS = 5.0
+
+
+def url(server: IcecastServer, mount: str) -> str:
+    return f"icecast://source:hackme@127.0.0.1:{server.port}{mount}"
+
+
+def first_title_at(listener: Listener, title: str) -> int:
+    """The audio offset where ``title`` first reached the listener."""
+    return next(at for at, t in listener.titles if t == title)
+
+
+def distinct(titles: list[tuple[int, str]]) -> list[str]:
+    seen: list[str] = []
+    for _, title in titles:
+        if title and (not seen or seen[-1] != title):
+            seen.append(title)
+    return seen
+
+
+def converted_copies(cache: Path) -> dict[str, bytes]:
+    """The 64 kbps copies in the cache, by title: their audio frames only."""
+    copies = {}
+    for path in cache.glob("64k-22050-1/*.mp3"):
+        tags = mutagen.File(path)
+        assert tags is not None and tags.tags is not None, path
+        title = str(tags.tags["TIT2"])
+        data = path.read_bytes()
+        begin = _audio_start(data)
+        frames, end = walk_mpeg_frames(data[begin:])
+        assert frames, path
+        copies[title] = data[begin : begin + end]
+    return copies
+
+
+def _audio_start(data: bytes) -> int:
+    if data[:3] == b"ID3":
+        size = (data[6] << 21) | (data[7] << 14) | (data[8] << 7) | data[9]
+        return 10 + size
+    return 0
+
+
+def test_three_outputs_one_timeline_and_one_server_lost(
+    tmp_path: Path, icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource
+) -> None:
+    folder = tmp_path / "music"
+    tracks = make_titled_tracks(folder, TITLES, seconds=SECONDS)
+    titles = [f"{artist} - {title}" for artist, title in TITLES]
+    cache = tmp_path / "cache"
+    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-second-"))
+    second = IcecastServer(DEFAULT_TEMPLATE, workdir)
+    second.start()
+    low = f"{unique_mount}-64"
+    try:
+        with (
+            Listener(icecast.port, unique_mount) as main,
+            Listener(icecast.port, low) as phone,
+            Listener(second.port, unique_mount) as backup,
+        ):
+            proc = start_pushsource(
+                "stream",
+                folder,
+                url(icecast, unique_mount),
+                "--once",
+                "--cache",
+                cache,
+                "--output",
+                f"{url(icecast, low)} bitrate=64 samplerate=22050 channels=1",
+                "--output",
+                url(second, unique_mount),
+            )
+            for listener in (main, phone, backup):
+                listener.wait_for_title(titles[1], 30)
+            # Two has started everywhere: the second server goes away at once.
+            killed_at = len(main.audio)
+            second.kill()
+            assert proc.wait(60) == 0, proc.describe()
+            main.wait_closed(10)
+            phone.wait_closed(10)
+        heard = {"main": bytes(main.audio), "phone": bytes(phone.audio)}
+        backup_audio = bytes(backup.audio)
+    finally:
+        second.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    # The station's own output: every track whole, byte for byte, in order.
+    at = [heard["main"].find(t.audio) for t in tracks]
+    assert all(a >= 0 for a in at) and at == sorted(at), at
+    assert killed_at < at[3], "the second server was killed before the last track"
+    frames, end = walk_mpeg_frames(heard["main"][at[0] :])
+    assert {(h.sample_rate, h.channels, h.bitrate) for _, h in frames} == {(44100, 2, 128)}
+    assert at[0] + end >= at[3] + len(tracks[3].audio)
+    assert distinct(main.titles) == titles
+
+    # The second server, till it was killed: the same frames as the first.
+    start = backup_audio.find(tracks[0].audio[:4000])
+    assert start >= 0, "the first track never reached the second server's listener"
+    assert backup_audio.find(tracks[1].audio[:4000]) > start
+    frames, end = walk_mpeg_frames(backup_audio[start:])
+    assert {(h.sample_rate, h.channels, h.bitrate) for _, h in frames} == {(44100, 2, 128)}
+    assert start + end > len(backup_audio) - 1500  # whole frames till the server died
+    same = backup_audio[start : start + 60_000]
+    assert len(same) == 60_000 and same in heard["main"]
+    assert distinct(backup.titles)[:2] == titles[:2]
+
+    # 64 kbps: its own format throughout (a header walk from the first frame),
+    # each track's converted copy in order, frames as converted.
+    phone_audio = heard["phone"]
+    frames, end = walk_mpeg_frames(phone_audio)
+    assert frames and {(h.sample_rate, h.channels, h.bitrate) for _, h in frames} == {
+        (22050, 1, 64)
+    }
+    assert end > len(phone_audio) - 300
+    copies = converted_copies(cache)
+    assert sorted(copies) == sorted(titles)
+    # A run from inside each copy (the ends may be trimmed by a frame or two
+    # to keep the outputs on one timeline).
+    spots = [phone_audio.find(copies[t][2000:10000]) for t in titles]
+    assert all(s >= 0 for s in spots) and spots == sorted(spots), spots
+    assert distinct(phone.titles) == titles
+
+    # One timeline: each title within one metaint of its track's first
+    # frame, on each output, measured in seconds of that output's audio.
+    for n, title in enumerate(titles):
+        main_delay = (first_title_at(main, title) - at[n]) / (128 * 125)
+        phone_start = phone_audio.find(copies[title][:2000])
+        assert phone_start >= 0, f"the start of {title}'s copy is not in the 64 kbps stream"
+        phone_delay = (first_title_at(phone, title) - phone_start) / (64 * 125)
+        for delay, rate in ((main_delay, 128), (phone_delay, 64)):
+            assert -0.6 <= delay <= METAINT / (rate * 125) + 0.6, (title, main_delay, phone_delay)
+        assert abs(main_delay - phone_delay) <= METAINT / (64 * 125), (title, phone_delay)
+        if n < 2:
+            backup_start = backup_audio.find(tracks[n].audio[:4000])
+            backup_delay = (first_title_at(backup, title) - backup_start) / (128 * 125)
+            assert abs(backup_delay - main_delay) <= METAINT / (128 * 125), (title, backup_delay)
+
+    # The lost server cost the others nothing: one line for it, no gap.
+    err = proc.stderr
+    assert "reconnecting" in err and f"output 127.0.0.1:{second.port}" in err, err
+    main_server = f"127.0.0.1:{icecast.port}"
+    assert not [line for line in err.splitlines() if "WARNING" in line and main_server in line]
+
+
+def test_a_wrong_password_on_one_output_costs_that_output_only(
+    tmp_path: Path, icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource
+) -> None:
+    folder = tmp_path / "music"
+    [track] = make_titled_tracks(folder, [("Outputs", "Refused")], seconds=3.0)
+    wrong = "n0t-the-s0urce-pw"
+    register_secret(wrong)
+    with Listener(icecast.port, unique_mount) as main:
+        proc = start_pushsource(
+            "stream",
+            folder,
+            url(icecast, unique_mount),
+            "--once",
+            "--output",
+            f"icecast://source:{wrong}@127.0.0.1:{icecast.port}{unique_mount}-b",
+        )
+        assert proc.wait(30) == 2, proc.describe()  # the station played; the status says it
+        main.wait_closed(10)
+    assert track.audio in bytes(main.audio)
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and f"output {unique_mount}-b stopped" in errors[0], errors
+    assert "401" in errors[0] or "authentication" in errors[0]
+    assert icecast.source(f"{unique_mount}-b") is None
