@@ -6,7 +6,13 @@
 #     pushsource container and of the published port;
 #   - it logs to stderr, for `docker compose logs`;
 #   - its passwords come from ICECAST_SOURCE_PASSWORD and ICECAST_ADMIN_PASSWORD
-#     when they are set.
+#     when they are set;
+#   - with ICECAST_RELAY_MASTER (host:port), it relays each mount of
+#     ICECAST_RELAY_MOUNTS ("/stream", space-separated) from that server: one
+#     per-mount <relay> each, pulled at once with its in-stream titles. A pull
+#     that fails (the station not on the air yet) is tried again after
+#     ICECAST_RELAY_INTERVAL seconds (<master-update-interval>; 10, where
+#     Icecast's own default is 120).
 set -eu
 umask 077  # the copy holds the passwords
 
@@ -37,6 +43,35 @@ script=$(
     set_tag source-password "${ICECAST_SOURCE_PASSWORD:-}"
     set_tag admin-password "${ICECAST_ADMIN_PASSWORD:-}"
 )
-sed -e "$script" "$template" >"$config"
+
+relays=
+if [ -n "${ICECAST_RELAY_MASTER:-}" ]; then
+    # Checked, so that nothing here needs escaping for XML or for sed.
+    master_host=${ICECAST_RELAY_MASTER%:*}
+    master_port=${ICECAST_RELAY_MASTER##*:}
+    interval=${ICECAST_RELAY_INTERVAL:-10}
+    if ! printf '%s' "$master_host" | grep -Eqx '[A-Za-z0-9.-]+' \
+        || ! printf '%s' "$master_port" | grep -Eqx '[0-9]{1,5}'; then
+        echo "icecast-entrypoint: ICECAST_RELAY_MASTER must be host:port, such as icecast:8000" >&2
+        exit 2
+    fi
+    if ! printf '%s' "$interval" | grep -Eqx '[1-9][0-9]*'; then
+        echo "icecast-entrypoint: ICECAST_RELAY_INTERVAL must be a number of seconds" >&2
+        exit 2
+    fi
+    relays="<master-update-interval>$interval</master-update-interval>"
+    set -f  # split the list on spaces, expand no * in it
+    for mount in ${ICECAST_RELAY_MOUNTS:-/stream}; do
+        if ! printf '%s' "$mount" | grep -Eqx '/[A-Za-z0-9._/-]*'; then
+            echo "icecast-entrypoint: relay mount \"$mount\" must be a path such as /stream (letters, digits, . _ - /)" >&2
+            exit 2
+        fi
+        relays="$relays<relay><server>$master_host</server><port>$master_port</port>"
+        relays="$relays<mount>$mount</mount><local-mount>$mount</local-mount>"
+        relays="$relays<on-demand>0</on-demand>"
+        relays="$relays<relay-shoutcast-metadata>1</relay-shoutcast-metadata></relay>"
+    done
+fi
+sed -e "$script" -e "s|</icecast>|$relays</icecast>|" "$template" >"$config"
 
 exec "$@"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import configparser
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import tomllib
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +36,8 @@ from pushsource.errors import ConfigError
 from pushsource.ops.config import parse_config
 from pushsource.ops.settings import ControlSettings
 from tests.support.icecast import IcecastServer
+from tests.support.listener import Listener
+from tests.support.media import make_clean_mp3
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -52,17 +55,20 @@ TOKEN = "test-token-for-compose"
 # --- docker-compose config ---------------------------------------------------------
 
 
-def compose_config(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    """`docker-compose config` with exactly env as its settings: an empty
-    --env-file keeps a developer's docker/.env out."""
+def compose_config(
+    env: dict[str, str], tmp_path: Path, profiles: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """`docker-compose config` with exactly env as its settings (an empty
+    --env-file keeps a developer's docker/.env out) and those profiles on."""
     binary = shutil.which("docker-compose")
     if binary is None:
         pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
     env_file = tmp_path / "empty.env"
     env_file.write_text("")
     base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    chosen = [arg for profile in profiles for arg in ("--profile", profile)]
     return subprocess.run(
-        [binary, "--env-file", str(env_file), "-f", str(COMPOSE), "config"],
+        [binary, "--env-file", str(env_file), "-f", str(COMPOSE), *chosen, "config"],
         env={**base, **env},
         capture_output=True,
         text=True,
@@ -70,8 +76,8 @@ def compose_config(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedP
     )
 
 
-def services(env: dict[str, str], tmp_path: Path) -> dict[str, Any]:
-    result = compose_config(env, tmp_path)
+def services(env: dict[str, str], tmp_path: Path, profiles: Sequence[str] = ()) -> dict[str, Any]:
+    result = compose_config(env, tmp_path, profiles)
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     return dict(config["services"])
@@ -109,8 +115,14 @@ def published(service: dict[str, Any]) -> dict[int, list[str]]:
     return found
 
 
+def by_default(compose: dict[str, Any]) -> set[str]:
+    """The services `up` starts with no --profile. docker-compose 1 prints every
+    service with its profiles; 2 leaves out those of profiles not asked for."""
+    return {name for name, service in compose.items() if not service.get("profiles")}
+
+
 def test_compose_has_the_two_services(compose: dict[str, Any]) -> None:
-    assert set(compose) == {"icecast", "pushsource"}
+    assert by_default(compose) == {"icecast", "pushsource"}
     assert "icecast" in compose["pushsource"]["depends_on"]
     assert compose["pushsource"]["restart"] == "unless-stopped"
 
@@ -169,6 +181,39 @@ def test_both_containers_get_the_same_source_password(tmp_path: Path) -> None:
         for name in ("icecast", "pushsource"):
             assert found[name]["environment"]["ICECAST_SOURCE_PASSWORD"] == expected, name
     assert found["pushsource"]["environment"]["PUSHSOURCE_TOKEN"] == TOKEN
+
+
+RELAY_PORT = 8001
+
+
+@pytest.fixture
+def with_relay(tmp_path: Path) -> dict[str, Any]:
+    return services({"PUSHSOURCE_TOKEN": TOKEN}, tmp_path, profiles=["relay"])
+
+
+def test_relay_runs_only_under_its_profile(
+    compose: dict[str, Any], with_relay: dict[str, Any]
+) -> None:
+    assert "icecast-relay" not in by_default(compose)
+    assert set(with_relay) == {"icecast", "pushsource", "icecast-relay"}
+    assert with_relay["icecast-relay"]["profiles"] == ["relay"]
+    assert by_default(with_relay) == {"icecast", "pushsource"}
+
+
+def test_relay_is_the_same_icecast_relaying_the_stations(with_relay: dict[str, Any]) -> None:
+    relay, icecast = with_relay["icecast-relay"], with_relay["icecast"]
+    assert relay["build"] == icecast["build"]
+    assert mounts(relay) == mounts(icecast)  # the same icecast.xml, read-only
+    assert published(relay) == {LISTEN_PORT: [""]}
+    assert [p["published"] for p in relay["ports"]] == [RELAY_PORT]
+    env = relay["environment"]
+    for name in ("ICECAST_SOURCE_PASSWORD", "ICECAST_ADMIN_PASSWORD"):
+        assert env[name] == icecast["environment"][name]
+    assert env["ICECAST_RELAY_MASTER"] == f"icecast:{LISTEN_PORT}"
+    # It relays the mounts the stations stream to.
+    station_mounts = {urlsplit(s["url"]).path for s in stations()["station"]}
+    assert set(env["ICECAST_RELAY_MOUNTS"].split()) == station_mounts
+    assert "icecast" in relay["depends_on"]
 
 
 # --- stations.toml -----------------------------------------------------------------
@@ -399,6 +444,67 @@ def test_entrypoint_refuses_a_password_of_two_lines(workdir: Path) -> None:
     assert "first-line" not in result.stderr + result.stdout
 
 
+def test_entrypoint_adds_a_relay_per_mount_as_compose_asks(
+    workdir: Path, with_relay: dict[str, Any]
+) -> None:
+    env = with_relay["icecast-relay"]["environment"]
+    # compose's mounts (/stream) and one more: a relay for each.
+    result = render(
+        workdir,
+        ICECAST_RELAY_MASTER=env["ICECAST_RELAY_MASTER"],
+        ICECAST_RELAY_MOUNTS=env["ICECAST_RELAY_MOUNTS"] + " /second.mp3",
+    )
+    assert result.returncode == 0, result.stderr
+    root = ET.fromstring(result.stdout)
+    relays = [{child.tag: child.text for child in relay} for relay in root.findall("relay")]
+    assert relays == [
+        {
+            "server": "icecast",
+            "port": str(LISTEN_PORT),
+            "mount": mount,
+            "local-mount": mount,
+            "on-demand": "0",
+            "relay-shoutcast-metadata": "1",
+        }
+        for mount in ("/stream", "/second.mp3")
+    ]
+    # A failed pull is tried again after this, not after Icecast's 120 s.
+    assert root.findtext("master-update-interval") == "10"
+    assert root.find("master-server") is None  # relays the mounts, not the server
+    # Nothing else changes: the same file as without a relay, less the relays.
+    for extra in [*root.findall("relay"), *root.findall("master-update-interval")]:
+        root.remove(extra)
+    plain = render(workdir)
+    assert ET.tostring(root) == ET.tostring(ET.fromstring(plain.stdout))
+
+
+def test_entrypoint_has_no_relay_unless_asked(workdir: Path) -> None:
+    result = render(workdir, ICECAST_RELAY_MOUNTS="/stream")
+    assert result.returncode == 0, result.stderr
+    assert ET.fromstring(result.stdout).find("relay") is None
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ICECAST_RELAY_MASTER": "icecast"}, "must be host:port"),
+        ({"ICECAST_RELAY_MASTER": "ice<cast>:8000"}, "must be host:port"),
+        ({"ICECAST_RELAY_MOUNTS": "stream"}, 'relay mount "stream" must be a path'),
+        ({"ICECAST_RELAY_MOUNTS": "/a /b&c"}, 'relay mount "/b&c" must be a path'),
+        ({"ICECAST_RELAY_MOUNTS": "/*"}, 'relay mount "/*" must be a path'),
+        ({"ICECAST_RELAY_INTERVAL": "0"}, "ICECAST_RELAY_INTERVAL must be a number"),
+    ],
+)
+def test_entrypoint_refuses_a_relay_it_cannot_write(
+    workdir: Path, env: dict[str, str], message: str
+) -> None:
+    result = render(workdir, **{"ICECAST_RELAY_MASTER": "icecast:8000", **env})
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr
+    assert not (workdir / "rendered.xml").exists()
+
+
 def _source_status(port: int, password: str) -> int:
     """The status Icecast answers a source PUT with."""
     auth = base64.b64encode(f"source:{password}".encode()).decode()
@@ -440,6 +546,54 @@ def test_icecast_takes_the_rendered_passwords(workdir: Path) -> None:
         assert _admin_status(server.base_url, "hackme") == 401
         assert _source_status(server.port, "hackme") == 401
         assert _source_status(server.port, SOURCE_PASSWORD) == 200
+
+
+@pytest.mark.integration
+def test_icecast_relays_with_the_rendered_relay_blocks(workdir: Path) -> None:
+    """A real icecast2 runs what the entrypoint renders for a relay and pulls a
+    mount from a second real one, as the compose profile's would."""
+    with IcecastServer(REPO / "icecast.xml", workdir / "master") as master:
+        result = render(
+            workdir,
+            ICECAST_RELAY_MASTER=f"127.0.0.1:{master.port}",
+            ICECAST_RELAY_MOUNTS="/docker-relay",
+            ICECAST_RELAY_INTERVAL="1",
+        )
+        assert result.returncode == 0, result.stderr
+        template = workdir / "relay.xml"
+        template.write_text(result.stdout, "utf-8")
+        tone = make_clean_mp3(workdir / "tone.mp3", 1.5)
+        with (
+            IcecastServer(template, workdir / "relay") as relay,
+            _source(master.port, "/docker-relay", "hackme") as source,
+            Listener(relay.port, "/docker-relay", connect_timeout=15) as listener,
+        ):
+            source.sendall(tone)
+            relay.wait_for_mount("/docker-relay", timeout=15)
+            # All but the block Icecast keeps until more comes.
+            listener.wait_for_audio(len(tone) - 1400, timeout=10)
+            audio = bytes(listener.audio)
+    assert audio == tone[: len(audio)]
+
+
+@contextlib.contextmanager
+def _source(port: int, mount: str, password: str) -> Iterator[socket.socket]:
+    """A source connection Icecast has taken (200), to send audio on."""
+    auth = base64.b64encode(f"source:{password}".encode()).decode()
+    request = (
+        f"PUT {mount} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Basic {auth}\r\nContent-Type: audio/mpeg\r\n"
+        "Ice-Public: 0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(1024)
+            assert chunk, f"Icecast closed the source connection: {head!r}"
+            head += chunk
+        assert head.split()[1] == b"200", head
+        yield sock
 
 
 # --- the systemd unit --------------------------------------------------------------

@@ -92,6 +92,19 @@ def test_render_config_moves_port_and_files_keeps_the_rest(
     assert root.find("security/changeowner") is None
 
 
+def test_render_config_adds_extra_elements_at_the_top_level(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    extra = "<master-update-interval>1</master-update-interval><relay><mount>/a</mount></relay>"
+    root = ET.fromstring(render_config(DEFAULT_TEMPLATE, port=1, workdir=tmp_path, extra=extra))
+    assert root.findtext("master-update-interval") == "1"
+    assert [r.findtext("mount") for r in root.findall("relay")] == ["/a"]
+    assert root.findtext("mount[@type='default']/charset") == "UTF-8"  # the rest is kept
+    with pytest.raises(ValueError, match="not an XML snippet"):
+        render_config(DEFAULT_TEMPLATE, port=1, workdir=tmp_path, extra="<relay>")
+
+
 def test_render_config_as_root_drops_to_nobody(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     workdir = Path(tempfile.mkdtemp(prefix="pushsource-render-"))

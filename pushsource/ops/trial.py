@@ -210,11 +210,14 @@ def render_config(
     tls_port: int | None = None,
     certificate: Path | None = None,
     webroot: Path | None = None,
+    extra: str = "",
 ) -> str:
     """The template's XML with the port, 127.0.0.1 and logs/pidfile in workdir;
     with ``tls_port``, a second listen socket there with ``<ssl>1</ssl>``
     serving ``certificate`` (one PEM, certificate and key); with ``webroot``,
-    that webroot instead of the template's (to add files such as a fallback).
+    that webroot instead of the template's (to add files such as a fallback);
+    ``extra``, elements (an XML snippet) added at the top level, such as
+    ``<relay>`` blocks or the ``<master-server>`` settings of a relay.
 
     Everything else is kept. As root, icecast2 refuses to run unless told to
     drop to an unprivileged user, so a changeowner block is added and workdir
@@ -224,8 +227,8 @@ def render_config(
     sockets = root.findall("listen-socket")
     if not sockets:
         sockets = [ET.SubElement(root, "listen-socket")]
-    for extra in sockets[1:]:
-        root.remove(extra)
+    for surplus in sockets[1:]:
+        root.remove(surplus)
     _set_text(sockets[0], "port", str(port))
     _set_text(sockets[0], "bind-address", HOST)
 
@@ -243,6 +246,11 @@ def render_config(
         _set_text(secure, "ssl", "1")
         root.insert(list(root).index(sockets[0]) + 1, secure)
         _set_text(paths, "ssl-certificate", str(certificate))
+    if extra.strip():
+        try:
+            root.extend(ET.fromstring(f"<extra>{extra}</extra>"))
+        except ET.ParseError as error:
+            raise ValueError(f"extra is not an XML snippet: {error}") from error
 
     if os.geteuid() == 0:
         security = _child(root, "security")
@@ -325,9 +333,12 @@ class IcecastServer:
         *,
         tls: bool = False,
         webroot: Path | None = None,
+        extra: str = "",
     ) -> None:
-        """``webroot``: instead of the template's (to add files such as a fallback)."""
+        """``webroot``: instead of the template's (to add files such as a
+        fallback); ``extra``: top-level elements to add (see render_config)."""
         self.webroot = webroot
+        self.extra = extra
         self.template = template
         self.workdir = workdir
         self._own_workdir: Path | None = None
@@ -412,6 +423,7 @@ class IcecastServer:
                 tls_port=self._tls_port,
                 certificate=certificate,
                 webroot=self.webroot,
+                extra=self.extra,
             ),
             "utf-8",
         )
