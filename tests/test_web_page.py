@@ -443,6 +443,12 @@ def test_a_station_with_several_outputs_shows_each(
     assert texts(section, ".outputs li[data-mark='x'] .output-server") == ["on backup:8000"]
     assert texts(section, ".outputs .output-error") == ["", "", ""]
 
+    # The overview's listeners are the sum too.
+    driver.execute_script("location.hash = '#/'")
+    wait(driver, lambda: texts(driver.find_element(By.ID, "rows"), ".cell-listeners") == ["7"])
+    driver.execute_script("location.hash = '#/station/rock'")
+    wait(driver, section.is_displayed)
+
     # Back to one output: the list goes.
     rock.extra["outputs"] = rock.extra["outputs"][:1]
     wait(driver, lambda: not box.is_displayed())
