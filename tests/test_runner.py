@@ -4,6 +4,7 @@ folder and real files but no server: the station is not started."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import threading
@@ -16,10 +17,11 @@ import pytest
 from pushsource.engine.loop import Engine
 from pushsource.errors import ControlError
 from pushsource.ops.console import line
+from pushsource.ops.control import ControlServer
 from pushsource.ops.logs import JsonFormatter, PlainFormatter, StationFilter
 from pushsource.ops.metrics import Metrics
 from pushsource.ops.runner import StationRunner
-from pushsource.ops.settings import StationSettings
+from pushsource.ops.settings import OutputSettings, StationSettings
 from tests.support.media import make_clean_mp3
 
 
@@ -461,3 +463,120 @@ def test_a_cue_says_when_files_still_settling_may_be_ready(music: Path, tmp_path
     finally:
         engine.stop()
         station.close()
+
+
+# -- several outputs (issue 13): what operators see of each -------------------------
+
+
+class CountingWatch:
+    """A server watch's listener counts, as its status probe would have read them."""
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        self.counts = counts
+
+    def listeners(self, mount: str) -> int | None:
+        return self.counts.get(mount)
+
+
+@pytest.fixture
+def outputs_runner(music: Path, tmp_path: Path) -> Iterator[StationRunner]:
+    """rock on its own URL, /rock-64 converted on the same server, /rock on a
+    backup server: built, never connected (the outputs' states set by hand)."""
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        name="Rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        outputs=(
+            OutputSettings(
+                url="icecast://source:pw@127.0.0.1:9/rock-64",
+                bitrate=64,
+                samplerate=22050,
+                channels=1,
+            ),
+            OutputSettings(url="icecast://source:other@backup:8000/rock"),
+        ),
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    own, low, backup = station.driver.outputs
+    own.state, own.bytes_sent = "on air", 48000
+    low.state, low.bytes_sent, low.reconnects = "on air", 24000, 1
+    backup.state, backup.error, backup.reconnects, backup.attempts = (
+        "reconnecting", "connection refused", 3, 2
+    )  # fmt: skip
+    own.spec.watch = low.spec.watch = CountingWatch({"/rock": 5, "/rock-64": 2})
+    backup.spec.watch = CountingWatch({})  # its status not read yet
+    yield station
+    engine.stop()
+    station.close()
+
+
+def test_metrics_have_each_output(outputs_runner: StationRunner) -> None:
+    text = Metrics([outputs_runner]).render()[0].decode()
+    own = 'mount="/rock",server="127.0.0.1:9",station="rock"'
+    low = 'mount="/rock-64",server="127.0.0.1:9",station="rock"'
+    backup = 'mount="/rock",server="backup:8000",station="rock"'
+    assert f"pushsource_output_up{{{own}}} 1.0" in text
+    assert f"pushsource_output_up{{{low}}} 1.0" in text
+    assert f"pushsource_output_up{{{backup}}} 0.0" in text
+    assert (
+        'pushsource_output_state{mount="/rock",server="backup:8000",state="reconnecting",'
+        'station="rock"} 1.0'
+    ) in text
+    assert (
+        'pushsource_output_state{mount="/rock",server="backup:8000",state="on air",'
+        'station="rock"} 0.0'
+    ) in text
+    assert f"pushsource_output_reconnects_total{{{low}}} 1.0" in text
+    assert f"pushsource_output_reconnects_total{{{backup}}} 3.0" in text
+    assert f"pushsource_output_failed_attempts{{{backup}}} 2.0" in text
+    assert f"pushsource_output_bytes_sent_total{{{own}}} 48000.0" in text
+    assert f"pushsource_output_bytes_sent_total{{{low}}} 24000.0" in text
+    assert f"pushsource_output_listeners{{{own}}} 5.0" in text
+    assert f"pushsource_output_listeners{{{low}}} 2.0" in text
+    # The backup's count is not known yet: no sample rather than a made-up 0.
+    assert f"pushsource_output_listeners{{{backup}}}" not in text
+    assert (
+        'pushsource_output_info{bitrate="64",channels="1",converted="true",mount="/rock-64",'
+        'samplerate="22050",server="127.0.0.1:9",station="rock"} 1.0'
+    ) in text
+    assert (
+        'pushsource_output_info{bitrate="128",channels="2",converted="false",mount="/rock",'
+        'samplerate="44100",server="backup:8000",station="rock"} 1.0'
+    ) in text
+    assert text.count("pushsource_output_info{") == 3
+
+
+def test_console_line_shows_each_output(outputs_runner: StationRunner) -> None:
+    text = line(outputs_runner.status()).plain
+    assert "  /rock on air · /rock-64 on air (1) · backup:8000/rock reconnecting (3)" in text
+    assert "\n" not in text
+    # One output (the station's own URL): nothing more than before.
+    alone = {**outputs_runner.status(), "outputs": outputs_runner.status()["outputs"][:1]}
+    assert "·" not in line(alone).plain
+
+
+def test_api_serves_each_output(outputs_runner: StationRunner) -> None:
+    from tests.test_control import call_json
+
+    with ControlServer(("127.0.0.1", 0), [outputs_runner], token=None) as server:
+        server.start()
+        for path in ("/api/stations/rock", "/api/stations?summary=1"):
+            status, body = call_json(server, "GET", path)
+            assert status == 200
+            station = body if "id" in body else body["stations"][0]
+            outputs = station["outputs"]
+            assert [(o["mount"], o["server"], o["state"]) for o in outputs] == [
+                ("/rock", "127.0.0.1:9", "on air"),
+                ("/rock-64", "127.0.0.1:9", "on air"),
+                ("/rock", "backup:8000", "reconnecting"),
+            ], path
+            assert outputs[1]["format"] == {"bitrate": 64, "samplerate": 22050, "channels": 1}
+            assert outputs[1]["converted"] and not outputs[0]["converted"]
+            assert [o["listeners"] for o in outputs] == [5, 2, None]
+            assert outputs[2]["error"] == "connection refused"
+            assert outputs[2]["reconnects"] == 3
+            assert "other" not in json.dumps(body) and "pw" not in json.dumps(body)

@@ -338,6 +338,122 @@ def test_errors_show_and_go_away_when_resolved(
     wait(driver, lambda: not error.is_displayed())
 
 
+def an_output(mount: str, server: str = "127.0.0.1:8000", **fields: Any) -> dict[str, Any]:
+    """An output as StationRunner.outputs_status() has it."""
+    output: dict[str, Any] = {
+        "mount": mount,
+        "server": server,
+        "listen_url": f"http://{server}{mount}",
+        "format": {"bitrate": 128, "samplerate": 44100, "channels": 2},
+        "converted": False,
+        "state": "on air",
+        "error": None,
+        "reconnects": 0,
+        "attempts": 0,
+        "bytes_sent": 1000,
+        "listeners": None,
+    }
+    output.update(fields)
+    return output
+
+
+def test_a_station_with_several_outputs_shows_each(
+    page: tuple[Any, Any, ControlServer], rock: RichStation
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, section, _ = page
+    box = section.find_element(By.CSS_SELECTOR, ".outputs-box")
+    assert not box.is_displayed()  # one output, the station's own: nothing more to say
+    low = {"bitrate": 64, "samplerate": 22050, "channels": 1}
+    rock.extra["outputs"] = [
+        an_output("/rock", listeners=5),
+        an_output("/rock-64", format=low, converted=True, listeners=2, reconnects=1),
+        an_output(
+            "/rock",
+            "backup:8000",
+            state="reconnecting",
+            error="connection refused",
+            reconnects=3,
+            attempts=2,
+        ),
+    ]
+    wait(driver, box.is_displayed)
+    wait(driver, lambda: len(texts(section, ".outputs li")) == 3)
+    assert texts(section, ".outputs .output-mount") == ["/rock", "/rock-64", "/rock"]
+    assert texts(section, ".outputs .output-server") == ["", "", "on backup:8000"]
+    assert texts(section, ".outputs .output-format") == [
+        "128 kbps · 44.1 kHz · stereo",
+        "64 kbps · 22.05 kHz · mono (converted)",
+        "128 kbps · 44.1 kHz · stereo",
+    ]
+    assert texts(section, ".outputs .output-state") == ["on air", "on air", "reconnecting"]
+    assert texts(section, ".outputs .output-reconnects") == [
+        "", "1 reconnect", "3 reconnects · 2 failed attempts"
+    ]  # fmt: skip
+    assert texts(section, ".outputs .output-listeners") == ["5 listeners", "2 listeners", ""]
+    assert texts(section, ".outputs .output-error") == ["", "", "connection refused"]
+    links = [a.get_attribute("href") for a in section.find_elements(By.CSS_SELECTOR, ".outputs a")]
+    assert links == [
+        "http://127.0.0.1:8000/rock",
+        "http://127.0.0.1:8000/rock-64",
+        "http://backup:8000/rock",
+    ]
+    # The station's listeners: every output's that is known.
+    assert section.find_element(By.CSS_SELECTOR, ".listeners").text == "7 listeners"
+    # Each state in the colour the station's own badge has for it.
+    colours = driver.execute_script(
+        "return [...arguments[0].querySelectorAll('.outputs .badge')]"
+        ".map((b) => getComputedStyle(b).color)",
+        section,
+    )
+    ok, warn = driver.execute_script(
+        "const s = getComputedStyle(document.documentElement);"
+        "const probe = document.createElement('span'); document.body.append(probe);"
+        "const colour = (v) => { probe.style.color = s.getPropertyValue(v); "
+        "return getComputedStyle(probe).color; };"
+        "const found = [colour('--ok'), colour('--warn')]; probe.remove(); return found;"
+    )
+    assert colours == [ok, ok, warn], colours
+    screenshot(driver, "station-outputs")
+    # The lines share their columns: each output's format starts where the others' do.
+    lefts = driver.execute_script(
+        "return [...arguments[0].querySelectorAll('.outputs .output-format')]"
+        ".map((e) => Math.round(e.getBoundingClientRect().left))",
+        section,
+    )
+    assert len(set(lefts)) == 1, lefts
+    driver.set_window_size(390, 844)
+    wide = driver.execute_script(
+        "const w = document.documentElement.clientWidth;"
+        "return [...arguments[0].querySelectorAll('.outputs *')].filter((e) => e.offsetParent"
+        " && e.getBoundingClientRect().right > w + 0.5).map((e) => e.className)",
+        section,
+    )
+    assert wide == [], f"the outputs scroll sideways on a phone: {wide}"
+    screenshot(driver, "station-outputs-phone")
+    driver.set_window_size(1200, 1000)
+
+    # A poll updates the lines in place: the same elements, the new state.
+    driver.execute_script(
+        "arguments[0].querySelector('.outputs li:last-child').dataset.mark = 'x'", section
+    )
+    rock.extra["outputs"][2] = {**rock.extra["outputs"][2], "state": "on air", "error": None}
+    wait(driver, lambda: texts(section, ".outputs .output-state")[2] == "on air")
+    assert texts(section, ".outputs li[data-mark='x'] .output-server") == ["on backup:8000"]
+    assert texts(section, ".outputs .output-error") == ["", "", ""]
+
+    # The overview's listeners are the sum too.
+    driver.execute_script("location.hash = '#/'")
+    wait(driver, lambda: texts(driver.find_element(By.ID, "rows"), ".cell-listeners") == ["7"])
+    driver.execute_script("location.hash = '#/station/rock'")
+    wait(driver, section.is_displayed)
+
+    # Back to one output: the list goes.
+    rock.extra["outputs"] = rock.extra["outputs"][:1]
+    wait(driver, lambda: not box.is_displayed())
+
+
 def test_phone_width_and_dark_mode(page: tuple[Any, Any, ControlServer]) -> None:
     driver, _section, _ = page
     driver.set_window_size(390, 844)

@@ -28,13 +28,32 @@ def _clock(seconds: float | None) -> str:
     return f"{whole // 60}:{whole % 60:02d}"
 
 
+COLOURS = {"on air": "green", "reconnecting": "yellow", "failed": "red"}
+
+
+def _outputs(text: Text, outputs: list[dict[str, Any]]) -> None:
+    """``/rock on air · /rock-64 on air · backup:8000/rock reconnecting (3)``:
+    each output by its mount (and server, when not the first's), its state
+    and, if any, its reconnects."""
+    home = outputs[0]["server"]
+    for n, output in enumerate(outputs):
+        text.append(" · " if n else "  ", style="dim")
+        where = output["mount"] if output["server"] == home else output["server"] + output["mount"]
+        state = output["state"]
+        text.append(f"{where} ")
+        text.append(state, style=COLOURS.get(state, "cyan"))
+        if output["reconnects"]:
+            text.append(f" ({output['reconnects']})", style="yellow")
+
+
 def line(status: dict[str, Any]) -> Text:
-    """``name  state  [=====-----] 1:02/3:40  title  (queue N, L listeners)``."""
+    """``name  state  [=====-----] 1:02/3:40  title  (queue N, L listeners)``,
+    then each output's state when there are several."""
     playing = status.get("now_playing")
     state = status["connection"]["state"]
     text = Text()
     text.append(f"{status['name'][:20]:<20} ", style="bold")
-    colour = {"on air": "green", "reconnecting": "yellow", "failed": "red"}.get(state, "cyan")
+    colour = COLOURS.get(state, "cyan")
     text.append(f"{state:<12} ", style=colour)
     if playing is None:
         text.append("-" * (BAR + 2) + " " + " " * 9 + " (nothing playing)", style="dim")
@@ -53,6 +72,9 @@ def line(status: dict[str, Any]) -> Text:
     live = status.get("live")
     if live and live.get("user"):
         text.append(f"  live: {live['user']}", style="magenta")
+    outputs = status.get("outputs") or []
+    if len(outputs) > 1:
+        _outputs(text, outputs)
     return text
 
 

@@ -8,7 +8,7 @@ exporters do. Only conversion times, which are rare, go into a histogram.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pushsource.ops.runner import Counters
 
 STATES = ("starting", "connecting", "on air", "idle", "reconnecting", "stopped", "failed")
+OUTPUT_STATES = ("off", "connecting", "on air", "reconnecting", "failed")
 
 
 class Observed(Protocol):
@@ -31,6 +32,8 @@ class Observed(Protocol):
 
     @property
     def listeners(self) -> int | None: ...
+
+    def outputs_status(self) -> list[dict[str, Any]]: ...
 
 
 class _StationCollector:
@@ -74,6 +77,31 @@ class _StationCollector:
         )
         live_on = gauge("live_connected", "1 while a DJ is connected to the live input")
         live_time = counter("live_seconds", "Seconds DJs have been connected to the live input")
+        # Each output (the station's own URL first) by station, mount and
+        # server: one station may send the same mount to two servers.
+        where = ("station", "mount", "server")
+        out_info = gauge(
+            "output_info",
+            "1 for each output, its format in the labels",
+            (*where, "bitrate", "samplerate", "channels", "converted"),
+        )
+        out_up = gauge("output_up", "1 while the output is on air", where)
+        out_state = gauge("output_state", "1 for the output's connection state", (*where, "state"))
+        out_reconnects = CounterMetricFamily(
+            "pushsource_output_reconnects",
+            "Times the output was on air and was lost while the station played",
+            labels=list(where),
+        )
+        out_attempts = gauge(
+            "output_failed_attempts", "Failed attempts since the output was last on air", where
+        )
+        out_sent = CounterMetricFamily(
+            "pushsource_output_bytes_sent", "Audio bytes the output's server has taken",
+            labels=list(where),
+        )  # fmt: skip
+        out_listeners = gauge(
+            "output_listeners", "Listeners on the output's mount, from its server's status", where
+        )
         for station in self._stations:
             live = getattr(station, "live_input", None)  # None: no live input
             if live is not None:
@@ -101,9 +129,26 @@ class _StationCollector:
             now = station.connection_state
             for name in STATES:
                 state.add_metric([station.id, name], 1.0 if now == name else 0.0)
+            for output in station.outputs_status():
+                at = [station.id, output["mount"], output["server"]]
+                f = output["format"]
+                out_info.add_metric(
+                    [*at, str(f["bitrate"]), str(f["samplerate"]), str(f["channels"]),
+                     "true" if output["converted"] else "false"],
+                    1.0,
+                )  # fmt: skip
+                out_up.add_metric(at, 1.0 if output["state"] == "on air" else 0.0)
+                for name in OUTPUT_STATES:
+                    out_state.add_metric([*at, name], 1.0 if output["state"] == name else 0.0)
+                out_reconnects.add_metric(at, output["reconnects"])
+                out_attempts.add_metric(at, output["attempts"])
+                out_sent.add_metric(at, output["bytes_sent"])
+                if output["listeners"] is not None:  # not known: no sample
+                    out_listeners.add_metric(at, output["listeners"])
         yield from (
             sent, frames, played, by_hand, reconnects, failures, skipped, queue, lead, least,
-            gain, state, listeners, live_on, live_time,
+            gain, state, listeners, live_on, live_time, out_info, out_up, out_state,
+            out_reconnects, out_attempts, out_sent, out_listeners,
         )  # fmt: skip
 
 

@@ -59,11 +59,30 @@ function formatOf(status, short = false) {
   return [short ? "" : "MP3", bitrate, rate, channels].filter(Boolean).join(" ");
 }
 
+// An output's format: "64 kbps · 22.05 kHz · mono".
+function outputFormatOf(f) {
+  if (!f) return "";
+  const rate = f.samplerate ? (f.samplerate / 1000).toLocaleString("en", { maximumFractionDigits: 2 }) + " kHz" : "";
+  const channels = f.channels === 1 ? "mono" : f.channels === 2 ? "stereo" : "";
+  return [f.bitrate ? f.bitrate + " kbps" : "", rate, channels].filter(Boolean).join(" · ");
+}
+
+function outputsOf(status) {
+  return Array.isArray(status.outputs) ? status.outputs : [];
+}
+
 function stateOf(status) {
   return (status.connection && status.connection.state) || "unknown";
 }
 
+// With several outputs, the station's listeners are those of every output
+// whose count is known.
 function listenersOf(status) {
+  const outputs = outputsOf(status);
+  if (outputs.length > 1) {
+    const known = outputs.map((o) => o.listeners).filter((n) => typeof n === "number");
+    if (known.length) return known.reduce((a, b) => a + b, 0);
+  }
   return typeof status.listeners === "number" ? status.listeners : null;
 }
 
@@ -288,7 +307,10 @@ function q(selector) {
 }
 
 function openDetail(id, status) {
-  detail = { id, status: null, clock: null, queueKey: null, historyKey: null, unplayableKey: null };
+  detail = {
+    id, status: null, clock: null, queueKey: null, historyKey: null, unplayableKey: null,
+    outputsKey: null, outputRows: [],
+  };
   stationEl.dataset.station = id;
   setText(q(".message"), "");
   setText(q(".upload-status"), "");
@@ -378,6 +400,7 @@ function renderDetail(status) {
   detail.clock = makeClock(status);
   tickDetail();
 
+  renderOutputs(outputsOf(status));
   if (status.queue) renderQueue(status.queue);
   if (status.history) renderHistory(status.history);
   if (status.unplayable) renderUnplayable(status.unplayable);
@@ -442,6 +465,69 @@ function renderQueue(queue) {
     focusFile = null;
     if (target) target.focus();
   }
+}
+
+// One line per output when there are several. The lines are made when the
+// outputs change (their mounts and servers), and updated in place on each poll.
+function renderOutputs(outputs) {
+  const box = q(".outputs-box");
+  const several = outputs.length > 1;
+  if (box.hidden === several) box.hidden = !several;
+  if (!several) return;
+  const key = JSON.stringify(outputs.map((o) => [o.mount, o.server]));
+  if (key !== detail.outputsKey) {
+    detail.outputsKey = key;
+    detail.outputRows = outputs.map(() => newOutputRow());
+    q(".outputs").replaceChildren(...detail.outputRows.map((row) => row.li));
+  }
+  const home = outputs[0].server;
+  outputs.forEach((output, index) => {
+    const c = detail.outputRows[index];
+    const state = output.state || "unknown";
+    if (c.li.dataset.state !== state) c.li.dataset.state = state;
+    setText(c.mount, output.mount);
+    setText(c.server, output.server === home ? "" : "on " + output.server);
+    setText(c.format, outputFormatOf(output.format) + (output.converted ? " (converted)" : ""));
+    setText(c.badge, state);
+    c.badge.title = output.error || "";
+    const n = output.reconnects || 0;
+    let again = n ? n + " reconnect" + (n === 1 ? "" : "s") : "";
+    if (output.attempts) again += (again ? " · " : "") + output.attempts + " failed attempt" + (output.attempts === 1 ? "" : "s");
+    setText(c.reconnects, again);
+    const heard = output.listeners;
+    setText(c.listeners, typeof heard === "number" ? heard + " listener" + (heard === 1 ? "" : "s") : "");
+    setText(c.error, output.error || "");
+    const url = output.listen_url || "";
+    if (c.listen.getAttribute("href") !== url) c.listen.href = url;
+    c.listen.title = url;
+  });
+}
+
+function newOutputRow() {
+  const li = document.createElement("li");
+  const part = (className, tag = "span") => {
+    const el = document.createElement(tag);
+    el.className = className;
+    return el;
+  };
+  const c = {
+    li,
+    mount: part("output-mount"),
+    server: part("output-server"),
+    format: part("output-format"),
+    badge: part("output-state badge"),
+    reconnects: part("output-reconnects"),
+    listeners: part("output-listeners"),
+    listen: part("output-listen", "a"),
+    error: part("output-error"),
+  };
+  c.listen.target = "_blank";
+  c.listen.rel = "noopener";
+  c.listen.textContent = "listen";
+  const where = part("output-where");
+  where.append(c.mount, " ", c.server);
+  li.append(where, c.format, c.badge, c.reconnects, c.listeners, c.listen, c.error);
+  return c;
 }
 
 function renderHistory(history) {
