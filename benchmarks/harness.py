@@ -263,10 +263,10 @@ def run_point(
         heard = listener.finish() if listener is not None else None
         launched.stop()
     if heard is not None:
-        result.update(summarise_heard(heard))
+        result.update(summarise_heard(heard, start))
         if outputs > 1:  # the same figures for each output alone: first, second...
             result["by_output"] = [
-                {"output": k + 1, **summarise_heard(_only_output(heard, stations, k))}
+                {"output": k + 1, **summarise_heard(_only_output(heard, stations, k), start)}
                 for k in range(outputs)
             ]
     return result
@@ -278,7 +278,9 @@ def _only_output(heard: dict[str, Any], stations: Sequence[Station], k: int) -> 
     return {**heard, "mounts": [m for m in heard.get("mounts", []) if m.get("mount") in names]}
 
 
-def summarise_heard(heard: dict[str, Any]) -> dict[str, Any]:
+def summarise_heard(heard: dict[str, Any], launched_at: float | None = None) -> dict[str, Any]:
+    """The worst figures over the mounts heard; ``launched_at`` (the harness's
+    monotonic clock, which the listener shares): when the worst deviations were."""
     mounts = heard.get("mounts", [])
     out: dict[str, Any] = {"listener_error": heard.get("error")}
     if not mounts:
@@ -305,6 +307,17 @@ def summarise_heard(heard: dict[str, Any]) -> dict[str, Any]:
             ),
         }
     )
+    timed = [m for m in mounts if m.get("max_deviation_at") is not None]
+    if launched_at is not None and timed:
+        worst = max(timed, key=lambda m: float(m["max_deviation_ms"]))
+        # Start-up or the common track change (all tracks are the same length)?
+        out["worst_dev_mount"] = worst.get("mount")
+        out["worst_dev_at_s"] = float(worst["max_deviation_at"]) - launched_at
+        out["worst_dev_signed_ms"] = worst.get("max_deviation_signed_ms")
+        out["dev_at_s_median"] = statistics.median(
+            float(m["max_deviation_at"]) - launched_at for m in timed
+        )
+        out["dev_ms_median"] = statistics.median(float(m["max_deviation_ms"]) for m in timed)
     if len(mounts) == 1:
         m = mounts[0]
         for key in ("drift_stderr_ms_per_h", "audio_s", "wall_s", "burst_s", "frames",

@@ -230,7 +230,7 @@ def _outputs_section(results: dict[str, Any]) -> list[str]:
         n = p["stations"]
         for q, label in ((_scale_point(results, "pushsource", n), f"{n} x 1"), (p, f"{n} x {k}")):
             if q is None or "skipped" in q:
-                rows.append([label, *["-"] * 10, "no such point" if q is None else q["skipped"]])
+                rows.append([label, *["-"] * 12, "no such point" if q is None else q["skipped"]])
                 continue
             per_output = q.get("by_output") or [q]
             devs = "/".join(_fmt(o.get("max_deviation_ms"), ".0f") for o in per_output)
@@ -241,13 +241,17 @@ def _outputs_section(results: dict[str, Any]) -> list[str]:
                             _get(_scale_point(results, "pushsource", n), "cpu_s_per_station_hour")),
                      ".2f"),
                 _fmt(q.get("rss_mb")), _fmt(q.get("threads")), _fmt(q.get("icecast_cpu_percent")),
-                _fmt(q.get("startup_s"), ".2f"), devs, gaps,
+                _fmt(q.get("startup_s"), ".2f"), devs, _fmt(q.get("dev_ms_median"), ".0f"),
+                _fmt(q.get("worst_dev_at_s")), gaps,
                 f"{q.get('mounts_heard', 0)}/{q.get('mounts', n)}", q.get("error") or "",
             ])  # fmt: skip
     if not rows:
         return []
     header = ["stations x outputs", "CPU %", "CPU s/stn-h", "vs x1", "RSS MB", "threads",
-              "icecast %", "start s", "worst dev ms (per output)",
-              "worst silence ms (per output)", "heard", "error"]  # fmt: skip
+              "icecast %", "start s", "worst dev ms (per output)", "median dev ms",
+              "worst dev at s", "worst silence ms (per output)", "heard", "error"]  # fmt: skip
+    track_s = results.get("meta", {}).get("track_s")
     return ["\n-- several outputs per station (pushsource, pass-through; issue 13) --",
+            "median dev: of the mounts' own worst; worst dev at: seconds after launch "
+            f"(stations change track {_fmt(track_s)} s after their start)",
             _table(header, rows)]  # fmt: skip
