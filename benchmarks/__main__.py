@@ -1,4 +1,5 @@
-"""python -m benchmarks [--smoke] [--long] [--out PATH] [--only CLIENTS] [--scale 1,10,100,300]"""
+"""python -m benchmarks [--smoke] [--long] [--out PATH] [--only CLIENTS] [--scale 1,10,100,300]
+[--outputs K]"""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class Plan:
     scale_s: float  # streaming time of each scale point
     scale: tuple[int, ...]
     extra_scale: tuple[tuple[str, int], ...]  # (client, N) points run besides the grid
+    #: (N, K): pushsource with N stations of K pass-through outputs each, run
+    #: right after its N x 1 point (issue 13).
+    outputs_scale: tuple[tuple[int, int], ...]
     startup_trials: int  # launches to on-air only, besides the measured runs
     drops: int  # drop-to-air trials per client
     drop_track_s: float
@@ -55,6 +59,7 @@ class Plan:
 
 DEFAULT = Plan(
     single_s=50, scale_s=25, scale=(1, 10, 100, 300), extra_scale=(("pushsource", 1000),),
+    outputs_scale=((100, 2),),
     startup_trials=4, drops=3, drop_track_s=3, track_s=20, warmup_s=5, skip_s=5,
     scale_skip_s=1, quiet_s=3,
     restarts=True, walk=True,
@@ -62,7 +67,8 @@ DEFAULT = Plan(
     scale_clients=("pushsource", "ezstream", "liquidsoap-copy"),
 )  # fmt: skip
 SMOKE = Plan(
-    single_s=4, scale_s=4, scale=(2,), extra_scale=(), startup_trials=0, drops=1,
+    single_s=4, scale_s=4, scale=(2,), extra_scale=(), outputs_scale=((2, 2),),
+    startup_trials=0, drops=1,
     drop_track_s=1, track_s=2.5, warmup_s=1.5, skip_s=1.5, scale_skip_s=1, quiet_s=1,
     restarts=False,
     walk=False,
@@ -79,6 +85,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", help="comma-separated clients: pushsource,ezstream,liquidsoap-copy,liquidsoap-mp3"
     )
     parser.add_argument("--scale", help="station counts, e.g. 1,10,100,300 (empty: none)")
+    parser.add_argument(
+        "--outputs",
+        type=int,
+        help="also run pushsource at each scale point with this many pass-through outputs "
+        "per station (default: 100 x 2 only; 1: none)",
+    )
     parser.add_argument(
         "--phases",
         default="single,drop,scale,walk",
@@ -114,7 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     scale = plan.scale
     if args.scale is not None:  # the points asked for, and no others
         scale = tuple(int(n) for n in args.scale.split(",") if n.strip())
-        plan = dataclasses.replace(plan, extra_scale=())
+        plan = dataclasses.replace(plan, extra_scale=(), outputs_scale=())
+    if args.outputs is not None:
+        if args.outputs < 1:
+            print("--outputs: at least 1 (1: no outputs points)", file=sys.stderr)
+            return 2
+        wanted_outputs = tuple((n, args.outputs) for n in scale) if args.outputs > 1 else ()
+        plan = dataclasses.replace(plan, outputs_scale=wanted_outputs)
     wanted = tuple(args.only.split(",")) if args.only else plan.default_clients
     clients = {c.key: c for c in all_clients()}
     unknown = [k for k in wanted if k not in clients]
@@ -132,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             "single_s": single_s,
             "scale_s": plan.scale_s,
             "scale": list(scale),
+            "outputs_scale": [list(p) for p in plan.outputs_scale],
             "warmup_s": plan.warmup_s,
             "listener_skip_s": plan.skip_s,
             "scale_listener_skip_s": plan.scale_skip_s,
@@ -152,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             available[key] = clients[key]
 
-    max_mounts = max([*scale, *(n for _, n in plan.extra_scale), 1])
+    max_mounts = _max_mounts(plan, scale)
     results["meta"]["fd_limit"] = raise_fd_limit(4 * max_mounts + 256)
     if not results["meta"]["fd_limit"]["enough"]:
         print(f"warning: open-file limit {results['meta']['fd_limit']}", flush=True)
@@ -189,7 +208,7 @@ def run_all(
     say = _progress()
     phases = set(args.phases.split(","))
     say("making the playlist")
-    max_mounts = max([*scale, *(n for _, n in plan.extra_scale), 1])
+    max_mounts = _max_mounts(plan, scale)
     # Long enough that no station runs out while the last ones are still starting.
     longest = max(single_s, plan.scale_s) + 60 + 0.1 * max_mounts
     tracks = make_tracks(workdir / "media", 4, plan.track_s)
@@ -200,7 +219,7 @@ def run_all(
         for i in range(plan.drops)
     ]  # fmt: skip
     silence = make_silence(workdir / "media" / "silence.mp3", 10)
-    max_mounts = max([*scale, *(n for _, n in plan.extra_scale), 1])
+    max_mounts = _max_mounts(plan, scale)
     template = icecast_template(workdir / "icecast-template.xml", max_mounts)
     icecast = IcecastServer(template, workdir / "icecast")
     icecast.start()
@@ -234,18 +253,19 @@ def run_all(
             )
         if "scale" not in phases:
             scale = ()
-        points = [(key, n) for n in scale for key in plan.scale_clients if key in available]
-        points += [(k, n) for k, n in plan.extra_scale if k in available and scale]
-        for key, n in points:
+        points = scale_points(plan, scale, available)
+        for key, n, k in points:
             client = available[key]
+            what = f"{n} stations" + (f" x {k} outputs" if k > 1 else "")
             if isinstance(client, Pushsource) and n > FALLBACK_MAX and not client.has_run_command():
                 why = f"`pushsource run` not available and {n} processes would swamp the machine"
-                results["scale"].append({"client": key, "stations": n, "skipped": why})
-                say(f"scale: {key}, {n} stations: skipped ({why})")
+                results["scale"].append({"client": key, "stations": n, "outputs": k,
+                                         "skipped": why})  # fmt: skip
+                say(f"scale: {key}, {what}: skipped ({why})")
                 continue
-            say(f"scale: {key}, {n} stations, {plan.scale_s:.0f} s")
-            tag = f"n{n}-{key}"
-            stations = bench.stations(tag, n, order)
+            say(f"scale: {key}, {what}, {plan.scale_s:.0f} s")
+            tag = f"n{n}-{key}" + (f"-x{k}" if k > 1 else "")
+            stations = bench.stations(tag, n, order, outputs=k)
             # A fresh server: what one client left behind (a backlog of status
             # requests, half-closed sources) must not weigh on the next.
             if plan.restarts:
@@ -260,6 +280,29 @@ def run_all(
             results["walk"] = measure()
     finally:
         icecast.stop()
+
+
+def scale_points(
+    plan: Plan, scale: tuple[int, ...], available: dict[str, Client]
+) -> list[tuple[str, int, int]]:
+    """(client, stations, outputs per station) in run order: the grid, each
+    outputs point right after pushsource's N x 1 point (the same conditions, as
+    near in time as can be), then the extra points."""
+    points: list[tuple[str, int, int]] = []
+    for n in scale:
+        points += [(key, n, 1) for key in plan.scale_clients if key in available]
+        if "pushsource" in available:
+            points += [("pushsource", n, k) for m, k in plan.outputs_scale if m == n]
+    if scale:
+        points += [(key, n, 1) for key, n in plan.extra_scale if key in available]
+        if "pushsource" in available:  # an outputs point whose N x 1 is not in the grid
+            points += [("pushsource", n, k) for n, k in plan.outputs_scale if n not in scale]
+    return points
+
+
+def _max_mounts(plan: Plan, scale: tuple[int, ...]) -> int:
+    return max([*scale, *(n for _, n in plan.extra_scale),
+                *(n * k for n, k in plan.outputs_scale), 1])  # fmt: skip
 
 
 def _why_no_drop(key: str) -> str:

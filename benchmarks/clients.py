@@ -25,6 +25,13 @@ class Station:
     mount: str  # without the leading slash
     folder: Path  # for pushsource (hard links in play order) and folder watchers
     m3u: Path  # the same order, for ezstream and Liquidsoap
+    #: More mounts the station is sent to, in its own format (pushsource's
+    #: [[station.output]]): the frames pass through to each.
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def mounts(self) -> tuple[str, ...]:
+        return (self.mount, *self.outputs)
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,8 @@ class Pushsource(Client):
         for station in stations:
             argv: list[str | Path] = [*self.command(), "stream", station.folder]
             argv += [server.url(station.mount), "-q", *(["--once"] if once else [])]
+            for mount in station.outputs:
+                argv += ["--output", server.url(mount)]
             log = workdir / f"pushsource-{station.mount}.log"
             proc = _spawn(argv, log, pgid=pgid, env=env)
             pgid = pgid or proc.pid
@@ -197,7 +206,10 @@ def stations_toml(stations: Sequence[Station], server: Server, *, once: bool) ->
         block = (
             f"[[station]]\nfolder = {quoted(str(s.folder))}\nurl = {quoted(server.url(s.mount))}\n"
         )
-        blocks.append(block + ("once = true\n" if once else ""))
+        block += "once = true\n" if once else ""
+        for mount in s.outputs:  # after the station's own keys: they belong to the table
+            block += f"\n[[station.output]]\nurl = {quoted(server.url(mount))}\n"
+        blocks.append(block)
     return "\n".join(blocks)
 
 
@@ -213,6 +225,7 @@ class Ezstream(Client):
     def launch(
         self, stations: Sequence[Station], server: Server, workdir: Path, *, once: bool = True
     ) -> Launched:
+        _no_outputs(self, stations)
         workdir.mkdir(parents=True, exist_ok=True)
         procs: list[subprocess.Popen[bytes]] = []
         pgid: int | None = None
@@ -306,6 +319,7 @@ class Liquidsoap(Client):
     def launch(
         self, stations: Sequence[Station], server: Server, workdir: Path, *, once: bool = True
     ) -> Launched:
+        _no_outputs(self, stations)
         body = []
         for i, station in enumerate(stations):
             body.append(
@@ -327,6 +341,13 @@ class Liquidsoap(Client):
             self._output("s", station, server),
         ]
         return self._run(self._script(body), workdir)
+
+
+def _no_outputs(client: Client, stations: Sequence[Station]) -> None:
+    """The outputs points are pushsource's alone: one more `output.icecast` per
+    station (or one more ezstream process) would measure another program."""
+    if any(s.outputs for s in stations):
+        raise ValueError(f"{client.key}: the benchmark gives only pushsource several outputs")
 
 
 def _liq(text: str) -> str:

@@ -28,7 +28,8 @@ DEFAULT_TEMPLATE = REPO_ROOT / "icecast.xml"
 
 def icecast_template(path: Path, mounts: int) -> Path:
     """The repository's icecast.xml with room for `mounts` sources and as many
-    listeners (plus status polls); burst settings are kept."""
+    listeners (plus status polls); burst settings are kept. A station with two
+    outputs is two sources here: count mounts, not stations."""
     root = ET.parse(DEFAULT_TEMPLATE).getroot()
     limits = root.find("limits")
     assert limits is not None
@@ -71,7 +72,9 @@ class Bench:
     def server(self) -> Server:
         return Server(self.icecast.host, self.icecast.port)
 
-    def stations(self, tag: str, n: int, order: Sequence[Track]) -> list[Station]:
+    def stations(self, tag: str, n: int, order: Sequence[Track], outputs: int = 1) -> list[Station]:
+        """N stations; with outputs > 1, each also sent to `outputs - 1` more
+        mounts of the same server (M-b, M-c...), in its own format."""
         base = self.workdir / "runs" / tag
         base.mkdir(parents=True, exist_ok=True)
         m3u = write_m3u(base / "playlist.m3u", order)
@@ -79,7 +82,9 @@ class Bench:
         for i in range(1, n + 1):
             folder = base / f"m{i}"
             fill_folder(folder, order)
-            stations.append(Station(f"{tag}-m{i}", folder, m3u))
+            mount = f"{tag}-m{i}"
+            more = tuple(f"{mount}-{chr(ord('a') + k)}" for k in range(1, outputs))
+            stations.append(Station(mount, folder, m3u, more))
         return stations
 
 
@@ -176,9 +181,13 @@ def run_point(
     soon as it is listed, so the pacing figures include the start-up of the others
     (``skip_s``: what it leaves out after each mount's first byte).
     """
-    mounts = [s.mount for s in stations]
+    # Every output of every station is listened to: a second output that lags
+    # or stalls must show in the worst figures as the first would.
+    mounts = [m for s in stations for m in s.mounts]
     n = len(stations)
-    result: dict[str, Any] = {"client": client.key, "stations": n, "stream_s": stream_s,
+    outputs = 1 + max((len(s.outputs) for s in stations), default=0)
+    result: dict[str, Any] = {"client": client.key, "stations": n, "outputs": outputs,
+                              "mounts": len(mounts), "stream_s": stream_s,
                               "listened_from_launch": from_launch}  # fmt: skip
     start = time.monotonic()
     launched = client.launch(stations, bench.server, bench.workdir / "runs" / tag)
@@ -187,9 +196,10 @@ def run_point(
     if from_launch:
         listener = ListenerProcess(bench, mounts, tag, listed_first=True, skip_s=skip_s)
     try:
-        listed, error = wait_listed(bench, mounts, launched, start, timeout=20 + 0.1 * n)
+        listed, error = wait_listed(bench, mounts, launched, start,
+                                    timeout=20 + 0.1 * len(mounts))  # fmt: skip
         at_listed = procs.sample(launched.pgid)
-        result["startup_s"] = max(listed.values()) if len(listed) == n else None
+        result["startup_s"] = max(listed.values()) if len(listed) == len(mounts) else None
         result["startup_first_s"] = min(listed.values()) if listed else None
         result["startup_cpu_s"] = at_listed.cpu_s
         result["mounts_up_at_start"] = len(listed)
@@ -201,7 +211,7 @@ def run_point(
             # Some are up: measure what there is (the listener keeps asking for the rest).
         if listener is None:
             listener = ListenerProcess(bench, mounts, tag, skip_s=skip_s)
-        if not listener.wait_ready(5 + 0.02 * n):
+        if not listener.wait_ready(5 + 0.02 * len(mounts)):
             result["error"] = "listener could not connect to every mount in time"
         # The windows start once the listener is on (at once, unless mounts
         # that were listed went away again).
@@ -253,11 +263,24 @@ def run_point(
         heard = listener.finish() if listener is not None else None
         launched.stop()
     if heard is not None:
-        result.update(summarise_heard(heard))
+        result.update(summarise_heard(heard, start))
+        if outputs > 1:  # the same figures for each output alone: first, second...
+            result["by_output"] = [
+                {"output": k + 1, **summarise_heard(_only_output(heard, stations, k), start)}
+                for k in range(outputs)
+            ]
     return result
 
 
-def summarise_heard(heard: dict[str, Any]) -> dict[str, Any]:
+def _only_output(heard: dict[str, Any], stations: Sequence[Station], k: int) -> dict[str, Any]:
+    """What the listener heard on each station's k-th output (0: its own url)."""
+    names = {s.mounts[k] for s in stations if k < len(s.mounts)}
+    return {**heard, "mounts": [m for m in heard.get("mounts", []) if m.get("mount") in names]}
+
+
+def summarise_heard(heard: dict[str, Any], launched_at: float | None = None) -> dict[str, Any]:
+    """The worst figures over the mounts heard; ``launched_at`` (the harness's
+    monotonic clock, which the listener shares): when the worst deviations were."""
     mounts = heard.get("mounts", [])
     out: dict[str, Any] = {"listener_error": heard.get("error")}
     if not mounts:
@@ -284,6 +307,17 @@ def summarise_heard(heard: dict[str, Any]) -> dict[str, Any]:
             ),
         }
     )
+    timed = [m for m in mounts if m.get("max_deviation_at") is not None]
+    if launched_at is not None and timed:
+        worst = max(timed, key=lambda m: float(m["max_deviation_ms"]))
+        # Start-up or the common track change (all tracks are the same length)?
+        out["worst_dev_mount"] = worst.get("mount")
+        out["worst_dev_at_s"] = float(worst["max_deviation_at"]) - launched_at
+        out["worst_dev_signed_ms"] = worst.get("max_deviation_signed_ms")
+        out["dev_at_s_median"] = statistics.median(
+            float(m["max_deviation_at"]) - launched_at for m in timed
+        )
+        out["dev_ms_median"] = statistics.median(float(m["max_deviation_ms"]) for m in timed)
     if len(mounts) == 1:
         m = mounts[0]
         for key in ("drift_stderr_ms_per_h", "audio_s", "wall_s", "burst_s", "frames",

@@ -36,10 +36,14 @@ def analyse(
     offsets = [o for _, o in points]
     median = statistics.median(offsets)
     slope, stderr = _fit(points)
+    worst_t, worst_o = max(points, key=lambda p: abs(p[1] - median))
     result.update(
         {
             "burst_s": median,  # how far ahead of wall time the listener runs: the burst
-            "max_deviation_ms": max(abs(o - median) for o in offsets) * 1000,
+            "max_deviation_ms": abs(worst_o - median) * 1000,
+            # When (on the arrivals' clock) and which way: negative is late.
+            "max_deviation_at": t0 + worst_t,
+            "max_deviation_signed_ms": (worst_o - median) * 1000,
             "peak_to_peak_ms": (max(offsets) - min(offsets)) * 1000,
             "drift_ms_per_h": slope * 3600 * 1000,
             "drift_stderr_ms_per_h": stderr * 3600 * 1000,

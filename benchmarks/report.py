@@ -24,9 +24,11 @@ def _median(values: list[Any]) -> float | None:
     return statistics.median(got) if got else None
 
 
-def _scale_point(results: dict[str, Any], client: str, n: int) -> dict[str, Any] | None:
+def _scale_point(
+    results: dict[str, Any], client: str, n: int, outputs: int = 1
+) -> dict[str, Any] | None:
     for point in results.get("scale", []):
-        if point["client"] == client and point["stations"] == n:
+        if (point["client"], point["stations"], point.get("outputs", 1)) == (client, n, outputs):
             return dict(point)
     return None
 
@@ -177,25 +179,28 @@ def render(results: dict[str, Any]) -> str:
         rows = []
         for p in scale:
             if "skipped" in p:
-                rows.append([p["client"], str(p["stations"]), *["-"] * 12, p["skipped"]])
+                rows.append([p["client"], str(p["stations"]), str(p.get("outputs", 1)),
+                             *["-"] * 12, p["skipped"]])  # fmt: skip
                 continue
-            ez = _scale_point(results, "ezstream", p["stations"])
+            ez = _scale_point(results, "ezstream", p["stations"], p.get("outputs", 1))
             rows.append([
-                p["client"], str(p["stations"]), _fmt(p.get("processes")), _fmt(p.get("threads")),
+                p["client"], str(p["stations"]), str(p.get("outputs", 1)),
+                _fmt(p.get("processes")), _fmt(p.get("threads")),
                 _fmt(p.get("cpu_percent")), _fmt(p.get("cpu_s_per_station_hour")),
                 _fmt(_ratio(p.get("cpu_s_per_station_hour"), _get(ez, "cpu_s_per_station_hour")),
                      ".2f"),
                 _fmt(p.get("rss_mb")), _fmt(p.get("pss_mb")), _fmt(p.get("icecast_cpu_percent")),
                 _fmt(p.get("startup_s"), ".2f"),
                 _fmt(p.get("max_deviation_ms"), ".0f"), _fmt(p.get("longest_silence_ms"), ".0f"),
-                f"{p.get('mounts_heard', 0)}/{p['stations']}",
+                f"{p.get('mounts_heard', 0)}/{p.get('mounts', p['stations'])}",
                 "; ".join(x for x in (p.get("note"), p.get("error")) if x),
             ])  # fmt: skip
         out.append(f"\n-- scale, {meta['scale_s']:.0f} s per point --")
-        header = ["client", "N", "procs", "threads", "CPU %", "CPU s/stn-h", "vs ez", "RSS MB",
-                  "PSS MB", "icecast %", "start s", "worst dev ms", "worst silence ms", "heard",
-                  "note"]  # fmt: skip
+        header = ["client", "N", "outs", "procs", "threads", "CPU %", "CPU s/stn-h", "vs ez",
+                  "RSS MB", "PSS MB", "icecast %", "start s", "worst dev ms", "worst silence ms",
+                  "heard", "note"]  # fmt: skip
         out.append(_table(header, rows))
+    out.extend(_outputs_section(results))
 
     walk = results.get("walk")
     if walk:
@@ -212,3 +217,41 @@ def render(results: dict[str, Any]) -> str:
         out.append("\n-- pushsource against the targets (reported, not asserted) --")
         out.append(_table(["issue", "target", "value", "limit", "verdict"], rows))
     return "\n".join(out)
+
+
+def _outputs_section(results: dict[str, Any]) -> list[str]:
+    """pushsource's N x K points (K pass-through outputs per station) beside its
+    N x 1 point: what each more output costs, and whether every output keeps time."""
+    rows = []
+    for p in results.get("scale", []):
+        k = p.get("outputs", 1)
+        if p["client"] != "pushsource" or k == 1 or "skipped" in p:
+            continue
+        n = p["stations"]
+        for q, label in ((_scale_point(results, "pushsource", n), f"{n} x 1"), (p, f"{n} x {k}")):
+            if q is None or "skipped" in q:
+                rows.append([label, *["-"] * 12, "no such point" if q is None else q["skipped"]])
+                continue
+            per_output = q.get("by_output") or [q]
+            devs = "/".join(_fmt(o.get("max_deviation_ms"), ".0f") for o in per_output)
+            gaps = "/".join(_fmt(o.get("longest_silence_ms"), ".0f") for o in per_output)
+            rows.append([
+                label, _fmt(q.get("cpu_percent")), _fmt(q.get("cpu_s_per_station_hour")),
+                _fmt(_ratio(q.get("cpu_s_per_station_hour"),
+                            _get(_scale_point(results, "pushsource", n), "cpu_s_per_station_hour")),
+                     ".2f"),
+                _fmt(q.get("rss_mb")), _fmt(q.get("threads")), _fmt(q.get("icecast_cpu_percent")),
+                _fmt(q.get("startup_s"), ".2f"), devs, _fmt(q.get("dev_ms_median"), ".0f"),
+                _fmt(q.get("worst_dev_at_s")), gaps,
+                f"{q.get('mounts_heard', 0)}/{q.get('mounts', n)}", q.get("error") or "",
+            ])  # fmt: skip
+    if not rows:
+        return []
+    header = ["stations x outputs", "CPU %", "CPU s/stn-h", "vs x1", "RSS MB", "threads",
+              "icecast %", "start s", "worst dev ms (per output)", "median dev ms",
+              "worst dev at s", "worst silence ms (per output)", "heard", "error"]  # fmt: skip
+    track_s = results.get("meta", {}).get("track_s")
+    return ["\n-- several outputs per station (pushsource, pass-through; issue 13) --",
+            "median dev: of the mounts' own worst; worst dev at: seconds after launch "
+            f"(stations change track {_fmt(track_s)} s after their start)",
+            _table(header, rows)]  # fmt: skip

@@ -39,13 +39,14 @@ def _clients(results: dict[str, Any]) -> list[str]:
     return [c for c in ("pushsource", "ezstream") if c not in results["skipped"]]
 
 
-def _check_streamed(point: dict[str, Any], stations: int) -> None:
+def _check_streamed(point: dict[str, Any], stations: int, outputs: int = 1) -> None:
     assert point.get("error") is None, point
     assert point["stations"] == stations
-    assert point["mounts_heard"] == stations, point
+    assert point["mounts"] == stations * outputs, point
+    assert point["mounts_heard"] == stations * outputs, point
     assert point["closed_early"] == 0, point
     # About 16 KB/s per mount arrived, and it was MPEG audio.
-    assert point["bytes_received"] > stations * 16_000 * point["stream_s"] / 2, point
+    assert point["bytes_received"] > stations * outputs * 16_000 * point["stream_s"] / 2, point
     assert point["processes"] >= 1
     assert point["rss_mb"] > 1
     assert 0 < point["startup_s"] < 30
@@ -76,8 +77,17 @@ def test_smoke_drop_to_air_and_scale(results: dict[str, Any]) -> None:
     assert 0 < drop["drop_to_air_s"] < 10
     if "ezstream" in _clients(results):
         assert "folder" in results["drop_to_air"]["ezstream"]["n/a"]
-    points = {(p["client"], p["stations"]): p for p in results["scale"]}
+    points = {(p["client"], p["stations"], p["outputs"]): p for p in results["scale"]}
     for key in _clients(results):
-        _check_streamed(points[(key, 2)], 2)
+        _check_streamed(points[(key, 2, 1)], 2)
+    # Two stations of two outputs each, in one process: every output of every
+    # station was heard, each output's share about half of what arrived.
+    two = points[("pushsource", 2, 2)]
+    _check_streamed(two, 2, outputs=2)
+    assert [o["output"] for o in two["by_output"]] == [1, 2], two
+    for output in two["by_output"]:
+        assert output["mounts_heard"] == 2, two
+        assert 0.3 < output["bytes_received"] / two["bytes_received"] < 0.7, two
+        assert output["max_deviation_ms"] <= two["max_deviation_ms"] + 1e-6, two
     for target in results["targets"]:
         assert target["verdict"] in ("PASS", "MISS", "n/a"), target
