@@ -351,3 +351,10 @@ def test_the_output_option() -> None:
         parse_output_option("icecast://h:8000/m volume=3")
     with pytest.raises(ConfigError, match="whole number"):
         parse_output_option("icecast://h:8000/m bitrate=fast")
+    with pytest.raises(ConfigError, match="public_url must be"):
+        parse_output_option("icecast://h:8000/m public_url=ftp://x/m")
+    with pytest.raises(ConfigError, match="needs an Icecast URL"):
+        parse_output_option("  ")
+    with pytest.raises(ConfigError) as caught:  # a stray word is never quoted
+        parse_output_option("icecast://h:8000/m s3cret-word")
+    assert "s3cret" not in str(caught.value)

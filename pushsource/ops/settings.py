@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,16 +202,19 @@ _OUTPUT_OPTION_KEYS: Final = ("bitrate", "samplerate", "channels", "password_fil
 def parse_output_option(text: str) -> OutputSettings:
     """``--output "URL [bitrate=64] [samplerate=22050] [channels=1]
     [password_file=PATH] [public_url=URL]"``. Raises ConfigError (quoting no password)."""
-    url, *pairs = text.split()
-    if not url:
+    words = text.split()
+    if not words:
         raise ConfigError("--output needs an Icecast URL")
+    url, *pairs = words
     values: dict[str, object] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or key not in _OUTPUT_OPTION_KEYS:
+            # Quote a key only: a stray word may be a password.
+            shown = f"{key!r}" if sep and key.isidentifier() else "a word"
             raise ConfigError(
-                f"--output: {key!r} is not bitrate=, samplerate=, channels=, "
-                "password_file= or public_url="
+                f"--output: {shown} is not bitrate=, samplerate=, channels=, "
+                "password_file= or public_url= (after the URL)"
             )
         if key in ("bitrate", "samplerate", "channels"):
             if not value.isdigit():
@@ -219,6 +223,10 @@ def parse_output_option(text: str) -> OutputSettings:
         elif key == "password_file":
             values[key] = Path(value).expanduser()
         else:
+            if not re.fullmatch(r"https?://[^/\s]+/\S*", value):
+                raise ConfigError(
+                    f"--output: public_url must be an http:// or https:// URL, not {value!r}"
+                )
             values[key] = value
     return OutputSettings(url, **values)  # type: ignore[arg-type]
 
