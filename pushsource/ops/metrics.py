@@ -73,7 +73,7 @@ class _StationCollector:
             "connection_state", "1 for the station's connection state", ("station", "state")
         )
         listeners = gauge(
-            "listeners", "Listeners on the station's mount, from Icecast's status (every 6 s)"
+            "listeners", "Listeners on the station's mounts (all outputs), from Icecast's status"
         )
         live_on = gauge("live_connected", "1 while a DJ is connected to the live input")
         live_time = counter("live_seconds", "Seconds DJs have been connected to the live input")

@@ -486,10 +486,16 @@ class StationRunner:
 
     @property
     def listeners(self) -> int | None:
-        """Listeners on the mount, from the server watch's status probe (every
-        FULL_EVERY-th probe reads the counts); None while not known."""
-        count: int | None = self._watch.listeners(self.target.mount)
-        return count
+        """Listeners on the station's mounts (every output's), from the server
+        watches' status probes (every FULL_EVERY-th probe reads the counts);
+        None while none is known."""
+        counts = [
+            output.spec.watch.listeners(output.target.mount)
+            for output in self.driver.outputs
+            if output.spec.watch is not None
+        ]
+        known = [count for count in counts if count is not None]
+        return sum(known) if known else None
 
     def status(self) -> dict[str, Any]:
         with self._lock:
