@@ -233,7 +233,7 @@ def engine() -> Any:
 
 @pytest.fixture
 def song(tmp_path: Path) -> tuple[Path, bytes]:
-    audio = b"".join(make_frames(230))  # 6 s
+    audio = b"".join(make_frames(380))  # 10 s: room for a few reconnects
     path = tmp_path / "a.mp3"
     path.write_bytes(audio)
     return path, audio
