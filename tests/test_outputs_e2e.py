@@ -2,7 +2,8 @@
 two real icecast2 servers (the station's own at 128 kbps, the same frames on
 a second server, and 64 kbps 22.05 kHz mono converted with the real libvlc),
 heard by three real listeners; then the second server is killed and the
-other two play on untouched.
+other two play on untouched, and when it is back its output rejoins at the
+station's position.
 
 The oracles are independent of pushsource's frame parser: the header walk in
 tests.support.media, the files' own bytes, and the converted copies in the
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import mutagen
@@ -100,14 +102,21 @@ def test_three_outputs_one_timeline_and_one_server_lost(
             )
             for listener in (main, phone, backup):
                 listener.wait_for_title(titles[1], 30)
-            # Two has started everywhere: the second server goes away at once.
+            # Two has started everywhere: the second server goes away at once,
+            # and comes back a moment later.
             killed_at = len(main.audio)
             second.kill()
-            assert proc.wait(60) == 0, proc.describe()
+            time.sleep(1.5)
+            second.start()
+            with Listener(second.port, unique_mount) as rejoined:
+                rejoined.wait_for_title(titles[3], 30)
+                assert proc.wait(60) == 0, proc.describe()
+                rejoined.wait_closed(10)
             main.wait_closed(10)
             phone.wait_closed(10)
         heard = {"main": bytes(main.audio), "phone": bytes(phone.audio)}
         backup_audio = bytes(backup.audio)
+        again = bytes(rejoined.audio)
     finally:
         second.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -133,6 +142,12 @@ def test_three_outputs_one_timeline_and_one_server_lost(
     same = backup_audio[start : start + 60_000]
     assert len(same) == 60_000 and same in heard["main"]
     assert distinct(backup.titles)[:2] == titles[:2]
+
+    # Back on air, the second server's output rejoined at the station's
+    # position (it is radio: no catching up): the last track whole, its
+    # title; not the first track again.
+    assert tracks[3].audio in again and tracks[0].audio[:4000] not in again
+    assert titles[3] in distinct(rejoined.titles)
 
     # 64 kbps: its own format throughout (a header walk from the first frame),
     # each track's converted copy in order, frames as converted.
@@ -171,9 +186,15 @@ def test_three_outputs_one_timeline_and_one_server_lost(
     for track in tracks:
         lines = [line for line in err.splitlines() if f"converted {track.path}" in line]
         assert len(lines) == 1, (track.path, lines)
-    gone = [line for line in err.splitlines() if f"output 127.0.0.1:{second.port}" in line]
+    gone = [
+        line
+        for line in err.splitlines()
+        if f"output 127.0.0.1:{second.port}" in line and "WARNING" in line
+    ]
     # Lost, then refused: a line for each reason, not one per attempt (about 1/s).
     assert 1 <= len(gone) <= 3 and "reconnecting" in gone[0], gone
+    back = [line for line in err.splitlines() if "is on air again" in line]
+    assert len(back) == 1 and f"127.0.0.1:{second.port}" in back[0], back
     main_server = f"127.0.0.1:{icecast.port}"
     assert not [line for line in err.splitlines() if "WARNING" in line and main_server in line]
 
