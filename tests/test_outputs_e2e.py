@@ -11,6 +11,7 @@ cache (found by their title tag, read with mutagen)."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 import time
@@ -222,3 +223,46 @@ def test_a_wrong_password_on_one_output_costs_that_output_only(
     assert len(errors) == 1 and f"output {unique_mount}-b stopped" in errors[0], errors
     assert "401" in errors[0] or "authentication" in errors[0]
     assert icecast.source(f"{unique_mount}-b") is None
+
+
+def test_a_slow_output_costs_the_others_nothing(
+    tmp_path: Path, icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource
+) -> None:
+    """An output whose server stops reading (a proxy in front of it stalls,
+    as a hung Icecast would, with a 16 KiB receive buffer) is dropped when its
+    bytes pile up; the station's own mount plays on, on time, whole."""
+    from tests.support.proxy import TcpProxy
+
+    folder = tmp_path / "music"
+    [track] = make_titled_tracks(folder, [("Outputs", "Slow")], seconds=14.0)
+    slow = f"{unique_mount}-slow"
+    with (
+        TcpProxy(icecast.port, rcvbuf=16 * 1024) as proxy,
+        Listener(icecast.port, unique_mount) as main,
+    ):
+        proc = start_pushsource(
+            "stream",
+            folder,
+            url(icecast, unique_mount),
+            "--once",
+            "--output",
+            f"icecast://source:hackme@127.0.0.1:{proxy.port}{slow}",
+        )
+        main.wait_for_audio(3 * 128 * 125, 20)
+        proxy.stall()
+        stalled = len(main.audio)
+        deadline = time.monotonic() + 15
+        while f"output 127.0.0.1:{proxy.port}{slow}" not in proc.stderr:
+            assert time.monotonic() < deadline, proc.describe()
+            time.sleep(0.05)
+        assert proc.wait(40) == 0, proc.describe()
+        main.wait_closed(10)
+    audio = bytes(main.audio)
+    assert track.audio in audio and len(audio) > stalled
+    # No gap at the station's own listener while the other output was stuck:
+    # its bytes kept coming about every relay block (87.5 ms at 128 kbps).
+    times = [t for t, _ in main.arrivals]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert max(gaps) < 1.5, max(gaps)  # a stall would be 5 s and more
+    lost = [line for line in proc.stderr.splitlines() if f"127.0.0.1:{proxy.port}" in line]
+    assert lost and "WARNING" in lost[0], lost
