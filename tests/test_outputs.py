@@ -357,3 +357,49 @@ def test_a_track_one_output_cannot_get_is_skipped_on_all_with_one_line(tmp_path:
     assert alt.header.sample_rate == 22050
     [line] = lines
     assert line.path == paths[0] and "(for the 64 kbps output)" in line.reason
+
+
+def chunk_of(frames: list[bytes], last: bool) -> Chunk:
+    ends, size = [], 0
+    for frame in frames:
+        size += len(frame)
+        ends.append(size)
+    return Chunk(b"".join(frames), ends, 0, last)
+
+
+def test_a_copy_is_read_as_it_plays_and_forgotten_behind() -> None:
+    low = make_frames(1000, LOW_SPEC)  # 26 s
+    window = alt_of(low[:200])
+    window.handle, window.last = "the open copy", False
+    track = cued({KEY: window})
+    reframer = Reframer(KEY, LOW)
+    duration = LOW.duration
+    data, count = reframer.frames([Span(track, 0.0, 40 * duration)])
+    assert data == b"".join(low[:40]) and reframer.wanted() is None  # 4.2 s ahead
+    data, count = reframer.frames([Span(track, 40 * duration, 60 * duration)])
+    assert data == b"".join(low[40:100])
+    assert reframer.wanted() is window  # 2.6 s left in: read the next chunk
+    window.reading = True
+    assert reframer.wanted() is None  # one read at a time
+    window.add(chunk_of(low[200:400], last=False))
+    assert not window.reading and window.loaded == 400
+    data, count = reframer.frames([Span(track, 100 * duration, 200 * duration)])
+    assert data == b"".join(low[100:300]) and count == 200
+    # What was sent is forgotten, but for 2 s behind.
+    assert window.first == 300 - round(2.0 / duration)
+    assert len(window.data) == sum(map(len, low[window.first : 400]))
+
+
+def test_a_copy_read_late_is_silence_on_time_then_its_frames_at_their_time() -> None:
+    low = make_frames(600, LOW_SPEC)
+    window = alt_of(low[:50])
+    window.handle, window.last = "the open copy", False
+    track = cued({KEY: window})
+    reframer = Reframer(KEY, LOW)
+    duration = LOW.duration
+    data, count = reframer.frames([Span(track, 0.0, 80 * duration)])
+    assert count == 80 and data == b"".join(low[:50]) + silent_frame(LOW) * 30
+    assert reframer.late == 30
+    window.add(chunk_of(low[50:300], last=True))
+    data, count = reframer.frames([Span(track, 80 * duration, 10 * duration)])
+    assert data == b"".join(low[80:90])  # where the station is, not where the read was

@@ -18,11 +18,17 @@ from collections.abc import Sequence
 from typing import Final
 
 from pushsource.core.frames import FrameHeader, silent_frame
-from pushsource.core.station import ICECAST_BLOCK, Cued, Span
+from pushsource.core.station import ICECAST_BLOCK, Alt, Cued, Span
 
 #: An output's place in a track further than this many frames from where the
 #: station is (a rewind after a broken connection, a resumed track) is moved.
 _JUMP: Final = 2
+#: Seconds of a copy kept read ahead of where its outputs are, at least, and
+#: kept behind (for an output that rejoins with the audio still ahead).
+READ_AHEAD: Final = 4.0
+KEEP_BEHIND: Final = 2.0
+#: Seconds of a copy read at once: at cue time (with the track), and after.
+ALT_CHUNK: Final = 6.0
 
 
 class Reframer:
@@ -33,7 +39,9 @@ class Reframer:
         self._header = header  # the output's format: its silence
         self._silence = silent_frame(header)
         self._track: Cued | None = None
+        self._alt: Alt | None = None  # the track's copy in this format
         self._index = 0  # next frame of the track's Alt
+        self.late = 0  # frames sent as silence because their copy was not read yet
         self._debt = 0.0  # seconds of silence owed, less than one frame
 
     def frames(self, spans: Sequence[Span]) -> tuple[bytes, int]:
@@ -46,22 +54,49 @@ class Reframer:
                 count += self._quiet(span.seconds, parts)
                 continue
             duration = alt.header.duration
-            ends = alt.ends
             if span.track is not self._track or abs(self._index * duration - span.at) > (
                 _JUMP * duration
             ):
                 self._track = span.track
-                self._index = min(len(ends), max(0, round(span.at / duration)))
+                self._alt = alt
+                self._index = max(0, round(span.at / duration))
             end = span.at + span.seconds
-            stop = min(len(ends), max(self._index, round(end / duration)))
-            if stop > self._index:
-                first = ends[self._index - 1] if self._index else 0
-                parts.append(alt.data[first : ends[stop - 1]])
-                count += stop - self._index
+            stop = max(self._index, round(end / duration))
+            if alt.last:
+                stop = min(stop, alt.loaded)
+            self._index = max(self._index, alt.first)  # forgotten already: on from there
+            take = min(stop, alt.loaded)
+            if take > self._index:
+                at = self._index - alt.first
+                begin = alt.ends[at - 1] if at else 0
+                parts.append(alt.data[begin : alt.ends[take - alt.first - 1]])
+                count += take - self._index
+                self._index = take
+            if stop > self._index:  # not read yet (the disk is late): silence, on time
+                self.late += stop - self._index
+                count += self._quiet((stop - self._index) * duration, parts)
                 self._index = stop
-            if end > len(ends) * duration:  # its copy is shorter: silence for the rest
-                count += self._quiet(end - max(span.at, len(ends) * duration), parts)
+            if alt.last and end > alt.loaded * duration:  # its copy is shorter: silence
+                count += self._quiet(end - max(span.at, alt.loaded * duration), parts)
+            # Keep a little behind: another output in this format may rejoin
+            # with the audio still ahead of real time.
+            alt.trim(self._index - round(KEEP_BEHIND / duration))
         return b"".join(parts), count
+
+    @property
+    def frame_seconds(self) -> float:
+        """How long one of the output's frames lasts."""
+        return self._header.duration
+
+    def wanted(self) -> Alt | None:
+        """The copy to read more of now (on the workers), if any: the one
+        playing, once less than READ_AHEAD seconds of it are in."""
+        alt = self._alt
+        if alt is None or alt.last or alt.reading or alt.handle is None:
+            return None
+        if (alt.loaded - self._index) * alt.header.duration >= READ_AHEAD:
+            return None
+        return alt
 
     def closing(self) -> bytes:
         """Silence to send before a clean close: Icecast drops the last partial

@@ -103,14 +103,44 @@ class Chunk:
     last: bool  # the track has no frames after these
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(eq=False)
 class Alt:
-    """A track in another output's format (converted ahead, on the workers):
-    all its frames, ``ends[i]`` where frame i ends in ``data``."""
+    """A track in another output's format (converted ahead, on the workers): a
+    window of its frames, read ahead in chunks like the station's own, so an
+    hour-long track costs seconds of memory. ``data`` holds frames ``first``
+    to ``loaded - 1``, ``ends[i]`` where the i-th of them ends; ``handle`` is
+    the workers' open copy, positioned after them, until ``last`` (all in)."""
 
     data: bytes
     ends: Sequence[int]
     header: FrameHeader  # its first frame's: every frame has its samples and rate
+    handle: object = None
+    last: bool = True
+    first: int = 0
+    reading: bool = False  # a read of the next chunk is out
+
+    @property
+    def loaded(self) -> int:
+        """The index of the first frame not in the window."""
+        return self.first + len(self.ends)
+
+    def add(self, chunk: Chunk) -> None:
+        """The next frames, read on the workers."""
+        base = len(self.data)
+        self.data += chunk.data
+        self.ends = [*self.ends, *(base + end for end in chunk.ends)]
+        self.last = chunk.last
+        self.reading = False
+
+    def trim(self, before: int) -> None:
+        """Forget the frames before index ``before`` (sent already)."""
+        drop = min(before - self.first, len(self.ends))
+        if drop <= 0:
+            return
+        cut = self.ends[drop - 1]
+        self.data = self.data[cut:]
+        self.ends = [end - cut for end in self.ends[drop:]]
+        self.first += drop
 
 
 @dataclass(eq=False)

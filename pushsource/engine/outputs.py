@@ -60,6 +60,7 @@ class Output:
         self.failures = 0  # in a row, for the backoff
         self.timer: Any = None  # its own reconnect
         self.last_error: IcecastError | None = None
+        self.late_said = 0  # the late-copy count last logged, plus a minute's frames
         self.refused = False  # a wrong password: never tried again
         self.said: tuple[str, float] | None = None  # the last reconnect line logged: (why, when)
         self.unwatch: Callable[[], None] | None = None

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pushsource.core import station as core
+from pushsource.core.outputs import ALT_CHUNK
 from pushsource.core.station import (
     SHORT_LIVED,
+    Alt,
     Chunk,
     Cued,
     Retry,
@@ -347,7 +349,18 @@ class StationDriver:
     def _send_one(self, output: Output, data: bytes, spans: tuple[Span, ...]) -> None:
         sock = output.sock
         if sock is not None:
-            payload = data if output.reframer is None else output.reframer.frames(spans)[0]
+            reframer = output.reframer
+            payload = data if reframer is None else reframer.frames(spans)[0]
+            if reframer is not None:
+                if (alt := reframer.wanted()) is not None:
+                    self._read_alt(alt)
+                if reframer.late > output.late_said:  # a line, not one per batch
+                    log.warning(
+                        "output %s: its converted copy is late: %d frames of silence so far",
+                        output.label,
+                        reframer.late,
+                    )
+                    output.late_said = reframer.late + round(60 / reframer.frame_seconds)
             if payload:
                 sock.send(payload)
                 output.bytes_sent += len(payload)
@@ -360,6 +373,20 @@ class StationDriver:
                     f"({unsent // 1024} KiB unsent)"
                 )
                 self._loop.call_soon(self._lost, output, error, unsent)
+
+    def _read_alt(self, alt: Alt) -> None:
+        """More of a track's copy in another output's format, on the read lane."""
+        alt.reading = True
+        handle, frames = alt.handle, max(1, round(ALT_CHUNK / alt.header.duration))
+
+        def done(chunk: Chunk | None, exc: BaseException | None) -> None:
+            if exc is not None or chunk is None:
+                if exc is not None and not self._done:
+                    log.error("station %s: reading a converted copy failed: %r", self.name, exc)
+                chunk = Chunk(b"", [], 0, True)  # silence for the rest of it
+            alt.add(chunk)
+
+        self._read_lane.submit(lambda: self._feed.read(handle, frames), done)
 
     def _open(self, headers: dict[str, str]) -> None:
         """The station goes on air: every output that may, at once."""

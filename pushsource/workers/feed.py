@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
+from pushsource.core.outputs import ALT_CHUNK
 from pushsource.core.station import Alt, Chunk, Cued
 from pushsource.errors import FrameError, TrackError
 from pushsource.workers.folder import QueueEdit
@@ -78,23 +79,20 @@ class CueResult:
     again: float | None = None  # look again in this many seconds (files settling), track or not
 
 
-def read_alt(track: Track) -> Alt:
-    """All the frames of an opened ``track``, for an output in another format
-    (a converted copy: a few MB at most). Closes it."""
-    parts: list[bytes] = []
-    ends: list[int] = []
-    size = 0
-    try:
-        while True:
-            chunk = read_chunk(track, 4096)
-            parts.append(chunk.data)
-            ends.extend(size + end for end in chunk.ends)
-            size += len(chunk.data)
-            if chunk.last:
-                break
-        return Alt(b"".join(parts), ends, track.first.header)
-    finally:
+def read_alt(track: Track, seconds: float = ALT_CHUNK) -> Alt:
+    """The first ``seconds`` of an opened ``track``, for an output in another
+    format; the rest is read as it plays (Feed.read on ``handle``)."""
+    frames = max(1, round(seconds / track.first.header.duration))
+    chunk = read_chunk(track, frames)
+    if chunk.last:
         track.close()
+    return Alt(
+        chunk.data,
+        list(chunk.ends),
+        track.first.header,
+        handle=None if chunk.last else track,
+        last=chunk.last,
+    )
 
 
 def read_chunk(track: Track, frames: int) -> Chunk:
@@ -251,11 +249,17 @@ class Feed:
     def release(self, track: object) -> None:
         if isinstance(track, Track):
             track.close()
+            for companion in track.companions:
+                companion.close()
 
     # -- the read lane
 
     def read(self, track: object, frames: int) -> Chunk:
+        """The next frames of a playing track, or of its copy in another format
+        (which may have been released meanwhile: then none)."""
         assert isinstance(track, Track)
+        if track.closed:
+            return Chunk(b"", [], track.position, True)
         return read_chunk(track, frames)
 
     # --
@@ -273,14 +277,17 @@ class Feed:
         self._prepare(path)
         gain = self._gain(path)
         track = Track(path, play=self._resolve(path), gain=gain).open(offset)
+        alts: dict[str, Alt] = {}
         try:
-            alts = {
-                key: self._alt(path, label, prepare, gain)
-                for key, label, prepare in self._alternates
-            }
+            for key, label, prepare in self._alternates:
+                alts[key] = self._alt(path, label, prepare, gain)
         except TrackError:
             track.close()  # one output cannot get it: none of them plays it
+            for alt in alts.values():
+                self.release(alt.handle)
             raise
+        # Its copies are read as it plays and closed with it.
+        track.companions = [alt.handle for alt in alts.values() if isinstance(alt.handle, Track)]
         first = read_chunk(track, chunk)
         header = track.first.header
         # Bitrate and length are the played file's (a converted copy's: what goes on air).

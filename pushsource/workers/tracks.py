@@ -126,6 +126,8 @@ class Track:
         self._position = 0
         self._dropped = 0  # frames in another format than the first
         self._pushed: FrameRun | None = None  # handed back by push_back()
+        #: Copies of it in other outputs' formats, read as it plays: closed with it.
+        self.companions: list[Track] = []
 
     def __repr__(self) -> str:
         return f"Track({str(self.path)!r})"
@@ -265,6 +267,11 @@ class Track:
                     )
                 self.close()
                 return None
+
+    @property
+    def closed(self) -> bool:
+        """Closed (or never opened): no more frames to read."""
+        return self._file is None
 
     def close(self) -> None:
         if self._file is not None:
