@@ -79,11 +79,20 @@ class CueResult:
     again: float | None = None  # look again in this many seconds (files settling), track or not
 
 
-def read_alt(track: Track, seconds: float = ALT_CHUNK) -> Alt:
-    """The first ``seconds`` of an opened ``track``, for an output in another
-    format; the rest is read as it plays (Feed.read on ``handle``)."""
-    frames = max(1, round(seconds / track.first.header.duration))
-    chunk = read_chunk(track, frames)
+def read_alt(track: Track, seconds: float = ALT_CHUNK, *, skip: float = 0.0) -> Alt:
+    """``seconds`` of an opened ``track``, for an output in another format,
+    from about ``skip`` seconds in (a second early: the station's count of a
+    resumed track may differ a little from the estimate); the rest is read as
+    it plays (Feed.read on ``handle``)."""
+    duration = track.first.header.duration
+    skipped, left = 0, max(0, round((skip - 1.0) / duration))
+    chunk = Chunk(b"", [], 0, False)
+    while left > 0 and not chunk.last:
+        chunk = read_chunk(track, min(left, 4096))
+        skipped += len(chunk.ends)
+        left -= len(chunk.ends)
+    frames = max(1, round(seconds / duration))
+    chunk = read_chunk(track, frames) if not chunk.last else Chunk(b"", [], 0, True)
     if chunk.last:
         track.close()
     return Alt(
@@ -92,6 +101,7 @@ def read_alt(track: Track, seconds: float = ALT_CHUNK) -> Alt:
         track.first.header,
         handle=None if chunk.last else track,
         last=chunk.last,
+        first=skipped,
     )
 
 
@@ -277,17 +287,6 @@ class Feed:
         self._prepare(path)
         gain = self._gain(path)
         track = Track(path, play=self._resolve(path), gain=gain).open(offset)
-        alts: dict[str, Alt] = {}
-        try:
-            for key, label, prepare in self._alternates:
-                alts[key] = self._alt(path, label, prepare, gain)
-        except TrackError:
-            track.close()  # one output cannot get it: none of them plays it
-            for alt in alts.values():
-                self.release(alt.handle)
-            raise
-        # Its copies are read as it plays and closed with it.
-        track.companions = [alt.handle for alt in alts.values() if isinstance(alt.handle, Track)]
         first = read_chunk(track, chunk)
         header = track.first.header
         # Bitrate and length are the played file's (a converted copy's: what goes on air).
@@ -295,6 +294,17 @@ class Feed:
         before = 0.0
         if track.resumed:  # an estimate from the bytes; exact for CBR
             before = max(0, first.offset - audio_start(track.play)) / (bitrate * 125)
+        alts: dict[str, Alt] = {}
+        try:
+            for key, label, prepare in self._alternates:
+                alts[key] = self._alt(path, label, prepare, gain, before)
+        except TrackError:
+            track.close()  # one output cannot get it: none of them plays it
+            for alt in alts.values():
+                self.release(alt.handle)
+            raise
+        # Its copies are read as it plays and closed with it.
+        track.companions = [alt.handle for alt in alts.values() if isinstance(alt.handle, Track)]
         return Cued(
             handle=track,
             path=path,
@@ -312,13 +322,19 @@ class Feed:
         )
 
     def _alt(
-        self, path: Path, label: str, prepare: Callable[[Path], Path], gain: TrackGain | None
+        self,
+        path: Path,
+        label: str,
+        prepare: Callable[[Path], Path],
+        gain: TrackGain | None,
+        before: float,
     ) -> Alt:
         """``path`` for an output in another format, with the station's gain
-        (the same steps, after conversion). Raises TrackError."""
+        (the same steps, after conversion), from about ``before`` seconds in
+        (a resumed track). Raises TrackError."""
         play = self._for_output(path, label, prepare)
         try:
-            return read_alt(Track(path, play=play, gain=gain).open())
+            return read_alt(Track(path, play=play, gain=gain).open(), skip=before)
         except TrackError as exc:
             raise TrackError(path, f"{exc.reason} (for the {label} output)") from None
 
