@@ -31,7 +31,8 @@ $(STATION_STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 	$(VENV)/bin/mypy
-	$(VENV)/bin/ruff check pushsource tests
+	$(VENV)/bin/ruff check pushsource tests benchmarks
+	$(VENV)/bin/ruff format --check pushsource tests benchmarks
 	$(VENV)/bin/lint-imports
 
 # Only what is missing, so a set-up machine never needs root here.

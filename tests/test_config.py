@@ -327,7 +327,9 @@ password = "${{ROCK_PASSWORD}}"
 
 
 def test_a_converted_output_and_the_live_input_do_not_mix(tmp_path: Path) -> None:
-    text = OUTPUTS.split("[[station.output]]")[0] + """
+    text = (
+        OUTPUTS.split("[[station.output]]")[0]
+        + """
 [station.live]
 listen = "127.0.0.1:8010"
 users = { alice = "pw" }
@@ -336,6 +338,7 @@ users = { alice = "pw" }
 url = "icecast://source@127.0.0.1:8000/rock-64"
 bitrate = 64
 """
+    )
     with pytest.raises(ConfigError, match="cannot carry the live input"):
         load_config(write(tmp_path, text), ENV)
 

@@ -664,9 +664,7 @@ def test_too_many_connections_get_503(rock: FakeStation) -> None:
         # the mark may trail the answer by a moment, so ask again (a few ms).
         deadline = time.monotonic() + 5
         while True:
-            answer = raw_exchange(
-                server, b"GET /api/stations HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-            )
+            answer = raw_exchange(server, b"GET /api/stations HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             if not answer.startswith(b"HTTP/1.1 503 ") or time.monotonic() > deadline:
                 break
             time.sleep(0.01)

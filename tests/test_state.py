@@ -63,8 +63,13 @@ BAD_VALUES: dict[str, list[object]] = {
     "current": [3, None],  # None: an offset without a track
     "current_offset": [-1, 1.5],
     "current_stamp": [[1, 2.0], [1, 2, 3]],
-    "history": [{}, [1], [{"file": "a.mp3"}], [{"file": 1, "title": "t", "started": "s"}],
-                [{"file": "a", "title": "t", "started": "s", "gain_db": "loud"}]],
+    "history": [
+        {},
+        [1],
+        [{"file": "a.mp3"}],
+        [{"file": 1, "title": "t", "started": "s"}],
+        [{"file": "a", "title": "t", "started": "s", "gain_db": "loud"}],
+    ],
     "surprise": [1],
 }
 MALFORMED: list[object] = [None, [], "x", {}, {"version": 1}] + [

@@ -337,8 +337,11 @@ def test_queue_running_dry_closes_cleanly_and_reconnects(tmp_path: Path) -> None
     source = TimedSource(
         lambda: holder[0],
         # b arrives while a plays: no gap; c arrives long after b ran out.
-        [(start, tmp_path / "a.mp3"), (start + 1.0, tmp_path / "b.mp3"),
-         (start + 20.0, tmp_path / "c.mp3")],
+        [
+            (start, tmp_path / "a.mp3"),
+            (start + 1.0, tmp_path / "b.mp3"),
+            (start + 20.0, tmp_path / "c.mp3"),
+        ],
     )
     sim = make(source, once=False, idle=Idle.STOP)
     holder.append(sim)
@@ -351,7 +354,7 @@ def test_queue_running_dry_closes_cleanly_and_reconnects(tmp_path: Path) -> None
     assert second.stream().startswith(c)
     assert second.chunks[0][0] == pytest.approx(start + 20.0)
     assert sim.machine.played == [tmp_path / "a.mp3", tmp_path / "b.mp3", tmp_path / "c.mp3"]
-    assert ("idle" in [s for _, s in sim.states])
+    assert "idle" in [s for _, s in sim.states]
 
 
 def test_stop_ends_with_silence_after_the_batch_in_flight(tmp_path: Path) -> None:
@@ -581,8 +584,9 @@ def test_late_frames_get_silence_and_the_track_goes_on(tmp_path: Path) -> None:
             if isinstance(e, core.Read) and not delayed:
                 delayed.append(e)
                 chunk = sim.feed.read(e.handle, e.frames)
-                sim.schedule(sim.now + 6.0, lambda h=e.handle, c=chunk: sim.step(
-                    sim.machine.read, h, c))
+                sim.schedule(
+                    sim.now + 6.0, lambda h=e.handle, c=chunk: sim.step(sim.machine.read, h, c)
+                )
             else:
                 keep.append(e)
         real(keep)

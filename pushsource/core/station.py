@@ -254,8 +254,10 @@ class Finished:
 
 
 Effect = (
-    Connect | Send | Close | Wake | SetTitle | Cue | Read | Release | Started | Ended
-) | State | Finished
+    (Connect | Send | Close | Wake | SetTitle | Cue | Read | Release | Started | Ended)
+    | State
+    | Finished
+)
 
 
 class Interrupted(Enum):

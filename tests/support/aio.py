@@ -15,6 +15,7 @@ SECRET = "n0t-In-Any:Message@"
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 20.0) -> T:
     """asyncio.run, bounded: a test that hangs fails instead."""
+
     async def bounded() -> T:
         async with asyncio.timeout(timeout):
             return await coro
