@@ -180,7 +180,7 @@ class Fates:
 
 def two_outputs(
     engine: Engine,
-    path: Path,
+    path: Path | list[Path],
     fates: Fates,
     titles: list[tuple[str, str]],
     low: Path | None = None,
@@ -188,7 +188,7 @@ def two_outputs(
     """A station on /a, with /b beside it: the same frames, or with ``low``
     (the track's copy at 64 kbps 22.05 kHz mono) in that format."""
     feed = Feed(
-        ListSource([path]),
+        ListSource(path if isinstance(path, list) else [path]),
         resolve=lambda p: p,
         prepare=lambda p: None,
         was_played=lambda p: False,
@@ -231,7 +231,7 @@ def two_outputs(
     return driver, recorder
 
 
-def wait_for(what: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_for(what: Callable[[], object], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not what():
         assert time.monotonic() < deadline, "timed out"
@@ -464,3 +464,26 @@ def test_a_converted_output_goes_on_where_the_station_does_after_an_outage(
     at = b"".join(frames).find(after[: 2 * one])
     assert abs(at - len(before)) <= 3 * one, (at, len(before))
     assert after[: len(after) // 2] in b"".join(frames)
+
+
+def test_a_skip_acts_on_every_output_and_they_carry_the_same_bytes(
+    engine: Engine, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "1.mp3", tmp_path / "2.mp3"
+    one = b"".join(make_frames(380, seed=1))
+    two = b"".join(make_frames(60, seed=2))
+    first.write_bytes(one)
+    second.write_bytes(two)
+    fates = Fates()
+    titles: list[tuple[str, str]] = []
+    driver, recorder = two_outputs(engine, [first, second], fates, titles)
+    driver.start()
+    wait_for(lambda: fates.count("/b") and len(fates.last("/b").sent) > 20_000)
+    driver.skip()
+    assert recorder.finished.wait(15)
+    a, b = (bytes(fates.last(mount).sent) for mount in ("/a", "/b"))
+    assert a == b  # one timeline: the same frames on both, from the first
+    cut = a.find(two[:2000])
+    assert 20_000 <= cut < len(one) and a[:cut] == one[:cut]  # the first cut short on both
+    assert a[cut:].startswith(two)
+    assert [t for m, t in titles if m == "/a"] == [t for m, t in titles if m == "/b"] == ["1", "2"]
