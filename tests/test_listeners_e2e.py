@@ -78,7 +78,12 @@ state = "state.json"
         listener = Listener(icecast.port, unique_mount, connect_timeout=15).start()
         listener.wait_connected(15)
         listener.wait_for_audio(4096, 10)
-        assert icecast_listeners(icecast, unique_mount) == 1
+        # Icecast's own count lags its new client a moment (its stats thread).
+        wait_until(
+            "Icecast counting the listener",
+            lambda: icecast_listeners(icecast, unique_mount) == 1,
+            timeout=5,
+        )
         connected = time.monotonic()
         wait_until("1 listener in the API", lambda: get_json(api)["listeners"] == 1, timeout=15)
         took = time.monotonic() - connected

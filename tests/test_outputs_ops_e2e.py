@@ -70,7 +70,12 @@ url = "icecast://source:hackme@127.0.0.1:{second.port}{unique_mount}"
         listener = Listener(second.port, unique_mount, connect_timeout=15).start()
         listener.wait_connected(15)
         listener.wait_for_audio(4096, 10)
-        assert icecast_listeners(second, unique_mount) == 1
+        # Icecast's own count lags its new client a moment (its stats thread).
+        wait_until(
+            "Icecast counting the listener",
+            lambda: icecast_listeners(second, unique_mount) == 1,
+            timeout=5,
+        )
         # Each server's count, read by its own watch (within its 6 s).
         wait_until(
             "the listener on the second server's output",
