@@ -20,7 +20,7 @@ from pushsource.core.source import (
     request_head,
 )
 from pushsource.core.target import USER_AGENT, IcecastTarget
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, ProtocolError
 
 SECRET = "S3cr:et@pw/é"
 TARGET = IcecastTarget("radio.example", 8443, "/live.mp3", "dj", SECRET, tls=True)
@@ -69,6 +69,8 @@ def test_request_head_is_a_raw_put_with_basic_auth_and_the_ice_headers() -> None
     assert fields == {
         "User-Agent": USER_AGENT,
         "Content-Type": "audio/mpeg",
+        # Icecast 2.5 answers a PUT without it only once the source has ended.
+        "Expect": "100-continue",
         "ice-name": "Sigur Rós · 东京".replace("东", "東"),
         "ice-public": "0",
     }
@@ -87,7 +89,7 @@ def test_an_ipv6_host_goes_in_brackets() -> None:
 def test_no_value_can_add_a_header_line(value: str) -> None:
     head = request_head(TARGET, {"ice-name": value, "ice-genre": "g"})
     _, fields = parse_head(head)
-    assert head.count(b"\r\n\r\n") == 1 and head.count(b"\n") == 8
+    assert head.count(b"\r\n\r\n") == 1 and head.count(b"\n") == 9
     assert "X-Evil" not in fields and "\n" not in fields["ice-name"]
     assert fields["ice-genre"] == "g"
 
@@ -172,6 +174,64 @@ def test_200_is_accepted_as_soon_as_its_head_ends_and_what_follows_is_ignored() 
     assert reader.feed(OK[-1:] + b"more") == Accepted()
     assert reader.feed(b"HTTP/1.0 401 x\r\n\r\n") is None  # after the answer: not read
     assert reader.answer == Accepted()
+
+
+def test_metaint_announces_titles_inside_the_stream() -> None:
+    _, fields = parse_head(request_head(TARGET, {"Icy-MetaInt": "5"}, metaint=1024))
+    assert fields["Icy-MetaInt"] == "1024"  # ours: the station's headers cannot change it
+    _, fields = parse_head(request_head(TARGET, {}))
+    assert "Icy-MetaInt" not in fields
+
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\nServer: Icecast 2.5.0\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_100_continue_is_go_and_a_200_after_it_changes_nothing() -> None:
+    assert every_split(CONTINUE, close=False) == Accepted(100)
+    reader = AnswerReader(TARGET)
+    assert reader.feed(CONTINUE) == Accepted(100)
+    assert reader.later(b"HTTP/1.0 200 OK\r\n") is None
+    assert reader.later(b"\r\n") is None
+    assert reader.later(b"HTTP/1.0 403 Forbidden\r\n\r\nMountpoint in use") is None  # after a 200
+    assert reader.ended() is None
+
+
+def test_100_and_200_together_as_icecast_kh_sends_them() -> None:
+    reader = AnswerReader(TARGET)
+    assert reader.feed(CONTINUE + OK) == Accepted(100)
+    assert reader.later(b"") is None and reader.ended() is None
+
+
+def test_a_refusal_after_100_is_told_once_as_it_comes_or_at_the_close() -> None:
+    refusal = b"HTTP/1.0 403 Forbidden\r\nContent-Length: 17\r\n\r\nMountpoint in use"
+    reader = AnswerReader(TARGET)
+    assert reader.feed(CONTINUE) == Accepted(100)
+    error = reader.later(refusal)
+    assert isinstance(error, MountInUseError) and error.status == 403
+    assert reader.later(b"more") is None  # told once
+    together = AnswerReader(TARGET)
+    assert together.feed(CONTINUE + refusal) == Accepted(100)
+    assert isinstance(together.later(b""), MountInUseError)
+    cut = AnswerReader(TARGET)
+    assert cut.feed(CONTINUE + b"HTTP/1.0 500 Internal Server Error\r\n\r\noops") == Accepted(100)
+    assert cut.later(b"") is None  # its reason may still be coming
+    error = cut.ended()
+    assert error is not None and error.status == 500 and SECRET not in str(error)
+    lost = AnswerReader(TARGET)
+    assert lost.feed(CONTINUE) == Accepted(100)
+    assert lost.ended() is None  # nothing after the 100: a lost connection, not a refusal
+
+
+def test_426_says_the_port_wants_tls() -> None:
+    error = error_of(every_split(b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: TLS/1.0\r\n\r\n"))
+    assert error.status == 426
+    assert str(error) == (
+        "radio.example:8443 wants TLS on this port (426 Upgrade Required): use an https:// URL"
+    )
+
+
+def test_another_interim_status_is_not_icecast() -> None:
+    assert isinstance(error_of(every_split(b"HTTP/1.1 101 Switching\r\n\r\n")), ProtocolError)
 
 
 def test_401_is_an_authentication_error_naming_user_and_mount() -> None:

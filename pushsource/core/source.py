@@ -1,13 +1,17 @@
 """Icecast's source protocol, sans-IO: the ``PUT`` head we send and the answer
 we read back, while the body is still going out.
 
-Icecast 2.4.4 takes a source as ``PUT /mount HTTP/1.1`` with Basic auth and a
-``Content-Type``; it answers ``HTTP/1.0 200 OK\\r\\n\\r\\n`` *before* it reads any
-body, then reads the body raw (no Content-Length, no chunking: it never
-decodes chunks). A refusal is a status line, a few headers and a one-line
-reason (``401`` "You need to authenticate", ``403`` "Mountpoint in use"),
-then the server closes. This module turns bytes into those answers; sockets,
-TLS and timers live in :mod:`pushsource.engine.source`.
+A source is ``PUT /mount HTTP/1.1`` with Basic auth, a ``Content-Type`` and
+``Expect: 100-continue``, then the body raw (no Content-Length, no chunking:
+Icecast 2.4.4 never decodes chunks, icecast-kh ends a chunked source). The
+``Expect`` is what makes every server answer at once: without it Icecast 2.5
+sends no status line at all until the source ends. So a ``100 Continue`` or a
+``200`` means "go" (Icecast 2.4.4 sends ``100`` then ``200``, icecast-kh both
+together after about 0.22 s, 2.5 its ``200`` only once the source has ended).
+A refusal is a status line, a few headers and a one-line reason (``401`` "You
+need to authenticate", ``403`` "Mountpoint in use"), then the server closes.
+This module turns bytes into those answers; sockets, TLS and timers live in
+:mod:`pushsource.engine.source`.
 """
 
 from __future__ import annotations
@@ -37,19 +41,25 @@ _STATUS_SHAPE: Final = b"HTTP/9.9 999"
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 
-def request_head(target: IcecastTarget, headers: Mapping[str, str]) -> bytes:
+def request_head(
+    target: IcecastTarget, headers: Mapping[str, str], *, metaint: int | None = None
+) -> bytes:
     """The head of the source ``PUT`` for target, with ``headers`` (the
-    station's ``ice-*`` ones) after ours. Control characters in values become
-    spaces, so no value can add a header line; values go as UTF-8. Raises
-    ValueError for a header name that is not an HTTP token (a programming
-    error: names come from code, not from users)."""
+    station's ``ice-*`` ones) after ours; ``metaint``: the body carries ICY
+    title blocks every so many audio bytes (:mod:`pushsource.core.icy`).
+    Control characters in values become spaces, so no value can add a header
+    line; values go as UTF-8. Raises ValueError for a header name that is not
+    an HTTP token (a programming error: names come from code, not from users)."""
     credentials = f"{target.user}:{target.password}".encode()
     fields: dict[str, str] = {
         "Host": netloc(_ascii_host(target.host), target.port),
         "Authorization": "Basic " + base64.b64encode(credentials).decode("ascii"),
         "User-Agent": USER_AGENT,
         "Content-Type": "audio/mpeg",
+        "Expect": "100-continue",
     }
+    if metaint is not None:
+        fields["Icy-MetaInt"] = str(metaint)
     for name, value in headers.items():
         if not _TOKEN.match(name):
             raise ValueError(f"not an HTTP header name: {name!r}")
@@ -68,9 +78,10 @@ def _ascii_host(host: str) -> str:
 
 @dataclass(frozen=True)
 class Accepted:
-    """Icecast took the source: the body may go."""
+    """The server took the source: ``then`` goes out, then the body."""
 
     status: int = 200
+    then: bytes = b""  # what the protocol sends after the answer (SHOUTcast's icy-* lines)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,9 @@ class AnswerReader:
         self._where = netloc(target.host, target.port)
         self._data = bytearray()
         self._answer: Answer | None = None
+        #: After a ``100 Continue``: the final answer, read while the body goes.
+        self._final: AnswerReader | None = None
+        self._told = False  # later() has returned the final refusal
 
     @property
     def answer(self) -> Answer | None:
@@ -123,6 +137,30 @@ class AnswerReader:
             self._answer = self._decide(eof=True)
         assert self._answer is not None
         return self._answer
+
+    def later(self, data: bytes) -> IcecastError | None:
+        """What the server sends while the body goes: after a ``100``, its
+        final answer. A ``200`` changes nothing (Icecast 2.4.4 sends one at
+        once, 2.5 when the source has ended); a refusal is the error to fail
+        with. None before an answer is whole, and after a ``200``."""
+        final = self._final
+        if final is None or self._told:
+            return None
+        if final.answer is None:
+            final.feed(data)
+        if isinstance(final.answer, Refused):
+            self._told = True
+            return final.answer.error
+        return None
+
+    def ended(self) -> IcecastError | None:
+        """The server closed while the body went: the refusal it sent after
+        its ``100``, if that is what it was (else None: the connection was lost)."""
+        final = self._final
+        if final is None or not final.started or final.answer is not None:
+            return None
+        answer = final.eof()
+        return answer.error if isinstance(answer, Refused) and answer.error.status else None
 
     def _decide(self, *, eof: bool) -> Answer | None:
         data = bytes(self._data)
@@ -151,12 +189,26 @@ class AnswerReader:
         status = int(lines[0][9:12])
         phrase = lines[0][13:].strip()
         mount = self._target.mount
-        if 200 <= status < 300:
+        if 200 <= status < 300 or status == 100:
             if end is None:  # eof: a 200 cut short is no stream to send to
                 return self._refused(
                     f"{self._where} closed the connection in the middle of its answer"
                 )
+            if status == 100:  # the final answer follows, read by later()
+                self._final = AnswerReader(self._target)
+                if body:
+                    self._final.feed(body)
             return Accepted(status)
+        if 100 < status < 200:
+            return self._garbage(f"{self._where} answered {lines[0][:40]!r}")
+        if status == 426:
+            return Refused(
+                IcecastError(
+                    f"{self._where} wants TLS on this port (426 Upgrade Required): "
+                    "use an https:// URL",
+                    status,
+                )
+            )
         if status == 401:
             return Refused(
                 AuthenticationError(

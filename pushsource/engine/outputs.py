@@ -91,7 +91,7 @@ class Output:
         sock, self.sock = self.sock, None
         unsent = 0
         if sock is not None:
-            unsent = sock.buffered
+            unsent = sock.unsent
             sock.abort()
         self.stop_watching()
         return unsent

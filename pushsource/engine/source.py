@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Mapping
 from typing import Final, Protocol
 
+from pushsource.core.icy import IcyWriter
 from pushsource.core.source import Accepted, Answer, AnswerReader, request_head
 from pushsource.core.target import IcecastTarget, netloc
 from pushsource.errors import ConnectionLostError, IcecastError
@@ -89,7 +90,10 @@ class SourceSocket:
         timeout: float = 5.0,
         high_water: int = 64 * 1024,
         ssl_context: ssl.SSLContext | None = None,
+        metaint: int | None = None,
     ) -> None:
+        """``metaint``: titles go inside the stream, in ICY blocks every so
+        many audio bytes (see :meth:`title`)."""
         self.target = target
         #: The IP connected to (or to connect to): title updates must come
         #: from the same one, for Icecast to take them with source credentials.
@@ -113,6 +117,8 @@ class SourceSocket:
         self._stall_mark = 0
         self._stall_since = 0.0
         self._opening: asyncio.Semaphore | None = None  # held from connect to answer
+        self._metaint = metaint
+        self._icy = IcyWriter(metaint) if metaint else None
 
     def __repr__(self) -> str:
         return f"SourceSocket({self.target}, address={self.address!r}, {self._state.value})"
@@ -123,7 +129,7 @@ class SourceSocket:
         """Start connecting; returns at once. ``headers``: the ``ice-*`` ones."""
         if self._state is not _State.NEW:
             raise RuntimeError(f"{self!r}: open() twice")
-        self._head = request_head(self.target, headers)
+        self._head = request_head(self.target, headers, metaint=self._metaint)
         self._state = _State.CONNECTING
         self._task = self._loop.create_task(self._connect(), name=f"connect {self.target.mount}")
 
@@ -134,6 +140,8 @@ class SourceSocket:
             return
         if self._state is not _State.STREAMING:
             raise RuntimeError(f"{self!r}: send() before accepted()")
+        if self._icy is not None:
+            data = self._icy.wrap(data)
         self._written += len(data)
         self._write(data)
         if self._timer is None and self.buffered:
@@ -154,8 +162,29 @@ class SourceSocket:
 
     @property
     def sent(self) -> int:
-        """Body bytes the kernel has taken (over TLS: about, in plain bytes)."""
-        return max(0, self._written - self.buffered)
+        """Audio bytes the kernel has taken (over TLS: about, in plain bytes)."""
+        taken = max(0, self._written - self.buffered)
+        return taken if self._icy is None else self._icy.audio_in(taken)
+
+    @property
+    def unsent(self) -> int:
+        """Audio bytes given to :meth:`send` that the kernel has not taken:
+        where to go on from on the next connection."""
+        if self._icy is None:
+            return self.buffered
+        return self._icy.audio - self.sent
+
+    @property
+    def titles_inside(self) -> bool:
+        """Whether titles go inside the stream (:meth:`title`)."""
+        return self._icy is not None
+
+    def title(self, title: str, at: int = 0) -> None:
+        """The title from byte ``at`` of the next :meth:`send`'s audio on (in
+        the first ICY block at or after it). Only with ``metaint``."""
+        if self._icy is None:
+            raise RuntimeError(f"{self!r}: title() without metaint")
+        self._icy.title(title, at)
 
     def close(self) -> None:
         """Close cleanly: what is buffered drains (for at most ``timeout`` s),
@@ -304,13 +333,24 @@ class SourceSocket:
             answer = self._reader.feed(data)
             if answer is not None:
                 self._answered(answer)
-        # Streaming: what Icecast sends after its 200 is not ours to read.
+        elif self._state is _State.STREAMING:
+            # After a 100 the final answer comes while the body goes: a
+            # refusal ends the source; a 200, or anything after one, is not ours.
+            error = self._reader.later(data)
+            if error is not None:
+                self._fail(error)
 
     def _answered(self, answer: Answer) -> None:
         self._cancel_timer()
         self._opened()
         if isinstance(answer, Accepted):
+            refusal = self._reader.later(b"")  # a 100 and a refusal in one read
+            if refusal is not None:
+                self._fail(refusal)
+                return
             self._state = _State.STREAMING
+            if answer.then:
+                self._write(answer.then)
             self._events.accepted()
         else:
             self._fail(answer.error)
@@ -340,6 +380,10 @@ class SourceSocket:
         if self._state is _State.ANSWERING:
             self._answered(self._reader.eof())
         elif self._state is _State.STREAMING:
+            refusal = self._reader.ended()
+            if refusal is not None:
+                self._fail(refusal)
+                return
             self._fail(
                 ConnectionLostError(
                     f"connection to {self._where} lost: closed by the server "
