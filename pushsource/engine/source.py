@@ -558,3 +558,40 @@ def _tls_why(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return exc.reason.replace("_", " ").lower()
     return describe_error(exc)
+
+
+def check_source(target: IcecastTarget, *, timeout: float = 5.0) -> None:
+    """Log in as the source with the handshake a station uses, send no audio,
+    and leave (``pushsource check``). Raises AuthenticationError,
+    MountInUseError (the credentials were right: servers check them first) or
+    IcecastError. Blocks: runs its own event loop."""
+
+    class Told:
+        def __init__(self) -> None:
+            self.done = asyncio.Event()
+            self.error: IcecastError | None = None
+
+        def accepted(self) -> None:
+            self.done.set()
+
+        def failed(self, error: IcecastError) -> None:
+            self.error = error
+            self.done.set()
+
+    async def run() -> IcecastError | None:
+        told = Told()
+        sock = SourceSocket(asyncio.get_running_loop(), target, told, timeout=timeout)
+        sock.open({"ice-public": "0"})
+        try:
+            # The socket's own timers bound each step; this only guards them.
+            async with asyncio.timeout(3 * timeout + 1):
+                await told.done.wait()
+        except TimeoutError:
+            return IcecastError(f"{netloc(target.host, target.port)} did not answer")
+        finally:
+            sock.abort()
+        return told.error
+
+    error = asyncio.run(run())
+    if error is not None:
+        raise error

@@ -606,7 +606,7 @@ def _wait(runners: Sequence[StationRunner], args: argparse.Namespace) -> None:
 
 def check_config(args: argparse.Namespace) -> int:
     """``pushsource check``: the config, then each station's credentials."""
-    from pushsource.workers.icecast import check_source  # requests: not at start-up
+    from pushsource.engine.source import check_source
 
     config = load_config(args.config, os.environ)
     setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
@@ -621,11 +621,15 @@ def check_config(args: argparse.Namespace) -> int:
                 check_source(output.target, timeout=runner.settings.timeout)
                 print(f"{name}: ok: {output.target} accepts the source")
             except AuthenticationError as exc:
-                print(f"{name}: error: {exc}")
+                code = f" ({exc.status})" if exc.status else ""
+                print(f"{name}: error: {exc}{code}")
                 status = max(status, exc.exit_status)
             except IcecastError as exc:
                 if exc.status == 403:
                     print(f"{name}: ok: credentials accepted, but {exc}")
+                elif exc.status is None:  # no answer at all
+                    print(f"{name}: error: cannot reach {output.target}: {exc}")
+                    status = max(status, exc.exit_status)
                 else:
                     print(f"{name}: error: {exc}")
                     status = max(status, exc.exit_status)

@@ -1,4 +1,4 @@
-"""Talking to Icecast over requests, on the workers: titles and the credentials check.
+"""Talking to Icecast over requests, on the workers: title updates by admin request.
 
 All HTTP goes through ``requests``; its exceptions are translated into
 :class:`~pushsource.errors.IcecastError` here and nowhere else.
@@ -28,7 +28,7 @@ from pushsource.core.target import (
     redact,
 )
 from pushsource.core.titles import clean_title
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
+from pushsource.errors import IcecastError
 
 # Re-exported: they lived here before pushsource.core.target.
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "USER_AGENT",
     "IcecastTarget",
     "StationInfo",
-    "check_source",
     "parse_target",
     "redact",
     "resolve",
@@ -116,56 +115,15 @@ def _reason(exc: BaseException) -> str:
     return match.group(1) if match else redact(text)
 
 
-def _icecast_message(response: requests.Response, text: str | None = None) -> str:
-    """Icecast's reason: the body of a 2.4 error answer is a short line of
-    text ("Mountpoint in use"); admin answers wrap it in <message>."""
-    if text is None:
-        try:  # the PUT's answer: read a little, never wait for the whole stream
-            text = response.raw.read(2048, decode_content=True).decode("utf-8", "replace")
-        except Exception:  # a body we cannot read adds nothing to the status line
-            text = ""
+def _icecast_message(response: requests.Response, text: str) -> str:
+    """Icecast's reason: admin answers wrap it in <message>; else the body's
+    first line, if short."""
     match = re.search(r"<message>(.*?)</message>", text, re.S)
     line = match.group(1) if match else (text.strip().splitlines() or [""])[0]
     line = line.strip()
     if line and len(line) <= 200 and "<" not in line:
         return line
     return response.reason or f"HTTP {response.status_code}"
-
-
-def check_source(target: IcecastTarget, *, timeout: float = 5.0) -> None:
-    """Log in as the source and leave at once, sending no audio: Icecast
-    checks the credentials before the mount, so a 403 (mount in use) still
-    means they are right. Raises AuthenticationError, MountInUseError or
-    IcecastError."""
-    endpoint = _Endpoint(target, resolve(target))
-    try:
-        response = requests.put(
-            endpoint.base + target.mount,
-            data=b"",
-            headers={
-                "Content-Type": "audio/mpeg",
-                "User-Agent": USER_AGENT,
-                "ice-public": "0",
-                **endpoint.host_header,
-            },
-            auth=endpoint.auth,
-            timeout=timeout,
-            allow_redirects=False,
-            verify=trusted(),
-            stream=True,  # Icecast's 200 has no end: hang up once it is read
-        )
-    except requests.RequestException as exc:
-        raise IcecastError(f"cannot reach {target}: {_reason(exc)}") from None
-    status = response.status_code
-    if status == 200:
-        response.close()
-        return
-    if status == 401:
-        raise AuthenticationError(f"{target}: wrong source user or password (401)", status)
-    if status == 403:
-        raise MountInUseError(f"{target}: {_icecast_message(response)}", status)
-    if status != 200:
-        raise IcecastError(f"{target}: {_icecast_message(response)}", status)
 
 
 def send_title(
