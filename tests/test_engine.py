@@ -32,7 +32,8 @@ class FakeSocket:
         self._loop = loop
         self._events = events
         self.address = "127.0.0.1"
-        self.buffered = 0
+        self.buffered = self.unsent = 0
+        self.titles_inside = False  # titles by admin request
         self.sends: list[tuple[float, int]] = []
         self.closed = False
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pushsource.core.frames import header_for, parse_header, silent_frame
+from pushsource.core.icy import METAINT, IcyWriter
 from pushsource.core.outputs import Reframer, format_key
 from pushsource.core.station import ICECAST_BLOCK, Alt, Chunk, Cued, Pacing, Span, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
@@ -22,6 +23,7 @@ from pushsource.engine.station import StationDriver
 from pushsource.errors import AuthenticationError, IcecastError
 from pushsource.workers.feed import Feed, ListSource
 from pushsource.workers.tracks import skipped
+from tests.support.listener import IcyDemuxer, parse_stream_title
 from tests.synth import Spec, make_frames
 from tests.test_engine import Recorder
 
@@ -121,7 +123,8 @@ class Sock:
     def __init__(self, loop: Any, target: IcecastTarget, events: Any, fate: Any) -> None:
         self.loop, self.target, self.events, self.fate = loop, target, events, fate
         self.address = "127.0.0.1"
-        self.buffered = 0
+        self.buffered = self.unsent = 0
+        self.titles_inside = False  # titles by admin request
         self.sent = bytearray()
         self.closed = False
 
@@ -135,6 +138,12 @@ class Sock:
 
     def send(self, data: bytes) -> None:
         self.sent += data
+        if self.titles_inside:
+            self.wire += self.icy.wrap(data)
+
+    def title(self, title: str, at: int = 0) -> None:
+        assert self.titles_inside
+        self.icy.title(title, at)
 
     def writable(self) -> bool:
         return True
@@ -155,6 +164,7 @@ class Fates:
         self.lock = threading.Lock()
         self.errors: dict[str, list[IcecastError | None]] = {}
         self.sockets: dict[str, list[Sock]] = {}
+        self.inside = False  # titles inside the stream (ICY), as SourceSocket(metaint=...)
 
     def connect(self, loop: Any, target: IcecastTarget, events: Any) -> Sock:
         mount = target.mount
@@ -165,6 +175,8 @@ class Fates:
                 return plan.pop(0) if plan else None
 
         sock = Sock(loop, target, events, fate)
+        sock.titles_inside = self.inside
+        sock.icy, sock.wire = IcyWriter(METAINT), bytearray()
         with self.lock:
             self.sockets.setdefault(mount, []).append(sock)
         return sock
@@ -487,3 +499,47 @@ def test_a_skip_acts_on_every_output_and_they_carry_the_same_bytes(
     assert 20_000 <= cut < len(one) and a[:cut] == one[:cut]  # the first cut short on both
     assert a[cut:].startswith(two)
     assert [t for m, t in titles if m == "/a"] == [t for m, t in titles if m == "/b"] == ["1", "2"]
+
+
+def test_titles_inside_the_stream_change_at_the_block_after_each_tracks_first_byte(
+    engine: Engine, tmp_path: Path
+) -> None:
+    first, second = tmp_path / "a.mp3", tmp_path / "b.mp3"
+    first.write_bytes(b"".join(make_frames(60)))
+    second.write_bytes(b"".join(make_frames(60)))
+    fates = Fates()
+    fates.inside = True
+    admin: list[tuple[str, str]] = []
+    driver, recorder = two_outputs(engine, [first, second], fates, admin)
+    driver.start()
+    assert recorder.finished.wait(15) and recorder.error is None
+    assert admin == []  # no admin request at all: every title went inside
+    for mount in ("/a", "/b"):
+        [sock] = fates.sockets[mount]
+        demuxer = IcyDemuxer(METAINT)
+        audio, blocks = demuxer.feed(bytes(sock.wire))
+        assert audio == bytes(sock.sent)  # byte-exact once the blocks are out
+        titles = [(at, parse_stream_title(block)) for at, block in blocks]
+        start_b = len(first.read_bytes())
+        assert [t for _, t in titles] == ["a", "b"]
+        assert titles[0][0] == METAINT  # the first block of the connection
+        # b's title: in the first block at or after b's first byte, never before.
+        assert start_b <= titles[1][0] < start_b + METAINT
+
+
+def test_an_output_that_rejoins_gets_the_title_inside_its_new_stream(
+    engine: Engine, song: tuple[Path, bytes]
+) -> None:
+    path, _ = song
+    fates = Fates()
+    fates.inside = True
+    driver, recorder = two_outputs(engine, path, fates, [])
+    driver.start()
+    wait_for(lambda: fates.count("/b") and len(fates.last("/b").sent) > 20_000)
+    fates.last("/b").drop(IcecastError("reset"))
+    wait_for(lambda: fates.count("/b") == 2 and len(fates.last("/b").sent) > 2 * METAINT)
+    back = fates.last("/b")
+    _, blocks = IcyDemuxer(METAINT).feed(bytes(back.wire))
+    assert [(at, parse_stream_title(b)) for at, b in blocks][:1] == [(METAINT, "a")]
+    driver.stop()
+    assert recorder.finished.wait(15)

@@ -106,7 +106,9 @@ class IcyWriter:
         return b"".join(parts)
 
     def audio_in(self, wire: int) -> int:
-        """How many audio bytes the first ``wire`` wire bytes hold."""
+        """How many audio bytes the first ``wire`` wire bytes hold; exact
+        within the last 4,096 blocks (4 MiB at METAINT, far more than a
+        socket ever holds unsent)."""
         wire = max(0, min(wire, self._wire))
         meta = self._meta_before
         for begin, length in self._blocks:

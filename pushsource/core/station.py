@@ -193,6 +193,9 @@ class Send:
     frames: int
     lead: float  # seconds of audio sent ahead of real time after this
     spans: tuple[Span, ...] = ()  # what the data is, in order
+    #: (byte of data, title): where a track's first frame is, for titles
+    #: that travel inside the stream (its SetTitle follows this Send).
+    titles: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -637,6 +640,7 @@ class StationMachine:
         frames = 0
         batch: list[tuple[Cued, int, float]] = []
         started: list[Cued] = []
+        titles: list[tuple[int, str]] = []
         if self._skipping:
             self._skipping = False
             if self._playing is not None and self.phase is Phase.ON_AIR:
@@ -698,6 +702,7 @@ class StationMachine:
             if not p.announced:
                 p.announced = True
                 started.append(p.track)
+                titles.append((sum(map(len, parts)), p.track.title))
             parts.append(chunk.data[p.start : end])
             spans.append(Span(p.track, p.seconds, count * header.duration))
             frames += count
@@ -715,7 +720,7 @@ class StationMachine:
             self._batches.append((self._sent, batch))
             while len(self._batches) > 64:  # far more than a socket holds unsent
                 self._batches.popleft()
-            out.append(Send(data, frames, pacer.due() - now, tuple(spans)))
+            out.append(Send(data, frames, pacer.due() - now, tuple(spans), tuple(titles)))
         for track in started:
             self._announce(track, out)
         self._ask(now, out)

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushsource")
 
+#: A Send's titles: (byte of its data, title) where a track's first frame is.
+Titled = tuple[tuple[int, str], ...]
+
 #: How often the place in the current track is saved while it plays.
 SAVE_EVERY = 5.0
 #: An output down for long says so again this often (and when the reason changes).
@@ -165,7 +168,7 @@ class StationDriver:
         self._title: str | None = None  # the title in force
         # The Sends whose audio is still ahead of real time (the lead): an
         # output that joins late gets them, so it starts where the others are.
-        self._ahead: deque[tuple[bytes, tuple[Span, ...], float]] = deque()
+        self._ahead: deque[tuple[bytes, tuple[Span, ...], Titled, float]] = deque()
         self._saver = Saver(engine, keeper, name) if keeper is not None else None
         self._state: PlayState | None = keeper.state if keeper is not None else None
         self._on_start = start  # blocking set-up (the folder's first walk), on the cue lane
@@ -263,8 +266,8 @@ class StationDriver:
 
     def _do(self, effect: core.Effect) -> None:
         match effect:
-            case core.Send(data, frames, lead, spans):
-                self._send(data, frames, lead, spans)
+            case core.Send(data, frames, lead, spans, titles):
+                self._send(data, frames, lead, spans, titles)
             case core.Wake(at):
                 if self._timer is not None:
                     self._timer.cancel()
@@ -285,8 +288,8 @@ class StationDriver:
             case core.SetTitle(title):
                 self._title = title
                 for output in self.outputs:
-                    if output.on_air and output.address is not None:
-                        self._titles[output.number].set(output.address, title)
+                    if output.on_air:
+                        self._set_title(output, title)
             case core.Started(track):
                 self._events.track_started(track)
                 if self._state is not None:
@@ -329,28 +332,37 @@ class StationDriver:
         self._timer = None
         self._step(self.machine.tick)
 
-    def _send(self, data: bytes, frames: int, lead: float, spans: tuple[Span, ...]) -> None:
+    def _send(
+        self, data: bytes, frames: int, lead: float, spans: tuple[Span, ...], titles: Titled
+    ) -> None:
         if not self._up:
             return
         now = self._loop.time()
         ahead = self._ahead
-        while ahead and ahead[0][2] <= now:
+        while ahead and ahead[0][3] <= now:
             ahead.popleft()
         if len(self.outputs) > 1:
-            ahead.append((data, spans, now + lead))
+            ahead.append((data, spans, titles, now + lead))
         for output in self.outputs:
             if output.on_air:
-                self._send_one(output, data, spans)
+                self._send_one(output, data, spans, titles)
         self._events.sent(len(data), frames, lead)
         if now - self._last_save >= SAVE_EVERY:
             self._last_save = now
             self._state_changed()
 
-    def _send_one(self, output: Output, data: bytes, spans: tuple[Span, ...]) -> None:
+    def _send_one(
+        self, output: Output, data: bytes, spans: tuple[Span, ...], titles: Titled = ()
+    ) -> None:
         sock = output.sock
         if sock is not None:
             reframer = output.reframer
             payload = data if reframer is None else reframer.frames(spans)[0]
+            if titles and sock.titles_inside:
+                # At its track's first byte; another format's bytes are its
+                # own, so there at the start of this Send (the same batch).
+                for at, title in titles:
+                    sock.title(title, at if reframer is None else 0)
             if reframer is not None:
                 if (alt := reframer.wanted()) is not None:
                     self._read_alt(alt)
@@ -436,11 +448,20 @@ class StationDriver:
             log.info("output %s is on air again", output.label)
         output.said = None
         now = self._loop.time()
-        for data, spans, end in list(self._ahead):
+        if self._title is not None:  # the server has none for a new source
+            self._set_title(output, self._title)
+        for data, spans, titles, end in list(self._ahead):
             if end > now and output.on_air:
-                self._send_one(output, data, spans)
-        if self._title is not None and output.address is not None:
-            self._titles[output.number].set(output.address, self._title)
+                self._send_one(output, data, spans, titles)
+
+    def _set_title(self, output: Output, title: str) -> None:
+        """The title from now on, on one output that is on air: inside its
+        stream, else by an admin request (on a worker)."""
+        sock = output.sock
+        if sock is not None and sock.titles_inside:
+            sock.title(title)
+        elif output.address is not None:
+            self._titles[output.number].set(output.address, title)
 
     def _failed(self, output: Output, sock: Any, error: IcecastError) -> None:
         if sock is not output.sock:

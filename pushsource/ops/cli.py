@@ -227,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
         "loop the folder's library, or stop (close the stream until a file arrives)",
     )
     stream.add_argument(
+        "--titles",
+        choices=["stream", "admin"],
+        default="stream",
+        help="how titles reach Icecast: inside the stream as ICY metadata (default: "
+        "every server, no config) or by /admin/metadata requests",
+    )
+    stream.add_argument(
         "--live-listen",
         metavar="HOST:PORT",
         help="take DJs live: where their encoders connect (SOURCE/PUT, like Icecast; default: off)",
@@ -440,6 +447,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         cache=args.cache,
         loudness=args.loudness,
         idle=args.idle,
+        titles=args.titles,
         shuffle=args.shuffle,
         state=args.state,
         max_retries=args.max_retries,

@@ -99,6 +99,12 @@ def _idle(value: object) -> str:
     return str(value)
 
 
+def _titles(value: object) -> str:
+    if value not in ("stream", "admin"):
+        raise _Problem(f'must be "stream" or "admin", not {value!r}')
+    return str(value)
+
+
 def _lufs(value: object) -> float:
     low, high = LOUDNESS_RANGE
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -144,6 +150,7 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "cache": _text,
     "loudness": _lufs,
     "idle": _idle,
+    "titles": _titles,
     "shuffle": _flag,
     "state": _text,
     "max_retries": _retries,

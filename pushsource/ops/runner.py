@@ -253,10 +253,17 @@ class StationRunner:
         timeout = settings.timeout
         target = self.target
 
+        inside = settings.titles == "stream"
+
         def connect(loop: Any, target: IcecastTarget, events: Any) -> Any:
+            from pushsource.core.icy import METAINT
             from pushsource.engine.source import SourceSocket
 
-            return SourceSocket(loop, target, events, timeout=timeout)
+            # SHOUTcast v1 sources cannot carry titles: those go by admin.cgi.
+            metaint = (
+                METAINT if inside and getattr(target, "protocol", "icecast") == "icecast" else None
+            )
+            return SourceSocket(loop, target, events, timeout=timeout, metaint=metaint)
 
         self._watch = self._watch_of(engine, target)
         self.driver = StationDriver(

@@ -97,6 +97,10 @@ class StationSettings:
     cache: Path | None = None
     loudness: float | None = None  # LUFS to level tracks to; None: frames as they are
     idle: str = "silence"
+    #: How titles reach Icecast: "stream" (ICY blocks inside the audio, every
+    #: server, no config) or "admin" (/admin/metadata requests). SHOUTcast v1
+    #: outputs always use admin.cgi.
+    titles: str = "stream"
     shuffle: bool = False
     state: Path | None = None
     max_retries: int | None = None
