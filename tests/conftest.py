@@ -21,6 +21,7 @@ import pytest
 
 from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
 from tests.support.media import Fixture, build_corpus
+from tests.support.servers import KINDS, Kind, PeerServer
 
 #: Environment variables that would leak the developer's setup into a test.
 _HERMETIC_UNSET = ("PUSHSOURCE_PASSWORD",)
@@ -310,3 +311,57 @@ def secret_icecast() -> Iterator[IcecastServer]:
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# --- the peer servers: Icecast 2.4.4, 2.5.0 and icecast-kh ---------------------------
+#
+# One of each per session, from PeerServer's stock config: source password
+# "hackme", admin password PEER_ADMIN_PASSWORD (another one, so that a request
+# made with the source's credentials cannot pass as the admin's). 2.5.0 and kh
+# are built from ../shared/servers on first use; without it the tests that
+# use them skip (fail in CI).
+
+PEER_ADMIN_PASSWORD = "peer-admin-pw"
+
+
+def _peer(kind: Kind) -> Iterator[PeerServer]:
+    server = PeerServer(kind, source_password="hackme", admin_password=PEER_ADMIN_PASSWORD)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def icecast_244() -> Iterator[PeerServer]:
+    """Debian's icecast2 2.4.4, stock config."""
+    yield from _peer("2.4.4")
+
+
+@pytest.fixture(scope="session")
+def icecast_250() -> Iterator[PeerServer]:
+    """Icecast 2.5.0 built from ../shared/servers, stock config."""
+    yield from _peer("2.5.0")
+
+
+@pytest.fixture(scope="session")
+def icecast_kh() -> Iterator[PeerServer]:
+    """icecast-kh built from ../shared/servers, stock config."""
+    yield from _peer("kh")
+
+
+_PEER_FIXTURES: dict[Kind, str] = {
+    "2.4.4": "icecast_244",
+    "2.5.0": "icecast_250",
+    "kh": "icecast_kh",
+}
+
+
+@pytest.fixture(params=KINDS, ids=[f"icecast-{kind}" for kind in KINDS])
+def peer_server(request: pytest.FixtureRequest) -> PeerServer:
+    """Each of the three servers in turn (its session one): a test that takes
+    it runs once per server, as test_x[icecast-2.4.4], [icecast-2.5.0] and
+    [icecast-kh]."""
+    server: PeerServer = request.getfixturevalue(_PEER_FIXTURES[request.param])
+    return server
