@@ -1,7 +1,8 @@
 """One source connection on the event loop: connect, TLS, the ``PUT`` head,
 Icecast's answer, then the raw body, with a bounded buffer.
 
-The protocol is :mod:`pushsource.core.source`; this is its thin I/O layer.
+The protocol is :mod:`pushsource.core.source` (SHOUTcast v1's:
+:mod:`pushsource.core.shoutcast`); this is their thin I/O layer.
 TLS is done here with :class:`ssl.SSLObject` over memory BIOs, not with
 asyncio's ``ssl=`` transports: then the answer is read from the same stream
 over TLS as over plain TCP, and :attr:`SourceSocket.buffered` counts every
@@ -24,6 +25,7 @@ from collections.abc import Mapping
 from typing import Final, Protocol
 
 from pushsource.core.icy import IcyWriter
+from pushsource.core.shoutcast import SETTLE, ShoutcastReader, opening
 from pushsource.core.source import Accepted, Answer, AnswerReader, request_head
 from pushsource.core.target import IcecastTarget, netloc
 from pushsource.errors import ConnectionLostError, IcecastError
@@ -93,7 +95,8 @@ class SourceSocket:
         metaint: int | None = None,
     ) -> None:
         """``metaint``: titles go inside the stream, in ICY blocks every so
-        many audio bytes (see :meth:`title`)."""
+        many audio bytes (see :meth:`title`); not for SHOUTcast v1, whose
+        sources cannot carry them."""
         self.target = target
         #: The IP connected to (or to connect to): title updates must come
         #: from the same one, for Icecast to take them with source credentials.
@@ -103,9 +106,9 @@ class SourceSocket:
         self._timeout = timeout
         self._high_water = high_water
         self._ssl_context = ssl_context
-        self._where = netloc(target.host, target.port)
+        self._where = netloc(target.host, target.source_port)
         self._state = _State.NEW
-        self._reader = AnswerReader(target)
+        self._reader: AnswerReader | ShoutcastReader = AnswerReader(target)
         self._head = b""
         self._task: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
@@ -113,12 +116,14 @@ class SourceSocket:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._timer: asyncio.TimerHandle | None = None
-        self._written = 0  # body bytes handed to send()
+        self._written = 0  # bytes handed to the transport after the answer
+        self._preamble = 0  # of which the protocol's own (SHOUTcast's icy-* lines)
+        self._settling = False  # SHOUTcast: the icy-* lines are out, the body waits
         self._stall_mark = 0
         self._stall_since = 0.0
         self._opening: asyncio.Semaphore | None = None  # held from connect to answer
-        self._metaint = metaint
-        self._icy = IcyWriter(metaint) if metaint else None
+        self._metaint = metaint if target.protocol == "icecast" else None
+        self._icy = IcyWriter(self._metaint) if self._metaint else None
 
     def __repr__(self) -> str:
         return f"SourceSocket({self.target}, address={self.address!r}, {self._state.value})"
@@ -129,7 +134,11 @@ class SourceSocket:
         """Start connecting; returns at once. ``headers``: the ``ice-*`` ones."""
         if self._state is not _State.NEW:
             raise RuntimeError(f"{self!r}: open() twice")
-        self._head = request_head(self.target, headers, metaint=self._metaint)
+        if self.target.protocol == "shoutcast":
+            self._head = opening(self.target)
+            self._reader = ShoutcastReader(self.target, headers)
+        else:
+            self._head = request_head(self.target, headers, metaint=self._metaint)
         self._state = _State.CONNECTING
         self._task = self._loop.create_task(self._connect(), name=f"connect {self.target.mount}")
 
@@ -138,7 +147,7 @@ class SourceSocket:
         close it does nothing (the failure was told already)."""
         if self._state in (_State.CLOSING, _State.DONE):
             return
-        if self._state is not _State.STREAMING:
+        if self._state is not _State.STREAMING or self._settling:
             raise RuntimeError(f"{self!r}: send() before accepted()")
         if self._icy is not None:
             data = self._icy.wrap(data)
@@ -158,12 +167,16 @@ class SourceSocket:
 
     def writable(self) -> bool:
         """Whether more may be queued: the buffer is below its high-water mark."""
-        return self._state is _State.STREAMING and self.buffered < self._high_water
+        return (
+            self._state is _State.STREAMING
+            and not self._settling
+            and self.buffered < self._high_water
+        )
 
     @property
     def sent(self) -> int:
         """Audio bytes the kernel has taken (over TLS: about, in plain bytes)."""
-        taken = max(0, self._written - self.buffered)
+        taken = max(0, self._written - self.buffered - self._preamble)
         return taken if self._icy is None else self._icy.audio_in(taken)
 
     @property
@@ -171,7 +184,7 @@ class SourceSocket:
         """Audio bytes given to :meth:`send` that the kernel has not taken:
         where to go on from on the next connection."""
         if self._icy is None:
-            return self.buffered
+            return min(self.buffered, self._written - self._preamble)
         return self._icy.audio - self.sent
 
     @property
@@ -233,7 +246,7 @@ class SourceSocket:
         try:
             _prepare(sock, self._timeout)
             async with asyncio.timeout(self._timeout):
-                await self._loop.sock_connect(sock, (address, self.target.port))
+                await self._loop.sock_connect(sock, (address, self.target.source_port))
             await self._loop.create_connection(lambda: _Wire(self), sock=sock)
         except TimeoutError:
             sock.close()
@@ -350,10 +363,24 @@ class SourceSocket:
                 return
             self._state = _State.STREAMING
             if answer.then:
+                self._preamble = self._written = len(answer.then)
                 self._write(answer.then)
+            if self.target.protocol == "shoutcast":
+                # Icecast 2.4 drops the audio it reads along with the icy-*
+                # lines: let it read them alone first. A refusal it sends
+                # then (mount in use) fails the source before it is on air.
+                self._settling = True
+                self._timer = self._loop.call_later(SETTLE, self._settled)
+                return
             self._events.accepted()
         else:
             self._fail(answer.error)
+
+    def _settled(self) -> None:
+        self._timer = None
+        if self._state is _State.STREAMING and self._settling:
+            self._settling = False
+            self._events.accepted()
 
     def _no_answer(self) -> None:
         self._timer = None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import requests
 import requests.auth
 
+from pushsource.core.shoutcast import ADMIN_PATH, ADMIN_USER_AGENT, admin_params
 from pushsource.core.target import (
     DEFAULT_PORT,
     DEFAULT_USER,
@@ -138,37 +139,75 @@ def send_title(
 ) -> str | None:
     """Set the mount's now-playing title (on a worker). Returns None when set,
     else why not; gives up early once ``superseded()`` (a newer title came).
-    Icecast takes it only from the source's own IP: ``address``."""
+    Icecast takes it only from the source's own IP: ``address``. A SHOUTcast
+    target's goes by admin.cgi, whatever the titles setting: its sources
+    cannot carry titles."""
     endpoint = _Endpoint(target, address)
     title = clean_title(title)
-    problem = ""
+    problem: str | None = ""
     for attempt in range(retries):
         if attempt and superseded():
             return None
         try:
-            response = session.get(
-                endpoint.base + "/admin/metadata",
-                stream=True,
-                params={
-                    "mount": target.mount,
-                    "mode": "updinfo",
-                    "song": title,
-                    "charset": "UTF-8",
-                },
-                headers={"User-Agent": USER_AGENT, **endpoint.host_header},
-                auth=endpoint.auth,
-                timeout=timeout,
-                allow_redirects=False,
-                verify=trusted(),
-            )
-            with response:
-                text = response.text
-                if response.status_code == 200 and "<return>1</return>" in text:
-                    log.debug("title set on %s: %s", target.mount, title)
-                    return None
-                reason = _icecast_message(response, text)
-                problem = f"Icecast answered {response.status_code} {reason}"
+            if target.protocol == "shoutcast":
+                problem = _shoutcast_title(session, endpoint, title, timeout)
+            else:
+                problem = _icecast_title(session, endpoint, title, timeout)
+            if problem is None:
+                log.debug("title set on %s: %s", target, title)
+                return None
         except requests.RequestException as exc:
             problem = _reason(exc)
         threading.Event().wait(0.2 * (attempt + 1))  # Icecast may not have set the mount up yet
     return problem
+
+
+def _icecast_title(
+    session: requests.Session, endpoint: _Endpoint, title: str, timeout: float
+) -> str | None:
+    response = session.get(
+        endpoint.base + "/admin/metadata",
+        stream=True,
+        params={
+            "mount": endpoint.target.mount,
+            "mode": "updinfo",
+            "song": title,
+            "charset": "UTF-8",
+        },
+        headers={"User-Agent": USER_AGENT, **endpoint.host_header},
+        auth=endpoint.auth,
+        timeout=timeout,
+        allow_redirects=False,
+        verify=trusted(),
+    )
+    with response:
+        text = response.text
+        if response.status_code == 200 and "<return>1</return>" in text:
+            return None
+        reason = _icecast_message(response, text)
+        return f"Icecast answered {response.status_code} {reason}"
+
+
+def _shoutcast_title(
+    session: requests.Session, endpoint: _Endpoint, title: str, timeout: float
+) -> str | None:
+    """``GET /admin.cgi?mode=updinfo&pass=...&song=...`` on the listener port.
+    Its URL holds the password: only the status and the server's reason are
+    told, never the URL."""
+    response = session.get(
+        endpoint.base + ADMIN_PATH,
+        stream=True,  # a server that took us for a listener would send its stream
+        params=admin_params(endpoint.target, title),
+        headers={"User-Agent": ADMIN_USER_AGENT, **endpoint.host_header},
+        timeout=timeout,
+        allow_redirects=False,
+    )
+    with response:
+        if response.status_code == 200:
+            return None
+        try:  # a little of it: never wait for a whole stream
+            text = response.raw.read(2048, decode_content=True).decode("utf-8", "replace")
+        except Exception:  # a body we cannot read adds nothing to the status
+            text = ""
+        reason = redact(_icecast_message(response, text))
+        return f"the SHOUTcast server answered {response.status_code} {reason}"
