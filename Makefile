@@ -1,6 +1,7 @@
 # make install   a venv in .venv with pushsource and its test tools
 # make test      the test suite, then mypy, ruff and the import rules (what CI runs)
 # make station   Icecast on 127.0.0.1:8000 and pushsource streaming ./music to /stream
+# make compat    the compatibility tests alone, then the README's table they filled
 #                (installs only what the station needs; PORT=8001 for another port)
 
 PYTHON ?= python3
@@ -12,7 +13,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 STATION_PACKAGES := icecast2 lame sox libsox-fmt-mp3 ffmpeg libvlc5 vlc-plugin-base libebur128-1
 PORT ?= 8000
 
-.PHONY: install test station station-packages
+.PHONY: install test compat station station-packages
 
 install: $(STAMP)
 
@@ -34,6 +35,12 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check pushsource tests benchmarks
 	$(VENV)/bin/ruff format --check pushsource tests benchmarks
 	$(VENV)/bin/lint-imports
+
+# Icecast 2.5.0 and icecast-kh come from ../shared/servers (.ci/build-servers).
+compat: $(STAMP)
+	PUSHSOURCE_COMPAT_TABLE=compat.md $(PY) -m pytest -q tests/test_compat_e2e.py \
+	    tests/test_shoutcast_e2e.py tests/test_listeners_e2e.py
+	@cat compat.md
 
 # Only what is missing, so a set-up machine never needs root here.
 station-packages:

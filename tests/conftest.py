@@ -365,3 +365,10 @@ def peer_server(request: pytest.FixtureRequest) -> PeerServer:
     [icecast-kh]."""
     server: PeerServer = request.getfixturevalue(_PEER_FIXTURES[request.param])
     return server
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """``make compat``: the compatibility table the tests filled."""
+    from tests.support.compat import write_table
+
+    write_table()
