@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
         "url",
         metavar="URL",
         help="icecast://[user[:password]@]host[:port]/mount (user defaults to source, "
-        "port to 8000); http:// and https:// work the same way",
+        "port to 8000); http:// and https:// work the same way; "
+        "shoutcast://password@host[:port][/streamid] for a SHOUTcast v1 server "
+        "(its listener port)",
     )
     stream.add_argument(
         "--password-file",
