@@ -577,6 +577,8 @@ def test_api_serves_each_output(outputs_runner: StationRunner) -> None:
             assert outputs[1]["format"] == {"bitrate": 64, "samplerate": 22050, "channels": 1}
             assert outputs[1]["converted"] and not outputs[0]["converted"]
             assert [o["listeners"] for o in outputs] == [5, 2, None]
+            assert [o["listeners_note"] for o in outputs] == [None, None, "not on air"]
+            assert station["listeners_note"] is None  # known: nothing to explain
             assert station["listeners"] == 7  # the station's: every output's it knows
             assert outputs[2]["error"] == "connection refused"
             assert outputs[2]["reconnects"] == 3

@@ -7,16 +7,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
 from pushsource.core.target import IcecastTarget
 from pushsource.engine.watch import FULL_EVERY, ServerWatch
-from tests.support.aio import run
+from tests.support.aio import SECRET, run
 from tests.support.tls import Contexts, client_context, make_certificate, server_context
 
 
@@ -53,6 +55,8 @@ class StatusServer:
         #: loop time of each connection, and whether it was answered
         self.connections: list[tuple[float, bool]] = []
         self.body: Callable[[int], bytes] = lambda n: status_body(mount("/a", n))
+        #: request -> the whole answer, status line and all, instead of body()
+        self.route: Callable[[bytes], bytes] | None = None
         self.server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
 
@@ -67,8 +71,11 @@ class StatusServer:
             if silent:
                 await reader.read()
                 return
-            body = self.body(len(self.connections))
-            writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+            if self.route is not None:
+                writer.write(self.route(self.requests[-1]))
+            else:
+                body = self.body(len(self.connections))
+                writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
             await writer.drain()
         except (OSError, asyncio.IncompleteReadError):
             pass  # the watch hangs up after the status line
@@ -247,5 +254,225 @@ def test_a_status_that_is_not_json_gives_no_listeners() -> None:
             watch = server.watch()
             assert await watch.probe() is None  # it answers: not hung
             assert watch.listeners("/a") is None
+
+    run(main())
+
+
+# --- listeners where the status page has none: /admin/stats with the source's login ---
+#
+# The answers below are what the real servers gave (tests/test_listeners_peers_e2e.py
+# runs them): icecast-kh 404s /status-json.xsl and answers /admin/stats?mount= to
+# the mount's source login with indented XML; for a mount it does not have it
+# answers 200 with the server's totals and no <source>.
+
+KH_404 = (
+    b"HTTP/1.0 404 File Not Found\r\nContent-Type: text/html\r\n\r\nCould not provide XSLT file"
+)
+
+
+def kh_stats(mounts: dict[str, str]) -> bytes:
+    """kh's /admin/stats answer: server totals (listeners 99, which no mount
+    has) and a <source> per mount with its <listeners> text."""
+    sources = "".join(
+        f'  <source mount="{m}">\n    <listeners>{n}</listeners>\n    <max_listeners>unlimited'
+        "</max_listeners>\n  </source>\n"
+        for m, n in mounts.items()
+    )
+    body = (
+        '<?xml version="1.0"?>\n<icestats>\n  <listeners>99</listeners>\n'
+        f"  <server_id>Icecast 2.4.0-kh22</server_id>\n{sources}</icestats>\n"
+    )
+    return b"HTTP/1.0 200 OK\r\nContent-Type: text/xml\r\n\r\n" + body.encode()
+
+
+def basic(user: str, password: str) -> bytes:
+    return b"Authorization: Basic " + base64.b64encode(f"{user}:{password}".encode())
+
+
+class Kh:
+    """Routes a StatusServer like kh: no status page, per-mount stats to
+    each mount's own source login; answers[mount] is the answer to give."""
+
+    def __init__(self, logins: dict[str, str], answers: dict[str, bytes] | None = None) -> None:
+        self.logins = logins  # mount -> source password
+        self.answers = answers or {}
+        self.asked: list[bytes] = []  # the /admin/stats requests
+
+    def __call__(self, request: bytes) -> bytes:
+        path = request.split(b" ", 2)[1].decode()
+        if not path.startswith("/admin/stats"):
+            return KH_404
+        self.asked.append(request)
+        mount = unquote(path.partition("mount=")[2])
+        password = self.logins.get(mount)
+        if password is None or basic("source", password) not in request:
+            return b"HTTP/1.0 401 Authentication Required\r\n\r\n"
+        return self.answers.get(mount, kh_stats({mount: "3"}))
+
+
+def stats_watch(server: StatusServer) -> ServerWatch:
+    """A watch that probes only when told (its loop's first probe is a minute off)."""
+    return server.watch(every=60.0)
+
+
+def target(server: StatusServer, path: str, password: str) -> IcecastTarget:
+    assert server.server is not None
+    port = int(server.server.sockets[0].getsockname()[1])
+    return IcecastTarget("127.0.0.1", port, path, password=password, tls=server.tls is not None)
+
+
+async def probe_and_stats(watch: ServerWatch) -> None:
+    assert await watch.probe() is None
+    await watch.read_stats()
+
+
+def test_without_a_status_page_counts_come_from_admin_stats_with_each_mounts_login(
+    tls: Contexts | None,
+) -> None:
+    async def main() -> None:
+        async with StatusServer(tls) as server:
+            kh = Kh(
+                {"/a": SECRET, "/b c": "other-pw"},
+                {"/a": kh_stats({"/a": "2"}), "/b c": kh_stats({"/b c": " 0\n"})},
+            )
+            server.route = kh
+            watch = stats_watch(server)
+            unwatch_a = watch.watch(lambda why: None, target(server, "/a", SECRET))
+            unwatch_b = watch.watch(lambda why: None, target(server, "/b c", "other-pw"))
+            await probe_and_stats(watch)
+            assert (watch.listeners("/a"), watch.listeners("/b c")) == (2, 0)
+            assert watch.listeners_note("/a") is None
+            assert [r.split(b"\r\n")[0] for r in kh.asked] == [
+                b"GET /admin/stats?mount=/a HTTP/1.0",
+                b"GET /admin/stats?mount=/b%20c HTTP/1.0",
+            ]
+            assert basic("source", "other-pw") in kh.asked[1]
+            # A mount nobody watches any more is not asked for.
+            unwatch_b()
+            kh.asked.clear()
+            await probe_and_stats(watch)
+            assert len(kh.asked) == 1 and watch.listeners("/b c") is None
+            unwatch_a()
+
+    run(main())
+
+
+def test_a_404_status_page_is_no_hang() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.route = lambda request: KH_404
+            watch = server.watch(every=0.05, timeout=0.5)
+            hangs: list[str] = []
+            unwatch = watch.watch(hangs.append)
+            await asyncio.sleep(0.6)
+            unwatch()
+            assert hangs == [] and len(server.connections) >= 5
+            # No login given: nothing to ask /admin/stats with.
+            assert all(r.startswith(b"GET /status-json.xsl ") for r in server.requests)
+
+    run(main())
+
+
+def test_a_status_page_that_lists_the_mount_asks_nothing_more() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.body = lambda n: status_body(mount("/a", 4))
+            watch = stats_watch(server)
+            watch.watch(lambda why: None, target(server, "/a", "pw"))
+            await probe_and_stats(watch)
+            assert watch.listeners("/a") == 4
+            assert len(server.requests) == 1  # the status page only
+
+    run(main())
+
+
+def test_a_broken_status_page_falls_back_to_admin_stats() -> None:
+    # Icecast 2.4.4 writes a title's '"' into its JSON as is.
+    broken = b'{"icestats": {"source": [{"title": "a "quote"", "listeners": 1}]}}'
+
+    async def main() -> None:
+        async with StatusServer() as server:
+            kh = Kh({"/a": "pw"})
+            server.route = lambda request: (
+                kh(request)
+                if request.startswith(b"GET /admin/")
+                else b"HTTP/1.0 200 OK\r\n\r\n" + broken
+            )
+            watch = stats_watch(server)
+            watch.watch(lambda why: None, target(server, "/a", "pw"))
+            await probe_and_stats(watch)
+            assert watch.listeners("/a") == 3
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("answer", "note"),
+    [
+        (None, "refused the source's login (401)"),  # a wrong password
+        (b"HTTP/1.0 400 Bad Request\r\n\r\nSource does not exist", "answered 400"),
+        (kh_stats({}), "does not list this mount"),  # kh's totals: not its 99
+        (kh_stats({"/other": "5"}), "does not list this mount"),
+        (kh_stats({"/a": "many"}), "has no listener count"),
+        (kh_stats({"/a": "-1"}), "has no listener count"),
+        (kh_stats({"/a": "9" * 40}), "has no listener count"),
+        (b"HTTP/1.0 200 OK\r\n\r\n<icestats><source mount='/a'>", "is not XML"),
+        (b"HTTP/1.0 200 OK\r\n\r\n\x00\xff junk", "is not XML"),
+        (
+            b'HTTP/1.0 200 OK\r\n\r\n<!DOCTYPE x [<!ENTITY a "1">]><icestats>'
+            b'<source mount="/a"><listeners>&a;</listeners></source></icestats>',
+            "is not Icecast's stats",
+        ),
+        (b"SOURCE OK\r\n\r\n", "gave no HTTP answer"),
+    ],
+)
+def test_what_admin_stats_cannot_give_is_said(answer: bytes | None, note: str) -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            answers = {} if answer is None else {"/a": answer}
+            server.route = Kh({"/a": "right"}, answers)
+            watch = stats_watch(server)
+            password = SECRET if answer is None else "right"
+            watch.watch(lambda why: None, target(server, "/a", password))
+            await probe_and_stats(watch)
+            assert watch.listeners("/a") is None
+            expected = f"the server has no status page; its /admin/stats {note}"
+            assert watch.listeners_note("/a") == expected
+            assert SECRET not in expected
+
+    run(main())
+
+
+def test_the_notes_before_and_without_stats() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.body = lambda n: status_body(mount("/a", 1))
+            watch = stats_watch(server)
+            assert watch.listeners_note("/a") == "not read yet"
+            assert await watch.probe() is None
+            assert watch.listeners_note("/a") is None
+            assert watch.listeners_note("/b") == "the server does not list this mount"
+            server.route = lambda request: b"HTTP/1.0 503 Busy\r\n\r\n"
+            for _ in range(FULL_EVERY):
+                assert await watch.probe() is None
+            assert watch.listeners_note("/a") == "its status page answered 503"
+
+    run(main())
+
+
+def test_a_stats_request_that_hangs_costs_one_timeout_and_no_hang() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.route = Kh({"/a": "pw"})
+            watch = server.watch(every=60.0, timeout=0.3)
+            watch.watch(lambda why: None, target(server, "/a", "pw"))
+            assert await watch.probe() is None
+            server.hang_next = 1  # the /admin/stats connection
+            started = asyncio.get_running_loop().time()
+            await watch.read_stats()
+            assert asyncio.get_running_loop().time() - started < 1.0
+            assert watch.listeners_note("/a") == (
+                "the server has no status page; its /admin/stats gave no answer within 0.3 s"
+            )
 
     run(main())

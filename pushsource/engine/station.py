@@ -434,7 +434,8 @@ class StationDriver:
         output.set_state("on air")
         watch = output.spec.watch
         if watch is not None and output.unwatch is None:
-            output.unwatch = watch.watch(lambda reason: self._hung(output, reason))
+            # Its own mount and credentials: its listeners, where the status page has none.
+            output.unwatch = watch.watch(lambda reason: self._hung(output, reason), output.target)
         if not self._up:
             self._up = True
             for other in self.outputs:  # failed while the station connected: on their own now

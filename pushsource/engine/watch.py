@@ -4,20 +4,28 @@ A frozen or hung Icecast may go on taking a source's bytes into kernel
 buffers for a minute, but it answers no HTTP. One :class:`ServerWatch` per
 server asks it every ``every`` seconds for ``/status-json.xsl``, however
 many stations stream there, and only while someone watches.
+
+The same probes bring the listener counts: every FULL_EVERY-th reads the
+whole status page. A mount the page does not list (icecast-kh has no
+``/status-json.xsl``; a mount may be hidden) is asked for by
+``/admin/stats?mount=`` with that mount's own source credentials, which
+Icecast 2.4, 2.5 and kh accept for their own mount.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
 import re
 import socket
 import ssl
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pushsource.core.target import USER_AGENT, IcecastTarget, netloc
 from pushsource.engine.source import default_context, describe_error
@@ -30,7 +38,11 @@ log = logging.getLogger("pushsource.watch")
 FULL_EVERY: Final = 4
 #: The most of a status page kept (1000 mounts make about 1 MB).
 STATUS_LIMIT: Final = 8 * 1024 * 1024
-_STATUS_LINE = re.compile(rb"HTTP/1\.[01] \d{3}[ \r\n]")
+#: The most of one mount's /admin/stats read (kh's is about 2 KB).
+STATS_LIMIT: Final = 256 * 1024
+#: /admin/stats requests in flight at once, per server.
+STATS_AT_ONCE: Final = 4
+_STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})[ \r\n]")
 
 
 class ServerWatch:
@@ -39,6 +51,8 @@ class ServerWatch:
     A probe that fails is repeated at once; only two failures in a row call
     the watchers, so one lost probe cuts no station, and a frozen server is
     still told within ``every + 2 * timeout`` s (5.5 s with the defaults).
+    Any HTTP answer counts, a 404 too: a server without a status page
+    (icecast-kh) is alive.
     """
 
     def __init__(
@@ -59,36 +73,55 @@ class ServerWatch:
         self.timeout = timeout
         self._loop = loop
         self._ssl_context = ssl_context
-        self._request = (
-            f"GET /status-json.xsl HTTP/1.0\r\nHost: {netloc(target.host, target.port)}\r\n"
-            f"User-Agent: {USER_AGENT}\r\nConnection: close\r\n\r\n"
-        ).encode("ascii", "replace")
+        self._request = self._get("/status-json.xsl")
         self._watchers: dict[object, Callable[[str], None]] = {}
+        #: Each watcher's mount and credentials, for /admin/stats.
+        self._targets: dict[object, IcecastTarget] = {}
         self._task: asyncio.Task[None] | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self._probes = 0
         self._status: bytes | None = None
-        self._parsed: tuple[bytes, dict[str, int]] | None = None
+        self._code = 0  # the HTTP status of the last whole status page read
+        self._parsed: tuple[bytes, dict[str, int], str | None] | None = None
+        #: {mount: listeners, or why not} from /admin/stats, for the watched
+        #: mounts the last status page did not list.
+        self._stats: dict[str, int | str] = {}
 
     def __repr__(self) -> str:
         return f"ServerWatch({netloc(self.target.host, self.target.port)}, {len(self._watchers)})"
 
-    def watch(self, on_hang: Callable[[str], None]) -> Callable[[], None]:
+    def _get(self, path: str, authorization: str = "") -> bytes:
+        return (
+            f"GET {path} HTTP/1.0\r\nHost: {netloc(self.target.host, self.target.port)}\r\n"
+            f"User-Agent: {USER_AGENT}\r\n{authorization}Connection: close\r\n\r\n"
+        ).encode("ascii", "replace")
+
+    def watch(
+        self, on_hang: Callable[[str], None], target: IcecastTarget | None = None
+    ) -> Callable[[], None]:
         """Call ``on_hang(reason)`` once, on the loop, if the server stops
-        answering. Returns the function that stops watching."""
+        answering. ``target``: the watcher's mount on this server, with its
+        source credentials, to ask /admin/stats for its listeners when the
+        status page does not list it. Returns the function that stops watching."""
         token = object()
         self._watchers[token] = on_hang
+        if target is not None:
+            self._targets[token] = target
         if self._task is None:
             self._task = self._loop.create_task(self._run(), name=f"watch {self!r}")
 
         def unwatch() -> None:
             self._watchers.pop(token, None)
+            self._targets.pop(token, None)
             if not self._watchers and self._task is not None:
                 self._task.cancel()
                 self._task = None
                 # Nobody asks any more: the counts would only grow stale. The
                 # next watch reads them at its first probe.
                 self._status = None
+                self._stats = {}
                 self._probes = 0
+                self._stop_stats()
 
         return unwatch
 
@@ -97,22 +130,51 @@ class ServerWatch:
         """The body of the last whole status page read (JSON), if any."""
         return self._status
 
-    def listeners(self, mount: str) -> int | None:
-        """Listeners on ``mount`` at the last whole status read; None when
-        not known (no status yet, no such mount, or a status we cannot read)."""
+    def _page(self) -> tuple[dict[str, int], str | None]:
+        """{mount: listeners} of the last status page, and why it gave none
+        (None when it is a status); parsed once per page read."""
         body = self._status
         if body is None:
-            return None
+            return {}, "not read yet"
         if self._parsed is None or self._parsed[0] is not body:
-            self._parsed = (body, _listeners_by_mount(body))
-        return self._parsed[1].get(mount)
+            counts = _listeners_by_mount(body) if self._code == 200 else None
+            problem = None
+            if self._code == 404:
+                problem = "the server has no status page"
+            elif self._code != 200:
+                problem = f"its status page answered {self._code}"
+            elif counts is None:
+                problem = "its status page is not JSON"
+            self._parsed = (body, counts or {}, problem)
+        return self._parsed[1], self._parsed[2]
+
+    def listeners(self, mount: str) -> int | None:
+        """Listeners on ``mount`` at the last whole status read (or, for a
+        mount it did not list, its /admin/stats); None when not known."""
+        count = self._page()[0].get(mount)
+        if count is None:
+            found = self._stats.get(mount)
+            count = found if isinstance(found, int) else None
+        return count
+
+    def listeners_note(self, mount: str) -> str | None:
+        """Why ``listeners(mount)`` is None, in a few words; None when it is not."""
+        if self.listeners(mount) is not None:
+            return None
+        found = self._stats.get(mount)
+        if isinstance(found, str):
+            return found
+        return self._page()[1] or "the server does not list this mount"
 
     async def _run(self) -> None:
         try:
             while self._watchers:
                 await asyncio.sleep(self.every)
+                full = self._probes % FULL_EVERY == 0
                 problem = await self.probe()
                 if problem is None:
+                    if full and self._targets:
+                        self._ask_stats()
                     continue
                 log.info("%s did not answer (%s): asking again", self, problem)
                 problem = await self.probe()
@@ -125,11 +187,23 @@ class ServerWatch:
     def _hung(self, problem: str) -> None:
         hung = list(self._watchers.values())
         self._watchers.clear()
+        self._targets.clear()
+        self._stop_stats()
         for on_hang in hung:
             try:
                 on_hang(problem)
             except Exception:  # one watcher's bug must not spare the others
                 log.exception("a hang watcher of %s failed", self)
+
+    def _ask_stats(self) -> None:
+        # A round still going (a slow server) is left to finish: no pile-up.
+        if self._stats_task is None or self._stats_task.done():
+            self._stats_task = self._loop.create_task(self.read_stats(), name=f"stats {self!r}")
+
+    def _stop_stats(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            self._stats_task = None
 
     async def probe(self) -> str | None:
         """Ask once: None if an HTTP status line came within the timeout,
@@ -137,6 +211,65 @@ class ServerWatch:
         status. Does not raise."""
         full = self._probes % FULL_EVERY == 0
         self._probes += 1
+        try:
+            data = await self._exchange(self._request, whole=full, limit=STATUS_LIMIT)
+        except TimeoutError:
+            return f"no answer within {self.timeout:g} s"
+        except (OSError, ssl.SSLError) as exc:
+            return describe_error(exc)
+        match = _STATUS_LINE.match(data)
+        if match is None:
+            return "no HTTP answer" if data else "closed without an answer"
+        if full:
+            self._code = int(match.group(1))
+            self._status = data.partition(b"\r\n\r\n")[2]
+        return None
+
+    async def read_stats(self) -> None:
+        """Ask /admin/stats, with each watched mount's own credentials, for
+        the listeners of every watched mount the last status page did not
+        list; a few requests at a time. Does not raise."""
+        listed = self._page()[0]
+        wanted: dict[str, IcecastTarget] = {}
+        for target in self._targets.values():
+            if target.mount not in listed:
+                wanted.setdefault(target.mount, target)
+        gate = asyncio.Semaphore(STATS_AT_ONCE)
+
+        async def one(target: IcecastTarget) -> int | str:
+            async with gate:
+                return await self._mount_stats(target)
+
+        found = await asyncio.gather(*(one(target) for target in wanted.values()))
+        self._stats = dict(zip(wanted, found, strict=True))
+
+    async def _mount_stats(self, target: IcecastTarget) -> int | str:
+        """The listeners /admin/stats?mount= gives, or why not (never the
+        credentials: they go in the header only)."""
+        credentials = f"{target.user}:{target.password}".encode()
+        authorization = f"Authorization: Basic {base64.b64encode(credentials).decode('ascii')}\r\n"
+        request = self._get(f"/admin/stats?mount={quote(target.mount, safe='/')}", authorization)
+        _, page = self._page()
+        why = f"{page or 'the status page does not list this mount'}; its /admin/stats"
+        try:
+            data = await self._exchange(request, whole=True, limit=STATS_LIMIT)
+        except TimeoutError:
+            return f"{why} gave no answer within {self.timeout:g} s"
+        except (OSError, ssl.SSLError) as exc:
+            return f"{why} failed: {describe_error(exc)}"
+        match = _STATUS_LINE.match(data)
+        code = int(match.group(1)) if match is not None else 0
+        if code in (401, 403):
+            return f"{why} refused the source's login ({code})"
+        if code != 200:
+            return f"{why} answered {code}" if code else f"{why} gave no HTTP answer"
+        found = _listeners_in_stats(data.partition(b"\r\n\r\n")[2], target.mount)
+        return found if isinstance(found, int) else f"{why} {found}"
+
+    async def _exchange(self, request: bytes, *, whole: bool, limit: int) -> bytes:
+        """Send ``request`` on a connection of its own and read the answer:
+        all of it (up to about ``limit`` bytes) when ``whole``, else at
+        least its status line. Raises TimeoutError, OSError."""
         writer: asyncio.StreamWriter | None = None
         target = self.target
         try:
@@ -152,25 +285,17 @@ class ServerWatch:
                     server_hostname=target.host if context is not None else None,
                     ssl_handshake_timeout=self.timeout if context is not None else None,
                 )
-                writer.write(self._request)
-                data = b""
-                while (full or len(data) < 13) and len(data) <= STATUS_LIMIT:
-                    chunk = await reader.read(65536 if full else 64)
+                writer.write(request)
+                data = bytearray()
+                while (whole or len(data) < 13) and len(data) <= limit:
+                    chunk = await reader.read(65536 if whole else 64)
                     if not chunk:
                         break
                     data += chunk
-        except TimeoutError:
-            return f"no answer within {self.timeout:g} s"
-        except (OSError, ssl.SSLError) as exc:
-            return describe_error(exc)
+                return bytes(data)
         finally:
             if writer is not None:
                 writer.transport.abort()
-        if _STATUS_LINE.match(data) is None:
-            return "no HTTP answer" if data else "closed without an answer"
-        if full:
-            self._status = data.partition(b"\r\n\r\n")[2]
-        return None
 
     async def _resolve(self) -> str:
         host = self.target.host
@@ -183,14 +308,17 @@ class ServerWatch:
         return self.address
 
 
-def _listeners_by_mount(body: bytes) -> dict[str, int]:
+def _listeners_by_mount(body: bytes) -> dict[str, int] | None:
     """{mount: listeners} from /status-json.xsl, whose ``source`` is an object
-    for one mount, a list for several, absent for none. Does not raise."""
+    for one mount, a list for several, absent for none; None when the body is
+    no such status. Does not raise."""
     try:
-        stats = json.loads(body.decode("utf-8", "replace")).get("icestats", {})
+        stats = json.loads(body.decode("utf-8", "replace")).get("icestats")
     except (ValueError, AttributeError):
-        return {}
-    sources: Any = stats.get("source") if isinstance(stats, dict) else None
+        return None
+    if not isinstance(stats, dict):
+        return None
+    sources: Any = stats.get("source")
     if isinstance(sources, dict):
         sources = [sources]
     if not isinstance(sources, list):
@@ -205,3 +333,23 @@ def _listeners_by_mount(body: bytes) -> dict[str, int]:
         if mount and isinstance(listeners, int):
             found[mount] = listeners
     return found
+
+
+_COUNT = re.compile(r"\s*([0-9]{1,9})\s*")
+
+
+def _listeners_in_stats(body: bytes, mount: str) -> int | str:
+    """The ``<listeners>`` of ``<source mount="...">`` in /admin/stats XML,
+    or why there is none. Only the mount's own element counts: kh answers a
+    mount it does not have with the server's totals. Does not raise."""
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        return "is not Icecast's stats"  # Icecast declares none; no entity games
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return "is not XML"
+    for source in root.iter("source"):
+        if source.get("mount") == mount:
+            match = _COUNT.fullmatch(source.findtext("listeners") or "")
+            return int(match.group(1)) if match else "has no listener count"
+    return "does not list this mount"

@@ -24,7 +24,7 @@ from pushsource.core.outputs import Reframer, format_key
 from pushsource.core.station import Cued, Idle, Interrupted, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
-from pushsource.engine.outputs import OutputSpec
+from pushsource.engine.outputs import Output, OutputSpec
 from pushsource.engine.station import StationDriver
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
 from pushsource.ops.config import default_id
@@ -504,6 +504,16 @@ class StationRunner:
         known = [count for count in counts if count is not None]
         return sum(known) if known else None
 
+    @property
+    def listeners_note(self) -> str | None:
+        """Why ``listeners`` is None, in a few words (each output's reason,
+        once); None when it is known."""
+        return None if self.listeners is not None else self._listeners_notes()
+
+    def _listeners_notes(self) -> str:
+        notes = dict.fromkeys(_listeners_note(output) for output in self.driver.outputs)
+        return "; ".join(notes)
+
     def status(self) -> dict[str, Any]:
         with self._lock:
             playing, state, error = self._playing, self._state, self._last_error
@@ -533,6 +543,7 @@ class StationRunner:
         target = self.target
         host = f"[{target.host}]" if ":" in target.host else target.host
         scheme = "https" if target.tls else "http"
+        listeners = self.listeners  # once: the note must agree with it
         return {
             "id": self.id,
             "name": self.info.name or self.id,
@@ -540,7 +551,8 @@ class StationRunner:
             "server": f"{host}:{target.port}",
             "listen_url": self.settings.public_url
             or f"{scheme}://{host}:{target.port}{target.mount}",
-            "listeners": self.listeners,
+            "listeners": listeners,
+            "listeners_note": None if listeners is not None else self._listeners_notes(),
             "format": {
                 "bitrate": self.settings.bitrate,
                 "samplerate": self.settings.samplerate,
@@ -575,6 +587,7 @@ class StationRunner:
             host = f"[{target.host}]" if ":" in target.host else target.host
             scheme = "https" if target.tls else "http"
             watch = output.spec.watch
+            listeners = watch.listeners(target.mount) if watch is not None else None
             out.append(
                 {
                     "mount": target.mount,
@@ -587,7 +600,8 @@ class StationRunner:
                     "reconnects": output.reconnects,
                     "attempts": output.attempts,
                     "bytes_sent": output.bytes_sent,
-                    "listeners": watch.listeners(target.mount) if watch is not None else None,
+                    "listeners": listeners,
+                    "listeners_note": None if listeners is not None else _listeners_note(output),
                 }
             )
         return out
@@ -753,6 +767,16 @@ def _live_options(settings: StationSettings) -> dict[str, Any]:
         "interrupted": Interrupted(live.interrupted),
         "live_title": live.title,
     }
+
+
+def _listeners_note(output: Output) -> str:
+    """Why an output's listeners are not known, for the API."""
+    watch = output.spec.watch
+    if watch is None:
+        return "its server is not watched"
+    if not output.on_air:
+        return "not on air"
+    return str(watch.listeners_note(output.target.mount) or "not read yet")
 
 
 def _rounded(gain_db: float | None) -> float | None:

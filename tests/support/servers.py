@@ -367,6 +367,12 @@ class PeerServer:
             return ""
         return _read(self.workdir / "error.log")
 
+    def access_log(self) -> str:
+        """The requests it served (kh writes them a moment later)."""
+        if self.workdir is None:
+            return ""
+        return _read(self.workdir / "access.log")
+
     def _tail(self, lines: int = 30) -> str:
         parts = []
         for name in ("error.log", "output.log"):
