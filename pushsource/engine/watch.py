@@ -80,9 +80,10 @@ class ServerWatch:
         self._task: asyncio.Task[None] | None = None
         self._stats_task: asyncio.Task[None] | None = None
         self._probes = 0
-        self._status: bytes | None = None
-        self._code = 0  # the HTTP status of the last whole status page read
-        self._parsed: tuple[bytes, dict[str, int], str | None] | None = None
+        #: (HTTP status, body) of the last whole status page read: one
+        #: attribute, as the control thread reads it while the loop sets it.
+        self._read: tuple[int, bytes] | None = None
+        self._parsed: tuple[tuple[int, bytes], dict[str, int], str | None] | None = None
         #: {mount: listeners, or why not} from /admin/stats, for the watched
         #: mounts the last status page did not list.
         self._stats: dict[str, int | str] = {}
@@ -118,7 +119,7 @@ class ServerWatch:
                 self._task = None
                 # Nobody asks any more: the counts would only grow stale. The
                 # next watch reads them at its first probe.
-                self._status = None
+                self._read = None
                 self._stats = {}
                 self._probes = 0
                 self._stop_stats()
@@ -128,25 +129,28 @@ class ServerWatch:
     @property
     def status(self) -> bytes | None:
         """The body of the last whole status page read (JSON), if any."""
-        return self._status
+        read = self._read
+        return None if read is None else read[1]
 
     def _page(self) -> tuple[dict[str, int], str | None]:
         """{mount: listeners} of the last status page, and why it gave none
         (None when it is a status); parsed once per page read."""
-        body = self._status
-        if body is None:
+        read = self._read
+        if read is None:
             return {}, "not read yet"
-        if self._parsed is None or self._parsed[0] is not body:
-            counts = _listeners_by_mount(body) if self._code == 200 else None
+        parsed = self._parsed
+        if parsed is None or parsed[0] is not read:
+            code, body = read
+            counts = _listeners_by_mount(body) if code == 200 else None
             problem = None
-            if self._code == 404:
+            if code == 404:
                 problem = "the server has no status page"
-            elif self._code != 200:
-                problem = f"its status page answered {self._code}"
+            elif code != 200:
+                problem = f"its status page answered {code}"
             elif counts is None:
                 problem = "its status page is not JSON"
-            self._parsed = (body, counts or {}, problem)
-        return self._parsed[1], self._parsed[2]
+            self._parsed = parsed = (read, counts or {}, problem)
+        return parsed[1], parsed[2]
 
     def listeners(self, mount: str) -> int | None:
         """Listeners on ``mount`` at the last whole status read (or, for a
@@ -221,8 +225,7 @@ class ServerWatch:
         if match is None:
             return "no HTTP answer" if data else "closed without an answer"
         if full:
-            self._code = int(match.group(1))
-            self._status = data.partition(b"\r\n\r\n")[2]
+            self._read = (int(match.group(1)), data.partition(b"\r\n\r\n")[2])
         return None
 
     async def read_stats(self) -> None:
