@@ -260,9 +260,7 @@ class StationRunner:
             from pushsource.engine.source import SourceSocket
 
             # SHOUTcast v1 sources cannot carry titles: those go by admin.cgi.
-            metaint = (
-                METAINT if inside and getattr(target, "protocol", "icecast") == "icecast" else None
-            )
+            metaint = METAINT if inside and target.protocol == "icecast" else None
             return SourceSocket(loop, target, events, timeout=timeout, metaint=metaint)
 
         self._watch = self._watch_of(engine, target)
