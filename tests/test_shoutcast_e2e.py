@@ -22,9 +22,11 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import SECRET_PASSWORD, StartPushsource, register_secret, run_pushsource
+from tests.support.compat import passed
 from tests.support.listener import Listener
 from tests.support.media import make_titled_tracks
 from tests.support.servers import PeerServer
+from tests.test_listeners_e2e import metric
 from tests.test_reconnect_e2e import (
     SKIP_SLACK,
     assert_resumed,
@@ -33,6 +35,7 @@ from tests.test_reconnect_e2e import (
     wait_for_log,
     wait_until,
 )
+from tests.test_web_e2e import free_port, get_json
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +142,7 @@ def test_a_stock_icecast_shows_admin_titles_as_latin_1(
     Icecast's status reads the UTF-8 title as ISO-8859-1; its listeners
     still get the bytes as sent."""
     server = stock_server
-    make_titled_tracks(tmp_path / "music", [TITLE], 3.0)
+    tracks = make_titled_tracks(tmp_path / "music", [TITLE], 3.0)
     mojibake = "Sigur Rós - 東京".encode().decode("latin-1")
     with Listener(server.port, MOUNT, connect_timeout=20) as listener:
         # No path: pushsource calls the stream "/", Icecast puts it on /shout.
@@ -150,8 +153,12 @@ def test_a_stock_icecast_shows_admin_titles_as_latin_1(
         wait_until(lambda: server.title(MOUNT) == mojibake, 10, "the title", run.describe)
         assert run.wait(30) == 0, run.describe()
         listener.wait_closed(10)
+    assert bytes(listener.audio[: len(tracks[0].audio)]) == tracks[0].audio
     assert [title for _, title in listener.titles] == ["Sigur Rós - 東京"]
+    assert listener.blocks[0].startswith("StreamTitle='Sigur Rós - 東京';".encode())
     wait_off_air(server)
+    passed("shoutcast", "handshake")
+    passed("shoutcast", "titles")
 
 
 def test_a_wrong_password_exits_2_with_one_clear_line(
@@ -192,6 +199,7 @@ def test_check_passes_with_the_right_password_and_says_no_to_a_wrong_one(
         else:
             assert "authentication failed for the SHOUTcast source" in done.stdout
     wait_off_air(stock_server)
+    passed("shoutcast", "check")
 
 
 def test_a_second_source_on_the_mount_is_refused_as_in_use(
@@ -260,15 +268,16 @@ def test_kill_9_and_restart_resumes_the_same_track(
     second.wait_for_title("Killed - first", 1)  # sent again by admin.cgi
     second.wait_for_title("Killed - second", 1)
     print(f"\nSHOUTcast kill -9: the first listener had {heard} bytes, the second from {start}")
+    passed("shoutcast", "reconnect")
 
 
 def test_a_shoutcast_output_of_an_icecast_station(
-    utf8_server: PeerServer, start_pushsource: StartPushsource, tmp_path: Path
+    stock_server: PeerServer, start_pushsource: StartPushsource, tmp_path: Path
 ) -> None:
     """``[[station.output]]``: the station's own mount by PUT, the same audio
     and titles on the server's SHOUTcast mount, with the station's password
     (same server: nothing is sent elsewhere unasked)."""
-    server = utf8_server
+    server = stock_server
     tracks = make_titled_tracks(tmp_path / "music", [TITLE, ("Second", "Track")], 3.0)
     expected = b"".join(t.audio for t in tracks)
     config = tmp_path / "stations.toml"
@@ -298,3 +307,49 @@ url = "shoutcast://127.0.0.1:{server.port}{MOUNT}"
         assert [t for _, t in listener.titles] == ["Sigur Rós - 東京", "Second - Track"]
     assert "WARNING" not in run.stderr and "ERROR" not in run.stderr, run.stderr
     wait_off_air(server)
+    passed("shoutcast", "second output")
+
+
+def test_the_api_counts_the_listeners_of_the_shoutcast_mount(
+    stock_server: PeerServer, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    """The mount in the URL is the one the server's status lists."""
+    server = stock_server
+    (tmp_path / "music").mkdir()
+    make_titled_tracks(tmp_path / "music", [TITLE], 30.0)
+    port = free_port()
+    config = tmp_path / "stations.toml"
+    config.write_text(
+        f"""
+[control]
+listen = "127.0.0.1:{port}"
+
+[[station]]
+id = "shout"
+folder = "music"
+url = "{shoutcast_url(server)}"
+state = "state.json"
+""",
+        "utf-8",
+    )
+    run = start_pushsource("run", "--config", config, env=state_env(tmp_path))
+    base = f"http://127.0.0.1:{port}"
+    api = f"{base}/api/stations/shout"
+
+    def listeners() -> object:
+        try:
+            return get_json(api)["listeners"]
+        except OSError:
+            return None
+
+    wait_until(lambda: listeners() == 0, 30, "0 listeners in the API", run.describe)
+    status = get_json(api)
+    assert status["mount"] == MOUNT and status["listen_url"].endswith(f":{server.port}{MOUNT}")
+    with Listener(server.port, MOUNT, connect_timeout=15) as listener:
+        listener.wait_for_audio(4096, 10)
+        server.wait_for_listeners(MOUNT, 1, timeout=5)
+        wait_until(lambda: listeners() == 1, 15, "1 listener in the API", run.describe)
+        assert metric(base, 'pushsource_listeners{station="shout"}') == 1.0
+    run.terminate()
+    wait_off_air(server)
+    passed("shoutcast", "listener counts")
