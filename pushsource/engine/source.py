@@ -361,6 +361,7 @@ class SourceSocket:
             if refusal is not None:
                 self._fail(refusal)
                 return
+            log.debug("%s took the source (%d)", self.target, answer.status)
             self._state = _State.STREAMING
             if answer.then:
                 self._preamble = self._written = len(answer.then)

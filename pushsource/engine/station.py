@@ -460,6 +460,7 @@ class StationDriver:
         stream, else by an admin request (on a worker)."""
         sock = output.sock
         if sock is not None and sock.titles_inside:
+            log.debug("title inside the stream on %s: %s", output.label, title)
             sock.title(title)
         elif output.address is not None:
             self._titles[output.number].set(output.address, title)
