@@ -21,19 +21,37 @@ def test_a_block_is_streamtitle_padded_to_16_bytes_and_no_change_is_one_zero_byt
     assert icy_block(None) == b"\x00"
     block = icy_block("Sigur Rós - 東京")
     text = "StreamTitle='Sigur Rós - 東京';".encode()
-    assert block[0] == -(-len(text) // 16) and len(block) == 1 + block[0] * 16
+    assert block[0] == len(text) // 16 + 1 and len(block) == 1 + block[0] * 16
     assert block[1:] == text.ljust(block[0] * 16, b"\x00")
 
 
+def test_a_block_always_ends_with_a_nul() -> None:
+    # Icecast 2.4.4 and 2.5 drop a block's last byte: a title of exactly 16k
+    # bytes with its quotes would lose its ";" and never show.
+    text = "StreamTitle='Mono - MP3 48 kHz';".encode()
+    assert len(text) == 32
+    block = icy_block("Mono - MP3 48 kHz")
+    assert block[0] == 3 and block[1:] == text + bytes(16)
+    for n in range(1, 80):
+        block = icy_block("x" * n)
+        assert block[-1] == 0 and len(block) == 1 + block[0] * 16
+
+
 def test_what_cannot_travel_is_escaped_or_cut_between_characters() -> None:
-    # A title ends at its first "';" on every server: that one quote changes.
+    # A title ends at its first "';" on every server: that quote changes, and
+    # so does one that would open another field (as for admin titles).
     assert icy_title("Rock';n'roll") == "Rock\u2019;n'roll".encode()
-    assert icy_title("a\r\nb\x00c\x7fd") == b"a b c d"
+    assert icy_title("x';StreamUrl='http://evil/';") == (
+        "x\u2019;StreamUrl=\u2019http://evil/\u2019;".encode()
+    )
+    assert icy_title("'Live'; Don't Stop") == "'Live\u2019; Don't Stop".encode()
+    assert icy_title("a\r\nb\x00c\x7fd") == b"a  b c d"  # one space each, as for admin titles
     long = "東" * 2000  # 6000 bytes of 3-byte characters
-    cut = icy_title(long)
-    assert len(cut) <= TITLE_LIMIT and len(cut) % 3 == 0 and cut.decode() == "東" * (len(cut) // 3)
+    cut = icy_title(long).decode()
+    assert len(cut.encode()) <= TITLE_LIMIT and cut == "東" * (len(cut) - 1) + "\u2026"
     assert len(icy_block(long)) <= 1 + BLOCK_LIMIT
-    assert parse_stream_title(icy_block(long)[1:]) == cut.decode()
+    assert parse_stream_title(icy_block(long)[1:]) == cut
+    assert icy_title("a" * TITLE_LIMIT) == b"a" * TITLE_LIMIT  # what fits stays whole
 
 
 def test_titles_land_in_the_first_block_at_or_after_their_byte() -> None:

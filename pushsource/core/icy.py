@@ -13,9 +13,10 @@ travel is escaped or cut here.
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from typing import Final
+
+from pushsource.core.titles import cut_bytes, safe_title
 
 #: Audio bytes between two blocks. Small, so a title lands within 64 ms (at
 #: 128 kbps) of its track's first frame; each costs one byte when unchanged.
@@ -24,21 +25,20 @@ METAINT: Final = 1024
 BLOCK_LIMIT: Final = 255 * 16
 _PREFIX: Final = b"StreamTitle='"
 _SUFFIX: Final = b"';"
-#: The longest title, in UTF-8 bytes, that fits in one block.
-TITLE_LIMIT: Final = BLOCK_LIMIT - len(_PREFIX) - len(_SUFFIX)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+#: The longest title, in UTF-8 bytes, that fits in one block with its NUL:
+#: Icecast keeps all of a block but its last byte, which must be padding (a
+#: block that ends on its ``;`` loses it, and with it the title).
+TITLE_LIMIT: Final = BLOCK_LIMIT - len(_PREFIX) - len(_SUFFIX) - 1
 
 
 def icy_title(title: str) -> bytes:
-    """A title as it can travel in a block: control characters become a
-    space, ``';`` (which would end it early) gets a right single quote
-    instead of its apostrophe, and more than TITLE_LIMIT bytes are cut between
-    two UTF-8 characters."""
-    text = _CONTROL.sub(" ", title).replace("';", "\u2019;")
-    data = text.encode("utf-8", "replace")
-    if len(data) <= TITLE_LIMIT:
-        return data
-    return data[:TITLE_LIMIT].decode("utf-8", "ignore").encode("utf-8")
+    """A title as it can travel in a block: as an admin title is made safe
+    (control characters a space, no quote that opens another field), every
+    ``';`` left (which would end it early) with a right single quote for its
+    apostrophe, and more than TITLE_LIMIT bytes cut between characters with an
+    ellipsis."""
+    text = safe_title(title).replace("';", "\u2019;")
+    return cut_bytes(text, TITLE_LIMIT).encode("utf-8", "replace")
 
 
 def icy_block(title: str | None) -> bytes:
@@ -46,7 +46,7 @@ def icy_block(title: str | None) -> bytes:
     if title is None:
         return b"\x00"
     text = _PREFIX + icy_title(title) + _SUFFIX
-    units = -(-len(text) // 16)
+    units = len(text) // 16 + 1  # at least one NUL after the text
     return bytes([units]) + text.ljust(units * 16, b"\x00")
 
 

@@ -29,15 +29,29 @@ _OPENS_FIELD: Final = re.compile(r"(?<=[A-Za-z0-9_-])(\s*=\s*)'")
 
 
 def clean_title(title: str) -> str:
-    """``title`` fit for every listener's ICY metadata: control characters and
-    line breaks become spaces, quotes that would start another metadata field
-    become U+2019, and a title whose URL-encoded form is longer than MAX_ENCODED bytes
-    is cut (between characters) and ends with an ellipsis. Does not raise."""
+    """``title`` fit for every listener's ICY metadata (:func:`safe_title`),
+    and a title whose URL-encoded form is longer than MAX_ENCODED bytes is cut
+    (between characters) and ends with an ellipsis. Does not raise."""
+    return _cut(safe_title(title), MAX_ENCODED)
+
+
+def safe_title(title: str) -> str:
+    """Control characters and line breaks become spaces, and quotes that
+    would start another metadata field become U+2019. Does not raise."""
     text = "".join(
         " " if unicodedata.category(ch) in ("Cc", "Zl", "Zp", "Cs") else ch for ch in title
     )
-    text = _OPENS_FIELD.sub(lambda m: m.group(1) + _QUOTE, _CLOSES_FIELD.sub(_QUOTE, text))
-    return _cut(text, MAX_ENCODED)
+    return _OPENS_FIELD.sub(lambda m: m.group(1) + _QUOTE, _CLOSES_FIELD.sub(_QUOTE, text))
+
+
+def cut_bytes(text: str, limit: int) -> str:
+    """``text`` in at most ``limit`` UTF-8 bytes: whole, or cut between
+    characters with an ellipsis. Does not raise."""
+    if len(text.encode("utf-8", "replace")) <= limit:
+        return text
+    room = limit - len(ELLIPSIS.encode())
+    head = text.encode("utf-8", "replace")[:room].decode("utf-8", "ignore")
+    return head.rstrip() + ELLIPSIS
 
 
 def encoded_length(text: str) -> int:
