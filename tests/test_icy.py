@@ -28,7 +28,7 @@ def test_a_block_is_streamtitle_padded_to_16_bytes_and_no_change_is_one_zero_byt
 def test_a_block_always_ends_with_a_nul() -> None:
     # Icecast 2.4.4 and 2.5 drop a block's last byte: a title of exactly 16k
     # bytes with its quotes would lose its ";" and never show.
-    text = "StreamTitle='Mono - MP3 48 kHz';".encode()
+    text = b"StreamTitle='Mono - MP3 48 kHz';"
     assert len(text) == 32
     block = icy_block("Mono - MP3 48 kHz")
     assert block[0] == 3 and block[1:] == text + bytes(16)
