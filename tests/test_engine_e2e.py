@@ -296,28 +296,33 @@ def test_tls_trust_comes_from_the_operators_settings(
         re.M,
     ), untrusted.stderr
 
-    def stream(env: dict[str, str]) -> tuple[PushsourceProcess, Listener]:
+    def stream(env: dict[str, str], *extra: str) -> tuple[PushsourceProcess, Listener]:
         with Listener(
             server.tls_port, unique_mount, ssl_context=client_context(server.certificate),
             connect_timeout=20,
         ) as ear:  # fmt: skip
-            run = start_pushsource("stream", music, url, "--once", env=env)
+            run = start_pushsource("stream", music, url, "--once", *extra, env=env)
             assert run.wait(30) == 0, run.describe()
             ear.wait_closed(10)
         assert track.audio in bytes(ear.audio), run.describe()
         return run, ear
 
-    # SSL_CERT_FILE alone: audio and titles.
-    run, ear = stream(trust(tmp_path, SSL_CERT_FILE=ca))
+    # SSL_CERT_FILE alone: audio and titles (admin requests: the same trust).
+    run, ear = stream(trust(tmp_path, SSL_CERT_FILE=ca), "--titles", "admin")
     assert "could not set the title" not in run.stderr, run.describe()
     assert track.title in [title for _, title in ear.titles], run.describe()
 
-    # REQUESTS_CA_BUNDLE naming another certificate: the titles go by it (and fail).
-    run, ear = stream(trust(tmp_path, SSL_CERT_FILE=ca, REQUESTS_CA_BUNDLE=other))
+    # REQUESTS_CA_BUNDLE naming another certificate: admin titles go by it (and fail)...
+    bad_bundle = trust(tmp_path, SSL_CERT_FILE=ca, REQUESTS_CA_BUNDLE=other)
+    run, ear = stream(bad_bundle, "--titles", "admin")
     assert re.search(r"WARNING could not set the title: .*certificate verify failed", run.stderr), (
         run.describe()
     )
     assert track.title not in [title for _, title in ear.titles], run.describe()
+    # ...while titles inside the stream (the default) travel with the audio.
+    run, ear = stream(bad_bundle)
+    assert "could not set the title" not in run.stderr, run.describe()
+    assert track.title in [title for _, title in ear.titles], run.describe()
 
     config = tmp_path / "stations.toml"
     config.write_text(f'[[station]]\nfolder = "music"\nurl = "{url}"\n', encoding="utf-8")
