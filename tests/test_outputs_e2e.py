@@ -103,6 +103,9 @@ def test_three_outputs_one_timeline_and_one_server_lost(
             )
             for listener in (main, phone, backup):
                 listener.wait_for_title(titles[1], 30)
+            # Titles inside the stream come within a block of the track's
+            # start: let some of Two reach the backup's listener first.
+            backup.wait_for_audio(backup.wait_for_title(titles[1], 1) + 8000, 10)
             # Two has started everywhere: the second server goes away at once,
             # and comes back a moment later.
             killed_at = len(main.audio)
