@@ -39,7 +39,7 @@ test: $(STAMP)
 # Icecast 2.5.0 and icecast-kh come from ../shared/servers (.ci/build-servers).
 compat: $(STAMP)
 	PUSHSOURCE_COMPAT_TABLE=compat.md $(PY) -m pytest -q tests/test_compat_e2e.py \
-	    tests/test_shoutcast_e2e.py tests/test_listeners_e2e.py
+	    tests/test_shoutcast_e2e.py tests/test_listeners_peers_e2e.py
 	@cat compat.md
 
 # Only what is missing, so a set-up machine never needs root here.

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartPushsource
+from tests.support.compat import passed
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.support.servers import PeerServer
@@ -79,6 +80,7 @@ state = "state.json"
             wait_until("the stats requests logged", lambda: asked in server.access_log(), 5)
         else:
             assert asked not in server.access_log()
+        passed(server.kind, "listener counts")
     except BaseException:
         print(process.describe())
         print(server.error_log()[-3000:])

@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import SECRET_PASSWORD, StartPushsource, register_secret, run_pushsource
 from tests.support.compat import passed
 from tests.support.listener import Listener
-from tests.support.media import make_titled_tracks
+from tests.support.media import make_clean_mp3, make_titled_tracks
 from tests.support.servers import PeerServer
 from tests.test_listeners_e2e import metric
 from tests.test_reconnect_e2e import (
@@ -353,3 +353,40 @@ state = "state.json"
     run.terminate()
     wait_off_air(server)
     passed("shoutcast", "listener counts")
+
+
+def test_a_live_dj_takes_over_a_shoutcast_station(
+    utf8_server: PeerServer, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    from tests.test_live_e2e import DJ_PASSWORD, GRACE, run_dj, set_title, wait_port
+
+    server = utf8_server
+    folder = tmp_path / "music"
+    [track] = make_titled_tracks(folder, [("Folder", "Long One")], seconds=30)
+    tone = tmp_path / "tone.mp3"
+    live_audio = make_clean_mp3(tone, 4.0, freq=880)
+    port = free_port()
+    register_secret(DJ_PASSWORD)
+    run = start_pushsource(
+        "stream", folder, shoutcast_url(server), "--live-listen", f"127.0.0.1:{port}",
+        "--live-mount", "/live", "--live-user", f"alice:{DJ_PASSWORD}",
+        "--live-grace", str(GRACE), env=state_env(tmp_path),
+    )  # fmt: skip
+    with Listener(server.port, MOUNT, connect_timeout=20) as listener:
+        listener.wait_for_title("Folder - Long One", 20)
+        wait_port(port)
+        time.sleep(2)  # some of the folder first
+        assert set_title(port, "Alice - Première 東京").startswith(b"HTTP/1.0 200 OK")
+        dj = run_dj(tmp_path, "ffmpeg", port, tone)
+        listener.wait_for_title("Alice - Première 東京", 15)  # by admin.cgi, UTF-8 as sent
+        assert dj.wait(20) == 0
+        start = bytes(listener.audio).find(live_audio[:4096])
+        assert start > 0, "the DJ's frames never reached the listener"
+        listener.wait_for_audio(start + len(live_audio) + 16_000, 15)
+        audio = bytes(listener.audio)
+    assert live_audio in audio, "the DJ's frames differ on the way"
+    assert track.audio[:16_000] in audio  # the folder's frames before the DJ's
+    run.terminate()
+    assert run.wait(10) == 0, run.describe()
+    wait_off_air(server)
+    passed("shoutcast", "live DJ")
