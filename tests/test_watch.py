@@ -373,6 +373,22 @@ def test_a_404_status_page_is_no_hang() -> None:
     run(main())
 
 
+def test_a_shoutcast_dnas_that_answers_with_its_stream_is_no_hang() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            # DNAS v1 answers a GET that is not a browser's with ICY and its audio.
+            server.route = lambda request: b"ICY 200 OK\r\nicy-name: x\r\n\r\n" + bytes(900)
+            watch = server.watch(every=0.05, timeout=0.5)
+            hangs: list[str] = []
+            unwatch = watch.watch(hangs.append)
+            await asyncio.sleep(0.6)
+            unwatch()
+            assert hangs == [] and len(server.connections) >= 5
+            assert watch.listeners("/") is None
+
+    run(main())
+
+
 def test_a_status_page_that_lists_the_mount_asks_nothing_more() -> None:
     async def main() -> None:
         async with StatusServer() as server:

@@ -43,6 +43,7 @@ STATS_LIMIT: Final = 256 * 1024
 #: /admin/stats requests in flight at once, per server.
 STATS_AT_ONCE: Final = 4
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})[ \r\n]")
+_ICY_LINE = re.compile(rb"ICY \d{3}[ \r\n]")
 
 
 class ServerWatch:
@@ -222,6 +223,8 @@ class ServerWatch:
         except (OSError, ssl.SSLError) as exc:
             return describe_error(exc)
         match = _STATUS_LINE.match(data)
+        if match is None and _ICY_LINE.match(data):
+            return None  # SHOUTcast DNAS v1 answers a player's GET with its stream: alive
         if match is None:
             return "no HTTP answer" if data else "closed without an answer"
         if full:
