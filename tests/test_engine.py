@@ -15,7 +15,7 @@ import pytest
 from pushsource.core.frames import header_for
 from pushsource.core.station import Chunk, Pacing, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
-from pushsource.engine.loop import Engine
+from pushsource.engine.loop import NET_WORKERS, WORKERS, Engine
 from pushsource.engine.station import StationDriver
 from pushsource.errors import PushsourceError
 from pushsource.workers.feed import Feed, ListSource
@@ -35,6 +35,7 @@ class FakeSocket:
         self.buffered = self.unsent = 0
         self.titles_inside = False  # titles by admin request
         self.sends: list[tuple[float, int]] = []
+        self.data = bytearray()
         self.closed = False
 
     def open(self, headers: dict[str, str]) -> None:
@@ -42,6 +43,7 @@ class FakeSocket:
 
     def send(self, data: bytes) -> None:
         self.sends.append((time.monotonic(), len(data)))
+        self.data += data
 
     def writable(self) -> bool:
         return True
@@ -98,7 +100,12 @@ class SlowFeed(Feed):
 
 
 def station(
-    engine: Engine, paths: list[Path], *, feed_class: type[Feed] = Feed, **feed_options: Any
+    engine: Engine,
+    paths: list[Path],
+    *,
+    feed_class: type[Feed] = Feed,
+    titles: Any = lambda address, title, superseded: None,
+    **feed_options: Any,
 ) -> tuple[StationDriver, list[FakeSocket], Recorder, Feed]:
     sockets: list[FakeSocket] = []
     recorder = Recorder()
@@ -129,7 +136,7 @@ def station(
         IcecastTarget(host="127.0.0.1", port=9, mount="/m", password="pw"),
         events=recorder,
         connect=connect,
-        titles=lambda address, title, superseded: None,
+        titles=titles,
     )
     return driver, sockets, recorder, feed
 
@@ -167,6 +174,39 @@ def test_a_stalled_disk_holds_up_no_other_station(tmp_path: Path, engine: Engine
     assert slow_events.finished.wait(10)
 
 
+def test_slow_title_requests_hold_up_no_station(tmp_path: Path, engine: Engine) -> None:
+    """Title requests that hang (a slow server, 5 tries) fill no worker the
+    stations' reads need: a station whose titles hang and one whose do not
+    both keep their pace, and neither sends silence."""
+    frames = make_frames(240)  # 6 s
+    (tmp_path / "a.mp3").write_bytes(b"".join(frames))
+    hanging = threading.Event()
+    release = threading.Event()
+
+    def hang(address: str, title: str, superseded: Any) -> None:
+        hanging.set()
+        release.wait(20)
+
+    stations = [station(engine, [tmp_path / "a.mp3"], titles=hang) for _ in range(2 * WORKERS)]
+    healthy, sockets, recorder, _ = station(engine, [tmp_path / "a.mp3"])
+    try:
+        for driver, *_ in stations:
+            driver.start()
+        assert hanging.wait(10)
+        healthy.start()
+        assert recorder.finished.wait(20), "the healthy station never finished"
+        for driver, socks, events, _ in stations:
+            assert events.finished.wait(20)
+            # Every frame of the file, then the closing silence: no gap of silence.
+            assert bytes(socks[0].data).startswith(b"".join(frames))
+        [sock] = sockets
+        assert bytes(sock.data).startswith(b"".join(frames))
+        times = [t for t, _ in sock.sends]
+        assert max(b - a for a, b in itertools.pairwise(times)) < 0.35
+    finally:
+        release.set()
+
+
 def test_threads_do_not_grow_with_stations(tmp_path: Path, engine: Engine) -> None:
     (tmp_path / "a.mp3").write_bytes(b"".join(make_frames(200)))
     before = threading.active_count()
@@ -177,8 +217,8 @@ def test_threads_do_not_grow_with_stations(tmp_path: Path, engine: Engine) -> No
     while not all(sockets and sockets[0].sends for _, sockets, _, _ in drivers):
         assert time.monotonic() < deadline, "not every station went on air"
         time.sleep(0.05)
-    # The engine's one thread was there before; at most the pool's workers came.
-    assert threading.active_count() - before <= 4
+    # The engine's one thread was there before; at most the pools' workers came.
+    assert threading.active_count() - before <= WORKERS + NET_WORKERS
     for driver, *_ in drivers:
         driver.stop()
     for _, _, recorder, _ in drivers:

@@ -1,10 +1,13 @@
 """The one engine of a process: an asyncio event loop on one thread that
-paces every station and owns every source socket, and a small fixed pool of
-workers for whatever blocks (files, tags, conversions, titles, state saves).
+paces every station and owns every source socket, and small fixed pools of
+workers for whatever blocks: one for the stations' own work (reads, cues,
+conversions, state saves), one for network calls (admin title requests,
+which may retry for tens of seconds against a slow server), so a server that
+is slow to answer titles never holds up a read the air waits for.
 
 The thread count does not grow with the number of stations: one loop thread
-plus ``workers`` pool threads (plus watchdog's observer and the control
-server, when used).
+plus the pools' threads (plus watchdog's observer and the control server,
+when used).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ current_station: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 #: Workers: enough that a disk stalling for one station leaves others served.
 WORKERS = 4
+#: Workers for network calls (the stations' own work gets ``workers``).
+NET_WORKERS = 4
+#: Which pool a lane's jobs go to, by the lane's name; others go to "work".
+LANE_POOLS: dict[str, str] = {"titles": "net"}
 
 
 class Engine:
@@ -37,9 +44,13 @@ class Engine:
 
     def __init__(self, *, workers: int = WORKERS) -> None:
         self.loop = asyncio.new_event_loop()
-        self.pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="pushsource-worker"
-        )
+        sizes = {"work": workers, "net": NET_WORKERS}
+        self.pools = {
+            kind: concurrent.futures.ThreadPoolExecutor(
+                max_workers=size, thread_name_prefix=f"pushsource-{kind}"
+            )
+            for kind, size in sizes.items()
+        }
         self._thread = threading.Thread(target=self._run, name="pushsource-engine", daemon=True)
         self._started = False
         self._watches: dict[tuple[str, int, bool], Any] = {}
@@ -79,7 +90,8 @@ class Engine:
         if self._started and self._thread.is_alive():
             self.call(self.loop.stop)
             self._thread.join(timeout)
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
         if not self._thread.is_alive() and not self.loop.is_closed():
             self.loop.close()
 
@@ -104,12 +116,14 @@ class Engine:
 
 
 class Lane:
-    """Jobs for the pool that must run one at a time, in order (one station's
-    reads; its queue). Results come back on the engine's thread."""
+    """Jobs that must run one at a time, in order (one station's reads; its
+    queue), on the pool for their kind (LANE_POOLS). Results come back on the
+    engine's thread."""
 
     def __init__(self, engine: Engine, name: str, station: str = "") -> None:
         self._engine = engine
         self._name = name
+        self._pool = engine.pools[LANE_POOLS.get(name, "work")]
         self._station = station
         self._jobs: deque[tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]]
         self._jobs = deque()
@@ -150,7 +164,7 @@ class Lane:
             return job()
 
         try:
-            future = self._engine.pool.submit(run)
+            future = self._pool.submit(run)
         except RuntimeError as exc:  # the pool is shut down: we are stopping
             self._busy = False
             done(None, exc)
