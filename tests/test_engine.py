@@ -195,7 +195,7 @@ def test_slow_title_requests_hold_up_no_station(tmp_path: Path, engine: Engine) 
         assert hanging.wait(10)
         healthy.start()
         assert recorder.finished.wait(20), "the healthy station never finished"
-        for driver, socks, events, _ in stations:
+        for _driver, socks, events, _ in stations:
             assert events.finished.wait(20)
             # Every frame of the file, then the closing silence: no gap of silence.
             assert bytes(socks[0].data).startswith(b"".join(frames))
