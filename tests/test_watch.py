@@ -492,3 +492,24 @@ def test_a_stats_request_that_hangs_costs_one_timeout_and_no_hang() -> None:
             )
 
     run(main())
+
+
+def test_a_shoutcast_source_is_never_asked_for_admin_stats() -> None:
+    async def main() -> None:
+        async with StatusServer() as server:
+            kh = Kh({"/": "pw"})
+            server.route = kh
+            watch = stats_watch(server)
+            shout = IcecastTarget(
+                "127.0.0.1",
+                target(server, "/", "pw").port,
+                "/",
+                password="pw",
+                protocol="shoutcast",
+            )
+            watch.watch(lambda why: None, shout)
+            await probe_and_stats(watch)
+            assert kh.asked == []
+            assert watch.listeners_note("/") == "the server has no status page"
+
+    run(main())

@@ -238,7 +238,9 @@ class ServerWatch:
         listed = self._page()[0]
         wanted: dict[str, IcecastTarget] = {}
         for target in self._targets.values():
-            if target.mount not in listed:
+            # A SHOUTcast DNAS has no /admin/stats: it would answer with its
+            # stream, and count us as a listener.
+            if target.mount not in listed and target.protocol == "icecast":
                 wanted.setdefault(target.mount, target)
         gate = asyncio.Semaphore(STATS_AT_ONCE)
 
