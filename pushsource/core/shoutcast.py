@@ -24,6 +24,7 @@ from pushsource.core.source import (
     HEAD_LIMIT,
     Accepted,
     Answer,
+    AnswerBuffer,
     AnswerReader,
     Refused,
     icecast_reason,
@@ -86,7 +87,7 @@ def admin_params(target: IcecastTarget, title: str) -> list[tuple[str, str]]:
     return params
 
 
-class ShoutcastReader:
+class ShoutcastReader(AnswerBuffer):
     """Reads a SHOUTcast v1 server's answer to the password line, with
     :class:`~pushsource.core.source.AnswerReader`'s interface: :meth:`feed`
     returns the answer once known, :meth:`eof` always returns one;
@@ -96,39 +97,15 @@ class ShoutcastReader:
     Does not raise."""
 
     def __init__(self, target: IcecastTarget, headers: Mapping[str, str]) -> None:
+        super().__init__()
         self._target = target
         self._where = netloc(target.host, target.source_port)
         self._then = icy_lines(headers)
-        self._data = bytearray()
-        self._answer: Answer | None = None
         #: After OK2: its header lines still to skip, then what the server says.
         self._after = bytearray()
         self._head_open = True
         self._http: AnswerReader | None = None  # an HTTP answer, before or after OK2
         self._done = False  # later() has nothing more to tell
-
-    @property
-    def answer(self) -> Answer | None:
-        return self._answer
-
-    @property
-    def started(self) -> bool:
-        return bool(self._data)
-
-    def feed(self, data: bytes) -> Answer | None:
-        if self._answer is not None:
-            return None
-        limit = HEAD_LIMIT + BODY_LIMIT
-        if len(self._data) < limit:
-            self._data += data[: limit - len(self._data)]
-        self._answer = self._decide(eof=False)
-        return self._answer
-
-    def eof(self) -> Answer:
-        if self._answer is None:
-            self._answer = self._decide(eof=True)
-        assert self._answer is not None
-        return self._answer
 
     def later(self, data: bytes) -> IcecastError | None:
         """What the server sends while the body goes: OK2's header lines are

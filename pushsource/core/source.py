@@ -95,24 +95,16 @@ class Refused:
 Answer = Accepted | Refused
 
 
-class AnswerReader:
-    """Reads Icecast's answer to the source ``PUT``, fed what the server sends.
+class AnswerBuffer:
+    """What every protocol's answer reader shares: the bytes of the answer
+    kept (up to HEAD_LIMIT + BODY_LIMIT), and the answer decided once, by the
+    subclass's ``_decide``. :meth:`feed` returns the answer once it is known
+    (None before, and after); :meth:`eof` says no more is coming (the server
+    closed, or the caller stops waiting) and always returns the answer."""
 
-    :meth:`feed` returns the answer once it is known (None before, and after:
-    what Icecast sends after its ``200`` is not ours to read); :meth:`eof`
-    says no more is coming (the server closed, or the caller stops waiting)
-    and always returns the answer. Messages name the user and mount, never
-    the password. Does not raise.
-    """
-
-    def __init__(self, target: IcecastTarget) -> None:
-        self._target = target
-        self._where = netloc(target.host, target.port)
+    def __init__(self) -> None:
         self._data = bytearray()
         self._answer: Answer | None = None
-        #: After a ``100 Continue``: the final answer, read while the body goes.
-        self._final: AnswerReader | None = None
-        self._told = False  # later() has returned the final refusal
 
     @property
     def answer(self) -> Answer | None:
@@ -137,6 +129,24 @@ class AnswerReader:
             self._answer = self._decide(eof=True)
         assert self._answer is not None
         return self._answer
+
+    def _decide(self, *, eof: bool) -> Answer | None:
+        raise NotImplementedError
+
+
+class AnswerReader(AnswerBuffer):
+    """Reads Icecast's answer to the source ``PUT``, fed what the server sends
+    (what Icecast sends after its ``200`` is not ours to read). Messages name
+    the user and mount, never the password. Does not raise.
+    """
+
+    def __init__(self, target: IcecastTarget) -> None:
+        super().__init__()
+        self._target = target
+        self._where = netloc(target.host, target.port)
+        #: After a ``100 Continue``: the final answer, read while the body goes.
+        self._final: AnswerReader | None = None
+        self._told = False  # later() has returned the final refusal
 
     def later(self, data: bytes) -> IcecastError | None:
         """What the server sends while the body goes: after a ``100``, its
