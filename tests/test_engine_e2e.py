@@ -561,17 +561,62 @@ def test_icecast_killed_10_times_no_track_restarted_or_skipped(
     ]
     assert not late, f"back more than 1 s (+{lag:.2f} s) after icecast2: {late}\n{log}"
     # No track restarted, none skipped: every track played once, in order,
-    # and each crash resumed the track that was playing.
+    # and each crash went on where it was.
     events = log_events(log)
     assert [title for what, title in events if what == "playing"] == [t.title for t in tracks], log
-    resumed = [(n, title) for n, (what, title) in enumerate(events) if what == "resuming"]
-    # At least one resume per crash (more if icecast2 took the source and died
-    # starting): each of the track that was playing.
-    assert len(resumed) >= CRASHES, log
-    for n, title in resumed:
-        assert title == events[n - 1][1], f"resumed {title} after {events[n - 1]}\n{log}"
+    for n, (what, title) in enumerate(events):
+        if what == "resuming":  # the track that was playing, never another
+            assert title == events[n - 1][1], f"resumed {title} after {events[n - 1]}\n{log}"
+    # At least one loss per crash (more if icecast2 took the source and died
+    # starting); after each, the station went on in the track that was
+    # playing, or, when the crash fell where that track had been sent whole,
+    # with the next one from its first frame: both are "on where it was".
     lost = re.findall(r"WARNING connection to 127\.0\.0\.1:\d+ lost", log)
     assert len(lost) >= CRASHES, log
+    for after in after_each_loss(log):
+        assert after is None or after[0] == "resuming" or after[1] != after[2], (after, log)
+
+
+def test_after_each_loss_reads_what_came_after_each_outage() -> None:
+    log = "\n".join(
+        [
+            "12:00:00 INFO playing Crash - 1 (0:03, 128 kbps, 44100 Hz) [01.mp3]",
+            "12:00:01 WARNING connection to 127.0.0.1:8000 lost: reset; reconnecting",
+            "12:00:02 INFO resuming Crash - 1 at about 0:01",
+            "12:00:04 INFO playing Crash - 2 (0:03, 128 kbps, 44100 Hz) [02.mp3]",
+            # A crash where Crash - 2 had gone out whole, then one while connecting.
+            "12:00:07 WARNING connection to 127.0.0.1:8000 lost: reset; reconnecting",
+            "12:00:08 WARNING connection to 127.0.0.1:8000 lost before an answer",
+            "12:00:09 INFO playing Crash - 3 (0:03, 128 kbps, 44100 Hz) [03.mp3]",
+            "12:00:10 WARNING connection to 127.0.0.1:8000 lost: reset; reconnecting",
+        ]
+    )
+    assert after_each_loss(log) == [
+        ("resuming", "Crash - 1", "Crash - 1"),
+        ("playing", "Crash - 3", "Crash - 2"),
+        None,
+    ]
+
+
+def after_each_loss(log: str) -> list[tuple[str, str, str] | None]:
+    """For each lost connection: the first playing/resuming line after it,
+    with the title that played before it; None when nothing came after."""
+    found: list[tuple[str, str, str] | None] = []
+    current = ""
+    waiting = False
+    pattern = r" (?:WARNING (?P<lost>connection to \S+ lost)|INFO (?P<what>playing|resuming) "
+    pattern += r"(?P<title>.+?) (?:\(|at about ))"
+    for m in re.finditer(pattern, log, re.M):
+        if m["lost"]:
+            if not waiting:
+                waiting = True
+                found.append(None)
+            continue
+        if waiting:
+            found[-1] = (m["what"], m["title"], current)
+            waiting = False
+        current = m["title"]
+    return found
 
 
 # --- 4. back on air within a second, however long the outage ---------------------------------
