@@ -129,6 +129,12 @@ class StationRunner:
         self._attempts = 0  # failed attempts since the station was last on air
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._unplayable: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        #: Bumped after each change to what status() says, but for elapsed
+        #: times and counters: readers keep its serialized status until then.
+        self.status_version = 0
+        # Queued paths as inside() resolved them, each once (on a control
+        # thread): an edit compares them without a syscall per queued file.
+        self._real: dict[Path, Path | None] = {}
 
         folder = settings.folder
         if not folder.is_dir():
@@ -375,7 +381,7 @@ class StationRunner:
     def _setup(self) -> None:
         """On a worker, before the first cue: the folder's first walk."""
         if self._queue is not None:
-            self._queue.on_event = self.driver.news
+            self._queue.on_event = self._folder_news
             self._queue.start(order=self._order)
             root = self._queue.root
             with contextlib.suppress(Exception):  # tidying the cache must never stop the music
@@ -386,11 +392,21 @@ class StationRunner:
                 if self._leveller is not None:
                     self._leveller.prune()
 
+    def _folder_news(self) -> None:
+        """The folder saw an event (watchdog's thread): the queue changes on the
+        engine's thread, so the status changes after that, in the same order."""
+        self.driver.news()
+        self._engine.call(self._changed)
+
+    def _changed(self) -> None:
+        self.status_version += 1
+
     def done(self, error: PushsourceError | None) -> None:
         if error is not None:
             self.error = error
             if self._announce_errors:
                 log.error("%s", error)
+        self._changed()
         self._done.set()
 
     # -- Events (on the station's threads)
@@ -411,6 +427,7 @@ class StationRunner:
                 self._off_air_since = None
             elif self._off_air_since is None:
                 self._off_air_since = self._clock()
+            self._changed()
 
     def _live_session(self, user: str) -> None:
         """A DJ connected: the history lists the session (``file`` empty, ``live`` the user)."""
@@ -418,6 +435,7 @@ class StationRunner:
             self._history.appendleft(
                 {"file": "", "title": f"Live: {user}", "started": _now(), "live": user}
             )
+            self._changed()
 
     def track_started(self, track: Cued) -> None:
         playing = _Playing(
@@ -441,6 +459,7 @@ class StationRunner:
                     }
                 )
                 self._keep_history()
+            self._changed()
 
     def track_ended(self, track: Cued, *, skipped: bool) -> None:
         counters = self.counters
@@ -455,6 +474,7 @@ class StationRunner:
                     self._keep_history()
                 self._playing = None
                 counters.track_gain_db = None
+            self._changed()
 
     def file_skipped(self, exc: TrackError) -> None:
         if skipped(exc):
@@ -464,6 +484,7 @@ class StationRunner:
             entry = {"file": self._relative(exc.path), "reason": exc.reason, "at": _now()}
             with self._lock:
                 self._unplayable.appendleft(entry)
+                self._changed()
 
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
         # On the engine's thread, right after the machine made the batch.
@@ -651,6 +672,7 @@ class StationRunner:
             return QueueEdit(tuple(p for p in queued if p != path), remove=(path,))
 
         self.driver.edit(make)
+        self._changed()
         log.info("removed %s from the queue", file)
 
     def move(self, file: str, index: int) -> None:
@@ -666,6 +688,7 @@ class StationRunner:
             return QueueEdit(tuple(order))
 
         self.driver.edit(make)
+        self._changed()
         log.info("moved %s to position %d of the queue", file, index + 1)
 
     def enqueue(self, file: str) -> None:
@@ -673,13 +696,18 @@ class StationRunner:
         if path is None:  # the same answer for a link out of the folder and for nothing
             raise ControlError(f"no such file in the folder: {file}", 404)
 
+        real = self._resolved(self.driver.queued())
+
         def make(queued: list[Path]) -> QueueEdit:
-            if any(inside(self.folder, p) == path for p in queued):  # under another name, too
+            # Under another name, too. Resolved above, off the engine's thread;
+            # only a file queued since then is resolved here.
+            if any((real[p] if p in real else inside(self.folder, p)) == path for p in queued):
                 raise ControlError(f"{file} is queued already", 409)
             self._played.forget(path)  # asked for by hand: it may play again
             return QueueEdit((*queued, path), enqueue=(path,))
 
         self.driver.edit(make)
+        self._changed()
         log.info("queued %s by hand", file)
 
     def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
@@ -750,10 +778,20 @@ class StationRunner:
 
     def _queued(self, file: str) -> Path:
         wanted = inside(self.folder, self._in_folder(file))
-        for path in self.driver.queued():
-            if wanted is not None and inside(self.folder, path) == wanted:
-                return path
+        if wanted is not None:
+            for path, real in self._resolved(self.driver.queued()).items():
+                if real == wanted:
+                    return path
         raise ControlError(f"{file} is not in the queue", 404)
+
+    def _resolved(self, queued: list[Path]) -> dict[Path, Path | None]:
+        """``inside(folder, path)`` for each queued path (in queue order),
+        resolved when first seen: the folder queue leaves links out, so a
+        queued path's resolution does not change while it waits."""
+        known = self._real
+        real = {p: known[p] if p in known else inside(self.folder, p) for p in queued}
+        self._real = real  # what left the queue is forgotten
+        return real
 
 
 def _live_options(settings: StationSettings) -> dict[str, Any]:
