@@ -30,6 +30,7 @@ from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from pushsource.errors import ConfigError, ControlError
+from pushsource.ops.status import DEFAULT_INTERVAL, SnapshotCache
 
 log = logging.getLogger("pushsource.control")
 
@@ -89,11 +90,14 @@ def summary(status: dict[str, Any]) -> dict[str, Any]:
     return short
 
 
-def _initial_status(statuses: list[dict[str, Any]]) -> bytes:
-    text = json.dumps({"stations": statuses}, ensure_ascii=False, separators=(",", ":"))
+def _initial_status(stations_json: bytes) -> bytes:
     # Inside <script type="application/json">: no "</script>" may appear, and
     # "<" only ever occurs inside JSON strings, where \u003c means the same.
-    return text.replace("<", "\\u003c").encode("utf-8")
+    return stations_json.replace(b"<", b"\\u003c")
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def playlist(kind: str, name: str, url: str, *more: str) -> str:
@@ -123,6 +127,11 @@ class StationControl(Protocol):
     def id(self) -> str:
         """URL-safe station id, unique among the stations, e.g. "rock"."""
         ...
+
+    # Optional: ``status_version``, an int the station bumps after each change
+    # to its status (a track, the connection, the queue...). With it, the
+    # server keeps a station's serialized status until it changes or ages
+    # (``status_interval``); a station without one is read on every request.
 
     def status(self) -> dict[str, Any]:
         """A JSON-able snapshot: id, name, mount, server, listen_url, listeners
@@ -212,9 +221,11 @@ class _Reply:
     headers: tuple[tuple[str, str], ...] = ()
 
 
+_JSON: Final = "application/json; charset=utf-8"
+
+
 def _json(status: int, value: Any, *headers: tuple[str, str]) -> _Reply:
-    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return _Reply(status, body, "application/json; charset=utf-8", headers)
+    return _Reply(status, _dumps(value), _JSON, headers)
 
 
 def _error(status: int, message: str, *headers: tuple[str, str]) -> _Reply:
@@ -241,11 +252,14 @@ class ControlServer:
         max_per_client: int = DEFAULT_MAX_PER_CLIENT,
         header_deadline: float = DEFAULT_HEADER_DEADLINE,
         allowed_hosts: Sequence[str] = (),
+        status_interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``allowed_hosts``: names the page may be reached by, beside the listen
         address, IP addresses and localhost (a Host header naming anything else is
         refused with 421: another site's page, its name rebound to this address,
-        must not read the API)."""
+        must not read the API). ``status_interval``: how old (seconds) the status
+        and metrics served may be, at most; 0 builds them for every request."""
         self._stations: dict[str, StationControl] = {}
         for station in stations:
             station_id = station.id
@@ -258,6 +272,7 @@ class ControlServer:
             self._stations[station_id] = station
         self._token = token.encode("utf-8") if token else None
         self._metrics = metrics
+        self.snapshots = SnapshotCache(status_interval, clock)
         self.max_upload = max_upload
         self.timeout = timeout
         self.header_deadline = header_deadline
@@ -326,7 +341,45 @@ class ControlServer:
         return self._page.get(path)
 
     def metrics(self) -> tuple[bytes, str] | None:
-        return self._metrics() if self._metrics is not None else None
+        build = self._metrics
+        if build is None:
+            return None
+        return self.snapshots.get("metrics", self._version(), build)
+
+    def status_json(self, station: StationControl, *, short: bool = False) -> bytes:
+        """A station's status (``short``: its summary) as JSON, from its snapshot."""
+        version = getattr(station, "status_version", None)
+
+        def build() -> bytes:
+            status = station.status()
+            return _dumps(summary(status) if short else status)
+
+        return self.snapshots.get((station.id, short), version, build)
+
+    def stations_json(self, *, short: bool = False) -> bytes:
+        """``{"stations": [STATUS, ...]}`` as JSON: one station's change rebuilds
+        only its own part."""
+
+        def build() -> bytes:
+            parts = [self.status_json(station, short=short) for station in self._stations.values()]
+            return b'{"stations":[' + b",".join(parts) + b"]}"
+
+        return self.snapshots.get(("stations", short), self._version(), build)
+
+    def changed(self) -> None:
+        """An action ran: the next read sees its effect."""
+        self.snapshots.invalidate()
+
+    def _version(self) -> int | None:
+        """Every station's version in one number (versions only grow: any bump
+        changes the sum); None if a station has none."""
+        total = 0
+        for station in self._stations.values():
+            version = getattr(station, "status_version", None)
+            if version is None:
+                return None
+            total += version
+        return total
 
     def host_allowed(self, header: str | None) -> bool:
         """Whether a request's Host header names this server: an IP address (which
@@ -630,8 +683,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return allowed
             body = page[0]
             if _INITIAL_MARK in body:
-                statuses = [summary(s.status()) for s in self.control.stations()]
-                body = body.replace(_INITIAL_MARK, _initial_status(statuses), 1)
+                initial = _initial_status(self.control.stations_json(short=True))
+                body = body.replace(_INITIAL_MARK, initial, 1)
             return _Reply(200, body, page[1], (("Content-Security-Policy", _PAGE_POLICY),))
         if len(parts) == 2 and parts[0] == "listen":
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
@@ -650,15 +703,13 @@ class _Handler(BaseHTTPRequestHandler):
         if rest in ([], [""]):
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
-            statuses = [s.status() for s in self.control.stations()]
-            if parse_qs(urlsplit(self.path).query).get("summary") == ["1"]:
-                statuses = [summary(status) for status in statuses]
-            return _json(200, {"stations": statuses})
+            short = parse_qs(urlsplit(self.path).query).get("summary") == ["1"]
+            return _Reply(200, self.control.stations_json(short=short), _JSON)
         station_id, action = rest[0], rest[1:]
         if action == []:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
-            return _json(200, self.control.station(station_id).status())
+            return _Reply(200, self.control.status_json(self.control.station(station_id)), _JSON)
         if action == ["library"]:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
@@ -707,6 +758,13 @@ class _Handler(BaseHTTPRequestHandler):
         if refused is not None:
             return refused
         station = self.control.station(station_id)
+        try:
+            self._apply(station, action)
+        finally:  # even one that failed half-way may have changed something
+            self.control.changed()
+        return _json(200, station.status())
+
+    def _apply(self, station: StationControl, action: list[str]) -> None:
         if action == ["skip"]:
             self._read_json(optional=True)
             station.skip()
@@ -724,7 +782,6 @@ class _Handler(BaseHTTPRequestHandler):
                 station.remove(file)
             else:
                 station.move(file, _field(body, "index", int))
-        return _json(200, station.status())
 
     def _refuse_early(self) -> _Reply | None:
         """Why an upload would be refused before its body is read, if it would be."""
@@ -766,6 +823,7 @@ class _Handler(BaseHTTPRequestHandler):
             saved = station.upload(name, cast(BinaryIO, body), length)
         finally:
             self._body_left = body.left
+            self.control.changed()
         if body.left:
             raise ControlError(f"the station read {length - body.left} of {length} bytes", 500)
         log.info("%s: %s uploaded (%d bytes)", station_id, saved, length)
