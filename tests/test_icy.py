@@ -116,3 +116,23 @@ def test_audio_in_maps_any_count_of_wire_bytes_back_to_audio(
 def test_a_bad_interval_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         IcyWriter(0)
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=12),
+    titles=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 3000), st.text(max_size=40))),
+    interval=st.integers(1, 2000),
+)
+def test_advance_counts_the_wire_exactly_as_wrap_makes_it(
+    sizes: list[int], titles: list[tuple[int, int, str]], interval: int
+) -> None:
+    writer, meter = IcyWriter(interval), IcyWriter(interval)
+    wire = 0
+    for n, size in enumerate(sizes):
+        for when, at, title in titles:
+            if when == n:
+                writer.title(title, at)
+                meter.title(title, at)
+        wire += len(writer.wrap(bytes(size)))
+        meter.advance(size)
+        assert meter.wire == wire == writer.wire and meter.audio == writer.audio

@@ -18,6 +18,7 @@ import pytest
 
 from pushsource.core import station as core
 from pushsource.core.frames import END, Frame, FrameParser, header_for, parse_header, silent_frame
+from pushsource.core.icy import IcyWriter
 from pushsource.core.station import ICECAST_BLOCK, Idle, Pacing, Retry, StationMachine
 from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
 from pushsource.workers.feed import Feed, ListSource
@@ -39,6 +40,9 @@ class Conn:
     headers: dict[str, str]
     chunks: list[tuple[float, bytes]] = field(default_factory=list)
     closed: float | None = None
+    #: What a driver does on this connection, in order: ("send", data, the
+    #: Send's title marks) and ("title", title) for each SetTitle.
+    calls: list[tuple[Any, ...]] = field(default_factory=list)
 
     def stream(self) -> bytes:
         return b"".join(chunk for _, chunk in self.chunks)
@@ -126,8 +130,9 @@ class Sim:
         m, now = self.machine, self.now
         for e in effects:
             match e:
-                case core.Send(data):
+                case core.Send(data=data, titles=marks):
                     conn = self.conns[-1]
+                    conn.calls.append(("send", data, marks))
                     if self._drop_at is not None and len(conn.chunks) + 1 >= self._drop_at:
                         self._drop_at = None
                         error = IcecastError("connection to 127.0.0.1:8000 lost")
@@ -162,6 +167,7 @@ class Sim:
                 case core.SetTitle(title):
                     self.titles.append((now, title))
                     if self.conns:
+                        self.conns[-1].calls.append(("title", title))
                         sent = sum(len(d) for _, d in self.conns[-1].chunks)
                         last = len(self.conns[-1].chunks[-1][1]) if self.conns[-1].chunks else 0
                         self.title_at.append((len(self.conns) - 1, sent - last, sent, title))
@@ -204,6 +210,8 @@ def make(
     rng: random.Random | None = None,
     resume: list[tuple[Path, int]] | None = None,
     played: set[Path] | None = None,
+    pacing: Pacing = Pacing(lead=LEAD, batch=BATCH),  # noqa: B008 (frozen)
+    metaint: int | None = None,
 ) -> Sim:
     done = played if played is not None else set()
     feed = Feed(
@@ -223,10 +231,11 @@ def make(
         name="Test FM",
         once=once,
         idle=idle,
-        pacing=Pacing(lead=LEAD, batch=BATCH),
+        pacing=pacing,
         retry=retry,
         resume=resume or [],
         rng=rng,
+        metaint=metaint,
     )
     return Sim(machine, feed, plan)
 
@@ -262,6 +271,37 @@ def test_frames_go_out_on_an_absolute_schedule_across_tracks(tmp_path: Path) -> 
     # The connection stays open until the audio has played out in real time.
     assert conn.closed == pytest.approx(t0 + float(due))
     assert sim.finished == core.Finished(None)
+
+
+@pytest.mark.parametrize("metaint", [None, 1024, 999])
+def test_each_send_completes_a_relay_block_on_the_wire(tmp_path: Path, metaint: int | None) -> None:
+    """Icecast relays 1400-byte blocks of what it reads: each batch ends just
+    past a block's end, so no block waits for the next batch. With titles
+    inside the stream the blocks count the ICY bytes too (one a block, and a
+    title's block where a track starts)."""
+    paths = [tmp_path / "a.mp3", tmp_path / "b.mp3"]
+    write(paths[0], make_frames(300))
+    write(paths[1], make_frames(300))
+    sim = make(ListSource(paths), pacing=Pacing(lead=LEAD, batch=0.1), metaint=metaint)
+    sim.run()
+    [conn] = sim.conns
+    writer = IcyWriter(metaint) if metaint else None
+    wire, ends = 0, []
+    for call in conn.calls:
+        if call[0] == "title" and writer is not None:
+            writer.title(call[1])
+        elif call[0] == "send":
+            _, data, marks = call
+            for at, title in marks:
+                if writer is not None:
+                    writer.title(title, at)
+            wire += len(writer.wrap(data)) if writer is not None else len(data)
+            ends.append(wire)
+    assert len(ends) > 100
+    # Past the first batches (the lead goes out at once) and before the close.
+    late = [end % ICECAST_BLOCK for end in ends[10:-3]]
+    slack = FORMAT.length + 2 * 80  # a frame, and an ICY block or two on the way
+    assert max(late) < slack, sorted(late)[-5:]
 
 
 def test_wakes_up_per_batch_not_per_frame(tmp_path: Path) -> None:

@@ -105,6 +105,24 @@ class IcyWriter:
                 parts.append(block)
         return b"".join(parts)
 
+    @property
+    def wire(self) -> int:
+        """Wire bytes made (or counted) so far."""
+        return self._wire
+
+    def advance(self, size: int) -> None:
+        """Count ``size`` audio bytes as :meth:`wrap` would, making none: a
+        meter of where the wire is (the station's pacing aligns its sends
+        with Icecast's 1400-byte relay blocks, which count wire bytes)."""
+        while size > 0:
+            step = min(size, self.interval - self._audio % self.interval)
+            size -= step
+            self._audio += step
+            self._wire += step
+            if self._audio % self.interval == 0:
+                title = self._due()
+                self._wire += 1 if title is None else len(icy_block(title))
+
     def audio_in(self, wire: int) -> int:
         """How many audio bytes the first ``wire`` wire bytes hold; exact
         within the last 4,096 blocks (4 MiB at METAINT, far more than a

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from pushsource.core.frames import FrameHeader, silent_frame
+from pushsource.core.icy import IcyWriter
 from pushsource.core.pacer import Pacer
 from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
 
@@ -357,7 +358,10 @@ class StationMachine:
         grace: float = 5.0,
         interrupted: Interrupted = Interrupted.RESUME,
         live_title: str = "Live: {user}",
+        metaint: int | None = None,
     ) -> None:
+        """``metaint``: titles travel inside the stream, in ICY blocks every
+        so many bytes (the station's own output), which the pacing counts."""
         self._format = silence  # the station's format: silence, and the ice-* headers
         self._silence = silent_frame(silence)
         self._headers = headers
@@ -385,6 +389,8 @@ class StationMachine:
         self._closing_left = 0  # silence frames still to send before hanging up
         self._last: FrameHeader = silence  # format of the last frame sent
         self._sent = 0  # bytes sent on this connection
+        self._metaint = metaint
+        self._meter: IcyWriter | None = None  # where the wire is, with ICY blocks
         # (stream offset past the batch, [(track, file offset of its first frame in it,
         # seconds of the track before that frame)]): where to go on after a drop, for
         # the bytes the kernel may not have taken.
@@ -469,6 +475,7 @@ class StationMachine:
         self._accepted_at = now
         self._pacer = Pacer(now, lead=self._pacing.lead, batch=self._pacing.batch)
         self._sent = 0
+        self._meter = IcyWriter(self._metaint) if self._metaint else None
         self._batches.clear()
         out.append(State("on air"))
         if self._playing is None and not self._stopping:
@@ -716,7 +723,7 @@ class StationMachine:
                 p.index = p.start = 0
         if parts:
             data = b"".join(parts)
-            self._sent += len(data)
+            self._sent_out(len(data), titles)
             self._batches.append((self._sent, batch))
             while len(self._batches) > 64:  # far more than a socket holds unsent
                 self._batches.popleft()
@@ -784,14 +791,29 @@ class StationMachine:
             # (The read's answer pumps at once; this is for a read that is late.)
             out.append(Wake(pacer.due() + STARVED + 1e-6))
             return
-        out.append(Wake(_wake_at(pacer, self._sent, self._last)))
+        wire = self._meter.wire if self._meter is not None else self._sent
+        out.append(Wake(_wake_at(pacer, wire, self._last)))
+
+    def _sent_out(self, size: int, titles: Sequence[tuple[int, str]]) -> None:
+        """``size`` bytes went out, with the titles marked in them."""
+        self._sent += size
+        meter = self._meter
+        if meter is not None:
+            for at, title in titles:
+                meter.title(title, at)
+            meter.advance(size)
+
+    def _title_now(self, out: list[Effect], title: str) -> None:
+        out.append(SetTitle(title))
+        if self._meter is not None:
+            self._meter.title(title)
 
     def _idle_start(self, out: list[Effect]) -> None:
         if self._once or self._idle is Idle.STOP or self._idling:
             return
         self._idling = True
         log.info("queue empty: sending silence until a file arrives")
-        out.append(SetTitle(self._name))
+        self._title_now(out, self._name)
 
     def _begin_close(self, out: list[Effect]) -> None:
         if self.phase is not Phase.ON_AIR:
@@ -832,7 +854,7 @@ class StationMachine:
                 del self.played[:500]
         # Resumed ones too (after a restart): the idle loop must not play it again at once.
         self.last_started = track.path
-        out.append(SetTitle(track.title))
+        self._title_now(out, track.title)
         out.append(Started(track))
 
     # -- connections -----------------------------------------------------------
@@ -962,7 +984,7 @@ class StationMachine:
         assert live is not None and pacer is not None
         if live.titled_at not in (-1.0, self._accepted_at):  # a new connection: set it again
             live.titled_at = self._accepted_at
-            out.append(SetTitle(self._live_title(live)))
+            self._title_now(out, self._live_title(live))
         if not live.frames and now - live.last_audio >= self._grace:
             self._hand_back(now, out)
             return
@@ -1005,7 +1027,7 @@ class StationMachine:
         self._hold(now, live)
         if parts:
             data = b"".join(parts)
-            self._sent += len(data)
+            self._sent_out(len(data), ())
             self._batches.append((self._sent, []))
             while len(self._batches) > 64:
                 self._batches.popleft()
@@ -1031,7 +1053,7 @@ class StationMachine:
             due = True
         if due:
             live.titled_at = self._accepted_at
-            out.append(SetTitle(self._live_title(live)))
+            self._title_now(out, self._live_title(live))
 
     def _hold(self, now: float, live: _Live) -> None:
         """Keep the DJ's frames waiting here bounded: drop the oldest beyond it."""
@@ -1085,7 +1107,7 @@ class StationMachine:
                 self._end_track(out, skipped=True)
             else:
                 log.info("resuming %s", p.track.title)
-                out.append(SetTitle(p.track.title))
+                self._title_now(out, p.track.title)
         self._pump(now, out)
 
     # -- helpers ---------------------------------------------------------------

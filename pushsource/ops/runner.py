@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from pushsource.core.icy import METAINT
 from pushsource.core.outputs import Reframer, format_key
 from pushsource.core.station import Cued, Idle, Interrupted, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
@@ -244,6 +245,7 @@ class StationRunner:
             alternates=alternates,
         )
         fmt_header = fmt.header()
+        inside = settings.titles == "stream"
         machine = StationMachine(
             silence=fmt_header,
             headers=self.info.headers(fmt.bitrate, fmt.sample_rate, fmt.channels),
@@ -253,16 +255,15 @@ class StationRunner:
             pacing=Pacing(lead=settings.lead, batch=min(settings.batch, settings.lead)),
             retry=Retry(limit=settings.max_retries),
             resume=resume,
+            # The station's own output carries ICY blocks: the pacing counts them.
+            metaint=METAINT if inside and self.target.protocol == "icecast" else None,
             **_live_options(settings),
         )
         self._engine = engine
         timeout = settings.timeout
         target = self.target
 
-        inside = settings.titles == "stream"
-
         def connect(loop: Any, target: IcecastTarget, events: Any) -> Any:
-            from pushsource.core.icy import METAINT
             from pushsource.engine.source import SourceSocket
 
             # SHOUTcast v1 sources cannot carry titles: those go by admin.cgi.
