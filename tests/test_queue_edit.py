@@ -102,3 +102,17 @@ def test_enqueue_finds_a_file_queued_under_another_name(once_runner: StationRunn
     assert [p.name for p in once_runner.driver.queued()] == ["b.mp3"]
     once_runner.enqueue("a.mp3")
     assert [p.name for p in once_runner.driver.queued()] == ["b.mp3", "a.mp3"]
+
+
+def test_the_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    # Small, so the suite keeps benchmarks.queue working; its figures are not judged.
+    from benchmarks.queue import main
+
+    assert main(["--sizes", "50", "--rounds", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [row[:2] for row in rows if row[:1] == ["50"]] == [
+        ["50", "move"],
+        ["50", "remove"],
+        ["50", "enqueue"],
+    ]
+    assert all(len(row) == 6 for row in rows if row[:1] == ["50"])  # before and after
