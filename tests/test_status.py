@@ -3,15 +3,22 @@ next read fresh, and no snapshot is served older than its interval."""
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
 
+from pushsource.engine.loop import Engine
 from pushsource.errors import ControlError
 from pushsource.ops.control import ControlServer
+from pushsource.ops.runner import StationRunner
+from pushsource.ops.settings import StationSettings
 from pushsource.ops.status import SnapshotCache
+from tests.support.media import make_clean_mp3
 from tests.test_control import TOKEN, call, call_json
 
 
@@ -267,3 +274,56 @@ def test_stations_without_a_version_are_read_every_time() -> None:
         for _ in range(3):
             call_json(server, "GET", "/api/stations", token=None)
     assert station.builds == 3
+
+
+# --- a real station's events ----------------------------------------------------------------
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[StationRunner]:
+    """A real station with four files queued; it never connects."""
+    music = tmp_path / "music"
+    music.mkdir()
+    an_hour_ago = time.time() - 3600  # settled: queued at the first walk
+    for name in ("a", "b", "c", "d"):
+        make_clean_mp3(music / f"{name}.mp3", 0.3, freq=300)
+        os.utime(music / f"{name}.mp3", (an_hour_ago, an_hour_ago))
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    station._setup()  # the folder's first walk, as start() would
+    station.feed.refresh()
+    yield station
+    engine.stop()
+    station.close()
+
+
+def test_a_station_event_shows_in_the_next_read_however_young_the_snapshot(
+    runner: StationRunner, clock: Clock
+) -> None:
+    """The clock stands still: only the runner's own change can make the read fresh."""
+    with ControlServer(("127.0.0.1", 0), [runner], token=TOKEN, clock=clock) as server:
+        server.start()
+
+        def read() -> Any:
+            return call_json(server, "GET", "/api/stations?summary=1", token=None)[1]["stations"][0]
+
+        runner.connection("on air")
+        assert read()["connection"]["state"] == "on air"
+        assert read()["queue_length"] == 4
+        runner.connection("reconnecting", "connection refused")
+        assert read()["connection"] == {
+            "state": "reconnecting",
+            "reconnects": 1,
+            "attempts": 0,
+            "error": "connection refused",
+        }
+        runner.move("d.mp3", 0)  # from Python, not the API: the runner says it changed
+        _, body = call_json(server, "GET", "/api/stations/rock", token=None)
+        assert [item["file"] for item in body["queue"]] == ["d.mp3", "a.mp3", "b.mp3", "c.mp3"]
