@@ -67,9 +67,7 @@ class Reframer:
             self._index = max(self._index, alt.first)  # forgotten already: on from there
             take = min(stop, alt.loaded)
             if take > self._index:
-                at = self._index - alt.first
-                begin = alt.ends[at - 1] if at else 0
-                parts.append(alt.data[begin : alt.ends[take - alt.first - 1]])
+                parts.append(alt.between(self._index, take))
                 count += take - self._index
                 self._index = take
             if stop > self._index:  # not read yet (the disk is late): silence, on time

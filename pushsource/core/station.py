@@ -104,44 +104,85 @@ class Chunk:
     last: bool  # the track has no frames after these
 
 
-@dataclass(eq=False)
 class Alt:
     """A track in another output's format (converted ahead, on the workers): a
     window of its frames, read ahead in chunks like the station's own, so an
-    hour-long track costs seconds of memory. ``data`` holds frames ``first``
-    to ``loaded - 1``, ``ends[i]`` where the i-th of them ends; ``handle`` is
-    the workers' open copy, positioned after them, until ``last`` (all in)."""
+    hour-long track costs seconds of memory. The window holds frames ``first``
+    to ``loaded - 1`` (:meth:`between` gives them); ``handle`` is the workers'
+    open copy, positioned after them, until ``last`` (all in).
 
-    data: bytes
-    ends: Sequence[int]
-    header: FrameHeader  # its first frame's: every frame has its samples and rate
-    handle: object = None
-    last: bool = True
-    first: int = 0
-    reading: bool = False  # a read of the next chunk is out
+    Frames forgotten by :meth:`trim` stay in the buffer until they are most
+    of it or the next chunk comes: trimming on every Send would otherwise copy
+    the whole window each time."""
+
+    __slots__ = ("_base", "_buf", "_ends", "first", "handle", "header", "last", "reading")
+
+    def __init__(
+        self,
+        data: bytes,
+        ends: Sequence[int],
+        header: FrameHeader,  # its first frame's: every frame has its samples and rate
+        handle: object = None,
+        last: bool = True,
+        first: int = 0,
+        reading: bool = False,  # a read of the next chunk is out
+    ) -> None:
+        self._buf = data
+        self._ends = list(ends)  # _ends[i]: where frame _base + i ends in _buf
+        self._base = first  # the frame _buf starts with (at or before first)
+        self.first = first
+        self.header = header
+        self.handle = handle
+        self.last = last
+        self.reading = reading
 
     @property
     def loaded(self) -> int:
         """The index of the first frame not in the window."""
-        return self.first + len(self.ends)
+        return self._base + len(self._ends)
+
+    def _start(self, index: int) -> int:
+        """Where frame ``index`` (in the buffer) begins in it."""
+        return self._ends[index - self._base - 1] if index > self._base else 0
+
+    def between(self, start: int, stop: int) -> bytes:
+        """Frames ``start`` to ``stop - 1``, all in the window."""
+        return self._buf[self._start(start) : self._ends[stop - self._base - 1]]
+
+    @property
+    def data(self) -> bytes:
+        """The window's bytes (a copy: for inspection, not the Send path)."""
+        return self._buf[self._start(self.first) :]
+
+    @property
+    def ends(self) -> list[int]:
+        """Where each of the window's frames ends in :attr:`data`."""
+        cut = self._start(self.first)
+        return [end - cut for end in self._ends[self.first - self._base :]]
 
     def add(self, chunk: Chunk) -> None:
-        """The next frames, read on the workers."""
-        base = len(self.data)
-        self.data += chunk.data
-        self.ends = [*self.ends, *(base + end for end in chunk.ends)]
+        """The next frames, read on the workers; the forgotten ones go (the
+        buffer is copied here anyway)."""
+        cut = self._start(self.first)
+        self._buf = self._buf[cut:] + chunk.data
+        base = len(self._buf) - len(chunk.data)
+        kept = self._ends[self.first - self._base :]
+        self._ends = [end - cut for end in kept] + [base + end for end in chunk.ends]
+        self._base = self.first
         self.last = chunk.last
         self.reading = False
 
     def trim(self, before: int) -> None:
         """Forget the frames before index ``before`` (sent already)."""
-        drop = min(before - self.first, len(self.ends))
-        if drop <= 0:
-            return
-        cut = self.ends[drop - 1]
-        self.data = self.data[cut:]
-        self.ends = [end - cut for end in self.ends[drop:]]
-        self.first += drop
+        self.first = max(self.first, min(before, self.loaded))
+        dead = self.first - self._base
+        # Compact only once the dead part is over half the buffer: each copy
+        # is paid for by at least as many bytes forgotten since the last one.
+        if dead and 2 * self._ends[dead - 1] > len(self._buf):
+            cut = self._ends[dead - 1]
+            self._buf = self._buf[cut:]
+            self._ends = [end - cut for end in self._ends[dead:]]
+            self._base = self.first
 
 
 @dataclass(eq=False)
