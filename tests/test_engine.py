@@ -15,10 +15,11 @@ import pytest
 from pushsource.core.frames import header_for
 from pushsource.core.station import Chunk, Pacing, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
-from pushsource.engine.loop import NET_WORKERS, WORKERS, Engine
+from pushsource.engine.loop import POOLS, WORKERS, Engine
 from pushsource.engine.station import StationDriver
 from pushsource.errors import PushsourceError
 from pushsource.workers.feed import Feed, ListSource
+from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import skipped
 from tests.synth import make_frames
 
@@ -105,10 +106,13 @@ def station(
     *,
     feed_class: type[Feed] = Feed,
     titles: Any = lambda address, title, superseded: None,
+    prepare: Any = lambda p: None,
+    start: Any = None,
+    recorder: Recorder | None = None,
     **feed_options: Any,
 ) -> tuple[StationDriver, list[FakeSocket], Recorder, Feed]:
     sockets: list[FakeSocket] = []
-    recorder = Recorder()
+    recorder = recorder or Recorder()
 
     def connect(loop: Any, target: IcecastTarget, events: Any) -> FakeSocket:
         sockets.append(FakeSocket(loop, target, events))
@@ -117,7 +121,7 @@ def station(
     feed = feed_class(
         ListSource(paths),
         resolve=lambda p: p,
-        prepare=lambda p: None,
+        prepare=prepare,
         was_played=lambda p: False,
         mark_played=lambda p: None,
         unplayable=skipped,
@@ -137,6 +141,7 @@ def station(
         events=recorder,
         connect=connect,
         titles=titles,
+        start=start,
     )
     return driver, sockets, recorder, feed
 
@@ -187,7 +192,7 @@ def test_slow_title_requests_hold_up_no_station(tmp_path: Path, engine: Engine) 
         hanging.set()
         release.wait(20)
 
-    stations = [station(engine, [tmp_path / "a.mp3"], titles=hang) for _ in range(2 * WORKERS)]
+    stations = [station(engine, [tmp_path / "a.mp3"], titles=hang) for _ in range(2 * POOLS["net"])]
     healthy, sockets, recorder, _ = station(engine, [tmp_path / "a.mp3"])
     try:
         for driver, *_ in stations:
@@ -218,7 +223,7 @@ def test_threads_do_not_grow_with_stations(tmp_path: Path, engine: Engine) -> No
         assert time.monotonic() < deadline, "not every station went on air"
         time.sleep(0.05)
     # The engine's one thread was there before; at most the pools' workers came.
-    assert threading.active_count() - before <= WORKERS + NET_WORKERS
+    assert threading.active_count() - before <= WORKERS
     for driver, *_ in drivers:
         driver.stop()
     for _, _, recorder, _ in drivers:
@@ -276,3 +281,73 @@ def test_a_station_that_fails_to_start_says_failed(tmp_path: Path, engine: Engin
     assert recorder.states[-1] == "failed"
     assert isinstance(recorder.error, PushsourceError) and "/gone" in str(recorder.error)
     assert not sockets
+
+
+class Leads(Recorder):
+    """Records how far ahead of real time each send left the station."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.leads: list[float] = []
+
+    def sent(self, nbytes: int, frames: int, lead: float) -> None:
+        self.leads.append(lead)
+
+
+def test_the_air_waits_for_no_other_work(tmp_path: Path, engine: Engine) -> None:
+    """A healthy station keeps its lead and sends no silence while, on the
+    same engine: 4 stations convert every file they play (2 s each, blocking,
+    as libvlc does), a 10,000-file queue is moved, a disk stalls 1.5 s on
+    every read, and 40 stations start at once (a 20 ms walk in Python each)."""
+    frames = make_frames(240)  # 6 s
+    (tmp_path / "a.mp3").write_bytes(b"".join(frames))
+    for n in range(3):
+        (tmp_path / f"c{n}.mp3").write_bytes(b"".join(make_frames(40)))
+    conversions: list[set[Path]] = []
+
+    def converter() -> dict[str, Any]:
+        done: set[Path] = set()
+        conversions.append(done)
+
+        def convert(path: Path) -> None:
+            if path not in done:
+                time.sleep(2.0)
+                done.add(path)
+
+        return {"prepare": convert, "ready": done.__contains__}
+
+    def walk() -> None:
+        until = time.thread_time() + 0.02
+        while time.thread_time() < until:
+            pass
+
+    converting = [
+        station(engine, [tmp_path / f"c{n}.mp3" for n in range(3)], **converter()) for _ in range(4)
+    ]
+    big = [tmp_path / "a.mp3"] + [tmp_path / f"q{n}.mp3" for n in range(10_000)]
+    queued, _, _, queued_feed = station(engine, big)
+    stalled = station(engine, [tmp_path / "a.mp3"], feed_class=SlowFeed, stall=1.5)
+    starting = [station(engine, [tmp_path / "a.mp3"], start=walk) for _ in range(40)]
+    recorder = Leads()
+    healthy, sockets, _, _ = station(engine, [tmp_path / "a.mp3"], recorder=recorder)
+    others = [*converting, (queued,), stalled, *starting]
+    try:
+        healthy.start()
+        for driver, *_ in others:
+            driver.start()
+        time.sleep(0.5)
+        queued.edit(lambda paths: QueueEdit(order=tuple(reversed(paths[1:]))))
+        assert queued_feed.queued()[:2] == [big[-1], big[-2]]
+        assert recorder.finished.wait(30), "the healthy station never finished"
+        [sock] = sockets
+        # Every frame of its file, back to back: no silence before its end.
+        assert bytes(sock.data).startswith(b"".join(frames))
+        first = next(n for n, lead in enumerate(recorder.leads) if lead > 0)
+        assert min(recorder.leads[first:]) > 0, "its sends fell behind real time"
+        times = [t for t, _ in sock.sends]
+        assert max(b - a for a, b in itertools.pairwise(times)) < 0.35
+        # The other work did happen meanwhile.
+        assert all(tmp_path / "c0.mp3" in done for done in conversions)
+    finally:
+        for driver, *_ in others:
+            driver.stop()

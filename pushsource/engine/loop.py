@@ -1,13 +1,23 @@
 """The one engine of a process: an asyncio event loop on one thread that
 paces every station and owns every source socket, and small fixed pools of
-workers for whatever blocks: one for the stations' own work (reads, cues,
-conversions, state saves), one for network calls (admin title requests,
-which may retry for tens of seconds against a slow server), so a server that
-is slow to answer titles never holds up a read the air waits for.
+workers for whatever blocks, one pool per kind of work, so that no kind can
+hold up another (the air's invariant: what the air waits for, a read of the
+playing track, never queues behind a conversion, a folder walk, a save or a
+title request):
+
+- ``read``: reads of the frames on air (short: one per station in flight);
+- ``cue``: opening the next track, looking at the folder;
+- ``convert``: conversions and loudness measurement (seconds to minutes; a
+  cue waits for its file's conversion here, never holding a ``cue`` worker);
+- ``start``: a station's first walk of its folder, one station at a time, so
+  hundreds of stations starting at once never crowd the ones already on air;
+- ``save``: play-state saves (fsync);
+- ``net``: network calls (admin title requests, which may retry for tens of
+  seconds against a slow server).
 
 The thread count does not grow with the number of stations: one loop thread
-plus the pools' threads (plus watchdog's observer and the control server,
-when used).
+plus the pools' threads, each started when its pool first gets work (plus
+watchdog's observer and the control server, when used).
 """
 
 from __future__ import annotations
@@ -16,7 +26,9 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import heapq
 import logging
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -31,26 +43,45 @@ current_station: contextvars.ContextVar[str] = contextvars.ContextVar(
     "pushsource_station", default=""
 )
 
-#: Workers: enough that a disk stalling for one station leaves others served.
-WORKERS = 4
-#: Workers for network calls (the stations' own work gets ``workers``).
-NET_WORKERS = 4
-#: Which pool a lane's jobs go to, by the lane's name; others go to "work".
-LANE_POOLS: dict[str, str] = {"titles": "net"}
+#: Workers per pool. ``read``: enough that a disk stalling for one station
+#: leaves others served. ``convert``: the cores are what converting needs;
+#: more would only take them from the air. ``start``: one walk at a time.
+POOLS: dict[str, int] = {"read": 4, "cue": 4, "convert": 2, "start": 1, "save": 2, "net": 4}
+#: The most threads the pools may start, in all.
+WORKERS = sum(POOLS.values())
+#: Which pool a lane's jobs go to, by the lane's name; others go to "cue".
+LANE_POOLS: dict[str, str] = {
+    "read": "read",
+    "cue": "cue",
+    "convert": "convert",
+    "start": "start",
+    "state": "save",
+    "titles": "net",
+}
+#: The grid of the engine's one timer for every station's wake-ups (the Ticker):
+#: a quarter of one of Icecast's 1400-byte relay blocks at 128 kbps (87.5 ms).
+TICK = 0.02
+#: How long a thread holding the interpreter lock runs before one waiting
+#: gets it (CPython's default is 5 ms). The engine's thread gives the lock up
+#: at every send; with a worker busy in Python (a walk, a tag parse) it then
+#: waited up to 5 ms to get it back, per send: hundreds of stations' sends
+#: behind one busy worker stalled the air for seconds. 0.5 ms bounds that wait.
+SWITCH_INTERVAL = 0.0005
 
 
 class Engine:
     """Start it, hand it work with :meth:`call` from any thread, stop it."""
 
-    def __init__(self, *, workers: int = WORKERS) -> None:
+    def __init__(self, *, pools: dict[str, int] | None = None) -> None:
         self.loop = asyncio.new_event_loop()
-        sizes = {"work": workers, "net": NET_WORKERS}
+        sizes = {**POOLS, **(pools or {})}
         self.pools = {
             kind: concurrent.futures.ThreadPoolExecutor(
                 max_workers=size, thread_name_prefix=f"pushsource-{kind}"
             )
             for kind, size in sizes.items()
         }
+        self.ticker = Ticker(self.loop)
         self._thread = threading.Thread(target=self._run, name="pushsource-engine", daemon=True)
         self._started = False
         self._watches: dict[tuple[str, int, bool], Any] = {}
@@ -58,6 +89,8 @@ class Engine:
     def start(self) -> Engine:
         if not self._started:
             self._started = True
+            if sys.getswitchinterval() > SWITCH_INTERVAL:
+                sys.setswitchinterval(SWITCH_INTERVAL)
             self._thread.start()
         return self
 
@@ -115,6 +148,73 @@ class Engine:
                 self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
+class Wakeup:
+    """One wake-up asked of a :class:`Ticker`; :meth:`cancel` takes it back."""
+
+    __slots__ = ("cancelled", "fn")
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Ticker:
+    """One timer for every station's wake-ups: times are rounded up to a grid
+    of ``grid`` seconds, and each grid point that anyone asked for wakes the
+    loop once and runs all of them, in the order asked. With hundreds of
+    stations that is one loop iteration per grid point instead of one timer
+    (a heap entry, a handle, an iteration) per station per batch, and a
+    station is never woken early (its frames would not be due yet)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, grid: float = TICK) -> None:
+        self._loop = loop
+        self._grid = grid
+        self._slots: dict[int, list[Wakeup]] = {}
+        self._heap: list[int] = []  # the slots with wake-ups, soonest first
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_slot = 0
+        self._running = 0  # the slot being run (0: none): later asks go after it
+
+    def at(self, when: float, fn: Callable[[], object]) -> Wakeup:
+        """Run ``fn()`` on the loop at the first grid point at or after ``when``."""
+        slot = -int(-when // self._grid)  # ceil, without float surprises at the boundary
+        if slot <= self._running:
+            slot = self._running + 1
+        wakeup = Wakeup(fn)
+        wakeups = self._slots.get(slot)
+        if wakeups is None:
+            self._slots[slot] = [wakeup]
+            heapq.heappush(self._heap, slot)
+            if self._timer is None or slot < self._timer_slot:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_slot = slot
+                self._timer = self._loop.call_at(slot * self._grid, self._run)
+        else:
+            wakeups.append(wakeup)
+        return wakeup
+
+    def _run(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        heap, slots = self._heap, self._slots
+        try:
+            while heap and heap[0] * self._grid <= now + 1e-9:
+                slot = heapq.heappop(heap)
+                self._running = slot
+                for wakeup in slots.pop(slot):
+                    if not wakeup.cancelled:
+                        wakeup.fn()
+        finally:
+            self._running = 0
+            if heap and self._timer is None:
+                self._timer_slot = heap[0]
+                self._timer = self._loop.call_at(heap[0] * self._grid, self._run)
+
+
 class Lane:
     """Jobs that must run one at a time, in order (one station's reads; its
     queue), on the pool for their kind (LANE_POOLS). Results come back on the
@@ -123,7 +223,7 @@ class Lane:
     def __init__(self, engine: Engine, name: str, station: str = "") -> None:
         self._engine = engine
         self._name = name
-        self._pool = engine.pools[LANE_POOLS.get(name, "work")]
+        self._pool = engine.pools[LANE_POOLS.get(name, "cue")]
         self._station = station
         self._jobs: deque[tuple[Callable[[], Any], Callable[[Any, BaseException | None], None]]]
         self._jobs = deque()

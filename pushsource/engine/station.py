@@ -154,6 +154,7 @@ class StationDriver:
         self.name = name  # the station's id, for log lines
         self._engine = engine
         self._loop = engine.loop
+        self._ticker = engine.ticker
         self.machine = machine
         self._feed = feed
         self.target = target
@@ -171,9 +172,11 @@ class StationDriver:
         self._ahead: deque[tuple[bytes, tuple[Span, ...], Titled, float]] = deque()
         self._saver = Saver(engine, keeper, name) if keeper is not None else None
         self._state: PlayState | None = keeper.state if keeper is not None else None
-        self._on_start = start  # blocking set-up (the folder's first walk), on the cue lane
+        self._on_start = start  # blocking set-up (the folder's first walk), on the start lane
         self._cue_lane = Lane(engine, "cue", name)
         self._read_lane = Lane(engine, "read", name)
+        self._convert_lane = Lane(engine, "convert", name)
+        self._cue_asked: tuple[tuple[Path, int] | None, Path | None] = (None, None)
         self._timer: Any = None
         self._last_save = 0.0
         self._done = False
@@ -231,7 +234,7 @@ class StationDriver:
 
     def _start(self) -> None:
         if self._on_start is not None:
-            self._cue_lane.submit(self._on_start, self._started)
+            Lane(self._engine, "start", self.name).submit(self._on_start, self._started)
         else:
             self._started(None, None)
 
@@ -271,18 +274,15 @@ class StationDriver:
             case core.Wake(at):
                 if self._timer is not None:
                     self._timer.cancel()
-                self._timer = self._loop.call_at(at, self._wake)
+                self._timer = self._ticker.at(at, self._wake)
             case core.Read(handle, frames):
                 self._read_lane.submit(
                     lambda: self._feed.read(handle, frames),
                     lambda chunk, exc: self._read_done(handle, chunk, exc),
                 )
             case core.Cue(resume):
-                last = self.machine.last_started
-                self._cue_lane.submit(
-                    lambda: self._feed.cue(resume, last=last, chunk=CUE_FRAMES),
-                    self._cue_done,
-                )
+                self._cue_asked = (resume, self.machine.last_started)
+                self._cue()
             case core.Release(handle):
                 self._read_lane.submit(lambda: self._feed.release(handle), _ignore)
             case core.SetTitle(title):
@@ -297,7 +297,7 @@ class StationDriver:
                     state.current, state.current_stamp = str(track.path), track.stamp  # type: ignore[assignment]
                     state.current_offset = track.chunk.offset
                 self._state_changed()
-                self._cue_lane.submit(self._feed.prepare_next, _ignore)
+                self._convert_lane.submit(self._feed.prepare_next, _ignore)
             case core.Ended(track, skipped):
                 self._events.track_ended(track, skipped=skipped)
                 if self._state is not None:
@@ -566,7 +566,22 @@ class StationDriver:
             return
         self._open_one(output)
 
+    def _cue(self) -> None:
+        resume, last = self._cue_asked
+        self._cue_lane.submit(
+            lambda: self._feed.cue(resume, last=last, chunk=CUE_FRAMES), self._cue_done
+        )
+
     def _cue_done(self, result: CueResult | None, exc: BaseException | None) -> None:
+        if result is not None and result.prepare is not None and exc is None:
+            # Its file must be converted first: on the convert lane, so no
+            # cue worker waits for it; then the same cue again.
+            path = result.prepare
+            self._convert_lane.submit(
+                lambda: self._feed.prepare(path),
+                lambda _r, _exc: None if self._done else self._cue(),
+            )
+            return
         if exc is not None or result is None:
             if exc is not None and not self._done:
                 log.error("station %s: cueing the next file failed: %r", self.target.mount, exc)

@@ -189,6 +189,7 @@ class StationRunner:
         # More outputs: each other format gets each track converted once, ahead.
         self._alt_transcoders: list[Transcoder] = []
         alternates: list[tuple[str, str, Callable[[Path], Path]]] = []
+        alt_ready: list[Callable[[Path], bool]] = []
         outputs: list[OutputSpec] = []
         self.output_settings = settings.outputs
         for output in settings.outputs:
@@ -215,6 +216,7 @@ class StationRunner:
                         converted=self.counters.conversions.append,
                     )
                     alternates.append((fkey, label, alt_resolver.prepare))
+                    alt_ready.append(alt_resolver.ready)
                 reframer = Reframer(fkey, out_fmt.header())
                 where = f"{where} ({bitrate} kbps)"
             outputs.append(
@@ -243,6 +245,7 @@ class StationRunner:
             shuffle=settings.shuffle,
             gain=resolver.gain,
             alternates=alternates,
+            ready=lambda path: resolver.ready(path) and all(ready(path) for ready in alt_ready),
         )
         fmt_header = fmt.header()
         inside = settings.titles == "stream"

@@ -73,6 +73,9 @@ class CueResult:
     end: bool = False  # the source will never have another file
     resumed_one: bool = False  # the resume entry asked for is used up
     again: float | None = None  # look again in this many seconds (files settling), track or not
+    #: Not cued: this file must be converted or measured first (Feed.prepare,
+    #: on the convert executor), then the same cue asked again.
+    prepare: Path | None = None
 
 
 def read_alt(track: Track, seconds: float = ALT_CHUNK, *, skip: float = 0.0) -> Alt:
@@ -151,7 +154,11 @@ class Feed:
         rng: random.Random | None = None,
         gain: Callable[[Path], TrackGain | None] = lambda path: None,
         alternates: Sequence[tuple[str, str, Callable[[Path], Path]]] = (),
+        ready: Callable[[Path], bool] = lambda path: True,
     ) -> None:
+        """``ready(path)``: whether ``prepare`` (and each alternate's) would
+        answer at once, with nothing to convert or measure; a cue of a file
+        that is not hands it back (CueResult.prepare) instead of converting."""
         # Outputs in other formats: (format key, what to call it in a line,
         # prepare: the MP3 in that format for a file, converted if need be).
         self._alternates = alternates
@@ -169,6 +176,9 @@ class Feed:
         self._queued: list[Path] = []
         self._lock = threading.Lock()  # around _queued, read by the control API
         self._prepared: Path | None = None
+        self._ready = ready
+        # Files whose preparing failed (said once): skipped when reached.
+        self._unready: set[Path] = set()
 
     # -- the cue lane
 
@@ -181,6 +191,11 @@ class Feed:
         the library (``last``, the file that just started, not again at once)."""
         if resume is not None:
             path, offset = resume
+            if path in self._unready:
+                self._unready.discard(path)
+                return CueResult(None, resumed_one=True)
+            if not self._ready(path):
+                return CueResult(None, prepare=path)
             try:
                 track = self._open(path, offset, chunk)
             except TrackError as exc:
@@ -203,6 +218,13 @@ class Feed:
             if self._was_played(got):
                 log.debug("%s played already", got)
                 continue
+            if got in self._unready:  # its line was said when preparing it failed
+                self._unready.discard(got)
+                continue
+            if not self._ready(got):  # back where it was, for after its conversion
+                self._source.edit(QueueEdit(front=(got,)))
+                self._snapshot()
+                return CueResult(None, prepare=got)
             try:
                 track = self._open(got, 0, chunk)
             except TrackError as exc:
@@ -217,24 +239,44 @@ class Feed:
         end = self._source.exhausted()
         if self._library is not None and not end:
             looped = self._from_library(last, chunk)
+            if isinstance(looped, Path):
+                return CueResult(None, prepare=looped)
             if looped is not None:
                 return CueResult(looped, again=self._source.refresh())
         return CueResult(None, end=end, again=None if end else self._source.refresh())
 
+    # -- the convert lane
+
+    def prepare(self, path: Path) -> None:
+        """Convert (or measure) ``path`` for its cue, which asked for it."""
+        self._prepared = path
+        try:
+            ok = self._prepare_one(path)
+        except Exception as exc:  # a bug costs this file, not the station's cues
+            log.error("preparing %s failed: %r", path, exc)
+            ok = False
+        if not ok:
+            self._unready.add(path)
+
     def prepare_next(self) -> None:
-        """Convert the first queued file ahead of its turn (seconds, maybe)."""
-        self._snapshot()
+        """Convert the first queued file ahead of its turn (seconds, maybe),
+        as of the cue lane's last look at the queue."""
         with self._lock:
             upcoming = self._queued[0] if self._queued else None
         if upcoming is None or upcoming == self._prepared or self._was_played(upcoming):
             return
         self._prepared = upcoming
+        self._prepare_one(upcoming)  # a failure is said now; skipped again, silently, at its turn
+
+    def _prepare_one(self, path: Path) -> bool:
         try:
-            self._prepare(upcoming)
+            self._prepare(path)
             for _key, label, prepare in self._alternates:
-                self._for_output(upcoming, label, prepare)
+                self._for_output(path, label, prepare)
         except TrackError as exc:
-            self._unplayable(exc)  # said now; skipped again, silently, at its turn
+            self._unplayable(exc)
+            return False
+        return True
 
     def refresh(self) -> float | None:
         """Take in the folder's news; when to look again (files settling)."""
@@ -342,7 +384,8 @@ class Feed:
         except TrackError as exc:
             raise TrackError(path, f"{exc.reason} (for the {label} output)") from None
 
-    def _from_library(self, last: Path | None, chunk: int) -> Cued | None:
+    def _from_library(self, last: Path | None, chunk: int) -> Cued | Path | None:
+        """The next track of the loop, opened; or a file of it to prepare first."""
         assert self._library is not None
         for refilled in (False, True):  # a second pass after refilling an exhausted cycle
             while self._loop:
@@ -354,6 +397,12 @@ class Feed:
                         break  # the cycle's last: the refill puts it at the end
                     self._loop.append(again)
                 path = self._loop.pop(0)
+                if path in self._unready:
+                    self._unready.discard(path)
+                    continue
+                if not self._ready(path):
+                    self._loop.insert(0, path)
+                    return path
                 try:
                     track = self._open(path, 0, chunk)
                     track.looped = True

@@ -128,10 +128,10 @@ class Resolver:
     """Which MP3 to play for a file of the folder: the file itself when it is
     in the station format, else its converted copy.
 
-    The prefetch thread calls :meth:`prepare` ahead of play time (converting
-    takes seconds); the pacing thread calls :meth:`resolve`, which answers
-    from what ``prepare`` found and converts only if it has to (a resume after
-    a restart, before any audio flows).
+    The convert executor calls :meth:`prepare` ahead of play time (converting
+    takes seconds); a cue asks :meth:`ready` first and leaves a file that is
+    not to the convert executor, then opens it with :meth:`resolve`, which
+    answers from what ``prepare`` found.
 
     With a ``leveller`` (the loudness setting), ``prepare`` also finds the
     gain of the MP3 it will play (measured after conversion, for a converted
@@ -177,6 +177,22 @@ class Resolver:
         if len(self._known) > 10_000:  # only the next few files matter
             self._known.pop(next(iter(self._known)))
         return play
+
+    def ready(self, path: Path) -> bool:
+        """Whether :meth:`prepare` would answer at once: known already, or an
+        MP3 in the station format with no loudness to measure. False when it
+        may have to convert or measure (a cached answer is quick, but it is
+        the convert executor's to find)."""
+        stamp = FileStamp.of(path)
+        known = self._known.get(path)
+        if known is not None and known[0] == stamp and stamp is not None and known[1].is_file():
+            return True
+        if self._leveller is not None:
+            return False
+        try:
+            return not needs_transcoding(path, self._fmt, strict_bitrate=self._strict)
+        except TrackError:
+            return True  # the cue says why, in its one line
 
     def resolve(self, path: Path) -> Path:
         """Raises TrackError."""
