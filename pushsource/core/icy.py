@@ -86,23 +86,33 @@ class IcyWriter:
 
     def wrap(self, data: bytes) -> bytes:
         """The wire bytes for ``data``: the audio with the blocks due in it."""
+        # On every send of every station: locals, and no title work unless one waits.
+        interval, audio, size = self.interval, self._audio, len(data)
+        room = interval - audio % interval
+        if size < room:
+            self._audio = audio + size
+            self._wire += size
+            return data
         parts: list[bytes] = []
-        view = memoryview(data)
-        start = 0
-        while start < len(data):
-            room = self.interval - self._audio % self.interval
-            piece = view[start : start + room]
-            parts.append(bytes(piece))
-            start += len(piece)
-            self._audio += len(piece)
-            self._wire += len(piece)
-            if self._audio % self.interval == 0:
-                block = icy_block(self._due())
-                if len(self._blocks) == self._blocks.maxlen:
-                    self._meta_before += self._blocks[0][1]
-                self._blocks.append((self._wire, len(block)))
-                self._wire += len(block)
-                parts.append(block)
+        blocks, wire, start = self._blocks, self._wire, 0
+        while size - start >= room:
+            end = start + room
+            parts.append(data[start:end])
+            audio += room
+            wire += room
+            start, room = end, interval
+            self._audio = audio  # what _due() compares titles with
+            block = icy_block(self._due()) if self._titles else b"\x00"
+            if len(blocks) == blocks.maxlen:
+                self._meta_before += blocks[0][1]
+            blocks.append((wire, len(block)))
+            wire += len(block)
+            parts.append(block)
+        if start < size:
+            parts.append(data[start:])
+            audio += size - start
+            wire += size - start
+        self._audio, self._wire = audio, wire
         return b"".join(parts)
 
     @property
@@ -114,6 +124,11 @@ class IcyWriter:
         """Count ``size`` audio bytes as :meth:`wrap` would, making none: a
         meter of where the wire is (the station's pacing aligns its sends
         with Icecast's 1400-byte relay blocks, which count wire bytes)."""
+        if not self._titles:  # blocks of one byte: arithmetic
+            audio, interval = self._audio, self.interval
+            self._audio = audio + size
+            self._wire += size + (audio + size) // interval - audio // interval
+            return
         while size > 0:
             step = min(size, self.interval - self._audio % self.interval)
             size -= step

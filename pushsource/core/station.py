@@ -217,7 +217,7 @@ class Connect:
     headers: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made on every batch, and a frozen init costs twice
 class Span:
     """What a stretch of a Send is, for outputs in another format: ``seconds``
     of ``track`` from ``at`` seconds into it, or of silence (track None: idle,
@@ -229,7 +229,7 @@ class Span:
     live: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made on every batch, and a frozen init costs twice
 class Send:
     data: bytes
     frames: int
@@ -245,7 +245,7 @@ class Close:
     """Hang up cleanly once the bytes sent have gone; answer with closed()."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made on every batch, and a frozen init costs twice
 class Wake:
     at: float
 

@@ -59,8 +59,8 @@ LANE_POOLS: dict[str, str] = {
     "titles": "net",
 }
 #: The grid of the engine's one timer for every station's wake-ups (the Ticker):
-#: a quarter of one of Icecast's 1400-byte relay blocks at 128 kbps (87.5 ms).
-TICK = 0.02
+#: a wake-up is at most this late, and a station's batch that much larger.
+TICK = 0.01
 #: How long a thread holding the interpreter lock runs before one waiting
 #: gets it (CPython's default is 5 ms). The engine's thread gives the lock up
 #: at every send; with a worker busy in Python (a walk, a tag parse) it then

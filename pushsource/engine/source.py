@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import enum
 import errno
 import logging
@@ -21,8 +22,8 @@ import os
 import socket
 import ssl
 import weakref
-from collections.abc import Mapping
-from typing import Final, Protocol
+from collections.abc import Callable, Mapping
+from typing import Final, Protocol, cast
 
 from pushsource.core.icy import IcyWriter
 from pushsource.core.shoutcast import SETTLE, ShoutcastReader, opening
@@ -55,6 +56,31 @@ def _gate(loop: asyncio.AbstractEventLoop, target: IcecastTarget) -> asyncio.Sem
     if key not in gates:
         gates[key] = asyncio.Semaphore(OPENING_PER_SERVER)
     return gates[key]
+
+
+def _send_holding_the_lock() -> Callable[[int, bytes, int, int], int] | None:
+    """libc's ``send``, called without giving up the interpreter lock.
+
+    Python's own ``socket.send`` gives the lock up around the call. For the
+    engine's non-blocking sends (a few KiB, microseconds) that is all cost:
+    when a worker is busy in Python (a read's frame walk, a cue's tag parse)
+    the engine's thread then waits up to a switch interval to get the lock
+    back, at every send; hundreds of stations' sends in a row behind one busy
+    worker stalled the engine for 100-150 ms. ``ctypes.PyDLL`` keeps the lock
+    for the call."""
+    if not hasattr(socket, "MSG_DONTWAIT"):
+        return None
+    try:
+        send = ctypes.PyDLL(None).send
+    except (OSError, AttributeError):  # no C library to load: Python's send
+        return None
+    send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+    send.restype = ctypes.c_ssize_t
+    return cast(Callable[[int, bytes, int, int], int], send)
+
+
+_SEND: Final = _send_holding_the_lock()
+_SEND_FLAGS: Final = getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class SourceEvents(Protocol):
@@ -112,6 +138,7 @@ class SourceSocket:
         self._head = b""
         self._task: asyncio.Task[None] | None = None
         self._transport: asyncio.Transport | None = None
+        self._fd = -1  # the socket's, for _SEND; -1: through the transport
         self._tls: ssl.SSLObject | None = None
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
@@ -279,6 +306,8 @@ class SourceSocket:
             transport.abort()  # aborted while connecting
             return
         self._transport = transport
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None and _SEND is not None else -1
         self._state = _State.ANSWERING
         self._timer = self._loop.call_later(self._timeout, self._no_answer)
         if self.target.tls:
@@ -452,6 +481,18 @@ class SourceSocket:
         transport = self._transport
         assert transport is not None
         if self._tls is None:
+            fd = self._fd
+            # (A closing transport may have closed the descriptor: never that.)
+            if fd >= 0 and not transport.get_write_buffer_size() and not transport.is_closing():
+                # Nothing queued before it: straight to the kernel, as the
+                # transport would, keeping the lock; what it does not take
+                # (full, or an error, which the transport then meets) goes on
+                # through the transport.
+                sent = _SEND(fd, data, len(data), _SEND_FLAGS) if _SEND is not None else -1
+                if sent == len(data):
+                    return
+                if sent > 0:
+                    data = data[sent:]
             transport.write(data)
             return
         try:

@@ -268,13 +268,16 @@ class StationDriver:
             current_station.reset(token)
 
     def _do(self, effect: core.Effect) -> None:
+        # The batch's two effects first, without a match's lookups.
+        if type(effect) is core.Send:
+            self._send(effect.data, effect.frames, effect.lead, effect.spans, effect.titles)
+            return
+        if type(effect) is core.Wake:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._ticker.at(effect.at, self._wake)
+            return
         match effect:
-            case core.Send(data, frames, lead, spans, titles):
-                self._send(data, frames, lead, spans, titles)
-            case core.Wake(at):
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer = self._ticker.at(at, self._wake)
             case core.Read(handle, frames):
                 self._read_lane.submit(
                     lambda: self._feed.read(handle, frames),

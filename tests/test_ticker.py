@@ -1,0 +1,50 @@
+"""The engine's one timer for every station's wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+
+from pushsource.engine.loop import Ticker
+
+
+def test_wakeups_run_at_their_grid_point_in_order_never_early() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        ticker = Ticker(loop, grid=0.02)
+        ran: list[tuple[str, float]] = []
+        start = loop.time()
+        # Asked out of order; two share a grid point; one is taken back.
+        for name, delay in (("c", 0.105), ("a", 0.031), ("b", 0.033), ("x", 0.05)):
+            wakeup = ticker.at(start + delay, lambda n=name: ran.append((n, loop.time())))
+            if name == "x":
+                wakeup.cancel()
+        loop.call_at(start + 0.2, loop.stop)
+        loop.run_forever()
+        assert [name for name, _ in ran] == ["a", "b", "c"]
+        asked = {"a": 0.031, "b": 0.033, "c": 0.105}
+        for name, at in ran:
+            assert at >= start + asked[name], name  # never early
+        # "a" and "b" ran in the same pass: at the grid point after 0.033.
+        assert abs(ran[0][1] - ran[1][1]) < 0.005
+    finally:
+        loop.close()
+
+
+def test_a_wakeup_asked_while_running_goes_to_a_later_pass() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        ticker = Ticker(loop, grid=0.01)
+        passes: list[float] = []
+
+        def again() -> None:
+            passes.append(loop.time())
+            if len(passes) < 3:
+                ticker.at(loop.time() - 1.0, again)  # already due: still not this pass
+
+        ticker.at(loop.time(), again)
+        loop.call_later(0.2, loop.stop)
+        loop.run_forever()
+        assert len(passes) == 3
+        assert passes[0] < passes[1] < passes[2]
+    finally:
+        loop.close()
