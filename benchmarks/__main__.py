@@ -97,6 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="which parts to run (default %(default)s)",
     )
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir)")
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="a process busy-looping on one core beside every client, the whole run",
+    )
     return parser.parse_args(argv)
 
 
@@ -155,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             "listener_skip_s": plan.skip_s,
             "scale_listener_skip_s": plan.scale_skip_s,
             "track_s": plan.track_s,
+            "busy_process_beside": args.busy,
         },
         "skipped": {},
         "single": {},
@@ -182,9 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     workdir.chmod(0o755)  # icecast2 drops to nobody and must reach its log dir
     began = time.monotonic()
+    # Another program keeping one of the cores busy: what a shared machine does.
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy else None
     try:
         run_all(args, plan, single_s, scale, available, workdir, results)
     finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
         results["meta"]["elapsed_s"] = time.monotonic() - began
         if owned:
             shutil.rmtree(workdir, ignore_errors=True)

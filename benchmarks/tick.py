@@ -5,7 +5,10 @@ StationDriver, Feed and the files of a folder, on one real Engine) whose
 source sockets take every byte and do nothing with it, for a while in real
 time, and prints the process's CPU (every thread: the engine's, the workers')
 per station-hour of audio, the wake-ups, the sends, and the engine's longest
-gap between two passes of its timer. It is the part of a station's CPU that
+gap between two passes of its timer, and the interpreter's garbage collections
+while it ran (how many, the longest pause; gen 2 is the full one, which
+`pushsource run` keeps short with gc.freeze() once its stations are started;
+`--no-freeze` to compare). It is the part of a station's CPU that
 is pushsource's own Python, apart from the kernel's share of real sends and
 from Icecast. ``--profile`` prints where the engine's thread spends it
 (cProfile). Nothing is asserted: the figures are printed.
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import tempfile
 import threading
@@ -93,7 +97,9 @@ class Quiet:
         self.finished.set()
 
 
-def run(stations: int, seconds: float, folder: list[Path], profile: bool) -> dict[str, float]:
+def run(
+    stations: int, seconds: float, folder: list[Path], profile: bool, freeze: bool
+) -> dict[str, float]:
     engine = Engine().start()
     sockets: list[NullSocket] = []
     fmt = header_for(44100, 2, 128)
@@ -146,6 +152,18 @@ def run(stations: int, seconds: float, folder: list[Path], profile: bool) -> dic
     for driver in drivers:
         driver.start()
     time.sleep(3.0)  # all on air, first reads done
+    if freeze:
+        gc.freeze()  # what `pushsource run` does once its stations are started
+    pauses: list[tuple[int, float]] = []
+    began: list[float] = [0.0]
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], time.perf_counter() - began[0]))
+
+    gc.callbacks.append(timed)
     profiler = cProfile.Profile() if profile else None
     if profiler is not None:
         engine.run(profiler.enable)
@@ -155,6 +173,10 @@ def run(stations: int, seconds: float, folder: list[Path], profile: bool) -> dic
     time.sleep(seconds)
     cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
     sends = sum(s.sends for s in sockets) - sends0
+    gc.callbacks.remove(timed)
+    if freeze:
+        gc.unfreeze()
+    full = [pause for generation, pause in pauses if generation == 2]
     if profiler is not None:
         engine.run(profiler.disable)
     worst = max(gaps) if gaps else 0.0
@@ -170,6 +192,10 @@ def run(stations: int, seconds: float, folder: list[Path], profile: bool) -> dic
         "sends_per_station_s": sends / wall / stations,
         "us_per_send": 1e6 * cpu / max(1, sends),
         "longest_timer_gap_ms": 1000 * worst,
+        "collections": len(pauses),
+        "gen2_collections": len(full),
+        "longest_gen2_ms": 1000 * max(full, default=0.0),
+        "longest_gc_ms": 1000 * max((p for _, p in pauses), default=0.0),
     }
 
 
@@ -179,18 +205,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--release", action="store_true", help="give up the lock per send")
+    parser.add_argument("--no-freeze", action="store_true", help="no gc.freeze() after start-up")
     args = parser.parse_args()
     global RELEASE
     RELEASE = args.release
     with tempfile.TemporaryDirectory() as tmp:
         tracks = make_tracks(Path(tmp), 4, 30.0)
         folder = [t.path for t in tracks] * 3
-        print("stations  CPU %  CPU s/stn-h  sends/stn/s  µs/send  longest 50 ms timer gap")
+        print(
+            "stations  CPU %  CPU s/stn-h  sends/stn/s  µs/send  longest 50 ms timer gap"
+            "  GCs (gen 2)  longest GC pause (gen 2)"
+        )
         for n in (int(x) for x in args.stations.split(",")):
-            r = run(n, args.seconds, folder, args.profile)
+            r = run(n, args.seconds, folder, args.profile, not args.no_freeze)
             print(f"{n:8d}  {r['cpu_percent']:5.1f}  {r['cpu_s_per_station_hour']:11.2f}"
                   f"  {r['sends_per_station_s']:11.1f}  {r['us_per_send']:7.1f}"
-                  f"  {r['longest_timer_gap_ms']:8.1f} ms")  # fmt: skip
+                  f"  {r['longest_timer_gap_ms']:8.1f} ms"
+                  f"  {r['collections']:5d} ({r['gen2_collections']})"
+                  f"  {r['longest_gc_ms']:.1f} ms ({r['longest_gen2_ms']:.1f} ms)")  # fmt: skip
 
 
 if __name__ == "__main__":

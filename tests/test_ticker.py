@@ -48,3 +48,27 @@ def test_a_wakeup_asked_while_running_goes_to_a_later_pass() -> None:
         assert passes[0] < passes[1] < passes[2]
     finally:
         loop.close()
+
+
+def test_a_later_wakeup_asked_while_running_does_not_delay_an_earlier_one() -> None:
+    """A station woken asks for its next wake-up, later than another's that is
+    already waiting: the other still runs at its own grid point."""
+    loop = asyncio.new_event_loop()
+    try:
+        ticker = Ticker(loop, grid=0.01)
+        start = loop.time()
+        ran: dict[str, float] = {}
+
+        def first() -> None:
+            ran["first"] = loop.time()
+            ticker.at(start + 0.5, lambda: ran.setdefault("late", loop.time()))
+
+        ticker.at(start + 0.02, first)
+        ticker.at(start + 0.1, lambda: ran.setdefault("second", loop.time()))
+        loop.call_at(start + 0.7, loop.stop)
+        loop.run_forever()
+        assert set(ran) == {"first", "second", "late"}
+        assert start + 0.1 <= ran["second"] < start + 0.15, ran["second"] - start
+        assert ran["late"] >= start + 0.5
+    finally:
+        loop.close()

@@ -188,14 +188,21 @@ class Ticker:
         if wakeups is None:
             self._slots[slot] = [wakeup]
             heapq.heappush(self._heap, slot)
-            if self._timer is None or slot < self._timer_slot:
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._timer_slot = slot
-                self._timer = self._loop.call_at(slot * self._grid, self._run)
+            if not self._running:  # a run arms the timer when it is done
+                self._arm()
         else:
             wakeups.append(wakeup)
         return wakeup
+
+    def _arm(self) -> None:
+        """The timer at the soonest slot asked for."""
+        first = self._heap[0]
+        if self._timer is not None:
+            if self._timer_slot <= first:
+                return
+            self._timer.cancel()
+        self._timer_slot = first
+        self._timer = self._loop.call_at(first * self._grid, self._run)
 
     def _run(self) -> None:
         self._timer = None
@@ -210,9 +217,8 @@ class Ticker:
                         wakeup.fn()
         finally:
             self._running = 0
-            if heap and self._timer is None:
-                self._timer_slot = heap[0]
-                self._timer = self._loop.call_at(heap[0] * self._grid, self._run)
+            if heap:
+                self._arm()
 
 
 class Lane:

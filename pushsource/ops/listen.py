@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pushsource.core.target import DEFAULT_PORT, redact
 from pushsource.errors import ConfigError, PushsourceError
-from pushsource.workers.transcode import import_vlc
+from pushsource.workers.vlc import import_vlc
 
 POLL: Final = 0.2  # seconds between looks at the title
 PROBE_TIMEOUT: Final = 3.0  # seconds to find out why libvlc could not open a URL

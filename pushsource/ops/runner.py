@@ -72,8 +72,8 @@ _UPLOAD_PREFIX = ".pushsource-upload-"
 
 @dataclass
 class Counters:
-    """What a station did, for /metrics; plain numbers, added on the station's
-    thread (no lock: one writer, readers take a snapshot)."""
+    """What a station did, for /metrics; plain numbers, added on the engine's
+    thread (no lock: only it writes; readers take a snapshot)."""
 
     bytes_sent: int = 0
     frames_sent: int = 0

@@ -412,8 +412,9 @@ def _unshare(observer: BaseObserver, handler: _Forwarder, watch: ObservedWatch) 
 class FolderQueue:
     """The complete audio files of a folder, oldest arrival first, as they come.
 
-    get(), discard() and len() belong to one consumer thread; stop() may be called
-    from any thread or a signal handler.
+    get() and len() belong to one consumer (the station's cue lane, one job at
+    a time); edit(), rescan() and stop() may be called from any thread (stop()
+    from a signal handler too).
     """
 
     def __init__(

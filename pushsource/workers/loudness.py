@@ -43,8 +43,8 @@ from mutagen.id3 import ID3
 from pushsource.core.frames import FrameHeader
 from pushsource.core.gain import DB_PER_STEP, steps_for
 from pushsource.errors import ConfigError, PushsourceError, TrackError
-from pushsource.workers.state import FileStamp
-from pushsource.workers.transcode import _LibVLC, _write_json
+from pushsource.workers.state import FileStamp, write_json
+from pushsource.workers.vlc import LibVLC
 
 log = logging.getLogger("pushsource.loudness")
 
@@ -266,7 +266,7 @@ class Leveller:
         #: How many times a file was decoded to be measured (cache hits do not count).
         self.measurements = 0
         self._lock = threading.Lock()
-        self._libvlc: _LibVLC | None = None
+        self._libvlc: LibVLC | None = None
 
     def close(self) -> None:
         """Release libvlc. Does not raise."""
@@ -313,7 +313,7 @@ class Leveller:
                 raise TrackError(play, "changed while it was being measured")
             try:
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
-                _write_json(
+                write_json(
                     index,
                     {
                         "source": os.fspath(resolved),
@@ -357,7 +357,7 @@ class Leveller:
         meter = _Ebur128(header.channels, header.sample_rate)
         try:
             if self._libvlc is None:
-                self._libvlc = _LibVLC()
+                self._libvlc = LibVLC()
             with tempfile.TemporaryDirectory(prefix="pushsource-loudness-") as tmp:
                 pipe = Path(tmp) / "pcm"
                 os.mkfifo(pipe, 0o600)

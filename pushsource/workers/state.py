@@ -29,11 +29,13 @@ import json
 import logging
 import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pushsource.errors import ConfigError, PushsourceError
 
@@ -528,3 +530,16 @@ class StateKeeper:
         if self._warned is not None:
             logger.info("state saved to %s again", self.path)
             self._warned = None
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write, fsync, rename: a reader sees the old file or the whole new one."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(data, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(name, path)
+    finally:
+        Path(name).unlink(missing_ok=True)

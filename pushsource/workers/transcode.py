@@ -56,9 +56,10 @@ import mutagen.mp3
 from mutagen.id3 import ID3, TIT2
 
 from pushsource.core.frames import END, Frame, FrameHeader, FrameParser, Skipped, header_for
-from pushsource.errors import ConfigError, FrameError, PushsourceError, TrackError
-from pushsource.workers.state import FileStamp, station_slug
+from pushsource.errors import ConfigError, FrameError, TrackError
+from pushsource.workers.state import FileStamp, station_slug, write_json
 from pushsource.workers.tracks import Track, read_info
+from pushsource.workers.vlc import LibVLC
 
 if TYPE_CHECKING:  # loudness.py imports this module
     from pushsource.workers.loudness import Leveller, TrackGain
@@ -79,7 +80,6 @@ _MPEG_SUFFIXES: Final = frozenset({".mp3", ".mp2", ".mpa", ".mpga"})
 #: How many frames strict_bitrate looks at when the tags do not say CBR.
 _CBR_SAMPLE_FRAMES: Final = 64
 _CHUNK: Final = 64 * 1024
-_POLL: Final = 0.02  # seconds between looks at libvlc's state
 
 
 @dataclass(frozen=True)
@@ -190,9 +190,12 @@ class Resolver:
         if self._leveller is not None:
             return False
         try:
-            return not needs_transcoding(path, self._fmt, strict_bitrate=self._strict)
+            if needs_transcoding(path, self._fmt, strict_bitrate=self._strict):
+                return False
         except TrackError:
             return True  # the cue says why, in its one line
+        self._known[path] = (stamp, path, None)  # what prepare() would find: played as it is
+        return True
 
     def resolve(self, path: Path) -> Path:
         """Raises TrackError."""
@@ -282,7 +285,7 @@ class Transcoder:
         #: How many times libvlc actually ran (a cache hit does not count).
         self.conversions = 0
         self._lock = threading.Lock()
-        self._libvlc: _LibVLC | None = None
+        self._libvlc: LibVLC | None = None
 
     def __enter__(self) -> Transcoder:
         return self
@@ -325,7 +328,7 @@ class Transcoder:
                     # The station reads the title from the file it plays: carry it over.
                     _set_title(partial, read_info(source).title)
                     _fsync(partial)
-                    _write_json(
+                    write_json(
                         index,
                         {
                             "source": os.fspath(resolved),
@@ -423,7 +426,7 @@ class Transcoder:
 
     def _run(self, source: Path, output: Path) -> None:
         if self._libvlc is None:
-            self._libvlc = _LibVLC()
+            self._libvlc = LibVLC()
         fmt = self.format
         # The chain parser unquotes \" and \\ inside a quoted value.
         dst = os.fsencode(output).replace(b"\\", b"\\\\").replace(b'"', b'\\"')
@@ -535,19 +538,6 @@ def _fsync(path: Path) -> None:
         os.fsync(file.fileno())
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write, fsync, rename: a reader sees the old file or the whole new one."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(data, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(name, path)
-    finally:
-        Path(name).unlink(missing_ok=True)
-
-
 def _remove_entry(index: Path) -> int:
     """Remove a cache entry (MP3 first, so no MP3 is left without its index).
     Returns 1 if an MP3 was removed. Does not raise."""
@@ -558,73 +548,3 @@ def _remove_entry(index: Path) -> int:
     with contextlib.suppress(OSError):
         index.unlink()
     return removed
-
-
-# -- libvlc, typed -----------------------------------------------------------------
-
-#: Headless batch work: no window, no sound card, no Lua scripts (they look up
-#: cover art and parse playlists), nothing on stderr.
-_INSTANCE_OPTIONS: Final = (
-    "--no-video",
-    "--no-sout-video",
-    "--no-sout-spu",
-    "--aout=dummy",
-    "--no-xlib",
-    "--no-lua",
-    "--no-stats",
-    "--audio-resampler=soxr,any",
-    "--image-duration=0",  # an image "plays" 10 s by default before libvlc gives up
-    "--quiet",
-)
-
-
-def import_vlc() -> Any:
-    """The python-vlc module. Raises PushsourceError if libvlc is missing."""
-    try:
-        import vlc
-    except (ImportError, OSError, NotImplementedError) as exc:
-        # python-vlc raises NotImplementedError when it cannot find libvlc.
-        raise PushsourceError(
-            f"libvlc is not available ({exc}); install libvlc5 and vlc-plugin-base"
-        ) from None
-    return vlc
-
-
-class _LibVLC:
-    """One libvlc instance and the few calls a conversion makes."""
-
-    def __init__(self) -> None:
-        self._vlc = import_vlc()
-        self._instance: Any = self._vlc.Instance(list(_INSTANCE_OPTIONS))
-        if self._instance is None:
-            raise PushsourceError("libvlc failed to start (is vlc-plugin-base installed?)")
-
-    def play_to_end(self, source: Path, options: list[bytes], *, timeout: float) -> str:
-        """Play ``source`` with media options until it stops: "ended", "error"
-        or "timeout". When it returns, libvlc has closed its output."""
-        state = self._vlc.State
-        media: Any = self._instance.media_new_path(os.fsencode(source))
-        for option in options:
-            media.add_option(option)
-        player: Any = self._instance.media_player_new()
-        player.set_media(media)
-        try:
-            if player.play() == -1:
-                return "error"
-            deadline = time.monotonic() + timeout
-            while True:
-                now = player.get_state()
-                if now in (state.Ended, state.Stopped):
-                    return "ended"
-                if now == state.Error:
-                    return "error"
-                if time.monotonic() > deadline:
-                    return "timeout"
-                time.sleep(_POLL)
-        finally:
-            player.stop()  # waits for the input thread: the sout file is closed after it
-            player.release()
-            media.release()
-
-    def close(self) -> None:
-        self._instance.release()
