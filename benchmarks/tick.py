@@ -32,6 +32,7 @@ from pushsource.core.icy import METAINT, IcyWriter
 from pushsource.core.station import Pacing, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
+from pushsource.engine.source import SEND_BUFFER
 from pushsource.engine.station import StationDriver
 from pushsource.workers.feed import Feed, ListSource
 from pushsource.workers.tracks import skipped
@@ -41,7 +42,8 @@ RELEASE = False
 
 class NullSocket:
     """Takes the source at once; wraps each send in ICY blocks as a real one
-    does (titles inside the stream, the default), then drops it."""
+    does (titles inside the stream, the default; the blocks it remembers as
+    a SourceSocket with its default high-water mark), then drops it."""
 
     titles_inside = True
     buffered = unsent = 0
@@ -49,7 +51,7 @@ class NullSocket:
     def __init__(self, loop: Any, target: IcecastTarget, events: Any) -> None:
         self._loop, self._events = loop, events
         self.address = "127.0.0.1"
-        self._icy = IcyWriter(METAINT)
+        self._icy = IcyWriter(METAINT, remember=(64 * 1024 + 4 * SEND_BUFFER) // METAINT + 64)
         self.sends = 0
 
     def open(self, headers: dict[str, str]) -> None:

@@ -59,7 +59,9 @@ class IcyWriter:
     count of wire bytes back to audio bytes, for resuming after a drop.
     """
 
-    def __init__(self, interval: int = METAINT) -> None:
+    def __init__(self, interval: int = METAINT, *, remember: int = 4096) -> None:
+        """``remember``: how many of the last blocks :meth:`audio_in` knows
+        exactly; enough to cover every wire byte that may still be unsent."""
         if interval <= 0:
             raise ValueError("the metadata interval must be positive")
         self.interval = interval
@@ -69,7 +71,7 @@ class IcyWriter:
         self._sent: str | None = None  # the last title put in a block
         #: (wire offset where a block starts, its length), for audio_in(); only
         #: the recent ones matter (a socket holds a few KiB unsent).
-        self._blocks: deque[tuple[int, int]] = deque(maxlen=4096)
+        self._blocks: deque[tuple[int, int]] = deque(maxlen=remember)
         self._meta_before = 0  # metadata bytes in blocks that left _blocks
 
     @property
@@ -140,8 +142,7 @@ class IcyWriter:
 
     def audio_in(self, wire: int) -> int:
         """How many audio bytes the first ``wire`` wire bytes hold; exact
-        within the last 4,096 blocks (4 MiB at METAINT, far more than a
-        socket ever holds unsent)."""
+        within the last ``remember`` blocks."""
         wire = max(0, min(wire, self._wire))
         meta = self._meta_before
         for begin, length in self._blocks:

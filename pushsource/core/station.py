@@ -48,6 +48,9 @@ CUE_AHEAD: Final = 2.5
 #: A track whose frames are late by this much gets silence in their place
 #: (Icecast drops a source silent for 10 s, and its listeners with it).
 STARVED: Final = 1.5
+#: Batches remembered for a rewind after a drop (one entry per track in each):
+#: more than a socket holds unsent (its high-water mark and the kernel's buffer).
+BATCHES_KEPT: Final = 80
 #: A connection dropped sooner than this after Icecast took it counts as a
 #: failed attempt: the backoff must not reset on a server that takes and drops.
 SHORT_LIVED: Final = 2.0
@@ -432,10 +435,12 @@ class StationMachine:
         self._sent = 0  # bytes sent on this connection
         self._metaint = metaint
         self._meter: IcyWriter | None = None  # where the wire is, with ICY blocks
-        # (stream offset past the batch, [(track, file offset of its first frame in it,
-        # seconds of the track before that frame)]): where to go on after a drop, for
-        # the bytes the kernel may not have taken.
-        self._batches: deque[tuple[int, list[tuple[Cued, int, float]]]] = deque()
+        # (stream offset past the batch, a track in it, file offset of its first
+        # frame in the batch, seconds of the track before that frame), one per
+        # track a batch holds: where to go on after a drop, for the bytes the
+        # kernel may not have taken. Flat tuples: at a thousand stations these
+        # are most of the objects the collector walks.
+        self._batches: deque[tuple[int, Cued, int, float]] = deque()
         # (path, offset) to go on at -> seconds of the track before it, from _rewind.
         self._resumed_at: dict[tuple[Path, int], float] = {}
         self.played: list[Path] = []  # files started (not resumed), in order
@@ -765,9 +770,11 @@ class StationMachine:
         if parts:
             data = b"".join(parts)
             self._sent_out(len(data), titles)
-            self._batches.append((self._sent, batch))
-            while len(self._batches) > 64:  # far more than a socket holds unsent
-                self._batches.popleft()
+            batches, sent = self._batches, self._sent
+            for track, offset, seconds in batch:
+                batches.append((sent, track, offset, seconds))
+            while len(batches) > BATCHES_KEPT:
+                batches.popleft()
             out.append(Send(data, frames, pacer.due() - now, tuple(spans), tuple(titles)))
         for track in started:
             self._announce(track, out)
@@ -912,18 +919,15 @@ class StationMachine:
         confirmed = self._sent - unsent
         resume: list[tuple[Path, int]] = []
         seen: list[Cued] = []
-        for end, batch in self._batches:
-            if end <= confirmed:
+        for end, track, offset, seconds in self._batches:
+            if end <= confirmed or any(t is track for t in seen):
                 continue
-            for track, offset, seconds in batch:
-                if any(t is track for t in seen):
-                    continue
-                if seen:  # a track that started in lost audio starts again (from the top)
-                    offset, seconds = track.chunk.offset, track.before
-                    if not track.resumed:
-                        offset, seconds = 0, 0.0
-                seen.append(track)
-                resume.append(self._resume_entry(track, offset, seconds))
+            if seen:  # a track that started in lost audio starts again (from the top)
+                offset, seconds = track.chunk.offset, track.before
+                if not track.resumed:
+                    offset, seconds = 0, 0.0
+            seen.append(track)
+            resume.append(self._resume_entry(track, offset, seconds))
         p = self._playing
         if p is not None:
             if all(t is not p.track for t in seen):
@@ -1069,9 +1073,6 @@ class StationMachine:
         if parts:
             data = b"".join(parts)
             self._sent_out(len(data), ())
-            self._batches.append((self._sent, []))
-            while len(self._batches) > 64:
-                self._batches.popleft()
             out.append(Send(data, frames, pacer.due() - now, tuple(spans)))
             self._live_titles(live, out)
         grace_end = live.last_audio + self._grace + 1e-6

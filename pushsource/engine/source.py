@@ -150,7 +150,10 @@ class SourceSocket:
         self._stall_since = 0.0
         self._opening: asyncio.Semaphore | None = None  # held from connect to answer
         self._metaint = metaint if target.protocol == "icecast" else None
-        self._icy = IcyWriter(self._metaint) if self._metaint else None
+        # audio_in() is asked only about bytes still unsent: at most the high-
+        # water mark plus the kernel's buffer (twice SO_SNDBUF), with room to spare.
+        remember = (high_water + 4 * SEND_BUFFER) // metaint + 64 if metaint else 0
+        self._icy = IcyWriter(self._metaint, remember=remember) if self._metaint else None
 
     def __repr__(self) -> str:
         return f"SourceSocket({self.target}, address={self.address!r}, {self._state.value})"

@@ -4,6 +4,7 @@ error (a wrong password included), 1 anything else fatal."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -698,7 +699,19 @@ def _hide_password_from_ps(argv: Sequence[str]) -> None:
     setproctitle.setproctitle(" ".join(["pushsource", *(redact(arg) for arg in argv)]))
 
 
+def _few_malloc_arenas() -> None:
+    """glibc gives each thread that allocates its own arena, up to 8 per core,
+    each holding freed memory of its own; the engine's pools have a dozen
+    threads. Two arenas serve them (300 stations: 20 MB less resident). Only
+    before the first thread; elsewhere (musl, macOS) it does nothing."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _few_malloc_arenas()
     parser = build_parser()
     if argv is None:
         argv = sys.argv[1:]

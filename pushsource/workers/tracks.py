@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # loudness.py needs this module's neighbours at import time
 
 log = logging.getLogger("pushsource.tracks")
 
-CHUNK: Final = 64 * 1024
+CHUNK: Final = 16 * 1024
 
 
 @dataclass(frozen=True)
