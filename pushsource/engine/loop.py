@@ -9,8 +9,9 @@ title request):
 - ``cue``: opening the next track, looking at the folder;
 - ``convert``: conversions and loudness measurement (seconds to minutes; a
   cue waits for its file's conversion here, never holding a ``cue`` worker);
-- ``start``: a station's first walk of its folder, one station at a time, so
-  hundreds of stations starting at once never crowd the ones already on air;
+- ``start``: a station's first walk of its folder, two stations at a time,
+  so hundreds of stations starting at once never crowd the ones already on
+  air (and one folder that hangs does not hold up every other start);
 - ``save``: play-state saves (fsync);
 - ``net``: network calls (admin title requests, which may retry for tens of
   seconds against a slow server).
@@ -45,8 +46,8 @@ current_station: contextvars.ContextVar[str] = contextvars.ContextVar(
 
 #: Workers per pool. ``read``: enough that a disk stalling for one station
 #: leaves others served. ``convert``: the cores are what converting needs;
-#: more would only take them from the air. ``start``: one walk at a time.
-POOLS: dict[str, int] = {"read": 4, "cue": 4, "convert": 2, "start": 1, "save": 2, "net": 4}
+#: more would only take them from the air. ``start``: two walks at a time.
+POOLS: dict[str, int] = {"read": 4, "cue": 4, "convert": 2, "start": 2, "save": 2, "net": 4}
 #: The most threads the pools may start, in all.
 WORKERS = sum(POOLS.values())
 #: Which pool a lane's jobs go to, by the lane's name; others go to "cue".
