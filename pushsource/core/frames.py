@@ -292,7 +292,9 @@ SYNC_FRAMES: Final = 3
 _TAG_MAGICS: Final = (b"ID3", b"TAG", b"APETAGEX", b"LYRICSBEGIN")
 _LONGEST_MAGIC: Final = 11
 _MAX_LYRICS3: Final = 1_000_000 + 32  # Lyrics3v2 sizes have six decimal digits
-_COMPACT_AT: Final = 1 << 16
+#: Parsed bytes are dropped from the buffer once this many have piled up: a
+#: station holds one parser per open file, so this is memory per station.
+_COMPACT_AT: Final = 1 << 14
 #: The longest run of unexplained bytes (junk) read before giving up: past the
 #: last frame it ends the input, before the first it means "no audio". A file
 #: with gigabytes of zeros after its audio must not hold up the reader.

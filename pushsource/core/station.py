@@ -364,7 +364,11 @@ class _Playing:
 
     def __post_init__(self) -> None:
         self.seconds = self.track.before
-        self.add(self.track.chunk)
+        chunk = self.track.chunk
+        self.add(chunk)
+        # Its frames are the playing track's now; the track keeps where they
+        # began, not 4 s of audio for as long as it plays.
+        self.track.chunk = Chunk(b"", (), chunk.offset, chunk.last)
 
     def add(self, chunk: Chunk) -> None:
         if chunk.ends:
