@@ -224,6 +224,10 @@ class Feed:
             if not self._ready(got):  # back where it was, for after its conversion
                 self._source.edit(QueueEdit(front=(got,)))
                 self._snapshot()
+                with (
+                    self._lock
+                ):  # shown first meanwhile (a folder applies the edit at its next get)
+                    self._queued = [got, *(path for path in self._queued if path != got)]
                 return CueResult(None, prepare=got)
             try:
                 track = self._open(got, 0, chunk)
