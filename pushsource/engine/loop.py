@@ -73,14 +73,13 @@ SWITCH_INTERVAL = 0.0005
 class Engine:
     """Start it, hand it work with :meth:`call` from any thread, stop it."""
 
-    def __init__(self, *, pools: dict[str, int] | None = None) -> None:
+    def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        sizes = {**POOLS, **(pools or {})}
         self.pools = {
             kind: concurrent.futures.ThreadPoolExecutor(
                 max_workers=size, thread_name_prefix=f"pushsource-{kind}"
             )
-            for kind, size in sizes.items()
+            for kind, size in POOLS.items()
         }
         self.ticker = Ticker(self.loop)
         self._thread = threading.Thread(target=self._run, name="pushsource-engine", daemon=True)

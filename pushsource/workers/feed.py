@@ -191,8 +191,7 @@ class Feed:
         the library (``last``, the file that just started, not again at once)."""
         if resume is not None:
             path, offset = resume
-            if path in self._unready:
-                self._unready.discard(path)
+            if self._failed_before(path):
                 return CueResult(None, resumed_one=True)
             if not self._ready(path):
                 return CueResult(None, prepare=path)
@@ -218,15 +217,13 @@ class Feed:
             if self._was_played(got):
                 log.debug("%s played already", got)
                 continue
-            if got in self._unready:  # its line was said when preparing it failed
-                self._unready.discard(got)
+            if self._failed_before(got):
                 continue
             if not self._ready(got):  # back where it was, for after its conversion
                 self._source.edit(QueueEdit(front=(got,)))
                 self._snapshot()
-                with (
-                    self._lock
-                ):  # shown first meanwhile (a folder applies the edit at its next get)
+                # Shown first meanwhile (a folder applies the edit at its next get).
+                with self._lock:
                     self._queued = [got, *(path for path in self._queued if path != got)]
                 return CueResult(None, prepare=got)
             try:
@@ -271,6 +268,14 @@ class Feed:
             return
         self._prepared = upcoming
         self._prepare_one(upcoming)  # a failure is said now; skipped again, silently, at its turn
+
+    def _failed_before(self, path: Path) -> bool:
+        """Whether preparing ``path`` failed (its line was said then); its
+        next turn after this one tries again."""
+        if path in self._unready:
+            self._unready.discard(path)
+            return True
+        return False
 
     def _prepare_one(self, path: Path) -> bool:
         try:
@@ -401,8 +406,7 @@ class Feed:
                         break  # the cycle's last: the refill puts it at the end
                     self._loop.append(again)
                 path = self._loop.pop(0)
-                if path in self._unready:
-                    self._unready.discard(path)
+                if self._failed_before(path):
                     continue
                 if not self._ready(path):
                     self._loop.insert(0, path)

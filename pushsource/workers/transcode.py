@@ -159,8 +159,8 @@ class Resolver:
         is opened: the second call finds the first's answer (the Transcoder
         logs the one "converted" line, and only when libvlc ran)."""
         stamp = FileStamp.of(path)
-        known = self._known.get(path)
-        if known is not None and known[0] == stamp and stamp is not None and known[1].is_file():
+        known = self._fresh(path, stamp)
+        if known is not None:
             return known[1]
         if needs_transcoding(path, self._fmt, strict_bitrate=self._strict):
             started = time.monotonic()
@@ -173,9 +173,7 @@ class Resolver:
         gain = None
         if self._leveller is not None:  # both are in the station format now
             gain = self._leveller.gain(path, play, self._fmt.header())
-        self._known[path] = (stamp, play, gain)
-        if len(self._known) > 10_000:  # only the next few files matter
-            self._known.pop(next(iter(self._known)))
+        self._remember(path, (stamp, play, gain))
         return play
 
     def ready(self, path: Path) -> bool:
@@ -184,8 +182,7 @@ class Resolver:
         may have to convert or measure (a cached answer is quick, but it is
         the convert executor's to find)."""
         stamp = FileStamp.of(path)
-        known = self._known.get(path)
-        if known is not None and known[0] == stamp and stamp is not None and known[1].is_file():
+        if self._fresh(path, stamp) is not None:
             return True
         if self._leveller is not None:
             return False
@@ -194,8 +191,22 @@ class Resolver:
                 return False
         except TrackError:
             return True  # the cue says why, in its one line
-        self._known[path] = (stamp, path, None)  # what prepare() would find: played as it is
+        self._remember(path, (stamp, path, None))  # what prepare() would find: played as it is
         return True
+
+    def _fresh(
+        self, path: Path, stamp: FileStamp | None
+    ) -> tuple[FileStamp | None, Path, TrackGain | None] | None:
+        """What is known of ``path``, if the file has not changed since."""
+        known = self._known.get(path)
+        if known is not None and known[0] == stamp and stamp is not None and known[1].is_file():
+            return known
+        return None
+
+    def _remember(self, path: Path, known: tuple[FileStamp | None, Path, TrackGain | None]) -> None:
+        self._known[path] = known
+        if len(self._known) > 10_000:  # only the next few files matter
+            self._known.pop(next(iter(self._known)))
 
     def resolve(self, path: Path) -> Path:
         """Raises TrackError."""
