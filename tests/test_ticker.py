@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
-from pushsource.engine.loop import Ticker
+from pushsource.engine.loop import Engine, Lane, Ticker
 
 
 def test_wakeups_run_at_their_grid_point_in_order_never_early() -> None:
@@ -12,7 +14,9 @@ def test_wakeups_run_at_their_grid_point_in_order_never_early() -> None:
     try:
         ticker = Ticker(loop, grid=0.02)
         ran: list[tuple[str, float]] = []
-        start = loop.time()
+        # On a grid point: the grid is absolute, so from any other start "a"
+        # and "b" could fall on either side of one.
+        start = (int(loop.time() / 0.02) + 2) * 0.02
         # Asked out of order; two share a grid point; one is taken back.
         for name, delay in (("c", 0.105), ("a", 0.031), ("b", 0.033), ("x", 0.05)):
             wakeup = ticker.at(start + delay, lambda n=name: ran.append((n, loop.time())))
@@ -72,3 +76,31 @@ def test_a_later_wakeup_asked_while_running_does_not_delay_an_earlier_one() -> N
         assert ran["late"] >= start + 0.5
     finally:
         loop.close()
+
+
+def test_no_worker_job_starts_while_a_pass_of_the_air_runs() -> None:
+    """Workers start jobs only between the Ticker's passes: the interpreter
+    lock is not fair, so the air's pass would otherwise share it with every
+    busy worker. A job asked for during a pass runs once the pass is over."""
+    engine = Engine().start()
+    try:
+        lane = Lane(engine, "cue")
+        seen: dict[str, float] = {}
+        done = threading.Event()
+
+        def job() -> None:
+            seen["job"] = time.monotonic()
+            seen["gate"] = float(engine.air_idle.is_set())
+
+        def a_pass() -> None:
+            lane.submit(job, lambda _r, _e: done.set())
+            time.sleep(0.1)  # gives the lock up: a worker could run now
+            seen["pass_end"] = time.monotonic()
+
+        engine.call(lambda: engine.ticker.at(engine.loop.time(), a_pass))
+        assert done.wait(5)
+        assert seen["job"] >= seen["pass_end"]
+        assert seen["gate"] == 1.0
+        assert engine.air_idle.is_set()  # set again after the pass
+    finally:
+        engine.stop()

@@ -68,6 +68,9 @@ TICK = 0.01
 #: waited up to 5 ms to get it back, per send: hundreds of stations' sends
 #: behind one busy worker stalled the air for seconds. 0.5 ms bounds that wait.
 SWITCH_INTERVAL = 0.0005
+#: The longest a worker waits, before its next job, for the Ticker's pass to
+#: end (the pass is the air; see Engine.air_idle).
+PASS_WAIT = 0.25
 
 
 class Engine:
@@ -81,7 +84,14 @@ class Engine:
             )
             for kind, size in POOLS.items()
         }
-        self.ticker = Ticker(self.loop)
+        #: Set while the Ticker is between passes. Workers start a job only
+        #: then: the interpreter lock goes to whichever thread wants it, so
+        #: with four workers parsing tags a pass of the air got a fifth of
+        #: the CPU, and 1000 stations' sends, due together, came 200-400 ms
+        #: late at a track change. A job already running goes on.
+        self.air_idle = threading.Event()
+        self.air_idle.set()
+        self.ticker = Ticker(self.loop, gate=self.air_idle)
         self._thread = threading.Thread(target=self._run, name="pushsource-engine", daemon=True)
         self._started = False
         self._watches: dict[tuple[str, int, bool], Any] = {}
@@ -169,9 +179,16 @@ class Ticker:
     (a heap entry, a handle, an iteration) per station per batch, and a
     station is never woken early (its frames would not be due yet)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, grid: float = TICK) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        grid: float = TICK,
+        gate: threading.Event | None = None,
+    ) -> None:
+        """``gate``: cleared for the time of each pass (Engine.air_idle)."""
         self._loop = loop
         self._grid = grid
+        self._gate = gate
         self._slots: dict[int, list[Wakeup]] = {}
         self._heap: list[int] = []  # the slots with wake-ups, soonest first
         self._timer: asyncio.TimerHandle | None = None
@@ -208,6 +225,9 @@ class Ticker:
         self._timer = None
         now = self._loop.time()
         heap, slots = self._heap, self._slots
+        gate = self._gate
+        if gate is not None:
+            gate.clear()
         try:
             while heap and heap[0] * self._grid <= now + 1e-9:
                 slot = heapq.heappop(heap)
@@ -217,6 +237,8 @@ class Ticker:
                         wakeup.fn()
         finally:
             self._running = 0
+            if gate is not None:
+                gate.set()
             if heap:
                 self._arm()
 
@@ -264,8 +286,10 @@ class Lane:
                 loop.call_soon_threadsafe(self._finished, done, result, exc)
 
         station = self._station
+        idle = self._engine.air_idle
 
         def run() -> Any:
+            idle.wait(PASS_WAIT)  # not while the air's pass runs
             current_station.set(station)  # the worker's own context, per job
             return job()
 
