@@ -69,21 +69,22 @@ class Pacer:
         """How many frames of ``samples`` at ``sample_rate`` may go now: as many
         as may_send() and add() frame by frame would let through, with the same
         arithmetic, so batches are the same as one frame at a time."""
-        if not self.may_send(now):
-            return 0
+        start, bound = self.start, now + self.lead
         if sample_rate == self._rate:
             done, before = self._done_float, self._samples
+            # may_send(), the same sum: this runs on every batch of every station.
+            if start + (done + before / sample_rate) > bound:
+                return 0
         else:  # what add() sets up for a new rate
+            if not self.may_send(now):
+                return 0
             done, before = float(self._sent_exact()), 0
-        start, bound = self.start, now + self.lead
-
-        def sendable(k: int) -> bool:  # frame k (the first is frame 0) is due in time
-            return start + (done + (before + k * samples) / sample_rate) <= bound
-
+        # Frame k (the first is frame 0) is due in time when
+        # start + (done + (before + k * samples) / sample_rate) <= bound.
         k = max(0, int(((bound - start - done) * sample_rate - before) / samples))
-        while k > 0 and not sendable(k):
+        while k > 0 and start + (done + (before + k * samples) / sample_rate) > bound:
             k -= 1
-        while sendable(k + 1):
+        while start + (done + (before + (k + 1) * samples) / sample_rate) <= bound:
             k += 1
         return k + 1
 

@@ -692,6 +692,16 @@ class StationMachine:
         if self.phase is Phase.ON_AIR and self._live is not None and self._live.on_air:
             self._pump_live(now, out)
             return
+        p = self._playing
+        if (
+            p is not None
+            and p.announced
+            and p.chunks
+            and not self._skipping
+            and self.phase is Phase.ON_AIR
+            and self._pump_run(now, pacer, p, out)
+        ):
+            return
         parts: list[bytes] = []
         spans: list[Span] = []
         frames = 0
@@ -784,6 +794,39 @@ class StationMachine:
             self._announce(track, out)
         self._ask(now, out)
         self._next_step(now, out)
+
+    def _pump_run(self, now: float, pacer: Pacer, p: _Playing, out: list[Effect]) -> bool:
+        """The batch of almost every wake-up, in one step: frames due from the
+        playing track's first chunk, no track starting or ending. The same
+        effects and state as the general pump (below) makes for it; False,
+        with nothing done, for any other case."""
+        header = p.track.header
+        count = pacer.frames_due(now, header.samples, header.sample_rate)
+        chunk = p.chunks[0]
+        index, ends = p.index, chunk.ends
+        if count <= 0 or index + count > len(ends):
+            return False
+        start, end = p.start, ends[index + count - 1]
+        data = chunk.data[start:end]
+        seconds = p.seconds
+        duration = count * header.duration
+        pacer.add(count * header.samples, header.sample_rate)
+        p.seconds = seconds + duration
+        self._last = header
+        if index + count == len(ends):
+            p.chunks.popleft()
+            p.index = p.start = 0
+        else:
+            p.index, p.start = index + count, end
+        self._sent_out(len(data), ())
+        batches = self._batches
+        batches.append((self._sent, p.track, chunk.offset + start, seconds))
+        if len(batches) > BATCHES_KEPT:
+            batches.popleft()
+        out.append(Send(data, count, pacer.due() - now, (Span(p.track, seconds, duration),)))
+        self._ask(now, out)
+        self._next_step(now, out)
+        return True
 
     def _ask(self, now: float, out: list[Effect]) -> None:
         """Read ahead for the playing track; cue the next one in time."""
