@@ -3,6 +3,7 @@ on it waits for a disk, worker failures are supervised."""
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import logging
 import threading
@@ -18,6 +19,7 @@ from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import POOLS, WORKERS, Engine
 from pushsource.engine.station import StationDriver
 from pushsource.errors import PushsourceError
+from pushsource.ops.control import ControlServer
 from pushsource.workers.feed import Feed, ListSource
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import skipped
@@ -294,11 +296,54 @@ class Leads(Recorder):
         self.leads.append(lead)
 
 
+class Listed:
+    """A station as ``/api/stations`` shows it: a full status (50 tracks of
+    history, 20 queued), changed ten times a second."""
+
+    def __init__(self, n: int) -> None:
+        self.id = f"s{n}"
+
+    @property
+    def status_version(self) -> int:
+        return int(time.monotonic() * 10)
+
+    def status(self) -> dict[str, Any]:
+        played = [
+            {"file": f"{n}.mp3", "title": f"Artist - Title {n}", "started": "2026-12-06T17:00:00Z"}
+            for n in range(50)
+        ]
+        return {
+            "id": self.id,
+            "name": self.id,
+            "mount": f"/{self.id}",
+            "connection": {"state": "on air", "reconnects": 0, "attempts": 0, "error": None},
+            "now_playing": {"title": "Artist - Title", "file": "a.mp3", "elapsed": 1.5},
+            "queue": [{"file": f"q{n}.mp3"} for n in range(20)],
+            "history": played,
+        }
+
+
+def read_status(address: tuple[str, int], until: float, answered: list[int]) -> None:
+    """GET /api/stations over one keep-alive connection until ``until``."""
+    connection = http.client.HTTPConnection(*address, timeout=10)
+    try:
+        while time.monotonic() < until:
+            connection.request("GET", "/api/stations")
+            response = connection.getresponse()
+            body = response.read()
+            if response.status == 200 and body.startswith(b'{"stations":'):
+                answered.append(len(body))
+    finally:
+        connection.close()
+
+
 def test_the_air_waits_for_no_other_work(tmp_path: Path, engine: Engine) -> None:
     """A healthy station keeps its lead and sends no silence while, on the
     same engine: 4 stations convert every file they play (2 s each, blocking,
     as libvlc does), a 10,000-file queue is moved, a disk stalls 1.5 s on
-    every read, and 40 stations start at once (a 20 ms walk in Python each)."""
+    every read, 40 stations start at once (a 20 ms walk in Python each), and
+    32 keep-alive readers of ``/api/stations`` (300 stations' status) read
+    the control server as fast as it answers."""
     frames = make_frames(240)  # 6 s
     (tmp_path / "a.mp3").write_bytes(b"".join(frames))
     for n in range(3):
@@ -331,7 +376,24 @@ def test_the_air_waits_for_no_other_work(tmp_path: Path, engine: Engine) -> None
     recorder = Leads()
     healthy, sockets, _, _ = station(engine, [tmp_path / "a.mp3"], recorder=recorder)
     others = [*converting, (queued,), stalled, *starting]
+    control = ControlServer(
+        ("127.0.0.1", 0),
+        [Listed(n) for n in range(300)],
+        token=None,
+        air=engine.air_idle,
+        max_connections=40,
+        max_per_client=40,  # all 32 come from one address
+    )
+    answered: list[int] = []
+    until = time.monotonic() + 8.0
+    readers = [
+        threading.Thread(target=read_status, args=(control.address, until, answered))
+        for _ in range(32)
+    ]
     try:
+        control.start()
+        for reader in readers:
+            reader.start()
         healthy.start()
         for driver, *_ in others:
             driver.start()
@@ -348,6 +410,10 @@ def test_the_air_waits_for_no_other_work(tmp_path: Path, engine: Engine) -> None
         assert max(b - a for a, b in itertools.pairwise(times)) < 0.35
         # The other work did happen meanwhile.
         assert all(tmp_path / "c0.mp3" in done for done in conversions)
+        assert len(answered) > 100, "the status readers were not answered"
     finally:
+        for reader in readers:
+            reader.join(15)
+        control.close()
         for driver, *_ in others:
             driver.stop()

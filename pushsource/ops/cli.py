@@ -545,7 +545,7 @@ def run_stations(
     )
     server = None
     if control is not None:
-        server = _serve(control, runners)
+        server = _serve(control, runners, engine)
     _handle_signals(runners)
     try:
         engine.start()
@@ -579,7 +579,7 @@ def run_stations(
     return max([error.exit_status for error in errors] + [2 if refused else 0])
 
 
-def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
+def _serve(control: ControlSettings, runners: Sequence[StationRunner], engine: Engine) -> Any:
     from pushsource.ops.control import ControlServer
     from pushsource.ops.metrics import Metrics
 
@@ -590,6 +590,7 @@ def _serve(control: ControlSettings, runners: Sequence[StationRunner]) -> Any:
         token=control.token,
         metrics=metrics.render,
         allowed_hosts=control.allowed_hosts,
+        air=engine.air_idle,
     )
     server.start()
     host, port = server.address[:2]

@@ -29,6 +29,7 @@ from ipaddress import ip_address
 from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pushsource.engine.loop import PASS_WAIT as AIR_WAIT
 from pushsource.errors import ConfigError, ControlError
 from pushsource.ops.status import DEFAULT_INTERVAL, SnapshotCache
 
@@ -254,12 +255,16 @@ class ControlServer:
         allowed_hosts: Sequence[str] = (),
         status_interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
+        air: threading.Event | None = None,
     ) -> None:
         """``allowed_hosts``: names the page may be reached by, beside the listen
         address, IP addresses and localhost (a Host header naming anything else is
         refused with 421: another site's page, its name rebound to this address,
         must not read the API). ``status_interval``: how old (seconds) the status
-        and metrics served may be, at most; 0 builds them for every request."""
+        and metrics served may be, at most; 0 builds them for every request.
+        ``air``: the engine's Engine.air_idle; a request is parsed and answered
+        only between the air's passes (32 keep-alive readers otherwise take
+        turns at the interpreter lock with the thread every station sends on)."""
         self._stations: dict[str, StationControl] = {}
         for station in stations:
             station_id = station.id
@@ -272,6 +277,7 @@ class ControlServer:
             self._stations[station_id] = station
         self._token = token.encode("utf-8") if token else None
         self._metrics = metrics
+        self.air = air
         self.snapshots = SnapshotCache(status_interval, clock)
         self.max_upload = max_upload
         self.timeout = timeout
@@ -568,6 +574,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.waiting(self.connection, time.monotonic())
 
     def parse_request(self) -> bool:
+        air = self.control.air
+        if air is not None:
+            air.wait(AIR_WAIT)  # the request line is in: the rest is Python, after the pass
         self._refused = False
         if not super().parse_request() or self._refused:
             return False
