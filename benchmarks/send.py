@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pushsource.core.effects import Alt, Chunk, Cued, Span
 from pushsource.core.frames import FrameHeader, header_for
 from pushsource.core.outputs import _JUMP, ALT_CHUNK, KEEP_BEHIND, Reframer, format_key
-from pushsource.core.station import Alt, Chunk, Cued, Span
 
 STATION = header_for(44100, 2, 128)
 LOW = header_for(22050, 1, 64)

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from pushsource.core.station import Cued
+from pushsource.core.effects import Cued
 from pushsource.engine.loop import Engine
 from pushsource.ops.control import ControlServer
 from pushsource.ops.metrics import Metrics

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.send import LOW, STATION, OldAlt, OldReframer, chunk_of, copy_frames
+from pushsource.core.effects import Alt, Chunk, Cued, Span
 from pushsource.core.outputs import Reframer
-from pushsource.core.station import Alt, Chunk, Cued, Span
 
 FRAMES = copy_frames(600 * LOW.duration)  # distinct bytes per frame
 KEY = "low"

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
+from pushsource.core.effects import Chunk
 from pushsource.core.frames import header_for
-from pushsource.core.station import Chunk, Pacing, StationMachine
+from pushsource.core.station import Pacing, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import POOLS, WORKERS, Engine
 from pushsource.engine.station import StationDriver

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.core import effects as fx
 from pushsource.core import station as core
 from pushsource.core.frames import header_for, parse_header, silent_frame
 from pushsource.core.station import LIVE_SLACK, Interrupted, Pacing, StationMachine
@@ -89,7 +90,7 @@ def test_dj_takes_over_at_a_frame_boundary_and_the_cut_track_resumes(tmp_path: P
     assert first_at - arrivals[0] <= 0.5
     titles = [title for _, title in sim.titles]
     assert titles[titles.index("Live: alice") :] == ["Live: alice", "Alice - Tune", "a"]
-    assert sim.finished == core.Finished(None)
+    assert sim.finished == fx.Finished(None)
 
 
 def test_skip_ends_the_cut_track_and_the_next_plays(tmp_path: Path) -> None:
@@ -191,13 +192,13 @@ def drift(rate: float, hours: float) -> tuple[core.StationMachine, list[float], 
         while pending:
             effect = pending.pop(0)
             match effect:
-                case core.Wake(at):
+                case fx.Wake(at):
                     wake = at
-                case core.Cue():
+                case fx.Cue():
                     pending += machine.cued(now, None)
-                case core.Connect():
+                case fx.Connect():
                     pending += machine.accepted(now)
-                case core.Send(_, frames, lead):
+                case fx.Send(_, frames, lead):
                     aheads.append(lead - frames * FRAME)
         live = machine.live
         assert live is not None

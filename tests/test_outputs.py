@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from pushsource.core.effects import Alt, Chunk, Cued, Span
 from pushsource.core.frames import header_for, parse_header, silent_frame
 from pushsource.core.icy import METAINT, IcyWriter
 from pushsource.core.outputs import Reframer, format_key
-from pushsource.core.station import ICECAST_BLOCK, Alt, Chunk, Cued, Pacing, Span, StationMachine
+from pushsource.core.station import ICECAST_BLOCK, Pacing, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
 from pushsource.engine.outputs import OutputSpec

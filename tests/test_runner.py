@@ -351,7 +351,7 @@ def test_elapsed_stands_still_off_air_and_goes_on_where_it_stopped(tmp_path: Pat
     """The station's machine and feed in virtual time (the Sim of test_station),
     its effects told to the runner as the engine would: what the status shows
     while on air, reconnecting, and on air again."""
-    from pushsource.core import station as core
+    from pushsource.core import effects as fx
     from pushsource.errors import IcecastError
     from tests.test_station import Sim
 
@@ -376,18 +376,18 @@ def test_elapsed_stands_still_off_air_and_goes_on_where_it_stopped(tmp_path: Pat
     down = IcecastError("cannot connect to 127.0.0.1:9: Connection refused")
 
     class Told(Sim):
-        def apply(self, effects: list[core.Effect]) -> None:
+        def apply(self, effects: list[fx.Effect]) -> None:
             for e in effects:
                 sent = len(self.conns[-1].chunks) if self.conns else 0
                 super().apply([e])
                 match e:
-                    case core.Send(data, frames, lead) if len(self.conns[-1].chunks) > sent:
+                    case fx.Send(data, frames, lead) if len(self.conns[-1].chunks) > sent:
                         station.sent(len(data), frames, lead)  # not the one lost
-                    case core.Started(track):
+                    case fx.Started(track):
                         station.track_started(track)
-                    case core.Ended(track, skipped):
+                    case fx.Ended(track, skipped):
                         station.track_ended(track, skipped=skipped)
-                    case core.State(state, error):
+                    case fx.State(state, error):
                         station.connection(state, error)
 
     # On air at once; dropped at the 30th batch (about 3 s in); down for ~3 s.

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from pushsource.core import effects as fx
 from pushsource.core import station as core
 from pushsource.core.frames import END, Frame, FrameParser, header_for, parse_header, silent_frame
 from pushsource.core.icy import IcyWriter
@@ -83,7 +84,7 @@ class Sim:
         self.feed = feed
         self.plan: Plan = plan or (lambda n: "accept")
         self.wake: float | None = None
-        self.pending: deque[Callable[[], list[core.Effect]]] = deque()
+        self.pending: deque[Callable[[], list[fx.Effect]]] = deque()
         self.at: list[tuple[float, int, Callable[[], object]]] = []  # outside events
         self.conns: list[Conn] = []
         self.attempts: list[float] = []
@@ -91,9 +92,9 @@ class Sim:
         # Per title: (connection, where in its stream the last Send before it began and ended).
         self.title_at: list[tuple[int, int, int, str]] = []
         self.states: list[tuple[float, str]] = []
-        self.started: list[core.Cued] = []
-        self.ended: list[tuple[core.Cued, bool]] = []
-        self.finished: core.Finished | None = None
+        self.started: list[fx.Cued] = []
+        self.ended: list[tuple[fx.Cued, bool]] = []
+        self.finished: fx.Finished | None = None
         self.wakes = 0
         self._drop_at: int | None = None
 
@@ -101,7 +102,7 @@ class Sim:
         self.at.append((when, len(self.at), action))
         self.at.sort()
 
-    def run(self, limit: float = 3600.0) -> core.Finished:
+    def run(self, limit: float = 3600.0) -> fx.Finished:
         self.apply(self.machine.start(self.now))
         end = self.now + limit
         while self.finished is None:
@@ -123,14 +124,14 @@ class Sim:
                 self.apply(self.machine.tick(self.now))
         return self.finished
 
-    def step(self, event: Callable[..., list[core.Effect]], *args: Any) -> None:
+    def step(self, event: Callable[..., list[fx.Effect]], *args: Any) -> None:
         self.pending.append(lambda: event(self.now, *args))
 
-    def apply(self, effects: list[core.Effect]) -> None:
+    def apply(self, effects: list[fx.Effect]) -> None:
         m, now = self.machine, self.now
         for e in effects:
             match e:
-                case core.Send(data=data, titles=marks):
+                case fx.Send(data=data, titles=marks):
                     conn = self.conns[-1]
                     conn.calls.append(("send", data, marks))
                     if self._drop_at is not None and len(conn.chunks) + 1 >= self._drop_at:
@@ -139,19 +140,19 @@ class Sim:
                         self.step(m.failed, error, len(data))
                     else:
                         conn.chunks.append((now, data))
-                case core.Wake(at):
+                case fx.Wake(at):
                     self.wake = at
-                case core.Cue(resume):
+                case fx.Cue(resume):
                     r = self.feed.cue(resume, last=m.last_started, chunk=160)
                     self.pending.append(
                         lambda r=r: m.cued(self.now, r.track, end=r.end, resumed_one=r.resumed_one)
                     )
-                case core.Read(handle, frames):
+                case fx.Read(handle, frames):
                     chunk = self.feed.read(handle, frames)
                     self.step(m.read, handle, chunk)
-                case core.Release(handle):
+                case fx.Release(handle):
                     self.feed.release(handle)
-                case core.Connect(headers):
+                case fx.Connect(headers):
                     self.attempts.append(now)
                     what = self.plan(len(self.attempts))
                     self.conns.append(Conn(now, headers))
@@ -161,23 +162,23 @@ class Sim:
                         if isinstance(what, tuple):
                             self._drop_at = what[1]
                         self.step(m.accepted)
-                case core.Close():
+                case fx.Close():
                     self.conns[-1].closed = now
                     self.step(m.closed)
-                case core.SetTitle(title):
+                case fx.SetTitle(title):
                     self.titles.append((now, title))
                     if self.conns:
                         self.conns[-1].calls.append(("title", title))
                         sent = sum(len(d) for _, d in self.conns[-1].chunks)
                         last = len(self.conns[-1].chunks[-1][1]) if self.conns[-1].chunks else 0
                         self.title_at.append((len(self.conns) - 1, sent - last, sent, title))
-                case core.Started(track):
+                case fx.Started(track):
                     self.started.append(track)
-                case core.Ended(track, was_skipped):
+                case fx.Ended(track, was_skipped):
                     self.ended.append((track, was_skipped))
-                case core.State(state):
+                case fx.State(state):
                     self.states.append((now, state))
-                case core.Finished():
+                case fx.Finished():
                     self.finished = e
 
 
@@ -270,7 +271,7 @@ def test_frames_go_out_on_an_absolute_schedule_across_tracks(tmp_path: Path) -> 
         due += Fraction(frame.header.samples, frame.header.sample_rate)
     # The connection stays open until the audio has played out in real time.
     assert conn.closed == pytest.approx(t0 + float(due))
-    assert sim.finished == core.Finished(None)
+    assert sim.finished == fx.Finished(None)
 
 
 @pytest.mark.parametrize("metaint", [None, 1024, 999])
@@ -618,10 +619,10 @@ def test_late_frames_get_silence_and_the_track_goes_on(tmp_path: Path) -> None:
     real = sim.apply
     delayed = []
 
-    def apply(effects: list[core.Effect]) -> None:
+    def apply(effects: list[fx.Effect]) -> None:
         keep = []
         for e in effects:
-            if isinstance(e, core.Read) and not delayed:
+            if isinstance(e, fx.Read) and not delayed:
                 delayed.append(e)
                 chunk = sim.feed.read(e.handle, e.frames)
                 sim.schedule(

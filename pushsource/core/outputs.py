@@ -17,8 +17,9 @@ import math
 from collections.abc import Sequence
 from typing import Final
 
+from pushsource.core.effects import Alt, Cued, Span
 from pushsource.core.frames import FrameHeader, silent_frame
-from pushsource.core.station import ICECAST_BLOCK, Alt, Cued, Span
+from pushsource.core.station import ICECAST_BLOCK
 
 #: An output's place in a track further than this many frames from where the
 #: station is (a rewind after a broken connection, a resumed track) is moved.

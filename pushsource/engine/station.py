@@ -10,18 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pushsource.core import station as core
+from pushsource.core import effects as fx
+from pushsource.core.effects import Alt, Chunk, Cued, Span
 from pushsource.core.outputs import ALT_CHUNK
-from pushsource.core.station import (
-    SHORT_LIVED,
-    Alt,
-    Chunk,
-    Cued,
-    Retry,
-    Span,
-    StationMachine,
-    retry_delay,
-)
+from pushsource.core.station import SHORT_LIVED, Retry, StationMachine, retry_delay
 from pushsource.engine.loop import Engine, Lane, current_station
 from pushsource.engine.outputs import Output, OutputSpec
 from pushsource.errors import AuthenticationError, IcecastError, PushsourceError, TrackError
@@ -226,7 +218,7 @@ class StationDriver:
 
     # -- live input (the harbor calls this on the engine's thread)
 
-    def live(self, event: Callable[..., list[core.Effect]], *args: Any) -> None:
+    def live(self, event: Callable[..., list[fx.Effect]], *args: Any) -> None:
         """Feed the machine a live_* event (a DJ connected, sent frames or a title, left)."""
         self._step(event, *args)
 
@@ -250,7 +242,7 @@ class StationDriver:
             return
         self._step(self.machine.start)
 
-    def _step(self, event: Callable[..., list[core.Effect]], *args: Any) -> None:
+    def _step(self, event: Callable[..., list[fx.Effect]], *args: Any) -> None:
         if self._done:
             return
         token = current_station.set(self.name)
@@ -267,33 +259,33 @@ class StationDriver:
         finally:
             current_station.reset(token)
 
-    def _do(self, effect: core.Effect) -> None:
+    def _do(self, effect: fx.Effect) -> None:
         # The batch's two effects first, without a match's lookups.
-        if type(effect) is core.Send:
+        if type(effect) is fx.Send:
             self._send(effect.data, effect.frames, effect.lead, effect.spans, effect.titles)
             return
-        if type(effect) is core.Wake:
+        if type(effect) is fx.Wake:
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = self._ticker.at(effect.at, self._wake)
             return
         match effect:
-            case core.Read(handle, frames):
+            case fx.Read(handle, frames):
                 self._read_lane.submit(
                     lambda: self._feed.read(handle, frames),
                     lambda chunk, exc: self._read_done(handle, chunk, exc),
                 )
-            case core.Cue(resume):
+            case fx.Cue(resume):
                 self._cue_asked = (resume, self.machine.last_started)
                 self._cue()
-            case core.Release(handle):
+            case fx.Release(handle):
                 self._read_lane.submit(lambda: self._feed.release(handle), _ignore)
-            case core.SetTitle(title):
+            case fx.SetTitle(title):
                 self._title = title
                 for output in self.outputs:
                     if output.on_air:
                         self._set_title(output, title)
-            case core.Started(track):
+            case fx.Started(track):
                 self._events.track_started(track)
                 if self._state is not None:
                     state = self._state
@@ -301,7 +293,7 @@ class StationDriver:
                     state.current_offset = track.chunk.offset
                 self._state_changed()
                 self._convert_lane.submit(self._feed.prepare_next, _ignore)
-            case core.Ended(track, skipped):
+            case fx.Ended(track, skipped):
                 self._events.track_ended(track, skipped=skipped)
                 if self._state is not None:
                     state = self._state
@@ -309,11 +301,11 @@ class StationDriver:
                     if state.current == str(track.path):
                         state.current, state.current_offset, state.current_stamp = None, 0, None
                 self._state_changed()
-            case core.State(state_name, error):
+            case fx.State(state_name, error):
                 self._events.connection(state_name, error)
-            case core.Connect(headers):
+            case fx.Connect(headers):
                 self._open(headers)
-            case core.Close():
+            case fx.Close():
                 self._up = False
                 for output in self.outputs:
                     output.cancel_timer()
@@ -326,7 +318,7 @@ class StationDriver:
                     if not output.dead:
                         output.set_state("off")
                 self._loop.call_soon(self._step, self.machine.closed)
-            case core.Finished(error):
+            case fx.Finished(error):
                 self.error = error
                 self._abort()
                 self._finish()

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from pushsource.core.effects import Cued
 from pushsource.core.icy import METAINT
 from pushsource.core.outputs import Reframer, format_key
-from pushsource.core.station import Cued, Idle, Interrupted, Pacing, Retry, StationMachine
+from pushsource.core.station import Idle, Interrupted, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
 from pushsource.engine.outputs import Output, OutputSpec

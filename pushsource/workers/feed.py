@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from pushsource.core.effects import Alt, Chunk, Cued
 from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
 from pushsource.core.outputs import ALT_CHUNK
-from pushsource.core.station import Alt, Chunk, Cued
 from pushsource.errors import FrameError, TrackError
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import Track
