@@ -58,7 +58,8 @@ class Plan:
 
 
 DEFAULT = Plan(
-    single_s=50, scale_s=25, scale=(1, 10, 100, 300), extra_scale=(("pushsource", 1000),),
+    single_s=50, scale_s=25, scale=(1, 10, 100, 300),
+    extra_scale=(("pushsource", 1000), ("pushsource", 3000)),
     outputs_scale=((100, 2),),
     startup_trials=4, drops=3, drop_track_s=3, track_s=20, warmup_s=5, skip_s=5,
     scale_skip_s=1, quiet_s=3,

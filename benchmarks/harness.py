@@ -100,6 +100,13 @@ def listed_mounts(base_url: str) -> set[str]:
     return found
 
 
+def status_poll(mounts: int) -> float:
+    """How often to read /status-json.xsl for ``mounts`` mounts: Icecast makes
+    the page afresh for each request (about 1 MB for 1000 mounts, 3 MB for
+    3000), so polling a big one fast loads the server being measured."""
+    return 0.1 if mounts <= 300 else 0.5 if mounts <= 1000 else 2.0
+
+
 def wait_listed(
     bench: Bench, mounts: Sequence[str], launched: Launched, start: float, timeout: float
 ) -> tuple[dict[str, float], str | None]:
@@ -107,7 +114,7 @@ def wait_listed(
     Returns seconds from launch to listing for each mount, and an error."""
     # A status page of 1000 mounts is about 1 MB that Icecast makes afresh for
     # each request: polling it fast would load the server being measured.
-    poll = 0.01 if len(mounts) <= 2 else 0.1 if len(mounts) <= 300 else 0.5
+    poll = 0.01 if len(mounts) <= 2 else status_poll(len(mounts))
     wanted = set(mounts)
     seen: dict[str, float] = {}
     deadline = start + timeout
@@ -134,7 +141,7 @@ class ListenerProcess:
         self.spec.write_text(json.dumps({
             "host": bench.icecast.host, "port": bench.icecast.port, "mounts": list(mounts),
             "skip": bench.skip_s if skip_s is None else skip_s, "patterns": patterns or {},
-            "listed_first": listed_first, "status_poll_s": 0.1 if len(mounts) <= 300 else 0.5,
+            "listed_first": listed_first, "status_poll_s": status_poll(len(mounts)),
         }), "utf-8")  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.listen", str(self.spec), str(self.out)],
