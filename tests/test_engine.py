@@ -18,7 +18,7 @@ from pushsource.core.frames import header_for
 from pushsource.core.station import Pacing, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import POOLS, WORKERS, Engine
-from pushsource.engine.station import StationDriver
+from pushsource.engine.station import TITLE_BACKOFF, TITLE_TRIES, StationDriver, Titles
 from pushsource.errors import PushsourceError
 from pushsource.ops.control import ControlServer
 from pushsource.workers.feed import Feed, ListSource
@@ -418,3 +418,62 @@ def test_the_air_waits_for_no_other_work(tmp_path: Path, engine: Engine) -> None
         control.close()
         for driver, *_ in others:
             driver.stop()
+
+
+def test_a_failed_title_is_tried_again_from_a_timer_and_a_newer_one_goes_instead(
+    engine: Engine,
+) -> None:
+    """Admin title requests: a failure is tried again later (TITLE_TRIES in
+    all), from a loop timer: the worker that sent it is free meanwhile. A
+    title asked while one is failing replaces it."""
+    calls: list[tuple[str, float, str]] = []
+    done = threading.Event()
+    answers = {"A": ["refused", "refused", None], "B": ["refused"] * 9}
+
+    a_asked = threading.Event()
+
+    def send(address: str, title: str, superseded: Any) -> str | None:
+        calls.append((title, time.monotonic(), threading.current_thread().name))
+        if title == "B":
+            a_asked.wait(5)  # B's request is in flight when A is asked
+        problem = answers[title].pop(0)
+        if title == "A" and problem is None:
+            done.set()
+        return problem
+
+    titles = Titles(engine, send, "s")
+    engine.call(titles.set, "127.0.0.1", "A")
+    assert done.wait(5)
+    tried = [(title, at) for title, at, _ in calls]
+    assert [title for title, _ in tried] == ["A", "A", "A"]
+    # 0.2 s, then 0.4 s between the tries: timers, not a worker asleep.
+    assert tried[1][1] - tried[0][1] >= 0.19 and tried[2][1] - tried[1][1] >= 0.39
+    calls.clear()
+
+    # B fails; A, asked while B's request is out, goes instead of B's next try.
+    answers["A"] = [None]
+    done.clear()
+    engine.call(titles.set, "127.0.0.1", "B")
+    while not calls:
+        time.sleep(0.01)
+    engine.call(titles.set, "127.0.0.1", "A")
+    engine.call(a_asked.set)  # after A's set() on the loop
+    assert done.wait(5)
+    time.sleep(TITLE_BACKOFF * TITLE_TRIES + 0.5)  # longer than B's tries would take
+    assert [title for title, _, _ in calls] == ["B", "A"]
+
+
+def test_a_title_that_never_goes_is_tried_title_tries_times(engine: Engine) -> None:
+    calls: list[float] = []
+
+    def send(address: str, title: str, superseded: Any) -> str | None:
+        calls.append(time.monotonic())
+        return "refused"
+
+    titles = Titles(engine, send, "s")
+    engine.call(titles.set, "127.0.0.1", "A")
+    deadline = time.monotonic() + 10
+    while len(calls) < TITLE_TRIES and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(TITLE_BACKOFF * TITLE_TRIES + 0.5)
+    assert len(calls) == TITLE_TRIES

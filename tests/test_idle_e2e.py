@@ -39,8 +39,8 @@ SECONDS = 2.5
 #: Longer than Icecast's <source-timeout> (10 s).
 IDLE = 12.0
 #: From the rename of a file into the folder to the first byte of its audio
-#: at the listener: one batch (50 ms) plus the watcher, the prefetch thread
-#: and Icecast's 1400-byte relay blocks.
+#: at the listener: one batch (100 ms) plus the watcher, the cue on the
+#: workers and Icecast's 1400-byte relay blocks.
 DROP_TO_AIR = 1.5
 STATION = "Idle Test Radio"
 SILENCE = "silence"

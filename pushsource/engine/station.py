@@ -8,7 +8,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pushsource.core import effects as fx
 from pushsource.core.effects import Alt, Chunk, Cued, Span
@@ -49,9 +49,17 @@ class Events(Protocol):
     def done(self, error: PushsourceError | None) -> None: ...
 
 
+#: Tries of one admin title request, and the wait after the n-th failed one
+#: (TITLE_BACKOFF * n s: Icecast may not have set the mount up yet).
+TITLE_TRIES: Final = 5
+TITLE_BACKOFF: Final = 0.2
+
+
 class Titles:
     """Now-playing titles for one mount, sent on the workers: at most one
-    request in flight; a title that comes meanwhile replaces any waiting."""
+    request in flight; a title that comes meanwhile replaces any waiting.
+    A failed request is tried again from a loop timer, not by a worker that
+    sleeps: the ``net`` pool's workers only ever wait on the network."""
 
     def __init__(
         self,
@@ -69,22 +77,42 @@ class Titles:
         if self._busy:
             self._waiting = (address, title)
             return
+        self._try(address, title, 1)
+
+    def _try(self, address: str, title: str, attempt: int) -> None:
         self._busy = True
         lane = Lane(self._engine, "titles", self._station)
         lane.submit(
             lambda: self._send(address, title, lambda: self._waiting is not None),
-            self._sent,
+            lambda problem, exc: self._sent(address, title, attempt, problem, exc),
         )
 
-    def _sent(self, problem: str | None, exc: BaseException | None) -> None:
+    def _sent(
+        self, address: str, title: str, attempt: int, problem: str | None, exc: BaseException | None
+    ) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:  # a newer title: it goes instead, whatever this one did
+            self._busy = False
+            self.set(*waiting)
+            return
+        if exc is None and problem and attempt < TITLE_TRIES:
+            # Still busy while the timer waits: a title asked meanwhile waits
+            # for it, and then goes instead of this one.
+            self._engine.loop.call_later(
+                TITLE_BACKOFF * attempt, self._again, address, title, attempt
+            )
+            return
         self._busy = False
         if exc is not None:
             log.warning("could not set the title: %s", exc)
         elif problem:
             log.warning("could not set the title: %s", problem)
+
+    def _again(self, address: str, title: str, attempt: int) -> None:
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
-            self.set(*waiting)
+            address, title, attempt = *waiting, 0
+        self._try(address, title, attempt + 1)
 
 
 class Saver:

@@ -9,28 +9,33 @@ the token only ever travels in a header.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import io
 import json
 import logging
 import re
-import socket
-import socketserver
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from ipaddress import ip_address
 from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pushsource.engine.loop import PASS_WAIT as AIR_WAIT
 from pushsource.errors import ConfigError, ControlError
+from pushsource.ops.http import (
+    DEFAULT_HEADER_DEADLINE,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_CLIENT,
+    DEFAULT_TIMEOUT,
+    JSON,
+    HardenedHandler,
+    HardenedServer,
+    Reply,
+    dumps,
+    error_reply,
+    json_reply,
+)
 from pushsource.ops.status import DEFAULT_INTERVAL, SnapshotCache
 
 log = logging.getLogger("pushsource.control")
@@ -39,28 +44,12 @@ log = logging.getLogger("pushsource.control")
 DEFAULT_MAX_UPLOAD: Final = 1 << 30
 #: JSON request bodies are tiny; anything bigger is refused.
 MAX_JSON_BODY: Final = 64 * 1024
-#: A client that sends nothing for this long is dropped (slow or stalled clients).
-DEFAULT_TIMEOUT: Final = 30.0
-#: Connections served at once; more are turned away with 503.
-DEFAULT_MAX_CONNECTIONS: Final = 64
-#: Connections one client address may hold; its oldest idle one makes room for more.
-DEFAULT_MAX_PER_CLIENT: Final = 16
-#: A request line and headers must have arrived this long after the connection
-#: (or the previous answer); a JSON body likewise. One byte a second cannot hold a slot.
-DEFAULT_HEADER_DEADLINE: Final = 10.0
 #: Nesting and number length a JSON body may have: the API takes flat objects.
 MAX_JSON_DEPTH: Final = 16
 MAX_JSON_NUMBER: Final = 32
 #: Longest upload file name, in UTF-8 bytes (most file systems' limit).
 MAX_NAME_BYTES: Final = 255
 
-_BUSY_BODY: Final = b'{"error":"too many connections, try again"}'
-_BUSY: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
-    b"Retry-After: 1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-    % (len(_BUSY_BODY), _BUSY_BODY)
-)
-_DIGITS = re.compile(rb"[0-9]{1,19}")
 _STATION_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._~-]*\Z")
 _UPLOAD_CHUNK: Final = 64 * 1024
 
@@ -95,10 +84,6 @@ def _initial_status(stations_json: bytes) -> bytes:
     # Inside <script type="application/json">: no "</script>" may appear, and
     # "<" only ever occurs inside JSON strings, where \u003c means the same.
     return stations_json.replace(b"<", b"\\u003c")
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def playlist(kind: str, name: str, url: str, *more: str) -> str:
@@ -214,25 +199,6 @@ class _Body(io.RawIOBase):
         return len(data)
 
 
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: bytes
-    content_type: str
-    headers: tuple[tuple[str, str], ...] = ()
-
-
-_JSON: Final = "application/json; charset=utf-8"
-
-
-def _json(status: int, value: Any, *headers: tuple[str, str]) -> _Reply:
-    return _Reply(status, _dumps(value), _JSON, headers)
-
-
-def _error(status: int, message: str, *headers: tuple[str, str]) -> _Reply:
-    return _json(status, {"error": message}, *headers)
-
-
 class ControlServer:
     """The control API and page for ``stations``, on ``address`` (port 0: a free one).
 
@@ -275,6 +241,7 @@ class ControlServer:
             if station_id in self._stations:
                 raise ConfigError(f"station id {station_id!r} is used twice")
             self._stations[station_id] = station
+        self.name = "control API"
         self._token = token.encode("utf-8") if token else None
         self._metrics = metrics
         self.air = air
@@ -288,7 +255,7 @@ class ControlServer:
             for path, (name, kind) in _PAGE_FILES.items()
         }
         try:
-            self._httpd = _HTTPServer(address, _Handler, self, max_connections, max_per_client)
+            self._httpd = HardenedServer(address, _Handler, self, max_connections, max_per_client)
         except OSError as exc:
             host, port = address
             raise ConfigError(
@@ -358,7 +325,7 @@ class ControlServer:
 
         def build() -> bytes:
             status = station.status()
-            return _dumps(summary(status) if short else status)
+            return dumps(summary(status) if short else status)
 
         return self.snapshots.get((station.id, short), version, build)
 
@@ -404,17 +371,19 @@ class ControlServer:
             return _host_key(host) in self._hosts
         return True
 
-    def authorize(self, header: str | None) -> _Reply | None:
+    def authorize(self, header: str | None) -> Reply | None:
         """None if ``header`` (the Authorization header) allows actions, else the error."""
         if self._token is None:
-            return _error(403, "control actions are off: set a token")
+            return error_reply(403, "control actions are off: set a token")
         scheme, _, given = (header or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
-            return _error(
+            return error_reply(
                 401, "this needs 'Authorization: Bearer TOKEN'", ("WWW-Authenticate", "Bearer")
             )
         if not hmac.compare_digest(given.strip().encode("utf-8", errors="replace"), self._token):
-            return _error(401, "wrong token", ("WWW-Authenticate", 'Bearer error="invalid_token"'))
+            return error_reply(
+                401, "wrong token", ("WWW-Authenticate", 'Bearer error="invalid_token"')
+            )
         return None
 
 
@@ -422,270 +391,54 @@ def _host_key(host: str) -> str:
     return host.strip("[]").rstrip(".").casefold()
 
 
-@dataclass
-class _Conn:
-    client: str
-    #: Since when it waits for a request (headers) or a JSON body; None while served.
-    waiting: float | None
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its ControlServer, caps its connections (in
-    all and per client address), drops those that take too long to send a
-    request, and can drop the ones still open when it closes.
-
-    A new connection over a cap takes the place of the longest-waiting one that
-    has not sent a whole request yet (idle keep-alive, or a slow client): slow
-    clients then cannot keep a quick one out. Only when every slot is serving a
-    request is the newcomer turned away with 503."""
-
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        control: ControlServer,
-        max_connections: int,
-        max_per_client: int = DEFAULT_MAX_PER_CLIENT,
-    ) -> None:
-        self.control = control
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self._max_connections = max_connections
-        self._max_per_client = max_per_client
-        self._open: dict[socket.socket, _Conn] = {}
-        self._lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks up the host's FQDN, which can stall on DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name = str(host)
-        self.server_port = int(port)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        client = str(client_address[0])
-        victim: socket.socket | None = None
-        with self._lock:
-            mine = [s for s, c in self._open.items() if c.client == client]
-            if len(mine) >= self._max_per_client:
-                victim = self._longest_waiting(mine)
-                busy = victim is None
-            elif len(self._open) >= self._max_connections:
-                victim = self._longest_waiting(list(self._open))
-                busy = victim is None
-            else:
-                busy = False
-            if victim is not None:
-                del self._open[victim]
-            if not busy:
-                self._open[request] = _Conn(client, time.monotonic())
-        if victim is not None:
-            log.debug("%s: dropped a waiting connection to make room", client)
-            _drop(victim)
-        if busy:
-            with contextlib.suppress(OSError):
-                request.sendall(_BUSY)
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def _longest_waiting(self, socks: list[socket.socket]) -> socket.socket | None:
-        waiting = [(c.waiting, s) for s in socks if (c := self._open[s]).waiting is not None]
-        return min(waiting, key=lambda item: item[0])[1] if waiting else None
-
-    def waiting(self, request: socket.socket, since: float | None) -> None:
-        """The handler of ``request`` waits for a request or body (since when), or not."""
-        with self._lock:
-            conn = self._open.get(request)
-            if conn is not None:
-                conn.waiting = since
-
-    def service_actions(self) -> None:
-        # serve_forever calls this every poll: drop the clients past their deadline.
-        super().service_actions()
-        late = time.monotonic() - self.control.header_deadline
-        with self._lock:
-            expired = [
-                s for s, c in self._open.items() if c.waiting is not None and c.waiting < late
-            ]
-        for sock in expired:
-            log.debug("dropped a connection that sent no whole request in time")
-            _drop(sock)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that resets or stalls is no news; anything else is a bug to log.
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
-            log.debug("%s: connection lost: %s", client_address[0], error)
-        else:
-            log.error("control API: request from %s failed", client_address[0], exc_info=True)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._lock:
-            self._open.pop(request, None)
-        super().shutdown_request(request)
-
-    def drop_connections(self) -> None:
-        with self._lock:
-            still_open = list(self._open)
-        for sock in still_open:
-            _drop(sock)
-
-
-def _drop(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"
-
-    def version_string(self) -> str:
-        return "pushsource"
-
-    def setup(self) -> None:
-        super().setup()
-        self.connection.settimeout(self.server.control.timeout)
+class _Handler(HardenedHandler):
+    """The routes of the control API and page."""
 
     @property
     def control(self) -> ControlServer:
-        return self.server.control
-
-    # --- logging: debug only, and only the request line (never a header) ---------------
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # Never the query string: a token put there by mistake must not reach the log.
-        text = re.sub(r"\?[^\s'\"]*", "?...", format % args)
-        log.debug("%s %s", self.address_string(), text)
-
-    # --- deadlines and strict framing ---------------------------------------------------
-
-    def handle_one_request(self) -> None:
-        self.server.waiting(self.connection, time.monotonic())
-        super().handle_one_request()
-        if not self.close_connection:
-            # Answered and kept alive: waiting for the next request from now,
-            # not only once the loop comes round to read it.
-            self.server.waiting(self.connection, time.monotonic())
-
-    def parse_request(self) -> bool:
-        air = self.control.air
-        if air is not None:
-            air.wait(AIR_WAIT)  # the request line is in: the rest is Python, after the pass
-        self._refused = False
-        if not super().parse_request() or self._refused:
-            return False
-        self.server.waiting(self.connection, None)
-        refused = self._framing()
-        if refused is not None:
-            self.close_connection = True
-            self._send(refused, head=False)
-            return False
-        return True
-
-    def _framing(self) -> _Reply | None:
-        """Why the headers are refused whatever the request: a body length that
-        can be read two ways (request smuggling), or a Host that is not ours."""
-        lengths = self.headers.get_all("Content-Length") or []
-        if len(lengths) > 1 or (lengths and not _DIGITS.fullmatch(lengths[0].strip().encode())):
-            return _error(400, "Content-Length must be one header of digits")
-        if lengths and "Transfer-Encoding" in self.headers:
-            return _error(400, "Content-Length and Transfer-Encoding together")
-        if not self.control.host_allowed(self.headers.get("Host")):
-            return _error(421, "this server does not answer to that Host name")
-        return None
-
-    # --- methods ----------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_HEAD(self) -> None:
-        self._serve("HEAD")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._serve("PATCH")
-
-    def do_OPTIONS(self) -> None:
-        self._serve("OPTIONS")
+        return cast(ControlServer, self.server.site)
 
     def handle_expect_100(self) -> bool:
         # Refuse an upload before its body comes, when it would be refused anyway.
-        early = self._framing() or self._refuse_early()
+        early = self.framing() or self._refuse_early()
         if early is not None:
-            self._send(early, head=False)
+            self.send_reply(early, head=False)
             self.close_connection = True
-            self._refused = True
+            self.refused = True
             return False
         return super().handle_expect_100()
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # The base class's own errors (bad request line, headers too long...) as JSON.
-        self.close_connection = True
-        try:
-            phrase = HTTPStatus(code).phrase
-        except ValueError:
-            phrase = "error"
-        self._send(_error(code, message or phrase), head=self.command == "HEAD")
-
     # --- dispatch ---------------------------------------------------------------------
 
-    def _serve(self, method: str) -> None:
-        self._body_left = self._declared_length()
+    def serve(self, method: str) -> None:
+        self._body_left = self.declared_length()
         try:
             reply = self._route(method)
         except ControlError as error:
-            reply = _error(error.status, str(error))
+            reply = error_reply(error.status, str(error))
         except (TimeoutError, ConnectionError) as error:
             log.debug("%s: connection lost: %s", self.address_string(), error)
             self.close_connection = True
             return
         except Exception:
             log.exception("control API: %s %s failed", method, urlsplit(self.path).path)
-            reply = _error(500, "internal error, see the log")
+            reply = error_reply(500, "internal error, see the log")
         if self._body_left != 0:
             # An unread (or unknown-length) body would be taken for the next request.
             self.close_connection = True
-        self._send(reply, head=method == "HEAD")
-
-    def _declared_length(self) -> int | None:
-        """Bytes of request body still to read; None if not known (chunked or bad)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return None
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            return 0
-        try:
-            length = int(raw)
-        except ValueError:
-            return None
-        return length if length >= 0 else None
+        self.send_reply(reply, head=method == "HEAD")
 
     def _segments(self) -> list[str]:
         path = urlsplit(self.path).path
         # Split before decoding, so an encoded "/" stays inside its segment.
         return [unquote(part, errors="strict") for part in path.split("/")[1:]]
 
-    def _route(self, method: str) -> _Reply:
+    def _route(self, method: str) -> Reply:
         path = urlsplit(self.path).path
         try:
             parts = self._segments()
         except UnicodeDecodeError:
-            return _error(400, "the path is not UTF-8")
+            return error_reply(400, "the path is not UTF-8")
         page = self.control.page(path)
         if page is not None:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
@@ -694,7 +447,7 @@ class _Handler(BaseHTTPRequestHandler):
             if _INITIAL_MARK in body:
                 initial = _initial_status(self.control.stations_json(short=True))
                 body = body.replace(_INITIAL_MARK, initial, 1)
-            return _Reply(200, body, page[1], (("Content-Security-Policy", _PAGE_POLICY),))
+            return Reply(200, body, page[1], (("Content-Security-Policy", _PAGE_POLICY),))
         if len(parts) == 2 and parts[0] == "listen":
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
@@ -704,26 +457,26 @@ class _Handler(BaseHTTPRequestHandler):
                 return allowed
             metrics = self.control.metrics()
             if metrics is None:
-                return _error(404, "metrics are off")
-            return _Reply(200, metrics[0], metrics[1])
+                return error_reply(404, "metrics are off")
+            return Reply(200, metrics[0], metrics[1])
         if parts[:2] != ["api", "stations"]:
-            return _error(404, f"no such page: {path}")
+            return error_reply(404, f"no such page: {path}")
         rest = parts[2:]
         if rest in ([], [""]):
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
             short = parse_qs(urlsplit(self.path).query).get("summary") == ["1"]
-            return _Reply(200, self.control.stations_json(short=short), _JSON)
+            return Reply(200, self.control.stations_json(short=short), JSON)
         station_id, action = rest[0], rest[1:]
         if action == []:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
-            return _Reply(200, self.control.status_json(self.control.station(station_id)), _JSON)
+            return Reply(200, self.control.status_json(self.control.station(station_id)), JSON)
         if action == ["library"]:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
             query = parse_qs(urlsplit(self.path).query).get("q", [""])[0]
-            return _json(200, self.control.station(station_id).library(query[:200]))
+            return json_reply(200, self.control.station(station_id).library(query[:200]))
         posts = (["skip"], ["live", "kick"], ["queue"], ["queue", "move"], ["queue", "remove"])
         if action in posts:
             if (allowed := self._allow(method, "POST")) is not None:
@@ -733,12 +486,12 @@ class _Handler(BaseHTTPRequestHandler):
             if (allowed := self._allow(method, "PUT")) is not None:
                 return allowed
             return self._upload(station_id, action[1])
-        return _error(404, f"no such page: {path}")
+        return error_reply(404, f"no such page: {path}")
 
-    def _playlist(self, name: str) -> _Reply:
+    def _playlist(self, name: str) -> Reply:
         station_id, dot, kind = name.rpartition(".")
         if not dot or kind not in _PLAYLIST_TYPES:
-            return _error(404, f"no such playlist: {name} (ID.m3u or ID.pls)")
+            return error_reply(404, f"no such playlist: {name} (ID.m3u or ID.pls)")
         status = self.control.station(station_id).status()
         # Outputs in the station's format are the same stream: listed after it.
         outputs = status.get("outputs") or []
@@ -750,19 +503,19 @@ class _Handler(BaseHTTPRequestHandler):
         name = str(status.get("name") or station_id)
         body = playlist(kind, name, str(status["listen_url"]), *same)
         disposition = f'inline; filename="{station_id}.{kind}"'
-        return _Reply(
+        return Reply(
             200,
             body.encode("utf-8"),
             f"{_PLAYLIST_TYPES[kind]}; charset=utf-8",
             (("Content-Disposition", disposition),),
         )
 
-    def _allow(self, method: str, *allowed: str) -> _Reply | None:
+    def _allow(self, method: str, *allowed: str) -> Reply | None:
         if method in allowed:
             return None
-        return _error(405, f"{method} is not allowed here", ("Allow", ", ".join(allowed)))
+        return error_reply(405, f"{method} is not allowed here", ("Allow", ", ".join(allowed)))
 
-    def _act(self, station_id: str, action: list[str]) -> _Reply:
+    def _act(self, station_id: str, action: list[str]) -> Reply:
         refused = self.control.authorize(self.headers.get("Authorization"))
         if refused is not None:
             return refused
@@ -771,7 +524,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._apply(station, action)
         finally:  # even one that failed half-way may have changed something
             self.control.changed()
-        return _json(200, station.status())
+        return json_reply(200, station.status())
 
     def _apply(self, station: StationControl, action: list[str]) -> None:
         if action == ["skip"]:
@@ -792,14 +545,14 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 station.move(file, _field(body, "index", int))
 
-    def _refuse_early(self) -> _Reply | None:
+    def _refuse_early(self) -> Reply | None:
         """Why an upload would be refused before its body is read, if it would be."""
         if self.command != "PUT":
             return None
         try:
             parts = self._segments()
         except UnicodeDecodeError:
-            return _error(400, "the path is not UTF-8")
+            return error_reply(400, "the path is not UTF-8")
         if len(parts) != 5 or parts[:2] != ["api", "stations"] or parts[3] != "files":
             return None  # _route answers it
         refused = self.control.authorize(self.headers.get("Authorization"))
@@ -809,18 +562,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.control.station(parts[2])
             check_upload_name(parts[4])
         except ControlError as error:
-            return _error(error.status, str(error))
+            return error_reply(error.status, str(error))
         return self._check_upload_length()
 
-    def _check_upload_length(self) -> _Reply | None:
-        length = self._declared_length()
+    def _check_upload_length(self) -> Reply | None:
+        length = self.declared_length()
         if length is None or "Content-Length" not in self.headers:
-            return _error(411, "an upload needs a Content-Length (no chunked bodies)")
+            return error_reply(411, "an upload needs a Content-Length (no chunked bodies)")
         if length > self.control.max_upload:
-            return _error(413, f"uploads are limited to {self.control.max_upload} bytes")
+            return error_reply(413, f"uploads are limited to {self.control.max_upload} bytes")
         return None
 
-    def _upload(self, station_id: str, name: str) -> _Reply:
+    def _upload(self, station_id: str, name: str) -> Reply:
         early = self._refuse_early()
         if early is not None:
             return early
@@ -836,7 +589,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.left:
             raise ControlError(f"the station read {length - body.left} of {length} bytes", 500)
         log.info("%s: %s uploaded (%d bytes)", station_id, saved, length)
-        return _json(201, {"file": saved})
+        return json_reply(201, {"file": saved})
 
     def _read_json(self, *, optional: bool = False) -> dict[str, Any]:
         length = self._body_left
@@ -856,25 +609,6 @@ class _Handler(BaseHTTPRequestHandler):
         if not isinstance(value, dict):
             raise ControlError("the body must be a JSON object", 400)
         return value
-
-    def _send(self, reply: _Reply, *, head: bool) -> None:
-        try:
-            self.send_response(reply.status)
-            self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Referrer-Policy", "no-referrer")
-            for name, value in reply.headers:
-                self.send_header(name, value)
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            self.end_headers()
-            if not head:
-                self.wfile.write(reply.body)
-        except OSError as error:
-            log.debug("%s: could not answer: %s", self.address_string(), error)
-            self.close_connection = True
 
 
 _T = TypeVar("_T")

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -22,18 +22,17 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pushsource.core.effects import Cued
 from pushsource.core.icy import METAINT
-from pushsource.core.outputs import Reframer, format_key
 from pushsource.core.station import Idle, Interrupted, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
-from pushsource.engine.outputs import Output, OutputSpec
+from pushsource.engine.outputs import Output
 from pushsource.engine.station import StationDriver
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
+from pushsource.ops.build import build_outputs, connector, titles_for, watch_of
 from pushsource.ops.config import default_id
 from pushsource.ops.settings import (
     StationSettings,
     output_format,
-    resolve_output_target,
     resolve_target,
 )
 from pushsource.workers.feed import Feed, ListSource, TrackSource
@@ -188,51 +187,12 @@ class StationRunner:
         self._played = played
         self._history.extend(dict(entry) for entry in played.history)  # from the last run
         # More outputs: each other format gets each track converted once, ahead.
-        self._alt_transcoders: list[Transcoder] = []
-        alternates: list[tuple[str, str, Callable[[Path], Path]]] = []
-        alt_ready: list[Callable[[Path], bool]] = []
-        outputs: list[OutputSpec] = []
+        built = build_outputs(
+            settings, environ, self.target, fmt, cache, engine, self.counters.conversions.append
+        )
+        outputs, alternates, alt_ready = built.outputs, built.alternates, built.ready
+        self._alt_transcoders = built.transcoders
         self.output_settings = settings.outputs
-        for output in settings.outputs:
-            out_target = resolve_output_target(settings, output, environ)
-            bitrate, rate, channels = output_format(settings, output)
-            where = out_target.mount
-            if (out_target.host.casefold(), out_target.port) != (
-                self.target.host.casefold(),
-                self.target.port,
-            ):
-                where = f"{out_target.host}:{out_target.port}{out_target.mount}"
-            reframer = None
-            if (bitrate, rate, channels) != (fmt.bitrate, fmt.sample_rate, fmt.channels):
-                out_fmt = StationFormat(rate, channels, bitrate)
-                fkey = format_key(rate, channels, bitrate)
-                label = f"{bitrate} kbps {rate} Hz {'mono' if channels == 1 else 'stereo'}"
-                if all(k != fkey for k, _, _ in alternates):
-                    transcoder = Transcoder(cache / fkey, out_fmt)
-                    self._alt_transcoders.append(transcoder)
-                    alt_resolver = Resolver(
-                        out_fmt,
-                        transcoder,
-                        strict_bitrate=True,
-                        converted=self.counters.conversions.append,
-                    )
-                    alternates.append((fkey, label, alt_resolver.prepare))
-                    alt_ready.append(alt_resolver.ready)
-                reframer = Reframer(fkey, out_fmt.header())
-                where = f"{where} ({bitrate} kbps)"
-            outputs.append(
-                OutputSpec(
-                    out_target,
-                    self._titles_for(out_target, settings.timeout),
-                    self._watch_of(engine, out_target),
-                    reframer,
-                    {
-                        "ice-bitrate": str(bitrate),
-                        "ice-audio-info": StationFormat(rate, channels, bitrate).audio_info(),
-                    },
-                    where,
-                )
-            )
         idle = Idle(settings.idle)
         looping = idle is Idle.LOOP and not settings.once
         self.feed = Feed(
@@ -266,23 +226,15 @@ class StationRunner:
         self._engine = engine
         timeout = settings.timeout
         target = self.target
-
-        def connect(loop: Any, target: IcecastTarget, events: Any) -> Any:
-            from pushsource.engine.source import SourceSocket
-
-            # SHOUTcast v1 sources cannot carry titles: those go by admin.cgi.
-            metaint = METAINT if inside and target.protocol == "icecast" else None
-            return SourceSocket(loop, target, events, timeout=timeout, metaint=metaint)
-
-        self._watch = self._watch_of(engine, target)
+        self._watch = watch_of(engine, target)
         self.driver = StationDriver(
             engine,
             machine,
             self.feed,
             target,
             events=self,
-            connect=connect,
-            titles=self._titles_for(target, timeout),
+            connect=connector(timeout, titles_inside=inside),
+            titles=titles_for(target, timeout),
             keeper=keeper,
             watch=self._watch,
             start=self._setup,
@@ -292,37 +244,6 @@ class StationRunner:
         )
         self._done = threading.Event()
         self.live_input, self._harbor = self._live_input(settings, engine, machine, fmt)
-
-    @staticmethod
-    def _titles_for(
-        target: IcecastTarget, timeout: float
-    ) -> Callable[[str, str, Callable[[], bool]], str | None]:
-        """How titles reach one output's mount (on a worker; a session of its own)."""
-        session: list[Any] = []
-
-        def titles(address: str, title: str, superseded: Callable[[], bool]) -> str | None:
-            import requests
-
-            from pushsource.workers.icecast import send_title
-
-            if not session:
-                session.append(requests.Session())
-            return send_title(
-                session[0], target, address, title, timeout=timeout, superseded=superseded
-            )
-
-        return titles
-
-    @staticmethod
-    def _watch_of(engine: Engine, target: IcecastTarget) -> Any:
-        """The server's watch (status probes, hang detection), one per server."""
-
-        def watch() -> Any:
-            from pushsource.engine.watch import ServerWatch
-
-            return ServerWatch(engine.loop, target)
-
-        return engine.watch_of((target.host.casefold(), target.port, target.tls), watch)
 
     def _live_input(
         self, settings: StationSettings, engine: Engine, machine: StationMachine, fmt: Any
