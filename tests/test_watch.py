@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from urllib.parse import unquote
 import pytest
 
 from pushsource.core.target import IcecastTarget
-from pushsource.engine.watch import FULL_EVERY, ServerWatch
+from pushsource.engine.watch import ALIVE_PATH, FULL_EVERY, ServerWatch
 from tests.support.aio import SECRET, run
 from tests.support.tls import Contexts, client_context, make_certificate, server_context
 
@@ -168,6 +169,97 @@ def test_one_failed_probe_cuts_nobody() -> None:
             unwatch()
             assert [ok for _, ok in server.connections].count(False) == 1
             assert hangs == []
+
+    run(main())
+
+
+def test_a_status_page_too_slow_to_make_is_no_hang_when_the_server_answers() -> None:
+    """A busy Icecast with 1000 mounts took over the timeout to make its status
+    page, twice in a row, while it still answered anything else at once: the
+    probe after a failed one asks for a path with no page behind it."""
+
+    async def main() -> None:
+        async with StatusServer() as server:
+            hangs: list[str] = []
+
+            async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                request = await reader.readuntil(b"\r\n\r\n")
+                server.requests.append(request)
+                if request.startswith(b"GET /status-json.xsl "):
+                    await asyncio.sleep(1.0)  # longer than the timeout
+                writer.write(b"HTTP/1.0 404 Not Found\r\n\r\n")
+                with contextlib.suppress(OSError):
+                    await writer.drain()
+                writer.transport.abort()
+
+            assert server.server is not None
+            server.server.close()  # this one is slow to make its status page
+            server.server = await asyncio.start_server(slow, "127.0.0.1", 0)
+            watch = server.watch(every=0.1, timeout=0.2)
+            unwatch = watch.watch(hangs.append)
+            await asyncio.sleep(1.5)
+            unwatch()
+            assert hangs == []
+            asked = [r.split(b" ")[1] for r in server.requests]
+            assert b"/status-json.xsl" in asked and ALIVE_PATH.encode() in asked
+
+    run(main())
+
+
+def test_a_server_that_has_been_slow_to_answer_gets_more_time_before_it_is_cut() -> None:
+    """A busy server answers every request late (Icecast makes each wait
+    while it renders a big status page): once one probe is too late, the next
+    waits PATIENCE times its slowest recent answer, and the server is not cut."""
+
+    async def main() -> None:
+        async with StatusServer() as server:
+            hangs: list[str] = []
+            status_asked = [0]
+
+            async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                request = await reader.readuntil(b"\r\n\r\n")
+                server.requests.append(request)
+                if request.startswith(b"GET /status-json.xsl "):
+                    status_asked[0] += 1
+                    # 0.15 s each, but the third: later than the 0.2 s timeout.
+                    await asyncio.sleep(0.35 if status_asked[0] == 3 else 0.15)
+                else:
+                    await asyncio.sleep(0.3)  # late for the timeout, in time for patience
+                writer.write(b"HTTP/1.0 404 Not Found\r\n\r\n")
+                with contextlib.suppress(OSError):
+                    await writer.drain()
+                writer.transport.abort()
+
+            assert server.server is not None
+            server.server.close()
+            server.server = await asyncio.start_server(busy, "127.0.0.1", 0)
+            watch = server.watch(every=0.05, timeout=0.2)
+            unwatch = watch.watch(hangs.append)
+            async with asyncio.timeout(10):
+                while status_asked[0] < 5:
+                    await asyncio.sleep(0.01)
+            unwatch()
+            assert hangs == []
+            assert sum(r.startswith(b"GET " + ALIVE_PATH.encode()) for r in server.requests) == 1
+
+    run(main())
+
+
+def test_a_server_that_hangs_on_every_path_is_still_cut() -> None:
+    """The probe after a failed one is a cheaper question, not a pass: a
+    server that answers nothing is cut after the two."""
+
+    async def main() -> None:
+        async with StatusServer() as server:
+            server.hang = True
+            watch = server.watch(every=0.1, timeout=0.2)
+            hangs: list[str] = []
+            watch.watch(hangs.append)
+            async with asyncio.timeout(5):
+                while not hangs:
+                    await asyncio.sleep(0.01)
+            asked = [r.split(b" ")[1] for r in server.requests]
+            assert asked == [b"/status-json.xsl", ALIVE_PATH.encode()]
 
     run(main())
 

@@ -59,8 +59,8 @@ ICECAST_BLOCK: Final = 1400
 FIRST_FILE_GRACE: Final = 1.0
 #: Audio read ahead per chunk, and the least kept buffered beyond the lead:
 #: a disk may stall this long before a station notices.
-CHUNK_SECONDS: Final = 4.0
-LOW_WATER: Final = 2.5
+CHUNK_SECONDS: Final = 2.0
+LOW_WATER: Final = 1.5
 #: How long before a track ends the next one is cued (opened, first chunk read).
 CUE_AHEAD: Final = 2.5
 #: A track whose frames are late by this much gets silence in their place

@@ -34,7 +34,7 @@ SAVE_EVERY = 5.0
 #: An output down for long says so again this often (and when the reason changes).
 OUTPUT_LOG_EVERY = 60.0
 #: Frames read with a track when it is cued: about 4 s.
-CUE_FRAMES = 160
+CUE_FRAMES = 80
 
 
 class Events(Protocol):

@@ -23,6 +23,7 @@ import re
 import socket
 import ssl
 import xml.etree.ElementTree as ET
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
@@ -42,6 +43,16 @@ STATUS_LIMIT: Final = 8 * 1024 * 1024
 STATS_LIMIT: Final = 256 * 1024
 #: /admin/stats requests in flight at once, per server.
 STATS_AT_ONCE: Final = 4
+#: What a second probe after a failed one asks for: a path no server has.
+ALIVE_PATH: Final = "/pushsource-probe"
+#: The second probe waits this many times the slowest of the server's recent
+#: answers (at least ``timeout``, at most PATIENCE_MAX s): a server that has
+#: been answering slowly (Icecast makes every request wait while it renders
+#: a status page, 1000 mounts long, for someone) is busy, not hung.
+PATIENCE: Final = 3.0
+PATIENCE_MAX: Final = 8.0
+#: Recent answers whose time counts for that.
+ANSWERS_KEPT: Final = 8
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3})[ \r\n]")
 _ICY_LINE = re.compile(rb"ICY \d{3}[ \r\n]")
 
@@ -75,6 +86,9 @@ class ServerWatch:
         self._loop = loop
         self._ssl_context = ssl_context
         self._request = self._get("/status-json.xsl")
+        self._alive = self._get(ALIVE_PATH)
+        #: How long the server took to answer the last probes, in seconds.
+        self._answered: deque[float] = deque(maxlen=ANSWERS_KEPT)
         self._watchers: dict[object, Callable[[str], None]] = {}
         #: Each watcher's mount and credentials, for /admin/stats.
         self._targets: dict[object, IcecastTarget] = {}
@@ -181,8 +195,15 @@ class ServerWatch:
                     if full and self._targets:
                         self._ask_stats()
                     continue
-                log.info("%s did not answer (%s): asking again", self, problem)
-                problem = await self.probe()
+                patience = max(self.timeout, PATIENCE * max(self._answered, default=0.0))
+                patience = min(patience, max(self.timeout, PATIENCE_MAX))
+                log.info(
+                    "%s did not answer (%s): asking again, waiting up to %.1f s",
+                    self,
+                    problem,
+                    patience,
+                )
+                problem = await self.probe(alive=True, timeout=patience)
                 if problem is not None and self._watchers:
                     self._hung(problem)
         finally:
@@ -210,16 +231,25 @@ class ServerWatch:
             self._stats_task.cancel()
             self._stats_task = None
 
-    async def probe(self) -> str | None:
+    async def probe(self, *, alive: bool = False, timeout: float | None = None) -> str | None:
         """Ask once: None if an HTTP status line came within the timeout,
         else why not. Every FULL_EVERY-th probe reads and keeps the whole
-        status. Does not raise."""
-        full = self._probes % FULL_EVERY == 0
-        self._probes += 1
+        status. ``alive``: ask only whether it answers, for a path it has no
+        file for (a 404 costs Icecast next to nothing, where it makes its
+        status page afresh for every request: with 1000 mounts and other
+        readers of it, a busy Icecast took over 2 s to, twice in a row, and
+        every station on it was cut as if the server had hung). Does not
+        raise."""
+        full = not alive and self._probes % FULL_EVERY == 0
+        if not alive:
+            self._probes += 1
+        request = self._alive if alive else self._request
+        wait = self.timeout if timeout is None else timeout
+        asked = self._loop.time()
         try:
-            data = await self._exchange(self._request, whole=full, limit=STATUS_LIMIT)
+            data = await self._exchange(request, whole=full, limit=STATUS_LIMIT, timeout=wait)
         except TimeoutError:
-            return f"no answer within {self.timeout:g} s"
+            return f"no answer within {wait:g} s"
         except (OSError, ssl.SSLError) as exc:
             return describe_error(exc)
         match = _STATUS_LINE.match(data)
@@ -227,6 +257,7 @@ class ServerWatch:
             return None  # SHOUTcast DNAS v1 answers a player's GET with its stream: alive
         if match is None:
             return "no HTTP answer" if data else "closed without an answer"
+        self._answered.append(self._loop.time() - asked)
         if full:
             self._read = (int(match.group(1)), data.partition(b"\r\n\r\n")[2])
         return None
@@ -274,14 +305,17 @@ class ServerWatch:
         found = _listeners_in_stats(data.partition(b"\r\n\r\n")[2], target.mount)
         return found if isinstance(found, int) else f"{why} {found}"
 
-    async def _exchange(self, request: bytes, *, whole: bool, limit: int) -> bytes:
+    async def _exchange(
+        self, request: bytes, *, whole: bool, limit: int, timeout: float | None = None
+    ) -> bytes:
         """Send ``request`` on a connection of its own and read the answer:
         all of it (up to about ``limit`` bytes) when ``whole``, else at
-        least its status line. Raises TimeoutError, OSError."""
+        least its status line, within ``timeout`` (else the watch's).
+        Raises TimeoutError, OSError."""
         writer: asyncio.StreamWriter | None = None
         target = self.target
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 address = self.address or await self._resolve()
                 context = None
                 if target.tls:
