@@ -17,12 +17,27 @@ if [ -d /music ] && ! [ -w /music ]; then
          "it :ro to turn uploads off)" >&2
 fi
 
+# The traps come first: a signal that arrived between the start of pushsource
+# and the traps would end this shell (HUP's default), not reach pushsource.
+# One that comes before pushsource has started is passed on once it has.
+child=
+pending=
+forward() {
+    if [ -n "$child" ]; then
+        kill -"$1" "$child" 2>/dev/null
+    else
+        pending=$1
+    fi
+}
+for sig in TERM INT HUP USR1; do
+    # shellcheck disable=SC2064  # the signal's name is known now
+    trap "forward $sig" "$sig"
+done
 pushsource "$@" &
 child=$!
-for sig in TERM INT HUP USR1; do
-    # shellcheck disable=SC2064  # $child is known now
-    trap "kill -$sig $child 2>/dev/null" "$sig"
-done
+if [ -n "$pending" ]; then
+    kill -"$pending" "$child" 2>/dev/null
+fi
 # wait returns early (above 128) each time a trapped signal arrives.
 while :; do
     wait "$child"

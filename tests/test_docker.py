@@ -24,7 +24,7 @@ import tomllib
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -695,28 +695,34 @@ def test_entrypoint_passes_arguments_and_the_exit_status(tmp_path: Path) -> None
 
 def test_entrypoint_forwards_signals(tmp_path: Path) -> None:
     ready = tmp_path / "ready"
+    got = tmp_path / "got"
     env = fake_pushsource(
         tmp_path / "bin",
-        "trap 'echo got HUP' HUP\ntrap 'echo got TERM; exit 0' TERM\n"
+        f"trap 'echo got HUP >> {got}' HUP\ntrap 'echo got TERM >> {got}; exit 0' TERM\n"
         f"touch {ready}\nwhile :; do sleep 0.05; done\n",
     )
     process = start_entrypoint(env, "run")
-    try:
+
+    def wait_for(check: Callable[[], bool], what: str) -> None:
+        # A loaded machine may take a while; the order is what is checked.
         deadline = time.monotonic() + 10
-        while not ready.exists():
-            assert time.monotonic() < deadline, "the fake pushsource did not start"
+        while not check():
+            assert time.monotonic() < deadline, what
             time.sleep(0.05)
+
+    try:
+        wait_for(ready.exists, "the fake pushsource did not start")
         import signal
 
         process.send_signal(signal.SIGHUP)  # compose kill -s HUP: rescan
-        time.sleep(0.3)
+        wait_for(lambda: got.exists() and "HUP" in got.read_text("utf-8"), "HUP not passed on")
         assert process.poll() is None, "HUP must not end it"
         process.send_signal(signal.SIGTERM)  # docker stop
-        out, _ = process.communicate(timeout=10)
+        process.communicate(timeout=10)
     finally:
         if process.poll() is None:
             process.kill()
-    assert out == "got HUP\ngot TERM\n"
+    assert got.read_text("utf-8") == "got HUP\ngot TERM\n"
     assert process.returncode == 0
 
 
