@@ -675,8 +675,10 @@ def fake_pushsource(folder: Path, script: str) -> dict[str, str]:
 
 
 def start_entrypoint(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    # With the signals' default actions, as in a container: a signal ignored
+    # on entry (a run under nohup ignores HUP) cannot be trapped by a shell.
     return subprocess.Popen(
-        ["sh", str(PUSHSOURCE_ENTRYPOINT), *args],
+        ["env", "--default-signal=HUP,INT,TERM,USR1", "sh", str(PUSHSOURCE_ENTRYPOINT), *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
