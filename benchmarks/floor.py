@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import resource
 import socket
 import tempfile
 import time
@@ -28,11 +27,6 @@ from pushsource.ops.trial import IcecastServer
 
 BLOCKS = (1400, 2800, 4096)
 RATE = 16000  # bytes per second of 128 kbps
-
-
-def cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def send_loop(port: int, mount: str, audio: bytes, block: int, seconds: float) -> dict[str, float]:
@@ -49,7 +43,7 @@ def send_loop(port: int, mount: str, audio: bytes, block: int, seconds: float) -
     try:
         sock.sendall(audio[:RATE])  # a second ahead, as a station's lead
         offset, sends = RATE, 0
-        start, used = time.monotonic(), cpu()
+        start, used = time.monotonic(), time.process_time()
         while time.monotonic() - start < seconds:
             sends += 1
             delay = start + sends * block / RATE - time.monotonic()
@@ -59,7 +53,7 @@ def send_loop(port: int, mount: str, audio: bytes, block: int, seconds: float) -
                 offset = 0
             sock.send(audio[offset : offset + block])
             offset += block
-        used = cpu() - used
+        used = time.process_time() - used
     finally:
         sock.close()
     return {

@@ -602,8 +602,8 @@ class StationMachine:
     def _pump_run(self, now: float, pacer: Pacer, p: _Playing, out: list[Effect]) -> bool:
         """The batch of almost every wake-up, in one step: frames due from the
         playing track's first chunk, no track starting or ending. The same
-        effects and state as the general pump (below) makes for it; False,
-        with nothing done, for any other case."""
+        effects and state as the general pump (_pump, which calls it first)
+        makes for it; False, with nothing done, for any other case."""
         header = p.track.header
         count = pacer.frames_due(now, header.samples, header.sample_rate)
         chunk = p.chunks[0]

@@ -33,7 +33,7 @@ Titled = tuple[tuple[int, str], ...]
 SAVE_EVERY = 5.0
 #: An output down for long says so again this often (and when the reason changes).
 OUTPUT_LOG_EVERY = 60.0
-#: Frames read with a track when it is cued: about 4 s.
+#: Frames read with a track when it is cued: about 2 s (CHUNK_SECONDS).
 CUE_FRAMES = 80
 
 
