@@ -16,9 +16,12 @@ from pushsource.workers import state as state_module
 from pushsource.workers.state import (
     FileStamp,
     PlayState,
+    Position,
+    PositionFile,
     StateError,
     StateKeeper,
     default_state_path,
+    go_on_from,
     load_state,
     save_state,
 )
@@ -285,10 +288,10 @@ def test_the_keeper_writes_what_to_json_says_however_played_changes(
     encoder = state_module._Encoder()
     current = PlayState.from_json(original.to_json())
     for number, size in marks:
-        assert json.loads(encoder.encode(current)) == current.to_json()
+        assert json.loads(encoder.encode(current, current.snapshot())) == current.to_json()
         current.mark_played(Path(f"/m/{number}.mp3"), FileStamp(size, number))
         current.current_offset += size
-    assert json.loads(encoder.encode(current)) == current.to_json()
+    assert json.loads(encoder.encode(current, current.snapshot())) == current.to_json()
 
 
 def test_keeper_does_not_rewrite_an_unchanged_state(tmp_path: Path) -> None:
@@ -326,3 +329,118 @@ def test_history_survives_a_save_and_old_files_without_it_load(tmp_path: Path) -
     many = PlayState(history=[{**entry, "file": f"{n}.mp3"} for n in range(80)])
     back = PlayState.from_json(json.loads(json.dumps(many.to_json())))
     assert [e["file"] for e in back.history] == [f"{n}.mp3" for n in range(50)]
+
+
+# --- the position file: where a station was when the process died ---------------------
+
+
+def test_position_file_keeps_the_last_offset_of_the_playing_file(tmp_path: Path) -> None:
+    path = tmp_path / "s.json.pos"
+    positions = PositionFile.open(path)
+    assert positions is not None
+    positions.track("/m/a.mp3", FileStamp(4171, 17), 0)
+    for offset in range(0, 41730, 417):
+        positions.at(offset)
+    # No close, no flush: a killed process leaves the mapped page as it was.
+    again = PositionFile.open(path)
+    assert again is not None
+    assert again.read() == Position("/m/a.mp3", FileStamp(4171, 17), 41700)
+    positions.track("/m/b.mp3", FileStamp(9, 9), 835)
+    assert again.read() == Position("/m/b.mp3", FileStamp(9, 9), 835)
+    positions.track(None, None)
+    assert again.read() is None
+
+
+def test_position_file_names_not_utf8_and_too_long_ones(tmp_path: Path) -> None:
+    positions = PositionFile.open(tmp_path / "p")
+    assert positions is not None
+    odd = os.fsdecode(b"/m/bad\xff\xfe.mp3")
+    positions.track(odd, FileStamp(1, 2), 3)
+    assert positions.read() == Position(odd, FileStamp(1, 2), 3)
+    positions.track("/m/" + "x" * 5000, FileStamp(1, 2), 3)
+    assert positions.read() is None  # the state file has it; this file does not guess
+
+
+def test_position_file_half_written_record_is_not_trusted(tmp_path: Path) -> None:
+    path = tmp_path / "p"
+    positions = PositionFile.open(path)
+    assert positions is not None
+    positions.track("/m/a.mp3", FileStamp(1, 1), 100)
+    positions.track("/m/b.mp3", FileStamp(2, 2), 200)
+    positions.at(300)
+    positions.close()
+    raw = bytearray(path.read_bytes())
+    newest = state_module._POS_SLOTS[0]  # generation 2 is in slot 0
+    raw[newest + state_module._POS_HEAD.size] ^= 0xFF  # its path, as if the kill came mid-write
+    path.write_bytes(bytes(raw))
+    again = PositionFile.open(path)
+    assert again is not None
+    # The older record is whole, but the offset word belongs to the torn one.
+    assert again.read() is None
+    again.track("/m/c.mp3", FileStamp(3, 3), 7)  # and it goes on from there
+    assert again.read() == Position("/m/c.mp3", FileStamp(3, 3), 7)
+
+
+def test_position_file_that_is_not_one_is_started_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "p"
+    path.write_bytes(b"junk" * 10)
+    positions = PositionFile.open(path)
+    assert positions is not None
+    assert positions.read() is None
+    assert path.stat().st_size == 4096
+    assert PositionFile.open(tmp_path / "a-file" / "p") is not None  # directories are made
+    (tmp_path / "file").write_bytes(b"")
+    assert PositionFile.open(tmp_path / "file" / "p") is None  # cannot be: the state file alone
+
+
+def test_go_on_from_a_newer_offset_in_the_same_file() -> None:
+    state = PlayState(queue=["/m/b.mp3"], current="/m/a.mp3", current_offset=1000,
+                      current_stamp=FileStamp(5, 5))  # fmt: skip
+    assert go_on_from(state, Position("/m/a.mp3", FileStamp(5, 5), 9000))
+    assert (state.current, state.current_offset, state.queue) == ("/m/a.mp3", 9000, ["/m/b.mp3"])
+    # Another version of the file: the state's own offset stands.
+    assert not go_on_from(state, Position("/m/a.mp3", FileStamp(6, 6), 100))
+    assert state.current_offset == 9000
+    assert not go_on_from(state, None)
+
+
+def test_go_on_from_a_file_that_started_after_the_last_save(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.mp3", tmp_path / "b.mp3"
+    a.write_bytes(b"a")
+    stamp_a = FileStamp.of(a)
+    state = PlayState(queue=[str(b), "/m/c.mp3"], current=str(a), current_offset=1,
+                      current_stamp=stamp_a)  # fmt: skip
+    assert go_on_from(state, Position(str(b), FileStamp(2, 2), 4170))
+    assert (state.current, state.current_stamp, state.current_offset) == (
+        str(b),
+        FileStamp(2, 2),
+        4170,
+    )
+    assert state.queue == ["/m/c.mp3"]
+    assert state.was_played(a)  # it ended before b started
+
+
+def test_go_on_from_a_file_that_ended_and_was_saved_since() -> None:
+    state = PlayState(queue=["/m/c.mp3"], current=None)
+    assert not go_on_from(state, Position("/m/b.mp3", FileStamp(2, 2), 4170))
+    assert (state.current, state.queue) == (None, ["/m/c.mp3"])
+
+
+def test_a_save_writes_the_snapshot_not_the_state_changed_since(tmp_path: Path) -> None:
+    """The engine's thread changes the state while a worker saves it: the save
+    holds one moment (the new track never with the old track's offset)."""
+    state = PlayState(queue=["/m/b.mp3"], current="/m/a.mp3", current_offset=40000,
+                      current_stamp=FileStamp(1, 1))  # fmt: skip
+    snap = state.snapshot()
+    keeper = StateKeeper(tmp_path / "s.json", state)
+    # Half of a track change, as a worker might see it mid-way.
+    state.current, state.current_stamp = "/m/b.mp3", FileStamp(2, 2)
+    keeper.changed()
+    keeper.save_now(snap)
+    saved = load_state(tmp_path / "s.json")
+    assert (saved.current, saved.current_offset, saved.current_stamp, saved.queue) == (
+        "/m/a.mp3",
+        40000,
+        FileStamp(1, 1),
+        ["/m/b.mp3"],
+    )

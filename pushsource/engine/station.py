@@ -19,7 +19,7 @@ from pushsource.engine.outputs import Output, OutputSpec
 from pushsource.errors import AuthenticationError, IcecastError, PushsourceError, TrackError
 from pushsource.workers.feed import CueResult, Feed
 from pushsource.workers.folder import QueueEdit
-from pushsource.workers.state import FileStamp, PlayState, StateKeeper
+from pushsource.workers.state import FileStamp, PlayState, Snapshot, StateKeeper
 
 if TYPE_CHECKING:
     from pushsource.workers.icecast import IcecastTarget
@@ -118,7 +118,8 @@ class Titles:
 class Saver:
     """The play state saved on a worker: at most one save in flight, and a
     save after it when anything changed meanwhile (a change counter, so no
-    change is missed)."""
+    change is missed). Each save writes the snapshot taken on the engine's
+    thread with the change, never the live state a worker would read torn."""
 
     def __init__(self, engine: Engine, keeper: StateKeeper, station: str = "") -> None:
         self.keeper = keeper
@@ -126,17 +127,19 @@ class Saver:
         self._changes = 0
         self._saved = 0
         self._busy = False
+        self._snap: Snapshot | None = None
 
-    def changed(self) -> None:
+    def changed(self, snap: Snapshot) -> None:
         self._changes += 1
+        self._snap = snap
         if not self._busy:
             self._save()
 
     def _save(self) -> None:
         self._busy = True
-        at = self._changes
+        at, snap = self._changes, self._snap
         self.keeper.changed()
-        self._lane.submit(self.keeper.save_now, lambda _r, exc: self._done(at, exc))
+        self._lane.submit(lambda: self.keeper.save_now(snap), lambda _r, exc: self._done(at, exc))
 
     def _done(self, at: int, exc: BaseException | None) -> None:
         self._busy = False
@@ -192,6 +195,7 @@ class StationDriver:
         self._ahead: deque[tuple[bytes, tuple[Span, ...], Titled, float]] = deque()
         self._saver = Saver(engine, keeper, name) if keeper is not None else None
         self._state: PlayState | None = keeper.state if keeper is not None else None
+        self._positions = keeper.positions if keeper is not None else None
         self._on_start = start  # blocking set-up (the folder's first walk), on the start lane
         self._cue_lane = Lane(engine, "cue", name)
         self._read_lane = Lane(engine, "read", name)
@@ -319,6 +323,9 @@ class StationDriver:
                     state = self._state
                     state.current, state.current_stamp = str(track.path), track.stamp  # type: ignore[assignment]
                     state.current_offset = track.chunk.offset
+                if self._positions is not None:
+                    stamp = track.stamp if isinstance(track.stamp, FileStamp) else None
+                    self._positions.track(str(track.path), stamp, track.chunk.offset)
                 self._state_changed()
                 self._convert_lane.submit(self._feed.prepare_next, _ignore)
             case fx.Ended(track, skipped):
@@ -328,6 +335,8 @@ class StationDriver:
                     state.mark_played(track.path, track.stamp)  # type: ignore[arg-type]
                     if state.current == str(track.path):
                         state.current, state.current_offset, state.current_stamp = None, 0, None
+                        if self._positions is not None:
+                            self._positions.track(None, None)
                 self._state_changed()
             case fx.State(state_name, error):
                 self._events.connection(state_name, error)
@@ -370,6 +379,8 @@ class StationDriver:
             if output.on_air:
                 self._send_one(output, data, spans, titles)
         self._events.sent(len(data), frames, lead)
+        if self._positions is not None and (position := self.machine.position()) is not None:
+            self._positions.at(position[1])  # a kill -9 repeats this batch at most
         if now - self._last_save >= SAVE_EVERY:
             self._last_save = now
             self._state_changed()
@@ -661,7 +672,7 @@ class StationDriver:
         pending = [path for path, _ in self.machine.pending()]
         queue = pending + self._feed.queued()
         state.queue = [str(path) for path in queue if str(path) != state.current]
-        saver.changed()
+        saver.changed(state.snapshot())
 
     def _abort(self) -> None:
         self._up = False

@@ -50,10 +50,13 @@ from pushsource.workers.folder import (
 from pushsource.workers.state import (
     FileStamp,
     PlayState,
+    PositionFile,
     StateKeeper,
     check_state_path,
     default_state_path,
+    go_on_from,
     load_state,
+    position_path,
 )
 from pushsource.workers.tracks import skipped
 from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
@@ -303,6 +306,8 @@ class StationRunner:
         if self._keeper is not None:
             self._keeper.changed()
             self._keeper.save_now()
+            if self._keeper.positions is not None:
+                self._keeper.positions.close()
 
     def _setup(self) -> None:
         """On a worker, before the first cue: the folder's first walk."""
@@ -780,13 +785,16 @@ def _restore(
     check_state_path(path, folder)
     state = load_state(path)
     log.debug("play state in %s", path)
+    positions = PositionFile.open(position_path(path))
+    if positions is not None and go_on_from(state, positions.read()):
+        log.debug("play state: the position file is newer: %s", state.current)
     state.queue = _of_folder(folder, state.queue, path)
     resume: list[tuple[Path, int]] = []
     if state.current is not None and _of_folder(folder, [state.current], path):
         current = Path(state.current)
         if state.current_stamp is not None and FileStamp.of(current) == state.current_stamp:
             resume.append((current, state.current_offset))
-    return StateKeeper(path, state, interval=5.0), resume
+    return StateKeeper(path, state, interval=5.0, positions=positions), resume
 
 
 def _of_folder(folder: Path, paths: list[str], state: Path) -> list[str]:

@@ -27,11 +27,14 @@ import errno
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
+import struct
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,6 +158,18 @@ class PlayState:
             self.played_version += 1
             self.played.pop(_key(path), None)
 
+    def snapshot(self) -> Snapshot:
+        """Everything but ``played``, as it is now: taken on the thread that
+        changes the state, encoded on another (a save then never pairs one
+        track with another's offset)."""
+        return Snapshot(
+            tuple(self.queue),
+            self.current,
+            self.current_offset,
+            self.current_stamp,
+            self.history,
+        )
+
     def to_json(self) -> dict[str, object]:
         """A JSON-ready dict, ``from_json``'s inverse."""
         return {
@@ -210,6 +225,18 @@ class PlayState:
             raise StateError("current_offset and current_stamp given without current")
         history = _history_from_json(data.get("history", []))
         return cls(played, queue, current, offset, stamp, history)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """PlayState's parts that change as a station plays, at one moment.
+    ``history`` is shared, not copied: it is replaced as a whole, never changed."""
+
+    queue: tuple[str, ...]
+    current: str | None
+    current_offset: int
+    current_stamp: FileStamp | None
+    history: list[dict[str, object]]
 
 
 def _kind(value: object) -> str:
@@ -385,18 +412,18 @@ class _Encoder:
     def __init__(self) -> None:
         self._played: tuple[object, str] | None = None
 
-    def encode(self, state: PlayState) -> bytes:
+    def encode(self, state: PlayState, snap: Snapshot) -> bytes:
         key = (id(state), state.played_version)
         if self._played is None or self._played[0] != key:
             text = json.dumps(state.played_json(), separators=(",", ":"))
             self._played = (key, text)
         rest = json.dumps(
             {
-                "queue": list(state.queue),
-                "current": state.current,
-                "current_offset": state.current_offset,
-                "current_stamp": _stamp_to_json(state.current_stamp),
-                "history": state.history,
+                "queue": list(snap.queue),
+                "current": snap.current,
+                "current_offset": snap.current_offset,
+                "current_stamp": _stamp_to_json(snap.current_stamp),
+                "history": snap.history,
             },
             separators=(",", ":"),
         )
@@ -473,9 +500,12 @@ class StateKeeper:
         *,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        positions: PositionFile | None = None,
     ) -> None:
         self.path = path
         self.state = state
+        #: Where the playing file is after every batch (kept through a kill -9).
+        self.positions = positions
         self.interval = interval
         self._clock = clock
         self._dirty = False
@@ -502,16 +532,17 @@ class StateKeeper:
         if self._dirty and self.due():
             self._save()
 
-    def save_now(self) -> None:
+    def save_now(self, snap: Snapshot | None = None) -> None:
         """Save if dirty, however recent the last save (track change, shutdown).
-        Does not raise."""
+        ``snap``: the state as its owner's thread saw it (taken now if None,
+        for a caller on that thread). Does not raise."""
         if self._dirty:
-            self._save()
+            self._save(snap)
 
-    def _save(self) -> None:
+    def _save(self, snap: Snapshot | None = None) -> None:
         # A failed try counts too: a full disk is not hammered on every call.
         now = self._last_try = self._clock()
-        data = self._encoder.encode(self.state)
+        data = self._encoder.encode(self.state, snap or self.state.snapshot())
         if data == self._saved:  # nothing new (idle, or the same place): no write, no fsync
             self._dirty = False
             return
@@ -543,3 +574,141 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
         os.replace(name, path)
     finally:
         Path(name).unlink(missing_ok=True)
+
+
+# --- the position between saves --------------------------------------------------------
+
+_POS_MAGIC = b"PSPOS1\0\0"
+_POS_SIZE = 4096
+_POS_WORD = 8  # the offset word: one aligned 8-byte store, so a kill never tears it
+_POS_SLOTS = (64, 64 + 2016)  # two track records, written in turn
+_POS_HEAD = struct.Struct("<QQqII")  # generation, size, mtime_ns, path length, crc32
+_POS_PATH_MAX = 2016 - _POS_HEAD.size
+_GEN_BITS = 24  # the offset word holds the low bits of its record's generation
+_OFFSET_MAX = (1 << (64 - _GEN_BITS)) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a station was in which file, as a PositionFile last knew it."""
+
+    path: str
+    stamp: FileStamp
+    offset: int
+
+
+class PositionFile:
+    """The playing file and the offset after every batch, in a small memory-mapped
+    file beside the state file: the kernel keeps a mapped page through a crash of
+    the process (``kill -9``), so a restart repeats at most the batch that was
+    going out, without a write or an fsync per batch. (Power loss is the state
+    file's business: it is fsync'd on its own schedule.)
+
+    A file starts with a record (generation, stamp, path) in one of two slots,
+    written in turn with a checksum, so a record half-written when the process
+    died is told apart and the other one used; after every batch one aligned
+    8-byte word holds the offset and its record's generation. Only the owner's
+    thread calls ``track`` and ``at``."""
+
+    def __init__(self, path: Path, mm: mmap.mmap, generation: int) -> None:
+        self.path = path
+        self._mm = mm
+        self._gen = generation
+
+    @classmethod
+    def open(cls, path: Path) -> PositionFile | None:
+        """The position file at ``path``, made if need be; None (and a debug line)
+        where it cannot be: the state file alone then says where to go on."""
+        try:
+            _make_dirs(path.parent)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
+            try:
+                if os.fstat(fd).st_size != _POS_SIZE:
+                    os.ftruncate(fd, 0)
+                    os.ftruncate(fd, _POS_SIZE)
+                mm = mmap.mmap(fd, _POS_SIZE)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as exc:
+            logger.debug("no position file at %s: %s", path, exc)
+            return None
+        if mm[: len(_POS_MAGIC)] != _POS_MAGIC:
+            mm[:] = bytes(_POS_SIZE)
+            mm[: len(_POS_MAGIC)] = _POS_MAGIC
+        records = [r for r in map(lambda at: _read_record(mm, at), _POS_SLOTS) if r]
+        return cls(path, mm, max((r[0] for r in records), default=0))
+
+    def track(self, path: str | None, stamp: FileStamp | None, offset: int = 0) -> None:
+        """A file starts playing at ``offset`` (None: nothing plays)."""
+        name = b""
+        if path is not None and stamp is not None:
+            name = os.fsencode(path)
+            if len(name) > _POS_PATH_MAX:
+                name = b""  # too long to keep here: the state file has it
+        size, mtime = (stamp.size, stamp.mtime_ns) if name and stamp is not None else (0, 0)
+        self._gen += 1
+        slot = _POS_SLOTS[self._gen % 2]
+        head = _POS_HEAD.pack(self._gen, size, mtime, len(name), 0)
+        crc = zlib.crc32(head[:-4] + name)
+        self._mm[slot : slot + _POS_HEAD.size + len(name)] = (
+            _POS_HEAD.pack(self._gen, size, mtime, len(name), crc) + name
+        )
+        self.at(offset)
+
+    def at(self, offset: int) -> None:
+        """The playing file's next frame to send is at ``offset``."""
+        if 0 <= offset <= _OFFSET_MAX:
+            word = (self._gen & ((1 << _GEN_BITS) - 1)) << (64 - _GEN_BITS) | offset
+            struct.pack_into("<Q", self._mm, _POS_WORD, word)
+
+    def read(self) -> Position | None:
+        """What the file says: the newest whole record, with its offset."""
+        records = [r for r in map(lambda at: _read_record(self._mm, at), _POS_SLOTS) if r]
+        if not records:
+            return None
+        gen, size, mtime, name = max(records)
+        (word,) = struct.unpack_from("<Q", self._mm, _POS_WORD)
+        if not name or word >> (64 - _GEN_BITS) != gen & ((1 << _GEN_BITS) - 1):
+            return None
+        return Position(os.fsdecode(name), FileStamp(size, mtime), word & _OFFSET_MAX)
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError, ValueError):
+            self._mm.close()
+
+
+def _read_record(mm: mmap.mmap, at: int) -> tuple[int, int, int, bytes] | None:
+    gen, size, mtime, length, crc = _POS_HEAD.unpack_from(mm, at)
+    if gen == 0 or length > _POS_PATH_MAX:
+        return None
+    name = bytes(mm[at + _POS_HEAD.size : at + _POS_HEAD.size + length])
+    head = _POS_HEAD.pack(gen, size, mtime, length, 0)
+    if zlib.crc32(head[:-4] + name) != crc:
+        return None
+    return gen, size, mtime, name
+
+
+def go_on_from(state: PlayState, where: Position | None) -> bool:
+    """Bring ``state`` up to ``where`` (a PositionFile's, newer than any save):
+    the offset in the current file, or a file that started after the last save
+    (the one before it then has played). Whether it changed anything."""
+    if where is None:
+        return False
+    if where.path == state.current:
+        if where.stamp != state.current_stamp or where.offset == state.current_offset:
+            return False
+        state.current_offset = where.offset
+        return True
+    if where.path not in state.queue:
+        return False  # it ended and was saved as played since
+    if state.current is not None:
+        state.mark_played(Path(state.current), state.current_stamp)
+    state.queue.remove(where.path)
+    state.current, state.current_stamp, state.current_offset = where.path, where.stamp, where.offset
+    return True
+
+
+def position_path(state: Path) -> Path:
+    """The position file of the state file ``state``."""
+    return state.with_name(state.name + ".pos")
