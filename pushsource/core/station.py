@@ -69,6 +69,10 @@ STARVED: Final = 1.5
 #: Batches remembered for a rewind after a drop (one entry per track in each):
 #: more than a socket holds unsent (its high-water mark and the kernel's buffer).
 BATCHES_KEPT: Final = 80
+#: Back on air after a drop, how long the track that was playing may take to
+#: reopen before silence fills in (Icecast drops a source silent for 10 s;
+#: its listeners just reconnected and have the burst to come).
+REOPEN_WAIT: Final = 1.5
 #: A connection dropped sooner than this after Icecast took it counts as a
 #: failed attempt: the backoff must not reset on a server that takes and drops.
 SHORT_LIVED: Final = 2.0
@@ -238,6 +242,7 @@ class StationMachine:
         self._accepted_at: float | None = None
         self._grace_until: float | None = None
         self._wait_until: float | None = None  # idle stop: the audio sent lasts till then
+        self._reopen_until: float | None = None  # back on air: the track's reopen awaited
         self._closing_left = 0  # silence frames still to send before hanging up
         self._last: FrameHeader = silence  # format of the last frame sent
         self._sent = 0  # bytes sent on this connection
@@ -333,7 +338,12 @@ class StationMachine:
         self._batches.clear()
         out.append(State("on air"))
         if self._playing is None and not self._stopping:
-            self._idle_start(out)
+            if self._cueing and self._resume:
+                # The track that was playing is reopening (since the drop):
+                # its frames, not silence, go first.
+                self._reopen_until = now + REOPEN_WAIT
+            else:
+                self._idle_start(out)
         self._pump(now, out)
         return out
 
@@ -345,6 +355,9 @@ class StationMachine:
         on_air = self.phase is not Phase.CONNECTING
         self._rewind(unsent, out)
         self._pacer = None
+        self._reopen_until = None
+        if self._resume and not self._stopping:
+            self._cue(out)  # reopened during the backoff: on air again with its frames
         if isinstance(error, AuthenticationError):
             return self._finish(out, error)
         if on_air and self._accepted_at is not None and now - self._accepted_at >= SHORT_LIVED:
@@ -666,6 +679,16 @@ class StationMachine:
             return
         p = self._playing
         if p is None and not self._idling:
+            reopen = self._reopen_until
+            if reopen is not None:
+                if self._cueing and now < reopen:
+                    out.append(Wake(reopen))  # or sooner: the cue's answer pumps
+                    return
+                self._reopen_until = None
+                if self._cueing:  # slow to reopen: silence meanwhile, not "queue empty"
+                    self._idling = True
+                    self._pump(now, out)
+                    return
             if self._stopping or (self._once and self._exhausted and not self._resume):
                 self._begin_close(out)
                 self._pump(now, out)
@@ -677,7 +700,9 @@ class StationMachine:
                 out.append(Wake(until))  # a file may still come while the audio sent lasts
                 return
             if self._once:
-                out.append(Wake(pacer.wake_at()))  # the list's next file is on its way
+                # The list's next file is on its way (its answer pumps): a look
+                # a batch from now, not a wake-up in the past on every tick.
+                out.append(Wake(max(pacer.wake_at(), now + self._pacing.batch)))
                 return
             if self._idle is Idle.STOP:
                 self._begin_close(out)
