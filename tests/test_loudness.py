@@ -24,7 +24,7 @@ from mutagen.id3 import ID3, RVA2, TXXX
 
 from pushsource.core.frames import header_for
 from pushsource.core.gain import DB_PER_STEP, PEAK_LIMIT, apply_gain, steps_for
-from pushsource.workers.loudness import Leveller, Loudness, gain_for, read_replaygain
+from pushsource.workers.loudness import Leveller, Loudness, doubt, gain_for, read_replaygain
 from pushsource.workers.tracks import Track
 from tests.support.media import decode_mp3, ebur128, make_clean_mp3, make_track_at, run_tool
 
@@ -49,6 +49,13 @@ def test_steps_are_the_nearest_and_never_push_the_peak_over(
             assert peak * 2 ** (steps / 4) <= PEAK_LIMIT * (1 + 1e-9)
         if steps < nearest:  # held back: one more step would go over
             assert peak * 2 ** ((steps + 1) / 4) > PEAK_LIMIT
+
+
+@pytest.mark.parametrize("peak", [0.0, -0.0, -1.0, -1e-9])
+def test_a_peak_of_zero_or_below_allows_no_gain(peak: float) -> None:
+    # No sound peaks at or below 0: such a peak is unknown, not a licence.
+    assert steps_for(60.0, peak) == 0
+    assert steps_for(-6.0, peak) == round(-6.0 / DB_PER_STEP)
 
 
 def test_silence_gets_no_gain() -> None:
@@ -119,6 +126,45 @@ def test_rva2_without_a_peak(mp3: Path) -> None:
     tags.add(RVA2(desc="track", channel=1, gain=-2.0, peak=0.0))
     tags.save(mp3)
     assert read_replaygain(mp3) == Loudness(-16.0, None)
+
+
+@pytest.mark.parametrize("peak", ["0.000000", "0", "-1", "-0.5"])
+def test_a_tag_peak_of_zero_or_below_is_no_peak(mp3: Path, peak: str) -> None:
+    tags = ID3()
+    tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text=["+6.00 dB"]))
+    tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_PEAK", text=[peak]))
+    tags.save(mp3)
+    assert read_replaygain(mp3) == Loudness(-24.0, None)
+
+
+@pytest.mark.parametrize(
+    ("gain", "peak"),
+    [
+        (60.0, None),
+        (60.0, 0.0001),  # consistent, but no music needs +60 dB
+        (24.1, 0.05),
+        (20.0, 0.0001),  # -38 LUFS cannot peak at -80 dBFS
+        (-20.0, 0.01),  # +2 LUFS cannot peak at -40 dBFS
+    ],
+)
+def test_a_tag_that_cannot_be_right_is_doubted(gain: float, peak: float | None) -> None:
+    assert doubt(Loudness(-18 - gain, peak)) is not None
+
+
+@pytest.mark.parametrize(
+    ("gain", "peak"),
+    [
+        (-6.54, 0.988525),
+        (2.0, 0.25),
+        (24.0, None),
+        (20.0, 0.05),  # a very quiet track
+        (-14.0, 1.0),  # a brick-walled master: -4 LUFS at full scale
+        (-12.0, 0.5),  # louder than its peak, as a square wave can be
+        (0.0, 1.2),  # a float decoder's peak over full scale
+    ],
+)
+def test_a_tag_that_may_be_right_is_believed(gain: float, peak: float | None) -> None:
+    assert doubt(Loudness(-18 - gain, peak)) is None
 
 
 def test_apev2(mp3: Path) -> None:
@@ -236,6 +282,61 @@ def test_a_tag_without_a_peak_is_held_by_the_measured_peak(
     assert gain is not None and gain.source == "tag" and gain.limited
     assert leveller.measurements == 1
     assert gain.peak is not None and gain.peak * 10 ** (gain.db / 20) <= PEAK_LIMIT
+
+
+@pytest.mark.parametrize("peak", ["0.000000", "-1"])
+def test_a_tag_peak_of_zero_or_below_is_measured_instead(
+    tmp_path: Path, leveller: Leveller, peak: str
+) -> None:
+    path = tmp_path / "track.mp3"
+    frames = make_track_at(path, -12, 3, sound=("sine", "500"))  # peak about -11 dBFS
+    tags = ID3()
+    tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text=["+20 dB"]))  # a wrong tag
+    tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_PEAK", text=[peak]))
+    tags.save(path)
+    gain = leveller.gain(path, path, STATION)
+    assert gain is not None and gain.source == "tag" and gain.limited
+    assert leveller.measurements == 1
+    assert gain.peak is not None and gain.peak * 10 ** (gain.db / 20) <= PEAK_LIMIT
+    decoded = decode_mp3(apply_gain(frames, gain.steps), tmp_path)
+    samples = memoryview(decoded.pcm).cast("h")
+    assert max(max(samples), -min(samples)) < 32767
+
+
+@pytest.mark.parametrize("peak", ["0.000000", "-1", "0.0001"])
+def test_a_tag_asking_for_60_db_is_not_believed(
+    tmp_path: Path, leveller: Leveller, caplog: pytest.LogCaptureFixture, peak: str
+) -> None:
+    path = tmp_path / "track.mp3"
+    frames = make_track_at(path, -20, 3)
+    tags = ID3()
+    tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text=["+60.00 dB"]))
+    tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_PEAK", text=[peak]))
+    tags.save(path)
+    with caplog.at_level(logging.WARNING, "pushsource.loudness"):
+        gain = leveller.gain(path, path, STATION)
+    assert gain is not None and gain.source == "measured"
+    assert gain.loudness == pytest.approx(-20, abs=0.5)
+    assert gain.steps == round(2 / DB_PER_STEP)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"{path}: ReplayGain tag not believed (it asks for +60.0 dB, more than +24 dB): "
+        "measured instead"
+    ]
+    decoded = decode_mp3(apply_gain(frames, gain.steps), tmp_path)
+    samples = memoryview(decoded.pcm).cast("h")
+    assert max(max(samples), -min(samples)) < 32767
+
+
+def test_a_full_scale_square_wave_is_believed(tmp_path: Path, leveller: Leveller) -> None:
+    """The loudest a track can be over its peak: a tag that measures so is right."""
+    wav, path = tmp_path / "square.wav", tmp_path / "square.mp3"
+    run_tool("sox", "-R", "-n", "-r", "44100", "-c", "2", "-b", "16", wav,
+             "synth", "3", "square", "5000", "gain", "-n", "-0.5")  # fmt: skip
+    run_tool("lame", "--quiet", "-t", "-b", "320", wav, path)
+    measured = leveller.measure(path, STATION)
+    assert measured.peak is not None and measured.lufs > 20 * math.log10(measured.peak) + 3
+    assert doubt(measured) is None
 
 
 def test_a_gain_held_by_the_peak_does_not_clip_when_decoded(

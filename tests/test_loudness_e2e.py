@@ -1,3 +1,5 @@
+# mutagen ships py.typed but leaves its tag constructors unannotated.
+# mypy: disallow-untyped-calls=False
 """Loudness levelling end to end: ``pushsource run`` streams one quiet and one
 loud track (made with sox and lame at test time) to a real icecast2 twice at
 once, levelled to -18 LUFS on one mount and as they are on the other; real
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mutagen.id3 import ID3, TXXX
 
 from pushsource.core.frames import parse_header
 from tests.conftest import StartPushsource
@@ -134,3 +137,44 @@ cache = "cache-plain"
     assert 'pushsource_track_gain_db{station="plain"}' not in metrics
     assert plain_status["history"]
     assert all(entry["gain_db"] is None for entry in plain_status["history"]), plain_status
+
+
+def test_a_tag_asking_for_60_db_with_no_believable_peak_never_clips(
+    icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    """+60 dB with a peak of 0, -1 or a tiny 0.0001: once applied in full, now
+    set aside and the track measured."""
+    music = tmp_path / "music"
+    music.mkdir()
+    frames = b""
+    for n, peak in enumerate(["0.000000", "-1", "0.0001"], 1):
+        path = music / f"{n:02d}-tagged.mp3"
+        frames += make_track_at(path, -20, 3)
+        tags = ID3()
+        tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_GAIN", text=["+60.00 dB"]))
+        tags.add(TXXX(encoding=3, desc="REPLAYGAIN_TRACK_PEAK", text=[peak]))
+        tags.save(path)
+    url = f"icecast://source:hackme@127.0.0.1:{icecast.port}{unique_mount}"
+    listener = Listener(icecast.port, unique_mount, connect_timeout=30).start()
+    try:
+        process = start_pushsource(
+            "stream", music, url, "--once", "--loudness", str(TARGET),
+            "--cache", tmp_path / "cache", "--no-console",
+        )  # fmt: skip
+        assert process.wait(30) == 0, process.describe()
+        listener.wait_closed(10)
+    finally:
+        listener.stop()
+
+    audio = bytes(listener.audio)
+    assert len(audio) >= len(frames)
+    decoded = decode_mp3(audio[: len(frames)], tmp_path, "heard")
+    samples = memoryview(decoded.pcm).cast("h")
+    assert max(max(samples), -min(samples)) < 32767
+    heard = tmp_path / "heard.mp3"
+    assert ebur128(heard, input_format="mp3").lufs == pytest.approx(TARGET, abs=1.0)
+    log = process.stderr.splitlines()
+    playing = [line for line in log if "playing" in line and "tagged" in line]
+    assert len(playing) == 3 and all("measured -20." in line for line in playing), log
+    doubted = [line for line in log if "ReplayGain tag not believed" in line]
+    assert len(doubted) == 3, log

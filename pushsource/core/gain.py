@@ -165,15 +165,16 @@ PEAK_LIMIT: Final = 10 ** (-0.1 / 20)
 def steps_for(gain_db: float, peak: float | None) -> int:
     """Whole global_gain steps nearest to ``gain_db``; a positive gain no
     more than keeps ``peak`` (linear, 1.0 is full scale) at or under
-    PEAK_LIMIT, and none at all when the peak is unknown. Does not raise."""
+    PEAK_LIMIT, and none at all when the peak is unknown (None, not finite,
+    or 0 and below: no sound peaks there, so such a peak says nothing).
+    Does not raise."""
     if not math.isfinite(gain_db):
         return 0
     steps = round(gain_db / DB_PER_STEP)
     if steps > 0:
-        if peak is None or not math.isfinite(peak):
+        if peak is None or not math.isfinite(peak) or peak <= 0:
             return 0
-        if peak > 0:
-            # peak * 2^(steps/4) <= PEAK_LIMIT; a little slack for float rounding.
-            room = math.floor(4 * math.log2(PEAK_LIMIT / peak) + 1e-9)
-            steps = max(0, min(steps, room))
+        # peak * 2^(steps/4) <= PEAK_LIMIT; a little slack for float rounding.
+        room = math.floor(4 * math.log2(PEAK_LIMIT / peak) + 1e-9)
+        steps = max(0, min(steps, room))
     return steps

@@ -24,7 +24,7 @@ from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
 from pushsource.ops.config import Config, check_output, load_config
-from pushsource.ops.logs import setup_logging
+from pushsource.ops.logs import NativeStderr, setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
     DEFAULT_LIVE_TITLE,
@@ -722,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
         _hide_password_from_ps(argv)
     args = parser.parse_args(argv)
+    native = _native_stderr()
     setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
     try:
         if args.command == "stream":
@@ -747,4 +748,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PushsourceError as exc:
         print(f"pushsource: error: {exc}", file=sys.stderr)
         return exc.exit_status
+    finally:
+        if native is not None:
+            native.close()
     return 0
+
+
+def _native_stderr() -> NativeStderr | None:
+    """What C code (libvlc's plugins) writes to fd 2, made log lines."""
+    try:
+        return NativeStderr()
+    except OSError:  # no fd 2 to take: such lines go where fd 2 goes
+        return None

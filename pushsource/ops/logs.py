@@ -3,14 +3,17 @@ the station they concern when a process runs several."""
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
 import logging
+import os
 import re
 import sys
 import threading
 import time
 from collections.abc import Collection
-from typing import TextIO
+from typing import Final, TextIO
 
 from pushsource.core.target import redact
 from pushsource.engine.loop import current_station
@@ -96,3 +99,103 @@ def setup_logging(
     root.setLevel(logging.WARNING)  # libraries speak up only when it matters
     logging.getLogger("pushsource").setLevel(level)
     return handler
+
+
+#: A line of C code's stderr longer than this is logged in pieces.
+_LINE_LIMIT: Final = 8192
+
+
+class NativeStderr:
+    """File descriptor 2 made a pipe whose lines become debug records of
+    ``pushsource.stderr``, while Python's sys.stderr (the log handler,
+    tracebacks, error messages) keeps writing to the real stderr through a
+    copy of it.
+
+    libvlc's plugins and the libraries under them write to fd 2 themselves,
+    whatever libvlc's --quiet says: libmpg123 prints a line for every damaged
+    frame it decodes ("[src/libmpg123/layer3.c:...] error: dequantization
+    failed!"). Among --log-format json lines that breaks the one object per
+    line a log shipper reads, and in a terminal it cuts through the live
+    status lines. Kept as debug records they cost nothing at the usual level
+    (pushsource says what matters about a damaged file itself) and are there
+    with --verbose, in the log's own format.
+    """
+
+    log = logging.getLogger("pushsource.stderr")
+
+    def __init__(self) -> None:
+        """Raises OSError if fd 2 is not open or no pipe can be made."""
+        self._real = os.dup(2)
+        try:
+            read, write = os.pipe()
+        except OSError:
+            os.close(self._real)
+            raise
+        self._saved = sys.stderr
+        self.stream = open(  # noqa: SIM115 (close() closes it)
+            self._real,
+            "w",
+            encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+            errors="backslashreplace",
+            buffering=1,
+            closefd=False,
+        )
+        # Only a sys.stderr that writes to fd 2 itself is moved to the copy:
+        # one that captures (pytest's) is left as it is.
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        if _fileno(sys.stderr) == 2:
+            sys.stderr = self.stream
+        if faulthandler.is_enabled():  # a crash's traceback must not go down the pipe
+            faulthandler.enable(self._real)
+        os.dup2(write, 2)
+        os.close(write)
+        self._thread = threading.Thread(
+            target=self._pump, args=(read,), name="pushsource-stderr", daemon=True
+        )
+        self._thread.start()
+
+    def _pump(self, fd: int) -> None:
+        pending = b""
+        try:
+            while chunk := os.read(fd, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > _LINE_LIMIT:
+                    lines.append(pending)
+                    pending = b""
+                for line in lines:
+                    self._emit(line)
+        except OSError:  # the pipe broke: nothing more can come through it
+            pass
+        finally:
+            self._emit(pending)
+            os.close(fd)
+
+    def _emit(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip()
+        if text:
+            self.log.debug("%s", text)
+
+    def close(self) -> None:
+        """Give fd 2 back to the real stderr; lines already written are
+        logged first. Does not raise."""
+        try:
+            os.dup2(self._real, 2)  # the pipe's last write end: the reader sees its end
+        except OSError:
+            return
+        self._thread.join(2)
+        if sys.stderr is self.stream:
+            sys.stderr = self._saved
+        if faulthandler.is_enabled():
+            faulthandler.enable(2)
+        with contextlib.suppress(OSError, ValueError):
+            self.stream.close()
+        os.close(self._real)
+
+
+def _fileno(stream: object) -> int | None:
+    try:
+        number = stream.fileno()  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+    return number if isinstance(number, int) else None

@@ -52,6 +52,14 @@ log = logging.getLogger("pushsource.loudness")
 REPLAYGAIN_REFERENCE: Final = -18.0
 _NUMBER: Final = re.compile(r"^\s*([+-]?\d+(?:[.,]\d*)?|[+-]?[.,]\d+)\s*(?:db)?\s*$", re.I)
 _CHUNK: Final = 1 << 16
+#: A ReplayGain tag that asks for more than this is more likely broken than
+#: right (the track would be quieter than -42 LUFS, next to silence): the
+#: track is measured instead, which costs one decode and is right either way.
+MAX_TAG_GAIN: Final = 24.0
+#: How far a track's integrated loudness can be above its sample peak. The
+#: most there is, a full-scale square wave in both channels, is 6.4 LU over
+#: (K-weighting lifts the highs); a tag that says more is wrong in one or both.
+_LOUDNESS_OVER_PEAK: Final = 10.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +126,21 @@ def read_replaygain(path: Path) -> Loudness | None:
     if found is None:
         return None
     gain, peak = found
-    return Loudness(REPLAYGAIN_REFERENCE - gain, peak)
+    # Taggers write 0 (RVA2, EasyID3) or -1 for "no peak": none is known.
+    return Loudness(REPLAYGAIN_REFERENCE - gain, peak if peak is not None and peak > 0 else None)
+
+
+def doubt(tagged: Loudness) -> str | None:
+    """Why a ReplayGain tag cannot be right, for the log; None if it may be.
+    Does not raise."""
+    gain = REPLAYGAIN_REFERENCE - tagged.lufs
+    if gain > MAX_TAG_GAIN:
+        return f"it asks for {gain:+.1f} dB, more than +{MAX_TAG_GAIN:.0f} dB"
+    if tagged.peak is not None and tagged.peak > 0:
+        peak_db = 20 * math.log10(tagged.peak)
+        if tagged.lufs > peak_db + _LOUDNESS_OVER_PEAK:
+            return f"a track at {tagged.lufs:.1f} LUFS cannot peak at {peak_db:.1f} dBFS"
+    return None
 
 
 def _from_id3(path: Path) -> tuple[float, float | None] | None:
@@ -281,6 +303,10 @@ class Leveller:
         warning, if it cannot be had: the track then plays as it is. Does not
         raise."""
         tagged = read_replaygain(path)
+        why = None if tagged is None else doubt(tagged)
+        if why is not None:
+            log.warning("%s: ReplayGain tag not believed (%s): measured instead", path, why)
+            tagged = None
         try:
             if tagged is not None and (tagged.peak is not None or tagged.lufs >= self.target):
                 return gain_for(self.target, tagged, "tag")
