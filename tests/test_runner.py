@@ -186,14 +186,14 @@ class _AddsWhileRead(dict[str, int]):
         view = super().items()
         for n, pair in enumerate(view):
             if n == 0:
-                self["not audio"] = 1
+                self["unreadable"] = 1
             yield pair
 
 
 def test_a_scrape_reads_a_copy_of_the_skip_counts(runner: StationRunner) -> None:
-    runner.counters.skipped_files = _AddsWhileRead({"cut short": 1, "empty": 2})
+    runner.counters.skipped_files = _AddsWhileRead({"gone": 1, "no_audio": 2})
     text = Metrics([runner]).render()[0].decode()  # before: RuntimeError, a 500
-    assert 'pushsource_files_skipped_total{reason="empty",station="rock"} 2.0' in text
+    assert 'pushsource_files_skipped_total{reason="no_audio",station="rock"} 2.0' in text
 
 
 def test_metrics_render(runner: StationRunner) -> None:
