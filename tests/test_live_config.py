@@ -122,6 +122,23 @@ def test_bad_live_options(tmp_path: Path, extra: list[str], expected: str) -> No
         stream_settings(args)
 
 
+def test_a_bad_line_of_the_users_file_is_told_by_file_and_line(tmp_path: Path) -> None:
+    users = tmp_path / "djs"
+    users.write_text("bob:b0b-pw\n\ncarol-s3cret\n", encoding="utf-8")
+    users.chmod(0o600)
+    args = build_parser().parse_args(
+        [
+            "stream", str(tmp_path), "icecast://source:pw@127.0.0.1:8000/m",
+            "--live-listen", "8010", "--live-user", "alice:al1ce", "--live-users-file", str(users),
+        ]
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as info:
+        stream_settings(args)
+    message = str(info.value)
+    assert message.startswith(f"--live-users-file {users} line 3: "), message
+    assert "NAME:PASSWORD" in message and "s3cret" not in message
+
+
 def test_the_console_line_shows_the_dj() -> None:
     from pushsource.ops.console import line
 

@@ -140,6 +140,62 @@ def test_upload_lands_in_the_folder_and_is_queued(runner: StationRunner, music: 
     assert not (music / "short.mp3").exists()
 
 
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_an_upload_gets_the_mode_the_umask_gives(
+    runner: StationRunner, music: Path, umask: int, mode: int
+) -> None:
+    data = make_clean_mp3(music.parent / "new.mp3", 0.3, freq=500)
+    old = os.umask(umask)
+    try:
+        runner.upload("new.mp3", io.BytesIO(data), len(data))
+    finally:
+        os.umask(old)
+    assert (music / "new.mp3").stat().st_mode & 0o777 == mode  # not mkstemp's 0600
+
+
+def test_an_upload_is_one_log_line(
+    runner: StationRunner, music: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_control import TOKEN, call
+
+    caplog.set_level(logging.INFO, logger="pushsource")
+    data = make_clean_mp3(music.parent / "new.mp3", 0.3, freq=500)
+    with ControlServer(("127.0.0.1", 0), [runner], token=TOKEN) as server:
+        server.start()
+        status, _, _ = call(server, "PUT", "/api/stations/rock/files/up.mp3", data)
+    assert status == 201
+    told = [r.getMessage() for r in caplog.records if "up.mp3" in r.getMessage()]
+    assert told == [f"rock: up.mp3 uploaded ({len(data)} bytes)"]
+
+
+def test_conversion_times_are_kept_bounded_while_nobody_scrapes(runner: StationRunner) -> None:
+    for n in range(5000):  # /metrics off: no scrape ever takes them
+        runner.counters.conversions.append(n / 1000)
+    kept = len(runner.counters.conversions)
+    assert 0 < kept <= 1000, kept
+    text = Metrics([runner]).render()[0].decode()
+    assert f'pushsource_conversion_seconds_count{{station="rock"}} {kept:.1f}' in text
+    assert not runner.counters.conversions  # a scrape takes what was kept
+
+
+class _AddsWhileRead(dict[str, int]):
+    """skipped_files as the cue lane may change it: a reason comes while the
+    scrape goes through them."""
+
+    def items(self) -> Iterator[tuple[str, int]]:  # type: ignore[override]
+        view = super().items()
+        for n, pair in enumerate(view):
+            if n == 0:
+                self["unreadable"] = 1
+            yield pair
+
+
+def test_a_scrape_reads_a_copy_of_the_skip_counts(runner: StationRunner) -> None:
+    runner.counters.skipped_files = _AddsWhileRead({"gone": 1, "no_audio": 2})
+    text = Metrics([runner]).render()[0].decode()  # before: RuntimeError, a 500
+    assert 'pushsource_files_skipped_total{reason="no_audio",station="rock"} 2.0' in text
+
+
 def test_metrics_render(runner: StationRunner) -> None:
     runner.sent(4000, 10, 0.45)
     runner.sent(4000, 10, 0.40)

@@ -6,6 +6,7 @@ views go to tests/screenshots/ (git-ignored) for a person to look at."""
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -234,6 +235,24 @@ def test_actions_send_the_token(page: tuple[Any, Any, ControlServer], rock: Rich
         ("enqueue", "y.mp3"),
         ("move", "y.mp3", "0"),
     ]
+
+
+def test_a_name_that_is_not_utf8_shows_escaped_and_acts_as_itself(
+    page: tuple[Any, Any, ControlServer], rock: RichStation
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver, section, _ = page
+    odd = os.fsdecode(b"bad\xff\xfeutf8.mp3")  # surrogate escapes, as os.scandir gives it
+    rock.queue.append(odd)
+    # As the log shows it, where the browser would draw two U+FFFD.
+    wait(driver, lambda: "bad\\udcff\\udcfeutf8" in texts(section, ".queue li .file"))
+    enter_token(driver)
+    items = section.find_elements(By.CSS_SELECTOR, ".queue li[data-file]")
+    remove = items[rock.queue.index(odd)].find_element(By.CSS_SELECTOR, ".remove")
+    wait(driver, remove.is_enabled)
+    remove.click()
+    wait(driver, lambda: ("remove", odd) in rock.calls)  # the name itself, not its escape
 
 
 def test_reorder_by_buttons_and_by_keyboard(

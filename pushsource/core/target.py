@@ -8,6 +8,7 @@ Pure: no I/O, so the sans-IO protocol and the operator surfaces share it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Final, Literal
 from urllib.parse import SplitResult, unquote, urlsplit
@@ -66,6 +67,13 @@ def parse_target(
     """Parse a source URL. The password is ``password`` if given (from a
     file), else the URL's, else ``fallback_password`` (from the environment).
     Raises ConfigError, whose message never repeats the password."""
+    if any(unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in url):
+        # urlsplit drops tabs and line breaks unasked (a mount "/m\r\nX" became
+        # "/mX"), and redact stops at one: name none of the URL, it may be the password.
+        raise ConfigError(
+            "bad Icecast URL: it holds a control character (a NUL, tab or line break); "
+            "percent-encode it (%0A for a line break) if it belongs there"
+        )
     shown = redact(url)
     try:
         parts = urlsplit(url)
@@ -82,6 +90,8 @@ def parse_target(
         )
     if not parts.hostname:
         raise ConfigError(f"bad Icecast URL {shown}: no host")
+    if not host_ok(parts.hostname):
+        raise ConfigError(f"bad Icecast URL {shown}: {parts.hostname!r} is not a host name")
     mount = parts.path
     if not mount or mount == "/" or parts.query or parts.fragment:
         raise ConfigError(f"bad Icecast URL {shown}: give a mount, e.g. {shown.rstrip('/')}/stream")
@@ -98,6 +108,17 @@ def parse_target(
         password=secret,
         tls=parts.scheme == "https",
     )
+
+
+def host_ok(host: str) -> bool:
+    """Whether the resolver can be asked for ``host``: Python's getaddrinfo
+    encodes a name with the IDNA codec, which raises UnicodeError (not
+    OSError) for an empty or too long label ("a..b"). Does not raise."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 _NO_PASSWORD: Final = (
@@ -118,6 +139,8 @@ def _parse_shoutcast(
         )
     if not parts.hostname:
         raise ConfigError(f"bad SHOUTcast URL {shown}: no host")
+    if not host_ok(parts.hostname):
+        raise ConfigError(f"bad SHOUTcast URL {shown}: {parts.hostname!r} is not a host name")
     if parts.query or parts.fragment:
         raise ConfigError(f"bad SHOUTcast URL {shown}: no ?query or #fragment here")
     if any(c.isspace() for c in parts.path):

@@ -259,9 +259,9 @@ class SourceSocket:
                 address = self.address or await self._resolve()
         except (OSError, TimeoutError) as exc:
             why = f"no answer within {self._timeout:g} s" if isinstance(exc, TimeoutError) else ""
-            self._fail(
-                IcecastError(f"cannot resolve {self.target.host}: {why or describe_error(exc)}")
-            )
+            host = self.target.host
+            shown = host if host.isprintable() else ascii(host)  # a NUL stays on its line
+            self._fail(IcecastError(f"cannot resolve {shown}: {why or describe_error(exc)}"))
             return
         self.address = address
         gate = _gate(self._loop, self.target)
@@ -296,13 +296,10 @@ class SourceSocket:
     async def _resolve(self) -> str:
         host = self.target.host
         for family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):  # ValueError: a NUL in it
                 socket.inet_pton(family, host)
                 return host  # an address: no lookup (and no resolver thread)
-        infos = await self._loop.getaddrinfo(host, self.target.port, type=socket.SOCK_STREAM)
-        if not infos:
-            raise OSError(f"no address for {host}")
-        return str(infos[0][4][0])
+        return await lookup(self._loop, host, self.target.port)
 
     def _made(self, transport: asyncio.Transport) -> None:
         if self._state is not _State.CONNECTING:
@@ -606,6 +603,22 @@ def default_context() -> ssl.SSLContext:
     if _context is None:
         _context = ssl.create_default_context()
     return _context
+
+
+async def lookup(loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:
+    """The first address of ``host``. getaddrinfo's refusal of a name it cannot
+    encode (UnicodeError for "a..b", ValueError for a NUL) becomes the OSError
+    of any failed lookup: a failure that is told and retried, not a task that
+    dies unseen. Raises OSError."""
+    if "\x00" in host:  # getaddrinfo would cut the name there, and look up the rest
+        raise OSError("not a host name")
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except ValueError:  # UnicodeError is one
+        raise OSError("not a host name") from None
+    if not infos:
+        raise OSError(f"no address for {host}")
+    return str(infos[0][4][0])
 
 
 def _timed_out(exc: BaseException | None) -> bool:

@@ -29,7 +29,7 @@ from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
 from pushsource.core.target import USER_AGENT, IcecastTarget, netloc
-from pushsource.engine.source import default_context, describe_error
+from pushsource.engine.source import default_context, describe_error, lookup
 
 log = logging.getLogger("pushsource.watch")
 
@@ -342,11 +342,10 @@ class ServerWatch:
     async def _resolve(self) -> str:
         host = self.target.host
         for family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, ValueError):  # ValueError: a NUL in it
                 socket.inet_pton(family, host)
                 return host
-        infos = await self._loop.getaddrinfo(host, self.target.port, type=socket.SOCK_STREAM)
-        self.address = str(infos[0][4][0])
+        self.address = await lookup(self._loop, host, self.target.port)
         return self.address
 
 

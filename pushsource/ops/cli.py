@@ -477,17 +477,23 @@ def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
         listen = parse_address(args.live_listen)
     except ValueError as exc:
         raise ConfigError(f"--live-listen: {exc}") from None
-    lines = list(args.live_user)
+    # (where it was given, NAME:PASSWORD): a bad line is told where it is.
+    lines = [("--live-user", line) for line in args.live_user]
     if args.live_users_file:
         path = args.live_users_file
         read_password_file(path, insecure=args.insecure_password_file)  # checks its mode
-        lines += [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = path.read_text(encoding="utf-8")
+        lines += [
+            (f"--live-users-file {path} line {n}", line)
+            for n, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        ]
     users = []
-    for line in lines:
+    for where, line in lines:
         try:
             users.append(parse_live_user(line.strip()))
         except ValueError as exc:
-            raise ConfigError(f"--live-user: {exc}") from None
+            raise ConfigError(f"{where}: {exc}") from None
     if not users:
         raise ConfigError("--live-listen needs at least one --live-user or --live-users-file")
     if not 0 < args.live_grace <= 60:

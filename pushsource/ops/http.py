@@ -48,7 +48,10 @@ _DIGITS = re.compile(rb"[0-9]{1,19}")
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # A file name that is not UTF-8 holds surrogate escapes: they go out as
+    # \udcff, as the log shows them, and read back as the same name.
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.encode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)

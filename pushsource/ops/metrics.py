@@ -115,7 +115,8 @@ class _StationCollector:
             by_hand.add_metric(label, c.tracks_skipped_by_hand)
             reconnects.add_metric(label, c.reconnects)
             failures.add_metric(label, c.connect_failures)
-            for reason, count in sorted(c.skipped_files.items()):
+            # A copy: the cue lane may add a reason while the scrape reads.
+            for reason, count in sorted(c.skipped_files.copy().items()):
                 skipped.add_metric([station.id, reason], count)
             queue.add_metric(label, station.queue_length)
             lead.add_metric(label, c.lead)
@@ -171,5 +172,5 @@ class Metrics:
         for station in self._stations:  # conversions done since the last scrape
             done = station.counters.conversions
             while done:
-                self._conversion.labels(station.id).observe(done.pop(0))
+                self._conversion.labels(station.id).observe(done.popleft())
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
+import secrets
 import threading
 import time
 from collections import deque
@@ -71,6 +71,22 @@ log = logging.getLogger("pushsource")
 HISTORY: int = 50
 #: Uploads land under a hidden name that the folder ignores, then move into place.
 _UPLOAD_PREFIX = ".pushsource-upload-"
+#: Conversion times kept for the next scrape (a scrape every few seconds sees them all).
+CONVERSIONS_KEPT = 1000
+
+
+def _new_part(folder: Path) -> tuple[int, str]:
+    """A new hidden ``.part`` file in ``folder``, open for writing, with the mode
+    any file the operator drops in gets (0666 less the umask: 0644 usually),
+    where mkstemp's 0600 would hide it from a server's other users. Raises OSError."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    for _ in range(100):
+        path = os.path.join(folder, f"{_UPLOAD_PREFIX}{secrets.token_hex(8)}.part")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free upload name in {folder}")
 
 
 @dataclass
@@ -87,7 +103,8 @@ class Counters:
     lead: float = 0.0  # seconds of audio sent ahead of real time, after the last batch
     min_lead: float | None = None  # the least seen since the last scrape
     skipped_files: dict[str, int] = field(default_factory=dict)  # by reason
-    conversions: list[float] = field(default_factory=list)  # seconds, not yet scraped
+    #: Seconds, not yet scraped; the latest only: with /metrics off nobody takes them.
+    conversions: deque[float] = field(default_factory=lambda: deque(maxlen=CONVERSIONS_KEPT))
     track_gain_db: float | None = None  # the level change of the track playing (loudness on)
 
 
@@ -670,7 +687,7 @@ class StationRunner:
         final = self.folder / name
         if final.exists() or final.is_symlink() or twin(self.folder, name):
             raise ControlError(f"{name} exists already in the folder", 409)
-        fd, temp = tempfile.mkstemp(prefix=_UPLOAD_PREFIX, suffix=".part", dir=self.folder)
+        fd, temp = _new_part(self.folder)
         try:
             with os.fdopen(fd, "wb") as out:
                 left = length
@@ -688,8 +705,7 @@ class StationRunner:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
-        log.info("uploaded %s (%d bytes)", name, length)
-        return name
+        return name  # the control server logs it, naming the station
 
     # -- helpers
 

@@ -45,6 +45,13 @@ function clock(seconds) {
   return (h ? h + ":" : "") + mm + ":" + String(r).padStart(2, "0");
 }
 
+// A file name that is not UTF-8 comes as lone surrogates ("\udcff" in the JSON):
+// shown as the log shows it; dataset.file keeps the name itself for actions.
+function escaped(text) {
+  return text.replace(/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g,
+    (c) => "\\u" + c.charCodeAt(0).toString(16));
+}
+
 function setText(el, text) {
   if (el.textContent !== text) el.textContent = text;
 }
@@ -189,8 +196,8 @@ function renderRow(row, status) {
   setText(c.badge, state);
   c.badge.title = conn.error || "";
   const now = status.now_playing;
-  setText(c.title, conn.error && PROBLEMS.has(state) ? "⚠ " + conn.error : now ? now.title || now.file : "—");
-  c.title.title = now ? now.file : "";
+  setText(c.title, conn.error && PROBLEMS.has(state) ? "⚠ " + conn.error : now ? escaped(now.title || now.file) : "—");
+  c.title.title = now ? escaped(now.file) : "";
   const listeners = listenersOf(status);
   setText(c.listeners, listeners == null ? "–" : String(listeners));
   setText(c.format, formatOf(status, true));
@@ -347,7 +354,7 @@ function renderLibrary(found) {
     li.dataset.file = item.file;
     const name = document.createElement("span");
     name.className = "file";
-    name.textContent = item.file;
+    name.textContent = escaped(item.file);
     const queue = button("enqueue", item.queued ? "Queued" : "Queue", "Queue " + item.file);
     queue.dataset.disabledByPlace = item.queued ? "1" : "";
     li.append(name, queue);
@@ -395,7 +402,7 @@ function renderDetail(status) {
   }
 
   const now = status.now_playing;
-  setText(q(".now-title"), now ? now.title || now.file : state === "on air" ? "Silence (nothing queued)" : "Nothing playing");
+  setText(q(".now-title"), now ? escaped(now.title || now.file) : state === "on air" ? "Silence (nothing queued)" : "Nothing playing");
   q(".now-title").dataset.file = now ? now.file : "";
   detail.clock = makeClock(status);
   tickDetail();
@@ -443,8 +450,8 @@ function renderQueue(queue) {
     li.tabIndex = 0;
     const name = document.createElement("span");
     name.className = "file";
-    name.textContent = item.title || displayName(item.file);
-    name.title = item.file;
+    name.textContent = escaped(item.title || displayName(item.file));
+    name.title = escaped(item.file);
     const tools = document.createElement("span");
     tools.className = "tools";
     const label = item.title || item.file;
@@ -540,8 +547,8 @@ function renderHistory(history) {
     if (item.skipped) li.classList.add("skipped");
     const title = document.createElement("span");
     title.className = "file";
-    title.textContent = item.title || displayName(item.file);
-    title.title = item.file;
+    title.textContent = escaped(item.title || displayName(item.file));
+    title.title = escaped(item.file);
     li.append(title);
     if (item.skipped) {
       const mark = document.createElement("span");
@@ -573,7 +580,7 @@ function renderUnplayable(list) {
     li.dataset.file = item.file;
     const file = document.createElement("span");
     file.className = "file";
-    file.textContent = item.file;
+    file.textContent = escaped(item.file);
     const reason = document.createElement("span");
     reason.className = "reason";
     reason.textContent = item.reason;
