@@ -35,6 +35,12 @@ class TrackError(PushsourceError):
         self.reason = reason
 
 
+class CacheError(TrackError):
+    """A conversion that could not be stored (the cache's disk is full or
+    read-only): the disk's fault, not the file's. An output in another format
+    goes without its copy; the file itself is not to blame."""
+
+
 class IcecastError(PushsourceError):
     """Icecast refused the source or the connection to it failed.
 

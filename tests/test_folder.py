@@ -458,3 +458,73 @@ def test_queues_can_share_one_observer_and_stop_alone(tmp_path: Path) -> None:
         observer.stop()
         observer.join()
     assert not observer.emitters
+
+
+def wait_for(what: Callable[[], bool], queue: FolderQueue) -> None:
+    """Take in the folder's news until ``what`` holds (WAIT at most)."""
+    deadline = time.monotonic() + WAIT
+    while not what():
+        assert time.monotonic() < deadline, "waited too long"
+        queue.refresh()
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own observer", "shared observer"])
+def test_a_folder_deleted_and_made_again_is_watched_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, shared: bool
+) -> None:
+    """rm -rf music; mkdir music; cp ...: the files already there when it is
+    back are queued as a rescan would, and files copied in later are seen by
+    the new watch (a settle time of a minute: only their close event can
+    queue them in time). One line when it goes, one when it is back."""
+    from watchdog.observers import Observer
+
+    root = tmp_path / "music"
+    write(root / "before.mp3", old=True)
+    observer = Observer() if shared else None
+    if observer is not None:
+        observer.start()
+    queue = FolderQueue(root, settle=60.0, observer=observer)
+    try:
+        with caplog.at_level(logging.INFO, logger="pushsource.folder"):
+            queue.start()
+            assert queue.get(timeout=WAIT) == root / "before.mp3"
+            shutil.rmtree(root)
+            wait_for(lambda: "was deleted" in caplog.text, queue)
+            write(root / "back.mp3", old=True)
+            assert queue.get(timeout=WAIT) == root / "back.mp3"
+            assert "is back" in caplog.text
+            write(root / "later.mp3")
+            assert queue.get(timeout=WAIT) == root / "later.mp3"
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(lines) == 1 and "was deleted" in lines[0], lines
+        back = [r.getMessage() for r in caplog.records if "is back" in r.getMessage()]
+        assert len(back) == 1 and "1 files ready" in back[0], back
+    finally:
+        queue.stop()
+        if observer is not None:
+            observer.stop()
+            observer.join()
+
+
+def test_sighup_looks_for_a_deleted_folder_at_once(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rescan (SIGHUP) of a folder that was deleted looks for it at once
+    (not at the next look, an hour away here) and tells the station to look
+    at the queue (on_event): nothing else would, with no watch to say so."""
+    monkeypatch.setattr(folder, "_LOOK_INTERVAL", 3600.0)
+    pokes: list[None] = []
+    with FolderQueue(root, settle=60.0) as queue:
+        queue.on_event = lambda: pokes.append(None)
+        shutil.rmtree(root)
+        with caplog.at_level(logging.INFO, logger="pushsource.folder"):
+            wait_for(lambda: "was deleted" in caplog.text, queue)
+            write(root / "back.mp3", old=True)
+            assert queue.refresh() is not None  # it will look again, if not told
+            pokes.clear()
+            queue.rescan()
+            assert pokes
+            assert queue.get(timeout=0) == root / "back.mp3"
+            write(root / "later.mp3")  # watched again
+            assert queue.get(timeout=WAIT) == root / "later.mp3"

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from pushsource.core.frames import Frame
-from pushsource.errors import ConfigError, TrackError
+from pushsource.errors import CacheError, ConfigError, TrackError
 from pushsource.workers.tracks import Track, read_info
 from pushsource.workers.transcode import StationFormat, Transcoder, _frames, needs_transcoding
+from tests.support.disk import fill, small_tmpfs
 from tests.support.media import make_clean_mp3, run_tool
 
 SECONDS = 1.5
@@ -429,9 +430,28 @@ def test_a_cache_that_cannot_be_written_skips_the_file(
     blocked.write_text("where the cache directory should be")
     with (
         Transcoder(blocked / "cache", StationFormat()) as transcoder,
-        pytest.raises(TrackError, match="cannot write its conversion to"),
+        pytest.raises(CacheError, match=r"cannot write its conversion to .*\[Errno 20\] Not a dir"),
     ):
         transcoder.convert(inputs["wav"].path)
+
+
+def test_a_full_cache_is_the_disks_fault_not_the_files(tmp_path: Path) -> None:
+    """libvlc's output cut short by a full disk (a real tmpfs) is a cache
+    error naming the disk's, not a file "truncated or damaged"; with room
+    again, the same file converts."""
+    flac = tmp_path / "long.flac"
+    _encoded(flac, 20.0, "-c:a", "flac")  # 20 s: about 320 KB at 128 kbps
+    with small_tmpfs(512) as disk:
+        fill(disk, 40 * 1024)
+        with Transcoder(disk / "cache", StationFormat()) as transcoder:
+            with pytest.raises(CacheError) as caught:
+                transcoder.convert(flac)
+            assert "[Errno 28] No space left on device" in caught.value.reason
+            assert "damaged" not in caught.value.reason
+            assert_only_finished_entries(transcoder)  # no partial file left
+            (disk / "filler").unlink()
+            out = transcoder.convert(flac)
+            assert abs(sum(f.header.duration for f in frames_of(out)) - 20.0) < TOLERANCE
 
 
 def test_a_converted_file_is_said_once_and_shows_the_bitrate_sent(

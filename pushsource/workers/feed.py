@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from pushsource.core.effects import Alt, Chunk, Cued
 from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
 from pushsource.core.outputs import ALT_CHUNK
-from pushsource.errors import FrameError, TrackError
+from pushsource.errors import CacheError, FrameError, TrackError
 from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import Track
 
@@ -179,6 +179,11 @@ class Feed:
         self._ready = ready
         # Files whose preparing failed (said once): skipped when reached.
         self._unready: set[Path] = set()
+        # Files prepared without their copy for some outputs (by format key),
+        # whose cache could not be written: played without it.
+        self._uncopied: dict[Path, set[str]] = {}
+        # The outputs without copies (by format key), said once till they have one again.
+        self._silent: set[str] = set()
 
     # -- the cue lane
 
@@ -193,7 +198,7 @@ class Feed:
             path, offset = resume
             if self._failed_before(path):
                 return CueResult(None, resumed_one=True)
-            if not self._ready(path):
+            if not self._prepared_for(path):
                 return CueResult(None, prepare=path)
             try:
                 track = self._open(path, offset, chunk)
@@ -219,7 +224,7 @@ class Feed:
                 continue
             if self._failed_before(got):
                 continue
-            if not self._ready(got):  # back where it was, for after its conversion
+            if not self._prepared_for(got):  # back where it was, for after its conversion
                 self._source.edit(QueueEdit(front=(got,)))
                 self._snapshot()
                 # Shown first meanwhile (a folder applies the edit at its next get).
@@ -280,12 +285,54 @@ class Feed:
     def _prepare_one(self, path: Path) -> bool:
         try:
             self._prepare(path)
-            for _key, label, prepare in self._alternates:
-                self._for_output(path, label, prepare)
+            for key, label, prepare in self._alternates:
+                try:
+                    self._for_output(path, label, prepare)
+                except CacheError as exc:
+                    self._no_copy(path, key, label, exc)
+                else:
+                    self._copied(path, key, label)
         except TrackError as exc:
             self._unplayable(exc)
             return False
         return True
+
+    def _prepared_for(self, path: Path) -> bool:
+        """Whether a cue may open ``path`` now: every copy ready, or the
+        convert lane tried and some could not be stored (played without)."""
+        with self._lock:
+            if path in self._uncopied:
+                return True
+        return self._ready(path)
+
+    def _no_copy(self, path: Path, key: str, label: str, exc: CacheError) -> None:
+        """An output cannot have its copy of ``path``: the disk under its cache
+        is full or read-only. It costs that output (silence), not the station."""
+        with self._lock:
+            self._uncopied.setdefault(path, set()).add(key)
+            if len(self._uncopied) > 1000:  # only the next few files matter
+                self._uncopied.pop(next(iter(self._uncopied)))
+        self._silence(key, label, exc)
+
+    def _silence(self, key: str, label: str, exc: CacheError) -> None:
+        with self._lock:
+            first = key not in self._silent
+            self._silent.add(key)
+        if first:
+            log.warning(
+                "the %s output is silent from %s on: %s (the station plays on; "
+                "its conversion is tried again for each file)",
+                label,
+                exc.path,
+                exc.reason,
+            )
+
+    def _copied(self, path: Path, key: str, label: str) -> None:
+        with self._lock:
+            back = key in self._silent
+            self._silent.discard(key)
+        if back:
+            log.info("the %s output has its copies again, from %s on", label, path)
 
     def refresh(self) -> float | None:
         """Take in the folder's news; when to look again (files settling)."""
@@ -342,9 +389,18 @@ class Feed:
         if track.resumed:  # an estimate from the bytes; exact for CBR
             before = max(0, first.offset - audio_start(track.play)) / (bitrate * 125)
         alts: dict[str, Alt] = {}
+        with self._lock:
+            uncopied = self._uncopied.pop(path, set())
         try:
             for key, label, prepare in self._alternates:
-                alts[key] = self._alt(path, label, prepare, gain, before)
+                if key in uncopied:
+                    continue  # that output plays silence for it
+                try:
+                    alts[key] = self._alt(path, label, prepare, gain, before)
+                except CacheError as exc:
+                    self._silence(key, label, exc)
+                else:
+                    self._copied(path, key, label)
         except TrackError:
             track.close()  # one output cannot get it: none of them plays it
             for alt in alts.values():
@@ -390,6 +446,8 @@ class Feed:
         """``prepare(path)``, its TrackError saying which output. Raises TrackError."""
         try:
             return prepare(path)
+        except CacheError:
+            raise  # not the file's fault: the caller says so, with the output's name
         except TrackError as exc:
             raise TrackError(path, f"{exc.reason} (for the {label} output)") from None
 
@@ -408,7 +466,7 @@ class Feed:
                 path = self._loop.pop(0)
                 if self._failed_before(path):
                     continue
-                if not self._ready(path):
+                if not self._prepared_for(path):
                     self._loop.insert(0, path)
                     return path
                 try:

@@ -57,6 +57,8 @@ _PARTIAL_SUFFIXES = (".part", ".crdownload", ".tmp", "~")
 
 # How often the polling fallback rescans the folder, when inotify & co are unavailable.
 _POLL_INTERVAL = 1.0
+# How often a deleted music folder is looked for, to watch it again once it is back.
+_LOOK_INTERVAL = 1.0
 
 # Opened, closed-without-writing and attribute events are left out: the station reading
 # a file, or `cp -p` setting its times, says nothing about whether it is complete.
@@ -452,6 +454,8 @@ class FolderQueue:
         self._started = False
         self._stopped = threading.Event()
         self._stop_once = threading.Lock()
+        # While the folder is gone (deleted): when to look for it again.
+        self._look_at: float | None = None
 
     def start(self, order: Sequence[Path] = ()) -> None:
         """Start watching, then queue the files already there: those in
@@ -499,6 +503,7 @@ class FolderQueue:
             if self._stopped.is_set():
                 break
             now = self._clock()
+            self._look_for_root(now)
             for settled in self._readiness.poll(now, _size_mtime):
                 self._log_queued(settled)
             path = self._pop_present()
@@ -512,11 +517,13 @@ class FolderQueue:
     def refresh(self) -> float | None:
         """Take in the events that came since the last get(), without waiting or
         handing anything out, so queued() is current. Returns the seconds until
-        a settling file may be ready (None: none is settling). Consumer thread only."""
+        a settling file may be ready or a deleted folder is looked for again
+        (None: neither). Consumer thread only."""
         if not self._started or self._stopped.is_set():
             return None
         self._drain()
         now = self._clock()
+        self._look_for_root(now)
         for settled in self._readiness.poll(now, _size_mtime):
             self._log_queued(settled)
         return self._wait_time(now, None)
@@ -534,9 +541,11 @@ class FolderQueue:
         self._events.put(edit)
 
     def rescan(self) -> None:
-        """Walk the folder again for files watchdog missed (SIGHUP). Safe to call
-        from a signal handler: the walk happens in get()."""
+        """Walk the folder again for files watchdog missed, or look for it now
+        if it was deleted (SIGHUP). Safe to call from a signal handler: the walk
+        happens in get() or refresh(), which on_event calls for."""
         self._events.put(("rescan", str(self.root), None, True))
+        self.on_event()
 
     def __len__(self) -> int:
         """Files ready now, as of the last get()."""
@@ -625,6 +634,8 @@ class FolderQueue:
         settle_due = self._readiness.next_deadline()
         if settle_due is not None:
             candidates.append(settle_due - now)
+        if self._look_at is not None:
+            candidates.append(self._look_at - now)
         return max(0.0, min(candidates)) if candidates else None
 
     def _handle(self, kind: str, src: str, dest: str | None, is_directory: bool) -> None:
@@ -635,6 +646,8 @@ class FolderQueue:
                 self._arrived(Path(dest), is_directory)
         elif kind == "deleted":
             self._gone(path, is_directory)
+        elif kind == "rescan" and self._look_at is not None:
+            self._look_at = self._clock()  # the folder is gone: look for it now
         elif is_directory:
             if kind in ("created", "rescan"):
                 self._walk_in(path)
@@ -663,9 +676,58 @@ class FolderQueue:
             if self._readiness.remove(path):
                 logger.warning("dropped %s from the queue: the file is gone", path)
             return
-        if path == self.root:
-            logger.warning("music folder %s was deleted; nothing more will be queued", path)
         self._readiness.remove_tree(path)
+        if path == self.root and self._look_at is None:
+            # Its watch ended with it: a folder made again under the same name
+            # is another one, to watch anew once it is there.
+            logger.warning(
+                "music folder %s was deleted; looking for it every %.0f s (or on SIGHUP)",
+                path,
+                _LOOK_INTERVAL,
+            )
+            self._look_at = self._clock() + _LOOK_INTERVAL
+            self._guarded(self._halt_observer)
+
+    def _look_for_root(self, now: float) -> None:
+        """While the folder is gone: once it is back, watch it again and take in
+        what it holds, as a rescan would."""
+        if self._look_at is None or now < self._look_at:
+            return
+        self._look_at = now + _LOOK_INTERVAL
+        if not self.root.is_dir():
+            return
+        try:
+            watching = self._guarded(self._watch_again)
+        except ConfigError as exc:
+            logger.warning("%s; looking again in %.0f s", exc, _LOOK_INTERVAL)
+            return
+        if not watching:  # stopping
+            return
+        self._look_at = None
+        ready = self._walk_in(self.root, log=False)
+        logger.info(
+            "music folder %s is back; watching it again: %d files ready, %d still arriving",
+            self.root,
+            ready,
+            self._readiness.settling(),
+        )
+
+    def _watch_again(self) -> None:
+        self._observer = self._start_observer()
+
+    def _guarded(self, change: Callable[[], object]) -> bool:
+        """Run ``change`` (of the watch) unless stop() ran. stop() never waits
+        for this (it may run in a signal handler): one that came meanwhile found
+        the lock taken and left the halt to us. Returns whether it ran."""
+        if not self._stop_once.acquire(blocking=False):
+            return False
+        try:
+            change()
+        finally:
+            self._stop_once.release()
+            if self._stopped.is_set() and self._stop_once.acquire(blocking=False):
+                self._halt_observer()  # the lock stays taken, as stop() keeps it
+        return True
 
     def _walk_in(self, top: Path, *, log: bool = True) -> int:
         """Take in the files under a folder that appeared (or at start); returns how many

@@ -38,6 +38,7 @@ and up to about 200 ms at the end.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -56,7 +57,7 @@ import mutagen.mp3
 from mutagen.id3 import ID3, TIT2
 
 from pushsource.core.frames import END, Frame, FrameHeader, FrameParser, Skipped, header_for
-from pushsource.errors import ConfigError, FrameError, TrackError
+from pushsource.errors import CacheError, ConfigError, FrameError, TrackError
 from pushsource.workers.state import FileStamp, station_slug, write_json
 from pushsource.workers.tracks import Track, read_info
 from pushsource.workers.vlc import LibVLC
@@ -80,6 +81,9 @@ _MPEG_SUFFIXES: Final = frozenset({".mp3", ".mp2", ".mpa", ".mpga"})
 #: How many frames strict_bitrate looks at when the tags do not say CBR.
 _CBR_SAMPLE_FRAMES: Final = 64
 _CHUNK: Final = 64 * 1024
+#: Free bytes the cache must still have after a conversion: libvlc writes a
+#: frame (under 2 KB) at a time, so with less it may have been cut short.
+_ROOM: Final = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -331,8 +335,15 @@ class Transcoder:
             partial = Path(name)
             try:
                 started = time.monotonic()
-                self._run(source, partial)
-                seconds = self._verify(source, partial)
+                try:
+                    self._run(source, partial)
+                    seconds = self._verify(source, partial)
+                except TrackError:
+                    # libvlc does not say when the disk filled up: its output is
+                    # just short, and that is not the file's fault.
+                    self._check_room(source, partial)
+                    raise
+                self._check_room(source, partial)  # an MP3 declares no length to check
                 if FileStamp.of(source) != stamp:
                     raise TrackError(source, "changed while it was being converted")
                 try:
@@ -398,10 +409,33 @@ class Transcoder:
 
     # -- inside the lock ----------------------------------------------------
 
-    def _cache_error(self, source: Path, exc: Exception) -> TrackError:
-        # Not the file's fault, but the station's answer is the same: skip it.
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        return TrackError(source, f"cannot write its conversion to {self.cache_dir}: {reason}")
+    def _cache_error(self, source: Path, exc: Exception) -> CacheError:
+        # Not the file's fault: the station plays it on, without this copy.
+        reason = str(exc)
+        if isinstance(exc, OSError) and exc.strerror:  # without the file name, said already
+            reason = f"[Errno {exc.errno}] {exc.strerror}" if exc.errno else exc.strerror
+        return CacheError(source, f"cannot write its conversion to {self.cache_dir}: {reason}")
+
+    def _check_room(self, source: Path, partial: Path) -> None:
+        """Raises CacheError if the cache's disk cannot take _ROOM more bytes
+        beside libvlc's output: then it was full (or got so) while libvlc wrote."""
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_APPEND)
+            try:
+                size = os.fstat(fd).st_size
+                try:
+                    left = _ROOM
+                    while left > 0:  # a write to a nearly full disk may be partial
+                        written = os.write(fd, bytes(min(left, _CHUNK)))
+                        if written <= 0:
+                            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                        left -= written
+                finally:
+                    os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise self._cache_error(source, exc) from None
 
     def _key(self, resolved: Path, stamp: FileStamp) -> str:
         parts = (
