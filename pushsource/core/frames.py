@@ -9,6 +9,9 @@ What is audio: MPEG-1, MPEG-2 and MPEG-2.5 Layer I/II/III frames (ISO 11172-3,
 ISO 13818-3). What is not: ID3v2 (anywhere, with or without footer), ID3v1 and
 its "TAG+" extension, APEv1/v2, Lyrics3 v1/v2, and the Xing/Info/VBRI frame
 encoders put first (a valid frame that carries a seek table, not sound).
+
+Free format (bitrate index 0, e.g. ``lame --freeformat``) is audio only to a
+parser made with ``free_format=True``: its frame length is not in the header.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ class MPEGVersion(Enum):
 
 # Bitrates in kbps by (version is MPEG-1, layer); index 0 (free format) and 15
 # (forbidden) are rejected like mutagen does: a free-format frame has no length
-# we can trust, and false syncs often land there.
+# in its header, and false syncs often land there. FrameParser(free_format=True)
+# learns that length from the distance between headers instead.
 _BITRATES: Final[dict[tuple[bool, int], tuple[int, ...]]] = {
     (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
     (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
@@ -68,7 +72,7 @@ class FrameHeader:
     version: MPEGVersion
     layer: int
     protected: bool  # a 16-bit CRC follows the header
-    bitrate: int  # kbps
+    bitrate: int  # kbps; 0 for free format
     sample_rate: int
     padding: bool
     channel_mode: int  # 0 stereo, 1 joint stereo, 2 dual channel, 3 mono
@@ -82,6 +86,11 @@ class FrameHeader:
     @property
     def duration(self) -> float:
         return self.samples / self.sample_rate
+
+    @property
+    def free_format(self) -> bool:
+        """Bitrate index 0: the length came from the distance to the next header."""
+        return self.bitrate == 0
 
     def continues(self, other: FrameHeader) -> bool:
         """Whether ``other`` can follow this frame in one stream (same version,
@@ -110,14 +119,18 @@ class FrameHeader:
         return 9 if self.channel_mode == MONO else 17
 
 
-def _decode_header(word: int) -> FrameHeader | None:
+def _decode_header(word: int, free_size: int | None = None) -> FrameHeader | None:
+    """The header ``word`` decodes to, or None. Bitrate index 0 (free format)
+    is valid only with ``free_size``: the frame's length without padding."""
     if word >> 21 != 0x7FF:
         return None
     version = _VERSION_BITS.get((word >> 19) & 3)
     layer = _LAYER_BITS.get((word >> 17) & 3)
     bitrate_index = (word >> 12) & 0xF
     rate_index = (word >> 10) & 3
-    if version is None or layer is None or bitrate_index in (0, 15) or rate_index == 3:
+    if version is None or layer is None or bitrate_index == 15 or rate_index == 3:
+        return None
+    if bitrate_index == 0 and free_size is None:
         return None
     if word & 3 == 2:  # reserved emphasis value
         return None
@@ -134,6 +147,9 @@ def _decode_header(word: int) -> FrameHeader | None:
     else:  # Layer III of MPEG-2 and MPEG-2.5 carries one granule per frame
         length = 72 * bitrate * 1000 // sample_rate + padding
         samples = 576
+    if bitrate_index == 0:
+        assert free_size is not None
+        length = free_size + padding * _slot(layer)
     return FrameHeader(
         version=version,
         layer=layer,
@@ -145,6 +161,32 @@ def _decode_header(word: int) -> FrameHeader | None:
         length=length,
         samples=samples,
     )
+
+
+def _slot(layer: int) -> int:
+    """Bytes the padding bit adds: one slot (4 bytes in Layer I, else 1)."""
+    return 4 if layer == 1 else 1
+
+
+#: The fields a free-format stream keeps from frame to frame: all of the header
+#: but the padding, private and mode extension bits.
+_FREE_FIXED: Final = 0xFFFFFCCF
+#: The longest free-format frame looked for: lame writes up to 640 kbps, 2880
+#: bytes a frame at 32 kHz (and at 8 kHz MPEG-2.5); room to spare.
+MAX_FREE_FRAME: Final = 8192
+#: How many candidate next headers are tried for one free-format sync: bounds
+#: the work junk full of free-format-looking words can cause.
+_FREE_TRIES: Final = 8
+
+
+def _free_header(data: bytes | bytearray, pos: int, like: FrameHeader) -> FrameHeader | None:
+    """The free-format header at ``data[pos:pos+4]`` in the stream of free-format
+    frame ``like`` (their frames differ only by padding), or None."""
+    if len(data) < pos + 4 or data[pos] != 0xFF or (data[pos + 2] >> 4) != 0:
+        return None
+    free_size = like.length - like.padding * _slot(like.layer)
+    header = _decode_header(int.from_bytes(data[pos : pos + 4], "big"), free_size)
+    return header if header is not None and like.continues(header) else None
 
 
 _header_cache: dict[int, FrameHeader | None] = {}
@@ -257,6 +299,8 @@ class FrameRun:
         data, pos = self.data, 0
         while pos < len(data):
             header = parse_header(data, pos)
+            if header is None and self.header.free_format:
+                header = _free_header(data, pos, self.header)
             assert header is not None, "a FrameRun holds whole frames only"
             yield Frame(self.offset + pos, header, data[pos : pos + header.length])
             pos += header.length
@@ -312,10 +356,18 @@ class FrameParser:
     """
 
     def __init__(
-        self, offset: int = 0, *, max_junk: int = MAX_JUNK, max_gap: int = MAX_GAP
+        self,
+        offset: int = 0,
+        *,
+        max_junk: int = MAX_JUNK,
+        max_gap: int = MAX_GAP,
+        free_format: bool = False,
     ) -> None:
         """``offset``: where in its file the input starts (offsets are reported from it).
-        ``max_junk``, ``max_gap``: see :data:`MAX_JUNK` and :data:`MAX_GAP`."""
+        ``max_junk``, ``max_gap``: see :data:`MAX_JUNK` and :data:`MAX_GAP`.
+        ``free_format``: free-format frames are audio too (else junk): only for
+        readers that take lengths from the frames handed out, never from
+        :func:`parse_header`, which cannot know them."""
         # bytes, not bytearray: its 4-byte slices are hashable keys for _lengths.
         self._buf = b""
         self._pos = 0  # parse point, index into _buf
@@ -335,6 +387,10 @@ class FrameParser:
         self._max_junk = max_junk
         self._max_gap = max_gap
         self._gap_start = offset  # absolute offset just past the last frame
+        self._free_format = free_format
+        # A free-format frame of the stream whose frame length was learned:
+        # that length holds for the rest of the input.
+        self._free: FrameHeader | None = None
         #: Why the input was given up before its end (too much non-audio data), or None.
         self.gave_up: str | None = None
 
@@ -434,8 +490,8 @@ class FrameParser:
             count = limit
         if pos == start:
             return None
-        first = parse_header(buf, start)
-        header = parse_header(buf, last)
+        first = self._header(buf, start)
+        header = self._header(buf, last)
         assert first is not None and header is not None
         self._pos = pos
         self._gap_start = self._base + pos
@@ -445,13 +501,20 @@ class FrameParser:
 
     def _learn(self, word: bytes) -> int | None:
         """Frame length for a header word that continues the stream, else None."""
-        header = parse_header(word)
+        header = self._header(word, 0)
         assert self._lengths_for is not None
         if header is None or not self._lengths_for.continues(header):
             return None
         if len(self._lengths) < 256:  # bitrate x padding x CRC x mode x ...: few
             self._lengths[word] = header.length
         return header.length
+
+    def _header(self, buf: bytes, pos: int) -> FrameHeader | None:
+        """parse_header, and free-format headers once their frame length is known."""
+        header = parse_header(buf, pos)
+        if header is None and self._free is not None:
+            header = _free_header(buf, pos, self._free)
+        return header
 
     # -- the state machine -------------------------------------------------
 
@@ -512,7 +575,7 @@ class FrameParser:
         assert self._locked is not None
         if avail < 4 and not self._eof:
             return NEED_DATA
-        header = parse_header(buf, pos)
+        header = self._header(buf, pos)
         if header is None or not self._locked.continues(header):
             self._locked = None  # lost sync: look for tags or a new sync here
             return None
@@ -526,9 +589,16 @@ class FrameParser:
         end = pos + length
         trusted = (
             avail < length + 4  # input ends here or in the next 1-3 bytes
-            or parse_header(buf, end) is not None
+            or self._header(buf, end) is not None
             or _magic_at(buf, end) is not None
         )
+        if not trusted and header.free_format:
+            moved = self._free_moved(buf, pos)
+            if moved is None:
+                return NEED_DATA
+            if moved:  # another free-format stream: learn its length
+                self._locked = None
+                return None
         if not trusted and any(buf.find(m, pos + 4, end) >= 0 for m in _TAG_MAGICS):
             # Junk follows and a tag starts inside this frame: the frame was cut
             # short and what we took for its tail is a tag. Drop it.
@@ -558,7 +628,7 @@ class FrameParser:
                 return NEED_DATA
             if verdict:
                 self._flush_junk(self._base + pos)
-                self._locked = parse_header(buf, pos)
+                self._locked = self._header(buf, pos)
                 return None
         # Neither a sync nor a tag: junk. Jump to the next place either could start.
         if self._junk_start is None:
@@ -569,9 +639,79 @@ class FrameParser:
 
     def _confirm_sync(self, buf: bytes, pos: int) -> bool | None:
         """Whether a trusted run of frames starts at pos; None: need more input."""
-        first = parse_header(buf, pos)
+        first = self._header(buf, pos)
         if first is None:
+            if self._free_format and len(buf) - pos >= 4:
+                return self._confirm_free(buf, pos)
             return False if len(buf) - pos >= 4 or self._eof else None
+        verdict = self._confirm_run(buf, pos, first)
+        if verdict is False and first.free_format:  # another stream, another length?
+            return self._confirm_free(buf, pos)
+        return verdict
+
+    def _confirm_free(self, buf: bytes, pos: int) -> bool | None:
+        """Whether a trusted run of free-format frames starts at pos; None: need
+        more input.
+
+        A free-format header does not say how long its frame is: the next
+        header of the stream says, for the bitrate is fixed and only padding
+        changes the length (ISO 11172-3 2.4.2.3). Each header within reach with
+        the same fixed fields is tried as that next one; the length a trusted
+        run confirms is kept for the rest of the input.
+        """
+        word = int.from_bytes(buf[pos : pos + 4], "big")
+        probe = _decode_header(word, 0)
+        if probe is None or not probe.free_format:
+            return False
+        pad = probe.padding * _slot(probe.layer)
+        limit = pos + pad + MAX_FREE_FRAME  # the furthest the next header can be
+        prefix, fixed = buf[pos : pos + 2], word & _FREE_FIXED
+        at = buf.find(prefix, pos + 4 + pad, limit + 1)
+        tries = 0
+        while at >= 0 and tries < _FREE_TRIES:
+            if len(buf) - at < 4:
+                break
+            if int.from_bytes(buf[at : at + 4], "big") & _FREE_FIXED == fixed:
+                tries += 1
+                known, self._free = self._free, _decode_header(word, at - pos - pad)
+                assert self._free is not None
+                verdict = self._confirm_run(buf, pos, self._free)
+                if verdict:
+                    self._lengths_for = None  # lengths cached for the old size are wrong
+                    return True
+                self._free = known
+                if verdict is None:
+                    return None
+            at = buf.find(prefix, at + 1, limit + 1)
+        if tries < _FREE_TRIES and len(buf) < limit + 4 and not self._eof:
+            return None
+        return False
+
+    def _free_moved(self, buf: bytes, pos: int) -> bool | None:
+        """Whether the free-format stream at pos goes on within reach with
+        another frame length: its next header is not where the length learned
+        says, nor does that length go on from the one found (then it is junk
+        between frames). None: need more input."""
+        limit = pos + 4 + MAX_FREE_FRAME
+        if len(buf) < limit + 4 and not self._eof:
+            return None
+        fixed = int.from_bytes(buf[pos : pos + 4], "big") & _FREE_FIXED
+        prefix = buf[pos : pos + 2]
+        at = buf.find(prefix, pos + 4, limit)
+        while at >= 0 and len(buf) - at >= 4:
+            if int.from_bytes(buf[at : at + 4], "big") & _FREE_FIXED == fixed:
+                header = self._header(buf, at)
+                if header is None:
+                    return True
+                nxt = at + header.length
+                if len(buf) - nxt < 4:
+                    return None if not self._eof else nxt != len(buf)
+                return self._header(buf, nxt) is None
+            at = buf.find(prefix, at + 1, limit)
+        return False
+
+    def _confirm_run(self, buf: bytes, pos: int, first: FrameHeader) -> bool | None:
+        """Whether the frame ``first`` at pos starts a trusted run; None: need more input."""
         at, count = pos, 0
         header: FrameHeader | None = first
         while header is not None and first.continues(header):
@@ -584,7 +724,7 @@ class FrameParser:
                     return None
                 # A short file: a run that ends exactly at the end of input counts.
                 return at == len(buf) and count >= 2
-            header = parse_header(buf, at)
+            header = self._header(buf, at)
         # A run cut short by a tag (ID3v1 after two frames, say) is trusted too.
         if count >= 2 and header is None:
             magic = _magic_at(buf, at)
