@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Final
 
 import mutagen
 import mutagen.apev2
+import mutagen.easyid3
 
 from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser, FrameRun, Skipped
 from pushsource.core.gain import apply_gain
@@ -52,6 +53,12 @@ def read_info(path: Path) -> TrackInfo:
     if not title and audio is not None and audio.tags is not None and "TIT2" in audio.tags:
         # Formats without "easy" keys for their ID3 tags (WAVE, AIFF): raw frames.
         artist, title = _first(audio.tags, "TPE1"), _first(audio.tags, "TIT2")
+    if audio is None:
+        try:  # mutagen finds no frame in a free-format MP3, but its ID3 tag is there
+            id3: Any = mutagen.easyid3.EasyID3(path)  # type: ignore[no-untyped-call]
+            artist, title = _first(id3, "artist"), _first(id3, "title")
+        except Exception:  # no ID3 tag either
+            pass
     if not title:
         try:  # MP3s sometimes carry APEv2 instead of ID3
             ape: Any = mutagen.apev2.APEv2(path)  # type: ignore[no-untyped-call]

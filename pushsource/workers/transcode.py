@@ -2,8 +2,8 @@
 
 A station streams MP3 frames of one sample rate and channel count. An MP3 that
 already has them is played as it is (:func:`needs_transcoding` says False);
-anything else (an MP3 at another rate or channel count, FLAC, Ogg Vorbis,
-Opus, M4A/AAC, WAV...) goes through libvlc's transcode chain to a cached MP3
+anything else (an MP3 at another rate or channel count, a free-format MP3,
+FLAC, Ogg Vorbis, Opus, M4A/AAC, WAV...) goes through libvlc's transcode chain to a cached MP3
 that then plays like any other (:class:`Transcoder`).
 
 Conversion runs ahead of play time on a background thread: it takes about a
@@ -56,7 +56,15 @@ import mutagen
 import mutagen.mp3
 from mutagen.id3 import ID3, TIT2
 
-from pushsource.core.frames import END, Frame, FrameHeader, FrameParser, Skipped, header_for
+from pushsource.core.frames import (
+    END,
+    NEED_DATA,
+    Frame,
+    FrameHeader,
+    FrameParser,
+    Skipped,
+    header_for,
+)
 from pushsource.errors import CacheError, ConfigError, FrameError, TrackError
 from pushsource.workers.state import FileStamp, station_slug, write_json
 from pushsource.workers.tracks import Track, read_info
@@ -110,12 +118,14 @@ class StationFormat:
         return f"bitrate={self.bitrate};samplerate={self.sample_rate};channels={self.channels}"
 
     def matches(self, frame: Frame) -> bool:
-        """Whether the frame is Layer III at this sample rate and channel count."""
+        """Whether the frame is Layer III at this sample rate and channel count,
+        with a bitrate in its header (not free format)."""
         header = frame.header
         return (
             header.layer == 3
             and header.sample_rate == self.sample_rate
             and header.channels == self.channels
+            and not header.free_format
         )
 
 
@@ -248,15 +258,37 @@ def needs_transcoding(path: Path, fmt: StationFormat, *, strict_bitrate: bool = 
     try:
         track.open()
     except TrackError:
-        if path.suffix.lower() in _MPEG_SUFFIXES:
+        if path.suffix.lower() in _MPEG_SUFFIXES and not _free_format(path):
             raise  # named MPEG, is no other container: our parser's reason says it best
-        return True  # readable (we just read it) but no MPEG frames: libvlc may know it
+        # Readable (we just read it) but no MPEG frames with a bitrate in their
+        # headers: libvlc may know it. It decodes free format, which many
+        # players do not (ffmpeg does not), and whose bitrate (lame: up to 640
+        # kbps) is not the one the station declares: converted, it plays anywhere.
+        return True
     try:
         if not fmt.matches(track.first):
             return True
         return strict_bitrate and not _is_cbr_at(track, fmt.bitrate)
     finally:
         track.close()
+
+
+def _free_format(path: Path) -> bool:
+    """Whether the first audio frames of ``path`` are free format (bitrate
+    index 0, see pushsource.core.frames). Does not raise."""
+    parser = FrameParser(free_format=True)
+    try:
+        with path.open("rb") as file:
+            while True:
+                event = parser.next_event()
+                if isinstance(event, Frame):
+                    return event.header.free_format
+                if event is NEED_DATA:
+                    parser.feed(file.read(_CHUNK))
+                elif event is END:
+                    return False
+    except (OSError, FrameError):
+        return False
 
 
 def _is_cbr_at(track: Track, bitrate: int) -> bool:

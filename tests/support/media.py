@@ -313,6 +313,20 @@ def make_mono(path: Path, seconds: float = 0.8, freq: int = 860) -> Fixture:
     return _fixture(path, make_clean_mp3(path, seconds, freq=freq, channels=1, bitrate=64))
 
 
+def make_free_format(
+    path: Path, seconds: float, *, freq: int = 440, bitrate: int = 400, samplerate: int = 44100
+) -> bytes:
+    """``lame --freeformat -b <bitrate>`` of a stereo tone (with lame's Info
+    frame, as a user would have it): every header has bitrate index 0, the
+    frame length is the distance to the next header. Returns the file's bytes."""
+    data = _encode(
+        path, seconds, sound=("sine", str(freq)), samplerate=samplerate, channels=2,
+        lame_args=["--freeformat", "-b", str(bitrate)],
+    )  # fmt: skip
+    assert data[2] >> 4 == 0, f"lame wrote no free-format header: {data[:4].hex()}"
+    return data
+
+
 CORPUS = (
     ("01-cbr", make_cbr),
     ("02-cbr-info", make_cbr_info),
