@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from pushsource.ops.trial import tag_mp3
 from tests.conftest import StartPushsource
 from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import (
     Tagged,
     decode_mp3,
+    make_free_format,
     make_tagged_audio,
     mpeg_header_at,
     probe_frames,
@@ -201,6 +203,33 @@ def test_another_station_format(
     low = total - CONVERSION_LOSS * len(tracks)
     assert low <= recorded <= total + 0.5, f"{recorded:.2f} s recorded of {total:.2f} s"
     assert sorted(conversions(stderr)) == sorted(t.path.name for t in tracks), stderr
+
+
+def test_a_free_format_mp3_is_converted_and_plays(
+    icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    """lame --freeformat -b 400: same rate, channels and layer as the station,
+    but no bitrate in its headers (ffmpeg cannot even decode it): converted to
+    the station's 128 kbps, where it used to be skipped."""
+    folder, cache = tmp_path / "music", tmp_path / "cache"
+    folder.mkdir()
+    native = make_tagged_audio(
+        folder / "01-native.mp3", SECONDS, artist="Native", title="CBR", freq=440
+    )
+    free = folder / "02-free.mp3"
+    make_free_format(free, SECONDS, freq=660)
+    tag_mp3(free, "Free Artist", "Free Format")
+    listener, stderr = stream_once(
+        icecast, unique_mount, start_pushsource, folder, cache, 2 * SECONDS
+    )
+    # Decoded by ffmpeg without an error, every frame a 128 kbps station frame.
+    whole = station_frames(bytes(listener.audio), (44100, 2, 128), tmp_path)
+    assert distinct_titles(listener.titles) == [native.title, "Free Artist - Free Format"]
+    assert "skipped" not in stderr, stderr
+    assert sorted(conversions(stderr)) == ["02-free.mp3"], stderr
+    recorded = len(walk_mpeg_frames(whole)[0]) * 1152 / 44100
+    low = 2 * SECONDS - CONVERSION_LOSS
+    assert low <= recorded <= 2 * SECONDS + 0.5, f"{recorded:.2f} s recorded"
 
 
 def test_ffprobe_sees_a_format_change(tmp_path: Path) -> None:
