@@ -15,6 +15,7 @@ every other check in it has passed.
 from __future__ import annotations
 
 import base64
+import os
 import re
 import shutil
 import signal
@@ -284,6 +285,51 @@ def test_kill_9_and_restart_resumes_the_same_track(
         f"\nkill -9: first listener had {heard} bytes, the second started at {start} "
         f"({start - heard:+d}); retries {delays}"
     )
+
+
+def test_kill_9_and_restart_goes_on_with_the_tracks_frames_not_silence(
+    own_icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+    tmp_path: Path,
+) -> None:
+    """Without --once the station is back on air as soon as Icecast is: the
+    track that was playing reopens during the backoff, so the new source
+    connection starts with its frames (a listener there hears no silence
+    first), and the log says nothing of an empty queue."""
+    server = own_icecast
+    server.start()
+    tracks = two_tracks(tmp_path, "Killed", seconds=6.0)
+    expected = b"".join(t.audio for t in tracks)
+    an_hour_ago = time.time() - 3600
+    for track in tracks:  # settled: on air with the first file, not silence
+        os.utime(track.path, (an_hour_ago, an_hour_ago))
+    with Listener(server.port, unique_mount, connect_timeout=20) as first:
+        run = start_pushsource(
+            "stream", tmp_path / "music", url(server.port, unique_mount),
+            env=state_env(tmp_path),
+        )  # fmt: skip
+        first.wait_for_audio(int(1.5 * RATE), 15)
+        server.kill()
+        first.wait_closed(5)
+    assert bytes(first.audio) == expected[: len(first.audio)]
+    heard = len(first.audio)
+    wait_for_log(run, r"connection to 127\.0\.0\.1:\d+ lost.*\(attempt 1\)$", 5)
+    time.sleep(1.0)
+    server.start()
+    # The listener asks until the mount is there: it gets Icecast's burst
+    # from the new connection's first byte.
+    with Listener(server.port, unique_mount, connect_timeout=20) as second:
+        second.wait_for_audio(3 * RATE, 15)
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait(15) == 0, run.describe()
+    log = run.stderr
+    recording = bytes(second.audio)
+    start = locate(recording, expected)  # fails on silent frames first
+    assert heard - REPLAY_SLACK <= start <= heard + SKIP_SLACK, (start, heard, log)
+    assert_continues(recording, expected, start, tracks, to_the_end=False)
+    assert len(re.findall(r"INFO resuming Killed - first at about \d+:\d\d$", log, re.M)) == 1
+    assert "queue empty" not in log, log
 
 
 # --- b. the connection reset by the network ------------------------------------------------
