@@ -47,7 +47,9 @@ pytestmark = pytest.mark.integration
 RATE = 16_000  # bytes per second of the 128 kbps tracks made here
 PASSWORD = "hackme"  # icecast.xml's
 RECONNECT = re.compile(
-    r" WARNING (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s \(attempt (?P<attempt>\d+)\)$",
+    # The first attempt of an outage is a warning, the others info lines.
+    r" (?:WARNING|INFO) (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s"
+    r" \(attempt (?P<attempt>\d+)\)$",
     re.M,
 )
 

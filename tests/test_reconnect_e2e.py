@@ -49,7 +49,9 @@ SKIP_SLACK = BLOCK + int(LEAD * RATE)
 PROBE = 2000  # bytes of a recording looked up in the tracks to find where it starts
 
 RECONNECT = re.compile(
-    r" WARNING (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s \(attempt (?P<attempt>\d+)\)$",
+    # The first attempt of an outage is a warning, the others info lines.
+    r" (?:WARNING|INFO) (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s"
+    r" \(attempt (?P<attempt>\d+)\)$",
     re.M,
 )
 

@@ -7,6 +7,7 @@ pushsource run of the whole session for every password the tests used."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import subprocess
@@ -14,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 import requests
@@ -22,7 +23,9 @@ import requests
 from pushsource.core.frames import parse_header, silent_frame
 from pushsource.core.target import IcecastTarget, parse_target
 from pushsource.engine.source import SourceSocket
-from pushsource.errors import IcecastError, PushsourceError
+from pushsource.errors import ConfigError, IcecastError, PushsourceError
+from pushsource.ops.config import load_config
+from pushsource.ops.logs import JsonFormatter, PlainFormatter
 from pushsource.workers.icecast import send_title
 from tests.conftest import (
     SECRET_PASSWORD,
@@ -335,3 +338,94 @@ def silent_frame_bytes() -> bytes:
     header = parse_header(b"\xff\xfb\x90\x64")
     assert header is not None
     return silent_frame(header)
+
+
+# -- passwords typed into a URL as they are ------------------------------------------------
+
+#: White space, "#", "/", "?", "@", quotes, percent escapes: the URL's text gives no end
+#: to the password but its last "@".
+ODD_PASSWORDS = [
+    "Kx4Wd9 S3cr3tV",
+    "Kx4Wd9 #S3cr3tV?Pq8Lm2/x",
+    "Kx4Wd9@ 'S3cr3tV\" Pq8Lm2",
+    "Kx4Wd9%20S3cr3tV%40Pq8Lm2",
+]
+for _secret in ODD_PASSWORDS:
+    register_secret(_secret)
+
+#: Each refused by parse_target, for a reason that quotes the URL.
+ODD_URLS = [
+    "icecast://source:{pw}@127.0.0.1:abc/m",
+    "ftp://source:{pw}@127.0.0.1:8000/m",
+    "icecast://source:{pw}@127.0.0.1:8000",
+    "shoutcast://{pw}@127.0.0.1:abc/1",
+]
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+@pytest.mark.parametrize("url", ODD_URLS)
+def test_url_errors_hide_a_password_with_any_characters(url: str, password: str) -> None:
+    with pytest.raises(PushsourceError) as caught:
+        parse_target(url.format(pw=password))
+    assert "127.0.0.1" in str(caught.value)  # the host is still named
+    assert_error_hides(caught.value, password)
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_log_lines_and_repr_hide_a_password_with_any_characters(password: str) -> None:
+    url = f"icecast://source:{password}@127.0.0.1:8000/m"
+    # "#", "?" and "/" end the host part: that one parses only percent-encoded.
+    target = parse_target(url if "#" not in password else secret_url_of(password))
+    assert target.password == unquote(password)
+    assert_hidden(repr(target) + str(target), password)
+    record = logging.LogRecord("pushsource", logging.WARNING, __file__, 1, "to %s", (url,), None)
+    plain = PlainFormatter(show_station=False).format(record)
+    assert plain.endswith("to icecast://source:***@127.0.0.1:8000/m"), plain
+    assert_hidden(plain + JsonFormatter().format(record), password)
+
+
+def secret_url_of(password: str) -> str:
+    return f"icecast://source:{quote(password, safe='')}@127.0.0.1:8000/m"
+
+
+def odd_config(tmp_path: Path, url: str) -> Path:
+    (tmp_path / "music").mkdir(exist_ok=True)
+    path = tmp_path / "stations.toml"
+    # A JSON string is a TOML basic string: the quotes in the password escaped.
+    path.write_text(f'[[station]]\nfolder = "music"\nurl = {json.dumps(url)}\n', "utf-8")
+    return path
+
+
+@pytest.mark.parametrize("password", ODD_PASSWORDS)
+def test_a_config_error_hides_a_password_with_any_characters(tmp_path: Path, password: str) -> None:
+    path = odd_config(tmp_path, f"icecast://source:{password}@127.0.0.1:abc/m")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, {})
+    assert 'station 1: key "url": bad Icecast URL' in str(caught.value)
+    assert_error_hides(caught.value, password)
+
+
+@pytest.mark.parametrize("port", ["abc", "FREE"])
+def test_check_hides_a_password_with_any_characters(
+    tmp_path: Path, run_pushsource: RunPushsource, port: str
+) -> None:
+    password = ODD_PASSWORDS[2]
+    port = str(free_port()) if port == "FREE" else port
+    path = odd_config(tmp_path, f"icecast://source:{password}@127.0.0.1:{port}/m")
+    done = run_pushsource("check", "--config", path, timeout=30)
+    assert done.returncode in (1, 2), done
+    assert ("not a number" if port == "abc" else "cannot reach") in done.stdout + done.stderr
+    assert_hidden(done.stdout + done.stderr, password)
+
+
+def test_a_connection_error_hides_a_password_with_any_characters(
+    short_folder: Path, run_pushsource: RunPushsource
+) -> None:
+    password = ODD_PASSWORDS[1].replace("/", "").replace("#", "").replace("?", "")
+    url = f"icecast://source:{password}@127.0.0.1:{free_port()}/m"
+    done = run_pushsource(
+        "-v", "stream", short_folder, url, "--once", "--max-retries", "1", timeout=30
+    )
+    assert done.returncode == 1, done
+    assert "cannot connect" in done.stderr, done
+    assert_hidden(done.stdout + done.stderr, password)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import socket
 import ssl
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from pushsource.errors import (
     ProtocolError,
 )
 from tests.support.aio import SECRET, Events, run
+from tests.support.icecast import free_port
 from tests.support.tls import Contexts, client_context, make_certificate, server_context
 
 OK = b"HTTP/1.0 200 OK\r\n\r\n"
@@ -578,3 +581,40 @@ def test_send_before_accepted_is_a_programming_error() -> None:
         assert SECRET not in repr(source) and "x@" not in repr(source)
 
     run(main())
+
+
+# --- memory ------------------------------------------------------------------------------
+
+
+class Owner(Events):
+    """Events whose owner keeps its socket, as the station driver's handler does."""
+
+    sock: SourceSocket | None = None
+
+
+def test_a_failed_attempt_is_freed_at_once_not_by_the_collector() -> None:
+    # Ten thousand stations retry about once a second each: an attempt kept in a
+    # reference cycle lives until a full collection, and memory grows per attempt.
+    target = IcecastTarget("127.0.0.1", free_port(), "/live", password=SECRET)
+    attempts = 20
+
+    async def session() -> list[weakref.ref[SourceSocket]]:
+        loop = asyncio.get_running_loop()
+        kept = []
+        for _ in range(attempts):
+            owner = Owner()
+            owner.sock = SourceSocket(loop, target, owner, timeout=2.0)
+            owner.sock.open({})
+            assert "cannot connect" in str(await owner.error())
+            kept.append(weakref.ref(owner.sock))
+            del owner
+        await asyncio.sleep(0.05)  # the loop's callbacks of the last one are done
+        return kept
+
+    gc.disable()
+    try:
+        kept = run(session())
+        alive = sum(ref() is not None for ref in kept)
+    finally:
+        gc.enable()
+    assert alive == 0, f"{alive} of {attempts} failed attempts still in memory"

@@ -824,3 +824,51 @@ def test_the_loop_does_not_replay_the_track_resumed_after_a_restart(tmp_path: Pa
     titles = [t for _, t in sim.titles]
     assert titles[:2] == ["y", "z"], titles
     assert all(x != y for x, y in itertools.pairwise(titles)), titles
+
+
+def test_a_long_outage_says_so_once_a_minute_and_once_when_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path / "a.mp3", make_frames(400))
+    down = IcecastError("cannot connect to 127.0.0.1:8000: Connection refused")
+    # On air, dropped after a few batches, then down for about 200 attempts (three
+    # minutes and more at about one a second), then back.
+    sim = make(
+        ListSource([tmp_path / "a.mp3"]),
+        plan=lambda n: ("accept", 5) if n == 1 else down if n <= 200 else "accept",
+    )
+    with caplog.at_level(logging.DEBUG, logger="pushsource"):
+        sim.run()
+    warnings = [(r.created, r.getMessage()) for r in caplog.records if r.levelno == logging.WARNING]
+    said = [m for _, m in warnings if "reconnecting in" in m]
+    back = [m for _, m in warnings if m.startswith("connected again")]
+    assert len(sim.attempts) > 200
+    outage = sim.attempts[200] - sim.attempts[1]
+    # The drop, then one line a minute (it counts the attempts), not one per attempt.
+    assert "lost" in said[0] and "still failing" not in said[0]
+    assert 1 <= len(said) - 1 <= outage // core.FAIL_LOG_EVERY
+    counted = [int(m.split("still failing: ")[1].split()[0]) for m in said[1:]]
+    assert all(50 <= n <= 75 for n in counted), said
+    assert len(back) == 1 and "200 failed attempts" in back[0], back
+    # Every attempt is still there at the default level (not with -q).
+    info = [r for r in caplog.records if r.levelno == logging.INFO and "(attempt" in r.getMessage()]
+    assert len(info) + len(said) == 200
+
+
+def test_the_outage_lines_start_again_with_the_next_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path / "a.mp3", make_frames(2000))
+    down = IcecastError("cannot connect to 127.0.0.1:8000: Connection refused")
+    outages = {2, 3, 4, 6, 7}  # two outages, each with its first line and its way back
+    sim = make(
+        ListSource([tmp_path / "a.mp3"]),
+        plan=lambda n: down if n in outages else ("accept", 100) if n < 8 else "accept",
+    )
+    with caplog.at_level(logging.WARNING, logger="pushsource"):
+        sim.run()
+    lines = [r.getMessage() for r in caplog.records]
+    # Each outage: its drop (the refusals after it within the minute are info), its way back.
+    assert sum("lost; reconnecting in" in m for m in lines) == 2, lines
+    assert not any("refused" in m for m in lines), lines
+    assert sum(m.startswith("connected again") for m in lines) == 2, lines

@@ -85,6 +85,10 @@ DOWN_RETRY: Final = 1.0
 LIVE_SLACK: Final = 0.5
 LIVE_LOW: Final = 0.25
 DROP_LOG_EVERY: Final = 10.0
+#: While a station keeps failing to connect, a warning this often at most (the
+#: first failure and the way back always get theirs): ten thousand stations
+#: against a server that is down must not print ten thousand lines a second.
+FAIL_LOG_EVERY: Final = 60.0
 
 
 class Idle(Enum):
@@ -239,6 +243,9 @@ class StationMachine:
         self._stopping = False
         self._skipping = False
         self._failures = 0
+        self._failed_since: float | None = None  # off air since (a warning said so)
+        self._said_at = 0.0  # the last warning of this outage
+        self._unsaid = 0  # failed attempts since it
         self._accepted_at: float | None = None
         self._grace_until: float | None = None
         self._wait_until: float | None = None  # idle stop: the audio sent lasts till then
@@ -332,6 +339,14 @@ class StationMachine:
             return out
         self.phase = Phase.ON_AIR
         self._accepted_at = now
+        if self._failed_since is not None:
+            # A warning, as the failures were: -q shows the outage ended.
+            log.warning(
+                "connected again after %.0f s off air (%d failed attempts)",
+                now - self._failed_since,
+                self._failures,
+            )
+            self._failed_since = None
         self._pacer = Pacer(now, lead=self._pacing.lead, batch=self._pacing.batch)
         self._sent = 0
         self._meter = IcyWriter(self._metaint) if self._metaint else None
@@ -375,9 +390,32 @@ class StationMachine:
         self.phase = Phase.BACKOFF
         self._wait_until = now + delay
         out.append(State("reconnecting", str(error)))
-        log.warning("%s; reconnecting in %.1f s (attempt %d)", error, delay, self._failures)
+        self._say_failed(now, error, delay)
         out.append(Wake(self._wait_until))
         return out
+
+    def _say_failed(self, now: float, error: IcecastError, delay: float) -> None:
+        """The first failure of an outage, then a line a minute at most."""
+        line = "%s; reconnecting in %.1f s (attempt %d)"
+        if self._failed_since is None:
+            self._failed_since = self._said_at = now
+            self._unsaid = 0
+            log.warning(line, error, delay, self._failures)
+        elif now - self._said_at >= FAIL_LOG_EVERY:
+            log.warning(
+                "%s; still failing: %d attempts in the last %.0f s; reconnecting in %.1f s "
+                "(attempt %d)",
+                error,
+                self._unsaid + 1,
+                now - self._said_at,
+                delay,
+                self._failures,
+            )
+            self._said_at = now
+            self._unsaid = 0
+        else:  # each attempt still shows at the default level, not with -q
+            self._unsaid += 1
+            log.info(line, error, delay, self._failures)
 
     def closed(self, now: float) -> list[Effect]:
         """The clean close asked for by Close is done."""

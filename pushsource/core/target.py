@@ -75,11 +75,14 @@ def parse_target(
             "percent-encode it (%0A for a line break) if it belongs there"
         )
     shown = redact(url)
+    parts: SplitResult | None
     try:
         parts = urlsplit(url)
         port = parts.port
-    except ValueError:  # its text may quote part of the password
-        raise ConfigError(f"bad Icecast URL {shown}: the port is not a number") from None
+    except ValueError:  # its text may quote part of the password ("#" ends the host part)
+        parts = None
+    if parts is None:  # raised out here: "from None" still keeps the ValueError as __context__
+        raise ConfigError(f"bad Icecast URL {shown}: the port is not a number")
     if parts.scheme in ("shoutcasts", "shoutcast+tls"):
         raise ConfigError("bad URL: SHOUTcast v1 sources have no TLS; use shoutcast://")
     if parts.scheme == "shoutcast":
@@ -178,10 +181,12 @@ def _parse_shoutcast(
 
 def redact(text: str) -> str:
     """Replace the password of any URL in text with ***."""
-    # Up to the last "@" of the word: a password may hold "@" and "/" too.
+    # Up to the last "@" on the line: a password may hold "@", "/", "#", quotes and
+    # white space, and the text gives no other end to it. Hiding too much is the safe
+    # side; parse_target refuses a URL with a line break.
     # shoutcast://secret@host: there a lone word before the "@" is the password.
-    text = re.sub(r"(shoutcast[a-z+]*://)\S*@", r"\1***@", text, flags=re.I)
-    text = re.sub(r"(//[^:/@\s]*:)\S*@", r"\1***@", text)
+    text = re.sub(r"(shoutcast[a-z+]*://)[^\r\n]*@", r"\1***@", text, flags=re.I)
+    text = re.sub(r"(//[^:/@\r\n]*:)[^\r\n]*@", r"\1***@", text)
     # SHOUTcast's admin.cgi takes the password in the query.
     return re.sub(r"([?&]pass=)[^&#\s]*", r"\1***", text, flags=re.I)
 

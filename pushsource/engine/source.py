@@ -93,6 +93,19 @@ class SourceEvents(Protocol):
         """Called exactly once when the connection fails; it is closed after."""
 
 
+class _Deaf:
+    """The events of a finished SourceSocket: it says nothing more."""
+
+    def accepted(self) -> None:
+        pass
+
+    def failed(self, error: IcecastError) -> None:
+        pass
+
+
+_DEAF: Final = _Deaf()
+
+
 class _State(enum.Enum):
     NEW = "new"
     CONNECTING = "connecting"  # resolving, connecting, TLS handshake
@@ -539,12 +552,17 @@ class SourceSocket:
     def _fail(self, error: IcecastError) -> None:
         if self._state is _State.DONE:
             return
+        events = self._events
         self._finish()
         log.debug("%s failed: %s", self.target, error)
-        self._events.failed(error)
+        events.failed(error)
 
     def _finish(self) -> None:
         self._state = _State.DONE
+        # Let go of the owner: its handler holds this socket, and the cycle kept
+        # every failed attempt (and its buffers) alive until a full collection,
+        # which at ten thousand stations comes seldom: memory grew per attempt.
+        self._events = _DEAF
         self._cancel_timer()
         self._opened()
         task = self._task
