@@ -248,6 +248,10 @@ class StationDriver:
         cued = self.machine.cued_path()
         return ([cued] if cued is not None else []) + self._feed.queued()
 
+    def queue_length(self) -> int:
+        """len(queued()), without the copy."""
+        return (self.machine.cued_path() is not None) + self._feed.queue_length()
+
     # -- live input (the harbor calls this on the engine's thread)
 
     def live(self, event: Callable[..., list[fx.Effect]], *args: Any) -> None:

@@ -589,7 +589,7 @@ def _serve(control: ControlSettings, runners: Sequence[StationRunner], engine: E
     from pushsource.ops.control import ControlServer
     from pushsource.ops.metrics import Metrics
 
-    metrics = Metrics(runners)
+    metrics = Metrics(runners, engine.air_idle)
     server = ControlServer(
         (control.host, control.port),
         runners,

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from pushsource.core.effects import Cued
 from pushsource.core.icy import METAINT
@@ -106,6 +106,29 @@ class Counters:
     #: Seconds, not yet scraped; the latest only: with /metrics off nobody takes them.
     conversions: deque[float] = field(default_factory=lambda: deque(maxlen=CONVERSIONS_KEPT))
     track_gain_db: float | None = None  # the level change of the track playing (loudness on)
+
+
+@dataclass(frozen=True)
+class OutputWhere:
+    """An output's fixed labels for /metrics: where it goes, in which format."""
+
+    mount: str
+    server: str
+    bitrate: int
+    samplerate: int
+    channels: int
+    converted: bool
+
+
+class OutputReading(NamedTuple):
+    """An output as /metrics reads it: its labels and its numbers now."""
+
+    where: OutputWhere
+    state: str
+    reconnects: int
+    attempts: int
+    bytes_sent: int
+    listeners: int | None  # None: not known
 
 
 @dataclass(frozen=True)
@@ -264,6 +287,15 @@ class StationRunner:
         )
         self._done = threading.Event()
         self.live_input, self._harbor = self._live_input(settings, engine, machine, fmt)
+        # Once (/metrics keeps its label text while the object is the same),
+        # from outputs_status(): the labels are the status' own values.
+        self._where = [
+            OutputWhere(
+                o["mount"], o["server"], o["format"]["bitrate"], o["format"]["samplerate"],
+                o["format"]["channels"], o["converted"],
+            )
+            for o in self.outputs_status()
+        ]  # fmt: skip
 
     def _live_input(
         self, settings: StationSettings, engine: Engine, machine: StationMachine, fmt: Any
@@ -456,7 +488,7 @@ class StationRunner:
 
     @property
     def queue_length(self) -> int:
-        return len(self.driver.queued())
+        return self.driver.queue_length()
 
     @property
     def listeners(self) -> int | None:
@@ -572,6 +604,21 @@ class StationRunner:
                 }
             )
         return out
+
+    def output_readings(self) -> list[OutputReading]:
+        """Each output as outputs_status() has it, but only what /metrics
+        shows and no dict or string built: a scrape reads every station."""
+        readings = []
+        for where, output in zip(self._where, self.driver.outputs, strict=True):
+            watch = output.spec.watch
+            listeners = watch.listeners(output.target.mount) if watch is not None else None
+            readings.append(
+                OutputReading(
+                    where, output.state, output.reconnects, output.attempts,
+                    output.bytes_sent, listeners,
+                )
+            )  # fmt: skip
+        return readings
 
     def _live_status(self) -> dict[str, Any] | None:
         """The live input: who is connected since when, bytes in (read across

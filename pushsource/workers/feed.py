@@ -350,6 +350,11 @@ class Feed:
         with self._lock:
             return list(self._queued)
 
+    def queue_length(self) -> int:
+        """How many files queued() lists, without copying them (/metrics). Any thread."""
+        with self._lock:
+            return len(self._queued)
+
     def release(self, track: object) -> None:
         if isinstance(track, Track):
             track.close()
