@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from pushsource.core.target import IcecastTarget
-from pushsource.engine.source import SourceSocket
+from pushsource.engine import source as source_module
+from pushsource.engine.source import PROBE_EVERY, SourceSocket
 from pushsource.errors import (
     AuthenticationError,
     ConnectionLostError,
@@ -592,9 +593,12 @@ class Owner(Events):
     sock: SourceSocket | None = None
 
 
-def test_a_failed_attempt_is_freed_at_once_not_by_the_collector() -> None:
+def test_a_failed_attempt_is_freed_at_once_not_by_the_collector(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Ten thousand stations retry about once a second each: an attempt kept in a
     # reference cycle lives until a full collection, and memory grows per attempt.
+    monkeypatch.setattr(source_module, "PROBE_EVERY", 0.0)  # each attempt its own probe
     target = IcecastTarget("127.0.0.1", free_port(), "/live", password=SECRET)
     attempts = 20
 
@@ -618,3 +622,53 @@ def test_a_failed_attempt_is_freed_at_once_not_by_the_collector() -> None:
     finally:
         gc.enable()
     assert alive == 0, f"{alive} of {attempts} failed attempts still in memory"
+
+
+def test_stations_on_a_server_that_cannot_be_reached_wait_for_one_probe() -> None:
+    """One attempt at a time finds out whether the server can be reached, at
+    most every PROBE_EVERY; the other stations wait, without a connect (or a
+    line) each, and all go as soon as an attempt gets through."""
+    port = free_port()
+
+    def target(n: int) -> IcecastTarget:
+        return IcecastTarget("127.0.0.1", port, f"/m{n}", password=SECRET)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(OK)
+        await writer.drain()
+        await reader.read()  # until the source closes
+
+    async def session() -> None:
+        loop = asyncio.get_running_loop()
+        first = Events()
+        SourceSocket(loop, target(0), first, timeout=2.0).open({})
+        assert "cannot connect" in str(await first.error())
+        # Known unreachable now: 50 more stations ask within a probe's interval.
+        waiting = [Events() for _ in range(50)]
+        socks = [SourceSocket(loop, target(n + 1), e, timeout=2.0) for n, e in enumerate(waiting)]
+        for sock in socks:
+            sock.open({})
+        await asyncio.sleep(2.5 * PROBE_EVERY)
+        assert not any(e.errors for e in waiting)  # no attempt of their own, no line
+        # The first station tries again (its backoff): the probe, for everyone.
+        probe = Events()
+        SourceSocket(loop, target(0), probe, timeout=2.0).open({})
+        assert "cannot connect" in str(await probe.error())
+        assert not any(e.errors or e.accepted_at for e in waiting)
+        server = await asyncio.start_server(answer, "127.0.0.1", port)
+        again = Events()
+        retry = SourceSocket(loop, target(99), again, timeout=2.0)
+        try:
+            await asyncio.sleep(PROBE_EVERY)
+            retry.open({})  # its next try gets through, and everyone waiting goes
+            await again.until(lambda: again.accepted_at is not None, 5.0)
+            for events in waiting:
+                await events.until(lambda e=events: e.accepted_at is not None, 5.0)
+        finally:
+            for sock in (*socks, retry):
+                sock.abort()
+            server.close()
+            await server.wait_closed()
+
+    run(session())

@@ -45,17 +45,83 @@ _READ: Final = 64 * 1024
 #: at once left many in SYN retransmission for seconds, past the connect timeout,
 #: and the hung-server check's probe unanswered behind them, which cut them all.
 OPENING_PER_SERVER: Final = 8
-_gates: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[str, int], asyncio.Semaphore]
-] = weakref.WeakKeyDictionary()
+#: A server that could not be reached is tried this often by one of the
+#: stations that push to it, at most; the others wait for its answer.
+PROBE_EVERY: Final = 0.5
+#: A station waiting for another's probe looks again this long after (jittered
+#: by a fifth), in case the probing station went away.
+WAIT_MAX: Final = 10.0
 
 
-def _gate(loop: asyncio.AbstractEventLoop, target: IcecastTarget) -> asyncio.Semaphore:
-    gates = _gates.setdefault(loop, {})
-    key = (target.host.casefold(), target.port)
-    if key not in gates:
-        gates[key] = asyncio.Semaphore(OPENING_PER_SERVER)
-    return gates[key]
+class _Server:
+    """What the stations on one loop know of one server: at most
+    OPENING_PER_SERVER connections being opened at once, and whether it could
+    be reached at all. While it cannot, one station's attempt at a time (at
+    most every PROBE_EVERY) finds out for all: 10,000 stations on a port that
+    refuses made 10,000 connects a second, a core's worth, and as many lines;
+    now they wait, quiet, until a probe gets through, then all go at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.opening = asyncio.Semaphore(OPENING_PER_SERVER)
+        self._loop = loop
+        self._down = False
+        self._probe_at = 0.0  # the next attempt while down, no sooner
+        self._probing = False
+        self._changed = asyncio.Event()
+
+    async def turn(self) -> bool:
+        """Wait while the server is down and it is not our turn to try it.
+        Returns whether this attempt is the probe (say ``reached`` or
+        ``unreached`` after it, or ``gave_up``)."""
+        while self._down:
+            now = self._loop.time()
+            if not self._probing and now >= self._probe_at:
+                self._probing = True
+                return True
+            changed = self._changed
+            wait = WAIT_MAX * (0.8 + 0.4 * (id(asyncio.current_task()) % 97) / 97)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await changed.wait()
+        return False
+
+    def reached(self) -> None:
+        """A connection got through: everyone waiting goes."""
+        self._probing = False
+        if self._down:
+            self._down = False
+            self._wake()
+
+    def unreached(self) -> None:
+        """An attempt could not reach the server."""
+        self._probing = False
+        self._down = True
+        self._probe_at = self._loop.time() + PROBE_EVERY
+
+    def gave_up(self) -> None:
+        """The probe was called off (its station stopped): another may go."""
+        if self._probing:
+            self._probing = False
+            self._probe_at = 0.0
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+_servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, int], _Server]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _server(loop: asyncio.AbstractEventLoop, target: IcecastTarget) -> _Server:
+    servers = _servers.setdefault(loop, {})
+    key = (target.host.casefold(), target.source_port)  # where it connects (SHOUTcast: +1)
+    server = servers.get(key)
+    if server is None:
+        server = servers[key] = _Server(loop)
+    return server
 
 
 def _send_holding_the_lock() -> Callable[[int, bytes, int, int], int] | None:
@@ -277,27 +343,50 @@ class SourceSocket:
             self._fail(IcecastError(f"cannot resolve {shown}: {why or describe_error(exc)}"))
             return
         self.address = address
-        gate = _gate(self._loop, self.target)
-        await gate.acquire()  # not timed: waiting for our turn is not the server's fault
-        self._opening = gate
+        server = _server(self._loop, self.target)
+        probe = await server.turn()  # not timed: another's probe is not the server's fault
+        try:
+            await server.opening.acquire()
+        except BaseException:
+            if probe:
+                server.gave_up()
+            raise
+        self._opening = server.opening
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
+            if probe:
+                server.gave_up()
             self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
             return
         try:
             _prepare(sock, self._timeout)
             async with asyncio.timeout(self._timeout):
                 await self._loop.sock_connect(sock, (address, self.target.source_port))
-            await self._loop.create_connection(lambda: _Wire(self), sock=sock)
         except TimeoutError:
             sock.close()
+            server.unreached()
             self._fail(
                 IcecastError(
                     f"cannot connect to {self._where}: no answer within {self._timeout:g} s"
                 )
             )
+            return
+        except OSError as exc:
+            sock.close()
+            server.unreached()
+            self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
+            return
+        except BaseException:
+            sock.close()
+            if probe:
+                server.gave_up()
+            self._opened()
+            raise
+        server.reached()
+        try:
+            await self._loop.create_connection(lambda: _Wire(self), sock=sock)
         except OSError as exc:
             sock.close()
             self._fail(IcecastError(f"cannot connect to {self._where}: {describe_error(exc)}"))
