@@ -119,6 +119,10 @@ def test_a_server_that_answers_is_asked_every_interval_and_never_cut(
             assert hangs == []
             assert 8 <= len(server.connections) <= 13, server.connections
             assert server.requests[0].startswith(b"GET /status-json.xsl HTTP/1.0\r\nHost: ")
+            # A request under way when the last watcher left may still land (a
+            # TLS handshake on a loaded machine: 12 against 11 once in CI);
+            # after two intervals, none comes any more.
+            await asyncio.sleep(0.2)
             count = len(server.connections)
             await asyncio.sleep(0.3)
             assert len(server.connections) == count  # nobody watches: no probes
