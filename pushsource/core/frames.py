@@ -239,6 +239,23 @@ def header_for(sample_rate: int, channels: int, bitrate: int) -> FrameHeader:
     return header
 
 
+def roomier(word: bytes, length: int) -> bytes | None:
+    """The 4-byte header ``word`` (a Layer III frame's) at the lowest bitrate
+    whose frame, padding bit cleared, is at least ``length`` bytes long; None
+    if no bitrate of its version is (or ``word`` is no such header). Frames of
+    one stream may change bitrate from frame to frame (VBR), so a frame may
+    be re-headed to carry more bytes. Does not raise."""
+    header = parse_header(word)
+    if header is None or header.layer != 3 or header.free_format:
+        return None
+    value = int.from_bytes(word, "big") & ~((0xF << 12) | (1 << 9))
+    for index in range(1, 15):
+        candidate = _decode_header(value | (index << 12))
+        if candidate is not None and candidate.length >= length:
+            return (value | (index << 12)).to_bytes(4, "big")
+    return None
+
+
 def silent_frame(like: FrameHeader) -> bytes:
     """A frame of digital silence in the format of ``like`` (no padding, no CRC).
 

@@ -1,0 +1,360 @@
+"""Crossfades that re-encode only the join.
+
+Everything a station sends is its files' own frames, byte for byte; at a
+join, the last seconds of the outgoing track and the first of the incoming
+one are decoded, mixed on an equal-power curve and encoded again in the
+station's exact format, and those frames (a :class:`Join`) go out in place of
+the frames they stand for. Done ahead of time on the workers, from frames the
+station already holds: the outgoing track's last seconds are read ahead, the
+incoming track's first chunk is in when it is cued.
+
+Sample accounting, so that no sample is doubled or lost: a decoder's output
+for a stream lags the encoder's input by the encoder's delay (LAME's tag says
+how much, 576 samples unless it says otherwise) plus 529 samples of its own
+filterbank. Everything here is counted in the outgoing track's decoded
+samples from the first frame it was handed. The incoming track's first real
+sample goes where the fade starts, so its frames must land on frame
+boundaries: the fade's length moves by at most half a frame to make it so.
+The encoder's own delay (libmp3lame: 1105 samples, read off PyAV) is met by
+encoding from a few frames before the join and dropping the frames before it.
+
+Both seams are clean for a decoder (the bit reservoir, see core/splice.py):
+a frame's main data may start up to 511 bytes back in the frames before it.
+The first encoded frame kept points into encoded frames that are dropped, and
+the incoming track's first frame after the join points into its own frames
+that are replaced. So the frame before each seam is re-headed at a higher
+bitrate (bitrate may change from frame to frame: that is VBR) and carries,
+after its own bytes, exactly the bytes the next frame's reservoir needs. No
+frame is silenced and no sample moves.
+"""
+
+from __future__ import annotations
+
+import array
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import av
+from av.audio.frame import AudioFrame
+
+from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header, roomier
+from pushsource.core.gain import crc16
+
+log = logging.getLogger("pushsource.crossfade")
+
+#: Frames decoded before the first one whose audio is used: the reservoir
+#: (at most 511 bytes back), the MDCT overlap and the synthesis filterbank
+#: settle within a few frames.
+PREROLL: Final = 6
+#: A decoder's own delay (ISO 11172-3's synthesis filterbank, as mpg123 and
+#: FFmpeg decode): 528 + 1 samples.
+DECODER_DELAY: Final = 529
+#: LAME's encoder delay when a file's LAME tag does not say.
+LAME_DELAY: Final = 576
+#: A track whose last (first) second peaks below this ends (begins) in
+#: silence: no fade there. -50 dBFS.
+QUIET: Final = 10 ** (-50 / 20)
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Frames that stand for the end of one track and the start of the next."""
+
+    cut_at: int  # file offset of the outgoing track's first frame it replaces
+    data: bytes  # whole frames in the station's format
+    ends: tuple[int, ...]  # where each frame ends in data
+    resume_at: int  # file offset of the incoming track's first frame after it
+    skip: int  # the incoming track's frames it replaces (those before resume_at)
+    title_at: int  # the frame at the fade's midpoint: the incoming title goes there
+    seconds: float  # how long the two tracks sound together
+
+
+@dataclass(frozen=True, slots=True)
+class NoJoin:
+    """No crossfade at this change of track, and why (for the log)."""
+
+    reason: str
+
+
+def main_data_begin(frame: bytes | bytearray, header: FrameHeader) -> int:
+    """How many bytes back into earlier frames' main data this frame's starts."""
+    at = header.side_info_at
+    if header.version is MPEGVersion.MPEG1:
+        return (frame[at] << 1) | (frame[at + 1] >> 7)
+    return frame[at]
+
+
+def main_data_slot(header: FrameHeader) -> int:
+    """Bytes of a frame that hold main data (after header, CRC and side info)."""
+    return header.length - header.side_info_at - header.side_info_size
+
+
+def lame_delays(head: bytes) -> tuple[int, int] | None:
+    """(encoder delay, padding) from the LAME tag in the first frame of a
+    file (``head``: the file's first bytes from that frame on), or None."""
+    header = parse_header(head)
+    if header is None or header.layer != 3:
+        return None
+    at = header.side_info_at + header.side_info_size
+    tag = head[at : at + 4]
+    if tag not in (b"Xing", b"Info"):
+        return None
+    flags = int.from_bytes(head[at + 4 : at + 8], "big")
+    pos = at + 8 + 4 * bool(flags & 1) + 4 * bool(flags & 2) + 100 * bool(flags & 4)
+    pos += 4 * bool(flags & 8)
+    if head[pos : pos + 4] != b"LAME" or len(head) < pos + 24:
+        return None
+    three = int.from_bytes(head[pos + 21 : pos + 24], "big")
+    return three >> 12, three & 0xFFF
+
+
+def build_join(
+    outgoing: Sequence[tuple[int, bytes]],
+    incoming: Sequence[tuple[int, bytes]],
+    fade: float,
+    *,
+    bitrate: int,
+    out_padding: int | None = None,
+    in_delay: int | None = None,
+) -> Join | NoJoin:
+    """The join from ``outgoing`` (its last frames, to its very end, as
+    (file offset, frame) pairs) into ``incoming`` (its first frames), the two
+    sounding together for about ``fade`` seconds; ``bitrate`` (kbps) is the
+    station's. Does not raise for any frames; a NoJoin says why not."""
+    try:
+        return _build(outgoing, incoming, fade, bitrate, out_padding, in_delay)
+    except (av.FFmpegError, ValueError) as exc:
+        return NoJoin(f"could not mix the join: {exc}")
+
+
+def _build(
+    outgoing: Sequence[tuple[int, bytes]],
+    incoming: Sequence[tuple[int, bytes]],
+    fade: float,
+    bitrate: int,
+    out_padding: int | None,
+    in_delay: int | None,
+) -> Join | NoJoin:
+    if not outgoing or not incoming:
+        return NoJoin("no frames")
+    header = parse_header(outgoing[0][1])
+    first_in = parse_header(incoming[0][1])
+    if header is None or first_in is None or header.layer != 3 or first_in.layer != 3:
+        return NoJoin("not Layer III")
+    if not header.continues(first_in):
+        return NoJoin("the tracks differ in sample rate or channels")
+    spf, rate = header.samples, header.sample_rate
+    p = _decode([f for _, f in outgoing], header)
+    n = _decode([f for _, f in incoming], header)
+    if p is None or n is None:
+        return NoJoin("a frame did not decode")
+    held_out = len(outgoing) * spf
+    p_end = held_out
+    if out_padding is not None and out_padding >= DECODER_DELAY:
+        p_end = held_out - out_padding + DECODER_DELAY
+    start_n = (LAME_DELAY if in_delay is None else in_delay) + DECODER_DELAY
+    if _peak(p, p_end - rate, p_end) < QUIET:
+        return NoJoin("the outgoing track ends in silence")
+    if _peak(n, start_n, start_n + rate) < QUIET:
+        return NoJoin("the incoming track begins in silence")
+
+    # The fade starts where the incoming track's first real sample lands on a
+    # frame boundary of the incoming track: start_n + spf * m.
+    target = fade * rate
+    m = round((p_end - target - start_n) / spf)
+    fade_at = start_n + spf * m
+    length = p_end - fade_at
+    enc_delay = _encoder_delay()
+    lead = -(-enc_delay // spf) + 1  # encoded frames dropped before the join
+    j = fade_at // spf - 1  # the first outgoing frame the encoded ones stand for
+    t0 = (j - lead) * spf + enc_delay  # the decoded sample the encoding starts at
+    if length <= 0 or j - 1 < PREROLL or t0 < PREROLL * spf:
+        return NoJoin("too little of the outgoing track is held")
+    k_stream = -(-p_end // spf) + 1  # the first frame after the join, in the stream
+    k = k_stream - m  # the same frame in the incoming track
+    end_n = start_n + (k_stream + 2) * spf - fade_at
+    if k < 1 or end_n > len(n[0]):
+        return NoJoin("too little of the incoming track is held")
+
+    mixed = _mix(p, n, t0, fade_at, p_end, start_n, end_n)
+    packets = _encode(mixed, header, bitrate)
+    kept = packets[lead : lead + k_stream - j]
+    if len(kept) != k_stream - j:
+        return NoJoin("the encoder gave too few frames")
+    front = _carry(outgoing[j - 1][1], packets[:lead], kept[0])
+    back = _carry(kept[-1], [f for _, f in incoming[:k]], incoming[k][1])
+    if front is None or back is None:
+        return NoJoin(f"no bitrate leaves room to splice cleanly at {bitrate} kbps")
+    frames = [front, *kept[:-1], back]
+    ends = tuple(_running(frames))
+    mid = (fade_at + length // 2) // spf - (j - 1)
+    return Join(
+        cut_at=outgoing[j - 1][0],
+        data=b"".join(frames),
+        ends=ends,
+        resume_at=incoming[k][0],
+        skip=k,
+        title_at=max(0, min(len(frames) - 1, mid)),
+        seconds=length / rate,
+    )
+
+
+def _running(frames: Sequence[bytes]) -> list[int]:
+    out, total = [], 0
+    for frame in frames:
+        total += len(frame)
+        out.append(total)
+    return out
+
+
+def _decode(frames: Sequence[bytes], header: FrameHeader) -> list[array.array[float]] | None:
+    """Each channel's samples, ``header.samples`` per frame, in order. Frames
+    at the start whose reservoir lies before the first are decoded as
+    silence (they are preroll), so every frame gives its samples."""
+    decoder = av.CodecContext.create("mp3float", "r")
+    channels = [array.array("f") for _ in range(header.channels)]
+    have = 0
+    for frame in frames:
+        h = parse_header(frame)
+        if h is None or len(frame) != h.length:
+            return None
+        if main_data_begin(frame, h) > have:
+            frame = _silenced(frame, h)
+        have = min(have + main_data_slot(h), 1 << 16)
+        got = 0
+        for out in decoder.decode(av.Packet(frame)):  # type: ignore[attr-defined]
+            got += _take(out, channels)
+        if got != h.samples:
+            return None
+    return channels
+
+
+def _take(frame: AudioFrame, channels: list[array.array[float]]) -> int:
+    size = frame.samples * 4
+    for plane, channel in zip(frame.planes, channels, strict=False):
+        channel.frombytes(bytes(plane)[:size])
+    return frame.samples
+
+
+def _silenced(frame: bytes, header: FrameHeader) -> bytes:
+    """The frame with zero side information: it decodes to silence and reads
+    no main data (main_data_begin 0, part2_3_length 0)."""
+    at = header.side_info_at
+    out = bytearray(frame)
+    out[at : at + header.side_info_size] = bytes(header.side_info_size)
+    if header.protected:
+        crc = crc16(out[2:4] + out[at : at + header.side_info_size])
+        out[4:6] = crc.to_bytes(2, "big")
+    return bytes(out)
+
+
+def _peak(channels: list[array.array[float]], start: int, stop: int) -> float:
+    start, stop = max(0, start), max(0, stop)
+    peak = 0.0
+    for channel in channels:
+        part = channel[start:stop]
+        if part:
+            peak = max(peak, max(part), -min(part))
+    return peak
+
+
+def _mix(
+    p: list[array.array[float]],
+    n: list[array.array[float]],
+    t0: int,
+    fade_at: int,
+    p_end: int,
+    start_n: int,
+    end_n: int,
+) -> list[array.array[float]]:
+    """The outgoing track from t0, the two together on an equal-power curve
+    from fade_at to p_end, then the incoming track to end_n (its own count)."""
+    length = p_end - fade_at
+    step = math.pi / (2 * length)
+    out_gain = [math.cos(i * step) for i in range(length)]
+    in_gain = [math.sin(i * step) for i in range(length)]
+    mixed = []
+    for a, b in zip(p, n, strict=True):
+        both = [
+            x * g + y * h
+            for x, g, y, h in zip(
+                a[fade_at:p_end], out_gain, b[start_n : start_n + length], in_gain, strict=True
+            )
+        ]
+        channel = a[t0:fade_at]
+        channel.extend(both)
+        channel.extend(b[start_n + length : end_n])
+        mixed.append(channel)
+    return mixed
+
+
+def _encode(channels: list[array.array[float]], header: FrameHeader, bitrate: int) -> list[bytes]:
+    """LAME frames of these samples in the format of ``header`` at ``bitrate``."""
+    encoder = _encoder(header, bitrate)
+    spf = encoder.frame_size or header.samples
+    layout = "mono" if header.channels == 1 else "stereo"
+    total = len(channels[0])
+    packets: list[bytes] = []
+    for start in range(0, total, spf):
+        frame = AudioFrame(format="fltp", layout=layout, samples=spf)
+        for plane, channel in zip(frame.planes, channels, strict=False):
+            part = channel[start : start + spf]
+            if len(part) < spf:
+                part.extend([0.0] * (spf - len(part)))
+            plane.update(part.tobytes())
+        frame.sample_rate = header.sample_rate
+        frame.pts = start
+        packets.extend(bytes(packet) for packet in encoder.encode(frame))
+    packets.extend(bytes(packet) for packet in encoder.encode(None))
+    return packets
+
+
+def _encoder(header: FrameHeader, bitrate: int) -> av.AudioCodecContext:
+    encoder = av.CodecContext.create("libmp3lame", "w")
+    assert isinstance(encoder, av.AudioCodecContext)
+    encoder.sample_rate = header.sample_rate
+    encoder.layout = "mono" if header.channels == 1 else "stereo"
+    encoder.format = "fltp"
+    encoder.bit_rate = bitrate * 1000
+    encoder.open()
+    return encoder
+
+
+def _encoder_delay() -> int:
+    """Samples by which a decoder's output of libmp3lame's frames lags the
+    encoder's input: LAME's delay and the decoder's (FFmpeg's libmp3lame
+    reports it as initial_padding; tests/test_crossfade.py measures it)."""
+    return LAME_DELAY + DECODER_DELAY
+
+
+def _carry(frame: bytes, before: Sequence[bytes], following: bytes) -> bytes | None:
+    """``frame`` re-headed to carry, after its own bytes, the main data that
+    ``following`` (the next frame on air) needs from ``before`` (the frames
+    it followed where it came from, which do not go on air). None if no
+    bitrate gives the room."""
+    header = parse_header(frame)
+    nxt = parse_header(following)
+    if header is None or nxt is None:
+        return None
+    need = main_data_begin(following, nxt)
+    reservoir = b"".join(f[len(f) - main_data_slot(parse_header(f) or header) :] for f in before)
+    if need > len(reservoir):
+        return None  # it points before the start of its own stream: cannot be
+    tail = reservoir[len(reservoir) - need :] if need else b""
+    if not tail:
+        return frame
+    size = len(frame) + len(tail)
+    word = roomier(frame[:4], size)
+    if word is None:
+        return None
+    grown = parse_header(word)
+    assert grown is not None
+    out = bytearray(word + frame[4:])
+    out += bytes(grown.length - size) + tail
+    if header.protected:
+        at, side = header.side_info_at, header.side_info_size
+        out[4:6] = crc16(out[2:4] + out[at : at + side]).to_bytes(2, "big")
+    return bytes(out)
