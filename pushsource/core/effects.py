@@ -198,6 +198,32 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Join:
+    """Crossfade: frames that stand for the end of one track and the start of
+    the next (made on the workers: workers/crossfade.py)."""
+
+    cut_at: int  # file offset of the outgoing track's first frame it replaces
+    data: bytes  # whole frames in the station's format
+    ends: tuple[int, ...]  # where each frame ends in data
+    resume_at: int  # file offset of the incoming track's first frame after it
+    skip: int  # the incoming track's frames it replaces (those before resume_at)
+    title_at: int  # the frame at the fade's midpoint: the incoming title goes there
+    seconds: float  # how long the two tracks sound together
+
+
+@dataclass(frozen=True, slots=True)
+class Mix:
+    """Make the join from ``outgoing`` into ``incoming`` (their frames as
+    (file offset, frame)); answer with joined()."""
+
+    out_track: Cued
+    in_track: Cued
+    outgoing: tuple[tuple[int, bytes], ...]
+    incoming: tuple[tuple[int, bytes], ...]
+    fade: float
+
+
+@dataclass(frozen=True, slots=True)
 class Started:
     track: Cued
 
@@ -224,6 +250,7 @@ class Finished:
 
 Effect = (
     (Connect | Send | Close | Wake | SetTitle | Cue | Read | Release | Started | Ended)
+    | Mix
     | State
     | Finished
 )

@@ -15,6 +15,7 @@ disk or a converter.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 import random
@@ -34,6 +35,8 @@ from pushsource.core.effects import (
     Effect,
     Ended,
     Finished,
+    Join,
+    Mix,
     Read,
     Release,
     Send,
@@ -44,6 +47,7 @@ from pushsource.core.effects import (
     Wake,
 )
 from pushsource.core.frames import FrameHeader, silent_frame
+from pushsource.core.gain import DB_PER_STEP, apply_gain
 from pushsource.core.icy import IcyWriter
 from pushsource.core.pacer import Pacer
 from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
@@ -69,6 +73,14 @@ STARVED: Final = 1.5
 #: Batches remembered for a rewind after a drop (one entry per track in each):
 #: more than a socket holds unsent (its high-water mark and the kernel's buffer).
 BATCHES_KEPT: Final = 80
+#: Crossfade: a skip fades the track out over this long (global_gain stepped
+#: down frame by frame to SKIP_FADE_DB below), rather than cut it.
+SKIP_FADE: Final = 0.5
+SKIP_FADE_DB: Final = 40.0
+#: Crossfade: what the join needs held of the outgoing track beyond the fade
+#: (the decoder's preroll, the frames before the fade), and of the incoming
+#: track's first chunk; the join is asked for that long before it is due.
+JOIN_MARGIN: Final = 1.5
 #: Back on air after a drop, how long the track that was playing may take to
 #: reopen before silence fills in (Icecast drops a source silent for 10 s;
 #: its listeners just reconnected and have the burst to come).
@@ -173,6 +185,12 @@ class _Playing:
     end: int = 0  # file offset past the last frame received
     starved: float = 0.0  # seconds of silence sent for want of frames
     seconds: float = 0.0  # of its audio sent (what came before a resume included)
+    stop_at: int | None = None  # crossfade: its frames give way to a join here (file offset)
+    join: Join | None = None  # crossfade: the join's frames go first, then its own
+    join_sent: int = 0  # frames of the join sent
+    join_from: tuple[Cued, float] | None = None  # the outgoing track, its seconds at the cut
+    fading: int = 0  # skip with crossfade: frames still to send, fading out
+    fade_total: int = 0
 
     def __post_init__(self) -> None:
         self.seconds = self.track.before
@@ -219,6 +237,7 @@ class StationMachine:
         interrupted: Interrupted = Interrupted.RESUME,
         live_title: str = "Live: {user}",
         metaint: int | None = None,
+        crossfade: float = 0.0,
     ) -> None:
         """``metaint``: titles travel inside the stream, in ICY blocks every
         so many bytes (the station's own output), which the pacing counts."""
@@ -269,8 +288,28 @@ class StationMachine:
         self._interrupted = interrupted
         self._live_default = live_title  # for a DJ who sends no title; {user} is their name
         self._live: _Live | None = None
+        self._crossfade = crossfade  # seconds the tracks sound together at a join; 0 off
+        self._mixing: tuple[Cued, Cued] | None = None  # a Mix is out for these
+        self._join: tuple[Cued, Join] | None = None  # the join into the cued track, made
 
     # -- what the world may ask ----------------------------------------------
+
+    @property
+    def station_format(self) -> FrameHeader:
+        """The station's format (its silence's frames)."""
+        return self._format
+
+    @property
+    def crossfade(self) -> float:
+        """Seconds the tracks sound together at a join; 0: off."""
+        return self._crossfade
+
+    def cue_frames(self, least: int) -> int:
+        """Frames to read with a track when it is cued: at least ``least``, and
+        with crossfade what its join needs."""
+        if not self._crossfade:
+            return least
+        return max(least, math.ceil((self._crossfade + JOIN_MARGIN) / self._format.duration))
 
     @property
     def playing(self) -> Cued | None:
@@ -476,7 +515,26 @@ class StationMachine:
                 self._pump(now, out)
         else:
             self._next = track
+            self._want_join(out)
         return out
+
+    def joined(
+        self, now: float, out_track: Cued, in_track: Cued, join: Join | None
+    ) -> list[Effect]:
+        """The answer to Mix: the join, or None (no crossfade there; the
+        workers said why)."""
+        if self._mixing is not None and self._mixing[1] is in_track:
+            self._mixing = None
+        p = self._playing
+        if join is None or p is None or p.track is not out_track or self._next is not in_track:
+            return []
+        if p.fading or p.position > join.cut_at:
+            log.info("crossfade: the join into %s came too late", in_track.title)
+            return []
+        p.stop_at = join.cut_at
+        self._join = (in_track, join)
+        log.debug("crossfade: %.1f s into %s", join.seconds, in_track.title)
+        return []
 
     def news(self, now: float, queued: bool = True) -> list[Effect]:
         """The source may have a file now (one arrived, the queue was edited);
@@ -486,6 +544,7 @@ class StationMachine:
         if queued and nxt is not None and nxt.looped and not self._cueing:
             # A new file goes before the library's next.
             self._next = None
+            self._drop_join()
             out.append(Release(nxt.handle))
             self._dry = True
         if self._dry and not self._cueing and self.phase is not Phase.DONE:
@@ -499,6 +558,7 @@ class StationMachine:
         The engine puts it back in the source; a new Cue follows."""
         out: list[Effect] = []
         nxt, self._next = self._next, None
+        self._drop_join()
         if nxt is not None:
             out.append(Release(nxt.handle))
         self._dry = False
@@ -513,6 +573,7 @@ class StationMachine:
             return out  # a track skipped or rewound meanwhile
         p.reading = False
         p.add(chunk)
+        self._want_join(out)
         if self.phase in (Phase.ON_AIR, Phase.CLOSING):
             self._pump(now, out)
         return out
@@ -552,6 +613,8 @@ class StationMachine:
             p is not None
             and p.announced
             and p.chunks
+            and p.join is None
+            and not p.fading
             and not self._skipping
             and self.phase is Phase.ON_AIR
             and self._pump_run(now, pacer, p, out)
@@ -565,9 +628,17 @@ class StationMachine:
         titles: list[tuple[int, str]] = []
         if self._skipping:
             self._skipping = False
-            if self._playing is not None and self.phase is Phase.ON_AIR:
-                log.info("skipping %s", self._playing.track.title)
-                self._end_track(out, skipped=True)
+            p = self._playing
+            if p is not None and self.phase is Phase.ON_AIR and not p.fading:
+                if self._crossfade and p.announced and p.join is None and p.chunks:
+                    # Fade out quickly rather than cut (crossfade's way).
+                    log.info("skipping %s (fading out)", p.track.title)
+                    p.fading = p.fade_total = max(1, round(SKIP_FADE / p.track.header.duration))
+                    p.stop_at = None
+                    self._drop_join()
+                else:
+                    log.info("skipping %s", p.track.title)
+                    self._end_track(out, skipped=True)
         while self.phase is Phase.CLOSING and self._closing_left > 0:
             last = self._last
             if self._stopping:  # on stop, no need to keep to the lead
@@ -595,9 +666,15 @@ class StationMachine:
                 pacer.add(count * header.samples, header.sample_rate)
                 self._last = header
                 continue
+            if p.join is not None:
+                frames += self._join_frames(now, pacer, p, parts, spans, batch, started, titles)
+                continue
+            if p.stop_at is not None and p.position >= p.stop_at:
+                self._end_track(out, skipped=False)  # the join takes over
+                continue
             if not p.chunks:
                 if p.eof:
-                    self._end_track(out, skipped=False)
+                    self._end_track(out, skipped=p.fading > 0)
                     continue
                 if pacer.ahead(now) < -STARVED:
                     # The disk is late: silence rather than lose the mount.
@@ -618,6 +695,12 @@ class StationMachine:
                 len(chunk.ends) - p.index,
                 pacer.frames_due(now, header.samples, header.sample_rate),
             )
+            if p.stop_at is not None:
+                count = min(
+                    count, bisect.bisect_right(chunk.ends, p.stop_at - chunk.offset) - p.index
+                )
+            if p.fading:
+                count = min(count, p.fading)
             end = chunk.ends[p.index + count - 1]
             if not batch or batch[-1][0] is not p.track:
                 batch.append((p.track, chunk.offset + p.start, p.seconds))
@@ -625,7 +708,14 @@ class StationMachine:
                 p.announced = True
                 started.append(p.track)
                 titles.append((sum(map(len, parts)), p.track.title))
-            parts.append(chunk.data[p.start : end])
+            if p.fading:
+                parts.append(_faded(chunk, p.index, count, p.fade_total - p.fading, p.fade_total))
+                p.fading -= count
+                if not p.fading:
+                    p.chunks.clear()  # the rest of it is skipped
+                    p.eof = True
+            else:
+                parts.append(chunk.data[p.start : end])
             spans.append(Span(p.track, p.seconds, count * header.duration))
             frames += count
             pacer.add(count * header.samples, header.sample_rate)
@@ -633,8 +723,10 @@ class StationMachine:
             self._last = header
             p.index += count
             p.start = end
-            if p.index == len(chunk.ends):
+            if p.chunks and p.index == len(chunk.ends):
                 p.chunks.popleft()
+                p.index = p.start = 0
+            elif not p.chunks:
                 p.index = p.start = 0
         if parts:
             data = b"".join(parts)
@@ -662,6 +754,8 @@ class StationMachine:
         if count <= 0 or index + count > len(ends):
             return False
         start, end = p.start, ends[index + count - 1]
+        if p.stop_at is not None and chunk.offset + end > p.stop_at:
+            return False
         data = chunk.data[start:end]
         seconds = p.seconds
         duration = count * header.duration
@@ -683,18 +777,110 @@ class StationMachine:
         self._next_step(now, out)
         return True
 
+    # -- crossfade ---------------------------------------------------------------
+
+    def _want_join(self, out: list[Effect]) -> None:
+        """Ask the workers for the join into the cued track, once the playing
+        one's frames are all in (its end is known)."""
+        p, nxt = self._playing, self._next
+        fade = self._crossfade
+        if (
+            not fade
+            or p is None
+            or nxt is None
+            or not p.eof
+            or p.stop_at is not None
+            or p.fading
+            or nxt.resumed
+            or self._mixing is not None
+            or (self._live is not None and self._live.on_air)
+        ):
+            return
+        for track in (p.track, nxt):
+            if track.duration is not None and track.duration < 3 * fade:
+                log.info("no crossfade at %s: shorter than three fades", track.title)
+                self._mixing = (p.track, nxt)  # asked, and answered: not again for these
+                return
+        duration = p.track.header.duration
+        held = _held(p)
+        want = math.ceil((fade + JOIN_MARGIN) / duration)
+        if len(held) * duration < fade + 1.0:
+            return  # too near its end already: this change of track is a cut
+        first = nxt.chunk
+        incoming = _frames(first, 0, 0)
+        self._mixing = (p.track, nxt)
+        out.append(Mix(p.track, nxt, tuple(held[-want:]), tuple(incoming), fade))
+
+    def _drop_join(self) -> None:
+        """The cued track is not the next any more: the playing one plays to its end."""
+        self._join = None
+        p = self._playing
+        if p is not None:
+            p.stop_at = None
+
+    def _join_frames(
+        self,
+        now: float,
+        pacer: Pacer,
+        p: _Playing,
+        parts: list[bytes],
+        spans: list[Span],
+        batch: list[tuple[Cued, int, float]],
+        started: list[Cued],
+        titles: list[tuple[int, str]],
+    ) -> int:
+        """The join's frames that are due (it is ``p.join``); how many."""
+        join = p.join
+        assert join is not None
+        header = p.track.header
+        done = p.join_sent
+        count = min(
+            len(join.ends) - done, pacer.frames_due(now, header.samples, header.sample_rate)
+        )
+        start = join.ends[done - 1] if done else 0
+        end = join.ends[done + count - 1]
+        if not batch or batch[-1][0] is not p.track:  # lost in a drop: it starts again
+            batch.append((p.track, p.track.chunk.offset, p.track.before))
+        mid = join.title_at
+        before = max(0, min(count, mid - done))  # frames of the join before its midpoint
+        if before and p.join_from is not None:
+            track, at = p.join_from
+            spans.append(Span(track, at + done * header.duration, before * header.duration))
+        if count > before:
+            at = (done + before - mid) * header.duration + join.seconds / 2
+            spans.append(Span(p.track, at, (count - before) * header.duration))
+        if not p.announced and done + count > mid:
+            p.announced = True
+            started.append(p.track)
+            title_byte = (join.ends[mid - 1] if mid else 0) - start
+            titles.append((sum(map(len, parts)) + max(0, title_byte), p.track.title))
+        parts.append(join.data[start:end])
+        pacer.add(count * header.samples, header.sample_rate)
+        p.seconds += count * header.duration
+        self._last = header
+        p.join_sent = done + count
+        if p.join_sent == len(join.ends):
+            p.join = None
+            p.seconds = p.track.before + join.skip * header.duration
+        return count
+
     def _ask(self, now: float, out: list[Effect]) -> None:
         """Read ahead for the playing track; cue the next one in time."""
         p = self._playing
         if p is not None and not p.eof and not p.reading:
             header = p.track.header
-            if p.buffered() * header.duration < LOW_WATER + self._pacing.lead:
+            # With crossfade its end is read this much earlier: the join is
+            # made from frames held, before they are due.
+            early = self._crossfade + JOIN_MARGIN + CUE_AHEAD if self._crossfade else 0.0
+            if p.buffered() * header.duration < LOW_WATER + self._pacing.lead + early:
                 p.reading = True
                 out.append(Read(p.track.handle, max(1, round(CHUNK_SECONDS / header.duration))))
         # The next file is opened this long before it is needed, not earlier:
         # a queued file deleted or edited meanwhile must still count.
+        early = self._crossfade + JOIN_MARGIN if self._crossfade else 0.0
         ending = p is None or (
-            p.eof and p.buffered() * p.track.header.duration <= self._pacing.lead + CUE_AHEAD
+            p.eof
+            and p.buffered() * p.track.header.duration <= self._pacing.lead + CUE_AHEAD + early
         )
         wanted = ending and self._next is None and self._wanting()
         if wanted and not self._cueing and not self._dry:
@@ -792,9 +978,12 @@ class StationMachine:
             out.append(Ended(p.track, skipped))
         self._playing = None
         nxt, self._next = self._next, None
+        join, self._join = self._join, None
         if nxt is not None:
             self._playing = _Playing(nxt)
             self._idling = False
+            if join is not None and join[0] is nxt and p.stop_at is not None and not skipped:
+                _start_join(self._playing, join[1], p)
         elif self._wanting() and not self._cueing:
             self._cue(out)
 
@@ -852,6 +1041,7 @@ class StationMachine:
             resume.append(self._resume_entry(nxt, nxt.chunk.offset, nxt.before))
             out.append(Release(nxt.handle))
         self._playing = self._next = None
+        self._join = None
         self._idling = False
         self._batches.clear()
         self._sent = 0
@@ -1091,6 +1281,56 @@ class StationMachine:
             out.append(State("stopped"))
         out.append(Finished(error))
         return out
+
+
+def _frames(chunk: Chunk, index: int, start: int) -> list[tuple[int, bytes]]:
+    """The frames of ``chunk`` from frame ``index`` (at byte ``start``) on."""
+    out = []
+    data, offset = chunk.data, chunk.offset
+    for end in chunk.ends[index:]:
+        out.append((offset + start, data[start:end]))
+        start = end
+    return out
+
+
+def _held(p: _Playing) -> list[tuple[int, bytes]]:
+    """The playing track's frames held and not sent, (file offset, frame)."""
+    out: list[tuple[int, bytes]] = []
+    for n, chunk in enumerate(p.chunks):
+        out.extend(_frames(chunk, p.index, p.start) if n == 0 else _frames(chunk, 0, 0))
+    return out
+
+
+def _start_join(p: _Playing, join: Join, out: _Playing) -> None:
+    """The track ``p`` starts with the join from ``out``: the join's frames,
+    then its own from join.resume_at."""
+    while p.chunks and p.chunks[0].offset + p.chunks[0].ends[-1] <= join.resume_at:
+        p.chunks.popleft()
+    if not p.chunks:
+        return  # not held (it cannot be: the join was made from them): from its top
+    chunk = p.chunks[0]
+    index = bisect.bisect_right(chunk.ends, join.resume_at - chunk.offset)
+    start = chunk.ends[index - 1] if index else 0
+    if chunk.offset + start != join.resume_at:
+        return
+    p.index, p.start = index, start
+    p.join = join
+    p.join_from = (out.track, out.seconds)
+
+
+def _faded(chunk: Chunk, index: int, count: int, done: int, total: int) -> bytes:
+    """Frames ``index`` to ``index + count - 1`` of ``chunk``, turned down
+    step by step: frame ``done`` of ``total`` of a fade-out (lossless
+    global_gain steps, to SKIP_FADE_DB down at the end)."""
+    steps = SKIP_FADE_DB / DB_PER_STEP
+    parts = []
+    ends, data = chunk.ends, chunk.data
+    for n in range(count):
+        i = index + n
+        start = ends[i - 1] if i else 0
+        down = -round(steps * (done + n + 1) / total)
+        parts.append(apply_gain(data[start : ends[i]], down))
+    return b"".join(parts)
 
 
 def retry_delay(error: IcecastError, failures: int, retry: Retry, rng: random.Random) -> float:

@@ -55,6 +55,7 @@ LANE_POOLS: dict[str, str] = {
     "read": "read",
     "cue": "cue",
     "convert": "convert",
+    "mix": "convert",
     "start": "start",
     "state": "save",
     "titles": "net",

@@ -200,6 +200,8 @@ class StationDriver:
         self._cue_lane = Lane(engine, "cue", name)
         self._read_lane = Lane(engine, "read", name)
         self._convert_lane = Lane(engine, "convert", name)
+        self._mix_lane = Lane(engine, "mix", name)  # crossfade joins: the convert pool
+        self._cue_frames = machine.cue_frames(CUE_FRAMES)
         self._cue_asked: tuple[tuple[Path, int] | None, Path | None] = (None, None)
         self._timer: Any = None
         self._last_save = 0.0
@@ -314,6 +316,14 @@ class StationDriver:
             case fx.Cue(resume):
                 self._cue_asked = (resume, self.machine.last_started)
                 self._cue()
+            case fx.Mix():
+                mix, bitrate = effect, self.machine.station_format.bitrate
+                self._mix_lane.submit(
+                    lambda: self._feed.mix(mix, bitrate),
+                    lambda join, _exc: self._step(
+                        lambda now: self.machine.joined(now, mix.out_track, mix.in_track, join)
+                    ),
+                )
             case fx.Release(handle):
                 self._read_lane.submit(lambda: self._feed.release(handle), _ignore)
             case fx.SetTitle(title):
@@ -607,7 +617,7 @@ class StationDriver:
     def _cue(self) -> None:
         resume, last = self._cue_asked
         self._cue_lane.submit(
-            lambda: self._feed.cue(resume, last=last, chunk=CUE_FRAMES), self._cue_done
+            lambda: self._feed.cue(resume, last=last, chunk=self._cue_frames), self._cue_done
         )
 
     def _cue_done(self, result: CueResult | None, exc: BaseException | None) -> None:

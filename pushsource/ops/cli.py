@@ -29,6 +29,7 @@ from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import (
     DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
+    MAX_CROSSFADE,
     PASSWORD_ENV,
     TOKEN_ENV,
     ControlSettings,
@@ -231,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
         "loop the folder's library, or stop (close the stream until a file arrives)",
     )
     stream.add_argument(
+        "--crossfade",
+        type=_crossfade,
+        default=0.0,
+        metavar="SECONDS",
+        help="let each track fade into the next over this long, re-encoding only the "
+        "join (default 0: off)",
+    )
+    stream.add_argument(
         "--titles",
         choices=["stream", "admin"],
         default="stream",
@@ -408,6 +417,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _crossfade(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= MAX_CROSSFADE:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 (off) and {MAX_CROSSFADE:g} seconds: {text}"
+        )
+    return value
+
+
 def _lufs(text: str) -> float:
     low, high = LOUDNESS_RANGE
     try:
@@ -451,6 +472,7 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         cache=args.cache,
         loudness=args.loudness,
         idle=args.idle,
+        crossfade=args.crossfade,
         titles=args.titles,
         shuffle=args.shuffle,
         state=args.state,

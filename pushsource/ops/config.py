@@ -23,6 +23,7 @@ from pushsource.errors import ConfigError
 from pushsource.ops.settings import (
     DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
+    MAX_CROSSFADE,
     ControlSettings,
     LiveSettings,
     OutputSettings,
@@ -72,6 +73,14 @@ def _seconds(value: object) -> float:
         raise _Problem(f"must be a number of seconds, not {_kind(value)}")
     if not 0 < value <= 60:
         raise _Problem(f"must be between 0 and 60 seconds, not {value}")
+    return float(value)
+
+
+def _crossfade(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(f"must be a number of seconds, not {_kind(value)}")
+    if not 0 <= value <= MAX_CROSSFADE:
+        raise _Problem(f"must be between 0 (off) and {MAX_CROSSFADE:g} seconds, not {value}")
     return float(value)
 
 
@@ -150,6 +159,7 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "cache": _text,
     "loudness": _lufs,
     "idle": _idle,
+    "crossfade": _crossfade,
     "titles": _titles,
     "shuffle": _flag,
     "state": _text,

@@ -262,6 +262,7 @@ class StationRunner:
             pacing=Pacing(lead=settings.lead, batch=min(settings.batch, settings.lead)),
             retry=Retry(limit=settings.max_retries),
             resume=resume,
+            crossfade=settings.crossfade,
             # The station's own output carries ICY blocks: the pacing counts them.
             metaint=METAINT if inside and self.target.protocol == "icecast" else None,
             **_live_options(settings),

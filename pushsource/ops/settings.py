@@ -21,6 +21,8 @@ TOKEN_ENV: Final = "PUSHSOURCE_TOKEN"
 
 #: The loudness targets a station may ask for, in LUFS.
 LOUDNESS_RANGE: Final = (-40.0, -5.0)
+#: The longest crossfade, in seconds.
+MAX_CROSSFADE: Final = 20.0
 #: The longest mount, in UTF-8 bytes: it must fit in Icecast's 4 KB requests with the rest.
 MAX_MOUNT: Final = 255
 
@@ -97,6 +99,7 @@ class StationSettings:
     cache: Path | None = None
     loudness: float | None = None  # LUFS to level tracks to; None: frames as they are
     idle: str = "silence"
+    crossfade: float = 0.0  # seconds the tracks sound together at a join; 0: off
     #: How titles reach Icecast: "stream" (ICY blocks inside the audio, every
     #: server, no config) or "admin" (/admin/metadata requests). SHOUTcast v1
     #: outputs always use admin.cgi.

@@ -35,11 +35,13 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 import av
 from av.audio.frame import AudioFrame
 
+from pushsource.core.effects import Join
 from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header, roomier
 from pushsource.core.gain import crc16
 
@@ -57,19 +59,6 @@ LAME_DELAY: Final = 576
 #: A track whose last (first) second peaks below this ends (begins) in
 #: silence: no fade there. -50 dBFS.
 QUIET: Final = 10 ** (-50 / 20)
-
-
-@dataclass(frozen=True, slots=True)
-class Join:
-    """Frames that stand for the end of one track and the start of the next."""
-
-    cut_at: int  # file offset of the outgoing track's first frame it replaces
-    data: bytes  # whole frames in the station's format
-    ends: tuple[int, ...]  # where each frame ends in data
-    resume_at: int  # file offset of the incoming track's first frame after it
-    skip: int  # the incoming track's frames it replaces (those before resume_at)
-    title_at: int  # the frame at the fade's midpoint: the incoming title goes there
-    seconds: float  # how long the two tracks sound together
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +98,22 @@ def lame_delays(head: bytes) -> tuple[int, int] | None:
         return None
     three = int.from_bytes(head[pos + 21 : pos + 24], "big")
     return three >> 12, three & 0xFFF
+
+
+def file_delays(path: Path) -> tuple[int, int] | None:
+    """(encoder delay, padding) from the LAME tag of the MP3 file ``path``,
+    or None (no tag, or unreadable). Does not raise."""
+    try:
+        with path.open("rb") as file:
+            head = file.read(10)
+            at = 0
+            if head[:3] == b"ID3" and len(head) == 10:  # the tag's size: 4 x 7 bits
+                at = 10 + int.from_bytes(bytes(b & 0x7F for b in head[6:10]), "big")
+                at += 10 if head[5] & 0x10 else 0  # a footer
+            file.seek(at)
+            return lame_delays(file.read(2048))
+    except OSError:
+        return None
 
 
 def build_join(
