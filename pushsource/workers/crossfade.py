@@ -87,9 +87,11 @@ def lame_delays(head: bytes) -> tuple[int, int] | None:
     header = parse_header(head)
     if header is None or header.layer != 3:
         return None
-    at = header.side_info_at + header.side_info_size
-    tag = head[at : at + 4]
-    if tag not in (b"Xing", b"Info"):
+    # After the side info; LAME writes it there as if no CRC came first.
+    for at in {header.side_info_at + header.side_info_size, 4 + header.side_info_size}:
+        if head[at : at + 4] in (b"Xing", b"Info"):
+            break
+    else:
         return None
     flags = int.from_bytes(head[at + 4 : at + 8], "big")
     pos = at + 8 + 4 * bool(flags & 1) + 4 * bool(flags & 2) + 100 * bool(flags & 4)
