@@ -185,8 +185,9 @@ def test_a_join_is_the_outgoing_track_then_both_then_the_incoming_one(
     assert headers[0].bitrate >= bitrate  # type: ignore[union-attr]
     if "-p" in extra:  # CRCs were made to match: ffmpeg checks them on request
         path = tmp_path / "spliced.mp3"
+        command = ["ffmpeg", "-v", "error", "-err_detect", "crccheck", "-i", str(path)]
         checked = subprocess.run(
-            ["ffmpeg", "-v", "error", "-err_detect", "crccheck", "-i", str(path), "-f", "null", "-"],
+            [*command, "-f", "null", "-"],
             capture_output=True,
             text=True,
             stdin=subprocess.DEVNULL,
