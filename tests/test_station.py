@@ -97,6 +97,7 @@ class Sim:
         self.finished: fx.Finished | None = None
         self.wakes = 0
         self._drop_at: int | None = None
+        self.mixes: list[tuple[fx.Mix, fx.Join | None]] = []  # crossfade: asked, answered
         self.reopen_delay = 0.0  # how long a cue to go on in a file takes (a disk, a busy lane)
 
     def schedule(self, when: float, action: Callable[[], object]) -> None:
@@ -144,7 +145,7 @@ class Sim:
                 case fx.Wake(at):
                     self.wake = at
                 case fx.Cue(resume):
-                    r = self.feed.cue(resume, last=m.last_started, chunk=160)
+                    r = self.feed.cue(resume, last=m.last_started, chunk=m.cue_frames(160))
                     answer = lambda r=r: m.cued(  # noqa: E731
                         self.now, r.track, end=r.end, resumed_one=r.resumed_one
                     )
@@ -153,6 +154,10 @@ class Sim:
                         self.schedule(now + delay, lambda a=answer: self.pending.append(a))
                     else:
                         self.pending.append(answer)
+                case fx.Mix():
+                    join = self.feed.mix(e, m.station_format.bitrate)
+                    self.mixes.append((e, join))
+                    self.step(m.joined, e.out_track, e.in_track, join)
                 case fx.Read(handle, frames):
                     chunk = self.feed.read(handle, frames)
                     self.step(m.read, handle, chunk)
@@ -219,6 +224,7 @@ def make(
     played: set[Path] | None = None,
     pacing: Pacing = Pacing(lead=LEAD, batch=BATCH),  # noqa: B008 (frozen)
     metaint: int | None = None,
+    crossfade: float = 0.0,
 ) -> Sim:
     done = played if played is not None else set()
     feed = Feed(
@@ -243,6 +249,7 @@ def make(
         resume=resume or [],
         rng=rng,
         metaint=metaint,
+        crossfade=crossfade,
     )
     return Sim(machine, feed, plan)
 

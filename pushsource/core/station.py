@@ -674,7 +674,7 @@ class StationMachine:
                 continue
             if not p.chunks:
                 if p.eof:
-                    self._end_track(out, skipped=p.fading > 0)
+                    self._end_track(out, skipped=p.fade_total > 0)
                     continue
                 if pacer.ahead(now) < -STARVED:
                     # The disk is late: silence rather than lose the mount.
@@ -711,9 +711,6 @@ class StationMachine:
             if p.fading:
                 parts.append(_faded(chunk, p.index, count, p.fade_total - p.fading, p.fade_total))
                 p.fading -= count
-                if not p.fading:
-                    p.chunks.clear()  # the rest of it is skipped
-                    p.eof = True
             else:
                 parts.append(chunk.data[p.start : end])
             spans.append(Span(p.track, p.seconds, count * header.duration))
@@ -723,11 +720,11 @@ class StationMachine:
             self._last = header
             p.index += count
             p.start = end
-            if p.chunks and p.index == len(chunk.ends):
+            if p.index == len(chunk.ends):
                 p.chunks.popleft()
                 p.index = p.start = 0
-            elif not p.chunks:
-                p.index = p.start = 0
+            if p.fade_total and not p.fading:
+                self._end_track(out, skipped=True)  # faded out: the rest is skipped
         if parts:
             data = b"".join(parts)
             self._sent_out(len(data), titles)
