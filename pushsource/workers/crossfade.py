@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import array
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Final
 
@@ -186,7 +186,7 @@ def _build(
     if k < 1 or end_n > len(n[0]):
         return NoJoin("too little of the incoming track is held")
 
-    mixed = _mix(p, n, t0, fade_at, p_end, start_n, end_n)
+    mixed = _mix(p, n, t0, fade_at, p_end, start_n, end_n, rate)
     packets = _encode(mixed, header, bitrate)
     kept = packets[lead : lead + k_stream - j]
     if len(kept) != k_stream - j:
@@ -276,26 +276,52 @@ def _mix(
     p_end: int,
     start_n: int,
     end_n: int,
+    rate: int,
 ) -> list[array.array[float]]:
     """The outgoing track from t0, the two together on an equal-power curve
-    from fade_at to p_end, then the incoming track to end_n (its own count)."""
-    length = p_end - fade_at
-    step = math.pi / (2 * length)
-    out_gain = [math.cos(i * step) for i in range(length)]
-    in_gain = [math.sin(i * step) for i in range(length)]
-    mixed = []
-    for a, b in zip(p, n, strict=True):
-        both = [
-            x * g + y * h
-            for x, g, y, h in zip(
-                a[fade_at:p_end], out_gain, b[start_n : start_n + length], in_gain, strict=True
-            )
-        ]
-        channel = a[t0:fade_at]
-        channel.extend(both)
-        channel.extend(b[start_n + length : end_n])
-        mixed.append(channel)
+    from fade_at to p_end, then the incoming track to end_n (its own count).
+    FFmpeg's acrossfade does the sums (quarter-sine curves: cos out, sin in)."""
+    layout = "mono" if len(p) == 1 else "stereo"
+    graph = av.filter.Graph()
+    base = Fraction(1, rate)
+    first = graph.add_abuffer(format="fltp", sample_rate=rate, layout=layout, time_base=base)
+    second = graph.add_abuffer(format="fltp", sample_rate=rate, layout=layout, time_base=base)
+    fade = graph.add("acrossfade", f"ns={p_end - fade_at}:c1=qsin:c2=qsin")
+    sink = graph.add("abuffersink")
+    first.link_to(fade, 0, 0)
+    second.link_to(fade, 0, 1)
+    fade.link_to(sink)
+    graph.configure()
+    for source, channels, start, stop in ((first, p, t0, p_end), (second, n, start_n, end_n)):
+        for frame in _frames(channels, start, stop, layout, rate):
+            source.push(frame)
+        source.push(None)
+    mixed = [array.array("f") for _ in p]
+    while True:
+        try:
+            got = sink.pull()
+        except (av.BlockingIOError, av.EOFError):
+            break
+        assert isinstance(got, AudioFrame)
+        _take(got, mixed)
     return mixed
+
+
+def _frames(
+    channels: list[array.array[float]], start: int, stop: int, layout: str, rate: int
+) -> list[AudioFrame]:
+    """Samples ``start`` to ``stop`` of each channel, as AudioFrames."""
+    out = []
+    for at in range(start, stop, 4096):
+        size = min(4096, stop - at)
+        frame = AudioFrame(format="fltp", layout=layout, samples=size)
+        for plane, channel in zip(frame.planes, channels, strict=False):
+            plane.update(channel[at : at + size].tobytes())
+        frame.sample_rate = rate
+        frame.pts = at - start
+        frame.time_base = Fraction(1, rate)
+        out.append(frame)
+    return out
 
 
 def _encode(channels: list[array.array[float]], header: FrameHeader, bitrate: int) -> list[bytes]:
