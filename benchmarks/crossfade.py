@@ -63,7 +63,7 @@ def main() -> None:
     joins: list[Join] = []
     for _ in range(args.joins):
         start = time.thread_time()
-        made = build_join(
+        result = build_join(
             held,
             first,
             args.fade,
@@ -72,8 +72,8 @@ def main() -> None:
             in_delay=in_delays[0] if in_delays else None,
         )
         times.append(time.thread_time() - start)
-        assert isinstance(made, Join), made
-        joins.append(made)
+        assert isinstance(result, Join), result
+        joins.append(result)
     median = statistics.median(times)
     per_hour = median * 3600 / args.track
     print(f"crossfade {args.fade:g} s, 128 kbps 44.1 kHz stereo, {args.joins} joins")
