@@ -235,3 +235,53 @@ def test_main_data_begin_and_slot_read_the_side_info(tmp_path: Path) -> None:
     assert main_data_begin(frames[0][1], first) == 0  # nothing before the first
     assert main_data_slot(first) == first.length - 4 - 32
     assert max(main_data_begin(f, first) for _, f in frames) <= 511
+
+
+def test_a_frame_made_whole_decodes_as_it_did_with_nothing_before_it(tmp_path: Path) -> None:
+    """The first frame of a join in another format enters it from another
+    copy's frames: its reservoir is moved into it."""
+    from pushsource.workers.crossfade import _self_contained
+
+    frames = [f for _, f in _frames(_mp3(tmp_path / "a.mp3", 440, seconds=2.0))[0]]
+    at = next(
+        n
+        for n, f in enumerate(frames[10:], 10)
+        if main_data_begin(f, parse_header(f)) > 100  # type: ignore[arg-type]
+    )
+    whole = _self_contained(frames[at], frames[:at])
+    assert whole is not None
+    header = parse_header(whole)
+    assert header is not None and main_data_begin(whole, header) == 0
+    assert header.bitrate > 128  # re-headed: room for what it took in
+    alone = _decode([whole, *frames[at + 1 :]])
+    original = _decode(frames)
+    spf = 1152
+    # From the frame after it on (it has no MDCT overlap before it), the
+    # same samples as in the whole file.
+    assert alone[spf:] == original[(at + 1) * spf :]
+    assert _errors(tmp_path, [whole, *frames[at + 1 :]]) == ""
+    # Without the move, a decoder misses data it needs.
+    cut = _decode(frames[at:])
+    assert cut[spf : 2 * spf] != original[(at + 1) * spf : (at + 2) * spf]
+
+
+def test_outputs_in_other_formats_get_the_same_join_in_their_own_frames(tmp_path: Path) -> None:
+    from pushsource.core.frames import header_for
+
+    a, _ = _frames(_mp3(tmp_path / "a.mp3", 440))
+    b, _ = _frames(_mp3(tmp_path / "b.mp3", 660))
+    low = header_for(22050, 1, 64)
+    join = build_join(a[-170:], b[:160], 3.0, bitrate=128, alts=[("64k-22050-1", low)])
+    assert isinstance(join, Join), join
+    alt = join.alts["64k-22050-1"]
+    headers = [parse_header(alt.data, start) for start in (0, *alt.ends[:-1])]
+    assert all(h is not None and h.sample_rate == 22050 and h.channels == 1 for h in headers)
+    # The same time as the join in the station's format, to a frame.
+    assert abs(len(alt.ends) * 576 / 22050 - len(join.ends) * 1152 / 44100) <= 576 / 22050
+    frames = [alt.data[start:end] for start, end in zip((0, *alt.ends[:-1]), alt.ends)]
+    assert _errors(tmp_path, frames) == ""
+    heard = _decode(frames)
+    quarter = len(heard) // 4
+    assert _amplitude(heard, 1000, 440, 22050) > 0.3 > _amplitude(heard, 1000, 660, 22050)
+    assert _amplitude(heard, len(heard) - 2000, 660, 22050) > 0.3
+    assert min(_amplitude(heard, 2 * quarter, f, 22050) for f in (440, 660)) > 0.2

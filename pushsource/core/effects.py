@@ -209,6 +209,9 @@ class Join:
     skip: int  # the incoming track's frames it replaces (those before resume_at)
     title_at: int  # the frame at the fade's midpoint: the incoming title goes there
     seconds: float  # how long the two tracks sound together
+    #: The same join for each output in another format, by format key: its
+    #: frames for the same time as ``data`` (see Alt).
+    alts: dict[str, Alt] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

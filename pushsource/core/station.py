@@ -189,6 +189,7 @@ class _Playing:
     join: Join | None = None  # crossfade: the join's frames go first, then its own
     join_sent: int = 0  # frames of the join sent
     join_from: tuple[Cued, float] | None = None  # the outgoing track, its seconds at the cut
+    join_track: Cued | None = None  # the join for outputs in other formats (its alts)
     fading: int = 0  # skip with crossfade: frames still to send, fading out
     fade_total: int = 0
 
@@ -840,12 +841,15 @@ class StationMachine:
             batch.append((p.track, p.track.chunk.offset, p.track.before))
         mid = join.title_at
         before = max(0, min(count, mid - done))  # frames of the join before its midpoint
-        if before and p.join_from is not None:
-            track, at = p.join_from
-            spans.append(Span(track, at + done * header.duration, before * header.duration))
-        if count > before:
-            at = (done + before - mid) * header.duration + join.seconds / 2
-            spans.append(Span(p.track, at, (count - before) * header.duration))
+        if p.join_track is not None:  # other formats have the join in theirs
+            spans.append(Span(p.join_track, done * header.duration, count * header.duration))
+        else:  # they go on with the outgoing track, then the incoming one, at the midpoint
+            if before and p.join_from is not None:
+                track, at = p.join_from
+                spans.append(Span(track, at + done * header.duration, before * header.duration))
+            if count > before:
+                at = (done + before - mid) * header.duration + join.seconds / 2
+                spans.append(Span(p.track, at, (count - before) * header.duration))
         if not p.announced and done + count > mid:
             p.announced = True
             started.append(p.track)
@@ -1313,6 +1317,12 @@ def _start_join(p: _Playing, join: Join, out: _Playing) -> None:
     p.index, p.start = index, start
     p.join = join
     p.join_from = (out.track, out.seconds)
+    track = p.track
+    if track.alts and set(track.alts) <= set(join.alts):
+        p.join_track = Cued(
+            None, track.path, track.title, join.seconds, track.bitrate, track.header,
+            Chunk(b"", (), 0, True), alts=join.alts,
+        )  # fmt: skip
 
 
 def _faded(chunk: Chunk, index: int, count: int, done: int, total: int) -> bytes:

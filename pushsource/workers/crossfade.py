@@ -41,9 +41,9 @@ from typing import Final
 import av
 from av.audio.frame import AudioFrame
 
-from pushsource.core.effects import Join
+from pushsource.core.effects import Alt, Join
 from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header, roomier
-from pushsource.core.gain import crc16
+from pushsource.core.gain import crc16, gain_fields
 
 log = logging.getLogger("pushsource.crossfade")
 
@@ -126,13 +126,17 @@ def build_join(
     bitrate: int,
     out_padding: int | None = None,
     in_delay: int | None = None,
+    alts: Sequence[tuple[str, FrameHeader]] = (),
 ) -> Join | NoJoin:
     """The join from ``outgoing`` (its last frames, to its very end, as
-    (file offset, frame) pairs) into ``incoming`` (its first frames), the two
-    sounding together for about ``fade`` seconds; ``bitrate`` (kbps) is the
-    station's. Does not raise for any frames; a NoJoin says why not."""
+        (file offset, frame) pairs) into ``incoming`` (its first frames), the two
+        sounding together for about ``fade`` seconds; ``bitrate`` (kbps) is the
+        station's; ``alts``: outputs in other formats (key, a frame header of
+    theirs, its bitrate theirs), each of which gets the same join in its own
+    frames (Join.alts), covering the same time. Does not raise for any frames;
+    a NoJoin says why not."""
     try:
-        return _build(outgoing, incoming, fade, bitrate, out_padding, in_delay)
+        return _build(outgoing, incoming, fade, bitrate, out_padding, in_delay, alts)
     except (av.FFmpegError, ValueError) as exc:
         return NoJoin(f"could not mix the join: {exc}")
 
@@ -144,6 +148,7 @@ def _build(
     bitrate: int,
     out_padding: int | None,
     in_delay: int | None,
+    alts: Sequence[tuple[str, FrameHeader]],
 ) -> Join | NoJoin:
     if not outgoing or not incoming:
         return NoJoin("no frames")
@@ -198,6 +203,13 @@ def _build(
     frames = [front, *kept[:-1], back]
     ends = tuple(_running(frames))
     mid = (fade_at + length // 2) // spf - (j - 1)
+    # Other formats: the same mix, from the join's first frame to its last.
+    span = ((j - 1) * spf - t0, k_stream * spf - t0)  # in the mix's samples
+    converted = {}
+    for key, like in alts:
+        made = _alt_join(mixed, rate, span, like)
+        if made is not None:
+            converted[key] = made
     return Join(
         cut_at=outgoing[j - 1][0],
         data=b"".join(frames),
@@ -206,7 +218,86 @@ def _build(
         skip=k,
         title_at=max(0, min(len(frames) - 1, mid)),
         seconds=length / rate,
+        alts=converted,
     )
+
+
+def _alt_join(
+    mixed: list[array.array[float]], rate: int, span: tuple[int, int], like: FrameHeader
+) -> Alt | None:
+    """The join in another format: ``mixed`` resampled and encoded like
+    ``like``, the frames whose decoded samples cover ``span`` (samples of
+    ``mixed``, at ``rate``), the first made whole (its reservoir moved into
+    it: the output enters the join from another copy's frames)."""
+    layout = "mono" if like.channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=like.sample_rate)
+    converted = [array.array("f") for _ in range(like.channels)]
+    source = "mono" if len(mixed) == 1 else "stereo"
+    for frame in [*_frames(mixed, 0, len(mixed[0]), source, rate), None]:
+        for out in resampler.resample(frame):
+            _take(out, converted)
+    packets = _encode(converted, like, like.bitrate)
+    delay = _encoder_delay()
+    ratio = like.sample_rate / rate
+    first = round((span[0] * ratio + delay) / like.samples)
+    count = round((span[1] - span[0]) * ratio / like.samples)
+    kept = packets[first : first + count]
+    if first < 1 or len(kept) != count:
+        return None
+    whole = _self_contained(kept[0], packets[:first])
+    if whole is None:
+        return None
+    kept[0] = whole
+    return Alt(b"".join(kept), _running(kept), like)
+
+
+def _self_contained(frame: bytes, before: Sequence[bytes]) -> bytes | None:
+    """``frame`` with the main data it has in ``before`` (the frames before
+    it) moved into itself, re-headed at a higher bitrate to hold it, and
+    main_data_begin 0: it decodes the same with none of them before it. None
+    if no bitrate gives the room."""
+    header = parse_header(frame)
+    if header is None:
+        return None
+    need = main_data_begin(frame, header)
+    if not need:
+        return frame
+    reservoir = b"".join(f[len(f) - main_data_slot(parse_header(f) or header) :] for f in before)
+    if need > len(reservoir):
+        return None
+    side_end = header.side_info_at + header.side_info_size
+    own = frame[side_end:]
+    # Its data: ``need`` bytes before it, then its own slot's first bytes;
+    # the rest of its slot ends with what the next frame's data needs.
+    used = -(-_data_bits(frame, header) // 8)
+    split = max(0, used - need)
+    word = roomier(frame[:4], side_end + need + len(own))
+    if word is None:
+        return None
+    grown = parse_header(word)
+    assert grown is not None
+    filler = bytes(grown.length - side_end - need - len(own))
+    out = bytearray(word + frame[4:side_end])
+    at = header.side_info_at
+    if header.version is MPEGVersion.MPEG1:  # main_data_begin: 9 bits
+        out[at] = 0
+        out[at + 1] &= 0x7F
+    else:  # 8 bits
+        out[at] = 0
+    out += reservoir[len(reservoir) - need :] + own[:split] + filler + own[split:]
+    if header.protected:
+        out[4:6] = crc16(out[2:4] + out[at:side_end]).to_bytes(2, "big")
+    return bytes(out)
+
+
+def _data_bits(frame: bytes, header: FrameHeader) -> int:
+    """Bits of main data the frame's granules read (their part2_3_length)."""
+    total = 0
+    for gain_at in gain_fields(frame[:4]) or ():
+        at = gain_at - 21  # part2_3_length: 12 bits, 21 before global_gain
+        word = int.from_bytes(frame[at // 8 : at // 8 + 3], "big")
+        total += (word >> (24 - 12 - at % 8)) & 0xFFF
+    return total
 
 
 def _running(frames: Sequence[bytes]) -> list[int]:

@@ -387,6 +387,7 @@ class Feed:
             bitrate=bitrate,
             out_padding=out_delays[1] if out_delays is not None else None,
             in_delay=in_delays[0] if in_delays is not None else None,
+            alts=[(key, alt.header) for key, alt in mix.in_track.alts.items()],
         )
         if isinstance(made, NoJoin):
             log.info("no crossfade into %s: %s", mix.in_track.title, made.reason)
