@@ -278,7 +278,7 @@ def test_outputs_in_other_formats_get_the_same_join_in_their_own_frames(tmp_path
     assert all(h is not None and h.sample_rate == 22050 and h.channels == 1 for h in headers)
     # The same time as the join in the station's format, to a frame.
     assert abs(len(alt.ends) * 576 / 22050 - len(join.ends) * 1152 / 44100) <= 576 / 22050
-    frames = [alt.data[start:end] for start, end in zip((0, *alt.ends[:-1]), alt.ends)]
+    frames = [alt.data[start:end] for start, end in zip((0, *alt.ends[:-1]), alt.ends, strict=True)]
     assert _errors(tmp_path, frames) == ""
     heard = _decode(frames)
     quarter = len(heard) // 4
