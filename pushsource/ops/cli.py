@@ -30,6 +30,7 @@ from pushsource.ops.settings import (
     DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
     PASSWORD_ENV,
+    SILENCE_ALARM_MAX,
     TOKEN_ENV,
     ControlSettings,
     LiveSettings,
@@ -308,6 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
         "connection is dropped and made again (default %(default)s)",
     )
     stream.add_argument(
+        "--silence-alarm",
+        type=_alarm,
+        default=30.0,
+        metavar="SECONDS",
+        help="warn when the audio going out has been digital silence this long "
+        "(dead air; 0: never; default %(default)g)",
+    )
+    stream.add_argument(
+        "--trim-silence",
+        action="store_true",
+        help="drop the digital silence at the start and end of each track",
+    )
+    stream.add_argument(
         "--settle",
         type=_seconds,
         default=2.0,
@@ -408,6 +422,18 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _alarm(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value <= SILENCE_ALARM_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 (off) and {SILENCE_ALARM_MAX} seconds: {text}"
+        )
+    return value
+
+
 def _lufs(text: str) -> float:
     low, high = LOUDNESS_RANGE
     try:
@@ -457,6 +483,8 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         max_retries=args.max_retries,
         timeout=args.timeout,
         settle=args.settle,
+        silence_alarm=args.silence_alarm,
+        trim_silence=args.trim_silence,
         public_url=args.public_url,
         live=_live_settings(args),
         outputs=tuple(parse_output_option(text) for text in args.output),

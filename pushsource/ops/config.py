@@ -23,6 +23,7 @@ from pushsource.errors import ConfigError
 from pushsource.ops.settings import (
     DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
+    SILENCE_ALARM_MAX,
     ControlSettings,
     LiveSettings,
     OutputSettings,
@@ -72,6 +73,14 @@ def _seconds(value: object) -> float:
         raise _Problem(f"must be a number of seconds, not {_kind(value)}")
     if not 0 < value <= 60:
         raise _Problem(f"must be between 0 and 60 seconds, not {value}")
+    return float(value)
+
+
+def _alarm(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(f"must be a number of seconds (0: off), not {_kind(value)}")
+    if not 0 <= value <= SILENCE_ALARM_MAX:
+        raise _Problem(f"must be between 0 (off) and {SILENCE_ALARM_MAX} seconds, not {value}")
     return float(value)
 
 
@@ -156,6 +165,8 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "max_retries": _retries,
     "timeout": _seconds,
     "settle": _seconds,
+    "silence_alarm": _alarm,
+    "trim_silence": _flag,
     "public_url": _text,  # checked once ${VAR}s are expanded
     "live": lambda value: value,  # a table: _live(), which expands its ${VAR}s itself
     "output": lambda value: value,  # [[station.output]] tables: _outputs(); field "outputs"
