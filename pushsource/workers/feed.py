@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from pushsource.core.effects import Alt, Chunk, Cued
 from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
-from pushsource.core.gain import main_data_begin, plan_of, silent_runs, without_main_data_begin
+from pushsource.core.gain import main_data_begin, plan_of, reaching_back, silent_runs
 from pushsource.core.outputs import ALT_CHUNK
 from pushsource.errors import CacheError, FrameError, TrackError
 from pushsource.workers.folder import QueueEdit
@@ -193,7 +193,7 @@ def trim_start(track: Track, chunk: Chunk, frames: int) -> Chunk:
     starts with (chunks of ``frames`` frames are read past it as needed): from
     its first frame with sound, less the silent frames right before it that
     hold that frame's bit reservoir (its main_data_begin reaches back into
-    them), the first of them made to reach back no further. A track silent
+    them), made to reach back no further themselves. A track silent
     all through keeps its last chunk. Sets ``track.trimmed_start``."""
     duration = track.first.header.duration
     dropped = 0
@@ -226,9 +226,17 @@ def trim_start(track: Track, chunk: Chunk, frames: int) -> Chunk:
     if keep == 0:
         return chunk
     kept = _from(chunk, keep, last=chunk.last)
-    size = ends[keep] - ends[keep - 1] if keep else ends[0]
-    head = without_main_data_begin(kept.data[:size])
-    return Chunk(head + kept.data[size:], kept.ends, kept.offset, kept.last, kept.silent)
+    # The silent frames kept read no main data: none may reach back past the
+    # first of them (lossless), as a decoder joining here has nothing before.
+    parts, held, start = [], 0, 0
+    for end in kept.ends[: quiet - keep]:
+        frame = reaching_back(kept.data[start:end], held)
+        parts.append(frame)
+        held += plan_of(frame[:4]).room
+        start = end
+    return Chunk(
+        b"".join(parts) + kept.data[start:], kept.ends, kept.offset, kept.last, kept.silent
+    )
 
 
 def trim_end(track: Track, chunk: Chunk) -> Chunk:
