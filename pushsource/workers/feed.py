@@ -246,8 +246,9 @@ def trim_end(track: Track, chunk: Chunk) -> Chunk:
     runs = chunk.silent
     count = len(chunk.ends)
     if runs and runs[-1][1] == count:
-        start = runs[-1][0]
-        stop = start + 1 if start > 0 else 0
+        # One silent frame stays: the last sound's tail, and a track silent
+        # all through still has a frame to start (and be marked played) with.
+        stop = runs[-1][0] + 1
         if stop < count:
             track.trimmed_end += (count - stop) * track.first.header.duration
             chunk = _from(chunk, 0, stop, last=True)
