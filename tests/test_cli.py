@@ -87,6 +87,40 @@ def test_loudness_is_checked_by_the_parser(
     assert stream_settings(default).loudness is None
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "must be between 0 (off) and 3600 seconds: -1"),
+        ("3601", "must be between 0 (off) and 3600 seconds: 3601"),
+        ("nan", "must be between 0 (off) and 3600 seconds: nan"),
+        ("soon", "not a number of seconds: 'soon'"),
+    ],
+)
+def test_silence_alarm_is_checked_by_the_parser(
+    capsys: pytest.CaptureFixture[str], value: str, message: str
+) -> None:
+    from pushsource.ops.cli import build_parser
+
+    with pytest.raises(SystemExit) as caught:
+        build_parser().parse_args(["stream", "music", "icecast://h/m", "--silence-alarm", value])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"argument --silence-alarm: {message}")
+
+
+def test_silence_alarm_and_trim_silence_reach_the_settings() -> None:
+    from pushsource.ops.cli import build_parser, stream_settings
+
+    base = ["stream", "music", "icecast://h/m"]
+    args = build_parser().parse_args([*base, "--silence-alarm", "5", "--trim-silence"])
+    settings = stream_settings(args)
+    assert (settings.silence_alarm, settings.trim_silence) == (5.0, True)
+    off = stream_settings(build_parser().parse_args([*base, "--silence-alarm", "0"]))
+    assert off.silence_alarm == 0.0
+    default = stream_settings(build_parser().parse_args(base))
+    assert (default.silence_alarm, default.trim_silence) == (30.0, False)
+
+
 def test_fresh_forgets_the_state_file_a_station_would_load(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

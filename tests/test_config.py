@@ -96,6 +96,12 @@ loudness = -16
         ('id = "a b"', 'key "id" must be letters'),
         ("loudness = 18", 'key "loudness" must be between -40 and -5 LUFS, not 18'),
         ('loudness = "-18"', 'key "loudness" must be a loudness in LUFS (say -18), not a string'),
+        ("silence_alarm = -1", 'key "silence_alarm" must be between 0 (off) and 3600 seconds'),
+        ("silence_alarm = 7200", 'key "silence_alarm" must be between 0 (off) and 3600 seconds'),
+        ("silence_alarm = nan", 'key "silence_alarm" must be between 0 (off) and 3600 seconds'),
+        ('silence_alarm = "30"', 'key "silence_alarm" must be a number of seconds (0: off)'),
+        ("silence_alarm = true", 'key "silence_alarm" must be a number of seconds (0: off)'),
+        ('trim_silence = "yes"', 'key "trim_silence" must be true or false, not a string'),
     ],
 )
 def test_bad_value_names_file_station_and_key(tmp_path: Path, body: str, expected: str) -> None:
@@ -115,6 +121,24 @@ url = "icecast://source:hackme@127.0.0.1:8000/rock"
     assert message.startswith(f"{path}: station 1")
     assert expected in message
     assert caught.value.exit_status == 2
+
+
+def test_silence_alarm_and_trim_silence(tmp_path: Path) -> None:
+    station = """
+[[station]]
+folder = "rock"
+url = "icecast://source:hackme@127.0.0.1:8000/{mount}"
+{body}
+"""
+    bodies = ["silence_alarm = 5\ntrim_silence = true", "silence_alarm = 0", ""]
+    path = write(
+        tmp_path,
+        "".join(station.format(mount=f"m{n}", body=body) for n, body in enumerate(bodies)),
+    )
+    first, off, default = load_config(path, ENV).stations
+    assert (first.silence_alarm, first.trim_silence) == (5.0, True)
+    assert (off.silence_alarm, off.trim_silence) == (0.0, False)
+    assert (default.silence_alarm, default.trim_silence) == (30.0, False)
 
 
 def test_missing_folder_and_url(tmp_path: Path) -> None:

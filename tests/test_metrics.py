@@ -71,6 +71,10 @@ class _Reference:
         gain = gauge(
             "track_gain_db", "The level change of the track playing (the loudness setting)"
         )
+        silence = gauge(
+            "silence_seconds",
+            "The run of digital silence going out, in seconds (0 while there is sound)",
+        )
         state = gauge(
             "connection_state", "1 for the station's connection state", ("station", "state")
         )
@@ -119,6 +123,7 @@ class _Reference:
             c.min_lead = None
             if c.track_gain_db is not None:
                 gain.add_metric(label, c.track_gain_db)
+            silence.add_metric(label, station.silence_seconds)
             if station.listeners is not None:
                 listeners.add_metric(label, station.listeners)
             now = station.connection_state
@@ -142,7 +147,7 @@ class _Reference:
                     out_listeners.add_metric(at, output["listeners"])
         yield from (
             sent, frames, played, by_hand, reconnects, failures, skipped, queue, lead, least,
-            gain, state, listeners, live_on, live_time, out_info, out_up, out_state,
+            gain, silence, state, listeners, live_on, live_time, out_info, out_up, out_state,
             out_reconnects, out_attempts, out_sent, out_listeners,
         )  # fmt: skip
 

@@ -26,6 +26,9 @@ class Chunk:
     ends: Sequence[int]
     offset: int  # file offset of data[0]
     last: bool  # the track has no frames after these
+    #: Its digitally silent frames (pushsource.core.silence), found on the
+    #: workers: runs (start, stop) of frame indexes, stop excluded, in order.
+    silent: tuple[tuple[int, int], ...] = ()
 
 
 class Alt:

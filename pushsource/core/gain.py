@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,7 +37,13 @@ __all__ = [
     "PEAK_LIMIT",
     "apply_gain",
     "crc16",
+    "frame_silent",
     "gain_fields",
+    "granules",
+    "main_data_begin",
+    "plan_of",
+    "reaching_back",
+    "silent_runs",
     "steps_for",
 ]
 
@@ -71,6 +78,12 @@ class _Plan:
     length: int
     fields: tuple[tuple[int, int], ...]  # (byte index, bit index in it); () if not Layer III
     crc_end: int  # where the CRC's cover ends (the side info's end); 0: no CRC
+    #: (byte index, right shift) of each granule/channel block's part2_3_length:
+    #: ``(frame[i] << 8 | frame[i + 1]) >> shift`` holds it in its low 12 bits.
+    lengths: tuple[tuple[int, int], ...] = ()
+    side_at: int = 0  # where the side info starts (after the header and CRC)
+    mdb_bits: int = 0  # main_data_begin's width: 9 (MPEG-1), 8 (MPEG-2/2.5); 0: not Layer III
+    room: int = 0  # bytes of main data the frame holds (its length less header, CRC, side info)
 
 
 _plans: dict[bytes, _Plan] = {}
@@ -84,7 +97,12 @@ def _plan(word: bytes) -> _Plan:
     offsets = gain_fields(word) or ()
     fields = tuple((bit >> 3, bit & 7) for bit in offsets)
     crc_end = header.side_info_at + header.side_info_size if header.protected and fields else 0
-    plan = _Plan(header.length, fields, crc_end)
+    # part2_3_length is the first 12 bits of each block, _GAIN_AT bits before its gain.
+    starts = (bit - _GAIN_AT for bit in offsets)
+    lengths = tuple((start >> 3, 12 - (start & 7)) for start in starts)
+    mdb_bits = (9 if header.version is MPEGVersion.MPEG1 else 8) if fields else 0
+    room = header.length - header.side_info_at - header.side_info_size if fields else 0
+    plan = _Plan(header.length, fields, crc_end, lengths, header.side_info_at, mdb_bits, room)
     if len(_plans) > 4096:  # only valid headers get here, and they are few
         _plans.clear()
     _plans[bytes(word)] = plan
@@ -186,3 +204,105 @@ def steps_for(gain_db: float, peak: float | None) -> int:
         room = math.floor(4 * math.log2(PEAK_LIMIT / peak) + 1e-9)
         steps = max(0, min(steps, room))
     return steps
+
+
+def plan_of(word: bytes) -> _Plan:
+    """The (cached) layout of a frame with this 4-byte header. Raises
+    ValueError if ``word`` is no frame header."""
+    return _plans.get(word) or _plan(word)
+
+
+def frame_silent(data: bytes, pos: int = 0) -> bool:
+    """Whether the frame at ``pos`` is digital silence: Layer III with a
+    part2_3_length of 0 in every granule of every channel (no Huffman data:
+    every spectral value is 0). Raises ValueError if no frame header is there."""
+    word = data[pos : pos + 4]
+    plan = _plans.get(word) or _plan(word)
+    lengths = plan.lengths
+    if not lengths:
+        return False
+    for index, shift in lengths:
+        i = pos + index
+        if ((data[i] << 16 | data[i + 1] << 8 | data[i + 2]) >> shift) & 0xFFF:
+            return False
+    return True
+
+
+def silent_runs(data: bytes, ends: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """The digital silence among whole frames (``ends[i]``: where frame i ends
+    in ``data``): runs ``(start, stop)`` of frame indexes, stop excluded, in
+    order. () when every frame has sound. Raises ValueError on a bad frame."""
+    runs: list[tuple[int, int]] = []
+    plans = _plans
+    start = -1
+    pos = 0
+    for n, end in enumerate(ends):
+        word = data[pos : pos + 4]
+        lengths = (plans.get(word) or _plan(word)).lengths
+        quiet = bool(lengths)
+        for index, shift in lengths:
+            i = pos + index
+            if ((data[i] << 16 | data[i + 1] << 8 | data[i + 2]) >> shift) & 0xFFF:
+                quiet = False
+                break
+        if quiet:
+            if start < 0:
+                start = n
+        elif start >= 0:
+            runs.append((start, n))
+            start = -1
+        pos = end
+    if start >= 0:
+        runs.append((start, len(ends)))
+    return tuple(runs)
+
+
+def main_data_begin(data: bytes, pos: int = 0) -> int:
+    """The frame's main_data_begin: how many bytes of main data before it,
+    in the frames before, it starts with (0 if not Layer III). Raises ValueError
+    if no frame header is there."""
+    word = data[pos : pos + 4]
+    plan = _plans.get(word) or _plan(word)
+    if not plan.mdb_bits:
+        return 0
+    i = pos + plan.side_at
+    return ((data[i] << 8 | data[i + 1]) >> (16 - plan.mdb_bits)) & ((1 << plan.mdb_bits) - 1)
+
+
+def reaching_back(frame: bytes, most: int) -> bytes:
+    """``frame`` (one whole frame) with its main_data_begin no more than
+    ``most`` and its CRC made to match: for a silent frame (it reads no main
+    data, so this is lossless) that would reach back into bytes a decoder
+    never got. Decoders keep the reservoir from where a frame says its main
+    data begins: lowering it further than needed loses bytes a later frame
+    may reach back for (mpg123: "dequantization failed")."""
+    plan = plan_of(frame[:4])
+    if not plan.mdb_bits or main_data_begin(frame) <= most:
+        return frame
+    out = bytearray(frame)
+    i = plan.side_at
+    before = out[2 : plan.crc_end] if plan.crc_end else b""
+    keep = 16 - plan.mdb_bits  # the low bits of the two bytes are other fields
+    window = ((out[i] << 8) | out[i + 1]) & ((1 << keep) - 1) | (max(0, most) << keep)
+    out[i], out[i + 1] = window >> 8, window & 0xFF
+    if plan.crc_end:  # affine, as in apply_gain
+        stored = (out[4] << 8) | out[5]
+        stored ^= crc16(before) ^ crc16(out[2 : plan.crc_end])
+        out[4], out[5] = stored >> 8, stored & 0xFF
+    return bytes(out)
+
+
+def granules(data: bytes, pos: int = 0) -> list[tuple[int, int]]:
+    """(part2_3_length, global_gain) of each granule and channel (granule-major)
+    of the frame at ``pos``; [] if it is not Layer III. Raises ValueError if no
+    frame header is there."""
+    word = data[pos : pos + 4]
+    plan = _plans.get(word) or _plan(word)
+    out = []
+    for (li, shift), (gi, bit) in zip(plan.lengths, plan.fields, strict=True):
+        i = pos + li
+        length = ((data[i] << 16 | data[i + 1] << 8 | data[i + 2]) >> shift) & 0xFFF
+        j = pos + gi
+        gain = ((data[j] << 8 | data[j + 1]) >> (8 - bit)) & 0xFF
+        out.append((length, gain))
+    return out

@@ -50,6 +50,7 @@ from pushsource.core.frames import FrameHeader, silent_frame
 from pushsource.core.gain import DB_PER_STEP, apply_gain
 from pushsource.core.icy import IcyWriter
 from pushsource.core.pacer import Pacer
+from pushsource.core.silence import DeadAir
 from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
 
 log = logging.getLogger("pushsource")
@@ -239,9 +240,12 @@ class StationMachine:
         live_title: str = "Live: {user}",
         metaint: int | None = None,
         crossfade: float = 0.0,
+        silence_alarm: float = 0.0,
     ) -> None:
         """``metaint``: titles travel inside the stream, in ICY blocks every
-        so many bytes (the station's own output), which the pacing counts."""
+        so many bytes (the station's own output), which the pacing counts.
+        ``silence_alarm``: a warning once this many seconds of digital silence
+        have gone out (0: none; the run is counted all the same)."""
         self._format = silence  # the station's format: silence, and the ice-* headers
         self._silence = silent_frame(silence)
         self._headers = headers
@@ -292,6 +296,8 @@ class StationMachine:
         self._crossfade = crossfade  # seconds the tracks sound together at a join; 0 off
         self._mixing: tuple[Cued, Cued] | None = None  # a Mix is out for these
         self._join: tuple[Cued, Join] | None = None  # the join into the cued track, made
+        #: The run of silence going out (pushsource.core.silence).
+        self.dead_air = DeadAir(silence_alarm)
 
     # -- what the world may ask ----------------------------------------------
 
@@ -408,6 +414,7 @@ class StationMachine:
         if self.phase not in (Phase.CONNECTING, Phase.ON_AIR, Phase.CLOSING, Phase.HANGING_UP):
             return out
         on_air = self.phase is not Phase.CONNECTING
+        self.dead_air.end("off air")
         self._rewind(unsent, out)
         self._pacer = None
         self._reopen_until = None
@@ -465,6 +472,7 @@ class StationMachine:
         self._pacer = None
         self._accepted_at = None
         self._failures = 0
+        self.dead_air.end("off air")
         if self._stopping or (self._once and self._exhausted and self._playing is None):
             return self._finish(out)
         self.phase = Phase.WAITING
@@ -661,6 +669,8 @@ class StationMachine:
                     break
                 header = self._format
                 count = pacer.frames_due(now, header.samples, header.sample_rate)
+                if self.dead_air.since is not None:
+                    self.dead_air.end("the queue is empty (idle silence is not counted)")
                 parts.append(self._silence * count)
                 spans.append(Span(None, 0.0, count * header.duration))
                 frames += count
@@ -681,6 +691,7 @@ class StationMachine:
                     # The disk is late: silence rather than lose the mount.
                     header = p.track.header
                     count = pacer.frames_due(now, header.samples, header.sample_rate)
+                    self.dead_air.quiet(pacer.due())
                     parts.append(silent_frame(header) * count)
                     spans.append(Span(None, 0.0, count * header.duration))
                     frames += count
@@ -716,6 +727,10 @@ class StationMachine:
                 parts.append(chunk.data[p.start : end])
             spans.append(Span(p.track, p.seconds, count * header.duration))
             frames += count
+            if chunk.silent:
+                self._heard(pacer.due(), chunk.silent, p.index, count, header.duration)
+            elif self.dead_air.since is not None:
+                self.dead_air.sound(pacer.due())
             pacer.add(count * header.samples, header.sample_rate)
             p.seconds += count * header.duration
             self._last = header
@@ -757,6 +772,11 @@ class StationMachine:
         data = chunk.data[start:end]
         seconds = p.seconds
         duration = count * header.duration
+        runs = chunk.silent
+        if runs:
+            self._heard(pacer.due(), runs, index, count, header.duration)
+        elif self.dead_air.since is not None:
+            self.dead_air.sound(pacer.due())
         pacer.add(count * header.samples, header.sample_rate)
         p.seconds = seconds + duration
         self._last = header
@@ -856,6 +876,8 @@ class StationMachine:
             title_byte = (join.ends[mid - 1] if mid else 0) - start
             titles.append((sum(map(len, parts)) + max(0, title_byte), p.track.title))
         parts.append(join.data[start:end])
+        if self.dead_air.since is not None:  # a join has sound in it: both tracks do
+            self.dead_air.sound(pacer.due())
         pacer.add(count * header.samples, header.sample_rate)
         p.seconds += count * header.duration
         self._last = header
@@ -864,6 +886,39 @@ class StationMachine:
             p.join = None
             p.seconds = p.track.before + join.skip * header.duration
         return count
+
+    def _heard(
+        self, due: float, runs: tuple[tuple[int, int], ...], index: int, count: int, frame: float
+    ) -> None:
+        """Frames ``index`` to ``index + count - 1`` of a chunk with these
+        silent runs go out from ``due``: the run of silence goes on, starts,
+        or ends (a run that ends and starts again within them: both)."""
+        air = self.dead_air
+        last = index + count - 1
+        sound_at = due  # when the sound in them begins, if any
+        for start, stop in runs:
+            if start > last:
+                break
+            if start <= index < stop:
+                sound_at = due + (stop - index) * frame
+            if start <= last < stop:  # they end in silence
+                if start > index:  # sound before it
+                    air.sound(sound_at)
+                    air.quiet(due + (start - index) * frame)
+                else:
+                    air.quiet(due)
+                return
+        air.sound(sound_at)
+
+    def _on_air_now(self) -> str:
+        """What is going out, for a line: the track, or a DJ."""
+        live = self._live
+        if live is not None and live.on_air:
+            return f"live: {live.user}"
+        p = self._playing
+        if p is None:
+            return "no track"
+        return f"track: {p.track.title} [{p.track.path.name}]"
 
     def _ask(self, now: float, out: list[Effect]) -> None:
         """Read ahead for the playing track; cue the next one in time."""
@@ -891,6 +946,8 @@ class StationMachine:
         """After a pump: close when done, or say when to wake."""
         pacer = self._pacer
         assert pacer is not None
+        if self.dead_air.since is not None:
+            self.dead_air.check(now, self._on_air_now())
         if self.phase is Phase.CLOSING:
             if self._closing_left > 0:
                 out.append(Wake(pacer.wake_at()))
@@ -1149,6 +1206,8 @@ class StationMachine:
                 count = min(len(live.frames), due)
                 parts.extend(live.frames.popleft() for _ in range(count))
                 spans.append(Span(None, 0.0, count * header.duration, live=True))
+                if self.dead_air.since is not None:
+                    self.dead_air.sound(pacer.due())
                 live.taken += count
                 frames += count
                 pacer.add(count * header.samples, header.sample_rate)
@@ -1161,6 +1220,7 @@ class StationMachine:
             # Nothing from the DJ and Icecast about to run short: silence.
             silence = self._format
             count = max(1, math.ceil((low - ahead) / silence.duration))
+            self.dead_air.quiet(pacer.due())
             parts.append(self._silence * count)
             spans.append(Span(None, 0.0, count * silence.duration))
             frames += count
@@ -1180,6 +1240,8 @@ class StationMachine:
             self._sent_out(len(data), ())
             out.append(Send(data, frames, pacer.due() - now, tuple(spans)))
             self._live_titles(live, out)
+        if self.dead_air.since is not None:
+            self.dead_air.check(now, f"live: {live.user}")
         grace_end = live.last_audio + self._grace + 1e-6
         if live.frames:
             out.append(Wake(min(pacer.wake_at(), grace_end)))
@@ -1276,6 +1338,7 @@ class StationMachine:
             if track is not None:
                 out.append(Release(track.handle))
         self.phase = Phase.DONE
+        self.dead_air.end("the station stopped")
         if error is not None:
             out.append(State("failed", str(error)))
         else:

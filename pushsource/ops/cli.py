@@ -10,7 +10,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
@@ -31,6 +31,7 @@ from pushsource.ops.settings import (
     LOUDNESS_RANGE,
     MAX_CROSSFADE,
     PASSWORD_ENV,
+    SILENCE_ALARM_MAX,
     TOKEN_ENV,
     ControlSettings,
     LiveSettings,
@@ -317,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
         "connection is dropped and made again (default %(default)s)",
     )
     stream.add_argument(
+        "--silence-alarm",
+        type=_alarm,
+        default=30.0,
+        metavar="SECONDS",
+        help="warn when the audio going out has been digital silence this long "
+        "(dead air; 0: never; default %(default)g)",
+    )
+    stream.add_argument(
+        "--trim-silence",
+        action="store_true",
+        help="drop the digital silence at the start and end of each track",
+    )
+    stream.add_argument(
         "--settle",
         type=_seconds,
         default=2.0,
@@ -417,16 +431,25 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _crossfade(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value <= MAX_CROSSFADE:
-        raise argparse.ArgumentTypeError(
-            f"must be between 0 (off) and {MAX_CROSSFADE:g} seconds: {text}"
-        )
-    return value
+def _off_or_seconds(most: float) -> Callable[[str], float]:
+    """A number of seconds from 0 (off) to ``most``."""
+
+    def check(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not 0 <= value <= most:
+            raise argparse.ArgumentTypeError(
+                f"must be between 0 (off) and {most:g} seconds: {text}"
+            )
+        return value
+
+    return check
+
+
+_crossfade = _off_or_seconds(MAX_CROSSFADE)
+_alarm = _off_or_seconds(SILENCE_ALARM_MAX)
 
 
 def _lufs(text: str) -> float:
@@ -479,6 +502,8 @@ def stream_settings(args: argparse.Namespace) -> StationSettings:
         max_retries=args.max_retries,
         timeout=args.timeout,
         settle=args.settle,
+        silence_alarm=args.silence_alarm,
+        trim_silence=args.trim_silence,
         public_url=args.public_url,
         live=_live_settings(args),
         outputs=tuple(parse_output_option(text) for text in args.output),

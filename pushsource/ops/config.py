@@ -24,6 +24,7 @@ from pushsource.ops.settings import (
     DEFAULT_LIVE_TITLE,
     LOUDNESS_RANGE,
     MAX_CROSSFADE,
+    SILENCE_ALARM_MAX,
     ControlSettings,
     LiveSettings,
     OutputSettings,
@@ -76,12 +77,21 @@ def _seconds(value: object) -> float:
     return float(value)
 
 
-def _crossfade(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Problem(f"must be a number of seconds, not {_kind(value)}")
-    if not 0 <= value <= MAX_CROSSFADE:
-        raise _Problem(f"must be between 0 (off) and {MAX_CROSSFADE:g} seconds, not {value}")
-    return float(value)
+def _off_or_seconds(most: float) -> Callable[[object], float]:
+    """A number of seconds from 0 (off) to ``most``."""
+
+    def check(value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Problem(f"must be a number of seconds (0: off), not {_kind(value)}")
+        if not 0 <= value <= most:
+            raise _Problem(f"must be between 0 (off) and {most:g} seconds, not {value}")
+        return float(value)
+
+    return check
+
+
+_crossfade = _off_or_seconds(MAX_CROSSFADE)
+_alarm = _off_or_seconds(SILENCE_ALARM_MAX)
 
 
 def _whole(value: object) -> int:
@@ -166,6 +176,8 @@ _STATION_KEYS: dict[str, Callable[[object], Any]] = {
     "max_retries": _retries,
     "timeout": _seconds,
     "settle": _seconds,
+    "silence_alarm": _alarm,
+    "trim_silence": _flag,
     "public_url": _text,  # checked once ${VAR}s are expanded
     "live": lambda value: value,  # a table: _live(), which expands its ${VAR}s itself
     "output": lambda value: value,  # [[station.output]] tables: _outputs(); field "outputs"

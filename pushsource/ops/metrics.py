@@ -74,6 +74,11 @@ _FAMILIES: Final = (
     _family(
         "track_gain_db", "gauge", "The level change of the track playing (the loudness setting)"
     ),
+    _family(
+        "silence_seconds",
+        "gauge",
+        "The run of digital silence going out, in seconds (0 while there is sound)",
+    ),
     _family("connection_state", "gauge", "1 for the station's connection state"),
     _family(
         "listeners",
@@ -98,8 +103,8 @@ _FAMILIES: Final = (
         "output_listeners", "gauge", "Listeners on the output's mount, from its server's status"
     ),
 )
-(SENT, FRAMES, PLAYED, BY_HAND, RECONNECTS, FAILURES, SKIPPED, QUEUE, LEAD, LEAST, GAIN, STATE,
- LISTENERS, LIVE_ON, LIVE_TIME, OUT_INFO, OUT_UP, OUT_STATE, OUT_RECONNECTS, OUT_ATTEMPTS,
+(SENT, FRAMES, PLAYED, BY_HAND, RECONNECTS, FAILURES, SKIPPED, QUEUE, LEAD, LEAST, GAIN, SILENCE,
+ STATE, LISTENERS, LIVE_ON, LIVE_TIME, OUT_INFO, OUT_UP, OUT_STATE, OUT_RECONNECTS, OUT_ATTEMPTS,
  OUT_SENT, OUT_LISTENERS) = range(len(_FAMILIES))  # fmt: skip
 
 
@@ -254,6 +259,9 @@ class Metrics:
         gain = c.track_gain_db
         if gain is not None:
             lines[GAIN].append(f"pushsource_track_gain_db{label}{_number(gain)}\n")
+        quiet: Any = getattr(station, "silence_seconds", None)  # None: not counted
+        if quiet is not None:
+            lines[SILENCE].append(f"pushsource_silence_seconds{label}{_number(quiet)}\n")
         now = station.connection_state
         states = text.states
         lines[STATE].append(states.get(now) or states[None])

@@ -250,6 +250,7 @@ class StationRunner:
             gain=resolver.gain,
             alternates=alternates,
             ready=lambda path: resolver.ready(path) and all(ready(path) for ready in alt_ready),
+            trim=settings.trim_silence,
         )
         fmt_header = fmt.header()
         inside = settings.titles == "stream"
@@ -265,6 +266,7 @@ class StationRunner:
             crossfade=settings.crossfade,
             # The station's own output carries ICY blocks: the pacing counts them.
             metaint=METAINT if inside and self.target.protocol == "icecast" else None,
+            silence_alarm=settings.silence_alarm,
             **_live_options(settings),
         )
         self._engine = engine
@@ -492,6 +494,12 @@ class StationRunner:
         return self.driver.queue_length()
 
     @property
+    def silence_seconds(self) -> float:
+        """The run of digital silence going out (0 while there is sound): one
+        attribute of the machine read, from any thread."""
+        return self.driver.machine.dead_air.seconds(self._engine.loop.time())
+
+    @property
     def listeners(self) -> int | None:
         """Listeners on the station's mounts (every output's), from the server
         watches' status probes (every FULL_EVERY-th probe reads the counts);
@@ -570,6 +578,19 @@ class StationRunner:
             "unplayable": unplayable,
             "live": self._live_status(),
             "outputs": self.outputs_status(),
+            "silence": self._silence_status(),
+        }
+
+    def _silence_status(self) -> dict[str, Any]:
+        """Dead air: the run of silence going out, and whether it is long
+        enough for the alarm (``silence_alarm`` seconds; 0: never)."""
+        air = self.driver.machine.dead_air
+        seconds = air.seconds(self._engine.loop.time())
+        return {
+            "seconds": round(seconds, 1),
+            "alarm": air.warned,
+            "alarm_after": self.settings.silence_alarm,
+            "trim": self.settings.trim_silence,
         }
 
     def outputs_status(self) -> list[dict[str, Any]]:

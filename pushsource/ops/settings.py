@@ -62,6 +62,10 @@ def parse_live_user(text: str) -> tuple[str, str]:
     return name, password
 
 
+#: The longest --silence-alarm / silence_alarm, in seconds.
+SILENCE_ALARM_MAX: Final = 3600
+
+
 @dataclass(frozen=True)
 class OutputSettings:
     """``[[station.output]]`` (``--output``): one more mount the station is sent
@@ -109,6 +113,10 @@ class StationSettings:
     max_retries: int | None = None
     timeout: float = 5.0
     settle: float = 2.0
+    #: A warning once digital silence has gone out this long (seconds; 0: none).
+    silence_alarm: float = 30.0
+    #: Drop the digital silence at the start and end of each track.
+    trim_silence: bool = False
     #: Where listeners reach the mount, for the page's links and playlists, when
     #: the source URL's host is not it (a compose service name, a proxy).
     public_url: str | None = None

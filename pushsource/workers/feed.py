@@ -14,10 +14,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from pushsource.core.effects import Alt, Chunk, Cued, Join, Mix
 from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
+from pushsource.core.gain import main_data_begin, plan_of, reaching_back, silent_runs
 from pushsource.core.outputs import ALT_CHUNK
 from pushsource.errors import CacheError, FrameError, TrackError
 from pushsource.workers.crossfade import NoJoin, build_join, file_delays
@@ -135,7 +136,154 @@ def read_chunk(track: Track, frames: int) -> Chunk:
         size += len(data)
     if start is None:
         start = track.position
-    return Chunk(b"".join(parts), ends, start, last)
+    data = b"".join(parts)
+    return Chunk(data, ends, start, last, silent_runs(data, ends))
+
+
+#: Silence at the end of a chunk is read past this far, at most, to see
+#: whether the track ends in it (trim): a longer silence inside a track goes
+#: out as read, and only what is left of it at the end is trimmed.
+TRIM_AHEAD: Final = 30.0
+
+
+def _join(first: Chunk, then: Chunk) -> Chunk:
+    """Two chunks of a track, ``then`` right after ``first`` in the file."""
+    size = len(first.data)
+    count = len(first.ends)
+    runs = list(first.silent)
+    for start, stop in then.silent:
+        if runs and runs[-1][1] == count and start == 0:
+            runs[-1] = (runs[-1][0], count + stop)
+        else:
+            runs.append((count + start, count + stop))
+    ends = [*first.ends, *(size + end for end in then.ends)]
+    return Chunk(first.data + then.data, ends, first.offset, then.last, tuple(runs))
+
+
+def _from(chunk: Chunk, index: int, stop: int | None = None, *, last: bool) -> Chunk:
+    """Frames ``index`` to ``stop - 1`` of ``chunk`` as a chunk of their own."""
+    ends = chunk.ends[index:stop]
+    if not ends:
+        at = chunk.offset + (chunk.ends[index - 1] if index else 0)
+        return Chunk(b"", [], at, last)
+    cut = chunk.ends[index - 1] if index else 0
+    data = chunk.data[cut : ends[-1]]
+    ends = [end - cut for end in ends]
+    return Chunk(data, ends, chunk.offset + cut, last, silent_runs(data, ends))
+
+
+#: The most main data a frame may reach back for (main_data_begin's 9 bits).
+RESERVOIR_MAX: Final = 511
+
+
+def _reservoir_from(chunk: Chunk) -> int:
+    """The first of the chunk's last frames whose main data could be reached
+    back into by a frame after them."""
+    ends, data = chunk.ends, chunk.data
+    room = 0
+    index = len(ends)
+    while index > 0 and room < RESERVOIR_MAX:
+        index -= 1
+        at = ends[index - 1] if index else 0
+        room += plan_of(data[at : at + 4]).room
+    return index
+
+
+def trim_start(track: Track, chunk: Chunk, frames: int) -> Chunk:
+    """``chunk``, the first of ``track``, without the digital silence the track
+    starts with (chunks of ``frames`` frames are read past it as needed): from
+    its first frame with sound, less the silent frames right before it that
+    hold that frame's bit reservoir (its main_data_begin reaches back into
+    them), made to reach back no further themselves. A track silent
+    all through keeps its last chunk. Sets ``track.trimmed_start``."""
+    duration = track.first.header.duration
+    dropped = 0
+    while True:
+        runs = chunk.silent
+        quiet = runs[0][1] if runs and runs[0][0] == 0 else 0
+        if quiet < len(chunk.ends) or chunk.last:
+            break
+        more = read_chunk(track, frames)
+        if more.offset == chunk.offset + len(chunk.data):
+            # Its last frames may hold the reservoir of the sound to come.
+            keep = _reservoir_from(chunk)
+            dropped += keep
+            chunk = _join(_from(chunk, keep, last=False), more)
+        else:
+            dropped += len(chunk.ends)
+            chunk = more
+    if quiet >= len(chunk.ends):  # silent all through: its last chunk plays
+        track.trimmed_start = dropped * duration
+        return chunk
+    # Frame ``quiet`` has sound: keep the silent frames its main data needs.
+    ends, data = chunk.ends, chunk.data
+    need = main_data_begin(data, ends[quiet - 1] if quiet else 0)
+    keep = quiet
+    while need > 0 and keep > 0:
+        keep -= 1
+        at = ends[keep - 1] if keep else 0
+        need -= plan_of(data[at : at + 4]).room
+    track.trimmed_start = (dropped + keep) * duration
+    if keep == 0:
+        return chunk
+    kept = _from(chunk, keep, last=chunk.last)
+    # The silent frames kept read no main data: none may reach back past the
+    # first of them (lossless), as a decoder joining here has nothing before.
+    parts, held, start = [], 0, 0
+    for end in kept.ends[: quiet - keep]:
+        frame = reaching_back(kept.data[start:end], held)
+        parts.append(frame)
+        held += plan_of(frame[:4]).room
+        start = end
+    return Chunk(
+        b"".join(parts) + kept.data[start:], kept.ends, kept.offset, kept.last, kept.silent
+    )
+
+
+def trim_end(track: Track, chunk: Chunk) -> Chunk:
+    """``chunk``, the last of ``track``, without the digital silence it ends
+    with, but for one frame (the last sound's overlap tail). Sets
+    ``track.trimmed_end`` and says how much was trimmed, if any."""
+    runs = chunk.silent
+    count = len(chunk.ends)
+    if runs and runs[-1][1] == count:
+        # One silent frame stays: the last sound's tail, and a track silent
+        # all through still has a frame to start (and be marked played) with.
+        stop = runs[-1][0] + 1
+        if stop < count:
+            track.trimmed_end += (count - stop) * track.first.header.duration
+            chunk = _from(chunk, 0, stop, last=True)
+    if track.trimmed_start or track.trimmed_end:
+        log.info(
+            "%s: trimmed %.1f s of silence at the start, %.1f s at the end",
+            track.info.title,
+            track.trimmed_start,
+            track.trimmed_end,
+        )
+    return chunk
+
+
+def read_trimmed(track: Track, frames: int) -> Chunk:
+    """read_chunk() for a track whose end silence is trimmed: a chunk that
+    ends in silence is read past (TRIM_AHEAD at most) to see whether the
+    track ends in it."""
+    held = track.held
+    if isinstance(held, Chunk):
+        track.held = None
+        return trim_end(track, held) if held.last else held
+    chunk = read_chunk(track, frames)
+    limit = TRIM_AHEAD / track.first.header.duration
+    while not chunk.last:
+        runs = chunk.silent
+        count = len(chunk.ends)
+        if not runs or runs[-1][1] != count or count - runs[-1][0] >= limit:
+            return chunk  # it ends with sound (or a long silence: it goes out)
+        more = read_chunk(track, frames)
+        if more.ends and more.offset != chunk.offset + len(chunk.data):
+            track.held = more  # not contiguous (a tag between): it comes next
+            return chunk
+        chunk = _join(chunk, more)
+    return trim_end(track, chunk)
 
 
 class Feed:
@@ -156,6 +304,7 @@ class Feed:
         gain: Callable[[Path], TrackGain | None] = lambda path: None,
         alternates: Sequence[tuple[str, str, Callable[[Path], Path]]] = (),
         ready: Callable[[Path], bool] = lambda path: True,
+        trim: bool = False,
     ) -> None:
         """``ready(path)``: whether ``prepare`` (and each alternate's) would
         answer at once, with nothing to convert or measure; a cue of a file
@@ -163,6 +312,7 @@ class Feed:
         # Outputs in other formats: (format key, what to call it in a line,
         # prepare: the MP3 in that format for a file, converted if need be).
         self._alternates = alternates
+        self._trim = trim  # drop the digital silence at each end of a track
         self._gain = gain  # the level change to play a file with (loudness)
         self._source = source
         self._resolve = resolve
@@ -368,6 +518,10 @@ class Feed:
         """The next frames of a playing track, or of its copy in another format
         (which may have been released meanwhile: then none)."""
         assert isinstance(track, Track)
+        if track.trim:
+            if track.closed and track.held is None:
+                return Chunk(b"", [], track.position, True)
+            return read_trimmed(track, frames)
         if track.closed:
             return Chunk(b"", [], track.position, True)
         return read_chunk(track, frames)
@@ -408,10 +562,18 @@ class Feed:
         gain = self._gain(path)
         track = Track(path, play=self._resolve(path), gain=gain).open(offset)
         first = read_chunk(track, chunk)
+        if self._trim:
+            # Not from a resume point: only the file's own start is trimmed.
+            track.trim = True
+            if not track.resumed:
+                first = trim_start(track, first, chunk)
+            if first.last:
+                first = trim_end(track, first)
         header = track.first.header
         # Bitrate and length are the played file's (a converted copy's: what goes on air).
         bitrate = track.info.bitrate or header.bitrate
-        before = 0.0
+        # Elapsed time is the place in the file: a trimmed start is skipped.
+        before = track.trimmed_start
         if track.resumed:  # an estimate from the bytes; exact for CBR
             before = max(0, first.offset - audio_start(track.play)) / (bitrate * 125)
         alts: dict[str, Alt] = {}

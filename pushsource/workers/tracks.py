@@ -135,6 +135,13 @@ class Track:
         self._pushed: FrameRun | None = None  # handed back by push_back()
         #: Copies of it in other outputs' formats, read as it plays: closed with it.
         self.companions: list[Track] = []
+        #: Trimming its digital silence (pushsource.workers.feed.trim_start,
+        #: read_trimmed): on, seconds dropped at each end, a chunk read ahead
+        #: that could not join the one before it (the next read hands it out).
+        self.trim = False
+        self.trimmed_start = 0.0
+        self.trimmed_end = 0.0
+        self.held: object = None
 
     def __repr__(self) -> str:
         return f"Track({str(self.path)!r})"

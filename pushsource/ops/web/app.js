@@ -196,7 +196,9 @@ function renderRow(row, status) {
   setText(c.badge, state);
   c.badge.title = conn.error || "";
   const now = status.now_playing;
-  setText(c.title, conn.error && PROBLEMS.has(state) ? "⚠ " + conn.error : now ? escaped(now.title || now.file) : "—");
+  const dead = deadAirText(status);
+  const title = conn.error && PROBLEMS.has(state) ? "⚠ " + conn.error : now ? escaped(now.title || now.file) : "—";
+  setText(c.title, dead ? "⚠ " + dead + " · " + title : title);
   c.title.title = now ? escaped(now.file) : "";
   const listeners = listenersOf(status);
   setText(c.listeners, listeners == null ? "–" : String(listeners));
@@ -204,6 +206,12 @@ function renderRow(row, status) {
   setText(c.reconnects, String(conn.reconnects || 0));
   setText(c.live, now ? "live" : PROBLEMS.has(state) ? "off" : "idle");
   tickRow(row);
+}
+
+// Dead air: the silence alarm went off for the run of silence going out now.
+function deadAirText(status) {
+  const s = status.silence;
+  return s && s.alarm ? "dead air: " + Math.round(s.seconds) + " s of silence going out" : "";
 }
 
 function tickRow(row) {
@@ -390,6 +398,7 @@ function renderDetail(status) {
   const listeners = listenersOf(status);
   setText(q(".listeners"), listeners == null ? "" : listeners + " listener" + (listeners === 1 ? "" : "s"));
   setText(q(".conn-error"), conn.error || "");
+  setText(q(".dead-air"), deadAirText(status));
 
   const listen = q(".listen");
   const url = status.listen_url || "";
