@@ -8,8 +8,9 @@ chunk) and makes the join ``--joins`` times on this thread (decode, mix,
 encode, splice), timing each with the thread's CPU clock. The figure is CPU
 seconds per station-hour for tracks of ``--track`` seconds (one join per
 track), set against a whole station's budget: ezstream's 1.75-1.9 CPU s per
-audio hour. Everything outside the joins is passed through and costs what it
-costs without crossfade.
+audio hour; then the same with one output in another format (64 kbps
+22.05 kHz mono), which gets its own join. Everything outside the joins is
+passed through and costs what it costs without crossfade.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from pathlib import Path
 
 from pushsource.core.effects import Join
-from pushsource.core.frames import parse_header
+from pushsource.core.frames import FrameHeader, header_for, parse_header
 from pushsource.ops.trial import run_tool
 from pushsource.workers.crossfade import build_join, file_delays
 
@@ -47,6 +48,11 @@ def main() -> None:
     parser.add_argument("--joins", type=int, default=20)
     parser.add_argument("--track", type=float, default=210.0, help="seconds per track")
     args = parser.parse_args()
+    for alts in ((), (("64k-22050-1", header_for(22050, 1, 64)),)):
+        measure(args, alts)
+
+
+def measure(args: argparse.Namespace, alts: tuple[tuple[str, FrameHeader], ...]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         made = []
         for name, colour in (("out", "pinknoise"), ("in", "brownnoise")):
@@ -70,13 +76,15 @@ def main() -> None:
             bitrate=128,
             out_padding=out_delays[1] if out_delays else None,
             in_delay=in_delays[0] if in_delays else None,
+            alts=alts,
         )
         times.append(time.thread_time() - start)
         assert isinstance(result, Join), result
         joins.append(result)
     median = statistics.median(times)
     per_hour = median * 3600 / args.track
-    print(f"crossfade {args.fade:g} s, 128 kbps 44.1 kHz stereo, {args.joins} joins")
+    also = ", with an output at 64 kbps 22.05 kHz mono" if alts else ""
+    print(f"crossfade {args.fade:g} s, 128 kbps 44.1 kHz stereo{also}, {args.joins} joins")
     print(
         f"  CPU per join: median {median * 1000:.0f} ms "
         f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f})"
