@@ -6,6 +6,7 @@ midpoint; a skip that fades out; an edit that takes the join back."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import subprocess
 from pathlib import Path
@@ -149,3 +150,26 @@ def test_no_crossfade_at_a_track_shorter_than_three_fades(
     sim.run()
     assert sim.conns[0].stream().startswith(a + b)
     assert "no crossfade at b: shorter than three fades" in caplog.text
+
+
+def test_a_connection_lost_during_the_join_goes_on_with_the_incoming_track_from_its_top(
+    tmp_path: Path,
+) -> None:
+    a = tone(tmp_path / "a.mp3", 440, 10)
+    b = tone(tmp_path / "b.mp3", 660, 10)
+    files = sorted(tmp_path.glob("*.mp3"))
+    clean = make(ListSource(files), crossfade=3.0)
+    clean.run()
+    (join,) = joins(clean)
+    totals = itertools.accumulate(len(chunk) for _, chunk in clean.conns[0].chunks)
+    middle = join.cut_at + len(join.data) // 2
+    n = next(n for n, total in enumerate(totals) if total > middle)  # the Send holding it
+    sim = make(
+        ListSource(files), crossfade=3.0, plan=lambda k: ("accept", n + 1) if k == 1 else "accept"
+    )
+    sim.run()
+    assert len(sim.conns) == 2
+    first, second = sim.conns[0].stream(), sim.conns[1].stream()
+    assert first.startswith(a[: join.cut_at] + join.data[:1000])
+    assert second.startswith(b[:4000])  # b again from its top, no join half-heard
+    assert [(t.path.name, skipped) for t, skipped in sim.ended][-1] == ("b.mp3", False)
