@@ -30,7 +30,15 @@ from typing import Final
 
 from pushsource.core.frames import MPEGVersion, parse_header
 
-__all__ = ["DB_PER_STEP", "MAX_GAIN", "PEAK_LIMIT", "apply_gain", "gain_fields", "steps_for"]
+__all__ = [
+    "DB_PER_STEP",
+    "MAX_GAIN",
+    "PEAK_LIMIT",
+    "apply_gain",
+    "crc16",
+    "gain_fields",
+    "steps_for",
+]
 
 #: One global_gain step, in dB: 20 * log10(2 ** (1 / 4)).
 DB_PER_STEP: Final = 1.5051499783199058
@@ -100,7 +108,7 @@ def _crc_entry(byte: int) -> int:
 _CRC_TABLE: Final = tuple(_crc_entry(byte) for byte in range(256))
 
 
-def _crc16(data: bytes | bytearray) -> int:
+def crc16(data: bytes | bytearray) -> int:
     """CRC-16 of MPEG audio: polynomial 0x8005, MSB first, initial 0xFFFF."""
     crc = 0xFFFF
     table = _CRC_TABLE
@@ -150,7 +158,7 @@ def apply_gain(data: bytes, steps: int) -> bytes:
             # over GF(2), so adding the change keeps a right CRC right and a
             # wrong one (a damaged frame) exactly as wrong as it was.
             stored = (out[pos + 4] << 8) | out[pos + 5]
-            stored ^= _crc16(before) ^ _crc16(out[pos + 2 : pos + crc_end])
+            stored ^= crc16(before) ^ crc16(out[pos + 2 : pos + crc_end])
             out[pos + 4] = stored >> 8
             out[pos + 5] = stored & 0xFF
         pos = end
