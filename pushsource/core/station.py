@@ -46,6 +46,7 @@ from pushsource.core.effects import (
 from pushsource.core.frames import FrameHeader, silent_frame
 from pushsource.core.icy import IcyWriter
 from pushsource.core.pacer import Pacer
+from pushsource.core.splice import Splicer
 from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
 
 log = logging.getLogger("pushsource")
@@ -269,6 +270,14 @@ class StationMachine:
         self._interrupted = interrupted
         self._live_default = live_title  # for a DJ who sends no title; {user} is their name
         self._live: _Live | None = None
+        # Splice-clean cuts: what the last frames sent go on from, as (origin,
+        # where after them): (the playing Cued, the file offset past them), (the
+        # _Live DJ, their frames taken), or None (silence, a new connection).
+        # Frames that do not go on from it exactly start after a cut, and the
+        # splicer mends those that point back past it (core.splice).
+        self._splicer = Splicer()
+        self._origin: object = None
+        self._origin_at = 0
 
     # -- what the world may ask ----------------------------------------------
 
@@ -349,6 +358,7 @@ class StationMachine:
             self._failed_since = None
         self._pacer = Pacer(now, lead=self._pacing.lead, batch=self._pacing.batch)
         self._sent = 0
+        self._origin = None  # a new connection: its listeners have no byte before it
         self._meter = IcyWriter(self._metaint) if self._metaint else None
         self._batches.clear()
         out.append(State("on air"))
@@ -578,6 +588,7 @@ class StationMachine:
             else:
                 break
             parts.append(silent_frame(last) * count)
+            self._origin = None
             spans.append(Span(None, 0.0, count * last.duration))
             frames += count
             pacer.add(count * last.samples, last.sample_rate)
@@ -590,6 +601,7 @@ class StationMachine:
                 header = self._format
                 count = pacer.frames_due(now, header.samples, header.sample_rate)
                 parts.append(self._silence * count)
+                self._origin = None
                 spans.append(Span(None, 0.0, count * header.duration))
                 frames += count
                 pacer.add(count * header.samples, header.sample_rate)
@@ -604,6 +616,7 @@ class StationMachine:
                     header = p.track.header
                     count = pacer.frames_due(now, header.samples, header.sample_rate)
                     parts.append(silent_frame(header) * count)
+                    self._origin = None
                     spans.append(Span(None, 0.0, count * header.duration))
                     frames += count
                     pacer.add(count * header.samples, header.sample_rate)
@@ -625,7 +638,8 @@ class StationMachine:
                 p.announced = True
                 started.append(p.track)
                 titles.append((sum(map(len, parts)), p.track.title))
-            parts.append(chunk.data[p.start : end])
+            at = chunk.offset + p.start
+            parts.append(self._spliced(p.track, at, chunk.offset + end, chunk.data[p.start : end]))
             spans.append(Span(p.track, p.seconds, count * header.duration))
             frames += count
             pacer.add(count * header.samples, header.sample_rate)
@@ -663,6 +677,14 @@ class StationMachine:
             return False
         start, end = p.start, ends[index + count - 1]
         data = chunk.data[start:end]
+        # Splice-clean: all this costs when the frames go on from the last ones.
+        at = chunk.offset + start
+        if p.track is not self._origin or at != self._origin_at:
+            self._splicer.cut()
+            self._origin = p.track
+        self._origin_at = chunk.offset + end
+        if self._splicer.open:
+            data = self._splicer.repair(data)
         seconds = p.seconds
         duration = count * header.duration
         pacer.add(count * header.samples, header.sample_rate)
@@ -682,6 +704,17 @@ class StationMachine:
         self._ask(now, out)
         self._next_step(now, out)
         return True
+
+    def _spliced(self, origin: object, at: int, after: int, data: bytes) -> bytes:
+        """``data``, frames of ``origin`` from ``at`` (up to ``after``), as they
+        go out: a cut before them if the last frames sent were not of
+        ``origin`` up to ``at``, and mended where they point back past a cut."""
+        splicer = self._splicer
+        if origin is not self._origin or at != self._origin_at:
+            splicer.cut()
+            self._origin = origin
+        self._origin_at = after
+        return splicer.repair(data) if splicer.open else data
 
     def _ask(self, now: float, out: list[Effect]) -> None:
         """Read ahead for the playing track; cue the next one in time."""
@@ -956,7 +989,9 @@ class StationMachine:
             if live.frames and header is not None:
                 due = pacer.frames_due(now, header.samples, header.sample_rate)
                 count = min(len(live.frames), due)
-                parts.extend(live.frames.popleft() for _ in range(count))
+                taken = live.taken
+                data = b"".join([live.frames.popleft() for _ in range(count)])
+                parts.append(self._spliced(live, taken, taken + count, data))
                 spans.append(Span(None, 0.0, count * header.duration, live=True))
                 live.taken += count
                 frames += count
@@ -971,6 +1006,7 @@ class StationMachine:
             silence = self._format
             count = max(1, math.ceil((low - ahead) / silence.duration))
             parts.append(self._silence * count)
+            self._origin = None
             spans.append(Span(None, 0.0, count * silence.duration))
             frames += count
             pacer.add(count * silence.samples, silence.sample_rate)

@@ -628,15 +628,18 @@ def make_noise_mp3(
     samplerate: int = 44100,
     channels: int = 2,
     lame_args: Sequence[str] = ("-b", "128"),
+    color: str = "pinknoise",
 ) -> bytes:
-    """Pink noise encoded with ``lame -t``: noise keeps lame's bit reservoir
-    full, so almost every frame's main data starts hundreds of bytes back, in
-    the frames before it (main_data_begin). Returns the file's bytes (only
-    audio frames)."""
+    """Noise (sox's ``pinknoise``, ``whitenoise``, ``brownnoise``: the same
+    samples on every run, so two tracks need two colours or lengths cut
+    apart) encoded with ``lame -t``: noise keeps lame's bit reservoir full, so
+    almost every frame's main data starts hundreds of bytes back, in the
+    frames before it (main_data_begin). Returns the file's bytes (only audio
+    frames)."""
     return _encode(
         path,
         seconds,
-        sound=("pinknoise",),
+        sound=(color,),
         samplerate=samplerate,
         channels=channels,
         lame_args=["-t", *lame_args],
