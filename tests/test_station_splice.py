@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pushsource.core import effects as fx
+from pushsource.core.effects import Span
 from pushsource.workers.feed import ListSource
 from tests.support.media import decoder_errors, make_noise_mp3, reservoir_begin, walk_mpeg_frames
 from tests.test_live import SILENCE, dj, with_live
@@ -178,3 +179,60 @@ def test_a_new_track_from_its_first_frame_is_not_touched(
     stream = sim.conns[0].stream()
     assert stream.startswith(b + second)
     assert sim.machine._splicer.silenced == 0
+
+
+# -- an output in another format: the Reframer's cuts --------------------------
+
+
+def test_a_converted_output_mends_its_own_cuts(tmp_path: Path) -> None:
+    """An output at 22.05 kHz mono 64 kbps: its copy of the track from the
+    start, then a jump in it (the station resumed elsewhere in the track),
+    then silence (the DJ, whose audio it has no copy of) and the copy again
+    where it was left, then a new connection mid-copy."""
+    from pushsource.core.frames import header_for, silent_frame
+    from pushsource.core.outputs import Reframer
+    from tests.test_outputs import alt_of, cued
+
+    data = make_noise_mp3(tmp_path / "low.mp3", 10.0, samplerate=22050, channels=1,
+                          lame_args=("-b", "64"))  # fmt: skip
+    frames = _frames(data)
+    low = header_for(22050, 1, 64)
+    track = cued({"low": alt_of(frames)})
+    reframer = Reframer("low", low)
+    d = low.duration
+    silence = silent_frame(low)
+    spans = [
+        Span(track, 0.0, 40 * d),
+        Span(track, 40 * d, 20 * d),  # on from there: no cut
+        Span(track, 150 * d, 30 * d),  # a jump
+        Span(None, 0.0, 20 * d),  # silence
+        Span(track, 180 * d, 30 * d),  # the copy again, where it was left
+    ]
+    stream = b"".join(reframer.frames([span])[0] for span in spans)
+    reframer.cut()  # a new connection: its listener's stream starts here
+    rejoined = reframer.frames([Span(track, 210 * d, 40 * d)])[0]
+    side = 4 + 9  # MPEG-2 mono side info
+
+    def check(out: bytes, cuts_expected: int) -> None:
+        where = {f[side:]: i for i, f in enumerate(frames)}
+        last, got, cuts, mended = None, 0, 0, 0
+        for frame in _frames(out):
+            if frame == silence:
+                last = None
+                continue
+            i = where[frame[side:]]
+            if last != i - 1:
+                cuts, got = cuts + 1, 0
+            assert reservoir_begin(frame, 0) <= got
+            if frame != frames[i]:
+                mended += 1
+                assert reservoir_begin(frames[i], 0) > got
+            got += len(frame) - side
+            last = i
+        assert cuts == cuts_expected and mended >= cuts_expected - 1
+
+    check(stream, 3)
+    check(rejoined, 1)
+    path = tmp_path / "out.mp3"
+    path.write_bytes(stream + rejoined)
+    assert decoder_errors(path) == ""
