@@ -24,7 +24,7 @@ from pushsource.ops.trial import tag_mp3
 from tests.conftest import StartPushsource, register_secret
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.listener import Listener
-from tests.support.media import make_clean_mp3, make_titled_tracks
+from tests.support.media import make_clean_mp3, make_titled_tracks, unmend
 from tests.support.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -186,7 +186,10 @@ def test_a_dj_takes_over_and_the_folder_takes_back(
     while after.startswith(silence):
         after, gap = after[len(silence) :], gap + 1
     assert GRACE - 0.5 < gap * 1152 / 44100 < GRACE + 1.5
-    assert after.startswith(track.audio[len(played) :][:20_000])
+    # (Its first frames may point back into the bit reservoir, past the cut:
+    # those went out silenced, main data and all else as they were.)
+    resumed = track.audio[len(played) :][:20_000]
+    assert unmend(after, resumed).startswith(resumed)
     titles = [t for _, t in listener.titles if t]
     i = titles.index("Alice - First Tune")
     assert titles[i:] == ["Alice - First Tune", "Alice - Second", "Folder - Long One"]

@@ -9,6 +9,11 @@ workers) that cover the same seconds, and its own silence for silence. Its
 place in a track is taken from the span's time, not counted, so it cannot
 drift: a track's first frame goes out in the same Send on every output, and an
 output that rejoins after an outage starts at the station's current position.
+
+Its cuts are mended like the station's (core.splice): frames of a copy that
+do not go on from the last ones it sent (another track, a jump in the copy,
+real frames after its silence) start after a cut, and those pointing back
+past it into the bit reservoir are silenced.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Final
 
 from pushsource.core.effects import Alt, Cued, Span
 from pushsource.core.frames import FrameHeader, silent_frame
+from pushsource.core.splice import Splicer
 from pushsource.core.station import ICECAST_BLOCK
 
 #: An output's place in a track further than this many frames from where the
@@ -44,6 +50,15 @@ class Reframer:
         self._index = 0  # next frame of the track's Alt
         self.late = 0  # frames sent as silence because their copy was not read yet
         self._debt = 0.0  # seconds of silence owed, less than one frame
+        # What its last frames sent go on from: (the copy, the index past
+        # them), None after silence; anything else starts after a cut.
+        self._splicer = Splicer()
+        self._origin: Alt | None = None
+        self._origin_at = 0
+
+    def cut(self) -> None:
+        """What it sends next follows nothing (a new connection)."""
+        self._origin = None
 
     def frames(self, spans: Sequence[Span]) -> tuple[bytes, int]:
         """The output's bytes for one Send, and how many frames they are."""
@@ -68,7 +83,14 @@ class Reframer:
             self._index = max(self._index, alt.first)  # forgotten already: on from there
             take = min(stop, alt.loaded)
             if take > self._index:
-                parts.append(alt.between(self._index, take))
+                data = alt.between(self._index, take)
+                if alt is not self._origin or self._index != self._origin_at:
+                    self._splicer.cut()
+                    self._origin = alt
+                self._origin_at = take
+                if self._splicer.open:
+                    data = self._splicer.repair(data)
+                parts.append(data)
                 count += take - self._index
                 self._index = take
             if stop > self._index:  # not read yet (the disk is late): silence, on time
@@ -108,6 +130,7 @@ class Reframer:
         if count > 0:
             self._debt -= count * self._header.duration
             parts.append(self._silence * count)
+            self._origin = None
         return max(0, count)
 
 

@@ -51,6 +51,7 @@ from pushsource.core.gain import DB_PER_STEP, apply_gain
 from pushsource.core.icy import IcyWriter
 from pushsource.core.pacer import Pacer
 from pushsource.core.silence import DeadAir
+from pushsource.core.splice import Splicer
 from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
 
 log = logging.getLogger("pushsource")
@@ -298,6 +299,14 @@ class StationMachine:
         self._join: tuple[Cued, Join] | None = None  # the join into the cued track, made
         #: The run of silence going out (pushsource.core.silence).
         self.dead_air = DeadAir(silence_alarm)
+        # Splice-clean cuts: what the last frames sent go on from, as (origin,
+        # where after them): (the playing Cued, the file offset past them), (the
+        # _Live DJ, their frames taken), or None (silence, a new connection).
+        # Frames that do not go on from it exactly start after a cut, and the
+        # splicer mends those that point back past it (core.splice).
+        self._splicer = Splicer()
+        self._origin: object = None
+        self._origin_at = 0
 
     # -- what the world may ask ----------------------------------------------
 
@@ -395,6 +404,7 @@ class StationMachine:
             self._failed_since = None
         self._pacer = Pacer(now, lead=self._pacing.lead, batch=self._pacing.batch)
         self._sent = 0
+        self._origin = None  # a new connection: its listeners have no byte before it
         self._meter = IcyWriter(self._metaint) if self._metaint else None
         self._batches.clear()
         out.append(State("on air"))
@@ -658,6 +668,7 @@ class StationMachine:
             else:
                 break
             parts.append(silent_frame(last) * count)
+            self._origin = None
             spans.append(Span(None, 0.0, count * last.duration))
             frames += count
             pacer.add(count * last.samples, last.sample_rate)
@@ -672,6 +683,7 @@ class StationMachine:
                 if self.dead_air.since is not None:
                     self.dead_air.end("the queue is empty (idle silence is not counted)")
                 parts.append(self._silence * count)
+                self._origin = None
                 spans.append(Span(None, 0.0, count * header.duration))
                 frames += count
                 pacer.add(count * header.samples, header.sample_rate)
@@ -693,6 +705,7 @@ class StationMachine:
                     count = pacer.frames_due(now, header.samples, header.sample_rate)
                     self.dead_air.quiet(pacer.due())
                     parts.append(silent_frame(header) * count)
+                    self._origin = None
                     spans.append(Span(None, 0.0, count * header.duration))
                     frames += count
                     pacer.add(count * header.samples, header.sample_rate)
@@ -720,11 +733,13 @@ class StationMachine:
                 p.announced = True
                 started.append(p.track)
                 titles.append((sum(map(len, parts)), p.track.title))
-            if p.fading:
-                parts.append(_faded(chunk, p.index, count, p.fade_total - p.fading, p.fade_total))
+            at = chunk.offset + p.start
+            if p.fading:  # a skip's fade-out: the same frames, turned down
+                data = _faded(chunk, p.index, count, p.fade_total - p.fading, p.fade_total)
                 p.fading -= count
             else:
-                parts.append(chunk.data[p.start : end])
+                data = chunk.data[p.start : end]
+            parts.append(self._spliced(p.track, at, chunk.offset + end, data))
             spans.append(Span(p.track, p.seconds, count * header.duration))
             frames += count
             if chunk.silent:
@@ -770,6 +785,14 @@ class StationMachine:
         if p.stop_at is not None and chunk.offset + end > p.stop_at:
             return False
         data = chunk.data[start:end]
+        # Splice-clean: all this costs when the frames go on from the last ones.
+        at = chunk.offset + start
+        if p.track is not self._origin or at != self._origin_at:
+            self._splicer.cut()
+            self._origin = p.track
+        self._origin_at = chunk.offset + end
+        if self._splicer.open:
+            data = self._splicer.repair(data)
         seconds = p.seconds
         duration = count * header.duration
         runs = chunk.silent
@@ -875,7 +898,21 @@ class StationMachine:
             started.append(p.track)
             title_byte = (join.ends[mid - 1] if mid else 0) - start
             titles.append((sum(map(len, parts)) + max(0, title_byte), p.track.title))
-        parts.append(join.data[start:end])
+        # The join goes on from the outgoing track's frames before it, and the
+        # incoming track's frames go on from it: its seams carry what their
+        # reservoirs need (workers/crossfade.py). Anything else is a cut.
+        if done:
+            goes_on = self._origin is join and self._origin_at == done
+        else:
+            outgoing = p.join_from[0] if p.join_from is not None else None
+            goes_on = self._origin is outgoing and self._origin_at == join.cut_at
+        if not goes_on:
+            self._splicer.cut()
+        data = join.data[start:end]
+        parts.append(self._splicer.repair(data) if self._splicer.open else data)
+        self._origin, self._origin_at = join, done + count
+        if done + count == len(join.ends):
+            self._origin, self._origin_at = p.track, join.resume_at
         if self.dead_air.since is not None:  # a join has sound in it: both tracks do
             self.dead_air.sound(pacer.due())
         pacer.add(count * header.samples, header.sample_rate)
@@ -919,6 +956,17 @@ class StationMachine:
         if p is None:
             return "no track"
         return f"track: {p.track.title} [{p.track.path.name}]"
+
+    def _spliced(self, origin: object, at: int, after: int, data: bytes) -> bytes:
+        """``data``, frames of ``origin`` from ``at`` (up to ``after``), as they
+        go out: a cut before them if the last frames sent were not of
+        ``origin`` up to ``at``, and mended where they point back past a cut."""
+        splicer = self._splicer
+        if origin is not self._origin or at != self._origin_at:
+            splicer.cut()
+            self._origin = origin
+        self._origin_at = after
+        return splicer.repair(data) if splicer.open else data
 
     def _ask(self, now: float, out: list[Effect]) -> None:
         """Read ahead for the playing track; cue the next one in time."""
@@ -1204,7 +1252,9 @@ class StationMachine:
             if live.frames and header is not None:
                 due = pacer.frames_due(now, header.samples, header.sample_rate)
                 count = min(len(live.frames), due)
-                parts.extend(live.frames.popleft() for _ in range(count))
+                taken = live.taken
+                data = b"".join([live.frames.popleft() for _ in range(count)])
+                parts.append(self._spliced(live, taken, taken + count, data))
                 spans.append(Span(None, 0.0, count * header.duration, live=True))
                 if self.dead_air.since is not None:
                     self.dead_air.sound(pacer.due())
@@ -1222,6 +1272,7 @@ class StationMachine:
             count = max(1, math.ceil((low - ahead) / silence.duration))
             self.dead_air.quiet(pacer.due())
             parts.append(self._silence * count)
+            self._origin = None
             spans.append(Span(None, 0.0, count * silence.duration))
             frames += count
             pacer.add(count * silence.samples, silence.sample_rate)

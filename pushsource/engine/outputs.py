@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pushsource.core.outputs import Reframer
+from pushsource.core.splice import Splicer
 
 if TYPE_CHECKING:
     from pushsource.core.target import IcecastTarget
@@ -65,6 +66,9 @@ class Output:
         self.said: tuple[str, float] | None = None  # the last reconnect line logged: (why, when)
         self.unwatch: Callable[[], None] | None = None
         self.rng = random.Random()
+        #: Mends the first frames of each of its connections, which its
+        #: listeners get with no byte before them (core.splice).
+        self.splicer = Splicer()
 
     def __repr__(self) -> str:
         return f"Output({self.number}, {str(self.target)!r}, {self.state!r})"

@@ -406,6 +406,8 @@ class StationDriver:
         if sock is not None:
             reframer = output.reframer
             payload = data if reframer is None else reframer.frames(spans)[0]
+            if output.splicer.open:
+                payload = output.splicer.repair(payload)
             if titles and sock.titles_inside:
                 # At its track's first byte; another format's bytes are its
                 # own, so there at the start of this Send (the same batch).
@@ -480,6 +482,10 @@ class StationDriver:
         came_back = output.attempts > 0
         output.attempts = 0
         output.set_state("on air")
+        # A new connection: its listeners have no byte before its first one.
+        output.splicer.cut()
+        if output.reframer is not None:
+            output.reframer.cut()
         watch = output.spec.watch
         if watch is not None and output.unwatch is None:
             # Its own mount and credentials: its listeners, where the status page has none.

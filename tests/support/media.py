@@ -616,3 +616,104 @@ def make_track_at(
             run_tool("lame", "--quiet", "-t", *lame_args, wav, path)
             correction += lufs - ebur128(path).lufs
     return path.read_bytes()
+
+
+# --- the bit reservoir: tracks that lean on it, and decoders that judge a stream ------
+
+
+def make_noise_mp3(
+    path: Path,
+    seconds: float,
+    *,
+    samplerate: int = 44100,
+    channels: int = 2,
+    lame_args: Sequence[str] = ("-b", "128"),
+    color: str = "pinknoise",
+) -> bytes:
+    """Noise (sox's ``pinknoise``, ``whitenoise``, ``brownnoise``: the same
+    samples on every run, so two tracks need two colours or lengths cut
+    apart) encoded with ``lame -t``: noise keeps lame's bit reservoir full, so
+    almost every frame's main data starts hundreds of bytes back, in the
+    frames before it (main_data_begin). Returns the file's bytes (only audio
+    frames)."""
+    return _encode(
+        path,
+        seconds,
+        sound=(color,),
+        samplerate=samplerate,
+        channels=channels,
+        lame_args=["-t", *lame_args],
+    )
+
+
+def reservoir_begin(data: bytes, pos: int) -> int:
+    """main_data_begin of the Layer III frame at ``data[pos:]``, read from the
+    bits (ISO 11172-3 2.4.1.7: 9 bits in MPEG-1, 8 in MPEG-2/2.5, after the
+    header and a protected frame's CRC), not by pushsource's parser."""
+    mpeg1 = (data[pos + 1] >> 3) & 3 == 3
+    at = pos + (4 if data[pos + 1] & 1 else 6)
+    return (data[at] << 1 | data[at + 1] >> 7) if mpeg1 else data[at]
+
+
+_DECODER_TROUBLE = re.compile(r"error|warn|fail|illegal|invalid|overread|can't|cannot", re.I)
+
+
+#: mpg123's lines that name the file (whose name may hold any word).
+_MPG123_NAMING = re.compile(r"Directory:|Playing MPEG stream|\[[\d:]+\] Decoding of")
+
+
+def decoder_errors(path: Path) -> str:
+    """What mpg123 (``-t``: decode, play nothing) and ffmpeg (``-v error``)
+    find wrong in decoding ``path``: their complaint lines, "" when both
+    decoded every frame without one."""
+    mpg123 = subprocess.run(
+        ["mpg123", "-t", path], capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    ffmpeg = subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-i", path, "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+    )
+    lines = [
+        f"mpg123: {line}"
+        for line in mpg123.stderr.splitlines()
+        if _DECODER_TROUBLE.search(line) and not _MPG123_NAMING.match(line)
+    ]
+    if mpg123.returncode != 0:
+        lines.append(f"mpg123: exit status {mpg123.returncode}")
+    lines += [f"ffmpeg: {line}" for line in ffmpeg.stderr.splitlines() if line.strip()]
+    if ffmpeg.returncode != 0:
+        lines.append(f"ffmpeg: exit status {ffmpeg.returncode}")
+    return "\n".join(lines)
+
+
+def side_info_span(data: bytes, pos: int) -> tuple[int, int, bool]:
+    """Where the side info of the Layer III frame at ``pos`` starts and ends
+    (from the frame's start), and whether it is MPEG-1."""
+    mpeg1 = (data[pos + 1] >> 3) & 3 == 3
+    mono = data[pos + 3] >> 6 == 3
+    at = 4 if data[pos + 1] & 1 else 6
+    return at, at + ((17 if mono else 32) if mpeg1 else (9 if mono else 17)), mpeg1
+
+
+def unmend(got: bytes, want: bytes, frames: int = 6) -> bytes:
+    """``got`` with the frames a splice mended put back as ``want`` has them:
+    among their first ``frames`` frames (both from a frame boundary), a frame
+    of ``got`` whose header and main data are ``want``'s and whose side info
+    is zero but for main_data_begin (pushsource.core.splice: it pointed back
+    past a cut). For byte-exact comparisons across a cut; any other difference
+    stays."""
+    out = bytearray(got)
+    pos = 0
+    for _ in range(frames):
+        header = mpeg_header_at(want, pos)
+        if header is None or header.layer != 3 or pos + header.length > len(got):
+            break
+        mine, theirs = got[pos : pos + header.length], want[pos : pos + header.length]
+        at, end, mpeg1 = side_info_span(want, pos)
+        rest = mine[at + 1 : end]
+        silent = not any(rest[1:]) and (not rest[0] & 0x7F if mpeg1 else not rest[0])
+        if mine[:4] == theirs[:4] and mine[end:] == theirs[end:] and silent:
+            out[pos : pos + header.length] = theirs
+        pos += header.length
+    return bytes(out)
