@@ -44,6 +44,13 @@ from av.audio.frame import AudioFrame
 from pushsource.core.effects import Alt, Join
 from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header, roomier
 from pushsource.core.gain import crc16, gain_fields
+from pushsource.core.splice import (
+    MAX_BEGIN_MPEG1,
+    MAX_BEGIN_MPEG2,
+    main_data_begin,
+    main_data_slot,
+    silence_side_info,
+)
 
 log = logging.getLogger("pushsource.crossfade")
 
@@ -66,19 +73,6 @@ class NoJoin:
     """No crossfade at this change of track, and why (for the log)."""
 
     reason: str
-
-
-def main_data_begin(frame: bytes | bytearray, header: FrameHeader) -> int:
-    """How many bytes back into earlier frames' main data this frame's starts."""
-    at = header.side_info_at
-    if header.version is MPEGVersion.MPEG1:
-        return (frame[at] << 1) | (frame[at + 1] >> 7)
-    return frame[at]
-
-
-def main_data_slot(header: FrameHeader) -> int:
-    """Bytes of a frame that hold main data (after header, CRC and side info)."""
-    return header.length - header.side_info_at - header.side_info_size
 
 
 def lame_delays(head: bytes) -> tuple[int, int] | None:
@@ -259,7 +253,7 @@ def _self_contained(frame: bytes, before: Sequence[bytes]) -> bytes | None:
     header = parse_header(frame)
     if header is None:
         return None
-    need = main_data_begin(frame, header)
+    need = main_data_begin(frame) or 0
     if not need:
         return frame
     reservoir = b"".join(f[len(f) - main_data_slot(parse_header(f) or header) :] for f in before)
@@ -319,8 +313,12 @@ def _decode(frames: Sequence[bytes], header: FrameHeader) -> list[array.array[fl
         h = parse_header(frame)
         if h is None or len(frame) != h.length:
             return None
-        if main_data_begin(frame, h) > have:
-            frame = _silenced(frame, h)
+        if (main_data_begin(frame) or 0) > have:  # preroll: its reservoir is not here
+            mended = bytearray(frame)
+            silence_side_info(
+                mended, 0, min(have, MAX_BEGIN_MPEG2 if h.samples == 576 else MAX_BEGIN_MPEG1)
+            )
+            frame = bytes(mended)
         have = min(have + main_data_slot(h), 1 << 16)
         got = 0
         for out in decoder.decode(av.Packet(frame)):  # type: ignore[attr-defined]
@@ -335,18 +333,6 @@ def _take(frame: AudioFrame, channels: list[array.array[float]]) -> int:
     for plane, channel in zip(frame.planes, channels, strict=False):
         channel.frombytes(bytes(plane)[:size])
     return frame.samples
-
-
-def _silenced(frame: bytes, header: FrameHeader) -> bytes:
-    """The frame with zero side information: it decodes to silence and reads
-    no main data (main_data_begin 0, part2_3_length 0)."""
-    at = header.side_info_at
-    out = bytearray(frame)
-    out[at : at + header.side_info_size] = bytes(header.side_info_size)
-    if header.protected:
-        crc = crc16(out[2:4] + out[at : at + header.side_info_size])
-        out[4:6] = crc.to_bytes(2, "big")
-    return bytes(out)
 
 
 def _peak(channels: list[array.array[float]], start: int, stop: int) -> float:
@@ -463,7 +449,7 @@ def _carry(frame: bytes, before: Sequence[bytes], following: bytes) -> bytes | N
     nxt = parse_header(following)
     if header is None or nxt is None:
         return None
-    need = main_data_begin(following, nxt)
+    need = main_data_begin(following) or 0
     reservoir = b"".join(f[len(f) - main_data_slot(parse_header(f) or header) :] for f in before)
     if need > len(reservoir):
         return None  # it points before the start of its own stream: cannot be
