@@ -17,16 +17,20 @@ PORT ?= 8000
 
 install: $(STAMP)
 
-# The package and its test tools (mypy, ruff, selenium...).
+# The package and its test tools (mypy, ruff, selenium...). An editable
+# install compiles no bytecode (a wheel's does): compileall, so that a launch
+# under PYTHONDONTWRITEBYTECODE=1 does not compile every module (80 ms here).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e '.[test]'
+	$(PY) -m compileall -q pushsource
 	touch $@ $(STATION_STAMP)
 
 # The package alone: what `make station` needs, and quick to install.
 $(STATION_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e .
+	$(PY) -m compileall -q pushsource
 	touch $@
 
 test: $(STAMP)

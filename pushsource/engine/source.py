@@ -272,6 +272,8 @@ class SourceSocket:
         transport = self._transport
         if transport is None or self._state is _State.DONE:
             return 0
+        if self._tls is None:  # the TLS BIO is never written: no call into OpenSSL per send
+            return transport.get_write_buffer_size()
         return transport.get_write_buffer_size() + self._outgoing.pending
 
     def writable(self) -> bool:

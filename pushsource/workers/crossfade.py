@@ -36,10 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Final
-
-import av
-from av.audio.frame import AudioFrame
+from typing import TYPE_CHECKING, Final
 
 from pushsource.core.effects import Alt, Join
 from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header, roomier
@@ -51,6 +48,10 @@ from pushsource.core.splice import (
     main_data_slot,
     silence_side_info,
 )
+
+if TYPE_CHECKING:
+    import av
+    from av.audio.frame import AudioFrame
 
 log = logging.getLogger("pushsource.crossfade")
 
@@ -129,6 +130,8 @@ def build_join(
     theirs, its bitrate theirs), each of which gets the same join in its own
     frames (Join.alts), covering the same time. Does not raise for any frames;
     a NoJoin says why not."""
+    import av  # here, not at start-up: PyAV takes about 40 ms to import
+
     try:
         return _build(outgoing, incoming, fade, bitrate, out_padding, in_delay, alts)
     except (av.FFmpegError, ValueError) as exc:
@@ -223,6 +226,8 @@ def _alt_join(
     ``like``, the frames whose decoded samples cover ``span`` (samples of
     ``mixed``, at ``rate``), the first made whole (its reservoir moved into
     it: the output enters the join from another copy's frames)."""
+    import av
+
     layout = "mono" if like.channels == 1 else "stereo"
     resampler = av.AudioResampler(format="fltp", layout=layout, rate=like.sample_rate)
     converted = [array.array("f") for _ in range(like.channels)]
@@ -306,6 +311,8 @@ def _decode(frames: Sequence[bytes], header: FrameHeader) -> list[array.array[fl
     """Each channel's samples, ``header.samples`` per frame, in order. Frames
     at the start whose reservoir lies before the first are decoded as
     silence (they are preroll), so every frame gives its samples."""
+    import av
+
     decoder = av.CodecContext.create("mp3float", "r")
     channels = [array.array("f") for _ in range(header.channels)]
     have = 0
@@ -358,6 +365,9 @@ def _mix(
     """The outgoing track from t0, the two together on an equal-power curve
     from fade_at to p_end, then the incoming track to end_n (its own count).
     FFmpeg's acrossfade does the sums (quarter-sine curves: cos out, sin in)."""
+    import av
+    from av.audio.frame import AudioFrame
+
     layout = "mono" if len(p) == 1 else "stereo"
     graph = av.filter.Graph()
     base = Fraction(1, rate)
@@ -388,6 +398,8 @@ def _frames(
     channels: list[array.array[float]], start: int, stop: int, layout: str, rate: int
 ) -> list[AudioFrame]:
     """Samples ``start`` to ``stop`` of each channel, as AudioFrames."""
+    from av.audio.frame import AudioFrame
+
     out = []
     for at in range(start, stop, 4096):
         size = min(4096, stop - at)
@@ -403,6 +415,8 @@ def _frames(
 
 def _encode(channels: list[array.array[float]], header: FrameHeader, bitrate: int) -> list[bytes]:
     """LAME frames of these samples in the format of ``header`` at ``bitrate``."""
+    from av.audio.frame import AudioFrame
+
     encoder = _encoder(header, bitrate)
     spf = encoder.frame_size or header.samples
     layout = "mono" if header.channels == 1 else "stereo"
@@ -423,6 +437,8 @@ def _encode(channels: list[array.array[float]], header: FrameHeader, bitrate: in
 
 
 def _encoder(header: FrameHeader, bitrate: int) -> av.AudioCodecContext:
+    import av
+
     encoder = av.CodecContext.create("libmp3lame", "w")
     assert isinstance(encoder, av.AudioCodecContext)
     encoder.sample_rate = header.sample_rate

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePath
 from types import TracebackType
-from typing import NamedTuple, Self
+from typing import TYPE_CHECKING, NamedTuple, Self
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -38,13 +38,23 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
 
 from pushsource.errors import ConfigError
 
+if TYPE_CHECKING:
+    from watchdog.observers.api import BaseObserver, ObservedWatch
+
 logger = logging.getLogger("pushsource.folder")
+
+
+def Observer() -> BaseObserver:  # watchdog's name: tests replace it
+    """watchdog's observer for this platform (inotify on Linux), imported when
+    a folder is first watched, not at start-up: about 5-10 ms, and --once
+    watches none."""
+    from watchdog.observers import Observer as platform_observer
+
+    return platform_observer()
+
 
 #: What the station plays: MPEG audio as it is, the rest converted with libvlc.
 AUDIO_EXTENSIONS: frozenset[str] = frozenset(
@@ -579,6 +589,8 @@ class FolderQueue:
                 exc,
                 _POLL_INTERVAL,
             )
+        from watchdog.observers.polling import PollingObserver
+
         try:
             return self._schedule(PollingObserver(timeout=_POLL_INTERVAL))
         except OSError as exc:
