@@ -64,6 +64,11 @@ class Alt:
         self.reading = reading
 
     @property
+    def window_start(self) -> int:
+        """The first frame still held (forgotten ones included: see trim)."""
+        return self._base
+
+    @property
     def loaded(self) -> int:
         """The index of the first frame not in the window."""
         return self._base + len(self._ends)

@@ -23,8 +23,8 @@ from collections.abc import Sequence
 from typing import Final
 
 from pushsource.core.effects import Alt, Cued, Span
-from pushsource.core.frames import FrameHeader, silent_frame
-from pushsource.core.splice import Splicer
+from pushsource.core.frames import FrameHeader, parse_header, silent_frame
+from pushsource.core.splice import Splicer, made_whole
 from pushsource.core.station import ICECAST_BLOCK
 
 #: An output's place in a track further than this many frames from where the
@@ -34,6 +34,9 @@ _JUMP: Final = 2
 #: kept behind (for an output that rejoins with the audio still ahead).
 READ_AHEAD: Final = 4.0
 KEEP_BEHIND: Final = 2.0
+#: Frames before an entry point looked at to make its first frame whole: the
+#: reservoir (at most 511 bytes) lies in the slots of a few frames before it.
+_BEFORE: Final = 8
 #: Seconds of a copy read at once: at cue time (with the track), and after.
 ALT_CHUNK: Final = 6.0
 
@@ -85,7 +88,7 @@ class Reframer:
             if take > self._index:
                 data = alt.between(self._index, take)
                 if alt is not self._origin or self._index != self._origin_at:
-                    self._splicer.cut()
+                    data = self._entered(alt, self._index, data)
                     self._origin = alt
                 self._origin_at = take
                 if self._splicer.open:
@@ -103,6 +106,22 @@ class Reframer:
             # with the audio still ahead of real time.
             alt.trim(self._index - round(KEEP_BEHIND / duration))
         return b"".join(parts), count
+
+    def _entered(self, alt: Alt, index: int, data: bytes) -> bytes:
+        """``data``, frames of ``alt`` from ``index``, sent after a cut: its
+        first frame made whole from the frames before it still in the window
+        (a join left for the next track's copy, a rejoin), else a cut the
+        splicer mends (a frame or two of silence)."""
+        start = max(alt.window_start, index - _BEFORE)
+        first = parse_header(data)
+        if first is not None and start < index:
+            before = [alt.between(i, i + 1) for i in range(start, index)]
+            whole = made_whole(data[: first.length], before)
+            if whole is not None:
+                self._splicer.open = False  # nothing after it points past it
+                return whole + data[first.length :]
+        self._splicer.cut()
+        return data
 
     @property
     def frame_seconds(self) -> float:

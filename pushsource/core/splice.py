@@ -35,15 +35,19 @@ No file, socket or clock lives here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
-from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header
-from pushsource.core.gain import crc16
+from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header, roomier
+from pushsource.core.gain import crc16, gain_fields
 
 __all__ = [
     "MAX_BEGIN_MPEG1",
     "MAX_BEGIN_MPEG2",
     "Splicer",
+    "carrying",
+    "data_bits",
+    "made_whole",
     "main_data_begin",
     "main_data_slot",
     "silence_side_info",
@@ -107,6 +111,99 @@ def silence_side_info(buf: bytearray, pos: int = 0, begin: int = 0) -> None:
         crc = crc16(bytes(buf[pos + 2 : pos + 4]) + bytes(buf[at:end]))
         buf[pos + 4] = crc >> 8
         buf[pos + 5] = crc & 0xFF
+
+
+# -- seams where the bytes a frame needs are at hand ----------------------------
+#
+# Rather than silence a frame that points past a cut, a frame can carry the
+# bytes: frames may change bitrate from frame to frame (VBR), so one re-headed
+# at a higher bitrate has room for more main data than it had.
+
+
+def made_whole(frame: bytes, before: Sequence[bytes]) -> bytes | None:
+    """``frame`` with the main data it has in ``before`` (the frames before
+    it) moved into itself, re-headed at a higher bitrate to hold it, and
+    main_data_begin 0: it decodes the same with none of them before it. None
+    if no bitrate gives the room."""
+    header = parse_header(frame)
+    if header is None:
+        return None
+    need = main_data_begin(frame) or 0
+    if not need:
+        return frame
+    reservoir = _reservoir(before, header)
+    if need > len(reservoir):
+        return None
+    side_end = header.side_info_at + header.side_info_size
+    # Its main data, and after it whatever the next frame's starts with, in
+    # order: ``need`` bytes from before it, then its own slot. Its own data
+    # is the first ``used`` of them; the next frame's begins at or after
+    # that (it may begin before this frame's own slot), so room is made there.
+    data = reservoir[len(reservoir) - need :] + frame[side_end:]
+    used = min(len(data), -(-data_bits(frame, header) // 8))
+    word = roomier(frame[:4], side_end + len(data))
+    if word is None:
+        return None
+    grown = parse_header(word)
+    assert grown is not None
+    filler = bytes(grown.length - side_end - len(data))
+    out = bytearray(word + frame[4:side_end])
+    at = header.side_info_at
+    if header.version is MPEGVersion.MPEG1:  # main_data_begin: 9 bits
+        out[at] = 0
+        out[at + 1] &= 0x7F
+    else:  # 8 bits
+        out[at] = 0
+    out += data[:used] + filler + data[used:]
+    if header.protected:
+        out[4:6] = crc16(out[2:4] + out[at:side_end]).to_bytes(2, "big")
+    return bytes(out)
+
+
+def data_bits(frame: bytes, header: FrameHeader) -> int:
+    """Bits of main data the frame's granules read (their part2_3_length,
+    scale factors included)."""
+    total = 0
+    for gain_at in gain_fields(frame[:4]) or ():
+        at = gain_at - 21  # part2_3_length: 12 bits, 21 before global_gain
+        word = int.from_bytes(frame[at // 8 : at // 8 + 3], "big")
+        total += (word >> (24 - 12 - at % 8)) & 0xFFF
+    return total
+
+
+def carrying(frame: bytes, before: Sequence[bytes], following: bytes) -> bytes | None:
+    """``frame`` re-headed to carry, after its own bytes, the main data that
+    ``following`` (the next frame on air) needs from ``before`` (the frames
+    it followed where it came from, which do not go on air). None if no
+    bitrate gives the room."""
+    header = parse_header(frame)
+    nxt = parse_header(following)
+    if header is None or nxt is None:
+        return None
+    need = main_data_begin(following) or 0
+    reservoir = _reservoir(before, header)
+    if need > len(reservoir):
+        return None  # it points before the start of its own stream: cannot be
+    tail = reservoir[len(reservoir) - need :] if need else b""
+    if not tail:
+        return frame
+    size = len(frame) + len(tail)
+    word = roomier(frame[:4], size)
+    if word is None:
+        return None
+    grown = parse_header(word)
+    assert grown is not None
+    out = bytearray(word + frame[4:])
+    out += bytes(grown.length - size) + tail
+    if header.protected:
+        at, side = header.side_info_at, header.side_info_size
+        out[4:6] = crc16(out[2:4] + out[at : at + side]).to_bytes(2, "big")
+    return bytes(out)
+
+
+def _reservoir(frames: Sequence[bytes], like: FrameHeader) -> bytes:
+    """The main-data slots of ``frames``, in order: the reservoir after them."""
+    return b"".join(f[len(f) - main_data_slot(parse_header(f) or like) :] for f in frames)
 
 
 class Splicer:

@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from pushsource.core.effects import Alt, Join
-from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header, roomier
-from pushsource.core.gain import crc16, gain_fields
+from pushsource.core.frames import FrameHeader, parse_header
 from pushsource.core.splice import (
     MAX_BEGIN_MPEG1,
     MAX_BEGIN_MPEG2,
+    carrying,
+    made_whole,
     main_data_begin,
     main_data_slot,
     silence_side_info,
@@ -193,8 +194,8 @@ def _build(
     kept = packets[lead : lead + k_stream - j]
     if len(kept) != k_stream - j:
         return NoJoin("the encoder gave too few frames")
-    front = _carry(outgoing[j - 1][1], packets[:lead], kept[0])
-    back = _carry(kept[-1], [f for _, f in incoming[:k]], incoming[k][1])
+    front = carrying(outgoing[j - 1][1], packets[:lead], kept[0])
+    back = carrying(kept[-1], [f for _, f in incoming[:k]], incoming[k][1])
     if front is None or back is None:
         return NoJoin(f"no bitrate leaves room to splice cleanly at {bitrate} kbps")
     frames = [front, *kept[:-1], back]
@@ -243,60 +244,11 @@ def _alt_join(
     kept = packets[first : first + count]
     if first < 1 or len(kept) != count:
         return None
-    whole = _self_contained(kept[0], packets[:first])
+    whole = made_whole(kept[0], packets[:first])
     if whole is None:
         return None
     kept[0] = whole
     return Alt(b"".join(kept), _running(kept), like)
-
-
-def _self_contained(frame: bytes, before: Sequence[bytes]) -> bytes | None:
-    """``frame`` with the main data it has in ``before`` (the frames before
-    it) moved into itself, re-headed at a higher bitrate to hold it, and
-    main_data_begin 0: it decodes the same with none of them before it. None
-    if no bitrate gives the room."""
-    header = parse_header(frame)
-    if header is None:
-        return None
-    need = main_data_begin(frame) or 0
-    if not need:
-        return frame
-    reservoir = b"".join(f[len(f) - main_data_slot(parse_header(f) or header) :] for f in before)
-    if need > len(reservoir):
-        return None
-    side_end = header.side_info_at + header.side_info_size
-    own = frame[side_end:]
-    # Its data: ``need`` bytes before it, then its own slot's first bytes;
-    # the rest of its slot ends with what the next frame's data needs.
-    used = -(-_data_bits(frame, header) // 8)
-    split = max(0, used - need)
-    word = roomier(frame[:4], side_end + need + len(own))
-    if word is None:
-        return None
-    grown = parse_header(word)
-    assert grown is not None
-    filler = bytes(grown.length - side_end - need - len(own))
-    out = bytearray(word + frame[4:side_end])
-    at = header.side_info_at
-    if header.version is MPEGVersion.MPEG1:  # main_data_begin: 9 bits
-        out[at] = 0
-        out[at + 1] &= 0x7F
-    else:  # 8 bits
-        out[at] = 0
-    out += reservoir[len(reservoir) - need :] + own[:split] + filler + own[split:]
-    if header.protected:
-        out[4:6] = crc16(out[2:4] + out[at:side_end]).to_bytes(2, "big")
-    return bytes(out)
-
-
-def _data_bits(frame: bytes, header: FrameHeader) -> int:
-    """Bits of main data the frame's granules read (their part2_3_length)."""
-    total = 0
-    for gain_at in gain_fields(frame[:4]) or ():
-        at = gain_at - 21  # part2_3_length: 12 bits, 21 before global_gain
-        word = int.from_bytes(frame[at // 8 : at // 8 + 3], "big")
-        total += (word >> (24 - 12 - at % 8)) & 0xFFF
-    return total
 
 
 def _running(frames: Sequence[bytes]) -> list[int]:
@@ -454,33 +406,3 @@ def _encoder_delay() -> int:
     encoder's input: LAME's delay and the decoder's (FFmpeg's libmp3lame
     reports it as initial_padding; tests/test_crossfade.py measures it)."""
     return LAME_DELAY + DECODER_DELAY
-
-
-def _carry(frame: bytes, before: Sequence[bytes], following: bytes) -> bytes | None:
-    """``frame`` re-headed to carry, after its own bytes, the main data that
-    ``following`` (the next frame on air) needs from ``before`` (the frames
-    it followed where it came from, which do not go on air). None if no
-    bitrate gives the room."""
-    header = parse_header(frame)
-    nxt = parse_header(following)
-    if header is None or nxt is None:
-        return None
-    need = main_data_begin(following) or 0
-    reservoir = b"".join(f[len(f) - main_data_slot(parse_header(f) or header) :] for f in before)
-    if need > len(reservoir):
-        return None  # it points before the start of its own stream: cannot be
-    tail = reservoir[len(reservoir) - need :] if need else b""
-    if not tail:
-        return frame
-    size = len(frame) + len(tail)
-    word = roomier(frame[:4], size)
-    if word is None:
-        return None
-    grown = parse_header(word)
-    assert grown is not None
-    out = bytearray(word + frame[4:])
-    out += bytes(grown.length - size) + tail
-    if header.protected:
-        at, side = header.side_info_at, header.side_info_size
-        out[4:6] = crc16(out[2:4] + out[at : at + side]).to_bytes(2, "big")
-    return bytes(out)
