@@ -92,9 +92,14 @@ url = "icecast://source:hackme@127.0.0.1:{second.port}{unique_mount}"
             'station="rock"}'
         )
         assert metric(base, info) == 1.0
-        # The listener has had audio from that output: its bytes are counted.
-        sent = metric(base, f"pushsource_output_bytes_sent_total{{{other}}}")
-        assert sent is not None and sent >= len(listener.audio)
+        # The listener has had audio from that output: its bytes are counted
+        # (the metrics' snapshot may be a moment older than the listener's bytes).
+        heard = len(listener.audio)
+        wait_until(
+            "the output's bytes counted",
+            lambda: (metric(base, f"pushsource_output_bytes_sent_total{{{other}}}") or 0) >= heard,
+            timeout=5,
+        )
 
         second.kill()
         wait_until(
