@@ -42,7 +42,6 @@ __all__ = [
     "granules",
     "main_data_begin",
     "plan_of",
-    "reaching_back",
     "silent_runs",
     "steps_for",
 ]
@@ -267,29 +266,6 @@ def main_data_begin(data: bytes, pos: int = 0) -> int:
         return 0
     i = pos + plan.side_at
     return ((data[i] << 8 | data[i + 1]) >> (16 - plan.mdb_bits)) & ((1 << plan.mdb_bits) - 1)
-
-
-def reaching_back(frame: bytes, most: int) -> bytes:
-    """``frame`` (one whole frame) with its main_data_begin no more than
-    ``most`` and its CRC made to match: for a silent frame (it reads no main
-    data, so this is lossless) that would reach back into bytes a decoder
-    never got. Decoders keep the reservoir from where a frame says its main
-    data begins: lowering it further than needed loses bytes a later frame
-    may reach back for (mpg123: "dequantization failed")."""
-    plan = plan_of(frame[:4])
-    if not plan.mdb_bits or main_data_begin(frame) <= most:
-        return frame
-    out = bytearray(frame)
-    i = plan.side_at
-    before = out[2 : plan.crc_end] if plan.crc_end else b""
-    keep = 16 - plan.mdb_bits  # the low bits of the two bytes are other fields
-    window = ((out[i] << 8) | out[i + 1]) & ((1 << keep) - 1) | (max(0, most) << keep)
-    out[i], out[i + 1] = window >> 8, window & 0xFF
-    if plan.crc_end:  # affine, as in apply_gain
-        stored = (out[4] << 8) | out[5]
-        stored ^= crc16(before) ^ crc16(out[2 : plan.crc_end])
-        out[4], out[5] = stored >> 8, stored & 0xFF
-    return bytes(out)
 
 
 def granules(data: bytes, pos: int = 0) -> list[tuple[int, int]]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from pushsource.core.effects import Alt, Join
-from pushsource.core.frames import FrameHeader, parse_header
+from pushsource.core.frames import FrameHeader, MPEGVersion, parse_header
 from pushsource.core.splice import (
     MAX_BEGIN_MPEG1,
     MAX_BEGIN_MPEG2,
@@ -157,8 +157,8 @@ def _build(
     if not header.continues(first_in):
         return NoJoin("the tracks differ in sample rate or channels")
     spf, rate = header.samples, header.sample_rate
-    p = _decode([f for _, f in outgoing], header)
-    n = _decode([f for _, f in incoming], header)
+    p = decode([f for _, f in outgoing], header)
+    n = decode([f for _, f in incoming], header)
     if p is None or n is None:
         return NoJoin("a frame did not decode")
     held_out = len(outgoing) * spf
@@ -259,7 +259,7 @@ def _running(frames: Sequence[bytes]) -> list[int]:
     return out
 
 
-def _decode(frames: Sequence[bytes], header: FrameHeader) -> list[array.array[float]] | None:
+def decode(frames: Sequence[bytes], header: FrameHeader) -> list[array.array[float]] | None:
     """Each channel's samples, ``header.samples`` per frame, in order. Frames
     at the start whose reservoir lies before the first are decoded as
     silence (they are preroll), so every frame gives its samples."""
@@ -274,9 +274,8 @@ def _decode(frames: Sequence[bytes], header: FrameHeader) -> list[array.array[fl
             return None
         if (main_data_begin(frame) or 0) > have:  # preroll: its reservoir is not here
             mended = bytearray(frame)
-            silence_side_info(
-                mended, 0, min(have, MAX_BEGIN_MPEG2 if h.samples == 576 else MAX_BEGIN_MPEG1)
-            )
+            most = MAX_BEGIN_MPEG1 if h.version is MPEGVersion.MPEG1 else MAX_BEGIN_MPEG2
+            silence_side_info(mended, 0, min(have, most))
             frame = bytes(mended)
         have = min(have + main_data_slot(h), 1 << 16)
         got = 0

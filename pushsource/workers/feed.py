@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
 from pushsource.core.effects import Alt, Chunk, Cued, Join, Mix
-from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, parse_header
-from pushsource.core.gain import main_data_begin, plan_of, reaching_back, silent_runs
+from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, MPEGVersion, parse_header
+from pushsource.core.gain import main_data_begin, plan_of, silent_runs
 from pushsource.core.outputs import ALT_CHUNK
+from pushsource.core.splice import MAX_BEGIN_MPEG1, MAX_BEGIN_MPEG2, silence_side_info
 from pushsource.errors import CacheError, FrameError, TrackError
 from pushsource.workers.crossfade import NoJoin, build_join, file_delays
 from pushsource.workers.folder import QueueEdit
+from pushsource.workers.quiet import quiet_runs, tail
 from pushsource.workers.tracks import Track
 
 if TYPE_CHECKING:
@@ -137,7 +139,11 @@ def read_chunk(track: Track, frames: int) -> Chunk:
     if start is None:
         start = track.position
     data = b"".join(parts)
-    return Chunk(data, ends, start, last, silent_runs(data, ends))
+    # The frames before, for near-silence at its start: if right before it.
+    before = track.context if track.context_end == start else b""
+    runs = quiet_runs(data, ends, silent_runs(data, ends), before)
+    track.context, track.context_end = tail(data, ends), start + len(data)
+    return Chunk(data, ends, start, last, runs)
 
 
 #: Silence at the end of a chunk is read past this far, at most, to see
@@ -169,7 +175,13 @@ def _from(chunk: Chunk, index: int, stop: int | None = None, *, last: bool) -> C
     cut = chunk.ends[index - 1] if index else 0
     data = chunk.data[cut : ends[-1]]
     ends = [end - cut for end in ends]
-    return Chunk(data, ends, chunk.offset + cut, last, silent_runs(data, ends))
+    end = len(chunk.ends) if stop is None else stop
+    runs = tuple(
+        (max(a, index) - index, min(b, end) - index)
+        for a, b in chunk.silent
+        if min(b, end) > max(a, index)
+    )  # the chunk's own findings: a few frames alone decode less well
+    return Chunk(data, ends, chunk.offset + cut, last, runs)
 
 
 #: The most main data a frame may reach back for (main_data_begin's 9 bits).
@@ -227,13 +239,19 @@ def trim_start(track: Track, chunk: Chunk, frames: int) -> Chunk:
     if keep == 0:
         return chunk
     kept = _from(chunk, keep, last=chunk.last)
-    # The silent frames kept read no main data: none may reach back past the
-    # first of them (lossless), as a decoder joining here has nothing before.
+    # The silent frames kept go out as digital silence (near-silence read
+    # main data: it is made silence) reaching back no further than the first
+    # of them, as a decoder joining here has nothing before; each points at
+    # all the bytes before it, which decoders then keep (core.splice).
     parts, held, start = [], 0, 0
     for end in kept.ends[: quiet - keep]:
-        frame = reaching_back(kept.data[start:end], held)
-        parts.append(frame)
-        held += plan_of(frame[:4]).room
+        frame = bytearray(kept.data[start:end])
+        header = parse_header(frame)
+        if header is not None and header.layer == 3:
+            most = MAX_BEGIN_MPEG1 if header.version is MPEGVersion.MPEG1 else MAX_BEGIN_MPEG2
+            silence_side_info(frame, 0, min(held, most))
+        parts.append(bytes(frame))
+        held += plan_of(bytes(frame[:4])).room
         start = end
     return Chunk(
         b"".join(parts) + kept.data[start:], kept.ends, kept.offset, kept.last, kept.silent

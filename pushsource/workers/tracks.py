@@ -133,6 +133,10 @@ class Track:
         self._position = 0
         self._dropped = 0  # frames in another format than the first
         self._pushed: FrameRun | None = None  # handed back by push_back()
+        # The last frames read (workers/quiet.py: near-silence at the start of
+        # the next chunk decodes with them) and the file offset they end at.
+        self.context = b""
+        self.context_end = -1
         #: Copies of it in other outputs' formats, read as it plays: closed with it.
         self.companions: list[Track] = []
         #: Trimming its digital silence (pushsource.workers.feed.trim_start,

@@ -1,0 +1,143 @@
+"""Near-silence: dither and hiss that decode to almost nothing.
+
+Side information alone finds digital silence (pushsource.core.silence): every
+granule's part2_3_length 0. The "silence" most tools write is not that: sox
+dithers 16-bit output by default, so its silence is +-1 step of noise, and
+lame codes it with Huffman data and gains like quiet music's (lame -b 128:
+part2_3_length 513-941 bits, global_gain 129-138, as a -60 dBFS tone's). An
+operator calls that dead air all the same.
+
+So where a chunk's frames are quiet by their side info (every global_gain at
+most QUIET_GAIN in MIN_QUIET of them or more: 1-step dither codes at 131-138,
+a -60 dBFS tone 134-142; music is higher: a -6 dBFS sine 138-144, pink noise
+at -40 dBFS 152-159, at -20 dBFS 166-172), the chunk is decoded here, on the
+workers, and its frames whose samples all stay under QUIET_PEAK count as
+silence too. Measured peaks, lame -b 128, decoded by FFmpeg: digital silence
+0; sox's dither -87 to -85 dBFS; a -80 dBFS tone -78 to -77; a -60 dBFS tone
+-60. Other chunks are never decoded: music costs the gain check only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from pushsource.core.frames import parse_header
+from pushsource.core.gain import granules
+from pushsource.core.splice import MAX_BEGIN_MPEG1, main_data_begin, main_data_slot
+
+#: Frames with every global_gain at or under this may be near-silence.
+QUIET_GAIN: Final = 137
+#: A decoded frame whose samples all stay under this (-80 dBFS) is silence.
+QUIET_PEAK: Final = 10 ** (-80 / 20)
+#: Fewer quiet frames than this in a chunk are not
+#: worth decoding (a run of silence under 0.2 s is not dead air).
+MIN_QUIET: Final = 8
+
+Runs = tuple[tuple[int, int], ...]
+
+
+#: Frames of the chunk before handed along, for a chunk's first frames to
+#: decode as they sound: their reservoir (at most 511 bytes) and overlap.
+CONTEXT: Final = 8
+
+
+def quiet_runs(data: bytes, ends: Sequence[int], silent: Runs, before: bytes = b"") -> Runs:
+    """``silent`` (runs of digitally silent frames of the chunk ``data``,
+    ``ends[i]`` where frame i ends) with the near-silent frames added;
+    ``before``: the whole frames right before the chunk in its track, if any
+    (see tail()). Does not raise: a frame that does not decode is sound."""
+    count = len(ends)
+    flags = [False] * count
+    for start, stop in silent:
+        flags[start:stop] = [True] * (stop - start)
+    candidates = 0
+    pos = 0
+    for n, end in enumerate(ends):
+        if not flags[n]:
+            gains = granules(data, pos)
+            if gains and max(gain for _, gain in gains) <= QUIET_GAIN:
+                candidates += 1
+        pos = end
+    if candidates < MIN_QUIET:
+        return silent
+    whole = before + data
+    shift = len(before)
+    all_ends = [*_ends(before), *(shift + end for end in ends)]
+    context = len(all_ends) - count
+    peaks = _peaks(whole, all_ends)
+    if peaks is None:
+        return silent
+    # Frames whose reservoir lies before what was decoded decode as silence
+    # (crossfade.decode), and the frame after them without its overlap: none
+    # of them is called near-silent. A track's first frame needs nothing.
+    settled, held, pos = 0, 0, 0
+    for n, end in enumerate(all_ends):
+        if held >= MAX_BEGIN_MPEG1:
+            break
+        if (main_data_begin(whole, pos) or 0) > held:
+            settled = n + 2
+        header = parse_header(whole, pos)
+        held += main_data_slot(header) if header is not None else MAX_BEGIN_MPEG1
+        pos = end
+    for n in range(max(0, settled - context), count):
+        if peaks[context + n] < QUIET_PEAK:
+            flags[n] = True
+    runs: list[tuple[int, int]] = []
+    start = -1
+    for n, flag in enumerate(flags):
+        if flag and start < 0:
+            start = n
+        elif not flag and start >= 0:
+            runs.append((start, n))
+            start = -1
+    if start >= 0:
+        runs.append((start, count))
+    return tuple(runs)
+
+
+def tail(data: bytes, ends: Sequence[int]) -> bytes:
+    """The last CONTEXT frames of a chunk: ``before`` for the next one."""
+    if not ends:
+        return b""
+    cut = ends[-CONTEXT - 1] if len(ends) > CONTEXT else 0
+    return data[cut : ends[-1]]
+
+
+def _ends(data: bytes) -> list[int]:
+    out, pos = [], 0
+    while pos < len(data):
+        header = parse_header(data, pos)
+        if header is None:
+            break
+        pos += header.length
+        out.append(pos)
+    return out
+
+
+def _peaks(data: bytes, ends: Sequence[int]) -> list[float] | None:
+    """Each frame's highest decoded sample (full scale 1.0), or None."""
+    import av  # only when a chunk may be near-silence
+
+    from pushsource.workers.crossfade import decode
+
+    header = parse_header(data)
+    if header is None:
+        return None
+    frames = [data[start:end] for start, end in zip((0, *ends[:-1]), ends, strict=True)]
+    try:
+        channels = decode(frames, header)
+    except (av.FFmpegError, ValueError):  # a frame FFmpeg cannot make sense of
+        return None
+    if channels is None:
+        return None
+    spf = header.samples
+    peaks = []
+    for n in range(len(frames)):
+        peak = 0.0
+        for channel in channels:
+            part = channel[n * spf : (n + 1) * spf]
+            if part:
+                peak = max(peak, max(part), -min(part))
+        peaks.append(peak)
+    return peaks
