@@ -36,7 +36,9 @@ tone's (131-154). So the rule is part2_3_length 0 everywhere and nothing
 else; loudness levelling leaves a global_gain of 0 at 0 and never touches
 part2_3_length, so a levelled track is silent exactly where its file is.
 (Measured with sox -D, no dither: sox dithers 16-bit output by default, and
-its 1-LSB noise is not digital silence.)
+its 1-LSB noise is not digital silence.) That near-silence is dead air all
+the same: the workers find it by decoding, only where the gains allow
+(pushsource.workers.quiet), and mark it with the digital silence.
 
 What goes out as silence, for the alarm: a track's silent frames, and the
 silence the station makes when a track's frames are late or a DJ's are.
