@@ -28,14 +28,17 @@ def _wav(
     path: Path, parts: Sequence[tuple[str, float]], rate: int = RATE, channels: int = 2
 ) -> Path:
     """A WAVE of ``parts`` in order: ("silence", s), ("tone", s) at -6 dBFS,
-    ("tone70", s) at -70 dBFS, ("dither90", s): white noise at -90 dBFS. No
-    dither added by sox (-D): its 1-LSB noise is not digital silence."""
+    ("tone70", s) at -70 dBFS, ("dither90", s): white noise at -90 dBFS,
+    ("dithered", s): sox's silence as it makes it unless told not to (one step
+    of dither: near-silence). No dither added by sox otherwise (-D)."""
     pieces = []
     for n, (kind, seconds) in enumerate(parts):
         piece = path.with_name(f"{path.stem}-{n}.wav")
         synth = ["sox", "-D", "-n", "-r", str(rate), "-c", str(channels), "-b", "16", str(piece)]
         if kind == "silence":
             cmd = [*synth, "trim", "0", str(seconds)]
+        elif kind == "dithered":  # sox's own silence: one step of dither
+            cmd = [c for c in synth if c != "-D"] + ["trim", "0", str(seconds)]
         elif kind == "tone":
             cmd = [*synth, "synth", str(seconds), "sine", "440", "vol", "-6dB"]
         elif kind == "tone70":
