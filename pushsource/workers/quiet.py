@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from pushsource.core.frames import parse_header
-from pushsource.core.gain import granules
+from pushsource.core.gain import plan_of
 from pushsource.core.splice import MAX_BEGIN_MPEG1, main_data_begin, main_data_slot
 
 #: Frames with every global_gain at or under this may be near-silence.
@@ -54,10 +54,8 @@ def quiet_runs(data: bytes, ends: Sequence[int], silent: Runs, before: bytes = b
     candidates = 0
     pos = 0
     for n, end in enumerate(ends):
-        if not flags[n]:
-            gains = granules(data, pos)
-            if gains and max(gain for _, gain in gains) <= QUIET_GAIN:
-                candidates += 1
+        if not flags[n] and _quiet_gains(data, pos):
+            candidates += 1
         pos = end
     if candidates < MIN_QUIET:
         return silent
@@ -94,6 +92,19 @@ def quiet_runs(data: bytes, ends: Sequence[int], silent: Runs, before: bytes = b
     if start >= 0:
         runs.append((start, count))
     return tuple(runs)
+
+
+def _quiet_gains(data: bytes, pos: int) -> bool:
+    """Whether every global_gain of the Layer III frame at ``pos`` is at most
+    QUIET_GAIN (music's first is not: one read)."""
+    fields = plan_of(data[pos : pos + 4]).fields
+    if not fields:
+        return False
+    for index, bit in fields:
+        i = pos + index
+        if ((data[i] << 8 | data[i + 1]) >> (8 - bit)) & 0xFF > QUIET_GAIN:
+            return False
+    return True
 
 
 def tail(data: bytes, ends: Sequence[int]) -> bytes:
