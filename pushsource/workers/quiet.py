@@ -11,14 +11,15 @@ So where a chunk's frames are quiet by their side info (every global_gain at
 most QUIET_GAIN in MIN_QUIET of them or more: 1-step dither codes at 131-138,
 a -60 dBFS tone 134-142; music is higher: a -6 dBFS sine 138-144, pink noise
 at -40 dBFS 152-159, at -20 dBFS 166-172), the chunk is decoded here, on the
-workers, and its frames whose samples all stay under QUIET_PEAK count as
-silence too. Measured peaks, lame -b 128, decoded by FFmpeg: digital silence
-0; sox's dither -87 to -85 dBFS; a -80 dBFS tone -78 to -77; a -60 dBFS tone
+workers, and its frames whose samples all stay under QUIET_PEAK (-78 dBFS) count
+as silence too. Measured peaks, lame -b 128, decoded by FFmpeg: digital silence
+0; sox's dither -87 to -85 dBFS; a -80 dBFS tone -78 to -77 (sound, just); a -60 dBFS tone
 -60. Other chunks are never decoded: music costs the gain check only.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Final
 
@@ -28,8 +29,9 @@ from pushsource.core.splice import MAX_BEGIN_MPEG1, main_data_begin, main_data_s
 
 #: Frames with every global_gain at or under this may be near-silence.
 QUIET_GAIN: Final = 137
-#: A decoded frame whose samples all stay under this (-80 dBFS) is silence.
-QUIET_PEAK: Final = 10 ** (-80 / 20)
+#: A decoded frame whose samples all stay under this (2^-13: -78 dBFS, four
+#: steps of 16 bits) is silence.
+QUIET_PEAK: Final = 2.0**-13
 #: Fewer quiet frames than this in a chunk are not
 #: worth decoding (a run of silence under 0.2 s is not dead air).
 MIN_QUIET: Final = 8
@@ -63,8 +65,8 @@ def quiet_runs(data: bytes, ends: Sequence[int], silent: Runs, before: bytes = b
     shift = len(before)
     all_ends = [*_ends(before), *(shift + end for end in ends)]
     context = len(all_ends) - count
-    peaks = _peaks(whole, all_ends)
-    if peaks is None:
+    quiet = _quiet_frames(whole, all_ends)
+    if quiet is None:
         return silent
     # Frames whose reservoir lies before what was decoded decode as silence
     # (crossfade.decode), and the frame after them without its overlap: none
@@ -79,7 +81,7 @@ def quiet_runs(data: bytes, ends: Sequence[int], silent: Runs, before: bytes = b
         held += main_data_slot(header) if header is not None else MAX_BEGIN_MPEG1
         pos = end
     for n in range(max(0, settled - context), count):
-        if peaks[context + n] < QUIET_PEAK:
+        if quiet[context + n]:
             flags[n] = True
     runs: list[tuple[int, int]] = []
     start = -1
@@ -126,8 +128,8 @@ def _ends(data: bytes) -> list[int]:
     return out
 
 
-def _peaks(data: bytes, ends: Sequence[int]) -> list[float] | None:
-    """Each frame's highest decoded sample (full scale 1.0), or None."""
+def _quiet_frames(data: bytes, ends: Sequence[int]) -> list[bool] | None:
+    """Whether each frame decodes to samples all under QUIET_PEAK, or None."""
     import av  # only when a chunk may be near-silence
 
     from pushsource.workers.crossfade import decode
@@ -143,12 +145,20 @@ def _peaks(data: bytes, ends: Sequence[int]) -> list[float] | None:
     if channels is None:
         return None
     spf = header.samples
-    peaks = []
+    out = []
     for n in range(len(frames)):
-        peak = 0.0
-        for channel in channels:
-            part = channel[n * spf : (n + 1) * spf]
-            if part:
-                peak = max(peak, max(part), -min(part))
-        peaks.append(peak)
-    return peaks
+        # A float32 under 2^-13 has an exponent under 114: its top byte (sign
+        # and 7 exponent bits) at most 56 but for the sign. Byte work, in C.
+        out.append(
+            all(
+                not channel[n * spf : (n + 1) * spf].tobytes()[_TOP::4].translate(None, _QUIET_TOP)
+                for channel in channels
+            )
+        )
+    return out
+
+
+#: Top bytes of the float32 samples under QUIET_PEAK, and where a native
+#: float32 keeps its top byte.
+_QUIET_TOP: Final = bytes(b for b in range(256) if b & 0x7F <= 56)
+_TOP: Final = 3 if sys.byteorder == "little" else 0
