@@ -558,7 +558,8 @@ class Feed:
             mix.fade,
             bitrate=bitrate,
             out_padding=out_delays[1] if out_delays is not None else None,
-            in_delay=in_delays[0] if in_delays is not None else None,
+            # Trimmed at its start, its frames begin mid-file: no encoder delay there.
+            in_delay=0 if mix.in_track.before else in_delays[0] if in_delays else None,
             alts=[(key, alt.header) for key, alt in mix.in_track.alts.items()],
         )
         if isinstance(made, NoJoin):
