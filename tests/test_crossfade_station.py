@@ -173,3 +173,15 @@ def test_a_connection_lost_during_the_join_goes_on_with_the_incoming_track_from_
     assert first.startswith(a[: join.cut_at] + join.data[:1000])
     assert second.startswith(b[:4000])  # b again from its top, no join half-heard
     assert [(t.path.name, skipped) for t, skipped in sim.ended][-1] == ("b.mp3", False)
+
+
+def test_after_a_track_too_short_to_fade_the_next_joins_fade_again(tmp_path: Path) -> None:
+    tone(tmp_path / "a.mp3", 440, 10)
+    tone(tmp_path / "b.mp3", 660, 5)  # too short: no join into it nor out of it
+    tone(tmp_path / "c.mp3", 990, 10)
+    tone(tmp_path / "d.mp3", 550, 10)
+    sim = make(ListSource(sorted(tmp_path.glob("*.mp3"))), crossfade=3.0)
+    sim.run()
+    made = [(mix.out_track.path.name, mix.in_track.path.name) for mix, _ in sim.mixes]
+    assert made == [("c.mp3", "d.mp3")], made
+    assert all(join is not None for _, join in sim.mixes)

@@ -295,7 +295,7 @@ class StationMachine:
         self._live_default = live_title  # for a DJ who sends no title; {user} is their name
         self._live: _Live | None = None
         self._crossfade = crossfade  # seconds the tracks sound together at a join; 0 off
-        self._mixing: tuple[Cued, Cued] | None = None  # a Mix is out for these
+        self._mixing: tuple[Cued, Cued] | None = None  # the last pair a join was asked for
         self._join: tuple[Cued, Join] | None = None  # the join into the cued track, made
         #: The run of silence going out (pushsource.core.silence).
         self.dead_air = DeadAir(silence_alarm)
@@ -542,8 +542,6 @@ class StationMachine:
     ) -> list[Effect]:
         """The answer to Mix: the join, or None (no crossfade there; the
         workers said why)."""
-        if self._mixing is not None and self._mixing[1] is in_track:
-            self._mixing = None
         p = self._playing
         if join is None or p is None or p.track is not out_track or self._next is not in_track:
             return []
@@ -833,14 +831,16 @@ class StationMachine:
             or p.stop_at is not None
             or p.fading
             or nxt.resumed
-            or self._mixing is not None
             or (self._live is not None and self._live.on_air)
         ):
             return
+        asked = self._mixing
+        if asked is not None and asked[0] is p.track and asked[1] is nxt:
+            return  # asked already (and answered, or on its way)
         for track in (p.track, nxt):
             if track.duration is not None and track.duration < 3 * fade:
                 log.info("no crossfade at %s: shorter than three fades", track.title)
-                self._mixing = (p.track, nxt)  # asked, and answered: not again for these
+                self._mixing = (p.track, nxt)  # answered: not again for these
                 return
         duration = p.track.header.duration
         held = _held(p)
