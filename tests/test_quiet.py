@@ -64,8 +64,18 @@ def test_soxs_dithered_silence_is_near_silence_and_a_quiet_tone_is_not(tmp_path:
     assert abs(start * frame - 2.0) < 0.1 and abs(stop * frame - 5.0) < 0.1, runs
 
 
-def test_music_is_not_decoded_for_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    mp3 = _track(tmp_path, [("tone", 4)])
+@pytest.mark.parametrize("sound", ["tone", "sweep"])
+def test_music_is_not_decoded_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sound: str
+) -> None:
+    """A -6 dBFS sine has gains over QUIET_GAIN; a sine sweep's quiet frames
+    (gains to 137) code a strong partial with the linbits tables."""
+    if sound == "tone":
+        mp3 = _track(tmp_path, [("tone", 4)])
+    else:
+        wav, mp3 = tmp_path / "sweep.wav", tmp_path / "sweep.mp3"
+        _sox(wav, "synth", "20", "sine", "220-880", "sine", "330-990")
+        subprocess.run(["lame", "--quiet", "-b", "128", str(wav), str(mp3)], check=True)
     data, ends = _chunk(mp3)
 
     def never(*args: object) -> None:

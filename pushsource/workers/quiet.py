@@ -7,10 +7,12 @@ lame codes it with Huffman data and gains like quiet music's (lame -b 128:
 part2_3_length 513-941 bits, global_gain 129-138, as a -60 dBFS tone's). An
 operator calls that dead air all the same.
 
-So where a chunk's frames are quiet by their side info (every global_gain at
-most QUIET_GAIN in MIN_QUIET of them or more: 1-step dither codes at 131-138,
-a -60 dBFS tone 134-142; music is higher: a -6 dBFS sine 138-144, pink noise
-at -40 dBFS 152-159, at -20 dBFS 166-172), the chunk is decoded here, on the
+So where a chunk's frames may be near-silence by their side info (in
+MIN_QUIET of them or more, every global_gain at most QUIET_GAIN and no
+Huffman table with linbits: 1-step dither codes at gains 131-138 with tables
+up to 6; a -60 dBFS tone at 134-142 but with linbits tables, as a sine sweep's
+quiet frames; music is higher: a -6 dBFS sine 138-144, pink noise at -40
+dBFS 152-159, at -20 dBFS 166-172), the chunk is decoded here, on the
 workers, and its frames whose samples all stay under QUIET_PEAK (-78 dBFS) count
 as silence too. Measured peaks, lame -b 128, decoded by FFmpeg: digital silence
 0; sox's dither -87 to -85 dBFS; a -80 dBFS tone -78 to -77 (sound, just); a -60 dBFS tone
@@ -97,16 +99,38 @@ def quiet_runs(data: bytes, ends: Sequence[int], silent: Runs, before: bytes = b
 
 
 def _quiet_gains(data: bytes, pos: int) -> bool:
-    """Whether every global_gain of the Layer III frame at ``pos`` is at most
-    QUIET_GAIN (music's first is not: one read)."""
-    fields = plan_of(data[pos : pos + 4]).fields
+    """Whether the Layer III frame at ``pos`` may be near-silence: every
+    global_gain at most QUIET_GAIN (music's first is not: one read) and no
+    big-values table with linbits (every quantized value under 16). Dither
+    codes with small tables (lame -b 128: 6 at most); a quiet tone, a sweep,
+    anything with one strong partial needs the linbits tables (16-31)."""
+    plan = plan_of(data[pos : pos + 4])
+    fields = plan.fields
     if not fields:
         return False
     for index, bit in fields:
         i = pos + index
         if ((data[i] << 8 | data[i + 1]) >> (8 - bit)) & 0xFF > QUIET_GAIN:
             return False
+    # After global_gain: scalefac_compress (4 bits in MPEG-1, 9 in MPEG-2),
+    # window_switching_flag, then 3 table_selects of 5 bits (2 after
+    # block_type and mixed_block_flag when it is set).
+    compress = 4 if plan.mdb_bits == 9 else 9
+    for index, bit in fields:
+        at = (pos + index) * 8 + bit + 8 + compress
+        switching = _bits(data, at, 1)
+        at += 1 + (3 if switching else 0)
+        for k in range(2 if switching else 3):
+            if _bits(data, at + 5 * k, 5) >= 16:
+                return False
     return True
+
+
+def _bits(data: bytes, at: int, count: int) -> int:
+    """``count`` bits (at most 16) from bit ``at`` of ``data``."""
+    i = at >> 3
+    word = int.from_bytes(data[i : i + 3], "big")
+    return (word >> (24 - count - (at & 7))) & ((1 << count) - 1)
 
 
 def tail(data: bytes, ends: Sequence[int]) -> bytes:
