@@ -39,7 +39,6 @@ __all__ = [
     "crc16",
     "frame_silent",
     "gain_fields",
-    "granules",
     "main_data_begin",
     "plan_of",
     "silent_runs",
@@ -266,19 +265,3 @@ def main_data_begin(data: bytes, pos: int = 0) -> int:
         return 0
     i = pos + plan.side_at
     return ((data[i] << 8 | data[i + 1]) >> (16 - plan.mdb_bits)) & ((1 << plan.mdb_bits) - 1)
-
-
-def granules(data: bytes, pos: int = 0) -> list[tuple[int, int]]:
-    """(part2_3_length, global_gain) of each granule and channel (granule-major)
-    of the frame at ``pos``; [] if it is not Layer III. Raises ValueError if no
-    frame header is there."""
-    word = data[pos : pos + 4]
-    plan = _plans.get(word) or _plan(word)
-    out = []
-    for (li, shift), (gi, bit) in zip(plan.lengths, plan.fields, strict=True):
-        i = pos + li
-        length = ((data[i] << 16 | data[i + 1] << 8 | data[i + 2]) >> shift) & 0xFFF
-        j = pos + gi
-        gain = ((data[j] << 8 | data[j + 1]) >> (8 - bit)) & 0xFF
-        out.append((length, gain))
-    return out
