@@ -19,7 +19,7 @@ from pushsource.core.gain import gain_fields
 from pushsource.core.station import SKIP_FADE
 from pushsource.workers.feed import ListSource
 from pushsource.workers.folder import QueueEdit
-from tests.test_station import FRAME, LEAD, make
+from tests.support.sim import FRAME, LEAD, make
 
 
 def tone(path: Path, freq: int, seconds: float) -> bytes:

@@ -12,11 +12,12 @@ import pytest
 from pushsource.core import effects as fx
 from pushsource.core import station as core
 from pushsource.core.frames import header_for, parse_header, silent_frame
-from pushsource.core.station import LIVE_SLACK, Interrupted, Pacing, StationMachine
+from pushsource.core.live import LIVE_SLACK, Interrupted
+from pushsource.core.station import Pacing, StationMachine
 from pushsource.workers.feed import ListSource
 from pushsource.workers.icecast import StationInfo
+from tests.support.sim import FORMAT, FRAME, LEAD, Sim, make, write
 from tests.synth import Spec, make_frames
-from tests.test_station import FORMAT, FRAME, LEAD, Sim, make, write
 
 SILENCE = silent_frame(FORMAT)
 GRACE = 5.0

@@ -409,7 +409,7 @@ def test_elapsed_stands_still_off_air_and_goes_on_where_it_stopped(tmp_path: Pat
     while on air, reconnecting, and on air again."""
     from pushsource.core import effects as fx
     from pushsource.errors import IcecastError
-    from tests.test_station import Sim
+    from tests.support.sim import Sim
 
     folder = tmp_path / "music"
     folder.mkdir()

@@ -18,8 +18,8 @@ from pushsource.core.gain import frame_silent, main_data_begin, plan_of, silent_
 from pushsource.core.station import Pacing, StationMachine
 from pushsource.workers.feed import Feed, ListSource, read_chunk
 from pushsource.workers.tracks import Track
+from tests.support.sim import BATCH, FORMAT, FRAME, LEAD, Sim
 from tests.synth import make_frames
-from tests.test_station import BATCH, FORMAT, FRAME, LEAD, Sim
 
 RATE = 44100
 

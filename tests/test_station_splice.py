@@ -22,8 +22,8 @@ from pushsource.core import effects as fx
 from pushsource.core.effects import Span
 from pushsource.workers.feed import ListSource
 from tests.support.media import decoder_errors, make_noise_mp3, reservoir_begin, walk_mpeg_frames
+from tests.support.sim import make
 from tests.test_live import SILENCE, dj, with_live
-from tests.test_station import make
 
 SIDE_END = 4 + 32  # MPEG-1 stereo, no CRC: the station's format (FORMAT)
 

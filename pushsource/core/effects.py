@@ -10,10 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 from pushsource.core.frames import FrameHeader
 from pushsource.errors import IcecastError
+
+# -- the machine's phase -------------------------------------------------------
+
+
+class Phase(Enum):
+    WAITING = "waiting"  # no connection: waiting for a track (or the first-file grace)
+    CONNECTING = "connecting"
+    ON_AIR = "on air"
+    CLOSING = "closing"  # the trailing silence, then Close
+    HANGING_UP = "hanging up"  # Close sent, waiting for closed()
+    BACKOFF = "backoff"
+    DONE = "done"
+
 
 # -- what the workers hand the machine --------------------------------------
 

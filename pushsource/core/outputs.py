@@ -18,14 +18,21 @@ past it into the bit reservoir are silenced.
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Final
 
 from pushsource.core.effects import Alt, Cued, Span
 from pushsource.core.frames import FrameHeader, parse_header, silent_frame
 from pushsource.core.splice import Splicer, made_whole
-from pushsource.core.station import ICECAST_BLOCK
+from pushsource.core.station import ICECAST_BLOCK, SHORT_LIVED, Retry, retry_delay
+from pushsource.errors import AuthenticationError, IcecastError
+
+log = logging.getLogger("pushsource")
 
 #: An output's place in a track further than this many frames from where the
 #: station is (a rewind after a broken connection, a resumed track) is moved.
@@ -39,6 +46,109 @@ KEEP_BEHIND: Final = 2.0
 _BEFORE: Final = 8
 #: Seconds of a copy read at once: at cue time (with the track), and after.
 ALT_CHUNK: Final = 6.0
+#: An output that keeps failing while the station plays on elsewhere: a line
+#: for the first failure and each new reason, then one a minute at most.
+OUTPUT_LOG_EVERY: Final = 60.0
+
+
+class Loss(Enum):
+    """What one output's lost connection means for its station."""
+
+    STATION = "station"  # its only output: the station's machine hears it
+    ALONE = "alone"  # others are on air: it reconnects on its own
+    WAIT = "wait"  # the station is still connecting elsewhere: it is retried then
+    OFF_AIR = "off air"  # none is on air: the station goes off air, on where it stopped
+
+
+def loss(*, outputs: int, up: bool, others_on_air: bool, others_connected: bool) -> Loss:
+    """What a lost output means, from where the station's other outputs are."""
+    if outputs == 1:
+        return Loss.STATION
+    if up and others_on_air:
+        return Loss.ALONE
+    if not up and others_connected:
+        return Loss.WAIT
+    return Loss.OFF_AIR
+
+
+@dataclass(eq=False)
+class OutputLink:
+    """One output's connection policy, sans-IO: its state as the status page
+    shows it, its failures in a row for the backoff, and what it says. The
+    engine's Output carries it out (sockets, timers)."""
+
+    label: str  # for log lines: "/rock-64 (64 kbps)"
+    #: "off", "connecting", "on air", "reconnecting" (its own backoff, or
+    #: the station's), "failed" (refused for good: a wrong password).
+    state: str = "off"
+    error: str | None = None
+    reconnects: int = 0  # outages: times it went off air while the station played
+    attempts: int = 0  # failed attempts since it was last on air
+    failures: int = 0  # in a row, for the backoff
+    accepted_at: float | None = None
+    last_error: IcecastError | None = None
+    refused: bool = False  # a wrong password: never tried again
+    said: tuple[str, float] | None = None  # the last reconnect line logged: (why, when)
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def dead(self) -> bool:
+        return self.state == "failed"
+
+    def set_state(self, state: str, error: str | None = None) -> None:
+        self.state = state
+        self.error = error if state in ("reconnecting", "failed") else None
+
+    def accepted(self, now: float) -> bool:
+        """Icecast took it; whether it had failed since it was last on air."""
+        self.last_error = None
+        self.accepted_at = now
+        came_back = self.attempts > 0
+        self.attempts = 0
+        self.set_state("on air")
+        return came_back
+
+    def lost(self, now: float, error: IcecastError) -> bool:
+        """Its connection failed or dropped; whether it was on air. A
+        connection dropped within SHORT_LIVED of being taken is one more failed
+        attempt (a server that takes and drops must not reset the backoff)."""
+        was_on_air = self.state == "on air"
+        since = self.accepted_at
+        if was_on_air and since is not None and now - since >= SHORT_LIVED:
+            self.failures = 1
+        else:
+            self.failures += 1
+        self.accepted_at = None
+        if isinstance(error, AuthenticationError):
+            self.refused = True
+            self.set_state("failed", str(error))
+        else:
+            self.set_state("reconnecting", str(error))
+            self.attempts += 1
+        self.last_error = error
+        return was_on_air
+
+    def next_try(self, now: float, error: IcecastError, retry: Retry) -> float | None:
+        """Seconds until it tries again on its own while the station plays on
+        elsewhere; None: it does not (refused, or past ``retry.limit``)."""
+        if self.dead:
+            return None
+        if retry.limit is not None and self.failures > retry.limit:
+            self.set_state("failed", f"giving up after {self.failures} attempts: {error}")
+            log.error("output %s: giving up: %s", self.label, self.error)
+            return None
+        delay = retry_delay(error, self.failures, retry, self.rng)
+        said = self.said
+        if said is None or said[0] != str(error) or now - said[1] >= OUTPUT_LOG_EVERY:
+            self.said = (str(error), now)
+            log.warning(
+                "output %s: %s; reconnecting in %.1f s (attempt %d)",
+                self.label,
+                error,
+                delay,
+                self.failures,
+            )
+        return delay
 
 
 class Reframer:

@@ -10,17 +10,15 @@ air does the station itself go off air (and go on where it stopped)."""
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pushsource.core.outputs import Reframer
+from pushsource.core.outputs import OutputLink, Reframer
 from pushsource.core.splice import Splicer
 
 if TYPE_CHECKING:
     from pushsource.core.target import IcecastTarget
-    from pushsource.errors import IcecastError
 
 log = logging.getLogger("pushsource")
 
@@ -38,34 +36,23 @@ class OutputSpec:
     label: str = ""  # for log lines: "/rock-64 (64 kbps)"
 
 
-class Output:
-    """One output's connection and its state, on the engine's thread. The
-    status page reads the plain attributes from other threads."""
+class Output(OutputLink):
+    """One output: its connection policy (core.outputs.OutputLink) and what
+    carries it out, on the engine's thread. The status page reads the plain
+    attributes from other threads."""
 
     def __init__(self, number: int, spec: OutputSpec) -> None:
+        super().__init__(label=spec.label or spec.target.mount)
         self.number = number  # 0: the station's own URL
         self.spec = spec
         self.target = spec.target
         self.reframer = spec.reframer
-        self.label = spec.label or spec.target.mount
-        #: "off", "connecting", "on air", "reconnecting" (its own backoff, or
-        #: the station's), "failed" (refused for good: a wrong password).
-        self.state = "off"
-        self.error: str | None = None
-        self.reconnects = 0  # outages: times it went off air while the station played
-        self.attempts = 0  # failed attempts since it was last on air
         self.bytes_sent = 0
         self.sock: Any = None
         self.address: str | None = None  # ours, as Icecast sees it (for titles)
-        self.accepted_at: float | None = None
-        self.failures = 0  # in a row, for the backoff
         self.timer: Any = None  # its own reconnect
-        self.last_error: IcecastError | None = None
         self.late_said = 0  # the late-copy count last logged, plus a minute's frames
-        self.refused = False  # a wrong password: never tried again
-        self.said: tuple[str, float] | None = None  # the last reconnect line logged: (why, when)
         self.unwatch: Callable[[], None] | None = None
-        self.rng = random.Random()
         #: Mends the first frames of each of its connections, which its
         #: listeners get with no byte before them (core.splice).
         self.splicer = Splicer()
@@ -76,14 +63,6 @@ class Output:
     @property
     def on_air(self) -> bool:
         return self.state == "on air" and self.sock is not None
-
-    @property
-    def dead(self) -> bool:
-        return self.state == "failed"
-
-    def set_state(self, state: str, error: str | None = None) -> None:
-        self.state = state
-        self.error = error if state in ("reconnecting", "failed") else None
 
     def cancel_timer(self) -> None:
         if self.timer is not None:

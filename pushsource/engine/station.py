@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pushsource.core import effects as fx
 from pushsource.core.effects import Alt, Chunk, Cued, Span
-from pushsource.core.outputs import ALT_CHUNK
-from pushsource.core.station import SHORT_LIVED, Retry, StationMachine, retry_delay
+from pushsource.core.outputs import ALT_CHUNK, Loss, loss
+from pushsource.core.station import Retry, StationMachine
 from pushsource.engine.loop import Engine, Lane, current_station
 from pushsource.engine.outputs import Output, OutputSpec
 from pushsource.errors import AuthenticationError, IcecastError, PushsourceError, TrackError
@@ -31,8 +31,6 @@ Titled = tuple[tuple[int, str], ...]
 
 #: How often the place in the current track is saved while it plays.
 SAVE_EVERY = 5.0
-#: An output down for long says so again this often (and when the reason changes).
-OUTPUT_LOG_EVERY = 60.0
 #: Frames read with a track when it is cued: about 2 s (CHUNK_SECONDS).
 CUE_FRAMES = 80
 
@@ -477,11 +475,7 @@ class StationDriver:
         if sock is not output.sock:
             return
         output.address = sock.address
-        output.last_error = None
-        output.accepted_at = self._loop.time()
-        came_back = output.attempts > 0
-        output.attempts = 0
-        output.set_state("on air")
+        came_back = output.accepted(self._loop.time())
         # A new connection: its listeners have no byte before its first one.
         output.splicer.cut()
         if output.reframer is not None:
@@ -535,40 +529,32 @@ class StationDriver:
 
     def _lost(self, output: Output, error: IcecastError, unsent: int) -> None:
         """One output's connection failed or dropped (``unsent``: bytes the
-        kernel never took)."""
+        kernel never took); core.outputs says what that means."""
         if self._done:
             return
-        was_on_air = output.state == "on air"
-        now = self._loop.time()
-        since = output.accepted_at
-        if was_on_air and since is not None and now - since >= SHORT_LIVED:
-            output.failures = 1
-        else:
-            output.failures += 1
-        output.accepted_at = None
-        if isinstance(error, AuthenticationError):
-            output.refused = True
-            output.set_state("failed", str(error))
-        else:
-            output.set_state("reconnecting", str(error))
-            output.attempts += 1
+        was_on_air = output.lost(self._loop.time(), error)
         alive = [o for o in self.outputs if o is not output and o.sock is not None]
-        on_air = [o for o in alive if o.on_air]
+        on_air = any(o.on_air for o in alive)
         if output.refused and len(self.outputs) > 1 and any(not o.dead for o in self.outputs):
             # The others go on: its one line now (the last one refused is the
             # station's failure, said once by the runner).
             log.error("output %s stopped: %s", output.label, error)
         if self._up and was_on_air and on_air:
             output.reconnects += 1
-        output.last_error = error
-        if len(self.outputs) == 1:
+        what = loss(
+            outputs=len(self.outputs),
+            up=self._up,
+            others_on_air=on_air,
+            others_connected=bool(alive),
+        )
+        if what is Loss.STATION:
             self._up = False
             self._step(self.machine.failed, error, unsent)
             return
-        if self._up and on_air:
+        if what is Loss.ALONE:
             self._reconnect_later(output, error)
             return
-        if not self._up and alive:
+        if what is Loss.WAIT:
             return  # the station is still connecting elsewhere; it retries this one then
         # None on air: the station goes off air and goes on where it stopped.
         self._up = False
@@ -590,27 +576,9 @@ class StationDriver:
 
     def _reconnect_later(self, output: Output, error: IcecastError) -> None:
         """While the station plays on elsewhere: this one tries again on its own."""
-        if output.dead:
+        delay = output.next_try(self._loop.time(), error, self._retry)
+        if delay is None:
             return
-        limit = self._retry.limit
-        if limit is not None and output.failures > limit:
-            output.set_state("failed", f"giving up after {output.failures} attempts: {error}")
-            log.error("output %s: giving up: %s", output.label, output.error)
-            return
-        delay = retry_delay(error, output.failures, self._retry, output.rng)
-        now = self._loop.time()
-        # The first failure of an outage, a new reason, then one line a minute:
-        # a server down for hours must not fill the log.
-        said = output.said
-        if said is None or said[0] != str(error) or now - said[1] >= OUTPUT_LOG_EVERY:
-            output.said = (str(error), now)
-            log.warning(
-                "output %s: %s; reconnecting in %.1f s (attempt %d)",
-                output.label,
-                error,
-                delay,
-                output.failures,
-            )
         output.cancel_timer()
         output.timer = self._loop.call_later(delay, self._retry_one, output)
 

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from pushsource.core.effects import Cued
 from pushsource.core.icy import METAINT
-from pushsource.core.station import Idle, Interrupted, Pacing, Retry, StationMachine
+from pushsource.core.live import Interrupted
+from pushsource.core.station import Idle, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
 from pushsource.engine.loop import Engine
 from pushsource.engine.outputs import Output
