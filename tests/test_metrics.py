@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from pushsource import __version__
 from pushsource.engine.loop import Engine
 from pushsource.ops.metrics import AIR_CHUNK, OUTPUT_STATES, STATES, Metrics
 from pushsource.ops.runner import Counters, OutputReading, OutputWhere, StationRunner
@@ -71,6 +72,17 @@ class _Reference:
         gain = gauge(
             "track_gain_db", "The level change of the track playing (the loudness setting)"
         )
+        started = gauge(
+            "track_started_timestamp_seconds",
+            "When the track playing began, Unix time (a resumed one: as if played through)",
+        )
+        length = gauge("track_duration_seconds", "How long the track playing is, when known")
+        build = GaugeMetricFamily(
+            "pushsource_build_info",
+            "The pushsource version running (always 1)",
+            labels=["version"],
+        )
+        build.add_metric([__version__], 1.0)
         silence = gauge(
             "silence_seconds",
             "The run of digital silence going out, in seconds (0 while there is sound)",
@@ -123,12 +135,16 @@ class _Reference:
             c.min_lead = None
             if c.track_gain_db is not None:
                 gain.add_metric(label, c.track_gain_db)
+            if c.track_started is not None:
+                started.add_metric(label, c.track_started)
+            if c.track_duration is not None:
+                length.add_metric(label, c.track_duration)
             silence.add_metric(label, station.silence_seconds)
             if station.listeners is not None:
                 listeners.add_metric(label, station.listeners)
             now = station.connection_state
             for name in STATES:
-                state.add_metric([station.id, name], 1.0 if now == name else 0.0)
+                state.add_metric([station.id, name.replace(" ", "_")], 1.0 if now == name else 0.0)
             for output in station.outputs_status():
                 at = [station.id, output["mount"], output["server"]]
                 f = output["format"]
@@ -139,16 +155,18 @@ class _Reference:
                 )  # fmt: skip
                 out_up.add_metric(at, 1.0 if output["state"] == "on air" else 0.0)
                 for name in OUTPUT_STATES:
-                    out_state.add_metric([*at, name], 1.0 if output["state"] == name else 0.0)
+                    out_state.add_metric(
+                        [*at, name.replace(" ", "_")], 1.0 if output["state"] == name else 0.0
+                    )
                 out_reconnects.add_metric(at, output["reconnects"])
                 out_attempts.add_metric(at, output["attempts"])
                 out_sent.add_metric(at, output["bytes_sent"])
                 if output["listeners"] is not None:
                     out_listeners.add_metric(at, output["listeners"])
         yield from (
-            sent, frames, played, by_hand, reconnects, failures, skipped, queue, lead, least,
-            gain, silence, state, listeners, live_on, live_time, out_info, out_up, out_state,
-            out_reconnects, out_attempts, out_sent, out_listeners,
+            build, sent, frames, played, by_hand, reconnects, failures, skipped, queue, lead,
+            least, gain, started, length, silence, state, listeners, live_on, live_time,
+            out_info, out_up, out_state, out_reconnects, out_attempts, out_sent, out_listeners,
         )  # fmt: skip
 
 
@@ -208,6 +226,8 @@ def stations(tmp_path: Path) -> Iterator[list[StationRunner]]:
         runner.counters.tracks_played = n
         runner.counters.skipped_files.update({"no_audio": n, 'odd"\\\nreason': 1} if n % 2 else {})
         runner.counters.track_gain_db = -3.25 * n if n % 4 else None
+        runner.counters.track_started = 1_765_000_000.25 + n if n % 3 else None
+        runner.counters.track_duration = 180.5 * n if n % 2 else None
         if n % 5 == 1:
             dj = object() if n > 5 else None
             runner.live_input = SimpleNamespace(dj=dj, live_seconds=lambda n=n: 12.5 * n)
@@ -225,6 +245,15 @@ def _created(text: bytes) -> bytes:
     return re.sub(rb"(_created\{[^}]*\}) \S+", rb"\1 T", text)
 
 
+def _own(text: bytes) -> bytes:
+    """pushsource's series only: the process's and the interpreter's (from
+    prometheus_client's collectors, which move between two scrapes) left out."""
+    lines = text.splitlines(keepends=True)
+    return b"".join(
+        line for line in lines if not re.match(rb"(# (HELP|TYPE) )?(process|python)_", line)
+    )
+
+
 def test_the_text_is_what_prometheus_client_wrote(stations: list[StationRunner]) -> None:
     reference, metrics = _Reference(stations), Metrics(stations)
     for scrape in range(3):
@@ -239,7 +268,19 @@ def test_the_text_is_what_prometheus_client_wrote(stations: list[StationRunner])
         assert b"pushsource_conversion_seconds_created" in new
         assert b'converted="true"' in new and b"e+12" in new  # the cases are met
         assert b'reason="odd\\"\\\\\\nreason"' in new and b'station="odd\\"\\\\id"' in new
-        assert _created(new) == _created(old)
+        assert _created(_own(new)) == _created(old)
+        assert b'state="on_air"' in new and b'state="on air"' not in new
+        for series in (
+            b"process_resident_memory_bytes ",
+            b"process_cpu_seconds_total ",
+            b"process_open_fds ",
+            b"process_start_time_seconds ",
+            b"python_info{",
+            b'pushsource_build_info{version="' + __version__.encode() + b'"} 1.0',
+            b'pushsource_track_started_timestamp_seconds{station="rock1"} 1.76500000125e+09',
+            b'pushsource_track_duration_seconds{station="rock1"} 180.5',
+        ):
+            assert b"\n" + series in new, series
 
 
 def test_a_scrape_does_not_build_the_status(stations: list[StationRunner]) -> None:

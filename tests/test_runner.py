@@ -403,6 +403,32 @@ def test_history_is_kept_in_the_state_file(runner: StationRunner, music: Path) -
     assert entry["file"] == "a.mp3" and entry["skipped"] is True
 
 
+def test_metrics_know_when_the_track_playing_began_and_how_long_it_is(
+    runner: StationRunner,
+) -> None:
+    import dataclasses
+    import time
+
+    result = runner.feed.cue(None)
+    assert result.track is not None
+    track = result.track
+    counters = runner.counters
+    assert counters.track_started is None and counters.track_duration is None
+    before = time.time()
+    runner.track_started(track)
+    assert before <= counters.track_started <= time.time()  # type: ignore[operator]
+    assert counters.track_duration == track.duration and track.duration
+    runner.track_ended(track, skipped=False)
+    assert counters.track_started is None and counters.track_duration is None
+    # A track resumed 30 s in began, as far as an alert can tell, 30 s ago.
+    resumed = dataclasses.replace(track, resumed=True, before=30.0)
+    before = time.time()
+    runner.track_started(resumed)
+    assert before - 30.0 <= counters.track_started <= time.time() - 30.0  # type: ignore[operator]
+    runner.track_ended(resumed, skipped=True)
+    runner.feed.release(track.handle)
+
+
 def test_elapsed_stands_still_off_air_and_goes_on_where_it_stopped(tmp_path: Path) -> None:
     """The station's machine and feed in virtual time (the Sim of test_station),
     its effects told to the runner as the engine would: what the status shows
@@ -583,7 +609,7 @@ def test_metrics_have_each_output(outputs_runner: StationRunner) -> None:
         'station="rock"} 1.0'
     ) in text
     assert (
-        'pushsource_output_state{mount="/rock",server="backup:8000",state="on air",'
+        'pushsource_output_state{mount="/rock",server="backup:8000",state="on_air",'
         'station="rock"} 0.0'
     ) in text
     assert f"pushsource_output_reconnects_total{{{low}}} 1.0" in text

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pushsource import __version__
 from tests.conftest import StartPushsource, register_secret
 from tests.support.browser import chromium
 from tests.support.icecast import IcecastServer
@@ -262,13 +263,19 @@ state = "state.json"
         samples = {
             line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
             for line in metrics.splitlines()
-            if line.startswith("pushsource_")
+            if line.startswith(("pushsource_", "process_"))
         }
         sent = samples['pushsource_sent_bytes_total{station="rock"}']
         assert sent >= heard > 0  # all the listener heard came from us
         assert samples['pushsource_tracks_skipped_total{station="rock"}'] == 1.0
         assert samples['pushsource_queue_length{station="rock"}'] == len(wanted)
-        assert samples['pushsource_connection_state{state="on air",station="rock"}'] == 1.0
+        assert samples['pushsource_connection_state{state="on_air",station="rock"}'] == 1.0
+        # The process's own series, which version, and when the track playing began.
+        assert samples["process_resident_memory_bytes"] > 10e6
+        assert samples["process_cpu_seconds_total"] > 0 and samples["process_open_fds"] > 3
+        assert samples[f'pushsource_build_info{{version="{__version__}"}}'] == 1.0
+        began = samples['pushsource_track_started_timestamp_seconds{station="rock"}']
+        assert time.time() - 60 < began <= time.time()
     except BaseException:
         print(process.describe())
         raise

@@ -6,7 +6,12 @@ line by line, as prometheus_client's generate_latest would (same names,
 labels in the same order, same number format). Going through its Metric
 objects cost 26 samples, each a dict of labels escaped and sorted again, per
 station: 3.6-4.7 s a scrape with 10,000 stations. Only conversion times,
-which are rare, go into a prometheus_client histogram.
+which are rare, go into a prometheus_client histogram; the process's own
+series (``process_*``: memory, CPU, open files; ``python_*``) come from
+prometheus_client's standard collectors.
+
+Label values have no spaces (``state="on_air"``), so they can be matched
+without quoting games in PromQL and Grafana.
 """
 
 from __future__ import annotations
@@ -15,10 +20,18 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.utils import floatToGoString
 
+from pushsource import __version__
 from pushsource.engine.loop import PASS_WAIT
 from pushsource.ops.runner import Counters, OutputReading, OutputWhere
 
@@ -75,6 +88,12 @@ _FAMILIES: Final = (
         "track_gain_db", "gauge", "The level change of the track playing (the loudness setting)"
     ),
     _family(
+        "track_started_timestamp_seconds",
+        "gauge",
+        "When the track playing began, Unix time (a resumed one: as if played through)",
+    ),
+    _family("track_duration_seconds", "gauge", "How long the track playing is, when known"),
+    _family(
         "silence_seconds",
         "gauge",
         "The run of digital silence going out, in seconds (0 while there is sound)",
@@ -103,9 +122,9 @@ _FAMILIES: Final = (
         "output_listeners", "gauge", "Listeners on the output's mount, from its server's status"
     ),
 )
-(SENT, FRAMES, PLAYED, BY_HAND, RECONNECTS, FAILURES, SKIPPED, QUEUE, LEAD, LEAST, GAIN, SILENCE,
- STATE, LISTENERS, LIVE_ON, LIVE_TIME, OUT_INFO, OUT_UP, OUT_STATE, OUT_RECONNECTS, OUT_ATTEMPTS,
- OUT_SENT, OUT_LISTENERS) = range(len(_FAMILIES))  # fmt: skip
+(SENT, FRAMES, PLAYED, BY_HAND, RECONNECTS, FAILURES, SKIPPED, QUEUE, LEAD, LEAST, GAIN, STARTED,
+ LENGTH, SILENCE, STATE, LISTENERS, LIVE_ON, LIVE_TIME, OUT_INFO, OUT_UP, OUT_STATE,
+ OUT_RECONNECTS, OUT_ATTEMPTS, OUT_SENT, OUT_LISTENERS) = range(len(_FAMILIES))  # fmt: skip
 
 
 _go_string: Callable[[float], str] = floatToGoString  # it has no annotations
@@ -121,6 +140,19 @@ def _number(value: float) -> str:
     if type(value) is int and 0 <= value < 1_000_000:  # under 1e6, Go has no exponent
         return f"{value}.0"
     return _go_string(value)
+
+
+def _label(state: str) -> str:
+    """A state as a label value: no spaces ("on air" -> "on_air")."""
+    return state.replace(" ", "_")
+
+
+#: Which build this is, as Prometheus' *_build_info convention has it.
+_BUILD_INFO: Final = (
+    "# HELP pushsource_build_info The pushsource version running (always 1)\n"
+    "# TYPE pushsource_build_info gauge\n"
+    f'pushsource_build_info{{version="{__version__}"}} 1.0\n'
+)
 
 
 def _state_lines(heads: list[str], names: Sequence[str]) -> dict[str | None, str]:
@@ -151,7 +183,7 @@ class _OutputText:
         )
         self.states = _state_lines(
             [
-                f'pushsource_output_state{{{at},state="{name}",station="{station}"}} '
+                f'pushsource_output_state{{{at},state="{_label(name)}",station="{station}"}} '
                 for name in OUTPUT_STATES
             ],
             OUTPUT_STATES,
@@ -167,7 +199,7 @@ class _StationText:
         self.label = f'{{station="{self.escaped}"}} '
         self.states = _state_lines(
             [
-                f'pushsource_connection_state{{state="{n}",station="{self.escaped}"}} '
+                f'pushsource_connection_state{{state="{_label(n)}",station="{self.escaped}"}} '
                 for n in STATES
             ],
             STATES,
@@ -195,6 +227,11 @@ class Metrics:
 
     def __init__(self, stations: Sequence[Observed], air: threading.Event | None = None) -> None:
         self.registry = CollectorRegistry()
+        # The process's memory, CPU and open files, the interpreter's version
+        # and its collector: what every Prometheus client exports.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self._stations = stations
         self._air = air
         self._text: dict[int, _StationText] = {}  # by id(station): the stations stay
@@ -221,7 +258,8 @@ class Metrics:
         text = "".join(
             f"{head}{''.join(body)}" for head, body in zip(_FAMILIES, lines, strict=True)
         )
-        return text.encode() + generate_latest(self.registry), CONTENT_TYPE_LATEST
+        body = _BUILD_INFO + text
+        return body.encode() + generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def _labels(self, station: Observed) -> _StationText:
         text = self._text.get(id(station))
@@ -259,6 +297,13 @@ class Metrics:
         gain = c.track_gain_db
         if gain is not None:
             lines[GAIN].append(f"pushsource_track_gain_db{label}{_number(gain)}\n")
+        started, length = c.track_started, c.track_duration
+        if started is not None:  # no track playing: no sample
+            lines[STARTED].append(
+                f"pushsource_track_started_timestamp_seconds{label}{_number(started)}\n"
+            )
+        if length is not None:
+            lines[LENGTH].append(f"pushsource_track_duration_seconds{label}{_number(length)}\n")
         quiet: Any = getattr(station, "silence_seconds", None)  # None: not counted
         if quiet is not None:
             lines[SILENCE].append(f"pushsource_silence_seconds{label}{_number(quiet)}\n")

@@ -107,6 +107,10 @@ class Counters:
     #: Seconds, not yet scraped; the latest only: with /metrics off nobody takes them.
     conversions: deque[float] = field(default_factory=lambda: deque(maxlen=CONVERSIONS_KEPT))
     track_gain_db: float | None = None  # the level change of the track playing (loudness on)
+    #: The track playing: when it began (Unix time; a resumed track's audio
+    #: before counts as played then) and how long it is (None: not known).
+    track_started: float | None = None
+    track_duration: float | None = None
 
 
 @dataclass(frozen=True)
@@ -430,7 +434,10 @@ class StationRunner:
             bitrate=track.bitrate,
             gain_db=_rounded(track.gain_db),
         )
-        self.counters.track_gain_db = playing.gain_db
+        counters = self.counters
+        counters.track_gain_db = playing.gain_db
+        counters.track_started = time.time() - track.before
+        counters.track_duration = track.duration
         with self._lock:
             self._playing = playing
             if not track.resumed:
@@ -457,7 +464,7 @@ class StationRunner:
                     self._history[0]["skipped"] = True
                     self._keep_history()
                 self._playing = None
-                counters.track_gain_db = None
+                counters.track_gain_db = counters.track_started = counters.track_duration = None
             self._changed()
 
     def file_skipped(self, exc: TrackError) -> None:
