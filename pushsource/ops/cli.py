@@ -23,6 +23,7 @@ from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
+from pushsource.ops import docs
 from pushsource.ops.config import Config, check_output, load_config
 from pushsource.ops.logs import NativeStderr, setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
@@ -395,6 +396,20 @@ def build_parser() -> argparse.ArgumentParser:
     silence.add_argument("--samplerate", type=int, default=44100, help="(default %(default)s)")
     silence.add_argument("--channels", type=int, choices=(1, 2), default=2)
     silence.add_argument("--bitrate", type=int, default=320, help="kbps (default %(default)s)")
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash or zsh)",
+        description="Print the completion script for SHELL, made from these options: "
+        "pushsource completion bash > /etc/bash_completion.d/pushsource, or for zsh "
+        "into a file named _pushsource in a directory on $fpath.",
+    )
+    completion.add_argument("shell", metavar="SHELL", choices=docs.SHELLS, help="bash or zsh")
+    commands.add_parser(
+        "manpage",
+        help="print the man page (troff)",
+        description="Print pushsource(1), made from these options: "
+        "pushsource manpage > /usr/local/share/man/man1/pushsource.1",
+    )
     return parser
 
 
@@ -792,6 +807,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check_config(args)
         if args.command == "silence":
             write_silence(args.file, args.samplerate, args.channels, args.bitrate)
+            return 0
+        if args.command == "completion":
+            sys.stdout.write(docs.completion(build_parser(), args.shell))
+            return 0
+        if args.command == "manpage":
+            sys.stdout.write(docs.manpage(build_parser()))
             return 0
         if args.command == "listen":
             from pushsource.ops.listen import listen
