@@ -489,9 +489,15 @@ class FrameParser:
         end = size - 4  # the next header must be there
         last = pos
         count = 0
+        # A stream may mix free-format frames with fixed-bitrate ones; a run
+        # holds one kind, so its frames() can size each from its first header.
+        free = self._free is not None
+        was_free = free and buf[pos + 2] < 16
         for count in range(limit):  # noqa: B007 (count is the result)
             nxt = pos + length
             if nxt > end:
+                break
+            if free and (buf[nxt + 2] < 16) != was_free:
                 break
             if (
                 buf[pos + xing] in b"XI" or buf[pos + xing + 2] in b"XI" or buf[pos + vbri] == 0x56
