@@ -21,6 +21,8 @@ from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3, walk_mpeg_frames
 
+pytestmark = pytest.mark.integration
+
 MOUNT = "/stream"  # the mount the shipped icecast.xml gives a fallback
 DEBIAN_WEBROOT = Path("/usr/share/icecast2/web")
 Run = Callable[..., subprocess.CompletedProcess[str]]

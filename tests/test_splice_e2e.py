@@ -22,6 +22,8 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import StartPushsource
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.listener import Listener
@@ -36,6 +38,8 @@ from tests.test_live_e2e import GRACE, run_dj, start_station, wait_port
 from tests.test_reconnect_e2e import RATE, own_icecast, state_env, url, wait_for_log
 
 __all__ = ["own_icecast"]  # a fixture, used by name
+
+pytestmark = pytest.mark.integration
 
 
 def overreach(data: bytes) -> list[int]:

@@ -19,6 +19,8 @@ from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3, make_titled_tracks
 
+pytestmark = pytest.mark.integration
+
 Run = Callable[..., subprocess.CompletedProcess[str]]
 
 
