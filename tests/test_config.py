@@ -385,3 +385,43 @@ def test_the_output_option() -> None:
     with pytest.raises(ConfigError) as caught:  # a stray word is never quoted
         parse_output_option("icecast://h:8000/m s3cret-word")
     assert "s3cret" not in str(caught.value)
+
+
+STATION = '[[station]]\nfolder = "rock"\nurl = "icecast://source:pw@127.0.0.1:8000/rock"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            STATION + "sample_rate = 48000\n",
+            'unknown key "sample_rate" (did you mean "samplerate"?)',
+        ),
+        (STATION + 'pasword = "x"\n', 'unknown key "pasword" (did you mean "password"?)'),
+        (
+            STATION
+            + '[[station.output]]\nurl = "icecast://source:pw@127.0.0.1:8000/r2"\nbitrat = 64\n',
+            'output 1: unknown key "bitrat" (did you mean "bitrate"?)',
+        ),
+        (
+            STATION + '[station.live]\nlisten = "8010"\nusers = { a = "pw" }\ngrase = 3\n',
+            'unknown key "grase" (did you mean "grace"?)',
+        ),
+        (
+            '[control]\nlisen = "8700"\n' + STATION,
+            '[control]: unknown key "lisen" (did you mean "listen"?)',
+        ),
+        ("[[stations]]\n" + STATION, 'unknown key "stations" (did you mean [[station]]?)'),
+        (
+            '[controls]\nlisten = "8700"\n' + STATION,
+            'unknown key "controls" (did you mean [control]?)',
+        ),
+    ],
+)
+def test_an_unknown_key_gets_the_valid_one_nearest(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), ENV)
+    assert expected in str(caught.value)
+

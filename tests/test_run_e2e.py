@@ -110,7 +110,10 @@ sample_rate = 48000
     done = run_pushsource("run", "--config", config)  # type: ignore[operator]
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert lines == [f'pushsource: error: {config}: station 2 ("Typo"): unknown key "sample_rate"']
+    assert lines == [
+        f'pushsource: error: {config}: station 2 ("Typo"): unknown key "sample_rate" '
+        '(did you mean "samplerate"?)'
+    ]
     assert icecast.source(unique_mount) is None
 
 

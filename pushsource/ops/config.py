@@ -11,8 +11,9 @@ the file. Relative paths are relative to the file's folder.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,15 @@ _OUTPUT_KEYS: dict[str, Callable[[object], Any]] = {
 }
 
 
+def unknown_key(key: str, valid: Collection[str], *, expected: bool = False) -> str:
+    """'unknown key "KEY"' and the valid one it is nearest (a typo), if any;
+    else, with ``expected``, the valid ones."""
+    close = difflib.get_close_matches(key, sorted(valid), n=1)
+    if close:
+        return f'unknown key "{key}" (did you mean "{close[0]}"?)'
+    return f'unknown key "{key}"' + (f" (expected {', '.join(valid)})" if expected else "")
+
+
 def _kind(value: object) -> str:
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
         type(value), "a table" if isinstance(value, dict) else "a list"
@@ -244,7 +254,12 @@ def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]
     """The checked form of a config's TOML ``data`` read from ``path``."""
     for key in data:
         if key not in ("station", "control"):
-            raise ConfigError(f'{path}: unknown key "{key}" (expected [[station]] or [control])')
+            close = difflib.get_close_matches(key, ["station", "control"], n=1)
+            hint = {"station": "did you mean [[station]]?", "control": "did you mean [control]?"}
+            raise ConfigError(
+                f'{path}: unknown key "{key}" '
+                f"({hint[close[0]] if close else 'expected [[station]] or [control]'})"
+            )
     tables = data.get("station")
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"{path}: no [[station]] tables")
@@ -269,7 +284,7 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     for key, raw in table.items():
         check = _STATION_KEYS.get(key)
         if check is None:
-            raise ConfigError(f'{where}: unknown key "{key}"')
+            raise ConfigError(f"{where}: {unknown_key(key, _STATION_KEYS)}")
         try:
             if key == "live":
                 values[key] = _live(raw, environ)
@@ -332,9 +347,7 @@ def _outputs(raw: object, base: Path, environ: Mapping[str, str]) -> tuple[Outpu
         for key, value in table.items():
             check = _OUTPUT_KEYS.get(key)
             if check is None:
-                raise _Problem(
-                    f'output {n}: unknown key "{key}" (expected {", ".join(_OUTPUT_KEYS)})'
-                )
+                raise _Problem(f"output {n}: {unknown_key(key, _OUTPUT_KEYS, expected=True)}")
             try:
                 value = check(value)
                 if isinstance(value, str):
@@ -405,7 +418,7 @@ def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
         raise _Problem("must be a table ([station.live])")
     for key in table:
         if key not in _LIVE_KEYS:
-            raise _Problem(f'has an unknown key "{key}" (expected {", ".join(sorted(_LIVE_KEYS))})')
+            raise _Problem(f"has an {unknown_key(key, sorted(_LIVE_KEYS), expected=True)}")
     if "listen" not in table:
         raise _Problem('needs "listen" (host:port where DJs connect)')
     try:
@@ -487,9 +500,8 @@ def _control(table: object, environ: Mapping[str, str], where: str) -> ControlSe
             elif key == "allowed_hosts":
                 hosts = _host_names(raw)
             else:
-                raise ConfigError(
-                    f'{where}: unknown key "{key}" (expected listen, token, allowed_hosts)'
-                )
+                keys = ("listen", "token", "allowed_hosts")
+                raise ConfigError(f"{where}: {unknown_key(key, keys, expected=True)}")
         except (_Problem, ValueError) as exc:
             raise ConfigError(f'{where}: key "{key}" {exc}') from None
     return ControlSettings(host, port, token, hosts)
