@@ -424,4 +424,3 @@ def test_an_unknown_key_gets_the_valid_one_nearest(
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), ENV)
     assert expected in str(caught.value)
-
