@@ -424,3 +424,27 @@ def test_an_unknown_key_gets_the_valid_one_nearest(
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), ENV)
     assert expected in str(caught.value)
+
+
+def test_collect_leaves_out_each_station_with_a_problem_and_says_why(tmp_path: Path) -> None:
+    text = (
+        STATION
+        + STATION.replace("/rock", "/r2")
+        + "bitrat = 64\n"
+        + STATION  # its mount again
+        + STATION.replace("/rock", "/r4").replace('"rock"', '"nowhere"')
+        + STATION.replace("/rock", "/r5")
+        + '[control]\nlisen = "8700"\n'
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="bitrat"):  # without: the first problem, as before
+        load_config(path, ENV)
+    config = load_config(path, ENV, collect=True)
+    assert [s.url.rsplit("/", 1)[1] for s in config.stations] == ["rock", "r5"]
+    assert config.tables == 5 and config.control is None
+    said = {problem.station: str(problem.error) for problem in config.problems}
+    assert sorted(said) == [0, 2, 3, 4]
+    assert 'station 2: unknown key "bitrat"' in said[2]
+    assert "mount 127.0.0.1:8000/rock is already station 1's" in said[3]
+    assert 'station 4: key "folder"' in said[4]
+    assert '[control]: unknown key "lisen"' in said[0]
