@@ -177,3 +177,21 @@ def test_check_says_every_stations_config_problem_then_checks_the_rest(
         "is already station 1's",
         f"{config}: 3 stations: 1 ok, 2 with errors",
     ]
+
+
+def test_a_server_that_is_down_is_one_line_however_many_go_there(
+    run_pushsource: RunPushsource, tmp_path: Path
+) -> None:
+    port = free_port()  # nothing listens: each login is refused at once
+    text = "".join(
+        f'[[station]]\nid = "s{n}"\nfolder = "music"\n'
+        f'url = "icecast://source:hackme@127.0.0.1:{port}/s{n}"\n'
+        for n in range(8)
+    )
+    config = write_config(tmp_path, text)
+    done = run_pushsource("check", "--config", config)
+    assert done.returncode == 1, done.stdout + done.stderr
+    down, tally = done.stdout.splitlines()
+    assert down.startswith(f"127.0.0.1:{port}: error: cannot reach it for 8 logins ("), down
+    assert down.endswith("): s0, s1, s2, s3, s4 and 3 more"), down
+    assert tally == f"{config}: 8 stations: 0 ok, 8 with errors"

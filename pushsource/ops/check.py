@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from pushsource.core.target import IcecastTarget, netloc
 from pushsource.engine.loop import Engine
-from pushsource.errors import AuthenticationError, ConfigError, MountInUseError
+from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
 from pushsource.ops.config import Config
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import ControlSettings
@@ -65,7 +65,6 @@ def check(
         numbers = [f"#{problem.station}"] if problem.station else []
         report.error(numbers, f"error: {problem.error}", problem.error.exit_status)
     engine = Engine()
-    held: list[Any] = []
     try:
         runners = []
         for settings in config.stations:
@@ -75,18 +74,22 @@ def check(
                 sid = str(settings.id)
                 report.error([sid], f"{sid}: error: {exc}", exc.exit_status)
         engine.start()  # the harbors listen on its loop
-        held = _bind(runners, control, control_key, report)
+        held: list[Any] = []
+        try:
+            _bind(runners, control, control_key, report, held)
+        finally:
+            # Closed before the logins: a DJ who connects now finds no station.
+            for server in held:
+                server.close()
         _logins(runners, report)
     finally:
-        for server in held:
-            server.close()
         engine.stop()
     total = max(config.tables, len(config.stations))  # a Config built by hand has no tables
     failed = len(report.failed)
     stations = "1 station" if total == 1 else f"{total} stations"
     tally = f"{config.path}: {stations}: {total - failed} ok, {failed} with errors"
     if report.in_use:
-        tally += f" ({report.in_use} mounts already have a source: not streamed to)"
+        tally += f"; {report.in_use} mounts already have a source (the login passed)"
     print(tally, file=report.out)
     return report.status
 
@@ -96,11 +99,12 @@ def _bind(
     control: ControlSettings | None,
     control_key: str,
     report: _Report,
-) -> list[Any]:
-    """Listen where ``run`` would, in its order; what listens, to close after."""
+    held: list[Any],
+) -> None:
+    """Listen where ``run`` would, in its order; what listens goes to ``held``,
+    to close after."""
     from pushsource.ops.control import ControlServer
 
-    held: list[Any] = []
     ours: dict[int, str] = {}  # port: which of ours listens there, when one is taken
     if control is not None:
         try:
@@ -123,7 +127,6 @@ def _bind(
         else:
             held.append(harbor)
             ours.setdefault(harbor.port, f"the harbor of {_names(ids)}")
-    return held
 
 
 def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
@@ -138,6 +141,7 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
     errors = check_sources([(target, timeouts[sid]) for sid, _name, target in logins])
     over: dict[str, list[tuple[str, str]]] = {}  # server: (station id, name) refused for the limit
     sent: dict[str, int] = {}  # server: logins this config makes there
+    down: dict[str, list[tuple[str, str, IcecastTarget, IcecastError]]] = {}  # not reached
     for (sid, name, target), error in zip(logins, errors, strict=True):
         server = netloc(target.host, target.port)
         sent[server] = sent.get(server, 0) + 1
@@ -155,10 +159,20 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
                 print(f"{name}: ok: credentials accepted, but {error}", file=report.out)
         elif error.status == 403:  # as above, for a reason run may hit too: said
             print(f"{name}: ok: credentials accepted, but {error}", file=report.out)
-        elif error.status is None:  # no answer at all
-            report.error([sid], f"{name}: error: cannot reach {target}: {error}", error.exit_status)
+        elif error.status is None:  # no answer at all: said once a server, below
+            down.setdefault(server, []).append((sid, name, target, error))
         else:
             report.error([sid], f"{name}: error: {error}", error.exit_status)
+    for server, failures in down.items():
+        if len(failures) == 1:
+            sid, name, target, error = failures[0]
+            line = f"{name}: error: cannot reach {target}: {error}"
+        else:  # a server that is down is one problem, however many go there
+            line = (
+                f"{server}: error: cannot reach it for {len(failures)} logins "
+                f"({failures[0][3]}): {_names([name for _sid, name, _t, _e in failures])}"
+            )
+        report.error([f[0] for f in failures], line, failures[0][3].exit_status)
     for server, refused in over.items():
         # One line a server: at 300 stations over a limit of 10, not 290.
         report.error(
