@@ -37,7 +37,7 @@ class _Report:
     out: TextIO
     verbose: bool
     status: int = 0
-    failed: set[str] = field(default_factory=set)  # station ids with an error
+    failed: set[str] = field(default_factory=set)  # station ids (or "#N") with an error
     in_use: int = 0  # mounts that already have a source (a running pushsource)
 
     def error(self, station_ids: Sequence[str], line: str, status: int) -> None:
