@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, free_port
+from tests.support.servers import PeerServer
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +196,28 @@ def test_a_server_that_is_down_is_one_line_however_many_go_there(
     assert down.startswith(f"127.0.0.1:{port}: error: cannot reach it for 8 logins ("), down
     assert down.endswith("): s0, s1, s2, s3, s4 and 3 more"), down
     assert tally == f"{config}: 8 stations: 0 ok, 8 with errors"
+
+
+def test_each_servers_source_limit_is_found(
+    peer_server: PeerServer, run_pushsource: RunPushsource, tmp_path: Path
+) -> None:
+    """Icecast 2.4.4, 2.5.0 and icecast-kh (which says "too many streams
+    connected"), each on a stock config of <sources>50</sources>."""
+    port = peer_server.port
+    text = "".join(
+        f'[[station]]\nid = "s{n}"\nfolder = "music"\n'
+        f'url = "icecast://source:hackme@127.0.0.1:{port}/check-limit-{n}"\n'
+        for n in range(52)
+    )
+    config = write_config(tmp_path, text)
+    done = run_pushsource("check", "--config", config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    over, tally = done.stdout.splitlines()
+    assert over.startswith(f"127.0.0.1:{port}: error: "), over
+    assert "of the 52 sources this config sends there refused: too many" in over, over
+    assert tally.startswith(f"{config}: 52 stations: "), tally
+    # And it left: none of its mounts stays (the server drops them as it sees them go).
+    deadline = time.monotonic() + 10
+    while any("check-limit" in m for m in peer_server.mounts()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any("check-limit" in m for m in peer_server.mounts())

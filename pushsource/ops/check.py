@@ -14,6 +14,7 @@ say what is wrong in a few lines (``--verbose``: a line per login too).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ from pushsource.ops.settings import ControlSettings
 
 #: Names shown in one line about many logins or stations; the rest are counted.
 SHOWN: int = 5
-#: Icecast's refusal of a source over its ``<limits><sources>`` (a 403; a 404 before 2.3).
-_TOO_MANY = "too many sources"
+#: Icecast's refusal of a source over its ``<limits><sources>``: a 403 (2.4),
+#: 503 (2.5), 404 (before 2.3); icecast-kh says streams.
+_TOO_MANY = re.compile(r"too many (sources|streams)( connected)?", re.IGNORECASE)
 
 
 @dataclass
@@ -139,7 +141,7 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             logins.append((runner.id, name, output.target))
     timeouts = {runner.id: runner.settings.timeout for runner in runners}
     errors = check_sources([(target, timeouts[sid]) for sid, _name, target in logins])
-    over: dict[str, list[tuple[str, str]]] = {}  # server: (station id, name) refused for the limit
+    over: dict[str, list[tuple[str, str, str]]] = {}  # server: (id, name, why) over its limit
     sent: dict[str, int] = {}  # server: logins this config makes there
     down: dict[str, list[tuple[str, str, IcecastTarget, IcecastError]]] = {}  # not reached
     for (sid, name, target), error in zip(logins, errors, strict=True):
@@ -151,8 +153,8 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
         elif isinstance(error, AuthenticationError):
             code = f" ({error.status})" if error.status else ""
             report.error([sid], f"{name}: error: {error}{code}", error.exit_status)
-        elif error.status is not None and _TOO_MANY in str(error).lower():  # old ones: 404
-            over.setdefault(server, []).append((sid, name))
+        elif error.status is not None and (too_many := _TOO_MANY.search(str(error))):
+            over.setdefault(server, []).append((sid, name, too_many.group(0)))
         elif isinstance(error, MountInUseError):  # servers check the login first: it passed
             report.in_use += 1
             if report.verbose:
@@ -176,10 +178,10 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
     for server, refused in over.items():
         # One line a server: at 300 stations over a limit of 10, not 290.
         report.error(
-            [sid for sid, _name in refused],
+            [sid for sid, _name, _why in refused],
             f"{server}: error: {len(refused)} of the {sent[server]} sources this config sends "
-            "there refused: too many sources connected (raise <limits><sources> in its "
-            f"icecast.xml, or send fewer): {_names([name for _sid, name in refused])}",
+            f"there refused: {refused[0][2]} (raise <limits><sources> in its icecast.xml, "
+            f"or send fewer): {_names([name for _sid, name, _why in refused])}",
             ConfigError.exit_status,
         )
 
