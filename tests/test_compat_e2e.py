@@ -144,7 +144,7 @@ def test_check_tells_right_and_wrong_passwords(
     station = 'folder = "music"\nurl = "{url}"\npassword = "{pw}"\n'
     good.write_text("[[station]]\n" + station.format(url=url, pw="hackme"), "utf-8")
     bad.write_text("[[station]]\n" + station.format(url=url, pw="wrong-pw-x"), "utf-8")
-    done = run_pushsource("check", "--config", good)  # type: ignore[operator]
+    done = run_pushsource("check", "--config", good, "-v")  # type: ignore[operator]
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r": ok: .* accepts the source$", done.stdout, re.M), done.stdout
     done = run_pushsource("check", "--config", bad)  # type: ignore[operator]

@@ -385,3 +385,66 @@ def test_the_output_option() -> None:
     with pytest.raises(ConfigError) as caught:  # a stray word is never quoted
         parse_output_option("icecast://h:8000/m s3cret-word")
     assert "s3cret" not in str(caught.value)
+
+
+STATION = '[[station]]\nfolder = "rock"\nurl = "icecast://source:pw@127.0.0.1:8000/rock"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            STATION + "sample_rate = 48000\n",
+            'unknown key "sample_rate" (did you mean "samplerate"?)',
+        ),
+        (STATION + 'pasword = "x"\n', 'unknown key "pasword" (did you mean "password"?)'),
+        (
+            STATION
+            + '[[station.output]]\nurl = "icecast://source:pw@127.0.0.1:8000/r2"\nbitrat = 64\n',
+            'output 1: unknown key "bitrat" (did you mean "bitrate"?)',
+        ),
+        (
+            STATION + '[station.live]\nlisten = "8010"\nusers = { a = "pw" }\ngrase = 3\n',
+            'unknown key "grase" (did you mean "grace"?)',
+        ),
+        (
+            '[control]\nlisen = "8700"\n' + STATION,
+            '[control]: unknown key "lisen" (did you mean "listen"?)',
+        ),
+        ("[[stations]]\n" + STATION, 'unknown key "stations" (did you mean [[station]]?)'),
+        (
+            '[controls]\nlisten = "8700"\n' + STATION,
+            'unknown key "controls" (did you mean [control]?)',
+        ),
+    ],
+)
+def test_an_unknown_key_gets_the_valid_one_nearest(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), ENV)
+    assert expected in str(caught.value)
+
+
+def test_collect_leaves_out_each_station_with_a_problem_and_says_why(tmp_path: Path) -> None:
+    text = (
+        STATION
+        + STATION.replace("/rock", "/r2")
+        + "bitrat = 64\n"
+        + STATION  # its mount again
+        + STATION.replace("/rock", "/r4").replace('"rock"', '"nowhere"')
+        + STATION.replace("/rock", "/r5")
+        + '[control]\nlisen = "8700"\n'
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="bitrat"):  # without: the first problem, as before
+        load_config(path, ENV)
+    config = load_config(path, ENV, collect=True)
+    assert [s.url.rsplit("/", 1)[1] for s in config.stations] == ["rock", "r5"]
+    assert config.tables == 5 and config.control is None
+    said = {problem.station: str(problem.error) for problem in config.problems}
+    assert sorted(said) == [0, 2, 3, 4]
+    assert 'station 2: unknown key "bitrat"' in said[2]
+    assert "mount 127.0.0.1:8000/rock is already station 1's" in said[3]
+    assert 'station 4: key "folder"' in said[4]
+    assert '[control]: unknown key "lisen"' in said[0]

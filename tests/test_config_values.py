@@ -116,6 +116,7 @@ def test_check_refuses_a_name_with_a_line_break(tmp_path: Path, run_pushsource: 
     done = run_pushsource("check", "--config", path, timeout=30)
     assert done.returncode == 2
     lines = (done.stdout + done.stderr).strip().splitlines()
+    assert lines.pop() == f"{path}: 1 station: 0 ok, 1 with errors", lines
     assert len(lines) == 1 and 'key "name"' in lines[0], lines
 
 

@@ -328,7 +328,9 @@ def test_tls_trust_comes_from_the_operators_settings(
 
     config = tmp_path / "stations.toml"
     config.write_text(f'[[station]]\nfolder = "music"\nurl = "{url}"\n', encoding="utf-8")
-    checked = run_pushsource("check", "--config", config, env=trust(tmp_path, SSL_CERT_FILE=ca))
+    checked = run_pushsource(
+        "check", "--config", config, "-v", env=trust(tmp_path, SSL_CERT_FILE=ca)
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "accepts the source" in checked.stdout, checked.stdout
 

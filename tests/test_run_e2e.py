@@ -110,7 +110,10 @@ sample_rate = 48000
     done = run_pushsource("run", "--config", config)  # type: ignore[operator]
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
-    assert lines == [f'pushsource: error: {config}: station 2 ("Typo"): unknown key "sample_rate"']
+    assert lines == [
+        f'pushsource: error: {config}: station 2 ("Typo"): unknown key "sample_rate" '
+        '(did you mean "samplerate"?)'
+    ]
     assert icecast.source(unique_mount) is None
 
 
@@ -149,11 +152,19 @@ url = "icecast://source:hackme@127.0.0.1:1/nothing-listens"
     done = run_pushsource("check", "--config", config)  # type: ignore[operator]
     out = done.stdout.splitlines()
     assert done.returncode == 2, done.stdout + done.stderr
+    # The problems, then the tally; what is ok only counted.
+    assert len(out) == 4, done.stdout
+    assert out[0].startswith("good output 2: error:") and "401" in out[0]
+    assert out[1].startswith("wrong: error:") and "401" in out[1]
+    assert out[2].startswith("gone: error: cannot reach")
+    assert out[3] == f"{config}: 3 stations: 0 ok, 3 with errors"
+    assert SECRET_PASSWORD not in done.stdout + done.stderr
+    # --verbose: a line for each login that went well too.
+    done = run_pushsource("check", "--config", config, "-v")  # type: ignore[operator]
+    out = done.stdout.splitlines()
     assert out[0].startswith("good: ok:")
     assert out[1].startswith("good output 1: ok:") and "-good-64" in out[1]
-    assert out[2].startswith("good output 2: error:") and "401" in out[2]
-    assert out[3].startswith("wrong: error:") and "401" in out[3]
-    assert out[4].startswith("gone: error: cannot reach")
+    assert out[2].startswith("good output 2: error:")
     assert SECRET_PASSWORD not in done.stdout + done.stderr
 
 

@@ -191,7 +191,7 @@ def test_check_passes_with_the_right_password_and_says_no_to_a_wrong_one(
             f'password = "{password}"\n',
             "utf-8",
         )
-        done = run_pushsource("check", "--config", config, env=state_env(tmp_path))
+        done = run_pushsource("check", "--config", config, "-v", env=state_env(tmp_path))
         assert done.returncode == status, done
         assert password not in done.stdout + done.stderr
         if status == 0:

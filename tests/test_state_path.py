@@ -59,6 +59,8 @@ def test_check_and_run_refuse_state_naming_the_music_folder(
     done = run_pushsource(command, "--config", config, timeout=30)
     assert done.returncode == 2, done.stderr
     out = (done.stdout + done.stderr).strip().splitlines()
+    if command == "check":  # the problem, then the tally
+        assert out.pop() == f"{config}: 1 station: 0 ok, 1 with errors", out
     assert len(out) == 1 and 'key "state"' in out[0], out
     _unchanged(music)
 

@@ -115,7 +115,7 @@ def test_a_password_beyond_latin1_logs_in(tmp_path: Path, run_pushsource: Run) -
                 f'password = "{password}"\n',
                 encoding="utf-8",
             )
-            done = run_pushsource("check", "--config", config, timeout=60)
+            done = run_pushsource("check", "--config", config, "-v", timeout=60)
             assert done.returncode == 0, done.stdout + done.stderr
             assert "accepts the source" in done.stdout
     finally:

@@ -108,8 +108,9 @@ class Harbor:
             )
         self.inputs[live.mount] = live
 
-    def start(self) -> None:
-        """Listen (once; from any thread but the engine's). Raises ConfigError."""
+    def start(self, *, announce: bool = True) -> None:
+        """Listen (once; from any thread but the engine's). Raises ConfigError.
+        ``announce``: log where (``pushsource check`` only tries the address)."""
         if self._server is not None:
             return
         loop = self._engine.loop
@@ -122,7 +123,10 @@ class Harbor:
         except OSError as exc:
             where = f"{self.host}:{self.port}"
             raise ConfigError(f"cannot listen for DJs on {where}: {exc.strerror or exc}") from None
-        log.info("live input on %s:%d for %s", self.host, self.port, ", ".join(sorted(self.inputs)))
+        if announce:
+            log.info(
+                "live input on %s:%d for %s", self.host, self.port, ", ".join(sorted(self.inputs))
+            )
 
     @property
     def address(self) -> tuple[str, int]:

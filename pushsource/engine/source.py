@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Protocol, cast
 
 from pushsource.core.icy import IcyWriter
@@ -759,6 +759,23 @@ def check_source(target: IcecastTarget, *, timeout: float = 5.0) -> None:
     and leave (``pushsource check``). Raises AuthenticationError,
     MountInUseError (the credentials were right: servers check them first) or
     IcecastError. Blocks: runs its own event loop."""
+    error = check_sources([(target, timeout)])[0]
+    if error is not None:
+        raise error
+
+
+def check_sources(
+    logins: Sequence[tuple[IcecastTarget, float]],
+) -> list[IcecastError | None]:
+    """:func:`check_source` for each (target, timeout) at once; what each
+    raised, or None. The logins to one server are all held until every one
+    of them has been answered, then left together: the server counts them at
+    once, as when ``run`` starts, so a source limit (Icecast's
+    ``<limits><sources>``) refuses the ones over it now, not every start."""
+    results: list[IcecastError | None] = [None] * len(logins)
+    servers: dict[tuple[str, int], list[int]] = {}
+    for n, (target, _timeout) in enumerate(logins):
+        servers.setdefault((target.host.casefold(), target.source_port), []).append(n)
 
     class Told:
         def __init__(self) -> None:
@@ -772,20 +789,32 @@ def check_source(target: IcecastTarget, *, timeout: float = 5.0) -> None:
             self.error = error
             self.done.set()
 
-    async def run() -> IcecastError | None:
+    async def one(n: int, held: list[SourceSocket], queued: int) -> None:
+        target, timeout = logins[n]
         told = Told()
         sock = SourceSocket(asyncio.get_running_loop(), target, told, timeout=timeout)
+        held.append(sock)
         sock.open({"ice-public": "0"})
+        # The socket's own timers bound each step; this only guards them,
+        # with room for the logins opened before this one (OPENING_PER_SERVER).
         try:
-            # The socket's own timers bound each step; this only guards them.
-            async with asyncio.timeout(3 * timeout + 1):
+            async with asyncio.timeout((3 + queued // OPENING_PER_SERVER) * timeout + 1):
                 await told.done.wait()
         except TimeoutError:
-            return IcecastError(f"{netloc(target.host, target.port)} did not answer")
-        finally:
-            sock.abort()
-        return told.error
+            results[n] = IcecastError(f"{netloc(target.host, target.port)} did not answer")
+            return
+        results[n] = told.error
 
-    error = asyncio.run(run())
-    if error is not None:
-        raise error
+    async def server(numbers: list[int]) -> None:
+        held: list[SourceSocket] = []
+        try:
+            await asyncio.gather(*(one(n, held, k) for k, n in enumerate(numbers)))
+        finally:
+            for sock in held:
+                sock.abort()
+
+    async def run() -> None:
+        await asyncio.gather(*(server(numbers) for numbers in servers.values()))
+
+    asyncio.run(run())
+    return results

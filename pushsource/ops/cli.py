@@ -22,7 +22,7 @@ from pushsource.core.frames import header_for, silent_frame
 from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
-from pushsource.errors import AuthenticationError, ConfigError, IcecastError, PushsourceError
+from pushsource.errors import ConfigError, PushsourceError
 from pushsource.ops import docs
 from pushsource.ops.config import Config, check_output, load_config
 from pushsource.ops.logs import NativeStderr, setup_logging
@@ -351,12 +351,24 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         parents=[common],
-        help="check a config file and each server's credentials, without streaming",
-        description="Check the config, then log in to each station's mount as its source "
-        "and leave at once (no audio is sent). Exit 0: all good; 2: a config error or "
-        "a wrong password; 1: a server that cannot be reached.",
+        help="check a config file, its listen addresses and each server's credentials, "
+        "without streaming",
+        description="Check the config; that the addresses run listens on (the control "
+        "server, the harbors of [station.live]) are free; then log in to every mount as "
+        "its source, all of a server's at once (its source limit counts them), and leave "
+        "(no audio is sent). Problems get a line each, then one tally (-v: a line per "
+        "mount too). Exit 0: all good; 2: a config error, a wrong password, an address "
+        "taken or too many sources for a server; 1: a server that cannot be reached.",
     )
     check.add_argument("--config", type=Path, required=True, metavar="FILE", help="the config")
+    check.add_argument(
+        "--control",
+        metavar="[HOST:]PORT",
+        nargs="?",
+        const="127.0.0.1:8700",
+        help="check the address run --control would listen on too (the config's "
+        "[control] is checked without it)",
+    )
 
     listen = commands.add_parser(
         "listen",
@@ -695,36 +707,19 @@ def _wait(runners: Sequence[StationRunner], args: argparse.Namespace) -> None:
 
 
 def check_config(args: argparse.Namespace) -> int:
-    """``pushsource check``: the config, then each station's credentials."""
-    from pushsource.engine.source import check_source
+    """``pushsource check``: the config, the addresses ``run`` listens on, each
+    station's and output's login (see pushsource.ops.check)."""
+    from pushsource.ops.check import check
 
-    config = load_config(args.config, os.environ)
+    config = load_config(args.config, os.environ, collect=True)  # every station's problem
     setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
-    engine = Engine()  # never started: building checks the stations
-    runners = build_runners(config.stations, os.environ, engine=engine)
-    engine.stop()
-    status = 0
-    for runner in runners:
-        for output in runner.driver.outputs:  # the station's own URL, then its outputs
-            name = runner.id if not output.number else f"{runner.id} output {output.number}"
-            try:
-                check_source(output.target, timeout=runner.settings.timeout)
-                print(f"{name}: ok: {output.target} accepts the source")
-            except AuthenticationError as exc:
-                code = f" ({exc.status})" if exc.status else ""
-                print(f"{name}: error: {exc}{code}")
-                status = max(status, exc.exit_status)
-            except IcecastError as exc:
-                if exc.status == 403:
-                    print(f"{name}: ok: credentials accepted, but {exc}")
-                elif exc.status is None:  # no answer at all
-                    print(f"{name}: error: cannot reach {output.target}: {exc}")
-                    status = max(status, exc.exit_status)
-                else:
-                    print(f"{name}: error: {exc}")
-                    status = max(status, exc.exit_status)
-    print(f"{args.config}: {len(runners)} stations checked")
-    return status
+    control_key = "--control" if args.control is not None else '[control] key "listen"'
+    return check(
+        config,
+        _control_settings(args, config),
+        control_key,
+        verbose=getattr(args, "verbose", False),
+    )
 
 
 def _handle_signals(runners: Sequence[StationRunner]) -> None:

@@ -11,8 +11,9 @@ the file. Relative paths are relative to the file's folder.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,19 @@ class Config:
     path: Path
     stations: list[StationSettings]
     control: ControlSettings | None = None
+    #: With ``problems`` asked for (``pushsource check``): each station and the
+    #: [control] table that was left out, and why; ``stations`` holds the rest.
+    problems: tuple[Problem, ...] = ()
+    #: The file's [[station]] tables, the ones left out too.
+    tables: int = 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A [[station]] (its number, from 1) or the [control] table (0) left out."""
+
+    station: int
+    error: ConfigError
 
 
 class _Problem(Exception):
@@ -197,6 +211,15 @@ _OUTPUT_KEYS: dict[str, Callable[[object], Any]] = {
 }
 
 
+def unknown_key(key: str, valid: Collection[str], *, expected: bool = False) -> str:
+    """'unknown key "KEY"' and the valid one it is nearest (a typo), if any;
+    else, with ``expected``, the valid ones."""
+    close = difflib.get_close_matches(key, sorted(valid), n=1)
+    if close:
+        return f'unknown key "{key}" (did you mean "{close[0]}"?)'
+    return f'unknown key "{key}"' + (f" (expected {', '.join(valid)})" if expected else "")
+
+
 def _kind(value: object) -> str:
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string"}.get(
         type(value), "a table" if isinstance(value, dict) else "a list"
@@ -222,8 +245,10 @@ def expand(text: str, environ: Mapping[str, str]) -> str:
     return _VAR.sub(sub, text)
 
 
-def load_config(path: Path, environ: Mapping[str, str]) -> Config:
-    """Read and check ``path``. Raises ConfigError."""
+def load_config(path: Path, environ: Mapping[str, str], *, collect: bool = False) -> Config:
+    """Read and check ``path``. Raises ConfigError: at the first problem, or
+    with ``collect`` only for the file as a whole (the problems of a station
+    or [control] go to Config.problems, the table left out)."""
     import tomllib  # only `run --config` and `check` need it: start-up time
 
     try:
@@ -237,26 +262,48 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
-    return parse_config(data, path, environ)
+    return parse_config(data, path, environ, collect=collect)
 
 
-def parse_config(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
-    """The checked form of a config's TOML ``data`` read from ``path``."""
+def parse_config(
+    data: Mapping[str, Any], path: Path, environ: Mapping[str, str], *, collect: bool = False
+) -> Config:
+    """The checked form of a config's TOML ``data`` read from ``path``
+    (``collect``: see load_config)."""
     for key in data:
         if key not in ("station", "control"):
-            raise ConfigError(f'{path}: unknown key "{key}" (expected [[station]] or [control])')
+            close = difflib.get_close_matches(key, ["station", "control"], n=1)
+            hint = {"station": "did you mean [[station]]?", "control": "did you mean [control]?"}
+            raise ConfigError(
+                f'{path}: unknown key "{key}" '
+                f"({hint[close[0]] if close else 'expected [[station]] or [control]'})"
+            )
     tables = data.get("station")
     if not isinstance(tables, list) or not tables:
         raise ConfigError(f"{path}: no [[station]] tables")
     base = path.parent
-    stations = [
-        _station(table, base, environ, f"{path}: station {n}") for n, table in enumerate(tables, 1)
-    ]
-    _check_unique(stations, path, environ)
+    problems: list[Problem] = []
+    numbered = []
+    for n, table in enumerate(tables, 1):
+        try:
+            numbered.append((n, _station(table, base, environ, f"{path}: station {n}")))
+        except ConfigError as exc:
+            if not collect:
+                raise
+            problems.append(Problem(n, exc))
+    for n, repeated in _check_unique(numbered, path, environ, collect=collect):
+        problems.append(Problem(n, repeated))
+        numbered = [(k, station) for k, station in numbered if k != n]
     control = None
     if "control" in data:
-        control = _control(data["control"], environ, f"{path}: [control]")
-    return Config(path, stations, control)
+        try:
+            control = _control(data["control"], environ, f"{path}: [control]")
+        except ConfigError as exc:
+            if not collect:
+                raise
+            problems.append(Problem(0, exc))
+    stations = [station for _n, station in numbered]
+    return Config(path, stations, control, tuple(problems), len(tables))
 
 
 def _station(table: object, base: Path, environ: Mapping[str, str], where: str) -> StationSettings:
@@ -269,7 +316,7 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
     for key, raw in table.items():
         check = _STATION_KEYS.get(key)
         if check is None:
-            raise ConfigError(f'{where}: unknown key "{key}"')
+            raise ConfigError(f"{where}: {unknown_key(key, _STATION_KEYS)}")
         try:
             if key == "live":
                 values[key] = _live(raw, environ)
@@ -332,9 +379,7 @@ def _outputs(raw: object, base: Path, environ: Mapping[str, str]) -> tuple[Outpu
         for key, value in table.items():
             check = _OUTPUT_KEYS.get(key)
             if check is None:
-                raise _Problem(
-                    f'output {n}: unknown key "{key}" (expected {", ".join(_OUTPUT_KEYS)})'
-                )
+                raise _Problem(f"output {n}: {unknown_key(key, _OUTPUT_KEYS, expected=True)}")
             try:
                 value = check(value)
                 if isinstance(value, str):
@@ -405,7 +450,7 @@ def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
         raise _Problem("must be a table ([station.live])")
     for key in table:
         if key not in _LIVE_KEYS:
-            raise _Problem(f'has an unknown key "{key}" (expected {", ".join(sorted(_LIVE_KEYS))})')
+            raise _Problem(f"has an {unknown_key(key, sorted(_LIVE_KEYS), expected=True)}")
     if "listen" not in table:
         raise _Problem('needs "listen" (host:port where DJs connect)')
     try:
@@ -449,28 +494,47 @@ def default_id(mount: str) -> str:
     return text[:64] or "stream"
 
 
-def _check_unique(stations: list[StationSettings], path: Path, environ: Mapping[str, str]) -> None:
+def _check_unique(
+    stations: list[tuple[int, StationSettings]],
+    path: Path,
+    environ: Mapping[str, str],
+    *,
+    collect: bool = False,
+) -> list[tuple[int, ConfigError]]:
+    """Each mount and id once. Raises ConfigError; with ``collect``, returns
+    (number, error) of each station that repeats one, left out of the count."""
     mounts: dict[tuple[str, int, str], int] = {}
     ids: dict[str | None, int] = {}
-    for n, station in enumerate(stations, 1):
+    repeated = []
+    for n, station in stations:
         targets = [("", resolve_target(station, environ))] + [
             (f"output {k}: ", resolve_output_target(station, output, environ))
             for k, output in enumerate(station.outputs, 1)
         ]
+        error = None
+        own: dict[tuple[str, int, str], int] = {}  # a station's, kept if it passes
         for which, target in targets:
             key = _mount_key(target)
-            if key in mounts:
-                raise ConfigError(
+            if key in mounts or key in own:
+                error = ConfigError(
                     f'{path}: station {n}: {which}key "url": mount {_where(target)} is '
-                    f"already station {mounts[key]}'s"
+                    f"already station {mounts.get(key, n)}'s"
                 )
-            mounts[key] = n
-        if station.id in ids:
-            raise ConfigError(
+                break
+            own[key] = n
+        if error is None and station.id in ids:
+            error = ConfigError(
                 f'{path}: station {n}: key "id": "{station.id}" is already station '
                 f"{ids[station.id]} (set a different id)"
             )
+        if error is not None:
+            if not collect:
+                raise error
+            repeated.append((n, error))
+            continue
+        mounts.update(own)
         ids[station.id] = n
+    return repeated
 
 
 def _control(table: object, environ: Mapping[str, str], where: str) -> ControlSettings:
@@ -487,9 +551,8 @@ def _control(table: object, environ: Mapping[str, str], where: str) -> ControlSe
             elif key == "allowed_hosts":
                 hosts = _host_names(raw)
             else:
-                raise ConfigError(
-                    f'{where}: unknown key "{key}" (expected listen, token, allowed_hosts)'
-                )
+                keys = ("listen", "token", "allowed_hosts")
+                raise ConfigError(f"{where}: {unknown_key(key, keys, expected=True)}")
         except (_Problem, ValueError) as exc:
             raise ConfigError(f'{where}: key "{key}" {exc}') from None
     return ControlSettings(host, port, token, hosts)

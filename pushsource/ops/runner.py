@@ -333,6 +333,11 @@ class StationRunner:
     def __repr__(self) -> str:
         return f"StationRunner({self.id!r}, {str(self.target)!r})"
 
+    @property
+    def harbor(self) -> Any:
+        """The harbor (live input listener) the station is on, shared; None without one."""
+        return self._harbor
+
     # -- running
 
     def start(self) -> None:
