@@ -1,5 +1,6 @@
 # make install   a venv in .venv with pushsource and its test tools
 # make test      the test suite, then mypy, ruff and the import rules (what CI runs)
+# make test-fast the unit tests that need no server and no real time, on two cores (< 1 min)
 # make station   Icecast on 127.0.0.1:8000 and pushsource streaming ./music to /stream
 # make compat    the compatibility tests alone, then the README's table they filled
 #                (installs only what the station needs; PORT=8001 for another port)
@@ -13,7 +14,7 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 STATION_PACKAGES := icecast2 lame sox libsox-fmt-mp3 ffmpeg libvlc5 vlc-plugin-base libebur128-1
 PORT ?= 8000
 
-.PHONY: install test compat station station-packages
+.PHONY: install test test-fast compat station station-packages
 
 install: $(STAMP)
 
@@ -39,6 +40,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check pushsource tests benchmarks
 	$(VENV)/bin/ruff format --check pushsource tests benchmarks
 	$(VENV)/bin/lint-imports
+
+# While working: no real server, browser or real-time wait (the integration
+# and slow markers), spread over two processes by pytest-xdist.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration and not slow" -n 2
 
 # Icecast 2.5.0 and icecast-kh come from ../shared/servers (.ci/build-servers).
 compat: $(STAMP)

@@ -19,6 +19,9 @@ from tests.conftest import StartPushsource
 from tests.support.icecast import free_port
 from tests.test_control import TOKEN, FakeStation, call, raw_exchange, read_answer, serve
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def rock(tmp_path: Path) -> FakeStation:

@@ -39,6 +39,9 @@ from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 COMPOSE = DOCKER / "compose.yml"

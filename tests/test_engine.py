@@ -26,6 +26,9 @@ from pushsource.workers.folder import QueueEdit
 from pushsource.workers.tracks import skipped
 from tests.synth import make_frames
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 FORMAT = header_for(44100, 2, 128)
 
 

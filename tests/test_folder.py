@@ -21,7 +21,11 @@ from pushsource.workers.folder import FolderQueue, Readiness, is_eligible, scan
 
 # watchdog's inotify warns (from its own thread) when a new nested folder gets registered
 # twice, by its creation event and by the walk of its parent; the second just replaces the first.
-pytestmark = pytest.mark.filterwarnings("ignore:Callback with id .* already exists:RuntimeWarning")
+#: Real time: a real watchdog observer (make test-fast leaves it out).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Callback with id .* already exists:RuntimeWarning"),
+    pytest.mark.slow,
+]
 
 SETTLE = 0.4
 WAIT = 5.0  # generous upper bound for something that should happen; never a sleep

@@ -28,6 +28,9 @@ from pushsource.workers.loudness import Leveller, Loudness, doubt, gain_for, rea
 from pushsource.workers.tracks import Track
 from tests.support.media import decode_mp3, ebur128, make_clean_mp3, make_track_at, run_tool
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 STATION = header_for(44100, 2, 128)
 
 # -- the steps (pure) ---------------------------------------------------------------

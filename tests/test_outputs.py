@@ -28,6 +28,9 @@ from tests.support.listener import IcyDemuxer, parse_stream_title
 from tests.synth import Spec, make_frames
 from tests.test_engine import Recorder
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 STATION = header_for(44100, 2, 128)
 LOW = header_for(22050, 1, 64)
 LOW_SPEC = Spec(version="2", bitrate_index=8, rate_index=0, mono=True)  # 64 kbps 22.05 kHz

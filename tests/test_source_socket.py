@@ -36,6 +36,9 @@ from tests.support.aio import SECRET, Events, run
 from tests.support.icecast import free_port
 from tests.support.tls import Contexts, client_context, make_certificate, server_context
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 OK = b"HTTP/1.0 200 OK\r\n\r\n"
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 

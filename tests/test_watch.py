@@ -22,6 +22,9 @@ from pushsource.engine.watch import ALIVE_PATH, FULL_EVERY, ServerWatch
 from tests.support.aio import SECRET, run
 from tests.support.tls import Contexts, client_context, make_certificate, server_context
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pem(tmp_path_factory: pytest.TempPathFactory) -> Path:

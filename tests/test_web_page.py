@@ -19,6 +19,9 @@ from pushsource.ops.control import ControlServer
 from tests.support.browser import chromium
 from tests.test_control import TOKEN, FakeStation, serve
 
+#: Real time: waits on sockets, timers or a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 SCREENSHOTS = Path(__file__).resolve().parent / "screenshots"
 
 
