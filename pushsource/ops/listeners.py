@@ -33,8 +33,9 @@ log = logging.getLogger("pushsource.listeners")
 SAMPLE_EVERY: Final = 10.0
 #: The most points a station GET /api/listeners gives (a week at step=7).
 ALL_POINTS: Final = 1440
-#: Answers kept (a few views poll the same two or three queries).
-_CACHED: Final = 16
+#: Answers kept (a few views poll the same two or three queries; one answer
+#: for 1000 stations may be 4 MB).
+_CACHED: Final = 8
 
 
 class Sampled(Protocol):
@@ -116,7 +117,7 @@ def _int(query: dict[str, list[str]], key: str, default: int, low: int, high: in
     if not given:
         return default
     text = given[0]
-    if not text.isdecimal() or len(text) > 6 or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or len(text) > 6 or not low <= int(text) <= high:
         raise ControlError(f"{key} must be a whole number from {low} to {high}", 400)
     return int(text)
 

@@ -967,7 +967,8 @@ function drawChart(box, data, height, label) {
   const tick = new Date(start * 1000);
   tick.setMinutes(0, 0, 0);
   if (days) tick.setHours(0);
-  while (tick.getTime() / 1000 < start || (!days && tick.getHours() % 3)) tick.setHours(tick.getHours() + 1);
+  if (days) while (tick.getTime() / 1000 < start) tick.setDate(tick.getDate() + 1);
+  else while (tick.getTime() / 1000 < start || tick.getHours() % 3) tick.setHours(tick.getHours() + 1);
   for (; tick.getTime() / 1000 < start + span; days ? tick.setDate(tick.getDate() + 1) : tick.setHours(tick.getHours() + 3)) {
     const at = x((tick.getTime() / 1000 - start) / data.every);
     svg.append(svgEl("line", { class: "tick", x1: at, x2: at, y1: top + plotH, y2: top + plotH + 4 }));
