@@ -875,8 +875,14 @@ async function pollListeners() {
         drawn();
       }
     }
-  } catch (_) {
-    // The status poll says when the server cannot be reached.
+  } catch (error) {
+    // The status poll says when the server cannot be reached; a station
+    // that keeps no series (404) says so in its box.
+    if (generation === listenersGeneration && id && detail && detail.id === id) {
+      const box = q(".station-listeners");
+      setText(box.querySelector(".listeners-figures"), "No listener counts: " + error.message);
+      box.querySelector(".listeners-chart").replaceChildren();
+    }
   } finally {
     if (generation === listenersGeneration) scheduleListeners();
   }
@@ -894,7 +900,7 @@ function plural(n, word) {
 
 function timeText(seconds, withDay) {
   const when = new Date(seconds * 1000);
-  const hm = when.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const hm = when.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
   return withDay ? when.toLocaleDateString([], { weekday: "short" }) + " " + hm : hm;
 }
 
@@ -943,7 +949,7 @@ function niceTop(n) {
 function drawChart(box, data, height, label) {
   const samples = data.samples || [];
   const width = Math.max(240, Math.floor(box.clientWidth || 600));
-  const left = 36, right = 8, top = 10, bottom = 20;
+  const left = 36, right = 8, top = 18, bottom = 20; // top: room for the peak's label
   const plotW = width - left - right, plotH = height - top - bottom;
   const peak = data.peak ? data.peak.listeners : 0;
   const ceiling = niceTop(Math.max(1, peak));
@@ -975,7 +981,7 @@ function drawChart(box, data, height, label) {
     const t = svgEl("text", { class: "axis", x: at, y: height - 4, "text-anchor": "middle" });
     t.textContent = days
       ? tick.toLocaleDateString([], { weekday: "short", day: "numeric" })
-      : tick.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      : tick.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
     svg.append(t);
   }
   const paths = stepPaths(samples, x, y, (top + plotH).toFixed(1));
@@ -984,7 +990,7 @@ function drawChart(box, data, height, label) {
     const i = Math.floor((data.peak.at - start) / data.every);
     const px = x(i + 0.5), py = y(peak);
     svg.append(svgEl("circle", { class: "peak", cx: px, cy: py, r: 3.5 }));
-    const t = svgEl("text", { class: "peak-label", x: px, y: Math.max(py - 6, 9), "text-anchor": px > width - 80 ? "end" : px < left + 40 ? "start" : "middle" });
+    const t = svgEl("text", { class: "peak-label", x: px, y: py - 7, "text-anchor": px > width - 80 ? "end" : px < left + 40 ? "start" : "middle" });
     t.textContent = "peak " + peak;
     svg.append(t);
   }
@@ -1015,7 +1021,10 @@ function renderAllListeners(data) {
   for (const [id, row] of rows) if (row.cells.spark) drawSpark(row.cells.spark, sparks.get(id));
   const box = $("#listeners-total");
   const total = { ...data.total, start: data.start, every: data.every };
-  setText(box.querySelector(".listeners-figures"), figuresText(total, total.current, "last 24 hours"));
+  // "now": the rows' counts (polled every second), where any is known.
+  const known = statuses.map(listenersOf).filter((n) => typeof n === "number");
+  const now = known.length ? known.reduce((a, b) => a + b, 0) : total.current;
+  setText(box.querySelector(".listeners-figures"), figuresText(total, now, "last 24 hours"));
   const label = "Listeners of all stations over the last 24 hours" + (total.peak ? ": peak " + total.peak.listeners : "");
   drawChart(box.querySelector(".listeners-chart"), total, 120, label);
 }
