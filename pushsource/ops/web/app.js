@@ -948,6 +948,10 @@ function niceTop(n) {
 // A chart of data {start, every, samples, peak} in box (its width as laid out).
 function drawChart(box, data, height, label) {
   const samples = data.samples || [];
+  if (!data.peak) {
+    box.replaceChildren(); // nothing known: the figures say so, no empty axes
+    return;
+  }
   const width = Math.max(240, Math.floor(box.clientWidth || 600));
   const left = 36, right = 8, top = 18, bottom = 20; // top: room for the peak's label
   const plotW = width - left - right, plotH = height - top - bottom;
@@ -999,7 +1003,7 @@ function drawChart(box, data, height, label) {
 
 // "Now 3 · peak 7 at Tue 14:02" (or why there is nothing to show yet).
 function figuresText(part, current, spanText) {
-  if (!part.samples || !part.peak) return "No listener counts " + spanText + " yet: a count not known is left as a gap, not 0.";
+  if (!part.samples || !part.peak) return "No listener counts in the " + spanText + " yet: a count not known is left as a gap, not 0.";
   const now = current == null ? "not known" : String(current);
   return "Now " + now + " · peak " + part.peak.listeners + " at " + timeText(part.peak.at, true) + " · " + spanText;
 }
