@@ -19,6 +19,7 @@ from tests.support.icecast import IcecastServer
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.test_web_e2e import free_port, get_json, wait_until
+from tests.test_web_listeners import fills_its_box
 from tests.test_web_page import screenshot
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def test_a_real_listener_shows_in_the_series_and_survives_a_restart(
     folder = tmp_path / "music"
     folder.mkdir()
     for name in ("a", "b"):
-        make_clean_mp3(folder / f"{name}.mp3", 12.0, freq=440)
+        make_clean_mp3(folder / f"{name}.mp3", 8.0, freq=440)
     port = free_port()
     config = tmp_path / "stations.toml"
     config.write_text(
@@ -55,6 +56,7 @@ id = "rock"
 folder = "music"
 url = "icecast://source:hackme@127.0.0.1:{icecast.port}{unique_mount}"
 state = "state.json"
+idle = "loop"
 """,
         encoding="utf-8",
     )
@@ -97,6 +99,11 @@ state = "state.json"
             timeout=10,
         )
         assert browser.find_element(By.CSS_SELECTOR, figures).text.startswith("Now 1 · peak 1")
+        wait_until(
+            "the chart at its box's width",
+            lambda: fills_its_box(browser, ".station-listeners"),
+            timeout=5,
+        )
         screenshot(browser, "live-station-listeners")
         listener.stop()
         listener = None

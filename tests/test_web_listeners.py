@@ -102,6 +102,18 @@ def open_page(driver: Any, server: ControlServer, fragment: str = "") -> None:
     driver.refresh()
 
 
+def fills_its_box(driver: Any, box: str) -> bool:
+    """Whether the chart in ``box`` is drawn at the box's width (to a pixel or two)."""
+    widths: list[float] = driver.execute_script(
+        "const box = document.querySelector(arguments[0]);"
+        " const chart = box.querySelector('.listeners-chart');"
+        " const svg = chart.querySelector('svg');"
+        " return [chart.clientWidth, svg ? Number(svg.getAttribute('width')) : 0]",
+        box,
+    )
+    return abs(widths[0] - widths[1]) <= 2
+
+
 def segments(driver: Any, selector: str) -> int:
     """How many separate runs a chart's line has (each starts with M)."""
     d: str = driver.execute_script(
@@ -123,6 +135,8 @@ def test_station_view_charts_listeners_over_time(browser: Any, server: ControlSe
     assert figures.text.endswith("last 24 hours")
     svg = browser.find_element(By.CSS_SELECTOR, chart)
     assert "peak 41" in svg.get_attribute("aria-label")
+    wait(browser, lambda: fills_its_box(browser, ".station-listeners"))
+    svg = browser.find_element(By.CSS_SELECTOR, chart)
     # the hour not known is a gap in the line, not a drop to 0
     assert segments(browser, ".station-listeners path.line") == 2
     labels = texts(svg, "text.axis")
@@ -207,6 +221,10 @@ def test_overview_has_a_sparkline_per_row_and_the_total(
     peak = int(figures.split(" · peak ")[1].split()[0])
     assert 41 < peak <= 41 + 9  # the two stations' sum at its highest point
     assert total.find_elements(By.CSS_SELECTOR, "svg.chart path.line")
+    assert fills_its_box(browser, "#listeners-total")
+    # a narrower window: drawn again at the new width
+    browser.set_window_size(800, 1000)
+    wait(browser, lambda: fills_its_box(browser, "#listeners-total"))
     # asked for once, not with every status poll (a second apart)
     polls = len(api_requests(browser))
     wait(browser, lambda: len(api_requests(browser)) >= polls + 2)

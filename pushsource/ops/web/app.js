@@ -1090,11 +1090,22 @@ function wireListeners() {
     drawn = null;
     scheduleListeners(0);
   });
+  // Drawn again when a chart's box changes width: a window resized, or a
+  // view shown after it was drawn hidden (at a width guessed then).
   let resizing = null;
-  window.addEventListener("resize", () => {
+  const widths = new Map();
+  const sizer = new ResizeObserver((entries) => {
+    let changed = false;
+    for (const entry of entries) {
+      const width = Math.floor(entry.contentRect.width);
+      if (width && widths.get(entry.target) !== width) changed = true;
+      widths.set(entry.target, width);
+    }
+    if (!changed) return;
     clearTimeout(resizing);
-    resizing = setTimeout(() => drawn && drawn(), 150);
+    resizing = setTimeout(() => drawn && drawn(), 100);
   });
+  for (const box of document.querySelectorAll(".listeners-box")) sizer.observe(box);
   for (const b of q(".listeners-range").querySelectorAll("button")) {
     b.addEventListener("click", () => {
       chartHours = Number(b.dataset.hours);
