@@ -346,3 +346,25 @@ def test_api_refuses_bad_windows_and_unknown_stations(listened: Any) -> None:
         assert call_json(server, "GET", "/api/stations/plain/listeners")[0] == 404
         status, response, _ = call(server, "POST", "/api/listeners")
         assert status == 405 and response.getheader("Allow") == "GET, HEAD"
+
+
+def test_a_track_change_reads_no_watch(
+    runner: StationRunner,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """track_started/track_ended run on the engine's thread: they take the
+    sampler's last count (an attribute), and never parse a status page."""
+    watch = runner.driver.outputs[0].spec.watch
+    assert watch is not None
+    watch._read = (200, _status_page("/rock", 4))
+    runner.sample_listeners(T0)
+    asked: list[str] = []
+    monkeypatch.setattr(watch, "listeners", lambda mount: asked.append(mount))
+    result = runner.feed.cue(None)
+    assert result.track is not None
+    runner.track_started(result.track)
+    runner.track_ended(result.track, skipped=True)
+    runner.feed.release(result.track.handle)
+    assert asked == []
+    [entry] = runner.status()["history"][:1]
+    assert (entry["listeners_start"], entry["listeners_end"]) == (4, 4)
