@@ -135,11 +135,14 @@ def enter_token(driver: Any, token: str = TOKEN) -> None:
     driver.find_element(By.ID, "token-save").click()
 
 
-def api_requests(driver: Any) -> list[str]:
-    """The /api/ URLs the page has fetched, in order (Resource Timing)."""
+def api_requests(driver: Any, *, listeners: bool = False) -> list[str]:
+    """The /api/ URLs the page has fetched, in order (Resource Timing): the
+    status polls, or (``listeners``) the listeners over time, asked for on
+    their own every 30 s (tests/test_web_listeners.py)."""
     found: list[str] = driver.execute_script(
         "return performance.getEntriesByType('resource').map((e) => e.name)"
-        ".filter((n) => n.includes('/api/'))"
+        ".filter((n) => n.includes('/api/') && /\\/listeners(\\?|$)/.test(n) === arguments[0])",
+        listeners,
     )
     return found
 

@@ -615,9 +615,15 @@ def run_stations(
 
         observer = Observer()
     engine = Engine()
-    runners = build_runners(
-        stations, os.environ, engine=engine, observer=observer, announce_errors=not single
-    )
+    try:
+        runners = build_runners(
+            stations, os.environ, engine=engine, observer=observer, announce_errors=not single
+        )
+    except BaseException:
+        # Closed now, not by the collector at exit, where its self-pipe may be
+        # gone first (a traceback after the one-line error).
+        engine.stop()
+        raise
     setup_logging(
         _level(args),
         json_lines=getattr(args, "log_format", "plain") == "json",
@@ -627,10 +633,15 @@ def run_stations(
     if control is not None:
         server = _serve(control, runners, engine)
     _handle_signals(runners)
+    # Listeners over time, on a thread of its own (never the engine's).
+    from pushsource.ops.listeners import ListenerSampler
+
+    sampler = ListenerSampler(runners)
     try:
         engine.start()
         for runner in runners:
             runner.start()
+        sampler.start()
         # What start-up made (modules, settings, the stations' objects) lives
         # as long as the process: out of the collector's reach, so a full
         # collection, which stops every station while it runs, walks only
@@ -642,6 +653,7 @@ def run_stations(
             runner.stop()
         for runner in runners:
             runner.join(10)
+        sampler.stop()  # before close(): the last save has its last sample
         engine.stop()
         for runner in runners:
             runner.close()

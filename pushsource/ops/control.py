@@ -36,6 +36,7 @@ from pushsource.ops.http import (
     error_reply,
     json_reply,
 )
+from pushsource.ops.listeners import ListenerViews
 from pushsource.ops.status import DEFAULT_INTERVAL, SnapshotCache
 
 log = logging.getLogger("pushsource.control")
@@ -113,6 +114,10 @@ class StationControl(Protocol):
     def id(self) -> str:
         """URL-safe station id, unique among the stations, e.g. "rock"."""
         ...
+
+    # Optional: ``listener_series``, a core.listeners.ListenerSeries: its
+    # listeners over time, served by GET /api/stations/ID/listeners and
+    # summed into GET /api/listeners.
 
     # Optional: ``status_version``, an int the station bumps after each change
     # to its status (a track, the connection, the queue...). With it, the
@@ -246,6 +251,7 @@ class ControlServer:
         self._metrics = metrics
         self.air = air
         self.snapshots = SnapshotCache(status_interval, clock)
+        self.listener_views = ListenerViews()
         self.max_upload = max_upload
         self.timeout = timeout
         self.header_deadline = header_deadline
@@ -338,6 +344,17 @@ class ControlServer:
             return b'{"stations":[' + b",".join(parts) + b"]}"
 
         return self.snapshots.get(("stations", short), self._version(), build)
+
+    def listeners_json(self, query: dict[str, list[str]], station_id: str | None = None) -> bytes:
+        """Listeners over time: one station's (GET /api/stations/ID/listeners),
+        else every station's and their total (GET /api/listeners)."""
+        views = self.listener_views
+        if station_id is not None:
+            station = self.station(station_id)
+            series = getattr(station, "listener_series", None)
+            return views.station(station.id, series, query, dumps)
+        found = [(s.id, getattr(s, "listener_series", None)) for s in self._stations.values()]
+        return views.all(found, query, dumps)
 
     def changed(self) -> None:
         """An action ran: the next read sees its effect."""
@@ -459,6 +476,10 @@ class _Handler(HardenedHandler):
             if metrics is None:
                 return error_reply(404, "metrics are off")
             return Reply(200, metrics[0], metrics[1])
+        if parts == ["api", "listeners"]:
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            return Reply(200, self.control.listeners_json(self._query()), JSON)
         if parts[:2] != ["api", "stations"]:
             return error_reply(404, f"no such page: {path}")
         rest = parts[2:]
@@ -472,6 +493,11 @@ class _Handler(HardenedHandler):
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
             return Reply(200, self.control.status_json(self.control.station(station_id)), JSON)
+        if action == ["listeners"]:
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            body = self.control.listeners_json(self._query(), station_id)
+            return Reply(200, body, JSON)
         if action == ["library"]:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
@@ -487,6 +513,9 @@ class _Handler(HardenedHandler):
                 return allowed
             return self._upload(station_id, action[1])
         return error_reply(404, f"no such page: {path}")
+
+    def _query(self) -> dict[str, list[str]]:
+        return parse_qs(urlsplit(self.path).query)
 
     def _playlist(self, name: str) -> Reply:
         station_id, dot, kind = name.rpartition(".")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 from pushsource.core.effects import Cued
 from pushsource.core.icy import METAINT
+from pushsource.core.listeners import ListenerSeries
 from pushsource.core.live import Interrupted
 from pushsource.core.station import Idle, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
@@ -233,6 +234,10 @@ class StationRunner:
             played = keeper.state
         self._keeper = keeper
         self._played = played
+        #: Listeners at the sampler's last look (ListenerSampler, not the
+        #: engine's thread): what a history entry records at a track's start
+        #: and end, an attribute read on the engine's thread.
+        self._listeners_now: int | None = None
         self._history.extend(dict(entry) for entry in played.history)  # from the last run
         # More outputs: each other format gets each track converted once, ahead.
         built = build_outputs(
@@ -452,6 +457,7 @@ class StationRunner:
                         "title": playing.title,
                         "started": _now(),
                         "gain_db": playing.gain_db,
+                        "listeners_start": self._listeners_now,
                     }
                 )
                 self._keep_history()
@@ -465,8 +471,11 @@ class StationRunner:
             counters.tracks_played += 1
         with self._lock:
             if self._playing is not None and self._playing.track is track:
-                if skipped and self._history and self._history[0]["file"] == self._playing.file:
-                    self._history[0]["skipped"] = True
+                ended = self._history[0] if self._history else None
+                if ended is not None and ended["file"] == self._playing.file:
+                    ended["listeners_end"] = self._listeners_now
+                    if skipped:
+                        ended["skipped"] = True
                     self._keep_history()
                 self._playing = None
                 counters.track_gain_db = counters.track_started = counters.track_duration = None
@@ -530,6 +539,20 @@ class StationRunner:
         """Why ``listeners`` is None, in a few words (each output's reason,
         once); None when it is known."""
         return None if self.listeners is not None else self._listeners_notes()
+
+    # -- listeners over time (the sampler's thread; see ops/listeners.py)
+
+    @property
+    def listener_series(self) -> ListenerSeries:
+        """Listeners a sample a minute, kept in the play state across restarts."""
+        return self._played.listeners
+
+    def sample_listeners(self, now: float) -> None:
+        """Read the listeners (the watches' last counts: no I/O) into the
+        series and for the next history entry. ``now``: Unix time."""
+        count = self.listeners
+        self._listeners_now = count
+        self._played.listeners.add(now, count)
 
     def _listeners_notes(self) -> str:
         notes = dict.fromkeys(_listeners_note(output) for output in self.driver.outputs)

@@ -13,7 +13,11 @@ The file (``"version": 1``; stamps are ``[size, mtime_ns]`` pairs to keep it sma
                   "gain_db": null}]}
 
 ``history`` (what played, newest first, for the status page; at most HISTORY_CAP)
-came later: a file without it loads with an empty history.
+came later: a file without it loads with an empty history. So did ``listeners``
+(a sample a minute for 7 days, see core/listeners.py: ``{"every": 60, "start":
+minute, "samples": base64 of zlib of little-endian uint16}``, a few KB at most);
+one that is missing or unreadable loads as an empty series, the rest of the state
+kept.
 
 Paths are str as ``os.fspath`` gives them; names that are not UTF-8 carry surrogate
 escapes, which ``json`` writes as ``\\udcXX`` and reads back unchanged. Only paths,
@@ -40,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pushsource.core.listeners import ListenerSeries
 from pushsource.errors import ConfigError, PushsourceError
 
 logger = logging.getLogger("pushsource.state")
@@ -108,6 +113,8 @@ class PlayState:
     #: What played, newest first: {"file", "title", "started", "gain_db"[, "skipped"]}.
     #: Replaced as a whole, never changed in place (a save may be reading it).
     history: list[dict[str, object]] = field(default_factory=list)
+    #: Listeners, a sample a minute (added on the sampler's thread, read on any).
+    listeners: ListenerSeries = field(default_factory=ListenerSeries, compare=False)
     #: Held while ``played`` changes; hold it to iterate ``played`` on another
     #: thread (the control API marks and forgets files beside the station).
     lock: threading.Lock = field(
@@ -180,6 +187,7 @@ class PlayState:
             "current_offset": self.current_offset,
             "current_stamp": _stamp_to_json(self.current_stamp),
             "history": list(self.history),
+            "listeners": self.listeners.to_json(),
         }
 
     def played_json(self) -> dict[str, list[int]]:
@@ -197,8 +205,9 @@ class PlayState:
         if type(version) is not int or version != VERSION:
             raise StateError(f"unknown version {_shown(version)}, expected {VERSION}")
         keys = {"version", "played", "queue", "current", "current_offset", "current_stamp"}
-        if not keys <= data.keys() or data.keys() - keys - {"history"}:
-            extra = sorted(map(str, data.keys() - keys - {"history"}))
+        later = {"history", "listeners"}
+        if not keys <= data.keys() or data.keys() - keys - later:
+            extra = sorted(map(str, data.keys() - keys - later))
             missing = sorted(keys - data.keys())
             raise StateError(f"unknown keys {extra}, missing keys {missing}")
 
@@ -224,7 +233,13 @@ class PlayState:
         if current is None and (offset != 0 or stamp is not None):
             raise StateError("current_offset and current_stamp given without current")
         history = _history_from_json(data.get("history", []))
-        return cls(played, queue, current, offset, stamp, history)
+        state = cls(played, queue, current, offset, stamp, history)
+        if "listeners" in data:
+            try:
+                state.listeners = ListenerSeries.from_json(data["listeners"])
+            except ValueError as exc:  # a week of counts is not worth the play state
+                logger.warning("state: listeners over time unreadable, starting afresh: %s", exc)
+        return state
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +271,8 @@ def _path_from_json(value: object, where: str) -> str:
 
 
 _HISTORY_TEXT = ("file", "title", "started")
+#: Listeners when the track began and when it ended (absent: not known yet).
+_HISTORY_LISTENERS = ("listeners_start", "listeners_end")
 
 
 def _history_from_json(value: object) -> list[dict[str, object]]:
@@ -273,6 +290,12 @@ def _history_from_json(value: object) -> list[dict[str, object]]:
             raise StateError(f"{where}: gain_db: expected a number or null, got {_kind(gain)}")
         kept: dict[str, object] = {key: entry[key] for key in _HISTORY_TEXT}
         kept["gain_db"] = gain
+        for key in _HISTORY_LISTENERS:  # later, optional: an unknown count is null
+            count = entry.get(key)
+            if type(count) is int and count >= 0:
+                kept[key] = count
+            elif key in entry:
+                kept[key] = None
         if entry.get("skipped") is True:
             kept["skipped"] = True
         history.append(kept)
@@ -411,6 +434,7 @@ class _Encoder:
 
     def __init__(self) -> None:
         self._played: tuple[object, str] | None = None
+        self._listeners: tuple[object, str] | None = None
 
     def encode(self, state: PlayState, snap: Snapshot) -> bytes:
         key = (id(state), state.played_version)
@@ -427,7 +451,16 @@ class _Encoder:
             },
             separators=(",", ":"),
         )
-        text = f'{{"version":{VERSION},"played":{self._played[1]},{rest[1:]}'
+        # The listeners change once a minute at most; a save may come every second.
+        series = state.listeners
+        key = (id(series), series.version)
+        if self._listeners is None or self._listeners[0] != key:
+            text = json.dumps(series.to_json(), separators=(",", ":"))
+            self._listeners = (key, text)
+        text = (
+            f'{{"version":{VERSION},"played":{self._played[1]},{rest[1:-1]},'
+            f'"listeners":{self._listeners[1]}}}'
+        )
         return text.encode("ascii")
 
 

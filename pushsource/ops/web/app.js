@@ -182,6 +182,7 @@ function newRow(id) {
   badge.className = "badge";
   cells.state.append(badge);
   cells.badge = badge;
+  addSparkCell(el, cells);
   return { el, cells, status: null, clock: null };
 }
 
@@ -565,6 +566,8 @@ function renderHistory(history) {
       mark.textContent = "skipped";
       li.append(" ", mark);
     }
+    const heard = historyListeners(item);
+    if (heard) li.append(" ", heard);
     if (item.started) {
       const time = document.createElement("time");
       time.dateTime = item.started;
@@ -830,6 +833,289 @@ function upload(id, file, progress) {
   });
 }
 
+// --- listeners over time ------------------------------------------------------------------
+// The overview: every station's last 24 hours (a sparkline in its row) and
+// their total (a chart); a station: its own chart, 24 hours or 7 days. Drawn
+// here as inline SVG; asked for every LISTENERS_MS (the server samples every
+// 10 s and keeps a sample a minute). A count not known is a gap, never 0.
+
+const LISTENERS_MS = 30000;
+// SVG's namespace, as the HTML parser gives it: the page's files spell no URL.
+const SVG_NS = (() => {
+  const t = document.createElement("template");
+  t.innerHTML = "<svg></svg>";
+  return t.content.firstChild.namespaceURI;
+})();
+let listenersTimer = null;
+let listenersGeneration = 0;
+let chartHours = 24;
+let sparks = new Map(); // station id -> its part of the last GET /api/listeners
+let drawn = null; // the last answer drawn, to draw again at a new width
+
+function scheduleListeners(delay = LISTENERS_MS) {
+  clearTimeout(listenersTimer);
+  listenersTimer = setTimeout(pollListeners, delay);
+}
+
+async function pollListeners() {
+  const generation = ++listenersGeneration;
+  const id = detail ? detail.id : null;
+  try {
+    if (id) {
+      const query = chartHours > 24 ? "?hours=" + chartHours + "&step=10" : "?hours=" + chartHours;
+      const data = await api("GET", stationPath(id, "/listeners" + query));
+      if (generation === listenersGeneration && detail && detail.id === id) {
+        drawn = () => renderStationListeners(data);
+        drawn();
+      }
+    } else {
+      const data = await api("GET", "/api/listeners");
+      if (generation === listenersGeneration) {
+        drawn = () => renderAllListeners(data);
+        drawn();
+      }
+    }
+  } catch (error) {
+    // The status poll says when the server cannot be reached; a station
+    // that keeps no series (404) says so in its box.
+    if (generation === listenersGeneration && id && detail && detail.id === id) {
+      const box = q(".station-listeners");
+      setText(box.querySelector(".listeners-figures"), "No listener counts: " + error.message);
+      box.querySelector(".listeners-chart").replaceChildren();
+    }
+  } finally {
+    if (generation === listenersGeneration) scheduleListeners();
+  }
+}
+
+function svgEl(name, attrs = {}) {
+  const el = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attrs)) el.setAttribute(key, String(value));
+  return el;
+}
+
+function plural(n, word) {
+  return n + " " + word + (n === 1 ? "" : "s");
+}
+
+function timeText(seconds, withDay) {
+  const when = new Date(seconds * 1000);
+  const hm = when.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+  return withDay ? when.toLocaleDateString([], { weekday: "short" }) + " " + hm : hm;
+}
+
+// The runs of known counts, as [first, end) index pairs.
+function knownRuns(samples) {
+  const runs = [];
+  let from = -1;
+  samples.forEach((n, i) => {
+    if (n == null) {
+      if (from >= 0) runs.push([from, i]);
+      from = -1;
+    } else if (from < 0) {
+      from = i;
+    }
+  });
+  if (from >= 0) runs.push([from, samples.length]);
+  return runs;
+}
+
+// A step line (each sample holds for its span) and the area under it; a
+// count not known breaks both.
+function stepPaths(samples, x, y, base) {
+  let line = "", area = "";
+  for (const [from, end] of knownRuns(samples)) {
+    let d = "";
+    for (let i = from; i < end; i++) {
+      const level = y(samples[i]).toFixed(1);
+      d += (i === from ? "M" : "L") + x(i).toFixed(1) + " " + level + "L" + x(i + 1).toFixed(1) + " " + level;
+    }
+    line += d;
+    area += d + "L" + x(end).toFixed(1) + " " + base + "L" + x(from).toFixed(1) + " " + base + "Z";
+  }
+  return { line, area };
+}
+
+// 1, 2, 5, 10, 20, 50...: the chart's top, at or above n.
+function niceTop(n) {
+  let step = 1;
+  for (;;) {
+    for (const m of [1, 2, 5]) if (m * step >= n) return m * step;
+    step *= 10;
+  }
+}
+
+// A chart of data {start, every, samples, peak} in box (its width as laid out).
+function drawChart(box, data, height, label) {
+  const samples = data.samples || [];
+  if (!data.peak) {
+    box.replaceChildren(); // nothing known: the figures say so, no empty axes
+    return;
+  }
+  const width = Math.max(240, Math.floor(box.clientWidth || 600));
+  const left = 36, right = 8, top = 18, bottom = 20; // top: room for the peak's label
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const peak = data.peak ? data.peak.listeners : 0;
+  const ceiling = niceTop(Math.max(1, peak));
+  const n = Math.max(1, samples.length);
+  const x = (i) => left + (plotW * i) / n;
+  const y = (v) => top + plotH - (plotH * v) / ceiling;
+  const svg = svgEl("svg", { class: "chart", width, height, viewBox: "0 0 " + width + " " + height, role: "img", "aria-label": label });
+  const title = svgEl("title");
+  title.textContent = label;
+  svg.append(title);
+  for (const v of [0, ceiling / 2, ceiling]) {
+    if (v !== Math.round(v)) continue;
+    svg.append(svgEl("line", { class: "grid", x1: left, x2: width - right, y1: y(v), y2: y(v) }));
+    const t = svgEl("text", { class: "axis", x: left - 5, y: y(v) + 4, "text-anchor": "end" });
+    t.textContent = String(v);
+    svg.append(t);
+  }
+  // Time ticks on the hour (every 3 hours) or at midnight (7 days), local time.
+  const start = data.start, span = samples.length * data.every;
+  const days = span > 2 * 86400;
+  const tick = new Date(start * 1000);
+  tick.setMinutes(0, 0, 0);
+  if (days) tick.setHours(0);
+  if (days) while (tick.getTime() / 1000 < start) tick.setDate(tick.getDate() + 1);
+  else while (tick.getTime() / 1000 < start || tick.getHours() % 3) tick.setHours(tick.getHours() + 1);
+  for (; tick.getTime() / 1000 < start + span; days ? tick.setDate(tick.getDate() + 1) : tick.setHours(tick.getHours() + 3)) {
+    const at = x((tick.getTime() / 1000 - start) / data.every);
+    svg.append(svgEl("line", { class: "tick", x1: at, x2: at, y1: top + plotH, y2: top + plotH + 4 }));
+    const t = svgEl("text", { class: "axis", x: at, y: height - 4, "text-anchor": "middle" });
+    t.textContent = days
+      ? tick.toLocaleDateString([], { weekday: "short", day: "numeric" })
+      : tick.toLocaleTimeString([], { hour: "numeric", minute: "2-digit" });
+    svg.append(t);
+  }
+  const paths = stepPaths(samples, x, y, (top + plotH).toFixed(1));
+  svg.append(svgEl("path", { class: "area", d: paths.area }), svgEl("path", { class: "line", d: paths.line }));
+  if (data.peak) {
+    const i = Math.floor((data.peak.at - start) / data.every);
+    const px = x(i + 0.5), py = y(peak);
+    svg.append(svgEl("circle", { class: "peak", cx: px, cy: py, r: 3.5 }));
+    const t = svgEl("text", { class: "peak-label", x: px, y: py - 7, "text-anchor": px > width - 80 ? "end" : px < left + 40 ? "start" : "middle" });
+    t.textContent = "peak " + peak;
+    svg.append(t);
+  }
+  box.replaceChildren(svg);
+}
+
+// "Now 3 · peak 7 at Tue 14:02" (or why there is nothing to show yet).
+function figuresText(part, current, spanText) {
+  if (!part.samples || !part.peak) return "No listener counts in the " + spanText + " yet: a count not known is left as a gap, not 0.";
+  const now = current == null ? "not known" : String(current);
+  return "Now " + now + " · peak " + part.peak.listeners + " at " + timeText(part.peak.at, true) + " · " + spanText;
+}
+
+function renderStationListeners(data) {
+  const box = q(".station-listeners");
+  const span = chartHours > 24 ? "last 7 days" : "last 24 hours";
+  // "now" is the status' count: the series' last sample may be 10 s older.
+  const live = detail.status ? listenersOf(detail.status) : null;
+  const current = live ?? data.current;
+  setText(box.querySelector(".listeners-figures"), figuresText(data, current, span));
+  const label = "Listeners over the " + span + (data.peak ? ": peak " + data.peak.listeners : "") + (current == null ? "" : ", now " + current);
+  drawChart(box.querySelector(".listeners-chart"), data, 180, label);
+  box.dataset.hours = String(chartHours);
+}
+
+function renderAllListeners(data) {
+  sparks = new Map((data.stations || []).map((part) => [part.id, { ...part, start: data.start, every: data.every }]));
+  for (const [id, row] of rows) if (row.cells.spark) drawSpark(row.cells.spark, sparks.get(id));
+  const box = $("#listeners-total");
+  const total = { ...data.total, start: data.start, every: data.every };
+  // "now": the rows' counts (polled every second), where any is known.
+  const known = statuses.map(listenersOf).filter((n) => typeof n === "number");
+  const now = known.length ? known.reduce((a, b) => a + b, 0) : total.current;
+  setText(box.querySelector(".listeners-figures"), figuresText(total, now, "last 24 hours"));
+  const label = "Listeners of all stations over the last 24 hours" + (total.peak ? ": peak " + total.peak.listeners : "");
+  drawChart(box.querySelector(".listeners-chart"), total, 120, label);
+}
+
+// The row's cell for its sparkline, made with the row (newRow calls it).
+function addSparkCell(el, cells) {
+  const td = document.createElement("td");
+  td.className = "cell-spark col-spark";
+  cells.listeners.after(td);
+  cells.spark = td;
+  if (el.dataset.row && sparks.has(el.dataset.row)) drawSpark(td, sparks.get(el.dataset.row));
+}
+
+function drawSpark(td, part) {
+  if (!part || !part.samples || !part.peak) {
+    td.replaceChildren();
+    td.title = "no listener counts in the last 24 hours";
+    return;
+  }
+  const samples = part.samples;
+  const width = 80, height = 18, peak = Math.max(1, part.peak.listeners);
+  const x = (i) => (width * i) / samples.length;
+  const y = (v) => 1 + (height - 2) * (1 - v / peak);
+  const paths = stepPaths(samples, x, y, String(height));
+  const label = "last 24 hours: peak " + part.peak.listeners + " at " + timeText(part.peak.at, true);
+  const svg = svgEl("svg", { class: "spark", width, height, viewBox: "0 0 " + width + " " + height, role: "img", "aria-label": label });
+  svg.append(svgEl("path", { class: "area", d: paths.area }), svgEl("path", { class: "line", d: paths.line }));
+  const peakText = document.createElement("span");
+  peakText.className = "spark-peak";
+  peakText.textContent = "↑" + part.peak.listeners;
+  td.title = label;
+  td.replaceChildren(svg, peakText);
+}
+
+// A history entry's listeners at its start and at its end: "3 → 5 (+2)".
+function historyListeners(item) {
+  const from = item.listeners_start, to = item.listeners_end;
+  if (typeof from !== "number" && typeof to !== "number") return null;
+  const span = document.createElement("span");
+  span.className = "heard";
+  const shown = (n) => (typeof n === "number" ? String(n) : "?");
+  if (to === undefined) {
+    span.textContent = plural(from, "listener") + " at the start";
+  } else {
+    span.textContent = shown(from) + " → " + shown(to) + " listeners";
+    if (typeof from === "number" && typeof to === "number" && from !== to) {
+      const change = document.createElement("span");
+      change.className = to > from ? "kept gained" : "kept lost";
+      change.textContent = " (" + (to > from ? "+" : "−") + Math.abs(to - from) + ")";
+      span.append(change);
+    }
+  }
+  span.title = "listeners when the track began and when it ended";
+  return span;
+}
+
+function wireListeners() {
+  window.addEventListener("hashchange", () => {
+    drawn = null;
+    scheduleListeners(0);
+  });
+  // Drawn again when a chart's box changes width: a window resized, or a
+  // view shown after it was drawn hidden (at a width guessed then).
+  let resizing = null;
+  const widths = new Map();
+  const sizer = new ResizeObserver((entries) => {
+    let changed = false;
+    for (const entry of entries) {
+      const width = Math.floor(entry.contentRect.width);
+      if (width && widths.get(entry.target) !== width) changed = true;
+      widths.set(entry.target, width);
+    }
+    if (!changed) return;
+    clearTimeout(resizing);
+    resizing = setTimeout(() => drawn && drawn(), 100);
+  });
+  for (const box of document.querySelectorAll(".listeners-box")) sizer.observe(box);
+  for (const b of q(".listeners-range").querySelectorAll("button")) {
+    b.addEventListener("click", () => {
+      chartHours = Number(b.dataset.hours);
+      for (const other of q(".listeners-range").querySelectorAll("button")) other.setAttribute("aria-pressed", String(other === b));
+      scheduleListeners(0);
+    });
+  }
+  scheduleListeners(0);
+}
+
 // --- views and start ----------------------------------------------------------------------
 
 function route() {
@@ -887,6 +1173,7 @@ window.addEventListener("hashchange", () => {
 
 wireOverview();
 wireDetail();
+wireListeners();
 const initial = initialStatus();
 if (initial) renderOverview(initial);
 performance.mark("pushsource-rendered");
