@@ -20,6 +20,9 @@ from tests.support.browser import chromium
 from tests.test_control import serve
 from tests.test_web_page import RichStation, api_requests, screenshot, texts, wait
 
+#: Real time: a browser (make test-fast leaves it out).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
