@@ -273,6 +273,10 @@ def _history_from_json(value: object) -> list[dict[str, object]]:
             raise StateError(f"{where}: gain_db: expected a number or null, got {_kind(gain)}")
         kept: dict[str, object] = {key: entry[key] for key in _HISTORY_TEXT}
         kept["gain_db"] = gain
+        # Its length (issue 23; absent from older files): shown beside its title.
+        duration = entry.get("duration")
+        if duration is not None and type(duration) in (int, float):
+            kept["duration"] = duration
         if entry.get("skipped") is True:
             kept["skipped"] = True
         history.append(kept)
