@@ -247,6 +247,34 @@ def test_the_status_opens_no_file(runner: StationRunner, monkeypatch: pytest.Mon
     assert readers and all(name.startswith("pushsource-tags") for name in readers), readers
 
 
+def test_the_overview_reads_the_first_files_of_a_queue_a_view_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Every status build (the overview builds all stations') asks for the tags
+    of the first few queued files only; the station's view, which asks for
+    the library when it opens, has the rest of the first 50 read."""
+    from pushsource.ops.runner import QUEUE_TITLES_ALWAYS
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    an_hour_ago = time.time() - 3600
+    for n in range(8):
+        make_tagged_audio(folder / f"{n}.mp3", 0.3, artist="Band", title=f"Song {n}")
+        os.utime(folder / f"{n}.mp3", (an_hour_ago, an_hour_ago))
+    with station_of(folder, tmp_path) as station:
+
+        def titles() -> list[Any]:
+            return [q["title"] for q in station.status()["queue"]]
+
+        wait_for(lambda: len(titles()) == 8)
+        first = [f"Band - Song {n}" for n in range(QUEUE_TITLES_ALWAYS)]
+        wait_for(lambda: titles()[:QUEUE_TITLES_ALWAYS] == first)
+        wait_for(lambda: not station._catalog.wanted and not station._tags_busy)
+        assert titles()[QUEUE_TITLES_ALWAYS:] == [None] * (8 - QUEUE_TITLES_ALWAYS)
+        station.library("")
+        wait_for(lambda: titles() == [f"Band - Song {n}" for n in range(8)])
+
+
 def test_up_next_in_loop_mode_is_the_loop_next_file(music: Path, tmp_path: Path) -> None:
     with station_of(music, tmp_path, idle="loop") as station:
         wait_for(lambda: len(station.status()["queue"]) == 3)

@@ -71,9 +71,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushsource")
 
 HISTORY: int = 50
-#: Queued files whose titles and lengths the status asks the tags for (the
-#: rest show their names): the overview builds every station's status.
+#: Queued files whose titles and lengths come from the tags (the rest show
+#: their names), and how many of them every status build has read: the
+#: overview builds every station's status, so the rest are read only when a
+#: station's view asks for its library (as it does when it opens).
 QUEUE_TITLES: int = 50
+QUEUE_TITLES_ALWAYS: int = 5
 #: Uploads land under a hidden name that the folder ignores, then move into place.
 _UPLOAD_PREFIX = ".pushsource-upload-"
 #: Conversion times kept for the next scrape (a scrape every few seconds sees them all).
@@ -696,19 +699,20 @@ class StationRunner:
 
     def _coming(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """The queue ({file, title, duration}; the first QUEUE_TITLES from the
-        tags as read so far) and up next ({file, title, duration, source:
-        "queue" or "loop"}, None: nothing), from what the station and its
-        feed hold now: no file is opened here."""
+        tags as read so far, the first QUEUE_TITLES_ALWAYS asked for) and up
+        next ({file, title, duration, source: "queue" or "loop"}, None:
+        nothing), from what the station and its feed hold now: no file is
+        opened here."""
         cued = self.driver.machine.cued_track
         paths = self.driver.queued()
         known: list[TrackInfo | None] = []
         if paths:
             ahead = paths[:QUEUE_TITLES]
-            if cued is not None and ahead[0] == cued.path:  # opened already: its own
+            opened = cued is not None and ahead[0] == cued.path
+            if cued is not None and opened:  # its tags were read to open it
                 known = [TrackInfo(cued.title, cued.duration, cued.bitrate)]
-                known += self._catalog.lookup(ahead[1:])
-            else:
-                known = self._catalog.lookup(ahead)
+            known += self._catalog.lookup(ahead[opened:QUEUE_TITLES_ALWAYS])
+            known += self._catalog.lookup(ahead[QUEUE_TITLES_ALWAYS:], want=False)
         queue = [
             {"file": self._relative(path), **_info_fields(known[n] if n < len(known) else None)}
             for n, path in enumerate(paths)
@@ -826,6 +830,7 @@ class StationRunner:
         ]
         shown = found[:limit]
         infos = self._catalog.lookup(self.folder / rel for rel in shown)
+        self._catalog.lookup(self.driver.queued()[:QUEUE_TITLES])  # the view's queue
         self._want_tags()
         return {
             "files": [

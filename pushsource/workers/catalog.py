@@ -34,14 +34,15 @@ class Catalog:
         self._known: OrderedDict[Path, TrackInfo] = OrderedDict()
         self._wanted: dict[Path, None] = {}  # in the order asked for
 
-    def lookup(self, paths: Iterable[Path]) -> list[TrackInfo | None]:
-        """Each path's info, None for those not read yet (now wanted). No I/O."""
+    def lookup(self, paths: Iterable[Path], *, want: bool = True) -> list[TrackInfo | None]:
+        """Each path's info, None for those not read yet (now wanted, unless
+        ``want`` is false). No I/O."""
         found: list[TrackInfo | None] = []
         with self._lock:
             known, wanted = self._known, self._wanted
             for path in paths:
                 info = known.get(path)
-                if info is None:
+                if info is None and want:
                     wanted.setdefault(path, None)
                 found.append(info)
         return found
