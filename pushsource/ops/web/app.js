@@ -192,6 +192,8 @@ function renderRow(row, status) {
   row.clock = makeClock(status);
   setText(c.link, status.name || status.id);
   if (row.el.dataset.state !== state) row.el.dataset.state = state;
+  const condition = conditionOf(status); // dead air is trouble too: the row says so
+  if (row.el.dataset.condition !== condition) row.el.dataset.condition = condition;
   setText(c.badge, state);
   c.badge.title = conn.error || "";
   const now = status.now_playing;
@@ -344,12 +346,12 @@ function troubleRank(status) {
   return at < 0 ? TROUBLE.length : at;
 }
 
-// "45 s", "12 min", "3 h 05 min".
+// "45 s", "12 min", "3 h 05 min" (no-break spaces: it wraps as one).
 function spanOf(seconds) {
   const s = Math.max(0, Math.floor(seconds || 0));
-  if (s < 60) return s + " s";
-  if (s < 3600) return Math.floor(s / 60) + " min";
-  return Math.floor(s / 3600) + " h " + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + " min";
+  if (s < 60) return s + "\u00a0s";
+  if (s < 3600) return Math.floor(s / 60) + "\u00a0min";
+  return Math.floor(s / 3600) + "\u00a0h\u00a0" + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "\u00a0min";
 }
 
 // A wall-clock time from the API: the time of day, with the date if not today.
@@ -360,10 +362,10 @@ function whenOf(iso) {
   return at.toDateString() === new Date().toDateString() ? time : at.toLocaleDateString() + " " + time;
 }
 
-// "down 12 min (since 03:21) · 5 failed attempts": how long, since when, how hard it tried.
+// "down since 03:21 (12 min) · 5 failed attempts": since when, how long, how hard it tried.
 function downText(conn, attempts = false) {
   if (!conn.down_since) return "";
-  let text = "down " + spanOf(conn.down_for) + " (since " + whenOf(conn.down_since) + ")";
+  let text = "down since " + whenOf(conn.down_since) + " (" + spanOf(conn.down_for) + ")";
   if (attempts && conn.attempts) text += " · " + conn.attempts + " failed attempt" + (conn.attempts === 1 ? "" : "s");
   return text;
 }
