@@ -124,6 +124,24 @@ state = "state.json"
         wait_until("the next title", lambda: len(listener.titles) > heard, 2 * TRACK_SECONDS)
         assert listener.titles[heard][1] == titles[0], listener.titles
 
+        # The loop's next, cued ahead of its turn, is listed first but marked as
+        # the loop's: nobody queued it.
+        status = wait_until(
+            "the loop's next cued",
+            lambda: (s := get_json(api))["queue"] and s,
+            timeout=TRACK_SECONDS + 2,
+        )
+        assert status["queue"] == [
+            {"file": tracks[1].path.name, "title": titles[1],
+             "duration": status["queue"][0]["duration"], "loop": True}
+        ]  # fmt: skip
+        assert status["up_next"]["source"] == "loop" and "loop" not in status["up_next"]
+        wait_until(
+            "the page's mark",
+            lambda: station.find_elements(By.CSS_SELECTOR, ".queue li .loop-mark"),
+            timeout=3,
+        )
+
         # The player: nothing fetched until play; a click plays the public stream.
         audio = station.find_element(By.CSS_SELECTOR, ".player audio")
         assert audio.get_attribute("src") == f"http://127.0.0.1:{icecast.port}{unique_mount}"

@@ -720,7 +720,10 @@ class StationRunner:
         up_next: dict[str, Any] | None = None
         if queue:
             looped = cued is not None and paths[0] == cued.path and cued.looped
+            if looped:  # the loop's next, cued ahead: listed first, but not queued by anyone
+                queue[0]["loop"] = True
             up_next = {**queue[0], "source": "loop" if looped else "queue"}
+            up_next.pop("loop", None)
         else:
             path = self.feed.loop_next()
             if path is not None:

@@ -450,6 +450,13 @@ function gainText(db) {
   return (db > 0 ? "+" : db < 0 ? "−" : "±") + Math.abs(db).toFixed(1) + " dB";
 }
 
+function loopMark() {
+  const el = document.createElement("span");
+  el.className = "loop-mark";
+  el.textContent = "from the loop";
+  return el;
+}
+
 function gainMark(db) {
   const el = document.createElement("span");
   el.className = "gain-mark";
@@ -650,7 +657,7 @@ function displayName(file) {
 }
 
 function renderQueue(queue) {
-  const key = JSON.stringify(queue.map((item) => [item.file, item.title, item.duration]));
+  const key = JSON.stringify(queue.map((item) => [item.file, item.title, item.duration, item.loop]));
   if (key === detail.queueKey || dragging) return;
   detail.queueKey = key;
   const items = queue.map((item, index) => {
@@ -664,6 +671,7 @@ function renderQueue(queue) {
     const tools = document.createElement("span");
     tools.className = "tools";
     tools.append(lengthOf(item.duration));
+    if (item.loop) name.append(" ", loopMark()); // cued from the loop, not queued by anyone
     const label = item.title || item.file;
     const up = button("up", "↑", "Move " + label + " up");
     const down = button("down", "↓", "Move " + label + " down");
