@@ -72,6 +72,16 @@ def ago(seconds: float) -> str:
     return at.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def dark(driver: Any, name: str) -> None:
+    """A screenshot in the dark colour scheme."""
+    driver.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+    )
+    screenshot(driver, name)
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
 def broken_fleet(folder: Path) -> Fleet:
     """300 stations on air, 4 of them broken, each its own way."""
     fleet = Fleet(folder, 300)
@@ -151,6 +161,8 @@ def test_the_overview_opens_with_the_problems_on_top(browser: Any, tmp_path: Pat
             "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
         ), "the overview scrolls sideways on a phone"
         screenshot(browser, "overview-300-problems-phone")
+        count("1 reconnecting").click()  # a chosen count, as it looks (st042 is back)
+        dark(browser, "overview-300-problems-phone-dark")
 
 
 def test_a_station_down_says_since_when_in_its_view(browser: Any, tmp_path: Path) -> None:
@@ -257,6 +269,7 @@ def test_the_station_view_shows_what_is_coming(
     )
     assert wide == [], f"the station view scrolls sideways on a phone: {wide}"
     screenshot(driver, "station-coming-phone", full=True)
+    dark(driver, "station-coming-phone-dark")
 
 
 @pytest.mark.parametrize(
