@@ -177,6 +177,13 @@ def test_a_station_down_says_since_when_in_its_view(browser: Any, tmp_path: Path
         wait(browser, lambda: "(4 min)" in reconnects.text)
         assert reconnects.text.startswith("no reconnects · 5 failed attempts · down since ")
         assert browser.title == "⚠ Station 042 · pushsource"
+        # The header's counts work from a station's view too: back to the overview, filtered.
+        summary = browser.find_element(By.ID, "summary")
+        assert summary.text == "5 stations: 1 needs a look · 1 reconnecting · 4 on air"
+        summary.find_element(By.XPATH, ".//button[contains(., '1 needs a look')]").click()
+        wait(browser, lambda: browser.find_element(By.ID, "overview").is_displayed())
+        assert shown(browser) == ["st042"]
+        assert browser.title == "(1) pushsource"
 
 
 @pytest.fixture
