@@ -568,7 +568,7 @@ def test_overview_of_300_stations_first_paint_and_one_request_per_update(
         assert row.find_element(By.CSS_SELECTOR, ".cell-listeners").text == "7"
         assert row.find_element(By.CSS_SELECTOR, ".cell-reconnects").text == "3"
         assert browser.find_element(By.ID, "summary").text == (
-            "300 stations: 210 on air · 30 idle · 30 reconnecting · 30 failed"
+            "300 stations: 60 need a look · 30 failed · 30 reconnecting · 30 idle · 210 on air"
         )
         # Compact: the rows fit a screen's worth per ~25 px.
         height = browser.execute_script("return document.querySelector('#rows').offsetHeight")
@@ -628,6 +628,10 @@ def test_overview_filters_sorts_and_opens_a_station(browser: Any, tmp_path: Path
             )
             return found
 
+        # Problems first (failed, reconnecting), then idle, then on air, by name.
+        on_air = [f"st{n:03d}" for n in (0, 1, 2, 3, 4, 5, 6, 10, 11)]
+        assert shown() == ["st009", "st007", "st008", *on_air]
+        browser.find_element(By.CSS_SELECTOR, 'th[data-sort="name"] button').click()
         assert shown() == [f"st{n:03d}" for n in range(12)]
         Select(browser.find_element(By.ID, "state-filter")).select_by_value("problem")
         assert shown() == ["st007", "st009"]

@@ -14,7 +14,9 @@ title request):
   air (and one folder that hangs does not hold up every other start);
 - ``save``: play-state saves (fsync);
 - ``net``: network calls (admin title requests, which may retry for tens of
-  seconds against a slow server).
+  seconds against a slow server);
+- ``tags``: reading the tags of queued and library files for the status
+  page's titles and lengths (one thread: never in a hurry).
 
 The thread count does not grow with the number of stations: one loop thread
 plus the pools' threads, each started when its pool first gets work (plus
@@ -47,7 +49,9 @@ current_station: contextvars.ContextVar[str] = contextvars.ContextVar(
 #: Workers per pool. ``read``: enough that a disk stalling for one station
 #: leaves others served. ``convert``: the cores are what converting needs;
 #: more would only take them from the air. ``start``: two walks at a time.
-POOLS: dict[str, int] = {"read": 4, "cue": 4, "convert": 2, "start": 2, "save": 2, "net": 4}
+POOLS: dict[str, int] = {
+    "read": 4, "cue": 4, "convert": 2, "start": 2, "save": 2, "net": 4, "tags": 1
+}  # fmt: skip
 #: The most threads the pools may start, in all.
 WORKERS = sum(POOLS.values())
 #: Which pool a lane's jobs go to, by the lane's name; others go to "cue".
@@ -59,6 +63,7 @@ LANE_POOLS: dict[str, str] = {
     "start": "start",
     "state": "save",
     "titles": "net",
+    "tags": "tags",
 }
 #: The grid of the engine's one timer for every station's wake-ups (the Ticker):
 #: a wake-up is at most this late, and a station's batch that much larger.

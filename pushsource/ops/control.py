@@ -63,7 +63,9 @@ _PAGE_FILES: Final = {
 #: The page loads only its own files and talks only to its own origin.
 _PAGE_POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+    # The station view's player plays the station from its server (another origin).
+    "media-src http: https:"
 )
 
 

@@ -26,7 +26,7 @@ from pushsource.core.listeners import ListenerSeries
 from pushsource.core.live import Interrupted
 from pushsource.core.station import Idle, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo
-from pushsource.engine.loop import Engine
+from pushsource.engine.loop import Engine, Lane
 from pushsource.engine.outputs import Output
 from pushsource.engine.station import StationDriver
 from pushsource.errors import ConfigError, ControlError, PushsourceError, TrackError
@@ -37,6 +37,7 @@ from pushsource.ops.settings import (
     output_format,
     resolve_target,
 )
+from pushsource.workers.catalog import Catalog
 from pushsource.workers.feed import Feed, ListSource, TrackSource
 from pushsource.workers.folder import (
     AUDIO_EXTENSIONS,
@@ -60,7 +61,7 @@ from pushsource.workers.state import (
     load_state,
     position_path,
 )
-from pushsource.workers.tracks import skipped
+from pushsource.workers.tracks import TrackInfo, skipped
 from pushsource.workers.transcode import Resolver, StationFormat, Transcoder, default_cache_dir
 
 if TYPE_CHECKING:
@@ -71,6 +72,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushsource")
 
 HISTORY: int = 50
+#: Queued files whose titles and lengths come from the tags (the rest show
+#: their names), and how many of them every status build has read: the
+#: overview builds every station's status, so the rest are read only when a
+#: station's view asks for its library (as it does when it opens).
+QUEUE_TITLES: int = 50
+QUEUE_TITLES_ALWAYS: int = 5
 #: Uploads land under a hidden name that the folder ignores, then move into place.
 _UPLOAD_PREFIX = ".pushsource-upload-"
 #: Conversion times kept for the next scrape (a scrape every few seconds sees them all).
@@ -145,6 +152,7 @@ class _Playing:
     duration: float | None
     bitrate: int
     gain_db: float | None
+    gain_note: str = ""
 
 
 class StationRunner:
@@ -176,6 +184,7 @@ class StationRunner:
         # are all heard); elapsed is read from it, and stands still off air.
         self._heard: tuple[Cued, float, float] | None = None
         self._off_air_since: float | None = None
+        self._down_since: str | None = None  # _off_air_since as a wall-clock time, for the page
         self._attempts = 0  # failed attempts since the station was last on air
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._unplayable: deque[dict[str, Any]] = deque(maxlen=HISTORY)
@@ -262,6 +271,9 @@ class StationRunner:
             ready=lambda path: resolver.ready(path) and all(ready(path) for ready in alt_ready),
             trim=settings.trim_silence,
         )
+        self._catalog = Catalog()  # titles and lengths for the queue, library, up next
+        self._tags_lane = Lane(engine, "tags", self.id)
+        self._tags_busy = False
         fmt_header = fmt.header()
         inside = settings.titles == "stream"
         machine = StationMachine(
@@ -422,9 +434,10 @@ class StationRunner:
             elif state == "on air":
                 self._attempts = 0
             if state == "on air":
-                self._off_air_since = None
+                self._off_air_since = self._down_since = None
             elif self._off_air_since is None:
                 self._off_air_since = self._clock()
+                self._down_since = _now()
             self._changed()
 
     def _live_session(self, user: str) -> None:
@@ -443,7 +456,10 @@ class StationRunner:
             duration=track.duration,
             bitrate=track.bitrate,
             gain_db=_rounded(track.gain_db),
+            gain_note=track.gain_note,
         )
+        # Its tags were read to open it: the queue and library show them from now.
+        self._catalog.put(track.path, TrackInfo(track.title, track.duration, track.bitrate))
         counters = self.counters
         counters.track_gain_db = playing.gain_db
         counters.track_started = time.time() - track.before
@@ -457,6 +473,7 @@ class StationRunner:
                         "title": playing.title,
                         "started": _now(),
                         "gain_db": playing.gain_db,
+                        "duration": _seconds(playing.duration),
                         "listeners_start": self._listeners_now,
                     }
                 )
@@ -562,6 +579,7 @@ class StationRunner:
         with self._lock:
             playing, state, error = self._playing, self._state, self._last_error
             off_air_since, attempts = self._off_air_since, self._attempts
+            down_since = self._down_since
             history = [dict(item) for item in self._history]
             unplayable = list(self._unplayable)
         heard = self._heard
@@ -583,7 +601,9 @@ class StationRunner:
                 "duration": None if playing.duration is None else round(playing.duration, 2),
                 "bitrate": playing.bitrate,
                 "gain_db": playing.gain_db,
+                "gain_note": playing.gain_note or None,
             }
+        queue, up_next = self._coming()
         target = self.target
         host = f"[{target.host}]" if ":" in target.host else target.host
         scheme = "https" if target.tls else "http"
@@ -607,9 +627,15 @@ class StationRunner:
                 "reconnects": self.counters.reconnects,
                 "attempts": attempts,
                 "error": error,
+                "down_since": down_since,
+                "down_for": None
+                if off_air_since is None
+                else round(max(0.0, self._clock() - off_air_since), 1),
             },
             "now_playing": now_playing,
-            "queue": [{"file": self._relative(path)} for path in self.driver.queued()],
+            "queue": queue,
+            "up_next": up_next,
+            "idle": "end" if self.settings.once else self.settings.idle,
             "history": history,
             "unplayable": unplayable,
             "live": self._live_status(),
@@ -697,6 +723,65 @@ class StationRunner:
         survives a restart. A new list each time: a save may be reading the old."""
         self._played.history = list(map(dict, self._history))
 
+    # -- what is coming (issue 23): the queue and up next with their titles
+
+    def _coming(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+        """The queue ({file, title, duration}; the first QUEUE_TITLES from the
+        tags as read so far, the first QUEUE_TITLES_ALWAYS asked for) and up
+        next ({file, title, duration, source: "queue" or "loop"}, None:
+        nothing), from what the station and its feed hold now: no file is
+        opened here."""
+        cued = self.driver.machine.cued_track
+        paths = self.driver.queued()
+        known: list[TrackInfo | None] = []
+        if paths:
+            ahead = paths[:QUEUE_TITLES]
+            opened = cued is not None and ahead[0] == cued.path
+            if cued is not None and opened:  # its tags were read to open it
+                known = [TrackInfo(cued.title, cued.duration, cued.bitrate)]
+            known += self._catalog.lookup(ahead[opened:QUEUE_TITLES_ALWAYS])
+            known += self._catalog.lookup(ahead[QUEUE_TITLES_ALWAYS:], want=False)
+        queue = [
+            {"file": self._relative(path), **_info_fields(known[n] if n < len(known) else None)}
+            for n, path in enumerate(paths)
+        ]
+        up_next: dict[str, Any] | None = None
+        if queue:
+            looped = cued is not None and paths[0] == cued.path and cued.looped
+            if looped:  # the loop's next, cued ahead: listed first, but not queued by anyone
+                queue[0]["loop"] = True
+            up_next = {**queue[0], "source": "loop" if looped else "queue"}
+            up_next.pop("loop", None)
+        else:
+            path = self.feed.loop_next()
+            if path is not None:
+                (info,) = self._catalog.lookup([path])
+                up_next = {"file": self._relative(path), **_info_fields(info), "source": "loop"}
+        self._want_tags()
+        return queue, up_next
+
+    def _want_tags(self) -> None:
+        """Files wait for their tags: have a worker read them (one job at a
+        time per station, a batch each), off the engine's thread."""
+        with self._lock:
+            if self._tags_busy or not self._catalog.wanted:
+                return
+            self._tags_busy = True
+        self._engine.call(self._read_tags)
+
+    def _read_tags(self) -> None:
+        # On the engine's thread: only the hand-over to the tags pool.
+        self._tags_lane.submit(self._catalog.read_some, self._tags_read)
+
+    def _tags_read(self, read: bool | None, exc: BaseException | None) -> None:
+        if read:
+            self._changed()  # the status shows them
+        with self._lock:
+            more = exc is None and self._catalog.wanted
+            self._tags_busy = bool(more)
+        if more:
+            self._read_tags()
+
     # -- steering (any thread); ControlError on requests that cannot be done
 
     def skip(self) -> None:
@@ -774,8 +859,15 @@ class StationRunner:
             for rel in (self._relative(path) for path in scan(self.folder))
             if all(word in rel.casefold() for word in words)
         ]
+        shown = found[:limit]
+        infos = self._catalog.lookup(self.folder / rel for rel in shown)
+        self._catalog.lookup(self.driver.queued()[:QUEUE_TITLES])  # the view's queue
+        self._want_tags()
         return {
-            "files": [{"file": rel, "queued": rel in queued} for rel in found[:limit]],
+            "files": [
+                {"file": rel, "queued": rel in queued, **_info_fields(info)}
+                for rel, info in zip(shown, infos, strict=True)
+            ],
             "total": len(found),
         }
 
@@ -865,6 +957,17 @@ def _listeners_note(output: Output) -> str:
     if not output.on_air:
         return "not on air"
     return str(watch.listeners_note(output.target.mount) or "not read yet")
+
+
+def _seconds(duration: float | None) -> float | None:
+    return None if duration is None else round(duration, 2)
+
+
+def _info_fields(info: TrackInfo | None) -> dict[str, Any]:
+    """A file's title and length for the API (None: its tags not read yet)."""
+    if info is None:
+        return {"title": None, "duration": None}
+    return {"title": info.title, "duration": _seconds(info.duration)}
 
 
 def _rounded(gain_db: float | None) -> float | None:

@@ -342,6 +342,8 @@ class Feed:
         self._shuffle = shuffle
         self._rng = rng or random.Random()
         self._loop: list[Path] = []
+        #: The loop's next file as of the cue lane's last look (the status reads it).
+        self._loop_next: Path | None = None
         self._queued: list[Path] = []
         self._lock = threading.Lock()  # around _queued, read by the control API
         self._prepared: Path | None = None
@@ -409,6 +411,7 @@ class Feed:
             # not only at the next cue (a track later): the queue shows them.
             again = self._source.refresh()
             self._snapshot()
+            self._look_ahead(got)
             return CueResult(track, again=again)
         self._snapshot()
         end = self._source.exhausted()
@@ -417,6 +420,7 @@ class Feed:
             if isinstance(looped, Path):
                 return CueResult(None, prepare=looped)
             if looped is not None:
+                self._look_ahead(looped.path)
                 return CueResult(looped, again=self._source.refresh())
         return CueResult(None, end=end, again=None if end else self._source.refresh())
 
@@ -682,15 +686,45 @@ class Feed:
                     return track
                 except TrackError as exc:
                     self._unplayable(exc)
-            self._loop = list(self._library())
-            if self._shuffle:
-                self._rng.shuffle(self._loop)
-            if len(self._loop) > 1 and self._loop[0] == last:
-                # The track that just played does not come again at once.
-                self._loop.append(self._loop.pop(0))
+            self._refill(last)
             if not self._loop:
                 return None
         return None
+
+    def _refill(self, last: Path | None) -> None:
+        """A new cycle of the loop: the library, shuffled if asked."""
+        assert self._library is not None
+        self._loop = list(self._library())
+        if self._shuffle:
+            self._rng.shuffle(self._loop)
+        if len(self._loop) > 1 and self._loop[0] == last:
+            # The track that just played does not come again at once.
+            self._loop.append(self._loop.pop(0))
+
+    # -- up next (issue 23): what the loop plays after the queue, known ahead
+
+    def _look_ahead(self, cued: Path) -> None:
+        """On the cue lane, after ``cued`` was cued: note the loop's next file
+        (what _from_library will take, with ``cued`` as its ``last``). With
+        the cycle used up and the queue dry, the next cycle is made now rather
+        than at the next cue (one walk of the folder either way, a track
+        earlier), so its first file is known while ``cued`` plays."""
+        if self._library is None:
+            return
+        with self._lock:
+            dry = not self._queued
+        if not self._loop and dry:
+            self._refill(cued)
+        loop = self._loop
+        upcoming = loop[1] if len(loop) > 1 and loop[0] == cued else loop[0] if loop else None
+        with self._lock:
+            self._loop_next = upcoming
+
+    def loop_next(self) -> Path | None:
+        """The file the idle loop plays next once the queue is dry (None: no
+        loop, or not known yet). Any thread; no I/O."""
+        with self._lock:
+            return self._loop_next
 
 
 def audio_start(path: Path) -> int:

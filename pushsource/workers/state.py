@@ -296,6 +296,10 @@ def _history_from_json(value: object) -> list[dict[str, object]]:
                 kept[key] = count
             elif key in entry:
                 kept[key] = None
+        # Its length (issue 23; absent from older files): shown beside its title.
+        duration = entry.get("duration")
+        if duration is not None and type(duration) in (int, float):
+            kept["duration"] = duration
         if entry.get("skipped") is True:
             kept["skipped"] = True
         history.append(kept)

@@ -10,8 +10,7 @@
 const POLL_MS = 1000;
 const TOKEN_KEY = "pushsource.token";
 const LOCKED_HINT = "Enter the control token at the top of the page first";
-// Worst first, for sorting by state and for "needs a look".
-const SEVERITY = { failed: 0, reconnecting: 1, stopped: 2, connecting: 3, starting: 3, idle: 4, "on air": 5 };
+// Connection states that are trouble: the row says why, how long, how many attempts.
 const PROBLEMS = new Set(["failed", "reconnecting", "stopped"]);
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -24,7 +23,7 @@ const stateFilter = $("#state-filter");
 
 const rows = new Map(); // id -> {el, cells, status, clock}
 let statuses = []; // the overview's last statuses, in the server's order
-let sortKey = "name";
+let sortKey = "state"; // by trouble: the problems on top, with no click
 let sortDir = 1;
 let orderKey = "";
 let detail = null; // the station view: {id, status, clock, queueKey, historyKey, unplayableKey}
@@ -194,17 +193,23 @@ function renderRow(row, status) {
   row.clock = makeClock(status);
   setText(c.link, status.name || status.id);
   if (row.el.dataset.state !== state) row.el.dataset.state = state;
+  const condition = conditionOf(status); // dead air is trouble too: the row says so
+  if (row.el.dataset.condition !== condition) row.el.dataset.condition = condition;
   setText(c.badge, state);
   c.badge.title = conn.error || "";
   const now = status.now_playing;
   const dead = deadAirText(status);
-  const title = conn.error && PROBLEMS.has(state) ? "⚠ " + conn.error : now ? escaped(now.title || now.file) : "—";
+  const down = PROBLEMS.has(state) ? downText(conn, true) : "";
+  const trouble = PROBLEMS.has(state) && (conn.error || down) ? "⚠ " + [conn.error, down].filter(Boolean).join(" · ") : "";
+  const title = trouble || (now ? escaped(now.title || now.file) : "—");
   setText(c.title, dead ? "⚠ " + dead + " · " + title : title);
-  c.title.title = now ? escaped(now.file) : "";
+  c.title.title = trouble || (now ? escaped(now.file) : "");
   const listeners = listenersOf(status);
   setText(c.listeners, listeners == null ? "–" : String(listeners));
   setText(c.format, formatOf(status, true));
-  setText(c.reconnects, String(conn.reconnects || 0));
+  // While down: the attempts that failed in this outage, beside the outages.
+  const failed = PROBLEMS.has(state) && conn.attempts ? " · " + conn.attempts + " failed" : "";
+  setText(c.reconnects, String(conn.reconnects || 0) + failed);
   setText(c.live, now ? "live" : PROBLEMS.has(state) ? "off" : "idle");
   tickRow(row);
 }
@@ -223,7 +228,8 @@ function tickRow(row) {
 
 function matches(status, text, state) {
   const s = stateOf(status);
-  if (state === "problem" ? !PROBLEMS.has(s) : state && s !== state) return false;
+  const condition = conditionOf(status);
+  if (state === "problem" ? !NEEDS_LOOK.has(condition) : state && condition !== state) return false;
   if (!text) return true;
   const now = status.now_playing || {};
   const hay = [status.id, status.name, s, now.title, now.file, status.mount].join(" ").toLowerCase();
@@ -233,7 +239,7 @@ function matches(status, text, state) {
 function sortValue(row) {
   const s = row.status;
   switch (sortKey) {
-    case "state": return SEVERITY[stateOf(s)] ?? 9;
+    case "state": return troubleRank(s);
     case "title": return ((s.now_playing && (s.now_playing.title || s.now_playing.file)) || "").toLowerCase();
     case "elapsed": return elapsedOf(row.clock) ?? -1;
     case "listeners": return listenersOf(s) ?? -1;
@@ -280,6 +286,8 @@ function arrange() {
     const x = sortValue(a), y = sortValue(b);
     if (x < y) return -sortDir;
     if (x > y) return sortDir;
+    const an = (a.status.name || a.status.id).toLowerCase(), bn = (b.status.name || b.status.id).toLowerCase();
+    if (an !== bn) return an < bn ? -1 : 1; // equals (the same trouble): by name
     return a.status.id < b.status.id ? -1 : 1;
   });
   const key = shown.map((r) => r.status.id).join("\n");
@@ -293,17 +301,19 @@ function arrange() {
 }
 
 function summarize() {
-  const counts = {};
-  for (const status of statuses) counts[stateOf(status)] = (counts[stateOf(status)] || 0) + 1;
-  const parts = Object.keys(counts)
-    .sort((a, b) => (SEVERITY[b] ?? 9) - (SEVERITY[a] ?? 9))
-    .map((state) => counts[state] + " " + state);
-  setText($("#summary"), statuses.length + " station" + (statuses.length === 1 ? "" : "s") + (parts.length ? ": " + parts.join(" · ") : ""));
+  renderSummary(); // problems first (below)
 }
 
 function wireOverview() {
   filterInput.addEventListener("input", arrange);
-  stateFilter.addEventListener("change", arrange);
+  stateFilter.addEventListener("change", () => {
+    arrange();
+    renderSummary();
+  });
+  $("#summary").addEventListener("click", (event) => {
+    const b = event.target.closest("button[data-filter]");
+    if (b) filterBy(b.dataset.filter);
+  });
   for (const th of document.querySelectorAll("#stations-table th[data-sort]")) {
     th.querySelector("button").addEventListener("click", () => {
       const key = th.dataset.sort;
@@ -314,6 +324,190 @@ function wireOverview() {
       arrange();
     });
   }
+}
+
+// --- problems first (issue 23) ------------------------------------------------------------
+// Each station in one condition, worst first: its connection's trouble, then
+// dead air, then a DJ live; the overview sorts by it, the summary counts it.
+const TROUBLE = ["failed", "reconnecting", "stopped", "silent", "connecting", "live", "idle", "on air"];
+const NEEDS_LOOK = new Set(["failed", "reconnecting", "stopped", "silent"]);
+const CONDITION_LABEL = { silent: "silent (dead air)" };
+
+function conditionOf(status) {
+  const state = stateOf(status);
+  if (state === "failed" || state === "reconnecting" || state === "stopped") return state;
+  if (status.silence && status.silence.alarm) return "silent";
+  if (state === "connecting" || state === "starting") return "connecting";
+  if (status.live && status.live.user) return "live";
+  return state;
+}
+
+function troubleRank(status) {
+  const at = TROUBLE.indexOf(conditionOf(status));
+  return at < 0 ? TROUBLE.length : at;
+}
+
+// "45 s", "12 min", "3 h 05 min" (no-break spaces: it wraps as one).
+function spanOf(seconds) {
+  const s = Math.max(0, Math.floor(seconds || 0));
+  if (s < 60) return s + "\u00a0s";
+  if (s < 3600) return Math.floor(s / 60) + "\u00a0min";
+  return Math.floor(s / 3600) + "\u00a0h\u00a0" + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "\u00a0min";
+}
+
+// A wall-clock time from the API: the time of day, with the date if not today.
+function whenOf(iso) {
+  const at = new Date(iso);
+  if (isNaN(at)) return iso;
+  const time = at.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return at.toDateString() === new Date().toDateString() ? time : at.toLocaleDateString() + " " + time;
+}
+
+// "down since 03:21 (12 min) · 5 failed attempts": since when, how long, how hard it tried.
+function downText(conn, attempts = false) {
+  if (!conn.down_since) return "";
+  let text = "down since " + whenOf(conn.down_since) + " (" + spanOf(conn.down_for) + ")";
+  if (attempts && conn.attempts) text += " · " + conn.attempts + " failed attempt" + (conn.attempts === 1 ? "" : "s");
+  return text;
+}
+
+// The counts are filters: one click shows only those stations, a second all.
+function renderSummary() {
+  const counts = new Map();
+  let look = 0;
+  for (const status of statuses) {
+    const condition = conditionOf(status);
+    counts.set(condition, (counts.get(condition) || 0) + 1);
+    if (NEEDS_LOOK.has(condition)) look++;
+  }
+  const chosen = stateFilter.value;
+  const el = $("#summary");
+  const key = JSON.stringify([statuses.length, [...counts], chosen]);
+  if (el.dataset.key !== key) {
+    el.dataset.key = key;
+    const parts = [];
+    if (look) parts.push(countButton("problem", look + (look === 1 ? " needs" : " need") + " a look", chosen, "look"));
+    const order = [...counts.keys()].sort((a, b) => rankOf(a) - rankOf(b));
+    for (const condition of order) parts.push(countButton(condition, counts.get(condition) + " " + condition, chosen));
+    const nodes = [statuses.length + " station" + (statuses.length === 1 ? "" : "s") + (parts.length ? ": " : "")];
+    parts.forEach((part, index) => nodes.push(...(index ? [" · ", part] : [part])));
+    el.replaceChildren(...nodes);
+  }
+  if (!detail) document.title = (look ? "(" + look + ") " : "") + "pushsource";
+}
+
+function rankOf(condition) {
+  const at = TROUBLE.indexOf(condition);
+  return at < 0 ? TROUBLE.length : at;
+}
+
+function countButton(filter, text, chosen, extra = "") {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "count" + (extra ? " " + extra : "");
+  b.dataset.filter = filter;
+  b.textContent = text;
+  b.setAttribute("aria-pressed", String(chosen === filter));
+  b.title = chosen === filter ? "Show every station" : "Show only these stations";
+  return b;
+}
+
+function filterBy(filter) {
+  const value = stateFilter.value === filter ? "" : filter;
+  if (value && ![...stateFilter.options].some((o) => o.value === value)) {
+    stateFilter.append(new Option(CONDITION_LABEL[value] || value, value)); // a state the list lacks
+  }
+  stateFilter.value = value;
+  if (detail) location.hash = "#/";
+  arrange();
+  renderSummary();
+}
+
+// --- what is coming (issue 23): up next, lengths, loudness, the player -----------------------
+
+// What the station does once the queue is dry (status.idle), when nothing is up next.
+const DRY = {
+  silence: "nothing queued: silence goes out until a file arrives",
+  stop: "nothing queued: the station goes off air until a file arrives",
+  loop: "the loop (its next file is not known yet)",
+  end: "nothing queued: the station ends after this track",
+};
+const QUEUE_EMPTY = {
+  loop: "Nothing queued: the loop plays on (up next above).",
+  silence: "Nothing queued: silence goes out until a file arrives.",
+  stop: "Nothing queued: the station goes off air until a file arrives.",
+  end: "Nothing queued: the station ends after this track.",
+};
+
+function lengthOf(seconds) {
+  const el = document.createElement("span");
+  el.className = "length";
+  el.textContent = seconds == null ? "" : clock(seconds);
+  return el;
+}
+
+// "−3.2 dB": the level change the loudness setting gave a track.
+function gainText(db) {
+  return (db > 0 ? "+" : db < 0 ? "−" : "±") + Math.abs(db).toFixed(1) + " dB";
+}
+
+function loopMark() {
+  const el = document.createElement("span");
+  el.className = "loop-mark";
+  el.textContent = "from the loop";
+  return el;
+}
+
+function gainMark(db) {
+  const el = document.createElement("span");
+  el.className = "gain-mark";
+  el.textContent = gainText(db);
+  el.title = "loudness: played " + gainText(db);
+  return el;
+}
+
+function renderComing(status) {
+  const now = status.now_playing;
+  const gain = q(".gain");
+  setText(gain, now && now.gain_db != null ? "· loudness " + gainText(now.gain_db) : "");
+  gain.title = (now && now.gain_note) || "";
+  const next = status.up_next;
+  setText(q(".up-next-title"), next ? escaped(next.title || displayName(next.file)) : DRY[status.idle] || "nothing queued");
+  q(".up-next-title").title = next ? escaped(next.file) : "";
+  setText(q(".up-next-length"), next && next.duration != null ? clock(next.duration) : "");
+  setText(q(".up-next-note"), next && next.source === "loop" ? "from the loop" : "");
+  q(".up-next").classList.toggle("dry", !next);
+  setText(q(".queue-empty"), QUEUE_EMPTY[status.idle] || "Nothing queued.");
+}
+
+// The station's public stream in an <audio>, the title beside it. preload
+// "none": no connection (no listener counted) until play; a pause hangs up,
+// so the next play starts live, not where the buffer stopped.
+function renderPlayer(status) {
+  const audio = q(".audio");
+  const url = status.listen_url || "";
+  if (audio.dataset.url !== url) {
+    audio.dataset.url = url;
+    stopPlayer();
+  }
+  audio.setAttribute("aria-label", "Listen to " + (status.name || status.id));
+  const now = status.now_playing;
+  setText(q(".player-title"), now ? escaped(now.title || now.file) : stateOf(status) === "on air" ? "Silence" : "Nothing playing");
+}
+
+function stopPlayer() {
+  const audio = q(".audio");
+  const url = audio.dataset.url || "";
+  audio.pause();
+  audio.removeAttribute("src");
+  audio.load(); // drops the connection
+  if (url) audio.src = url; // ready for the next play; preload none: not fetched
+}
+
+function wirePlayer() {
+  q(".audio").addEventListener("pause", () => {
+    if (q(".audio").getAttribute("src")) stopPlayer();
+  });
 }
 
 // --- the station view -------------------------------------------------------------------
@@ -363,10 +557,21 @@ function renderLibrary(found) {
     li.dataset.file = item.file;
     const name = document.createElement("span");
     name.className = "file";
-    name.textContent = escaped(item.file);
+    name.textContent = escaped(item.title || displayName(item.file));
+    name.title = escaped(item.file);
+    // The search is by path: the path shows under the title.
+    const path = document.createElement("span");
+    path.className = "path";
+    path.textContent = escaped(item.file);
+    const what = document.createElement("span");
+    what.className = "what";
+    what.append(name, path);
     const queue = button("enqueue", item.queued ? "Queued" : "Queue", "Queue " + item.file);
     queue.dataset.disabledByPlace = item.queued ? "1" : "";
-    li.append(name, queue);
+    const tools = document.createElement("span");
+    tools.className = "tools";
+    tools.append(lengthOf(item.duration), queue);
+    li.append(what, tools);
     return li;
   });
   q(".library").replaceChildren(...items);
@@ -391,10 +596,10 @@ function renderDetail(status) {
   const state = stateOf(status);
   const name = status.name || status.id;
   stationEl.dataset.state = state;
-  document.title = name + " · pushsource";
+  document.title = (NEEDS_LOOK.has(conditionOf(status)) ? "⚠ " : "") + name + " · pushsource";
   setText(q(".name"), name);
   setText(q(".state"), state);
-  setText(q(".reconnects"), reconnectsText(conn));
+  setText(q(".reconnects"), [reconnectsText(conn), PROBLEMS.has(state) ? downText(conn) : ""].filter(Boolean).join(" · "));
   setText(q(".format"), formatOf(status));
   const listeners = listenersOf(status);
   setText(q(".listeners"), listeners == null ? "" : listeners + " listener" + (listeners === 1 ? "" : "s"));
@@ -418,6 +623,8 @@ function renderDetail(status) {
   tickDetail();
 
   renderOutputs(outputsOf(status));
+  renderComing(status);
+  renderPlayer(status);
   if (status.queue) renderQueue(status.queue);
   if (status.history) renderHistory(status.history);
   if (status.unplayable) renderUnplayable(status.unplayable);
@@ -451,7 +658,7 @@ function displayName(file) {
 }
 
 function renderQueue(queue) {
-  const key = JSON.stringify(queue.map((item) => item.file));
+  const key = JSON.stringify(queue.map((item) => [item.file, item.title, item.duration, item.loop]));
   if (key === detail.queueKey || dragging) return;
   detail.queueKey = key;
   const items = queue.map((item, index) => {
@@ -464,6 +671,8 @@ function renderQueue(queue) {
     name.title = escaped(item.file);
     const tools = document.createElement("span");
     tools.className = "tools";
+    tools.append(lengthOf(item.duration));
+    if (item.loop) name.append(" ", loopMark()); // cued from the loop, not queued by anyone
     const label = item.title || item.file;
     const up = button("up", "↑", "Move " + label + " up");
     const down = button("down", "↓", "Move " + label + " down");
@@ -560,6 +769,8 @@ function renderHistory(history) {
     title.textContent = escaped(item.title || displayName(item.file));
     title.title = escaped(item.file);
     li.append(title);
+    if (item.duration != null) li.append(" ", lengthOf(item.duration));
+    if (item.gain_db != null) li.append(" ", gainMark(item.gain_db));
     if (item.skipped) {
       const mark = document.createElement("span");
       mark.className = "skipped-mark";
@@ -706,6 +917,7 @@ function wireDetail() {
   });
   wireDrag(list);
   wireUpload();
+  wirePlayer();
 }
 
 function clearMarks(list) {
@@ -1123,6 +1335,7 @@ function route() {
   const id = match ? decodeURIComponent(match[1]) : null;
   $("#overview").hidden = id !== null;
   stationEl.hidden = id === null;
+  if (id === null || (detail && detail.id !== id)) stopPlayer();
   if (id === null) {
     detail = null;
     document.title = "pushsource";
