@@ -132,6 +132,12 @@ def test_the_overview_opens_with_the_problems_on_top(browser: Any, tmp_path: Pat
         assert "(1 h 30 min)" in failed, failed
         silent = browser.find_element(By.CSS_SELECTOR, 'tr[data-row="st007"] .cell-title').text
         assert silent.startswith("⚠ dead air"), silent
+        # The Live column means a DJ is on: their name there, nothing for the folder.
+        live = {
+            sid: browser.find_element(By.CSS_SELECTOR, f'tr[data-row="{sid}"] .cell-live').text
+            for sid in ("st250", "st000", "st201")
+        }
+        assert live == {"st250": "● dj", "st000": "—", "st201": "—"}
         summary = browser.find_element(By.ID, "summary")
         assert summary.text == (
             "300 stations: 4 need a look · 1 failed · 2 reconnecting · 1 silent · 1 live"

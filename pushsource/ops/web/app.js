@@ -210,7 +210,9 @@ function renderRow(row, status) {
   // While down: the attempts that failed in this outage, beside the outages.
   const failed = PROBLEMS.has(state) && conn.attempts ? " · " + conn.attempts + " failed" : "";
   setText(c.reconnects, String(conn.reconnects || 0) + failed);
-  setText(c.live, now ? "live" : PROBLEMS.has(state) ? "off" : "idle");
+  // A DJ on the harbor, by name; nothing otherwise (the folder is not "live").
+  const dj = status.live && status.live.user;
+  setText(c.live, dj ? "● " + dj : "—");
   tickRow(row);
 }
 
@@ -245,7 +247,7 @@ function sortValue(row) {
     case "listeners": return listenersOf(s) ?? -1;
     case "format": return formatOf(s);
     case "reconnects": return (s.connection && s.connection.reconnects) || 0;
-    case "live": return s.now_playing ? 1 : 0;
+    case "live": return (s.live && s.live.user) || "";
     default: return (s.name || s.id).toLowerCase();
   }
 }
