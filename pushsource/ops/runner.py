@@ -698,7 +698,6 @@ class StationRunner:
 
         self.driver.edit(make)
         self._changed()
-        log.info("removed %s from the queue", file)
 
     def move(self, file: str, index: int) -> None:
         path = self._queued(file)
@@ -714,7 +713,6 @@ class StationRunner:
 
         self.driver.edit(make)
         self._changed()
-        log.info("moved %s to position %d of the queue", file, index + 1)
 
     def enqueue(self, file: str) -> None:
         path = playable(self.folder, self._in_folder(file))
@@ -733,7 +731,6 @@ class StationRunner:
 
         self.driver.edit(make)
         self._changed()
-        log.info("queued %s by hand", file)
 
     def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
         """The folder's playable files whose path holds every word of query
