@@ -706,18 +706,14 @@ def test_an_idle_station_says_queue_empty_once_not_again_after_a_reconnect(
 
 
 def test_a_server_that_is_not_icecast_ends_the_station_at_once(tmp_path: Path) -> None:
-    write(tmp_path / "a.mp3", make_frames(100))
+    write(tmp_path / "a.mp3", make_frames(600))
     wrong = WrongServerError("not an Icecast server: 127.0.0.1:8000 answered 404 Not Found", 404)
     sim = make(ListSource([tmp_path / "a.mp3"]), plan=lambda n: wrong)
     finished = sim.run()
     assert finished.error is wrong and len(sim.attempts) == 1
     assert sim.states[-1][1] == "failed"
-
-
-def test_a_wrong_server_after_icecast_took_the_source_is_retried(tmp_path: Path) -> None:
-    # A proxy's page for a while where Icecast was (a deploy): not a config error now.
-    write(tmp_path / "a.mp3", make_frames(600))
-    wrong = WrongServerError("not an Icecast server: 127.0.0.1:8000 answered 404 Not Found", 404)
+    # Where Icecast took the source before in this run, it is something in the
+    # way for a while (a proxy's page during a deploy): retried, not the end.
     sim = make(
         ListSource([tmp_path / "a.mp3"]),
         plan=lambda n: ("accept", 20) if n == 1 else wrong if n <= 3 else "accept",
