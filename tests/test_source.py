@@ -315,7 +315,7 @@ ICECASTS = [
     ("answer", "said"),
     [
         (NGINX_404, "radio.example:8443 (nginx/1.22.1) answered 404 Not Found to the source"),
-        (PYTHON_501, "(SimpleHTTP/0.6 Python/3.11.2) answered 501 Message: Unsupported method"),
+        (PYTHON_501, "(SimpleHTTP/0.6 Python/3.11.2) answered 501 Unsupported method ('PUT') to"),
         (PAGE_200, "radio.example:8443 (Apache) answered 200 OK with a page to the source"),
         (REDIRECT, "radio.example:8443 answered 301 Moved Permanently to the source on"),
     ],

@@ -210,7 +210,7 @@ class AnswerReader(AnswerBuffer):
                 )
             if status != 100 and _a_page(lines[1:]) and not _names_icecast(head):
                 # Icecast's 200 is a bare head; a page is a web server's answer.
-                what = f"{status} {phrase[:40]} with a page"
+                what = f"{status} {_printable(phrase)[:40]} with a page"
                 return self._garbage(
                     f"{self._answered(lines)} {what} to the source on {mount}", status
                 )
@@ -240,7 +240,8 @@ class AnswerReader(AnswerBuffer):
             return None  # the reason is still coming (Icecast closes after it)
         reason = icecast_reason(body, phrase, status)
         if status in _NOT_FOR_SOURCES and not _names_icecast(head + body):
-            said = reason if reason.startswith(str(status)) else f"{status} {reason}"
+            # The status line's phrase: a web server's page says less ("Error response").
+            said = f"{status} {_printable(phrase)[:60]}".rstrip()
             what = f"{self._answered(lines)} {said} to the source on {mount}"
             return self._garbage(what, status)
         if status == 403 and "in use" in body.decode("utf-8", "replace").lower() + reason.lower():
@@ -251,8 +252,7 @@ class AnswerReader(AnswerBuffer):
 
     def _answered(self, lines: list[str]) -> str:
         """ "host:port answered", with what the server calls itself, if it does."""
-        server = _field(lines[1:], "server")
-        shown = " ".join("".join(c if c.isprintable() else " " for c in server[:60]).split())
+        shown = _printable(_field(lines[1:], "server")[:60])
         return f"{self._where} ({shown}) answered" if shown else f"{self._where} answered"
 
     def _garbage(self, what: str, status: int | None = None) -> Refused:
@@ -272,6 +272,11 @@ def _looks_like_status(start: bytes) -> bool:
         elif got != want:
             return False
     return True
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line, control characters and runs of space made one space."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
 
 
 def _field(lines: list[str], wanted: str) -> str:
