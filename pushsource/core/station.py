@@ -362,11 +362,12 @@ class StationMachine(LiveMixin):
             # A warning, as the failures were: -q shows the outage ended.
             off = now - self._failed_since
             log.warning(
-                "on air at %s%s after %.0f s off air (%d failed attempts)",
+                "on air at %s%s after %.0f s off air (%d failed attempt%s)",
                 where,
                 " again" if self._on_air_before else "",
                 off,
                 self._failures,
+                "" if self._failures == 1 else "s",
                 extra=self._fields("on_air", url=self._listen_url, off_air=round(off, 1)),
             )
             self._failed_since = None
