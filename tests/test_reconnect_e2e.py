@@ -248,7 +248,7 @@ def test_kill_9_and_restart_resumes_the_same_track(
     expected = b"".join(t.audio for t in tracks)
     with Listener(server.port, unique_mount, connect_timeout=20) as first:
         run = start_pushsource(
-            "stream", tmp_path / "music", url(server.port, unique_mount), "--once",
+            "-v", "stream", tmp_path / "music", url(server.port, unique_mount), "--once",
             env=state_env(tmp_path),
         )  # fmt: skip
         first.wait_for_audio(int(1.5 * RATE), 15)
