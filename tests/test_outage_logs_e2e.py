@@ -8,6 +8,7 @@ with one line while the others play."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import platform
 import re
@@ -24,6 +25,7 @@ import pytest
 from tests.conftest import StartPushsource
 from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
 from tests.support.media import make_clean_mp3
+from tests.support.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +70,29 @@ def wait_all_listed(server: IcecastServer, names: set[str], timeout: float, why:
     return time.monotonic()
 
 
+@pytest.mark.parametrize("way", ["direct", "proxied"])
 def test_twenty_stations_through_an_outage_say_three_lines_each_and_all_come_back(
-    many_sources_icecast: IcecastServer, start_pushsource: StartPushsource, tmp_path: Path
+    many_sources_icecast: IcecastServer,
+    start_pushsource: StartPushsource,
+    tmp_path: Path,
+    way: str,
 ) -> None:
+    """``proxied``: through a TCP proxy, as Docker's published ports are: while
+    Icecast is down the proxy takes each connection and closes it, so every
+    station finds out for itself, about once a second (direct, the stations of
+    one process wait for one probe)."""
     server = many_sources_icecast
     server.start()
+    with contextlib.ExitStack() as stack:
+        port = server.port
+        if way == "proxied":
+            port = stack.enter_context(TcpProxy(server.port, max_connections=64)).port
+        outage(server, port, start_pushsource, tmp_path)
+
+
+def outage(
+    server: IcecastServer, port: int, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
     track = make_clean_mp3(tmp_path / "track.mp3", 60.0, freq=440)
     names = [f"out{n:02d}" for n in range(STATIONS)]
     config: list[str] = []
@@ -84,7 +104,7 @@ def test_twenty_stations_through_an_outage_say_three_lines_each_and_all_come_bac
             "[[station]]",
             f'id = "{name}"',
             f'folder = "{name}"',
-            f'url = "icecast://source@127.0.0.1:{server.port}/{name}"',
+            f'url = "icecast://source@127.0.0.1:{port}/{name}"',
             'password = "${ICECAST_PASSWORD}"',
             "settle = 0.2",
             "",
@@ -112,7 +132,7 @@ def test_twenty_stations_through_an_outage_say_three_lines_each_and_all_come_bac
 
     start, outage = log[:before], log[before:]
     for name in names:
-        url = f"http://127.0.0.1:{server.port}/{name}"
+        url = f"http://127.0.0.1:{port}/{name}"
         tag = f"[{name}] "
         assert sum(line.endswith(f"INFO {tag}on air at {url}") for line in start) == 1, start
         mine = [line.split(tag, 1)[1] for line in outage if tag in line]
