@@ -64,6 +64,15 @@ class ProtocolError(IcecastError):
     backoff, like a refusal, not like a server that is down."""
 
 
+class WrongServerError(ProtocolError):
+    """What answered is clearly not the server the URL names (a web server's
+    404 page, no HTTP at all): the URL is wrong, so it is not retried, as a
+    wrong password is not; it is only retried with backoff, like any other
+    garbage, where Icecast had taken the source before in this run."""
+
+    exit_status = 2
+
+
 class MountInUseError(IcecastError):
     """Icecast answered 403: another source already holds the mount."""
 

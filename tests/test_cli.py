@@ -142,15 +142,30 @@ def test_fresh_forgets_the_state_file_a_station_would_load(
     assert not other.exists()
 
 
+NGINX_404 = (
+    b"HTTP/1.1 404 Not Found\r\nServer: nginx/1.22.1\r\nContent-Type: text/html\r\n"
+    b"Content-Length: 61\r\nConnection: close\r\n\r\n"
+    b"<html><head><title>404 Not Found</title></head><body></body>"
+)
+
+
 @pytest.mark.parametrize(
-    ("answer", "reason"),
+    ("answer", "status", "last"),
     [
-        (b"", "closed the connection before answering"),
-        (b"SSH-2.0-OpenSSH_9.2\r\n", "not an Icecast server?"),
+        # Down or restarting: retried (here until --max-retries 0 gives up).
+        (b"", 1, "giving up after 1 attempts: 127.0.0.1:{port} closed the connection before"),
+        # Not Icecast at all: a config error at once, whatever --max-retries says.
+        (b"SSH-2.0-OpenSSH_9.2\r\n", 2, "not an Icecast server: 127.0.0.1:{port} answered b'SSH-"),
+        (
+            NGINX_404,
+            2,
+            "not an Icecast server: 127.0.0.1:{port} (nginx/1.22.1) answered 404 Not Found "
+            "to the source on /m",
+        ),
     ],
 )
 def test_a_server_that_is_not_icecast_gets_one_plain_line(
-    tmp_path: Path, answer: bytes, reason: str
+    tmp_path: Path, answer: bytes, status: int, last: str
 ) -> None:
     import socket
     import threading
@@ -175,16 +190,18 @@ def test_a_server_that_is_not_icecast_gets_one_plain_line(
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
+        retries = ["--max-retries", "0"] if status == 1 else []
         done = run_pushsource(
-            "stream", "--once", "--max-retries", "0", tmp_path,
+            "stream", "--once", *retries, tmp_path,
             f"icecast://source:pw-not-icecast@127.0.0.1:{port}/m", timeout=30,
         )  # fmt: skip
     finally:
         server.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
         server.close()
         thread.join(5)
-    assert done.returncode == 1, done
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("pushsource: error: giving up after 1 attempts: "), done.stderr
-    assert reason in last, done.stderr
+    assert done.returncode == status, done
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("pushsource: error: " + last.format(port=port)), done.stderr
+    assert sum("not an Icecast" in line or "closed the" in line for line in lines) == 1, lines
+    assert "pw-not-icecast" not in done.stderr
     assert "RemoteDisconnected" not in done.stderr and "Connection aborted" not in done.stderr

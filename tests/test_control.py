@@ -362,7 +362,7 @@ def test_token_never_logged(
     text = caplog.text
     capture_output("test_token_never_logged log", text)
     assert "/api/stations/rock/skip" in text  # requests are logged, at debug
-    assert "up.mp3 uploaded" in text
+    assert "station rock: uploaded up.mp3 (4 bytes) (from 127.0.0.1)" in text
     assert TOKEN not in text and TOKEN[:-1] not in text
     assert all(r.levelno == logging.DEBUG for r in caplog.records if "HTTP/1.1" in r.message)
 
@@ -370,10 +370,17 @@ def test_token_never_logged(
 # --- actions --------------------------------------------------------------------------------
 
 
-def test_skip(server: ControlServer, rock: FakeStation) -> None:
+def test_skip(server: ControlServer, rock: FakeStation, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pushsource")
     status, body = call_json(server, "POST", "/api/stations/rock/skip")
     assert status == 200 and body == rock.status()
     assert rock.calls == [("skip",)]
+    # One line: the station, what was skipped, who asked.
+    told = [r for r in caplog.records if r.levelno == logging.INFO]
+    assert [r.getMessage() for r in told] == [
+        "station rock: skipped Artist - Ünïcode by hand (from 127.0.0.1)"
+    ]
+    assert (told[0].event, told[0].title) == ("skip", "Artist - Ünïcode")  # type: ignore[attr-defined]
 
 
 def test_skip_takes_an_empty_or_object_body(server: ControlServer, rock: FakeStation) -> None:

@@ -47,8 +47,8 @@ pytestmark = pytest.mark.integration
 RATE = 16_000  # bytes per second of the 128 kbps tracks made here
 PASSWORD = "hackme"  # icecast.xml's
 RECONNECT = re.compile(
-    # The first attempt of an outage is a warning, the others info lines.
-    r" (?:WARNING|INFO) (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s"
+    # The first attempt of an outage is a warning, the others debug lines (-v).
+    r" (?:WARNING|DEBUG) (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s"
     r" \(attempt (?P<attempt>\d+)\)$",
     re.M,
 )
@@ -642,7 +642,7 @@ def test_back_on_air_within_a_second_of_a_20_s_outage(
     server.start()
     lag = listing_lag(server)
     run = start_pushsource(
-        "stream", tmp_path / "music",
+        "-v", "stream", tmp_path / "music",
         f"icecast://source:{PASSWORD}@127.0.0.1:{server.port}{unique_mount}",
         env={"XDG_STATE_HOME": str(tmp_path / "state")},
     )  # fmt: skip

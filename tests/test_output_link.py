@@ -12,7 +12,7 @@ import pytest
 
 from pushsource.core.outputs import OUTPUT_LOG_EVERY, Loss, OutputLink, loss
 from pushsource.core.station import DOWN_RETRY, SHORT_LIVED, Retry
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, WrongServerError
 
 REFUSED = MountInUseError("Icecast answered 403: Mountpoint in use", status=403)
 DOWN = IcecastError("could not connect to 127.0.0.1:8000: refused")
@@ -65,6 +65,17 @@ def test_a_wrong_password_is_never_tried_again() -> None:
     assert out.refused and out.dead and out.state == "failed"
     assert out.attempts == 0  # not an attempt to come: it is over
     assert out.next_try(0.0, AuthenticationError("Icecast answered 401"), Retry()) is None
+
+
+def test_a_wrong_server_is_never_tried_again_unless_icecast_took_it_before() -> None:
+    wrong = WrongServerError("not an Icecast server: 127.0.0.1:8000 answered 404 Not Found", 404)
+    out = link()
+    out.lost(1.0, wrong)
+    assert out.refused and out.dead and out.next_try(1.0, wrong, Retry()) is None
+    was = link()  # Icecast took it, then a proxy's page for a while: retried
+    was.accepted(0.0)
+    was.lost(10.0, wrong)
+    assert not was.refused and was.next_try(10.0, wrong, Retry()) is not None
 
 
 def test_it_gives_up_past_the_limit_with_one_line(caplog: pytest.LogCaptureFixture) -> None:

@@ -56,8 +56,8 @@ PROBE = 2000  # bytes of a recording looked up in the tracks to find where it st
 MENDED = 4096  # bytes at the start of a recording that may differ (silenced frames)
 
 RECONNECT = re.compile(
-    # The first attempt of an outage is a warning, the others info lines.
-    r" (?:WARNING|INFO) (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s"
+    # The first attempt of an outage is a warning, the others debug lines (-v).
+    r" (?:WARNING|DEBUG) (?P<why>.+); reconnecting in (?P<delay>\d+\.\d) s"
     r" \(attempt (?P<attempt>\d+)\)$",
     re.M,
 )
@@ -248,7 +248,7 @@ def test_kill_9_and_restart_resumes_the_same_track(
     expected = b"".join(t.audio for t in tracks)
     with Listener(server.port, unique_mount, connect_timeout=20) as first:
         run = start_pushsource(
-            "stream", tmp_path / "music", url(server.port, unique_mount), "--once",
+            "-v", "stream", tmp_path / "music", url(server.port, unique_mount), "--once",
             env=state_env(tmp_path),
         )  # fmt: skip
         first.wait_for_audio(int(1.5 * RATE), 15)
@@ -358,7 +358,7 @@ def test_reset_connection_resumes_within_a_second_or_so(
     with TcpProxy(icecast.port) as proxy:
         with Listener(icecast.port, unique_mount, connect_timeout=20) as first:
             run = start_pushsource(
-                "stream", tmp_path / "music", url(proxy.port, unique_mount), "--once",
+                "-v", "stream", tmp_path / "music", url(proxy.port, unique_mount), "--once",
                 env=state_env(tmp_path),
             )  # fmt: skip
             first.wait_for_audio(int(1.5 * RATE), 15)
@@ -417,7 +417,7 @@ class StalledStation:
         self.proxy = stack.enter_context(TcpProxy(icecast.port, rcvbuf=peer_buffer))
         self.first = stack.enter_context(Listener(icecast.port, mount, connect_timeout=20))
         self.run = start_pushsource(
-            "stream", tmp_path / "music", url(self.proxy.port, mount), "--once",
+            "-v", "stream", tmp_path / "music", url(self.proxy.port, mount), "--once",
             env=state_env(tmp_path),
         )  # fmt: skip
         stack.callback(self.run.terminate)  # before the proxy goes: no spurious loss
@@ -540,7 +540,7 @@ def test_mount_in_use_is_retried_until_it_is_free(
     try:
         icecast.wait_for_mount(unique_mount)
         run = start_pushsource(
-            "stream", tmp_path / "music", url(icecast.port, unique_mount), "--once",
+            "-v", "stream", tmp_path / "music", url(icecast.port, unique_mount), "--once",
             "--name", "pushsource", env=state_env(tmp_path),
         )  # fmt: skip
         wait_for_log(run, rf"mountpoint {re.escape(unique_mount)} is in use; reconnecting", 10, 2)
@@ -593,7 +593,7 @@ def test_unreachable_at_start_streams_once_icecast_is_up(
     try:
         started_at = time.monotonic()
         run = start_pushsource(
-            "stream", tmp_path / "music", url(server.port, unique_mount), "--once",
+            "-v", "stream", tmp_path / "music", url(server.port, unique_mount), "--once",
             env=state_env(tmp_path),
         )  # fmt: skip
         wait_for_log(run, r"cannot connect to .*\(attempt 1\)$", 10)
@@ -630,7 +630,7 @@ def test_max_retries_gives_up(
     one_track(tmp_path, 1.0)
     started_at = time.monotonic()
     run = start_pushsource(
-        "stream", tmp_path / "music", url(free_port(), unique_mount), "--once",
+        "-v", "stream", tmp_path / "music", url(free_port(), unique_mount), "--once",
         "--max-retries", "2", env=state_env(tmp_path),
     )  # fmt: skip
     assert run.wait(10) == 1, run.describe()

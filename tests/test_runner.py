@@ -167,7 +167,45 @@ def test_an_upload_is_one_log_line(
         status, _, _ = call(server, "PUT", "/api/stations/rock/files/up.mp3", data)
     assert status == 201
     told = [r.getMessage() for r in caplog.records if "up.mp3" in r.getMessage()]
-    assert told == [f"rock: up.mp3 uploaded ({len(data)} bytes)"]
+    assert told == [f"station rock: uploaded up.mp3 ({len(data)} bytes) (from 127.0.0.1)"]
+
+
+def test_each_control_action_is_one_line_naming_the_station_and_the_client(
+    runner: StationRunner, music: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_control import TOKEN, call
+
+    wait_for(lambda: len(queue_of(runner)) == 4)
+    caplog.set_level(logging.INFO, logger="pushsource")
+    with ControlServer(("127.0.0.1", 0), [runner], token=TOKEN) as server:
+        server.start()
+        base = "/api/stations/rock"
+        assert call(server, "POST", f"{base}/queue/move", {"file": "c.mp3", "index": 0})[0] == 200
+        assert call(server, "POST", f"{base}/queue/remove", {"file": "b.mp3"})[0] == 200
+        assert call(server, "POST", f"{base}/queue", {"file": "b.mp3"})[0] == 200
+        assert call(server, "POST", f"{base}/queue", {"file": "nope.mp3"})[0] == 404
+    told = [r for r in caplog.records if r.getMessage().startswith("station rock:")]
+    assert [r.getMessage() for r in told] == [
+        "station rock: moved c.mp3 to position 1 of the queue (from 127.0.0.1)",
+        "station rock: removed b.mp3 from the queue (from 127.0.0.1)",
+        "station rock: queued b.mp3 by hand (from 127.0.0.1)",
+    ]  # a refused one is its answer's business, not a line
+    fields = [(r.event, r.file, r.station, r.client) for r in told]  # type: ignore[attr-defined]
+    assert fields == [
+        ("queue_move", "c.mp3", "rock", "127.0.0.1"),
+        ("queue_remove", "b.mp3", "rock", "127.0.0.1"),
+        ("queue", "b.mp3", "rock", "127.0.0.1"),
+    ]
+    # With several stations the plain line does not name it twice; JSON has it as a field.
+    StationFilter(["rock", "jazz"]).filter(told[2])
+    assert (
+        PlainFormatter(show_station=True)
+        .format(told[2])
+        .endswith("INFO station rock: queued b.mp3 by hand (from 127.0.0.1)")
+    )
+    entry = json.loads(JsonFormatter().format(told[2]))
+    assert entry["station"] == "rock" and entry["event"] == "queue"
+    assert entry["file"] == "b.mp3" and entry["client"] == "127.0.0.1"
 
 
 def test_conversion_times_are_kept_bounded_while_nobody_scrapes(runner: StationRunner) -> None:
@@ -245,6 +283,24 @@ def test_log_formats_name_the_station_and_hide_passwords() -> None:
     assert plain.endswith("INFO [MainThread] to icecast://u:***@h/m")
     entry = JsonFormatter().format(record)
     assert '"station": "MainThread"' in entry and "s3cr3t" not in entry
+
+
+def test_json_lines_carry_the_fields_a_line_passes_and_plain_ones_do_not_change() -> None:
+    fields = {
+        "event": "track_start", "mount": "/rock", "title": "Band - Song", "file": "01.mp3",
+        "error": "to icecast://u:s3cr3t@h/m failed", "unknown": "not a field",
+    }  # fmt: skip
+    record = logging.LogRecord(
+        "pushsource", logging.INFO, __file__, 1, "playing %s", ("Band - Song",), None
+    )
+    record.__dict__.update(fields)
+    entry = json.loads(JsonFormatter().format(record))
+    assert {k: entry[k] for k in ("event", "mount", "title", "file")} == {
+        "event": "track_start", "mount": "/rock", "title": "Band - Song", "file": "01.mp3",
+    }  # fmt: skip
+    assert entry["error"] == "to icecast://u:***@h/m failed"  # redacted like the message
+    assert "unknown" not in entry
+    assert PlainFormatter(show_station=False).format(record).endswith("INFO playing Band - Song")
 
 
 def test_status_lists_unplayable_files_once_and_marks_skips(

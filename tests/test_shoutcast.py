@@ -37,6 +37,7 @@ from pushsource.errors import (
     IcecastError,
     MountInUseError,
     ProtocolError,
+    WrongServerError,
 )
 from pushsource.ops.config import load_config
 from pushsource.ops.settings import parse_output_option, resolve_output_target, resolve_target
@@ -292,7 +293,7 @@ def test_other_answers_are_told_apart() -> None:
         "the SHOUTcast server on radio.example:8011 refused the source: Stream ID not found"
     )
     garbage = error_of(every_split(b"\x00\xff\x17\r\n"))
-    assert type(garbage) is ProtocolError and "not a SHOUTcast server?" in str(garbage)
+    assert type(garbage) is WrongServerError and "not a SHOUTcast server:" in str(garbage)
     cut = error_of(every_split(b"OK"[:1]))
     assert type(cut) is IcecastError and "in the middle of its answer" in str(cut)
     endless = ShoutcastReader(TARGET, HEADERS)
@@ -311,7 +312,7 @@ def test_an_http_answer_is_icecasts_refusal_or_the_wrong_port() -> None:
         "radio.example:8011 refused the SHOUTcast source: Icecast connection limit reached"
     )
     wrong = error_of(every_split(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
-    assert type(wrong) is ProtocolError
+    assert type(wrong) is WrongServerError  # the wrong port: a config error, not retried
     assert "answers HTTP (400), not the SHOUTcast source protocol" in str(wrong)
 
 

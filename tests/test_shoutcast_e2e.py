@@ -240,9 +240,10 @@ def test_kill_9_and_restart_resumes_the_same_track(
     )
     expected = b"".join(t.audio for t in tracks)
     with Listener(server.port, MOUNT, connect_timeout=20) as first:
-        run = start_pushsource(
-            "stream", "--once", tmp_path / "music", shoutcast_url(server), env=state_env(tmp_path)
-        )
+        run = start_pushsource(  # -v: every attempt is a debug line
+            "-v", "stream", "--once", tmp_path / "music", shoutcast_url(server),
+            env=state_env(tmp_path),
+        )  # fmt: skip
         first.wait_for_audio(int(1.5 * 16_000), 15)
         server.kill()
         first.wait_closed(5)

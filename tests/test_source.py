@@ -20,7 +20,13 @@ from pushsource.core.source import (
     request_head,
 )
 from pushsource.core.target import USER_AGENT, IcecastTarget
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, ProtocolError
+from pushsource.errors import (
+    AuthenticationError,
+    IcecastError,
+    MountInUseError,
+    ProtocolError,
+    WrongServerError,
+)
 
 SECRET = "S3cr:et@pw/é"
 TARGET = IcecastTarget("radio.example", 8443, "/live.mp3", "dj", SECRET, tls=True)
@@ -263,9 +269,67 @@ def test_any_other_status_carries_the_message_of_an_xml_answer() -> None:
 
 
 def test_a_long_refusal_is_decided_without_waiting_for_the_close() -> None:
-    answer = b"HTTP/1.0 404 Not Found\r\n\r\n" + b"x" * (BODY_LIMIT + 10)
+    answer = b"HTTP/1.0 500 Internal Server Error\r\n\r\n" + b"x" * (BODY_LIMIT + 10)
     error = error_of(read_whole(answer, close=False))
-    assert str(error) == "Icecast answered 404 Not Found for /live.mp3"  # no short line: the phrase
+    # No short line: the phrase.
+    assert str(error) == "Icecast answered 500 Internal Server Error for /live.mp3"
+
+
+# What web servers answer a source PUT (nginx's page, Python's http.server).
+NGINX_404 = (
+    b"HTTP/1.1 404 Not Found\r\nServer: nginx/1.22.1\r\nContent-Type: text/html\r\n"
+    b"Content-Length: 153\r\nConnection: close\r\n\r\n"
+    b"<html>\r\n<head><title>404 Not Found</title></head>\r\n<body>\r\n"
+    b"<center><h1>404 Not Found</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+PYTHON_501 = (
+    b"HTTP/1.0 501 Unsupported method ('PUT')\r\nServer: SimpleHTTP/0.6 Python/3.11.2\r\n"
+    b"Content-Type: text/html;charset=utf-8\r\nContent-Length: 38\r\n\r\n"
+    b"<p>Message: Unsupported method ('PUT')"
+)
+PAGE_200 = (
+    b"HTTP/1.1 200 OK\r\nServer: Apache\r\nContent-Type: text/html\r\n"
+    b"Content-Length: 20\r\n\r\n<html>welcome</html>"
+)
+REDIRECT = b"HTTP/1.1 301 Moved Permanently\r\nLocation: https://radio.example/\r\n\r\n"
+
+
+#: Answers only Icecast gives, whatever their shape: never "not Icecast".
+ICECASTS = [
+    OK,  # 2.4.4's bare 200
+    b"HTTP/1.0 200 OK\r\nServer: Icecast 2.4.0-kh22\r\nContent-Length: 0\r\n\r\n",
+    # 2.5's report for a mount it will not take, with its Server header.
+    b"HTTP/1.1 404 Not Found\r\nServer: Icecast 2.5.0\r\nContent-Type: text/xml\r\n\r\n"
+    b"<report><incident><state><text>Mount unavailable</text></state></incident></report>",
+    b"HTTP/1.0 404 Not Found\r\nContent-Type: text/html\r\n\r\n<b>Icecast: no</b>",
+    IN_USE,
+    NO_TYPE,
+    XML,
+    # A proxy in front of an Icecast that is down: retried, as before.
+    b"HTTP/1.0 503 Service Unavailable\r\nServer: nginx\r\n\r\n<h1>502 Bad Gateway</h1>",
+]
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (NGINX_404, "radio.example:8443 (nginx/1.22.1) answered 404 Not Found to the source"),
+        (PYTHON_501, "(SimpleHTTP/0.6 Python/3.11.2) answered 501 Unsupported method ('PUT') to"),
+        (PAGE_200, "radio.example:8443 (Apache) answered 200 OK with a page to the source"),
+        (REDIRECT, "radio.example:8443 answered 301 Moved Permanently to the source on"),
+    ],
+)
+def test_a_web_servers_answer_is_not_icecast_and_icecasts_own_are(answer: bytes, said: str) -> None:
+    error = error_of(every_split(answer))
+    assert type(error) is WrongServerError and WrongServerError.exit_status == 2
+    assert str(error).startswith("not an Icecast server: "), error
+    assert said in str(error), error
+    assert str(error).endswith("/live.mp3"), error
+    for icecasts in ICECASTS:
+        told = every_split(icecasts, close=icecasts is not OK and b"kh22" not in icecasts)
+        assert told is not None, icecasts
+        assert not isinstance(told, Refused) or type(told.error) is not WrongServerError, told
 
 
 def test_a_close_before_any_answer() -> None:
@@ -301,7 +365,8 @@ def test_a_refusal_cut_short_still_tells_its_kind() -> None:
 )
 def test_garbage_is_told_within_a_few_bytes(garbage: bytes) -> None:
     error = error_of(every_split(garbage, close=False))
-    assert str(error).startswith("not an Icecast server? radio.example:8443 answered "), error
+    assert type(error) is WrongServerError  # a config error: not retried
+    assert str(error).startswith("not an Icecast server: radio.example:8443 answered "), error
     # It is told from the first bytes that cannot be a status line on.
     first_wrong = next(
         i for i in range(1, len(garbage) + 1) if read_whole(garbage[:i], close=False) is not None
@@ -314,7 +379,8 @@ def test_a_head_that_never_ends_is_garbage_after_4_kib() -> None:
     reader = AnswerReader(TARGET)
     assert reader.feed(endless[: HEAD_LIMIT - 1]) is None
     error = error_of(reader.feed(endless[HEAD_LIMIT - 1 :]))
-    assert str(error).startswith("not an Icecast server?")
+    assert type(error) is WrongServerError
+    assert str(error).startswith("not an Icecast server:")
     assert "without an end of its head" in str(error)
 
 

@@ -30,7 +30,7 @@ from pushsource.errors import (
     ConnectionLostError,
     IcecastError,
     MountInUseError,
-    ProtocolError,
+    WrongServerError,
 )
 from tests.support.aio import SECRET, Events, run
 from tests.support.icecast import free_port
@@ -262,8 +262,8 @@ def refusing(answer: bytes) -> Handler:
         (b"", IcecastError, "127.0.0.1:{port} closed the connection before answering"),
         (
             b"SSH-2.0-OpenSSH_9.2\r\n",
-            ProtocolError,
-            "not an Icecast server? 127.0.0.1:{port} answered b'S",
+            WrongServerError,
+            "not an Icecast server: 127.0.0.1:{port} answered b'S",
         ),
     ],
 )

@@ -17,7 +17,7 @@ from pushsource.core import station as core
 from pushsource.core.frames import parse_header, silent_frame
 from pushsource.core.icy import IcyWriter
 from pushsource.core.station import ICECAST_BLOCK, Idle, Pacing, Retry
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, WrongServerError
 from pushsource.workers.feed import ListSource
 from pushsource.workers.folder import QueueEdit
 from tests.support.sim import BATCH, FORMAT, FRAME, LEAD, Sim, TimedSource, make, write
@@ -613,7 +613,7 @@ def test_a_long_outage_says_so_once_a_minute_and_once_when_it_is_back(
         sim.run()
     warnings = [(r.created, r.getMessage()) for r in caplog.records if r.levelno == logging.WARNING]
     said = [m for _, m in warnings if "reconnecting in" in m]
-    back = [m for _, m in warnings if m.startswith("connected again")]
+    back = [m for _, m in warnings if m.startswith("on air at")]
     assert len(sim.attempts) > 200
     outage = sim.attempts[200] - sim.attempts[1]
     # The drop, then one line a minute (it counts the attempts), not one per attempt.
@@ -621,10 +621,15 @@ def test_a_long_outage_says_so_once_a_minute_and_once_when_it_is_back(
     assert 1 <= len(said) - 1 <= outage // core.FAIL_LOG_EVERY
     counted = [int(m.split("still failing: ")[1].split()[0]) for m in said[1:]]
     assert all(50 <= n <= 75 for n in counted), said
-    assert len(back) == 1 and "200 failed attempts" in back[0], back
-    # Every attempt is still there at the default level (not with -q).
+    assert len(back) == 1 and "again after" in back[0] and "200 failed attempts" in back[0], back
+    # Each attempt is a debug line (--verbose): at the default level a station
+    # says nothing more about the outage than those lines.
     info = [r for r in caplog.records if r.levelno == logging.INFO and "(attempt" in r.getMessage()]
-    assert len(info) + len(said) == 200
+    assert info == []
+    debug = [
+        r for r in caplog.records if r.levelno == logging.DEBUG and "(attempt" in r.getMessage()
+    ]
+    assert len(debug) + len(said) == 200
 
 
 def test_the_outage_lines_start_again_with_the_next_outage(
@@ -643,4 +648,75 @@ def test_the_outage_lines_start_again_with_the_next_outage(
     # Each outage: its drop (the refusals after it within the minute are info), its way back.
     assert sum("lost; reconnecting in" in m for m in lines) == 2, lines
     assert not any("refused" in m for m in lines), lines
-    assert sum(m.startswith("connected again") for m in lines) == 2, lines
+    assert sum(m.startswith("on air at the server again after") for m in lines) == 2, lines
+
+
+URL = "http://127.0.0.1:8000/test"
+
+
+def test_a_40_s_outage_is_three_lines_at_the_default_level(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path / "a.mp3", make_frames(3000))
+    down = IcecastError("cannot connect to 127.0.0.1:8000: Connection refused")
+    # On air, dropped, refused about 40 times (40 s), back.
+    sim = make(
+        ListSource([tmp_path / "a.mp3"]),
+        plan=lambda n: ("accept", 50) if n == 1 else down if n <= 41 else "accept",
+        listen_url=URL,
+    )
+    sim.schedule(1000.0 + 70, lambda: sim.step(sim.machine.stop))
+    with caplog.at_level(logging.INFO, logger="pushsource"):
+        sim.run()
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert lines[0] == f"on air at {URL}", lines
+    assert sim.attempts[41] - sim.attempts[1] >= 30  # an outage of about 40 s
+    outage = lines[lines.index(next(m for m in lines if "lost" in m)) :]
+    outage = [m for m in outage if not m.startswith("skipping")]
+    # The drop, the way back (where it is on air), where the music goes on: no
+    # line per attempt, no "queue empty" before the track that was playing.
+    assert len(outage) == 3, outage
+    assert outage[0].startswith("connection to 127.0.0.1:8000 lost; reconnecting in"), outage
+    assert outage[1].startswith(f"on air at {URL} again after "), outage
+    assert "(41 failed attempts)" in outage[1], outage
+    assert outage[2].startswith("resuming a at about"), outage
+    assert not any("queue empty" in m for m in lines), lines
+
+
+def test_an_idle_station_says_queue_empty_once_not_again_after_a_reconnect(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write(tmp_path / "b.mp3", make_frames(100))  # 2.6 s, then silence
+    down = IcecastError("cannot connect to 127.0.0.1:8000: Connection refused")
+    holder: list[Sim] = []
+    sim = make(
+        TimedSource(lambda: holder[0], [(0.0, tmp_path / "b.mp3")]),
+        once=False,
+        plan=lambda n: ("accept", 200) if n == 1 else down if n <= 10 else "accept",
+        listen_url=URL,
+    )
+    holder.append(sim)
+    sim.schedule(1000.0 + 40, lambda: sim.step(sim.machine.stop))
+    with caplog.at_level(logging.INFO, logger="pushsource"):
+        sim.run()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(sim.conns) == 11  # it did reconnect, idle
+    assert sum("again after" in m for m in lines) == 1, lines
+    assert sum(m.startswith("queue empty") for m in lines) == 1, lines
+
+
+def test_a_server_that_is_not_icecast_ends_the_station_at_once(tmp_path: Path) -> None:
+    write(tmp_path / "a.mp3", make_frames(600))
+    wrong = WrongServerError("not an Icecast server: 127.0.0.1:8000 answered 404 Not Found", 404)
+    sim = make(ListSource([tmp_path / "a.mp3"]), plan=lambda n: wrong)
+    finished = sim.run()
+    assert finished.error is wrong and len(sim.attempts) == 1
+    assert sim.states[-1][1] == "failed"
+    # Where Icecast took the source before in this run, it is something in the
+    # way for a while (a proxy's page during a deploy): retried, not the end.
+    sim = make(
+        ListSource([tmp_path / "a.mp3"]),
+        plan=lambda n: ("accept", 20) if n == 1 else wrong if n <= 3 else "accept",
+    )
+    finished = sim.run()
+    assert finished.error is None and len(sim.attempts) == 4

@@ -410,3 +410,18 @@ def test_read_info_of_no_file_does_not_raise(tmp_path: Path, kind: str) -> None:
     if kind == "directory":
         path.mkdir()
     assert read_info(path).title == "nothing"
+
+
+def test_a_skipped_file_is_one_warning_with_its_fields(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pushsource.workers.tracks import skipped
+
+    path = tmp_path / "broken.mp3"
+    path.write_bytes(b"not audio")
+    caplog.set_level(logging.WARNING, logger="pushsource")
+    assert skipped(TrackError(path, "no MPEG audio frames"))
+    assert not skipped(TrackError(path, "no MPEG audio frames"))  # once per version and reason
+    (record,) = caplog.records
+    fields = (record.event, record.file, record.error)  # type: ignore[attr-defined]
+    assert fields == ("file_skipped", "broken.mp3", "no MPEG audio frames")

@@ -82,6 +82,7 @@ class LiveMixin:
     _accepted_at: float | None
     _grace_until: float | None
     _idling: bool
+    _said_empty: bool
     _stopping: bool
     _grace: float
     _interrupted: Interrupted
@@ -145,6 +146,7 @@ class LiveMixin:
             cut = f", cutting {live.cut.title}" if live.cut is not None else ""
             log.info("live: %s takes over%s", live.user, cut)
             self._idling = False
+            self._said_empty = False  # the queue is still empty after them: say so again
         if self.phase is Phase.ON_AIR:
             self._pump(now, out)
         elif self.phase is Phase.WAITING:

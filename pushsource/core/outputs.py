@@ -30,7 +30,7 @@ from pushsource.core.effects import Alt, Cued, Span
 from pushsource.core.frames import FrameHeader, parse_header, silent_frame
 from pushsource.core.splice import Splicer, made_whole
 from pushsource.core.station import ICECAST_BLOCK, SHORT_LIVED, Retry, retry_delay
-from pushsource.errors import AuthenticationError, IcecastError
+from pushsource.errors import AuthenticationError, IcecastError, WrongServerError
 
 log = logging.getLogger("pushsource")
 
@@ -87,7 +87,8 @@ class OutputLink:
     failures: int = 0  # in a row, for the backoff
     accepted_at: float | None = None
     last_error: IcecastError | None = None
-    refused: bool = False  # a wrong password: never tried again
+    refused: bool = False  # a wrong password, not Icecast: never tried again
+    was_on_air: bool = False  # Icecast took it once: a wrong server later is retried
     said: tuple[str, float] | None = None  # the last reconnect line logged: (why, when)
     rng: random.Random = field(default_factory=random.Random)
 
@@ -103,6 +104,7 @@ class OutputLink:
         """Icecast took it; whether it had failed since it was last on air."""
         self.last_error = None
         self.accepted_at = now
+        self.was_on_air = True
         came_back = self.attempts > 0
         self.attempts = 0
         self.set_state("on air")
@@ -119,7 +121,8 @@ class OutputLink:
         else:
             self.failures += 1
         self.accepted_at = None
-        if isinstance(error, AuthenticationError):
+        wrong = isinstance(error, WrongServerError) and not self.was_on_air
+        if isinstance(error, AuthenticationError) or wrong:
             self.refused = True
             self.set_state("failed", str(error))
         else:
@@ -147,6 +150,7 @@ class OutputLink:
                 error,
                 delay,
                 self.failures,
+                extra={"event": "output_off_air", "error": str(error)},
             )
         return delay
 

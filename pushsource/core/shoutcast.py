@@ -30,7 +30,13 @@ from pushsource.core.source import (
     icecast_reason,
 )
 from pushsource.core.target import USER_AGENT, IcecastTarget, netloc
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, ProtocolError
+from pushsource.errors import (
+    AuthenticationError,
+    IcecastError,
+    MountInUseError,
+    ProtocolError,
+    WrongServerError,
+)
 
 #: DNAS v1 answers admin.cgi with its stream, not a title update, unless the
 #: client says it is a browser (libshout fakes one too).
@@ -175,7 +181,7 @@ class ShoutcastReader(AnswerBuffer):
             return self._garbage(
                 f"the SHOUTcast server on {self._where} refused the source: {text}"
             )
-        return self._garbage(f"not a SHOUTcast server? {self._where} answered {data[:40]!r}")
+        return self._wrong(f"not a SHOUTcast server: {self._where} answered {data[:40]!r}")
 
     def _http_answer(self, data: bytes, *, eof: bool) -> Answer | None:
         """An HTTP answer to the password line: Icecast refusing a client
@@ -193,8 +199,8 @@ class ShoutcastReader(AnswerBuffer):
             cut = f"closed the connection in the middle of its answer ({data[:40]!r})"
             return Refused(IcecastError(f"{self._where} {cut}"))
         if isinstance(answer, Refused) and status is None:
-            return self._garbage(f"not a SHOUTcast server? {self._where} answered {data[:40]!r}")
-        return self._garbage(
+            return self._wrong(f"not a SHOUTcast server: {self._where} answered {data[:40]!r}")
+        return self._wrong(
             f"{self._where} answers HTTP ({status}), not the SHOUTcast source protocol: "
             "give the server's listener port in the URL (the source goes to the next one)"
         )
@@ -232,3 +238,7 @@ class ShoutcastReader(AnswerBuffer):
     def _garbage(self, message: str) -> Refused:
         # Retried with backoff, like a refusal: something answered.
         return Refused(ProtocolError(message))
+
+    def _wrong(self, message: str) -> Refused:
+        # Not a SHOUTcast server at all: the URL is wrong (a config error, exit 2).
+        return Refused(WrongServerError(message))

@@ -24,7 +24,7 @@ from typing import Final
 from urllib.parse import quote
 
 from pushsource.core.target import USER_AGENT, IcecastTarget, netloc
-from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, ProtocolError
+from pushsource.errors import AuthenticationError, IcecastError, MountInUseError, WrongServerError
 
 #: An answer whose head has not ended after this many bytes is not Icecast's.
 HEAD_LIMIT: Final = 4096
@@ -39,6 +39,10 @@ _PATH_SAFE = "/%!$&'()*+,;=:@-._~"
 #: A status line, as far as it has come: "HTTP/" digit "." digit " " 3 digits.
 _STATUS_SHAPE: Final = b"HTTP/9.9 999"
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+#: Answers no Icecast gives a source PUT (a redirect, "no such page", "no
+#: such method"): from a web server, unless the answer names Icecast (2.5
+#: answers 404 "Mount unavailable", in its own report).
+_NOT_FOR_SOURCES: Final = frozenset({301, 302, 303, 307, 308, 404, 405, 501})
 
 
 def request_head(
@@ -204,6 +208,12 @@ class AnswerReader(AnswerBuffer):
                 return self._refused(
                     f"{self._where} closed the connection in the middle of its answer"
                 )
+            if status != 100 and _a_page(lines[1:]) and not _names_icecast(head):
+                # Icecast's 200 is a bare head; a page is a web server's answer.
+                what = f"{status} {_printable(phrase)[:40]} with a page"
+                return self._garbage(
+                    f"{self._answered(lines)} {what} to the source on {mount}", status
+                )
             if status == 100:  # the final answer follows, read by later()
                 self._final = AnswerReader(self._target)
                 if body:
@@ -229,14 +239,25 @@ class AnswerReader(AnswerBuffer):
         if not eof and len(body) < min(length if length is not None else BODY_LIMIT, BODY_LIMIT):
             return None  # the reason is still coming (Icecast closes after it)
         reason = icecast_reason(body, phrase, status)
+        if status in _NOT_FOR_SOURCES and not _names_icecast(head + body):
+            # The status line's phrase: a web server's page says less ("Error response").
+            said = f"{status} {_printable(phrase)[:60]}".rstrip()
+            what = f"{self._answered(lines)} {said} to the source on {mount}"
+            return self._garbage(what, status)
         if status == 403 and "in use" in body.decode("utf-8", "replace").lower() + reason.lower():
             return Refused(MountInUseError(f"mountpoint {mount} is in use", status))
         if status == 403:
             return Refused(IcecastError(f"Icecast refused the source on {mount}: {reason}", status))
         return Refused(IcecastError(f"Icecast answered {status} {reason} for {mount}", status))
 
-    def _garbage(self, what: str) -> Refused:
-        return Refused(ProtocolError(f"not an Icecast server? {what}"))
+    def _answered(self, lines: list[str]) -> str:
+        """ "host:port answered", with what the server calls itself, if it does."""
+        shown = _printable(_field(lines[1:], "server")[:60])
+        return f"{self._where} ({shown}) answered" if shown else f"{self._where} answered"
+
+    def _garbage(self, what: str, status: int | None = None) -> Refused:
+        # Not retried: the URL names the wrong server (a config error, exit 2).
+        return Refused(WrongServerError(f"not an Icecast server: {what}", status))
 
     def _refused(self, message: str) -> Refused:
         return Refused(IcecastError(message))
@@ -253,15 +274,37 @@ def _looks_like_status(start: bytes) -> bool:
     return True
 
 
-def _content_length(lines: list[str]) -> int | None:
+def _printable(text: str) -> str:
+    """``text`` on one line, control characters and runs of space made one space."""
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())
+
+
+def _field(lines: list[str], wanted: str) -> str:
+    """The value of header ``wanted`` (lower case) in ``lines``, or ""."""
     for line in lines:
         name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            try:
-                return max(0, int(value.strip()))
-            except ValueError:
-                return None
-    return None
+        if name.strip().lower() == wanted:
+            return value.strip()
+    return ""
+
+
+def _content_length(lines: list[str]) -> int | None:
+    try:
+        return max(0, int(_field(lines, "content-length")))
+    except ValueError:
+        return None
+
+
+def _a_page(lines: list[str]) -> bool:
+    """Whether a head announces a body (a web page), which Icecast's 200 never does."""
+    length = _content_length(lines)
+    kind = _field(lines, "content-type").lower()
+    return bool(length) or kind.startswith(("text/html", "application/xhtml"))
+
+
+def _names_icecast(data: bytes) -> bool:
+    """Whether an answer calls itself Icecast (its Server header, its realm, its report)."""
+    return b"icecast" in data.lower()
 
 
 def icecast_reason(body: bytes, phrase: str, status: int) -> str:

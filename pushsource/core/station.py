@@ -54,7 +54,7 @@ from pushsource.core.live import Interrupted, Live, LiveMixin
 from pushsource.core.pacer import Pacer
 from pushsource.core.silence import DeadAir
 from pushsource.core.splice import Splicer
-from pushsource.errors import AuthenticationError, IcecastError, ProtocolError
+from pushsource.errors import AuthenticationError, IcecastError, ProtocolError, WrongServerError
 
 log = logging.getLogger("pushsource")
 
@@ -95,8 +95,9 @@ SHORT_LIVED: Final = 2.0
 #: A server that does not answer at all is tried again this often.
 DOWN_RETRY: Final = 1.0
 #: While a station keeps failing to connect, a warning this often at most (the
-#: first failure and the way back always get theirs): ten thousand stations
-#: against a server that is down must not print ten thousand lines a second.
+#: first failure and the way back always get theirs; each attempt is a debug
+#: line): ten thousand stations against a server that is down must not print
+#: ten thousand lines a second.
 FAIL_LOG_EVERY: Final = 60.0
 
 
@@ -196,11 +197,15 @@ class StationMachine(LiveMixin):
         metaint: int | None = None,
         crossfade: float = 0.0,
         silence_alarm: float = 0.0,
+        listen_url: str = "",
+        mount: str = "",
     ) -> None:
         """``metaint``: titles travel inside the stream, in ICY blocks every
         so many bytes (the station's own output), which the pacing counts.
         ``silence_alarm``: a warning once this many seconds of digital silence
-        have gone out (0: none; the run is counted all the same)."""
+        have gone out (0: none; the run is counted all the same).
+        ``listen_url``: where listeners hear it (no credentials), said when it
+        goes on air; ``mount``: for the log's structured fields."""
         self._format = silence  # the station's format: silence, and the ice-* headers
         self._silence = silent_frame(silence)
         self._headers = headers
@@ -261,6 +266,10 @@ class StationMachine(LiveMixin):
         self._splicer = Splicer()
         self._origin: object = None
         self._origin_at = 0
+        self._listen_url = listen_url
+        self._mount = mount
+        self._on_air_before = False  # "on air ... again": it had been
+        self._said_empty = False  # "queue empty" said, and no track since
 
     # -- what the world may ask ----------------------------------------------
 
@@ -348,14 +357,23 @@ class StationMachine(LiveMixin):
             return out
         self.phase = Phase.ON_AIR
         self._accepted_at = now
+        where = self._listen_url or "the server"
         if self._failed_since is not None:
             # A warning, as the failures were: -q shows the outage ended.
+            off = now - self._failed_since
             log.warning(
-                "connected again after %.0f s off air (%d failed attempts)",
-                now - self._failed_since,
+                "on air at %s%s after %.0f s off air (%d failed attempt%s)",
+                where,
+                " again" if self._on_air_before else "",
+                off,
                 self._failures,
+                "" if self._failures == 1 else "s",
+                extra=self._fields("on_air", url=self._listen_url, off_air=round(off, 1)),
             )
             self._failed_since = None
+        else:
+            log.info("on air at %s", where, extra=self._fields("on_air", url=self._listen_url))
+        self._on_air_before = True
         self._pacer = Pacer(now, lead=self._pacing.lead, batch=self._pacing.batch)
         self._sent = 0
         self._origin = None  # a new connection: its listeners have no byte before it
@@ -386,6 +404,10 @@ class StationMachine(LiveMixin):
             self._cue(out)  # reopened during the backoff: on air again with its frames
         if isinstance(error, AuthenticationError):
             return self._finish(out, error)
+        if isinstance(error, WrongServerError) and not self._on_air_before:
+            # The URL names the wrong server: a config error. Once Icecast took
+            # the source here, it is something in the way for a while: retried.
+            return self._finish(out, error)
         if on_air and self._accepted_at is not None and now - self._accepted_at >= SHORT_LIVED:
             self._failures = 1  # it was up: start the count again
         else:
@@ -411,7 +433,9 @@ class StationMachine(LiveMixin):
         if self._failed_since is None:
             self._failed_since = self._said_at = now
             self._unsaid = 0
-            log.warning(line, error, delay, self._failures)
+            log.warning(
+                line, error, delay, self._failures, extra=self._fields("off_air", error=str(error))
+            )
         elif now - self._said_at >= FAIL_LOG_EVERY:
             log.warning(
                 "%s; still failing: %d attempts in the last %.0f s; reconnecting in %.1f s "
@@ -421,12 +445,25 @@ class StationMachine(LiveMixin):
                 now - self._said_at,
                 delay,
                 self._failures,
+                extra=self._fields("still_off_air", error=str(error)),
             )
             self._said_at = now
             self._unsaid = 0
-        else:  # each attempt still shows at the default level, not with -q
+        else:  # each attempt only with --verbose: 300 stations, 300 lines a second
             self._unsaid += 1
-            log.info(line, error, delay, self._failures)
+            log.debug(line, error, delay, self._failures)
+
+    def _fields(self, event: str, track: Cued | None = None, **more: object) -> dict[str, object]:
+        """A log line's structured fields (for --log-format json): the event,
+        the mount, the track's title and file when it is about one."""
+        fields: dict[str, object] = {"event": event}
+        if self._mount:
+            fields["mount"] = self._mount
+        if track is not None:
+            fields["title"] = track.title
+            fields["file"] = track.path.name
+        fields.update(more)
+        return fields
 
     def closed(self, now: float) -> list[Effect]:
         """The clean close asked for by Close is done."""
@@ -603,12 +640,16 @@ class StationMachine(LiveMixin):
             if p is not None and self.phase is Phase.ON_AIR and not p.fading:
                 if self._crossfade and p.announced and p.join is None and p.chunks:
                     # Fade out quickly rather than cut (crossfade's way).
-                    log.info("skipping %s (fading out)", p.track.title)
+                    log.info(
+                        "skipping %s (fading out)",
+                        p.track.title,
+                        extra=self._fields("skip", p.track),
+                    )
                     p.fading = p.fade_total = max(1, round(SKIP_FADE / p.track.header.duration))
                     p.stop_at = None
                     self._drop_join()
                 else:
-                    log.info("skipping %s", p.track.title)
+                    log.info("skipping %s", p.track.title, extra=self._fields("skip", p.track))
                     self._end_track(out, skipped=True)
         while self.phase is Phase.CLOSING and self._closing_left > 0:
             last = self._last
@@ -1020,7 +1061,11 @@ class StationMachine(LiveMixin):
         if self._once or self._idle is Idle.STOP or self._idling:
             return
         self._idling = True
-        log.info("queue empty: sending silence until a file arrives")
+        if not self._said_empty:  # once per empty spell: not again after a reconnect
+            self._said_empty = True
+            log.info(
+                "queue empty: sending silence until a file arrives", extra=self._fields("idle")
+            )
         self._title_now(out, self._name)
 
     def _begin_close(self, out: list[Effect]) -> None:
@@ -1036,6 +1081,8 @@ class StationMachine(LiveMixin):
         out.append(Release(p.track.handle))
         if p.announced or skipped:
             out.append(Ended(p.track, skipped))
+            if not skipped:  # a debug line: the next "playing" says as much
+                log.debug("%s ended", p.track.title, extra=self._fields("track_end", p.track))
         self._playing = None
         nxt, self._next = self._next, None
         join, self._join = self._join, None
@@ -1048,8 +1095,14 @@ class StationMachine(LiveMixin):
             self._cue(out)
 
     def _announce(self, track: Cued, out: list[Effect]) -> None:
+        self._said_empty = False
         if track.resumed:
-            log.info("resuming %s at about %s", track.title, clock_time(track.before))
+            log.info(
+                "resuming %s at about %s",
+                track.title,
+                clock_time(track.before),
+                extra=self._fields("track_resumed", track),
+            )
         else:
             log.info(
                 "playing %s (%s, %d kbps, %d Hz%s) [%s]",
@@ -1059,6 +1112,7 @@ class StationMachine(LiveMixin):
                 track.header.sample_rate,
                 f", {track.gain_note}" if track.gain_note else "",
                 track.path.name,
+                extra=self._fields("track_start", track),
             )
             self.played.append(track.path)
             if len(self.played) > 1000:

@@ -494,7 +494,7 @@ class StationDriver:
         # Rejoining a station on air: its title again (Icecast wiped it), and
         # the next frames; the station's audio goes on where it is.
         if came_back:
-            log.info("output %s is on air again", output.label)
+            log.info("output %s is on air again", output.label, extra={"event": "output_on_air"})
         output.said = None
         now = self._loop.time()
         if self._title is not None:  # the server has none for a new source

@@ -552,29 +552,45 @@ class _Handler(HardenedHandler):
             return refused
         station = self.control.station(station_id)
         try:
-            self._apply(station, action)
+            done, fields = self._apply(station, action)
         finally:  # even one that failed half-way may have changed something
             self.control.changed()
+        self._told(station_id, done, fields)
         return json_reply(200, station.status())
 
-    def _apply(self, station: StationControl, action: list[str]) -> None:
+    def _apply(self, station: StationControl, action: list[str]) -> tuple[str, dict[str, object]]:
+        """Do the action; what was done, for its log line, and its fields."""
         if action == ["skip"]:
             self._read_json(optional=True)
+            playing = station.status().get("now_playing") or {}
+            title = playing.get("title") if isinstance(playing, dict) else None
             station.skip()
-        elif action == ["live", "kick"]:
+            what = f"skipped {title}" if title else "skipped what was playing"
+            return f"{what} by hand", {"event": "skip", "title": title}
+        if action == ["live", "kick"]:
             self._read_json(optional=True)
             station.kick()
-        else:
-            body = self._read_json()
-            file = _field(body, "file", str)
-            if not file:
-                raise ControlError("'file' must not be empty", 400)
-            if action == ["queue"]:
-                station.enqueue(file)
-            elif action == ["queue", "remove"]:
-                station.remove(file)
-            else:
-                station.move(file, _field(body, "index", int))
+            return "hung up on the live DJ", {"event": "kick"}
+        body = self._read_json()
+        file = _field(body, "file", str)
+        if not file:
+            raise ControlError("'file' must not be empty", 400)
+        if action == ["queue"]:
+            station.enqueue(file)
+            return f"queued {file} by hand", {"event": "queue", "file": file}
+        if action == ["queue", "remove"]:
+            station.remove(file)
+            return f"removed {file} from the queue", {"event": "queue_remove", "file": file}
+        index = _field(body, "index", int)
+        station.move(file, index)
+        done = f"moved {file} to position {index + 1} of the queue"
+        return done, {"event": "queue_move", "file": file, "position": index + 1}
+
+    def _told(self, station_id: str, done: str, fields: dict[str, object]) -> None:
+        """One line per action, of one shape: the station, what, and who asked."""
+        client = self.client_address[0]
+        extra = {**fields, "station": station_id, "client": client, "names_station": True}
+        log.info("station %s: %s (from %s)", station_id, done, client, extra=extra)
 
     def _refuse_early(self) -> Reply | None:
         """Why an upload would be refused before its body is read, if it would be."""
@@ -619,7 +635,8 @@ class _Handler(HardenedHandler):
             self.control.changed()
         if body.left:
             raise ControlError(f"the station read {length - body.left} of {length} bytes", 500)
-        log.info("%s: %s uploaded (%d bytes)", station_id, saved, length)
+        fields: dict[str, object] = {"event": "upload", "file": saved, "bytes": length}
+        self._told(station_id, f"uploaded {saved} ({length} bytes)", fields)
         return json_reply(201, {"file": saved})
 
     def _read_json(self, *, optional: bool = False) -> dict[str, Any]:

@@ -29,7 +29,13 @@ class StationFilter(logging.Filter):
         self._stations = frozenset(stations)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        name = current_station.get() or threading.current_thread().name.split("/", 1)[0]
+        # A line may name its station itself (extra=): a control action, logged
+        # on a control server's thread.
+        name = (
+            getattr(record, "station", "")
+            or current_station.get()
+            or threading.current_thread().name.split("/", 1)[0]
+        )
         record.station = name if name in self._stations else ""
         return True
 
@@ -43,7 +49,8 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         station = getattr(record, "station", "")
-        record.where = f"[{station}] " if self._show_station and station else ""
+        shown = self._show_station and station and not getattr(record, "names_station", False)
+        record.where = f"[{station}] " if shown else ""
         return redact(super().format(record))
 
     def formatMessage(self, record: logging.LogRecord) -> str:
@@ -62,8 +69,17 @@ def one_line(text: str) -> str:
     return _BREAKS.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+#: The structured fields a log call may pass (``extra=``), in this order, for
+#: --log-format json: what happened (``event``: "track_start", "off_air",
+#: "on_air", "skip", "queue"...), and what about.
+FIELDS: Final = (
+    "event", "mount", "title", "file", "url", "error", "client", "off_air", "position", "bytes",
+)  # fmt: skip
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time (UTC, ISO 8601), level, station, message."""
+    """One JSON object per line: time (UTC, ISO 8601), level, logger, message,
+    station, and the fields of FIELDS the line carries."""
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -76,6 +92,10 @@ class JsonFormatter(logging.Formatter):
         station = getattr(record, "station", "")
         if station:
             entry["station"] = station
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = redact(value) if isinstance(value, str) else value
         if record.exc_info:
             entry["error"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)

@@ -25,7 +25,7 @@ from pushsource.core.icy import METAINT
 from pushsource.core.listeners import ListenerSeries
 from pushsource.core.live import Interrupted
 from pushsource.core.station import Idle, Pacing, Retry, StationMachine
-from pushsource.core.target import IcecastTarget, StationInfo
+from pushsource.core.target import IcecastTarget, StationInfo, redact
 from pushsource.engine.loop import Engine, Lane
 from pushsource.engine.outputs import Output
 from pushsource.engine.station import StationDriver
@@ -289,6 +289,8 @@ class StationRunner:
             # The station's own output carries ICY blocks: the pacing counts them.
             metaint=METAINT if inside and self.target.protocol == "icecast" else None,
             silence_alarm=settings.silence_alarm,
+            listen_url=redact(self.listen_url()),
+            mount=self.target.mount,
             **_live_options(settings),
         )
         self._engine = engine
@@ -606,15 +608,13 @@ class StationRunner:
         queue, up_next = self._coming()
         target = self.target
         host = f"[{target.host}]" if ":" in target.host else target.host
-        scheme = "https" if target.tls else "http"
         listeners = self.listeners  # once: the note must agree with it
         return {
             "id": self.id,
             "name": self.info.name or self.id,
             "mount": target.mount,
             "server": f"{host}:{target.port}",
-            "listen_url": self.settings.public_url
-            or f"{scheme}://{host}:{target.port}{target.mount}",
+            "listen_url": self.listen_url(),
             "listeners": listeners,
             "listeners_note": None if listeners is not None else self._listeners_notes(),
             "format": {
@@ -642,6 +642,13 @@ class StationRunner:
             "outputs": self.outputs_status(),
             "silence": self._silence_status(),
         }
+
+    def listen_url(self) -> str:
+        """Where listeners hear the station: its public URL, else the server's."""
+        target = self.target
+        host = f"[{target.host}]" if ":" in target.host else target.host
+        scheme = "https" if target.tls else "http"
+        return self.settings.public_url or f"{scheme}://{host}:{target.port}{target.mount}"
 
     def _silence_status(self) -> dict[str, Any]:
         """Dead air: the run of silence going out, and whether it is long
@@ -811,7 +818,6 @@ class StationRunner:
 
         self.driver.edit(make)
         self._changed()
-        log.info("removed %s from the queue", file)
 
     def move(self, file: str, index: int) -> None:
         path = self._queued(file)
@@ -827,7 +833,6 @@ class StationRunner:
 
         self.driver.edit(make)
         self._changed()
-        log.info("moved %s to position %d of the queue", file, index + 1)
 
     def enqueue(self, file: str) -> None:
         path = playable(self.folder, self._in_folder(file))
@@ -846,7 +851,6 @@ class StationRunner:
 
         self.driver.edit(make)
         self._changed()
-        log.info("queued %s by hand", file)
 
     def library(self, query: str = "", limit: int = 100) -> dict[str, Any]:
         """The folder's playable files whose path holds every word of query

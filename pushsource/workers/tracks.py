@@ -93,7 +93,8 @@ def skipped(exc: TrackError) -> bool:
     if len(_warned) > 1000:
         _warned.clear()
     _warned[key] = None
-    log.warning("skipped %s: %s", exc.path, exc.reason)
+    fields = {"event": "file_skipped", "file": exc.path.name, "error": exc.reason}
+    log.warning("skipped %s: %s", exc.path, exc.reason, extra=fields)
     return True
 
 

@@ -218,6 +218,7 @@ def make(
     pacing: Pacing = Pacing(lead=LEAD, batch=BATCH),  # noqa: B008 (frozen)
     metaint: int | None = None,
     crossfade: float = 0.0,
+    listen_url: str = "",
 ) -> Sim:
     done = played if played is not None else set()
     feed = Feed(
@@ -243,6 +244,8 @@ def make(
         rng=rng,
         metaint=metaint,
         crossfade=crossfade,
+        listen_url=listen_url,
+        mount="/test" if listen_url else "",
     )
     return Sim(machine, feed, plan)
 
