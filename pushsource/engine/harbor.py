@@ -69,6 +69,7 @@ class LiveInput:
             return None
         log.info("live: %s kicked off %s by the operator", dj._user, self.mount)
         dj._close()
+        self.step(self.machine.live_kick)  # the folder now: no grace after a kick
         return dj._user
 
     def takes(self) -> str:
