@@ -722,3 +722,60 @@ def test_api_serves_each_output(outputs_runner: StationRunner) -> None:
             assert outputs[2]["error"] == "connection refused"
             assert outputs[2]["reconnects"] == 3
             assert "other" not in json.dumps(body) and "pw" not in json.dumps(body)
+
+
+def test_a_djs_set_is_what_the_status_says_is_on_air(music: Path, tmp_path: Path) -> None:
+    from pushsource.core.frames import parse_header
+    from pushsource.ops.settings import LiveSettings
+    from tests.synth import make_frames
+
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        live=LiveSettings(("127.0.0.1", 0), "/live", (("alice", "pw"),)),
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    try:
+        machine = station.driver.machine
+        now = engine.loop.time()
+        # Connected, no audio yet: nothing aired, no history entry, skip still acts.
+        machine.live_start(now, "alice")
+        assert station.live_input is not None and station.live_input.on_session is None
+        status = station.status()
+        assert status["live"]["on_air"] is False and status["history"] == []
+        frames = make_frames(40, seed=5)
+        header = parse_header(frames[0])
+        assert header is not None
+        machine.live_audio(now, header, frames)
+        live = machine.live
+        assert live is not None and live.on_air
+        station.live_title(live, "Alice - Tune")  # as the engine does when it goes on air
+        station.live_title(live, "Alice - Tune")  # set again on a new connection: once
+        status = station.status()
+        playing = status["now_playing"]
+        assert playing["title"] == "Alice - Tune" and playing["live"] == "alice"
+        assert playing["elapsed"] >= 0 and playing["duration"] is None
+        on = status["live"]
+        assert on["on_air"] is True and on["user"] == "alice" and on["title"] == "Alice - Tune"
+        assert on["since"].endswith("Z") and "T" in on["since"]  # ISO, like the history's
+        assert on["frames_in"] == 40
+        assert on["format"] == {
+            "bitrate": header.bitrate,
+            "samplerate": header.sample_rate,
+            "channels": header.channels,
+        }
+        [entry] = status["history"]
+        assert entry["title"] == "Alice - Tune" and entry["live"] == "alice"
+        station.live_title(live, "Alice - Next")
+        assert [e["title"] for e in station.status()["history"]] == ["Alice - Next", "Alice - Tune"]
+        # Skip would do nothing to the DJ: refused, with the reason.
+        with pytest.raises(ControlError) as refused:
+            station.skip()
+        assert refused.value.status == 409 and "alice is live" in str(refused.value)
+    finally:
+        engine.stop()
+        station.close()
