@@ -876,12 +876,13 @@ class StationRunner:
             )
         self.driver.skip()
 
-    def kick(self) -> None:
-        """Hang up on the DJ live now; the folder takes back after the grace."""
+    def kick(self, ban_minutes: int = 0) -> None:
+        """Hang up on the DJ live now; the folder takes back at once. Their
+        user may not go live again for ``ban_minutes``."""
         live = self.live_input
         if live is None:
             raise ControlError("this station has no live input", 404)
-        if self._engine.run(live.kick) is None:
+        if self._engine.run(lambda: live.kick(ban_minutes * 60.0)) is None:
             raise ControlError("no DJ is connected", 409)
 
     def rescan(self) -> None:
