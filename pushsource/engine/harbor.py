@@ -69,8 +69,15 @@ class LiveInput:
         """Hang up on the DJ (the engine's thread); the user kicked, or None.
         ``ban``: seconds their user is refused after."""
         dj = self.dj
-        if dj is None:
-            return None
+        if dj is None:  # gone, but maybe still on air in the grace: end that now
+            gone = getattr(self.machine, "live", None)
+            if gone is None or not gone.on_air:
+                return None
+            if ban > 0:
+                self.banned[gone.user] = time.monotonic() + ban
+            log.info("live: %s's grace on %s ended by the operator", gone.user, self.mount)
+            self.step(self.machine.live_kick)
+            return str(gone.user)
         if ban > 0:
             self.banned[dj._user] = time.monotonic() + ban
         until = f", refused for {ban / 60:.0f} min" if ban > 0 else ""

@@ -499,7 +499,8 @@ class StationRunner:
             counters.tracks_played += 1
         with self._lock:
             if self._playing is not None and self._playing.track is track:
-                ended = self._history[0] if self._history else None
+                # Its entry: the newest but for a DJ's titles (a set cut it).
+                ended = next((e for e in self._history if not e.get("live")), None)
                 if ended is not None and ended["file"] == self._playing.file:
                     ended["listeners_end"] = self._listeners_now
                     if skipped:
