@@ -795,3 +795,17 @@ def test_a_playlist_lists_the_same_stream_on_other_servers_after_it() -> None:
     pls = playlist("pls", "Rock", "http://a/rock", "http://b/rock")
     assert pls.startswith("[playlist]\nNumberOfEntries=2\nFile1=http://a/rock\n")
     assert "File2=http://b/rock\nTitle2=Rock\nLength2=-1\nVersion=2\n" in pls
+
+
+def test_an_action_refused_for_what_the_station_does_is_a_line_too(
+    server: ControlServer, rock: FakeStation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushsource")
+    rock.fail = ControlError("alice is live: skip acts on the folder's tracks", 409)
+    status, body = call_json(server, "POST", "/api/stations/rock/skip")
+    assert status == 409 and body == {"error": "alice is live: skip acts on the folder's tracks"}
+    told = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert told == [
+        "station rock: refused skip: alice is live: skip acts on the folder's tracks"
+        " (from 127.0.0.1)"
+    ]

@@ -556,6 +556,14 @@ class _Handler(HardenedHandler):
         station = self.control.station(station_id)
         try:
             done, fields = self._apply(station, action)
+        except ControlError as error:
+            if error.status == 409:  # refused for what the station is doing: say so
+                self._told(
+                    station_id,
+                    f"refused {'/'.join(action)}: {error}",
+                    {"event": "refused", "action": "/".join(action)},
+                )
+            raise
         finally:  # even one that failed half-way may have changed something
             self.control.changed()
         self._told(station_id, done, fields)
