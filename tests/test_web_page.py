@@ -718,6 +718,15 @@ class LiveStation(RichStation):
     def __init__(self, station_id: str, folder: Path) -> None:
         super().__init__(station_id, folder)
         self.on_air = True
+        self.history = [
+            {
+                "file": "",
+                "title": "Alice - Midnight Set",
+                "started": "2026-11-22T05:01:35Z",
+                "live": "alice",
+            },
+            {"file": "z.mp3", "title": "Zed - Last One", "started": "2026-11-22T04:57:02Z"},
+        ]
 
     def status(self) -> dict[str, Any]:
         status = super().status()
@@ -780,6 +789,8 @@ def test_during_a_set_the_view_shows_the_dj_and_kick_acts_and_skip_is_off(
         cut = one(By.CSS_SELECTOR, ".live-cut").text
         assert cut == "Folder: Artist - Ünïcode — paused at 1:23"
         assert "Artist - Ünïcode" not in one(By.CSS_SELECTOR, ".now-title").text
+        assert texts(section, ".history li .file") == ["Alice - Midnight Set", "Zed - Last One"]
+        assert texts(section, ".history li .live-mark") == ["● live: alice"]
         kick, skip = one(By.CSS_SELECTOR, ".kick"), one(By.CSS_SELECTOR, ".skip")
         assert not kick.is_enabled() and "token" in kick.get_attribute("title")
         enter_token(browser)

@@ -636,6 +636,14 @@ function renderDetail(status) {
 
 // --- a DJ's set (issue 22) -------------------------------------------------------------
 
+// A DJ's title in the history: whose set it was.
+function liveMark(user) {
+  const mark = document.createElement("span");
+  mark.className = "live-mark";
+  mark.textContent = "● live: " + user;
+  return mark;
+}
+
 // During a set: the DJ, since when, what comes in and the folder's track it
 // cut; Kick while a DJ is connected; Skip off (it would not touch the DJ).
 function renderLive(status) {
@@ -805,6 +813,7 @@ function renderHistory(history) {
       mark.textContent = "skipped";
       li.append(" ", mark);
     }
+    if (item.live) li.append(" ", liveMark(item.live));
     const heard = historyListeners(item);
     if (heard) li.append(" ", heard);
     if (item.started) {
