@@ -837,4 +837,13 @@ def test_a_track_a_set_cut_and_skipped_is_marked_skipped_under_the_djs_titles(
         ("Alice - Tune", None),
         (result.track.title, True),
     ]
+    # Bob within alice's grace (the machine goes on with the same Live): his set.
+    live.user = "bob"
+    station.live_title(live, "Live: bob")
+    assert station.status()["history"][0] | {"started": ""} == {
+        "file": "",
+        "title": "Live: bob",
+        "started": "",
+        "live": "bob",
+    }
     station.feed.release(result.track.handle)

@@ -448,7 +448,8 @@ class StationRunner:
         the user). A DJ refused, or who never sent audio, gets no entry."""
         with self._lock:
             dj_set = self._set
-            if dj_set is None or dj_set.live is not live:  # a new set
+            # A new set: a new DJ, or another one back within the last one's grace.
+            if dj_set is None or dj_set.live is not live or dj_set.user != live.user:
                 dj_set = self._set = _Set(live, live.user, _now(), self._clock())
             elif dj_set.title == title:  # set again on a new connection: the same entry
                 return
