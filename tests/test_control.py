@@ -67,6 +67,9 @@ class FakeStation:
     def skip(self) -> None:
         self._check("skip")
 
+    def kick(self, ban_minutes: int = 0) -> None:
+        self._check("kick", str(ban_minutes))
+
     def remove(self, file: str) -> None:
         self._check("remove", file)
         if file not in self.queue:
@@ -387,6 +390,26 @@ def test_skip_takes_an_empty_or_object_body(server: ControlServer, rock: FakeSta
     assert call(server, "POST", "/api/stations/rock/skip", b"{}")[0] == 200
     assert call(server, "POST", "/api/stations/rock/skip", b"[]")[0] == 400
     assert rock.calls == [("skip",)]
+
+
+def test_kick_takes_ban_minutes_and_says_so(
+    server: ControlServer, rock: FakeStation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushsource")
+    assert call_json(server, "POST", "/api/stations/rock/live/kick")[0] == 200
+    status, _ = call_json(server, "POST", "/api/stations/rock/live/kick", {"ban_minutes": 30})
+    assert status == 200
+    for bad in (-1, 7 * 24 * 60 + 1, "30", True):
+        status, body = call_json(
+            server, "POST", "/api/stations/rock/live/kick", {"ban_minutes": bad}
+        )
+        assert status == 400 and "ban_minutes" in body["error"], bad
+    assert rock.calls == [("kick", "0"), ("kick", "30")]
+    told = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert told == [
+        "station rock: hung up on the live DJ (from 127.0.0.1)",
+        "station rock: hung up on the live DJ, refused for 30 min (from 127.0.0.1)",
+    ]
 
 
 def test_enqueue_move_remove(server: ControlServer, rock: FakeStation) -> None:
@@ -772,3 +795,17 @@ def test_a_playlist_lists_the_same_stream_on_other_servers_after_it() -> None:
     pls = playlist("pls", "Rock", "http://a/rock", "http://b/rock")
     assert pls.startswith("[playlist]\nNumberOfEntries=2\nFile1=http://a/rock\n")
     assert "File2=http://b/rock\nTitle2=Rock\nLength2=-1\nVersion=2\n" in pls
+
+
+def test_an_action_refused_for_what_the_station_does_is_a_line_too(
+    server: ControlServer, rock: FakeStation, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="pushsource")
+    rock.fail = ControlError("alice is live: skip acts on the folder's tracks", 409)
+    status, body = call_json(server, "POST", "/api/stations/rock/skip")
+    assert status == 409 and body == {"error": "alice is live: skip acts on the folder's tracks"}
+    told = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert told == [
+        "station rock: refused skip: alice is live: skip acts on the folder's tracks"
+        " (from 127.0.0.1)"
+    ]

@@ -82,6 +82,9 @@ class Recorder:
     def file_skipped(self, exc: Any) -> None:
         pass
 
+    def live_title(self, live: Any, title: str) -> None:
+        pass
+
     def sent(self, nbytes: int, frames: int, lead: float) -> None:
         pass
 

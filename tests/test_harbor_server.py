@@ -142,3 +142,26 @@ def test_shoutcast_v1_login(harbor: tuple[Harbor, Recorder]) -> None:
         time.sleep(0.2)
     recorder.wait("live_end")
     assert recorder.audio() == b"".join(frames)
+
+
+def test_a_kick_tells_the_station_at_once_and_a_ban_refuses_the_user_until_it_ends(
+    harbor: tuple[Harbor, Recorder],
+) -> None:
+    server, recorder = harbor
+    live = server.inputs["/live"]
+    with connect(server) as sock:
+        sock.sendall(f"SOURCE /live HTTP/1.0\r\nAuthorization: Basic {AUTH}\r\n\r\n".encode())
+        assert sock.recv(100) == b"HTTP/1.0 200 OK\r\n\r\n"
+        recorder.wait("live_start")
+        assert server._engine.run(lambda: live.kick(60.0)) == "alice"
+        recorder.wait("live_kick")  # the folder takes back now, not after the grace
+        assert sock.recv(100) == b""  # hung up
+    with connect(server) as sock:  # within the ban: refused, saying why
+        sock.sendall(f"SOURCE /live HTTP/1.0\r\nAuthorization: Basic {AUTH}\r\n\r\n".encode())
+        reply = sock.recv(300)
+        assert reply.startswith(b"HTTP/1.0 403")
+        assert b"alice was kicked off /live: refused for 1 more min" in reply
+    live.banned["alice"] = time.monotonic() - 1  # the ban ran out: welcome back
+    with connect(server) as sock:
+        sock.sendall(f"SOURCE /live HTTP/1.0\r\nAuthorization: Basic {AUTH}\r\n\r\n".encode())
+        assert sock.recv(100) == b"HTTP/1.0 200 OK\r\n\r\n"

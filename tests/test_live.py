@@ -372,3 +372,44 @@ def test_a_dj_who_sends_no_title_is_shown_as_the_stations_live_title(tmp_path: P
     titles = [t for _, t in sim.titles]
     at = titles.index("On air: alice alice")
     assert titles[at:] == ["On air: alice alice", "On air: bob bob", "a"]
+
+
+def test_a_kick_hands_back_to_the_folder_at_once_with_no_grace_silence(tmp_path: Path) -> None:
+    folder = write(tmp_path / "a.mp3", make_frames(1500))
+    sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
+    t0 = sim.now
+    m = sim.machine
+    dj_frames = make_frames(400, seed=17)  # about 10.4 s, but kicked after about 3 s
+    dj(sim, t0 + 5.0, dj_frames, leave=False)
+    kicked: list[float] = []
+
+    def kick() -> None:
+        kicked.append(sim.now)
+        sim.step(m.live_kick)
+        sim.step(m.live_end)  # the harbor's hang-up follows the kick
+
+    sim.schedule(t0 + 8.0, kick)
+    sim.run()
+    conn = sim.conns[-1]
+    stream = conn.stream()
+    # The DJ's frames up to the kick (the first may be spliced), then the
+    # folder again: no grace of silence.
+    at = stream.index(b"".join(dj_frames[1:20]))
+    cut_at = at - len(dj_frames[0])
+    sent_live = 1
+    while stream[at : at + len(dj_frames[sent_live])] == dj_frames[sent_live]:
+        at += len(dj_frames[sent_live])
+        sent_live += 1
+    assert 20 < sent_live < len(dj_frames)
+    gap, rest = strip_silence(stream[at:])
+    assert gap == 0
+    # The cut track resumes where it was cut (spliced back in: from its second frame).
+    assert rest[1000:5000] in folder[cut_at:]
+    # The folder's audio goes out within a batch of the kick.
+    ends, total = [], 0
+    for when, chunk in conn.chunks:
+        total += len(chunk)
+        ends.append((total, when))
+    [back_at] = [when for end, when in ends if end > at][:1]
+    assert back_at - kicked[0] <= 0.5
+    assert m.live is None

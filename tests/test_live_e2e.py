@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -245,7 +246,9 @@ def test_refusals_say_why(
         with urllib.request.urlopen(f"{base}/api/stations", timeout=5) as reply:
             [status] = json.load(reply)["stations"]
         assert status["live"]["user"] == "alice" and status["live"]["mount"] == "/live"
-        assert status["history"][0]["live"] == "alice"
+        # Connected but no audio: nothing aired, so no history entry for them.
+        assert not any(entry.get("live") for entry in status["history"])
+        assert status["live"]["on_air"] is False
         with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
             metrics = reply.read().decode()
         assert "pushsource_live_connected{station=" in metrics
@@ -265,6 +268,104 @@ def test_refusals_say_why(
         ask(port, f"PUT /live HTTP/1.1\r\nAuthorization: Basic {bad}\r\n\r\n".encode())
     answer = ask(port, f"PUT /live HTTP/1.1\r\nAuthorization: Basic {good}\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.0 403 ") and b"too many wrong passwords" in answer
+
+
+def api(base: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, object]]:
+    """One control API request (POSTs with the token): its status and JSON."""
+    request = urllib.request.Request(
+        base + path,
+        data=body,
+        method="GET" if body is None else "POST",
+        headers={"Authorization": "Bearer kick-T0ken-x", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status, json.load(reply)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def test_the_api_tells_the_truth_during_a_set_skip_is_refused_and_a_kick_acts_at_once(
+    tmp_path: Path,
+    icecast: IcecastServer,
+    unique_mount: str,
+    start_pushsource: StartPushsource,
+) -> None:
+    """Issue 22: an ffmpeg DJ with a title; the API has their title and user
+    within 3 s, skip is 409, a kick brings the folder back to the listener
+    within 1.5 s (no grace of silence), and the history holds the title."""
+    folder = tmp_path / "music"
+    [track] = make_titled_tracks(folder, [("Folder", "Long One")], seconds=60)
+    tone = tmp_path / "tone.mp3"
+    live_audio = make_clean_mp3(tone, 20.0, freq=880)
+    port, control = free_port(), free_port()
+    start_station(
+        start_pushsource,
+        icecast,
+        folder,
+        unique_mount,
+        port,
+        "--control",
+        f"127.0.0.1:{control}",
+        env={"PUSHSOURCE_TOKEN": "kick-T0ken-x"},
+    )
+    base = f"http://127.0.0.1:{control}/api/stations"
+    with Listener(icecast.port, unique_mount) as listener:
+        listener.wait_for_title("Folder - Long One", 20)
+        wait_port(port)
+        time.sleep(3)  # some of the folder first
+        _, listing = api(base, "")
+        stations = listing["stations"]
+        assert isinstance(stations, list) and len(stations) == 1
+        station = f"{base}/{stations[0]['id']}"
+        assert set_title(port, "Alice - Live Tune").startswith(b"HTTP/1.0 200 OK")
+        dj = run_dj(tmp_path, "ffmpeg", port, tone)
+        try:
+            went_live = time.monotonic()
+            while True:
+                _, status = api(station, "")
+                playing, live = status["now_playing"], status["live"]
+                assert isinstance(playing, dict) and isinstance(live, dict)
+                if playing.get("title") == "Alice - Live Tune" and live.get("user") == "alice":
+                    break
+                assert time.monotonic() - went_live < 3.0, status
+                time.sleep(0.1)
+            assert live["on_air"] is True and playing["live"] == "alice"
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(live["since"]))
+            assert live["format"] == {"bitrate": 128, "samplerate": 44100, "channels": 2}
+            assert isinstance(live["frames_in"], int) and live["frames_in"] > 0
+            cut = playing["interrupted"]
+            assert isinstance(cut, dict) and cut["title"] == "Folder - Long One"
+            assert cut["state"] == "paused" and cut["elapsed"] > 2
+            # Skip would do nothing to the DJ: refused, saying why.
+            code, body = api(station, "/skip", b"")
+            assert code == 409 and "alice is live" in str(body["error"])
+            time.sleep(2)  # some of the set
+            kicked = time.monotonic()
+            code, status = api(station, "/live/kick", b"")
+            assert code == 200
+            # The folder's track, where it was cut, reaches the listener at once.
+            audio = bytes(listener.audio)
+            start = audio.find(live_audio[:4096])
+            assert start > 0, "the DJ's frames never reached the listener"
+            prefix = audio[:start]
+            played = prefix[prefix.find(track.audio[:2048]) :]
+            mark = track.audio[len(played) :][8192:12288]  # past any mended first frames
+            deadline = time.monotonic() + 5
+            while (at := bytes(listener.audio).find(mark, start)) < 0:
+                assert time.monotonic() < deadline, "the folder never came back"
+                time.sleep(0.02)
+            arrived = next(when for when, size in listener.arrivals if size >= at + len(mark))
+            assert arrived - kicked < 1.5, f"the folder came back {arrived - kicked:.2f} s after"
+            assert not listener.closed.is_set()
+        finally:
+            dj.kill()
+            dj.wait(5)
+    _, status = api(station, "")
+    history = status["history"]
+    assert isinstance(history, list)
+    assert any(e["title"] == "Alice - Live Tune" and e.get("live") == "alice" for e in history)
+    assert not any(entry["title"] == "Live: alice" for entry in history)
 
 
 def test_ezstream_goes_live_with_its_title(

@@ -722,3 +722,128 @@ def test_api_serves_each_output(outputs_runner: StationRunner) -> None:
             assert outputs[2]["error"] == "connection refused"
             assert outputs[2]["reconnects"] == 3
             assert "other" not in json.dumps(body) and "pw" not in json.dumps(body)
+
+
+@pytest.fixture
+def live_station(music: Path, tmp_path: Path) -> Iterator[tuple[StationRunner, Engine]]:
+    """A station with a live input, not started: a test feeds its machine."""
+    from pushsource.ops.settings import LiveSettings
+
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        live=LiveSettings(("127.0.0.1", 0), "/live", (("alice", "pw"),)),
+    )
+    engine = Engine().start()
+    station = StationRunner(settings, {}, engine=engine)
+    yield station, engine
+    engine.stop()
+    station.close()
+
+
+def test_a_djs_set_is_what_the_status_says_is_on_air(
+    live_station: tuple[StationRunner, Engine],
+) -> None:
+    from pushsource.core.frames import parse_header
+    from tests.synth import make_frames
+
+    station, engine = live_station
+    machine = station.driver.machine
+    now = engine.loop.time()
+    # Connected, no audio yet: nothing aired, no history entry, skip still acts.
+    machine.live_start(now, "alice")
+    assert station.live_input is not None and station.live_input.on_session is None
+    status = station.status()
+    assert status["live"]["on_air"] is False and status["history"] == []
+    frames = make_frames(40, seed=5)
+    header = parse_header(frames[0])
+    assert header is not None
+    machine.live_audio(now, header, frames)
+    live = machine.live
+    assert live is not None and live.on_air
+    station.live_title(live, "Alice - Tune")  # as the engine does when it goes on air
+    station.live_title(live, "Alice - Tune")  # set again on a new connection: once
+    status = station.status()
+    playing = status["now_playing"]
+    assert playing["title"] == "Alice - Tune" and playing["live"] == "alice"
+    assert playing["elapsed"] >= 0 and playing["duration"] is None
+    on = status["live"]
+    assert on["on_air"] is True and on["user"] == "alice" and on["title"] == "Alice - Tune"
+    assert on["since"].endswith("Z") and "T" in on["since"]  # ISO, like the history's
+    assert on["frames_in"] == 40
+    assert on["format"] == {
+        "bitrate": header.bitrate,
+        "samplerate": header.sample_rate,
+        "channels": header.channels,
+    }
+    [entry] = status["history"]
+    assert entry["title"] == "Alice - Tune" and entry["live"] == "alice"
+    station.live_title(live, "Alice - Next")
+    assert [e["title"] for e in station.status()["history"]] == ["Alice - Next", "Alice - Tune"]
+    # Skip would do nothing to the DJ: refused, with the reason.
+    with pytest.raises(ControlError) as refused:
+        station.skip()
+    assert refused.value.status == 409 and "alice is live" in str(refused.value)
+
+
+def test_a_kick_in_the_grace_ends_it_now_and_refuses_the_user(
+    live_station: tuple[StationRunner, Engine],
+) -> None:
+    from pushsource.core.frames import parse_header
+    from tests.synth import make_frames
+
+    station, engine = live_station
+    machine = station.driver.machine
+    frames = make_frames(40, seed=5)
+    header = parse_header(frames[0])
+    assert header is not None
+
+    def dj_came_and_left() -> None:
+        now = engine.loop.time()
+        machine.live_start(now, "alice")
+        machine.live_audio(now, header, frames)
+        machine.live_end(now)
+
+    engine.run(dj_came_and_left)
+    assert machine.live is not None and machine.live.on_air  # the grace: still on air
+    station.kick(10)
+    assert machine.live is None  # the folder's again, not after the grace
+    live_input = station.live_input
+    assert live_input is not None and "alice" in live_input.banned
+    with pytest.raises(ControlError) as nobody:
+        station.kick()
+    assert nobody.value.status == 409
+
+
+def test_a_track_a_set_cut_and_skipped_is_marked_skipped_under_the_djs_titles(
+    live_station: tuple[StationRunner, Engine],
+) -> None:
+    from pushsource.core.live import Live
+
+    station, _engine = live_station
+    station._setup()
+    station.feed.refresh()
+    result = station.feed.cue(None)
+    assert result.track is not None
+    station.track_started(result.track)
+    live = Live("alice", on_air=True)
+    station.live_title(live, "Alice - Tune")
+    station.track_ended(result.track, skipped=True)  # interrupted = "skip"
+    history = station.status()["history"]
+    assert [(e["title"], e.get("skipped")) for e in history] == [
+        ("Alice - Tune", None),
+        (result.track.title, True),
+    ]
+    # Bob within alice's grace (the machine goes on with the same Live): his set.
+    live.user = "bob"
+    station.live_title(live, "Live: bob")
+    assert station.status()["history"][0] | {"started": ""} == {
+        "file": "",
+        "title": "Live: bob",
+        "started": "",
+        "live": "bob",
+    }
+    station.feed.release(result.track.handle)

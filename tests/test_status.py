@@ -57,7 +57,7 @@ class Station:
     def skip(self) -> None:
         self.skips += 1  # no version bump: the server's invalidation must show it
 
-    def kick(self) -> None:
+    def kick(self, ban_minutes: int = 0) -> None:
         raise ControlError("no live input", 404)
 
     def remove(self, file: str) -> None:

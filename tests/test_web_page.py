@@ -707,3 +707,103 @@ def test_library_search_and_queue_this(
         driver,
         lambda: section.find_element(By.CSS_SELECTOR, ".library-count").text == "No file matches.",
     )
+
+
+# --- a DJ's set (issue 22) ------------------------------------------------------------------
+
+
+class LiveStation(RichStation):
+    """rock during alice's set: the DJ's title on air, the folder's track paused."""
+
+    def __init__(self, station_id: str, folder: Path) -> None:
+        super().__init__(station_id, folder)
+        self.on_air = True
+        self.history = [
+            {
+                "file": "",
+                "title": "Alice - Midnight Set",
+                "started": "2026-11-22T05:01:35Z",
+                "live": "alice",
+            },
+            {"file": "z.mp3", "title": "Zed - Last One", "started": "2026-11-22T04:57:02Z"},
+        ]
+
+    def status(self) -> dict[str, Any]:
+        status = super().status()
+        if not self.on_air:
+            status["live"] = {"mount": "/live", "user": None, "since": None, "bytes_in": 0}
+            return status
+        cut = {**status["now_playing"], "elapsed": 83.4, "duration": 200.0, "state": "paused"}
+        status["now_playing"] = {
+            "title": "Alice - Midnight Set",
+            "file": "",
+            "elapsed": 95.0,
+            "duration": None,
+            "bitrate": 128,
+            "live": "alice",
+            "interrupted": cut,
+        }
+        status["live"] = {
+            "mount": "/live",
+            "user": "alice",
+            "since": "2026-11-22T05:00:00Z",
+            "bytes_in": 1_536_000,
+            "on_air": True,
+            "title": "Alice - Midnight Set",
+            "seconds": 95.0,
+            "frames_in": 3650,
+            "connected": True,
+            "format": {"bitrate": 128, "samplerate": 44100, "channels": 2},
+        }
+        return status
+
+    def kick(self, ban_minutes: int = 0) -> None:
+        self._check("kick", str(ban_minutes))
+        self.on_air = False
+
+
+def test_during_a_set_the_view_shows_the_dj_and_kick_acts_and_skip_is_off(
+    browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    station = LiveStation("rock", tmp_path / "rock")
+    station.folder.mkdir()
+    with serve([station]) as server:
+        host, port = server.address
+        browser.get(f"http://{host}:{port}/")
+        browser.execute_script("localStorage.clear()")
+        browser.get(f"http://{host}:{port}/#/station/rock")
+        browser.refresh()
+        section = wait(
+            browser, lambda: browser.find_element(By.CSS_SELECTOR, '#station[data-station="rock"]')
+        )
+        one = section.find_element
+        wait(browser, lambda: one(By.CSS_SELECTOR, ".now-title").text == "Alice - Midnight Set")
+        assert one(By.CSS_SELECTOR, ".now-label").text == "Live now"
+        assert one(By.CSS_SELECTOR, ".live-box").is_displayed()
+        assert one(By.CSS_SELECTOR, ".live-user").text == "alice"
+        assert one(By.CSS_SELECTOR, ".live-since").text.startswith("since ")
+        live_in = one(By.CSS_SELECTOR, ".live-in").text
+        assert "1500 KiB in" in live_in and "3650 frames" in live_in and "128 kbps" in live_in
+        cut = one(By.CSS_SELECTOR, ".live-cut").text
+        assert cut == "Folder: Artist - Ünïcode — paused at 1:23"
+        assert "Artist - Ünïcode" not in one(By.CSS_SELECTOR, ".now-title").text
+        assert texts(section, ".history li .file") == ["Alice - Midnight Set", "Zed - Last One"]
+        assert texts(section, ".history li .live-mark") == ["● live: alice"]
+        kick, skip = one(By.CSS_SELECTOR, ".kick"), one(By.CSS_SELECTOR, ".skip")
+        assert not kick.is_enabled() and "token" in kick.get_attribute("title")
+        enter_token(browser)
+        wait(browser, kick.is_enabled)
+        assert not skip.is_enabled() and "kick" in skip.get_attribute("title")
+        screenshot(browser, "station-live")
+        ban = one(By.CSS_SELECTOR, ".ban")
+        ban.clear()
+        ban.send_keys("30")
+        kick.click()
+        wait(browser, lambda: station.calls == [("kick", "30")])
+        # The folder is back: the view says so, and Skip acts again.
+        wait(browser, lambda: one(By.CSS_SELECTOR, ".now-title").text == "Artist - Ünïcode")
+        assert not one(By.CSS_SELECTOR, ".live-box").is_displayed()
+        assert one(By.CSS_SELECTOR, ".now-label").text == "Now playing"
+        wait(browser, skip.is_enabled)

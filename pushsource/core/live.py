@@ -164,6 +164,21 @@ class LiveMixin:
                 self._live = None
         return []
 
+    def live_kick(self, now: float) -> list[Effect]:
+        """The operator hung up on the DJ: the folder takes back now, not after
+        the grace (listeners must not hear the grace's silence after a kick)."""
+        out: list[Effect] = []
+        live = self._live
+        if live is None:
+            return out
+        live.connected = False
+        live.frames.clear()
+        if live.on_air and self.phase is Phase.ON_AIR and self._pacer is not None:
+            self._hand_back(now, out, why="was kicked")
+        else:  # not on air yet (or off air): nothing to take back
+            self._live = None
+        return out
+
     def _live_low(self) -> float:
         return min(LIVE_LOW, self._pacing.lead / 2)
 
@@ -275,10 +290,10 @@ class LiveMixin:
                     live.dropped,
                 )
 
-    def _hand_back(self, now: float, out: list[Effect]) -> None:
+    def _hand_back(self, now: float, out: list[Effect], why: str | None = None) -> None:
         live = self._live
         assert live is not None
-        why = "went quiet" if live.connected else "left"
+        why = why or ("went quiet" if live.connected else "left")
         log.info(
             "live: %s %s; the folder takes back (%d frames dropped, %d silent frames inserted)",
             live.user,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -55,6 +56,8 @@ class LiveInput:
     #: Told each DJ session's user as it begins (the station's history).
     on_session: Callable[[str], None] | None = None
     seconds: float = 0.0  # DJs connected, in total, before the one connected now
+    #: Users a kick refused, until when (monotonic).
+    banned: dict[str, float] = field(default_factory=dict)
     _since_mono: float = 0.0
 
     def live_seconds(self) -> float:
@@ -62,13 +65,25 @@ class LiveInput:
         now = time.monotonic() - self._since_mono if self.dj is not None else 0.0
         return self.seconds + now
 
-    def kick(self) -> str | None:
-        """Hang up on the DJ (the engine's thread); the user kicked, or None."""
+    def kick(self, ban: float = 0.0) -> str | None:
+        """Hang up on the DJ (the engine's thread); the user kicked, or None.
+        ``ban``: seconds their user is refused after."""
         dj = self.dj
-        if dj is None:
-            return None
-        log.info("live: %s kicked off %s by the operator", dj._user, self.mount)
+        if dj is None:  # gone, but maybe still on air in the grace: end that now
+            gone = getattr(self.machine, "live", None)
+            if gone is None or not gone.on_air:
+                return None
+            if ban > 0:
+                self.banned[gone.user] = time.monotonic() + ban
+            log.info("live: %s's grace on %s ended by the operator", gone.user, self.mount)
+            self.step(self.machine.live_kick)
+            return str(gone.user)
+        if ban > 0:
+            self.banned[dj._user] = time.monotonic() + ban
+        until = f", refused for {ban / 60:.0f} min" if ban > 0 else ""
+        log.info("live: %s kicked off %s by the operator%s", dj._user, self.mount, until)
         dj._close()
+        self.step(self.machine.live_kick)  # the folder now: no grace after a kick
         return dj._user
 
     def takes(self) -> str:
@@ -260,6 +275,17 @@ class _DJ(asyncio.Protocol):
             else:
                 self._refuse(401, "wrong user or password")
             return
+        until = live.banned.get(user)
+        if until is not None:
+            left = until - time.monotonic()
+            if left > 0:
+                minutes = math.ceil(left / 60)
+                log.warning("live: refused %s: kicked, refused for %d more min", user, minutes)
+                self._refuse(
+                    403, f"{user} was kicked off {live.mount}: refused for {minutes} more min"
+                )
+                return
+            del live.banned[user]
         kind = request.content_type
         if kind is not None and kind not in MP3_TYPES:
             line = f"this station takes {live.takes()}, not {kind[:60]}"

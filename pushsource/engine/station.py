@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pushsource.core import effects as fx
 from pushsource.core.effects import Alt, Chunk, Cued, Span
+from pushsource.core.live import Live
 from pushsource.core.outputs import ALT_CHUNK, Loss, loss
 from pushsource.core.station import Retry, StationMachine
 from pushsource.engine.loop import Engine, Lane, current_station
@@ -43,6 +44,7 @@ class Events(Protocol):
     def track_started(self, track: Cued) -> None: ...
     def track_ended(self, track: Cued, *, skipped: bool) -> None: ...
     def file_skipped(self, exc: TrackError) -> None: ...
+    def live_title(self, live: Live, title: str) -> None: ...
     def sent(self, nbytes: int, frames: int, lead: float) -> None: ...
     def done(self, error: PushsourceError | None) -> None: ...
 
@@ -326,6 +328,9 @@ class StationDriver:
                 self._read_lane.submit(lambda: self._feed.release(handle), _ignore)
             case fx.SetTitle(title):
                 self._title = title
+                live = self.machine.live
+                if live is not None and live.on_air:  # a DJ's title, on air with their audio
+                    self._events.live_title(live, title)
                 for output in self.outputs:
                     if output.on_air:
                         self._set_title(output, title)

@@ -44,6 +44,8 @@ log = logging.getLogger("pushsource.control")
 #: Uploads bigger than this are refused (413) before a byte of them is read.
 DEFAULT_MAX_UPLOAD: Final = 1 << 30
 #: JSON request bodies are tiny; anything bigger is refused.
+#: The longest a kick may refuse a DJ (a week): a typo must not lock one out for good.
+MAX_BAN_MINUTES: Final = 7 * 24 * 60
 MAX_JSON_BODY: Final = 64 * 1024
 #: Nesting and number length a JSON body may have: the API takes flat objects.
 MAX_JSON_DEPTH: Final = 16
@@ -138,8 +140,9 @@ class StationControl(Protocol):
 
     def skip(self) -> None: ...
 
-    def kick(self) -> None:
-        """Hang up on the DJ live on the station (ControlError if none)."""
+    def kick(self, ban_minutes: int = 0) -> None:
+        """Hang up on the DJ live on the station (ControlError if none); their
+        user may not go live again for ``ban_minutes``."""
         ...
 
     def remove(self, file: str) -> None:
@@ -553,6 +556,14 @@ class _Handler(HardenedHandler):
         station = self.control.station(station_id)
         try:
             done, fields = self._apply(station, action)
+        except ControlError as error:
+            if error.status == 409:  # refused for what the station is doing: say so
+                self._told(
+                    station_id,
+                    f"refused {'/'.join(action)}: {error}",
+                    {"event": "refused", "action": "/".join(action)},
+                )
+            raise
         finally:  # even one that failed half-way may have changed something
             self.control.changed()
         self._told(station_id, done, fields)
@@ -568,9 +579,13 @@ class _Handler(HardenedHandler):
             what = f"skipped {title}" if title else "skipped what was playing"
             return f"{what} by hand", {"event": "skip", "title": title}
         if action == ["live", "kick"]:
-            self._read_json(optional=True)
-            station.kick()
-            return "hung up on the live DJ", {"event": "kick"}
+            kick_body = self._read_json(optional=True)
+            ban = _field(kick_body, "ban_minutes", int) if "ban_minutes" in kick_body else 0
+            if not 0 <= ban <= MAX_BAN_MINUTES:
+                raise ControlError(f"'ban_minutes' must be 0 to {MAX_BAN_MINUTES}", 400)
+            station.kick(ban)
+            banned = f", refused for {ban} min" if ban else ""
+            return f"hung up on the live DJ{banned}", {"event": "kick", "ban_minutes": ban}
         body = self._read_json()
         file = _field(body, "file", str)
         if not file:

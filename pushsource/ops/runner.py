@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 from pushsource.core.effects import Cued
 from pushsource.core.icy import METAINT
 from pushsource.core.listeners import ListenerSeries
-from pushsource.core.live import Interrupted
+from pushsource.core.live import Interrupted, Live
 from pushsource.core.station import Idle, Pacing, Retry, StationMachine
 from pushsource.core.target import IcecastTarget, StationInfo, redact
 from pushsource.engine.loop import Engine, Lane
@@ -188,6 +188,7 @@ class StationRunner:
         self._attempts = 0  # failed attempts since the station was last on air
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._unplayable: deque[dict[str, Any]] = deque(maxlen=HISTORY)
+        self._set: _Set | None = None  # the DJ's set on air (or the last one)
         #: Bumped after each change to what status() says, but for elapsed
         #: times and counters: readers keep its serialized status until then.
         self.status_version = 0
@@ -344,7 +345,6 @@ class StationRunner:
             channels=fmt.channels,
             machine=machine,
             step=self.driver.live,
-            on_session=self._live_session,
         )
         harbor.add(live_input)
         return live_input, harbor
@@ -442,12 +442,22 @@ class StationRunner:
                 self._down_since = _now()
             self._changed()
 
-    def _live_session(self, user: str) -> None:
-        """A DJ connected: the history lists the session (``file`` empty, ``live`` the user)."""
+    def live_title(self, live: Live, title: str) -> None:
+        """A DJ's title went on air with their audio (the first one with their
+        first frame): the set and the history have it (``file`` empty, ``live``
+        the user). A DJ refused, or who never sent audio, gets no entry."""
         with self._lock:
+            dj_set = self._set
+            # A new set: a new DJ, or another one back within the last one's grace.
+            if dj_set is None or dj_set.live is not live or dj_set.user != live.user:
+                dj_set = self._set = _Set(live, live.user, _now(), self._clock())
+            elif dj_set.title == title:  # set again on a new connection: the same entry
+                return
+            dj_set.title = title
             self._history.appendleft(
-                {"file": "", "title": f"Live: {user}", "started": _now(), "live": user}
+                {"file": "", "title": title, "started": _now(), "live": dj_set.user}
             )
+            self._keep_history()
             self._changed()
 
     def track_started(self, track: Cued) -> None:
@@ -490,7 +500,8 @@ class StationRunner:
             counters.tracks_played += 1
         with self._lock:
             if self._playing is not None and self._playing.track is track:
-                ended = self._history[0] if self._history else None
+                # Its entry: the newest but for a DJ's titles (a set cut it).
+                ended = next((e for e in self._history if not e.get("live")), None)
                 if ended is not None and ended["file"] == self._playing.file:
                     ended["listeners_end"] = self._listeners_now
                     if skipped:
@@ -609,6 +620,7 @@ class StationRunner:
         target = self.target
         host = f"[{target.host}]" if ":" in target.host else target.host
         listeners = self.listeners  # once: the note must agree with it
+        now_playing = self._set_playing(now_playing, playing.track if playing else None)
         return {
             "id": self.id,
             "name": self.info.name or self.id,
@@ -712,17 +724,82 @@ class StationRunner:
         return readings
 
     def _live_status(self) -> dict[str, Any] | None:
-        """The live input: who is connected since when, bytes in (read across
-        threads: each value is one attribute, fine for a status page)."""
+        """The live input: who is connected, bytes in, and the set on air if
+        one is (read across threads: each value is one attribute, fine for a
+        status page)."""
         live = self.live_input
         if live is None:
             return None
         dj = live.dj
-        return {
+        status: dict[str, Any] = {
             "mount": live.mount,
             "user": dj._user if dj is not None else None,
-            "since": live.since,
+            "since": _iso(live.since) if dj is not None and live.since is not None else None,
             "bytes_in": live.bytes_in if dj is not None else 0,
+            "on_air": False,
+        }
+        on = self._on_air_set()
+        if on is not None:
+            dj_set, machine_live = on
+            header = machine_live.header
+            status.update(
+                user=dj_set.user,
+                since=dj_set.since,
+                on_air=True,
+                title=dj_set.title,
+                seconds=round(max(0.0, self._clock() - dj_set.since_clock), 1),
+                frames_in=machine_live.received,
+                connected=dj is not None,
+                format=None
+                if header is None
+                else {
+                    "bitrate": header.bitrate,
+                    "samplerate": header.sample_rate,
+                    "channels": header.channels,
+                },
+            )
+        return status
+
+    # -- a DJ's set (issue 22): what is on air is theirs, the folder's track waits
+
+    def _on_air_set(self) -> tuple[_Set, Live] | None:
+        """The DJ's set if their audio is on air now (the machine's live, one
+        attribute read across threads), with the machine's view of it."""
+        machine_live = self.driver.machine.live
+        dj_set = self._set
+        if machine_live is None or not machine_live.on_air:
+            return None
+        if dj_set is None or dj_set.live is not machine_live:
+            return None  # on air a moment before its first title: within a batch
+        return dj_set, machine_live
+
+    def _set_playing(
+        self, folder: dict[str, Any] | None, track: Cued | None
+    ) -> dict[str, Any] | None:
+        """Now playing during a set: the DJ's title, the set's time; the
+        folder's track it cut under ``interrupted`` (paused, or skipped when
+        the folder takes back)."""
+        on = self._on_air_set()
+        if on is None:
+            return folder
+        dj_set, machine_live = on
+        cut = machine_live.cut
+        interrupted = None
+        if folder is not None and cut is not None and track is cut:
+            live = self.settings.live
+            skips = live is not None and Interrupted(live.interrupted) is Interrupted.SKIP
+            interrupted = {**folder, "state": "skipped" if skips else "paused"}
+        header = machine_live.header
+        return {
+            "title": dj_set.title,
+            "file": "",
+            "elapsed": round(max(0.0, self._clock() - dj_set.since_clock), 2),
+            "duration": None,
+            "bitrate": header.bitrate if header is not None else None,
+            "gain_db": None,
+            "gain_note": None,
+            "live": dj_set.user,
+            "interrupted": interrupted,
         }
 
     def _keep_history(self) -> None:
@@ -792,14 +869,22 @@ class StationRunner:
     # -- steering (any thread); ControlError on requests that cannot be done
 
     def skip(self) -> None:
+        live = self.driver.machine.live
+        if live is not None and live.on_air:  # skip acts on the folder's track, which waits
+            raise ControlError(
+                f"{live.user} is live: skip acts on the folder's tracks; "
+                "kick the DJ to end their set",
+                409,
+            )
         self.driver.skip()
 
-    def kick(self) -> None:
-        """Hang up on the DJ live now; the folder takes back after the grace."""
+    def kick(self, ban_minutes: int = 0) -> None:
+        """Hang up on the DJ live now; the folder takes back at once. Their
+        user may not go live again for ``ban_minutes``."""
         live = self.live_input
         if live is None:
             raise ControlError("this station has no live input", 404)
-        if self._engine.run(live.kick) is None:
+        if self._engine.run(lambda: live.kick(ban_minutes * 60.0)) is None:
             raise ControlError("no DJ is connected", 409)
 
     def rescan(self) -> None:
@@ -978,8 +1063,24 @@ def _rounded(gain_db: float | None) -> float | None:
     return None if gain_db is None else round(gain_db, 2)
 
 
+@dataclass
+class _Set:
+    """A DJ's set as the status shows it (set on the engine's thread)."""
+
+    live: Live  # the machine's, for this set (a new one is a new set)
+    user: str
+    since: str  # ISO, like the history's
+    since_clock: float
+    title: str | None = None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _iso(when: float) -> str:
+    """A Unix time as _now() has it."""
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reason_kind(reason: str) -> str:

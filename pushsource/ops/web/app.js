@@ -624,6 +624,7 @@ function renderDetail(status) {
   detail.clock = makeClock(status);
   tickDetail();
 
+  renderLive(status);
   renderOutputs(outputsOf(status));
   renderComing(status);
   renderPlayer(status);
@@ -631,6 +632,39 @@ function renderDetail(status) {
   if (status.history) renderHistory(status.history);
   if (status.unplayable) renderUnplayable(status.unplayable);
   applyLock();
+}
+
+// --- a DJ's set (issue 22) -------------------------------------------------------------
+
+// A DJ's title in the history: whose set it was.
+function liveMark(user) {
+  const mark = document.createElement("span");
+  mark.className = "live-mark";
+  mark.textContent = "● live: " + user;
+  return mark;
+}
+
+// During a set: the DJ, since when, what comes in and the folder's track it
+// cut; Kick while a DJ is connected; Skip off (it would not touch the DJ).
+function renderLive(status) {
+  const live = status.live || {};
+  const onAir = Boolean(live.on_air);
+  const box = q(".live-box");
+  box.hidden = !(onAir || live.user);
+  setText(q(".now-label"), onAir ? "Live now" : "Now playing");
+  setText(q(".live-user"), live.user || "");
+  setText(q(".live-since"), onAir && live.since ? "since " + whenOf(live.since) : live.user ? "connected, not on air yet" : "");
+  const f = live.format;
+  const kib = Math.round((live.bytes_in || 0) / 1024);
+  const parts = onAir ? [kib + " KiB in", (live.frames_in || 0) + " frames", f ? "MP3 " + outputFormatOf(f) : ""] : [];
+  setText(q(".live-in"), parts.filter(Boolean).join(" · "));
+  const cut = (status.now_playing || {}).interrupted;
+  setText(q(".live-cut"), cut ? "Folder: " + escaped(cut.title || cut.file) + " — " + (cut.state === "skipped" ? "skipped" : "paused at " + clock(cut.elapsed)) : "");
+  q(".kick").dataset.disabledByPlace = live.user ? "" : "1";
+  const skip = q(".skip");
+  skip.dataset.disabledByPlace = onAir ? "1" : "";
+  if (onAir) skip.setAttribute("aria-label", "Skip is off while a DJ is live: kick them to end the set");
+  else skip.removeAttribute("aria-label");
 }
 
 function tickDetail() {
@@ -779,6 +813,7 @@ function renderHistory(history) {
       mark.textContent = "skipped";
       li.append(" ", mark);
     }
+    if (item.live) li.append(" ", liveMark(item.live));
     const heard = historyListeners(item);
     if (heard) li.append(" ", heard);
     if (item.started) {
@@ -821,7 +856,7 @@ function renderUnplayable(list) {
 function applyLock() {
   const locked = !token();
   stationEl.classList.toggle("locked", locked);
-  for (const b of stationEl.querySelectorAll(".skip, .remove, .requeue, .up, .down, .enqueue, .file-input")) {
+  for (const b of stationEl.querySelectorAll(".skip, .kick, .remove, .requeue, .up, .down, .enqueue, .file-input")) {
     b.disabled = locked || b.dataset.disabledByPlace === "1";
     b.title = locked ? LOCKED_HINT : b.getAttribute("aria-label") || "";
   }
@@ -856,6 +891,7 @@ function move(file, index) {
 
 function wireDetail() {
   q(".skip").addEventListener("click", () => act("/skip"));
+  q(".kick").addEventListener("click", () => act("/live/kick", { ban_minutes: Math.max(0, Math.floor(Number(q(".ban").value) || 0)) }));
   q(".copy").addEventListener("click", async () => {
     const url = q(".listen").href;
     try {
