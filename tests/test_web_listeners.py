@@ -117,6 +117,27 @@ def fills_its_box(driver: Any, box: str) -> bool:
     return abs(widths[0] - widths[1]) <= 2
 
 
+def attr(driver: Any, selector: str, name: str) -> str | None:
+    """An attribute of the first match, found and read in one step: a chart is
+    drawn anew when its box changes width, so a handle found before may be stale."""
+    value: str | None = driver.execute_script(
+        "const e = document.querySelector(arguments[0]);"
+        " return e ? e.getAttribute(arguments[1]) : null",
+        selector,
+        name,
+    )
+    return value
+
+
+def texts_at(driver: Any, selector: str) -> list[str]:
+    """The text of every match in the page, read in one step (see attr)."""
+    found: list[str] = driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.textContent)",
+        selector,
+    )
+    return found
+
+
 def segments(driver: Any, selector: str) -> int:
     """How many separate runs a chart's line has (each starts with M)."""
     d: str = driver.execute_script(
@@ -132,20 +153,19 @@ def test_station_view_charts_listeners_over_time(browser: Any, server: ControlSe
     open_page(browser, server, "#/station/rock")
     chart = ".station-listeners .listeners-chart svg.chart"
     wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, chart))
-    figures = browser.find_element(By.CSS_SELECTOR, ".station-listeners .listeners-figures")
+    figures = ".station-listeners .listeners-figures"
     # now: the status' count; peak: the series' highest (40 + 1 at the wave's top)
-    assert figures.text.startswith("Now 12 · peak 41 at "), figures.text
-    assert figures.text.endswith("last 24 hours")
-    svg = browser.find_element(By.CSS_SELECTOR, chart)
-    assert "peak 41" in svg.get_attribute("aria-label")
+    [text] = texts_at(browser, figures)
+    assert text.startswith("Now 12 · peak 41 at "), text
+    assert text.endswith("last 24 hours")
     wait(browser, lambda: fills_its_box(browser, ".station-listeners"))
-    svg = browser.find_element(By.CSS_SELECTOR, chart)
+    assert "peak 41" in (attr(browser, chart, "aria-label") or "")
     # the hour not known is a gap in the line, not a drop to 0
     assert segments(browser, ".station-listeners path.line") == 2
-    labels = texts(svg, "text.axis")
+    labels = texts_at(browser, chart + " text.axis")
     assert "0" in labels and "50" in labels  # the scale's top: 41 rounded up
     assert sum(":" in label for label in labels) >= 7  # a time every 3 hours
-    assert texts(svg, "text.peak-label") == ["peak 41"]
+    assert texts_at(browser, chart + " text.peak-label") == ["peak 41"]
     assert any(
         "/api/stations/rock/listeners?hours=24" in url
         for url in api_requests(browser, listeners=True)
@@ -176,9 +196,8 @@ def test_station_view_charts_listeners_over_time(browser: Any, server: ControlSe
     assert any("hours=168&step=10" in url for url in api_requests(browser, listeners=True))
     pressed = browser.find_element(By.CSS_SELECTOR, '.listeners-range button[data-hours="168"]')
     assert pressed.get_attribute("aria-pressed") == "true"
-    assert figures.text.endswith("last 7 days")
-    week = browser.find_element(By.CSS_SELECTOR, chart)
-    days = [label for label in texts(week, "text.axis") if not label.isdigit()]
+    assert texts_at(browser, figures)[0].endswith("last 7 days")
+    days = [label for label in texts_at(browser, chart + " text.axis") if not label.isdigit()]
     assert len(days) in (7, 8) and not any(":" in label for label in days), days
     # six days before the series began are not known: no line there, no 0
     assert segments(browser, ".station-listeners path.line") == 2
@@ -203,27 +222,24 @@ def test_overview_has_a_sparkline_per_row_and_the_total(
 
     open_page(browser, server)
     wait(browser, lambda: browser.find_elements(By.CSS_SELECTOR, 'tr[data-row="rock"] svg.spark'))
-    rock = browser.find_element(By.CSS_SELECTOR, 'tr[data-row="rock"]')
-    # the count stays in its cell beside the sparkline's
-    assert rock.find_element(By.CSS_SELECTOR, ".cell-listeners").text == "12"
-    assert rock.find_element(By.CSS_SELECTOR, ".spark-peak").text == "↑41"
-    assert "peak 41" in rock.find_element(By.CSS_SELECTOR, "svg.spark").get_attribute("aria-label")
-    jazz = browser.find_element(By.CSS_SELECTOR, 'tr[data-row="jazz"]')
-    assert jazz.find_element(By.CSS_SELECTOR, ".spark-peak").text in ("↑8", "↑9")
-    quiet = browser.find_element(By.CSS_SELECTOR, 'tr[data-row="quiet"]')
-    assert not quiet.find_elements(By.CSS_SELECTOR, "svg.spark")
+    # the count stays in its cell beside the sparkline's (read by selector in
+    # one step each: a row's cells are drawn anew as the polls come)
+    assert texts_at(browser, 'tr[data-row="rock"] .cell-listeners') == ["12"]
+    assert texts_at(browser, 'tr[data-row="rock"] .spark-peak') == ["↑41"]
+    assert "peak 41" in (attr(browser, 'tr[data-row="rock"] svg.spark', "aria-label") or "")
+    assert texts_at(browser, 'tr[data-row="jazz"] .spark-peak') in (["↑8"], ["↑9"])
+    assert not texts_at(browser, 'tr[data-row="quiet"] svg.spark')
     # the header and each row have the same cells
     columns = browser.execute_script(
         "return [...document.querySelectorAll('#stations-table tr')].map((r) => r.cells.length)"
     )
     assert len(set(columns)) == 1, columns
-    total = browser.find_element(By.ID, "listeners-total")
-    figures = total.find_element(By.CSS_SELECTOR, ".listeners-figures").text
+    [figures] = texts_at(browser, "#listeners-total .listeners-figures")
     # now: the rows' counts (12 + 3), as the table shows them
     assert figures.startswith("Now 15 · peak "), figures
     peak = int(figures.split(" · peak ")[1].split()[0])
     assert 41 < peak <= 41 + 9  # the two stations' sum at its highest point
-    assert total.find_elements(By.CSS_SELECTOR, "svg.chart path.line")
+    assert attr(browser, "#listeners-total svg.chart path.line", "d")
     assert fills_its_box(browser, "#listeners-total")
     # a narrower window: drawn again at the new width
     browser.set_window_size(800, 1000)
