@@ -76,9 +76,7 @@ class LiveMixin:
     _playing: _Playing | None
     _pacing: Pacing
     _format: FrameHeader
-    _silence: bytes
     _last: FrameHeader
-    _origin: object
     _accepted_at: float | None
     _grace_until: float | None
     _idling: bool
@@ -98,6 +96,14 @@ class LiveMixin:
         def _title_now(self, out: list[Effect], title: str) -> None: ...
         def _sent_out(self, size: int, titles: Sequence[tuple[int, str]]) -> None: ...
         def _spliced(self, origin: object, at: int, after: int, data: bytes) -> bytes: ...
+        def _silence_out(
+            self,
+            pacer: Pacer,
+            header: FrameHeader,
+            count: int,
+            parts: list[bytes],
+            spans: list[Span],
+        ) -> None: ...
 
     @property
     def live(self) -> Live | None:
@@ -220,11 +226,8 @@ class LiveMixin:
             silence = self._format
             count = max(1, math.ceil((low - ahead) / silence.duration))
             self.dead_air.quiet(pacer.due())
-            parts.append(self._silence * count)
-            self._origin = None
-            spans.append(Span(None, 0.0, count * silence.duration))
+            self._silence_out(pacer, silence, count, parts, spans)
             frames += count
-            pacer.add(count * silence.samples, silence.sample_rate)
             self._last = silence
             live.inserted += count
             if not live.gap:

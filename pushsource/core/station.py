@@ -660,11 +660,8 @@ class StationMachine(LiveMixin):
                 count = min(self._closing_left, due)
             else:
                 break
-            parts.append(silent_frame(last) * count)
-            self._origin = None
-            spans.append(Span(None, 0.0, count * last.duration))
+            self._silence_out(pacer, last, count, parts, spans)
             frames += count
-            pacer.add(count * last.samples, last.sample_rate)
             self._closing_left -= count
         while self.phase is Phase.ON_AIR and pacer.may_send(now):
             p = self._playing
@@ -675,11 +672,8 @@ class StationMachine(LiveMixin):
                 count = pacer.frames_due(now, header.samples, header.sample_rate)
                 if self.dead_air.since is not None:
                     self.dead_air.end("the queue is empty (idle silence is not counted)")
-                parts.append(self._silence * count)
-                self._origin = None
-                spans.append(Span(None, 0.0, count * header.duration))
+                self._silence_out(pacer, header, count, parts, spans)
                 frames += count
-                pacer.add(count * header.samples, header.sample_rate)
                 self._last = header
                 continue
             if p.join is not None:
@@ -697,11 +691,8 @@ class StationMachine(LiveMixin):
                     header = p.track.header
                     count = pacer.frames_due(now, header.samples, header.sample_rate)
                     self.dead_air.quiet(pacer.due())
-                    parts.append(silent_frame(header) * count)
-                    self._origin = None
-                    spans.append(Span(None, 0.0, count * header.duration))
+                    self._silence_out(pacer, header, count, parts, spans)
                     frames += count
-                    pacer.add(count * header.samples, header.sample_rate)
                     if not p.starved:
                         log.warning("%s: frames are late; sending silence", p.track.path)
                     p.starved += count * header.duration
@@ -951,6 +942,17 @@ class StationMachine(LiveMixin):
         if p is None:
             return "no track"
         return f"track: {p.track.title} [{p.track.path.name}]"
+
+    def _silence_out(
+        self, pacer: Pacer, header: FrameHeader, count: int, parts: list[bytes], spans: list[Span]
+    ) -> None:
+        """``count`` silent frames like ``header`` into the batch (closing, idle,
+        late frames, a late DJ): a span of no track, and a cut for the splicer."""
+        frame = self._silence if header is self._format else silent_frame(header)
+        parts.append(frame * count)
+        self._origin = None
+        spans.append(Span(None, 0.0, count * header.duration))
+        pacer.add(count * header.samples, header.sample_rate)
 
     def _spliced(self, origin: object, at: int, after: int, data: bytes) -> bytes:
         """``data``, frames of ``origin`` from ``at`` (up to ``after``), as they
