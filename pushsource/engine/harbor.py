@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pushsource.core import harbor as proto
+from pushsource.core import liveformat
 from pushsource.core.frames import END, NEED_DATA, Frame, FrameHeader, FrameParser
 from pushsource.core.titles import clean_title
 from pushsource.engine.loop import Engine
 from pushsource.errors import ConfigError, FrameError
+from pushsource.workers.liveconvert import Intake, LiveConverter
 
 log = logging.getLogger("pushsource")
 
@@ -33,8 +35,6 @@ MAX_CONNECTIONS: Final = 32
 #: Wrong passwords from one address within WINDOW seconds before it is refused.
 MAX_FAILURES: Final = 5
 WINDOW: Final = 60.0
-#: MP3 content types encoders send (or none at all).
-MP3_TYPES: Final = frozenset({"audio/mpeg", "audio/mp3", "audio/mpeg3", "audio/x-mpeg"})
 
 
 @dataclass
@@ -59,6 +59,11 @@ class LiveInput:
     #: Users a kick refused, until when (monotonic).
     banned: dict[str, float] = field(default_factory=dict)
     _since_mono: float = 0.0
+    #: Other formats converted to the station's (libvlc), else refused (415).
+    convert: bool = True
+    bitrate: int = 128  # kbps, of the station's MP3: what conversion encodes to
+    #: What the DJ connected now sends ("MP3 at 48000 Hz mono, converted").
+    input_format: str | None = None
 
     def live_seconds(self) -> float:
         """Seconds DJs have been connected, the one connected now included."""
@@ -82,6 +87,8 @@ class LiveInput:
             self.banned[dj._user] = time.monotonic() + ban
         until = f", refused for {ban / 60:.0f} min" if ban > 0 else ""
         log.info("live: %s kicked off %s by the operator%s", dj._user, self.mount, until)
+        if dj._intake is not None:
+            dj._intake.close()  # no more of a converted set after a kick
         dj._close()
         self.step(self.machine.live_kick)  # the folder now: no grace after a kick
         return dj._user
@@ -189,6 +196,7 @@ class _DJ(asyncio.Protocol):
         self._last_data = 0.0
         self._counted = False
         self._continued = False  # answered 100 Continue (and no final answer yet)
+        self._intake: Intake | None = None  # what the body is: passed, converted or refused
 
     # -- asyncio
 
@@ -286,11 +294,12 @@ class _DJ(asyncio.Protocol):
                 )
                 return
             del live.banned[user]
-        kind = request.content_type
-        if kind is not None and kind not in MP3_TYPES:
-            line = f"this station takes {live.takes()}, not {kind[:60]}"
-            log.warning("live: refused %s: %s", user, line)
-            self._refuse(415, line)
+        refused = liveformat.check_type(
+            request.content_type, takes=live.takes(), convert=live.convert
+        )
+        if refused is not None:
+            log.warning("live: refused %s: %s", user, refused.line)
+            self._refuse(refused.status, refused.line)
             return
         if live.dj is not None:
             log.warning("live: refused %s: %s is live on %s", user, live.dj._user, live.mount)
@@ -300,6 +309,7 @@ class _DJ(asyncio.Protocol):
         live._since_mono = time.monotonic()
         self._live, self._user = live, user
         self._parser = FrameParser()
+        self._intake = self._take_body(live)
         if shoutcast:
             self._write(proto.SHOUTCAST_OK)
         else:
@@ -324,6 +334,13 @@ class _DJ(asyncio.Protocol):
         the next one confirmed it, goes too)."""
         live, parser = self._live, self._parser
         if live is None or parser is None:
+            return
+        intake = self._intake
+        if intake is not None and not intake.passing:  # still sniffing, or converting
+            live.bytes_in += len(data)
+            for chunk in intake.take(data):  # the first bytes were MP3 in our format
+                live.bytes_in -= len(chunk)
+                self._audio(chunk)
             return
         live.bytes_in += len(data)
         if not data:
@@ -369,6 +386,54 @@ class _DJ(asyncio.Protocol):
             self._parser = None
             self._close()
         self._hand(live, header, frames)
+
+    def _take_body(self, live: LiveInput) -> Intake:
+        """The body's first bytes decide: pass through, convert, or refuse."""
+        engine = self._harbor._engine
+
+        def start(decision: liveformat.Convert) -> LiveConverter:
+            live.input_format = f"{decision.what}, converted"
+            log.info("live: %s sends %s: converting it to %s", self._user, decision.what, live.takes())
+            converter = LiveConverter(
+                live.sample_rate,
+                live.channels,
+                live.bitrate,
+                hand=lambda header, frames: engine.call(self._converted, live, header, frames),
+                failed=lambda line: engine.call(self._unconvertible, line),
+                name=f"{live.station}-{self._user}",
+            )
+            converter.start()
+            return converter
+
+        live.input_format = None
+        return Intake(
+            sample_rate=live.sample_rate,
+            channels=live.channels,
+            takes=live.takes(),
+            convert=live.convert,
+            start=start,
+            refuse=lambda decision: self._unconvertible(decision.line, decision.status),
+        )
+
+    def _converted(self, live: LiveInput, header: FrameHeader, frames: list[bytes]) -> None:
+        """Frames out of the converter (the engine's thread): on the station's
+        clock like the pass-through ones, unless another DJ is on by now."""
+        if live.dj is self or live.dj is None:
+            live.step(live.machine.live_audio, header, frames, True)
+
+    def _unconvertible(self, line: str, status: int = 415) -> None:
+        """The body cannot go on air: the encoder hears why if no final answer
+        went yet (100 Continue only), else the connection ends with a line here."""
+        if self._intake is not None:
+            self._intake.close()
+        if self._transport is None or self._transport.is_closing():
+            return
+        log.warning("live: refused %s: %s", self._user, line)
+        self._parser = None  # nothing more of theirs goes on air
+        if self._continued:
+            self._refuse(status, line)
+        else:
+            self._close()
 
     def _hand(self, live: LiveInput, header: FrameHeader | None, frames: list[bytes]) -> None:
         if frames and header is not None:

@@ -441,7 +441,7 @@ def _where(target: IcecastTarget) -> str:
     return f"{target.host}:{target.port}{target.mount}"
 
 
-_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title"}
+_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title", "convert"}
 
 
 def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
@@ -485,7 +485,10 @@ def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
             title = check_live_title(expand(table["title"], environ))
         except ValueError as exc:
             raise _Problem(f'key "title": {exc}') from None
-    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted), title)
+    convert = table.get("convert", True)
+    if not isinstance(convert, bool):
+        raise _Problem(f'key "convert" must be true or false, not {_kind(convert)}')
+    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted), title, convert)
 
 
 def default_id(mount: str) -> str:

@@ -345,6 +345,8 @@ class StationRunner:
             channels=fmt.channels,
             machine=machine,
             step=self.driver.live,
+            bitrate=fmt.bitrate,
+            convert=live.convert,
         )
         harbor.add(live_input)
         return live_input, harbor

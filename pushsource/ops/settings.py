@@ -43,6 +43,7 @@ class LiveSettings:
     grace: float = 5.0
     interrupted: str = "resume"  # or "skip"
     title: str = DEFAULT_LIVE_TITLE  # shown for a DJ who sends none; {user} is their name
+    convert: bool = True  # other formats converted to the station's (libvlc), else refused
 
 
 def check_live_title(text: str) -> str:
