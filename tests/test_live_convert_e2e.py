@@ -7,8 +7,10 @@ status and a line the encoder shows."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-import socket
+import random
+import re
 import struct
 import subprocess
 import time
@@ -185,3 +187,60 @@ def test_ogg_vorbis_opus_and_aac_from_ffmpeg_are_converted(
     print(log)
     check_set(audio, titles, tmp_path, hold=5)
     assert "converting it" in log
+
+
+def curl_dj(port: int, content_type: str, body: bytes) -> str:
+    """curl -T - (chunked, Expect: 100-continue) streaming ``body`` as
+    ``content_type`` at about 200 KB/s, as an encoder would, until curl stops;
+    what curl prints: the answer's body, then its status."""
+    curl = subprocess.Popen(
+        ["curl", "-sS", "-T", "-", "-H", f"Content-Type: {content_type}",
+         "-u", f"alice:{DJ_PASSWORD}", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}/live"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert curl.stdin is not None and curl.stdout is not None
+    with contextlib.suppress(BrokenPipeError):
+        for at in range(0, len(body), 4096):
+            if curl.poll() is not None:
+                break
+            curl.stdin.write(body[at : at + 4096])
+            curl.stdin.flush()
+            time.sleep(0.02)
+        curl.stdin.close()
+    out = curl.stdout.read().decode()
+    curl.wait(10)
+    return out
+
+
+def test_what_cannot_be_converted_is_refused_with_a_status_and_a_line_the_encoder_shows(
+    tmp_path: Path, icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource
+) -> None:
+    folder = tmp_path / "music"
+    make_titled_tracks(folder, [("Folder", "Long One")], seconds=30)
+    port = free_port()
+    start_station(start_pushsource, icecast, folder, unique_mount, port)
+    wait_port(port)
+    noise = bytes(random.Random(7).getrandbits(8) for _ in range(200_000))
+    noise = noise.replace(b"\xff", b"\x00")  # no frame sync at all, by chance or not
+    with Listener(icecast.port, unique_mount) as listener:
+        listener.wait_for_title("Folder - Long One", 20)
+        # A type libvlc cannot decode: refused in the head, before any answer.
+        answer = curl_dj(port, "video/mp4", noise)
+        assert answer.endswith("\n415"), answer
+        assert "not video/mp4\n\n415" in answer and answer.count("\n") == 2
+        # Labelled MP3, but no audio in it: a 415 after the 100 Continue (the
+        # encoder waits for the final answer), never a 200 and a broken pipe.
+        answer = curl_dj(port, "audio/mpeg", noise)
+        assert re.fullmatch(r"no audio this station can take in the first \d+ bytes\n\n415", answer)
+        # An Ogg page, then garbage: libvlc tries and finds nothing to decode.
+        answer = curl_dj(port, "application/ogg", b"OggS" + noise * 10)
+        assert answer.endswith("\n415") and "no audio came out of it" in answer, answer
+        time.sleep(1)
+        titles = [t for _, t in listener.titles if t]
+        assert not listener.closed.is_set()
+    # The folder went on: no DJ ever took over.
+    assert set(titles) == {"Folder - Long One"}
+    log = "".join(p.read_text() for p in tmp_path.glob("pushsource-*.err"))
+    assert "takes over" not in log
+    assert log.count("live: refused alice:") == 3

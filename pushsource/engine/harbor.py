@@ -30,6 +30,9 @@ log = logging.getLogger("pushsource")
 HEAD_TIMEOUT: Final = 10.0
 #: A DJ connection that sends nothing for this long (beyond the grace) is dropped.
 STALL: Final = 30.0
+#: How long the answer to a body that cannot go on air waits to be read
+#: before the connection closes.
+LINGER: Final = 2.0
 #: Connections at once per address, DJs and title updates together.
 MAX_CONNECTIONS: Final = 32
 #: Wrong passwords from one address within WINDOW seconds before it is refused.
@@ -430,10 +433,18 @@ class _DJ(asyncio.Protocol):
             return
         log.warning("live: refused %s: %s", self._user, line)
         self._parser = None  # nothing more of theirs goes on air
-        if self._continued:
-            self._refuse(status, line)
-        else:
+        if not self._continued:
             self._close()
+            return
+        # The encoder is still sending: closing now, with its bytes unread, is
+        # a reset that can beat the answer to it. Say it, stop sending, read
+        # (and drop) what still comes for a moment, then close.
+        self._write(proto.refusal(status, line))
+        self._continued = False
+        transport = self._transport
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER, self._close)
 
     def _hand(self, live: LiveInput, header: FrameHeader | None, frames: list[bytes]) -> None:
         if frames and header is not None:
