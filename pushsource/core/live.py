@@ -217,7 +217,9 @@ class LiveMixin:
             live.titled_at = self._accepted_at
             self._title_now(out, self._live_title(live))
         quiet = self._grace + (live.burst if live.connected else 0.0)
-        if not live.frames and now - live.last_audio >= quiet:
+        header = live.header
+        waiting = live.frames and header is not None and not self._refilling(live, header)
+        if not waiting and now - live.last_audio >= quiet:
             self._hand_back(now, out)
             return
         low = self._live_low()
@@ -268,8 +270,9 @@ class LiveMixin:
         if self.dead_air.since is not None:
             self.dead_air.check(now, f"live: {live.user}")
         grace_end = live.last_audio + quiet + 1e-6
-        if live.frames:
-            out.append(Wake(min(pacer.wake_at(), grace_end)))
+        header = live.header
+        if live.frames and header is not None and not self._refilling(live, header):
+            out.append(Wake(pacer.wake_at()))  # no grace while their frames wait
         else:
             out.append(Wake(min(max(pacer.due() - low + 1e-6, now), grace_end)))
 

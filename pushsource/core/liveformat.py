@@ -127,10 +127,13 @@ def decide(
     """Pass, convert or refuse a body that begins with ``first`` (``ended``:
     that is all of it). NEED_MORE until the bytes tell."""
     kind = sniff(first)
-    if kind is Kind.OGG:
-        what = "Ogg Opus" if b"OpusHead" in first[:200] else "Ogg Vorbis"
-        if b"OpusHead" not in first[:200] and b"\x01vorbis" not in first[:200]:
-            what = "Ogg"
+    if kind is Kind.OGG:  # named by its first packet's start, past the page's segment table
+        at = 27 + first[26] if len(first) > 26 else len(first) + 1
+        if len(first) < at + 8 and not ended:
+            return NEED_MORE
+        packet = first[at : at + 8]
+        what = "Ogg Opus" if packet == b"OpusHead" else "Ogg"
+        what = "Ogg Vorbis" if packet[:7] == b"\x01vorbis" else what
         return _convert(kind, what, takes, convert)
     if kind is Kind.AAC:
         return _convert(kind, "AAC (ADTS)", takes, convert)
