@@ -29,7 +29,10 @@ from pushsource.workers.liveconvert import LiveConverter, shared_instance
 
 SECONDS = 60.0
 FORMATS = {
-    "MP3 48 kHz mono 64k": (["-ar", "48000", "-ac", "1", "-c:a", "libmp3lame", "-b:a", "64k"], "mp3"),
+    "MP3 48 kHz mono 64k": (
+        ["-ar", "48000", "-ac", "1", "-c:a", "libmp3lame", "-b:a", "64k"],
+        "mp3",
+    ),
     "Ogg Vorbis 128k": (["-ar", "48000", "-ac", "2", "-c:a", "libvorbis", "-b:a", "128k"], "ogg"),
     "Ogg Opus 96k": (["-ar", "48000", "-ac", "2", "-c:a", "libopus", "-b:a", "96k"], "ogg"),
     "AAC 128k (ADTS)": (["-ar", "48000", "-ac", "2", "-c:a", "aac", "-b:a", "128k"], "adts"),

@@ -83,7 +83,10 @@ ADTS = bytes([0xFF, 0xF1, 0x50, 0x80, 0x02, 0x1F, 0xFC]) + bytes(64)
             b"".join(make_frames(8, Spec(layer=2))),
             lf.Convert(lf.Kind.MP3, "MPEG layer 2 at 44100 Hz stereo"),
         ),
-        (b"".join(make_frames(8, Spec(mono=True))), lf.Convert(lf.Kind.MP3, "MP3 at 44100 Hz mono")),
+        (
+            b"".join(make_frames(8, Spec(mono=True))),
+            lf.Convert(lf.Kind.MP3, "MP3 at 44100 Hz mono"),
+        ),
     ],
 )
 def test_the_first_bytes_decide(first: bytes, want: lf.Decision) -> None:
@@ -107,7 +110,9 @@ def test_no_audio_is_refused_after_the_sniff_limit_or_at_the_end() -> None:
     junk = bytes(range(0, 250)) * 200  # no frame sync
     assert decide(junk[:1000]) is lf.NEED_MORE
     refused = decide(junk[: lf.SNIFF_LIMIT])
-    assert refused == lf.Refuse(415, f"no audio this station can take in the first {lf.SNIFF_LIMIT} bytes")
+    assert refused == lf.Refuse(
+        415, f"no audio this station can take in the first {lf.SNIFF_LIMIT} bytes"
+    )
     assert decide(junk[:1000], ended=True) == lf.Refuse(
         415, "no audio this station can take in the first 1000 bytes"
     )
@@ -193,7 +198,9 @@ def test_what_cannot_be_taken_is_refused_once_and_the_rest_ignored() -> None:
 # -- libvlc's converter, for real
 
 
-def run_converter(data: bytes, *, chunk: int = 4096) -> tuple[list[FrameHeader], list[bytes], list[str]]:
+def run_converter(
+    data: bytes, *, chunk: int = 4096
+) -> tuple[list[FrameHeader], list[bytes], list[str]]:
     headers: list[FrameHeader] = []
     frames: list[bytes] = []
     failed: list[str] = []
@@ -217,13 +224,16 @@ def run_converter(data: bytes, *, chunk: int = 4096) -> tuple[list[FrameHeader],
 def test_ogg_vorbis_comes_out_as_station_mp3_frames(tmp_path: Path) -> None:
     ogg = tmp_path / "in.ogg"
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=48000:duration=4",
-         "-ac", "1", "-c:a", "libvorbis", str(ogg)],
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i",
+         "sine=frequency=1000:sample_rate=48000:duration=4", "-ac", "1", "-c:a", "libvorbis",
+         str(ogg)],
         check=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     headers, frames, failed = run_converter(ogg.read_bytes())
     assert failed == []
-    assert {(h.layer, h.sample_rate, h.channels, h.bitrate) for h in headers} == {(3, 44100, 2, 128)}
+    assert {(h.layer, h.sample_rate, h.channels, h.bitrate) for h in headers} == {
+        (3, 44100, 2, 128)
+    }
     for frame in frames:
         header = parse_header(frame)
         assert header is not None and header.length == len(frame)
@@ -233,7 +243,7 @@ def test_ogg_vorbis_comes_out_as_station_mp3_frames(tmp_path: Path) -> None:
 
 def test_what_libvlc_cannot_decode_fails_once_with_a_line() -> None:
     garbage = b"OggS" + bytes((i * 7919) % 251 for i in range(200_000))
-    headers, frames, failed = run_converter(garbage)
+    _headers, frames, failed = run_converter(garbage)
     assert frames == [] and len(failed) == 1
     assert "no audio came out of it" in failed[0] or "cannot decode" in failed[0]
 
@@ -317,7 +327,7 @@ def test_a_converted_takeover_is_splice_clean(tmp_path: Path) -> None:
     the station sends decodes cleanly."""
     folder = make_noise_mp3(tmp_path / "a.mp3", 20.0)
     source = make_noise_mp3(tmp_path / "dj.mp3", 6.0, samplerate=48000, channels=1)
-    headers, converted, failed = run_converter(source)
+    _headers, converted, failed = run_converter(source)
     assert failed == [] and len(converted) > 150
     sim = with_live(make(ListSource([tmp_path / "a.mp3"])))
     converted_dj(sim, sim.now + 4.0, converted[:160], every=1.0)

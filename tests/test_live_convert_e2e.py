@@ -8,6 +8,7 @@ status and a line the encoder shows."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 import re
@@ -79,7 +80,7 @@ def tones(pcm: bytes, channels: int) -> list[tuple[float, float]]:
     out = []
     for at in range(0, len(left) - size + 1, size):
         window = left[at : at + size]
-        crossings = sum(1 for a, b in zip(window, window[1:], strict=False) if (a < 0) != (b < 0))
+        crossings = sum(1 for a, b in itertools.pairwise(window) if (a < 0) != (b < 0))
         level = math.sqrt(sum(v * v for v in window) / size) / 32768
         out.append((crossings / 2 / STEP, level))
     return out

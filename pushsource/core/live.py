@@ -279,11 +279,7 @@ class LiveMixin:
     def _refilling(self, live: Live, header: FrameHeader) -> bool:
         """A converted DJ after a gap: wait for a burst's worth, or the gap
         would come back with each burst."""
-        return (
-            live.gap
-            and live.connected
-            and len(live.frames) * header.duration < live.burst
-        )
+        return live.gap and live.connected and len(live.frames) * header.duration < live.burst
 
     def _live_title(self, live: Live) -> str:
         return live.title or self._live_default.replace("{user}", live.user)

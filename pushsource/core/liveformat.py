@@ -154,9 +154,14 @@ def decide(
             return _no_audio(len(first))
         if isinstance(event, Frame):
             h = event.header
-            if h.layer == 3 and not h.free_format and (h.sample_rate, h.channels) == (
-                sample_rate,
-                channels,
+            if (
+                h.layer == 3
+                and not h.free_format
+                and (h.sample_rate, h.channels)
+                == (
+                    sample_rate,
+                    channels,
+                )
             ):
                 return Pass()
             mode = "stereo" if h.channels == 2 else "mono"

@@ -396,7 +396,9 @@ class _DJ(asyncio.Protocol):
 
         def start(decision: liveformat.Convert) -> LiveConverter:
             live.input_format = f"{decision.what}, converted"
-            log.info("live: %s sends %s: converting it to %s", self._user, decision.what, live.takes())
+            log.info(
+                "live: %s sends %s: converting it to %s", self._user, decision.what, live.takes()
+            )
             converter = LiveConverter(
                 live.sample_rate,
                 live.channels,

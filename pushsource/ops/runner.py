@@ -738,6 +738,7 @@ class StationRunner:
             "user": dj._user if dj is not None else None,
             "since": _iso(live.since) if dj is not None and live.since is not None else None,
             "bytes_in": live.bytes_in if dj is not None else 0,
+            "input": live.input_format if dj is not None else None,
             "on_air": False,
         }
         on = self._on_air_set()

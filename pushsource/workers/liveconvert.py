@@ -274,7 +274,9 @@ class LiveConverter:
         if self.first_out is None:
             self.first_out = time.monotonic()
             took = self.first_out - (self.first_in or self.first_out)
-            log.info("live: %s's first converted frames %.2f s after their first byte", self._name, took)
+            log.info(
+                "live: %s's first converted frames %.2f s after their first byte", self._name, took
+            )
         self.frames_out += len(frames)
         self._hand(header, frames)
 
