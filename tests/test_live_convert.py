@@ -338,3 +338,23 @@ def test_a_converted_takeover_is_splice_clean(tmp_path: Path) -> None:
     assert result.cuts >= 3 and result.silenced >= 1  # folder, DJ, (grace), folder
     assert sim.machine._splicer.silenced == result.silenced
     assert _frames(stream).count(SILENCE) * FRAME <= GRACE + 1.0
+
+
+# -- the convert key
+
+
+def test_conversion_is_on_by_default_and_convert_false_turns_it_off(tmp_path: Path) -> None:
+    from pushsource.errors import ConfigError
+    from pushsource.ops.config import load_config
+    from tests.test_live_config import ENV, config
+
+    on = config(tmp_path, 'listen = "8010"\nusers = { alice = "pw" }')
+    [station] = load_config(on, ENV).stations
+    assert station.live is not None and station.live.convert is True
+    off = config(tmp_path, 'listen = "8010"\nusers = { alice = "pw" }\nconvert = false')
+    [station] = load_config(off, ENV).stations
+    assert station.live is not None and station.live.convert is False
+    bad = config(tmp_path, 'listen = "8010"\nusers = { alice = "pw" }\nconvert = "yes"')
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, ENV)
+    assert 'key "convert" must be true or false' in str(info.value)

@@ -15,6 +15,7 @@ import re
 import struct
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,15 @@ from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser
 from tests.conftest import StartPushsource
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.listener import Listener
-from tests.support.media import decode_mp3, make_titled_tracks
-from tests.test_live_e2e import DJ_PASSWORD, GRACE, set_title, start_station, wait_port
+from tests.support.media import decode_mp3, make_clean_mp3, make_titled_tracks
+from tests.test_live_e2e import (
+    DJ_PASSWORD,
+    GRACE,
+    run_dj,
+    set_title,
+    start_station,
+    wait_port,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -122,9 +130,11 @@ def dj_set(
     start_pushsource: StartPushsource,
     codec: str,
     seconds: float,
+    launch: Callable[[int], subprocess.Popen[bytes]] | None = None,
 ) -> tuple[bytes, list[str], str]:
-    """Folder, then an ffmpeg DJ in ``codec`` with a title, then the folder back:
-    the listener's recording, the titles it saw, and pushsource's log."""
+    """Folder, then an ffmpeg DJ in ``codec`` (or ``launch(port)``'s) with a
+    title, then the folder back: the listener's recording, the titles it saw,
+    and pushsource's log."""
     folder = tmp_path / "music"
     make_titled_tracks(folder, [("Folder", "Long One")], seconds=60)
     port = free_port()
@@ -134,7 +144,7 @@ def dj_set(
         wait_port(port)
         time.sleep(2)  # some of the folder first
         assert set_title(port, "Alice - Tone").startswith(b"HTTP/1.0 200 OK")
-        dj = ffmpeg_dj(port, codec, seconds)
+        dj = launch(port) if launch is not None else ffmpeg_dj(port, codec, seconds)
         listener.wait_for_title("Alice - Tone", 10)
         assert dj.wait(seconds + 15) == 0, dj.stderr.read() if dj.stderr else ""
         deadline = time.monotonic() + GRACE + 15  # the folder's title again, after the DJ's
@@ -174,6 +184,22 @@ def test_an_ffmpeg_dj_at_48k_mono_is_heard_at_44k1_stereo_and_the_folder_comes_b
     check_set(audio, titles, tmp_path, hold=10)
     assert "sends MP3 at 48000 Hz mono: converting it" in log
     assert "first converted frames" in log and "hanging up" not in log
+
+
+def test_ezstream_at_22k05_mono_is_converted_not_cut(
+    tmp_path: Path, icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource
+) -> None:
+    """libshout is answered 200 before its first byte: the format it sends
+    must be taken then (it was cut, and the encoder saw only a broken pipe)."""
+    tone = tmp_path / "tone.mp3"
+    make_clean_mp3(tone, 9.0, freq=1000, samplerate=22050, channels=1, bitrate=64)
+    audio, titles, log = dj_set(
+        tmp_path, icecast, unique_mount, start_pushsource, "", 9,
+        launch=lambda port: run_dj(tmp_path, "ezstream", port, tone),
+    )  # fmt: skip
+    print(log)
+    check_set(audio, titles, tmp_path, hold=6)
+    assert "sends MP3 at 22050 Hz mono: converting it" in log
 
 
 @pytest.mark.parametrize("codec", ["vorbis", "opus", "aac"])
