@@ -116,10 +116,10 @@ class LiveConverter:
         self._thread = threading.Thread(
             target=self._run, name=f"pushsource-live-{name}", daemon=True
         )
-        vlc = import_vlc()
-        # libvlc calls these from its input thread; kept here so they live as long.
-        self._read_cb = vlc.CallbackDecorators.MediaReadCb(self._read)
-        self._close_cb = vlc.CallbackDecorators.MediaCloseCb(lambda opaque: None)
+        # libvlc calls these from its input thread; kept here so they live as
+        # long. Made on the converter's thread: importing python-vlc loads libvlc.
+        self._read_cb: Any = None
+        self._close_cb: Any = None
 
     # -- the harbor's side (the engine's thread): never blocks
 
@@ -186,6 +186,8 @@ class LiveConverter:
     def _convert(self) -> None:
         vlc = import_vlc()
         instance = shared_instance()
+        self._read_cb = vlc.CallbackDecorators.MediaReadCb(self._read)
+        self._close_cb = vlc.CallbackDecorators.MediaCloseCb(lambda opaque: None)
         out, into = os.pipe()
         media = player = None
         try:
