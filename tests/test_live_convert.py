@@ -101,9 +101,15 @@ def test_the_first_bytes_decide(first: bytes, want: lf.Decision) -> None:
         assert want.what in refused.line and "conversion is off" in refused.line
 
 
-def test_station_mp3_after_an_id3_tag_passes() -> None:
+def test_station_mp3_after_an_id3_tag_passes_cover_art_and_all() -> None:
     tag = b"ID3\x04\x00\x00\x00\x00\x02\x00" + bytes(256)
     assert decide(tag + b"".join(make_frames(8))) == lf.Pass()
+    # A tag larger than the sniff limit (a file's cover art, as ezstream sends it).
+    size = 200_000
+    synchsafe = bytes((size >> s) & 0x7F for s in (21, 14, 7, 0))
+    big = b"ID3\x04\x00\x00" + synchsafe + bytes(size)
+    assert decide(big[: lf.SNIFF_LIMIT + 10]) is lf.NEED_MORE
+    assert decide(big + b"".join(make_frames(8))) == lf.Pass()
 
 
 def test_no_audio_is_refused_after_the_sniff_limit_or_at_the_end() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
-from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser
+from pushsource.core.frames import END, NEED_DATA, Frame, FrameParser, Skipped
 from pushsource.errors import FrameError
 
 #: MP3 content types encoders send (or none at all).
@@ -31,8 +31,11 @@ AAC_TYPES: Final = frozenset({"audio/aac", "audio/aacp", "audio/x-aac"})
 #: A type that says nothing: the first bytes decide.
 VAGUE_TYPES: Final = frozenset({"application/octet-stream", "binary/octet-stream"})
 #: The first bytes looked at before giving up on finding audio in them: an MP3
-#: frame is at most 2881 bytes and the parser wants a few in a row.
+#: frame is at most 2881 bytes and the parser wants a few in a row. Tags do
+#: not count (ezstream sends a file's ID3 tag, cover art and all), up to
+#: TAGS_LIMIT of them.
 SNIFF_LIMIT: Final = 32 * 1024
+TAGS_LIMIT: Final = 4 * 1024 * 1024
 #: What converting takes, for refusals.
 CONVERTS: Final = "MP3 at any rate, Ogg Vorbis, Opus and AAC"
 
@@ -141,13 +144,16 @@ def decide(
     parser.feed(first)
     if ended:
         parser.feed(b"")
+    tags = 0
     while True:
         try:
             event = parser.next_event()
         except FrameError:
             return _no_audio(len(first))
+        if isinstance(event, Skipped) and event.what not in ("junk", "cut frame"):
+            tags = min(TAGS_LIMIT, tags + event.length)
         if event is NEED_DATA:
-            if len(first) >= SNIFF_LIMIT or parser.gave_up:
+            if len(first) >= SNIFF_LIMIT + tags or parser.gave_up:
                 return _no_audio(len(first))
             return NEED_MORE
         if event is END:
