@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import math
 import random
 import re
 import struct
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,6 +134,8 @@ def dj_set(
     seconds: float,
     launch: Callable[[int], subprocess.Popen[bytes]] | None = None,
     title: str = "Alice - Tone",
+    during: Callable[[], None] | None = None,
+    extra: tuple[str, ...] = (),
 ) -> tuple[bytes, list[str], str]:
     """Folder, then an ffmpeg DJ in ``codec`` (or ``launch(port)``'s) with a
     title, then the folder back: the listener's recording, the titles it saw,
@@ -139,7 +143,7 @@ def dj_set(
     folder = tmp_path / "music"
     make_titled_tracks(folder, [("Folder", "Long One")], seconds=60)
     port = free_port()
-    start_station(start_pushsource, icecast, folder, mount, port)
+    start_station(start_pushsource, icecast, folder, mount, port, *extra)
     with Listener(icecast.port, mount) as listener:
         listener.wait_for_title("Folder - Long One", 20)
         wait_port(port)
@@ -148,6 +152,8 @@ def dj_set(
             assert set_title(port, title).startswith(b"HTTP/1.0 200 OK")
         dj = launch(port) if launch is not None else ffmpeg_dj(port, codec, seconds)
         listener.wait_for_title(title, 10)
+        if during is not None:
+            during()
         assert dj.wait(seconds + 15) == 0, dj.stderr.read() if dj.stderr else ""
         deadline = time.monotonic() + GRACE + 15  # the folder's title again, after the DJ's
         while [t for _, t in listener.titles if t][-1] != "Folder - Long One":
@@ -182,9 +188,20 @@ def check_set(
 def test_an_ffmpeg_dj_at_48k_mono_is_heard_at_44k1_stereo_and_the_folder_comes_back(
     tmp_path: Path, icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource
 ) -> None:
+    control = free_port()
+    seen: list[dict[str, object]] = []
+
+    def look() -> None:  # what the control API says during the set
+        with urllib.request.urlopen(f"http://127.0.0.1:{control}/api/stations", timeout=5) as r:
+            seen.append(json.load(r)["stations"][0]["live"])
+
     audio, titles, log = dj_set(
-        tmp_path, icecast, unique_mount, start_pushsource, "mp3-48k-mono", 13
-    )
+        tmp_path, icecast, unique_mount, start_pushsource, "mp3-48k-mono", 13,
+        during=look, extra=("--control", f"127.0.0.1:{control}"),
+    )  # fmt: skip
+    [live] = seen
+    assert live["on_air"] and live["input"] == "MP3 at 48000 Hz mono, converted"
+    assert live["format"] == {"bitrate": 128, "samplerate": 44100, "channels": 2}
     check_set(audio, titles, tmp_path, hold=10)
     assert "sends MP3 at 48000 Hz mono: converting it" in log
     assert "first converted frames" in log and "hanging up" not in log
