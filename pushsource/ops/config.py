@@ -425,8 +425,8 @@ def check_output(
     ):
         raise ConfigError(
             f"{where}: an output in another format than the station's cannot carry the "
-            "live input (a DJ's audio is in the station's format only): drop [station.live] or the output's "
-            "bitrate, samplerate and channels"
+            "live input (a DJ's audio is in the station's format only): drop "
+            "[station.live] or the output's bitrate, samplerate and channels"
         )
     station = resolve_target(settings, environ)
     if _mount_key(target) == _mount_key(station):
