@@ -249,6 +249,8 @@ class LiveConverter:
         self._frames(parser)
         if self.first_out is None and not self._stopped:
             self._fail("no audio came out of it")
+        elif not self._ended:  # libvlc gave up mid-set: the DJ must not hold the slot
+            self._fail("libvlc stopped converting it")
 
     def _frames(self, parser: FrameParser) -> None:
         frames: list[bytes] = []
