@@ -15,6 +15,8 @@ import pytest
 from pushsource.core import liveformat as lf
 from pushsource.core.frames import FrameHeader, parse_header
 from pushsource.core.live import LIVE_SLACK
+from pushsource.engine.harbor import Harbor, LiveInput
+from pushsource.engine.loop import Engine
 from pushsource.workers.feed import ListSource
 from pushsource.workers.liveconvert import Intake, LiveConverter
 from tests.support.media import make_noise_mp3
@@ -364,3 +366,46 @@ def test_conversion_is_on_by_default_and_convert_false_turns_it_off(tmp_path: Pa
     with pytest.raises(ConfigError) as info:
         load_config(bad, ENV)
     assert 'key "convert" must be true or false' in str(info.value)
+
+
+# -- the harbor's hook: a real server and engine, a recording station
+
+
+def test_the_harbor_converts_off_the_engine_thread_and_a_kick_stops_it(tmp_path: Path) -> None:
+    from tests.test_harbor_server import AUTH, Recorder, connect
+
+    engine = Engine().start()
+    recorder = Recorder()
+    server = Harbor(engine, "127.0.0.1", 0)
+    live = LiveInput(
+        station="rock", mount="/live", users={"alice": "s3cret-pw"}, sample_rate=44100,
+        channels=2, machine=recorder, step=lambda event, *args: event(*args),
+    )  # fmt: skip
+    server.add(live)
+    server.start()
+    body = make_noise_mp3(tmp_path / "dj.mp3", 20.0, samplerate=48000, channels=1)
+    try:
+        with connect(server) as sock:
+            sock.sendall(f"SOURCE /live HTTP/1.0\r\nAuthorization: Basic {AUTH}\r\n\r\n".encode())
+            assert sock.recv(100) == b"HTTP/1.0 200 OK\r\n\r\n"
+            sock.sendall(body[: len(body) // 4])  # 5 s of it, at once
+            recorder.wait("live_audio", 10)
+            assert live.input_format == "MP3 at 48000 Hz mono, converted"
+            converter = live.dj._intake.converter if live.dj and live.dj._intake else None
+            assert converter is not None
+            assert engine.run(lambda: live.kick()) == "alice"
+            assert converter.join(10)  # the conversion ends with the set
+            sock.settimeout(5)
+            assert sock.recv(100) == b""
+        recorder.wait("live_end")
+        audio = [args for name, args in recorder.events if name == "live_audio"]
+        for header, frames, converted in audio:
+            assert (header.sample_rate, header.channels, header.bitrate) == (44100, 2, 128)
+            assert converted is True and all(parse_header(f) is not None for f in frames)
+        names = [name for name, _ in recorder.events]
+        assert names[0] == "live_start" and "live_kick" in names
+        # Nothing was handed after the kick.
+        assert names.index("live_kick") > max(i for i, n in enumerate(names) if n == "live_audio")
+    finally:
+        server.close()
+        engine.stop()

@@ -423,6 +423,9 @@ class _DJ(asyncio.Protocol):
     def _converted(self, live: LiveInput, header: FrameHeader, frames: list[bytes]) -> None:
         """Frames out of the converter (the engine's thread): on the station's
         clock like the pass-through ones, unless another DJ is on by now."""
+        intake = self._intake
+        if intake is None or intake.converter is None or intake.converter.hung_up:
+            return  # kicked or failed meanwhile: what was on its way stays off air
         if live.dj is self or live.dj is None:
             live.step(live.machine.live_audio, header, frames, True)
 

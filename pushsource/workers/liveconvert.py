@@ -108,6 +108,9 @@ class LiveConverter:
         self._pending = bytearray()
         self._ended = False  # the DJ's body ended: libvlc gets EOF once it has read the rest
         self._stopped = False  # hang up: stop at once, hand nothing more
+        #: stop() was called, or it failed: frames handed before, still on their
+        #: way to the engine's thread, are not to go on air either.
+        self.hung_up = False
         self.fed = 0  # bytes given to feed()
         self.dropped = 0  # bytes feed() dropped (the buffer was full)
         self.frames_out = 0
@@ -146,7 +149,7 @@ class LiveConverter:
     def stop(self) -> None:
         """Hang up: nothing more is handed; libvlc stops on the converter's thread."""
         with self._cond:
-            self._stopped = True
+            self._stopped = self.hung_up = True
             self._cond.notify()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -180,7 +183,7 @@ class LiveConverter:
         with self._cond:
             if self._stopped:
                 return
-            self._stopped = True
+            self._stopped = self.hung_up = True
         self._failed(line)
 
     def _convert(self) -> None:
