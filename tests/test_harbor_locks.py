@@ -12,6 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,3 +297,75 @@ def test_a_user_packed_into_the_password_is_accepted(
     assert recorder.audio() == b"".join(frames)
     # A wrong packed password is still wrong.
     assert ask(server, b"alice:nope\r\n") == b"invalid password\r\n"
+
+
+LIQUIDSOAP_V1 = """
+settings.init.allow_root.set(true)
+settings.log.stdout.set(true)
+settings.log.file.set(false)
+s = mksafe(sine(660.))
+output.shoutcast(%mp3(bitrate=128, samplerate=44100, stereo=true),
+                 host="127.0.0.1", port={port}, password="alice:s3cret-pw", s)
+"""
+
+
+@pytest.mark.skipif(shutil.which("liquidsoap") is None, reason="liquidsoap is not installed")
+def test_liquidsoap_as_a_shoutcast_v1_encoder_with_user_and_password_packed(
+    harbor: tuple[Harbor, Recorder], tmp_path: Path
+) -> None:
+    """Liquidsoap's output.shoutcast: the SHOUTcast v1 login (the password
+    line, on the port after the one given), with ``alice:password`` in it."""
+    server, recorder = harbor
+    script = tmp_path / "v1.liq"
+    script.write_text(LIQUIDSOAP_V1.format(port=server.address[1] - 1))
+    script.chmod(0o600)
+    dj = subprocess.Popen(
+        ["liquidsoap", str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        recorder.wait("live_audio", 15)
+        time.sleep(1)
+    finally:
+        dj.terminate()
+        dj.wait(10)
+    recorder.wait("live_end")
+    assert starts(recorder) == [("alice", None)]
+    assert len(recorder.audio()) > 8000  # its frames, at the station's format
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_ffmpeg_goes_live_while_an_attacker_keeps_reopening_idle_sockets(
+    harbor: tuple[Harbor, Recorder], tmp_path: Path
+) -> None:
+    server, recorder = harbor
+    tone = tmp_path / "tone.mp3"
+    make_clean_mp3(tone, 2.0, freq=440)
+    host, port = server.address
+    url = f"icecast://alice:s3cret-pw@{host}:{port}/live"
+    idle: list[socket.socket] = []
+    stop = threading.Event()
+
+    def attack() -> None:  # 40 idle sockets, opened again and again
+        while not stop.is_set():
+            for sock in idle[:-40]:
+                sock.close()
+            del idle[:-40]
+            idle.extend(connect(server) for _ in range(40))
+            stop.wait(0.2)
+
+    attacker = threading.Thread(target=attack)
+    attacker.start()
+    try:
+        for _ in range(3):
+            time.sleep(0.3)
+            ffmpeg = ["ffmpeg", "-v", "error", "-re", "-i", str(tone), "-c", "copy"]
+            ffmpeg += ["-content_type", "audio/mpeg", "-f", "mp3", url]
+            assert subprocess.run(ffmpeg, timeout=20).returncode == 0
+            recorder.wait("live_end")
+            assert [n for n, _ in recorder.events].count("live_audio") > 0
+            recorder.events.clear()
+    finally:
+        stop.set()
+        attacker.join(5)
+        for sock in idle:
+            sock.close()

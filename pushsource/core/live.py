@@ -156,8 +156,8 @@ class LiveMixin:
         """How many more DJ frames the buffer takes before :meth:`_hold` drops
         (the harbor stops reading the DJ at 0); large with no DJ."""
         live = self._live
-        if live is None:
-            return 1 << 30
+        if live is None or self._stopping or self.phase is Phase.DONE:
+            return 1 << 30  # no buffer to fill (live_audio lets them go)
         return max(0, self._live_keep(live) - len(live.frames))
 
     def live_audio(self, now: float, header: FrameHeader, frames: Sequence[bytes]) -> list[Effect]:
