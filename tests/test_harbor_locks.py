@@ -369,3 +369,19 @@ def test_ffmpeg_goes_live_while_an_attacker_keeps_reopening_idle_sockets(
         attacker.join(5)
         for sock in idle:
             sock.close()
+
+
+def test_spraying_user_names_frees_no_throttled_pair(harbor: tuple[Harbor, Recorder]) -> None:
+    """The failures kept are bounded; what is forgotten first is a pair with
+    few failures, not one being throttled (names sprayed to reset it)."""
+    server, _ = harbor
+
+    def spray() -> None:
+        for _ in range(5):
+            server.failed("alice", "127.0.0.1")
+        for i in range(10_050):
+            server.failed(f"name{i}", "127.0.0.1")
+
+    server._engine.run(spray)
+    assert server._engine.run(lambda: server.refused_for("alice", "127.0.0.1"))
+    assert len(server._failures) <= 10_001

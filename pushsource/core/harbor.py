@@ -356,13 +356,14 @@ def check_credentials(
     # As sent (``named`` None: any user with this password), and packed; when
     # not packed, a reading that matches nothing, for the same work.
     readings = [(named, password, True), (*packed, True) if packed else ("", "", False)]
+    digests = [(who is None, _digest(who or ""), _digest(given), ok) for who, given, ok in readings]
     found = None
     for name, secret in users.items():
         name_digest, secret_digest = _digest(name), _digest(secret)
-        for who, given, valid in readings:
-            same_secret = hmac.compare_digest(_digest(given), secret_digest)
-            same_name = hmac.compare_digest(_digest(who or ""), name_digest)
-            if valid and same_secret and (who is None or same_name):
+        for anyone, who_digest, given_digest, valid in digests:
+            same_secret = hmac.compare_digest(given_digest, secret_digest)
+            same_name = hmac.compare_digest(who_digest, name_digest)
+            if valid and same_secret and (anyone or same_name):
                 found = found or name
     return found
 

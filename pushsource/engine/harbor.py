@@ -236,8 +236,12 @@ class Harbor:
 
     def failed(self, user: str, peer: str) -> None:
         self._failures.setdefault((user, peer), deque()).append(time.monotonic())
-        if len(self._failures) > 10_000:  # a scan from many addresses: forget the oldest
-            self._failures.pop(next(iter(self._failures)))
+        if len(self._failures) > 10_000:
+            # A scan from many addresses (or of many user names): forget the
+            # oldest pair not throttled, so spraying names frees no throttled one.
+            failures = self._failures
+            key = next((k for k, t in failures.items() if len(t) < MAX_FAILURES), None)
+            failures.pop(key if key is not None else next(iter(failures)))
 
     def refused(self, peer: str, why: str) -> None:
         """Log a refusal: the first from an address at once, the ones after
