@@ -263,7 +263,8 @@ def test_a_title_with_no_dj_never_goes_to_another_users_set(
     assert ask(server, title_request("alice", "s3cret-pw", "Alice+Late")).startswith(
         b"HTTP/1.0 200"
     )
-    time.sleep(0.5)
+    time.sleep(0.6)
+    assert "dropped alice's title: no audio connection from them within 0 s" in caplog.text
     with connect(server) as dj:
         dj.sendall(source("alice", "s3cret-pw"))
         assert dj.recv(100) == b"HTTP/1.0 200 OK\r\n\r\n"

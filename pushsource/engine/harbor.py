@@ -136,11 +136,10 @@ class LiveInput:
                 user,
             )
             return None
-        if time.monotonic() - when > TITLE_WAIT:
+        if time.monotonic() - when > TITLE_WAIT:  # (its timer is about to drop it)
             log.info(
-                "live: dropped %s's title sent %.0f s before their audio connection (over %.0f s)",
+                "live: dropped %s's title: no audio connection from them within %.0f s",
                 who,
-                time.monotonic() - when,
                 TITLE_WAIT,
             )
             return None
@@ -568,7 +567,18 @@ class _DJ(asyncio.BufferedProtocol):
                 user,
                 title,
             )
-            live.early_title = (user, title, time.monotonic())
+            early = live.early_title = (user, title, time.monotonic())
+
+            def expire() -> None:
+                if live.early_title is early:
+                    live.early_title = None
+                    log.info(
+                        "live: dropped %s's title: no audio connection from them within %.0f s",
+                        user,
+                        TITLE_WAIT,
+                    )
+
+            asyncio.get_running_loop().call_later(TITLE_WAIT, expire)
 
     # -- helpers
 
