@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pushsource.core import harbor as proto
 from pushsource.core import live as core_live
 from pushsource.core.frames import parse_header
 from pushsource.engine.harbor import LiveInput
@@ -112,3 +113,23 @@ def test_the_room_for_the_djs_frames_is_what_hold_would_keep(tmp_path: Path) -> 
     live = m.live
     assert live is not None and live.dropped == 0
     assert m.room_for_dj() == 0
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "packed", "claimed"),
+    [
+        (None, "alice:pw", ("alice", "pw"), "alice"),
+        (None, "alice,pw:with:colons", ("alice", "pw:with:colons"), "alice"),
+        ("source", "bob:pw", ("bob", "pw"), "bob"),
+        ("", "bob,pw", ("bob", "pw"), "bob"),
+        ("alice", "x:y", None, "alice"),  # a named user: the password is taken whole
+        (None, "plain", None, ""),
+        (None, ":pw", None, ""),  # no user before the separator
+        ("source", "plain", None, ""),
+    ],
+)
+def test_a_packed_user_is_read_from_the_password(
+    user: str | None, password: str, packed: tuple[str, str] | None, claimed: str
+) -> None:
+    assert proto.unpack(user, password) == packed
+    assert proto.claimed_user(user, password) == claimed
