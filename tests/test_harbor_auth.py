@@ -13,6 +13,7 @@ import pytest
 
 from pushsource.core import harbor as proto
 from pushsource.core import live as core_live
+from pushsource.core.effects import Phase
 from pushsource.core.frames import parse_header
 from pushsource.engine.harbor import LiveInput
 from pushsource.workers.feed import ListSource
@@ -133,3 +134,17 @@ def test_a_packed_user_is_read_from_the_password(
 ) -> None:
     assert proto.unpack(user, password) == packed
     assert proto.claimed_user(user, password) == claimed
+
+
+def test_while_the_air_is_down_the_djs_newest_frames_are_kept_not_held_back(
+    tmp_path: Path,
+) -> None:
+    """Backing off from Icecast: no back-pressure (their encoder would fill
+    with audio that airs late); the buffer keeps their newest frames."""
+    write(tmp_path / "a.mp3", make_frames(200))
+    sim = make(ListSource([tmp_path / "a.mp3"]))
+    m = sim.machine
+    m.live_start(sim.now, "alice")
+    assert m.room_for_dj() < 400
+    m.phase = Phase.BACKOFF
+    assert m.room_for_dj() > 1000

@@ -73,6 +73,10 @@ class Live:
     drop_logged: float = -math.inf  # when a drop was last logged
 
 
+#: Phases in which the DJ's frames go on air soon: room_for_dj is bounded.
+_FILLING: Final = frozenset({Phase.WAITING, Phase.CONNECTING, Phase.ON_AIR})
+
+
 def _add_title(live: Live, title: str) -> None:
     """A title for the DJ's next frame: one already waiting for that frame is
     replaced (listeners would see it for no time), and at most MAX_TITLES wait."""
@@ -154,10 +158,13 @@ class LiveMixin:
 
     def room_for_dj(self) -> int:
         """How many more DJ frames the buffer takes before :meth:`_hold` drops
-        (the harbor stops reading the DJ at 0); large with no DJ."""
+        (the harbor stops reading the DJ at 0). Large with no DJ, and while the
+        air is down (backing off, stopping): then ``_hold`` keeps their newest
+        frames, as for a live DJ it should, rather than their encoder's
+        buffers filling with audio that would air late."""
         live = self._live
-        if live is None or self._stopping or self.phase is Phase.DONE:
-            return 1 << 30  # no buffer to fill (live_audio lets them go)
+        if live is None or self._stopping or self.phase not in _FILLING:
+            return 1 << 30
         return max(0, self._live_keep(live) - len(live.frames))
 
     def live_audio(self, now: float, header: FrameHeader, frames: Sequence[bytes]) -> list[Effect]:
