@@ -221,3 +221,22 @@ def test_each_servers_source_limit_is_found(
     while any("check-limit" in m for m in peer_server.mounts()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any("check-limit" in m for m in peer_server.mounts())
+
+
+def test_one_wrong_password_over_many_stations_is_one_line(
+    icecast_of_fifty: IcecastServer, run_pushsource: RunPushsource, tmp_path: Path
+) -> None:
+    server = icecast_of_fifty
+    text = station(server, "good")
+    text += "".join(
+        station(server, f"w{n}").replace("hackme", "not-the-password") for n in range(7)
+    )
+    config = write_config(tmp_path, text)
+    done = run_pushsource("check", "--config", config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        f"127.0.0.1:{server.port}: error: 7 logins refused their credentials (401): "
+        "w0, w1, w2, w3, w4 and 2 more",
+        f"{config}: 8 stations: 1 ok, 7 with errors",
+    ]
+    assert "not-the-password" not in done.stdout + done.stderr
