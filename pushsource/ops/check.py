@@ -146,7 +146,7 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
     down: dict[str, list[tuple[str, str, IcecastTarget, IcecastError]]] = {}  # not reached
     # server: (id, name, error) refused their credentials; one shared wrong
     # password over 300 stations is one line, not 300.
-    refused: dict[str, list[tuple[str, str, AuthenticationError]]] = {}
+    wrong_password: dict[str, list[tuple[str, str, AuthenticationError]]] = {}
     for (sid, name, target), error in zip(logins, errors, strict=True):
         server = netloc(target.host, target.port)
         sent[server] = sent.get(server, 0) + 1
@@ -154,7 +154,7 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             if report.verbose:
                 print(f"{name}: ok: {target} accepts the source", file=report.out)
         elif isinstance(error, AuthenticationError):
-            refused.setdefault(server, []).append((sid, name, error))
+            wrong_password.setdefault(server, []).append((sid, name, error))
         elif error.status is not None and (too_many := _TOO_MANY.search(str(error))):
             over.setdefault(server, []).append((sid, name, too_many.group(0)))
         elif isinstance(error, MountInUseError):  # servers check the login first: it passed
@@ -167,7 +167,7 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             down.setdefault(server, []).append((sid, name, target, error))
         else:
             report.error([sid], f"{name}: error: {error}", error.exit_status)
-    for server, wrong in refused.items():
+    for server, wrong in wrong_password.items():
         sid, name, error = wrong[0]
         code = f" ({error.status})" if error.status else ""
         if len(wrong) == 1:

@@ -9,6 +9,7 @@ the token only ever travels in a header.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import io
 import json
@@ -122,6 +123,9 @@ class StationControl(Protocol):
     # Optional: ``listener_series``, a core.listeners.ListenerSeries: its
     # listeners over time, served by GET /api/stations/ID/listeners and
     # summed into GET /api/listeners.
+
+    # Optional: ``target``, with a ``mount``: the station's mount, a field of
+    # each action's log line (with --log-format json).
 
     # Optional: ``status_version``, an int the station bumps after each change
     # to its status (a track, the connection, the queue...). With it, the
@@ -605,6 +609,10 @@ class _Handler(HardenedHandler):
         """One line per action, of one shape: the station, what, and who asked."""
         client = self.client_address[0]
         extra = {**fields, "station": station_id, "client": client, "names_station": True}
+        with contextlib.suppress(ControlError):  # a station that went while it acted
+            target = getattr(self.control.station(station_id), "target", None)
+            if target is not None:
+                extra["mount"] = target.mount
         log.info("station %s: %s (from %s)", station_id, done, client, extra=extra)
 
     def _refuse_early(self) -> Reply | None:
