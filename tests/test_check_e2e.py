@@ -4,18 +4,15 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, free_port
+from tests.support.icecast import IcecastServer, free_port, set_limits, temp_icecast
 from tests.support.servers import PeerServer
 
 pytestmark = pytest.mark.integration
@@ -25,20 +22,8 @@ RunPushsource = Callable[..., subprocess.CompletedProcess[str]]
 
 def limited_icecast(sources: int) -> Iterator[IcecastServer]:
     """A real icecast2 of the test's own, icecast.xml with <sources>N</sources>."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-check-"))
-    tree = ET.parse(DEFAULT_TEMPLATE)
-    limit = tree.getroot().find("limits/sources")
-    assert limit is not None, "icecast.xml has no <limits><sources>"
-    limit.text = str(sources)
-    template = workdir / "template.xml"
-    tree.write(template, encoding="unicode")
-    server = IcecastServer(template, workdir)
-    server.start()
-    try:
+    with temp_icecast("check", edit=set_limits(sources=sources)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
