@@ -304,8 +304,6 @@ class SetRecorder:
     # -- the writer's thread
 
     def _open(self, rec: Recording, title: str) -> None:
-        if rec.dropped is not None:
-            return
         path = rec.path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
