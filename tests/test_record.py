@@ -412,6 +412,22 @@ def test_a_writer_that_falls_behind_drops_the_recording_not_the_air(
     assert frames_of(tmp_path / "alice.mp3") == b"".join(frames)[: rec.queued]
 
 
+def test_the_writer_does_all_it_was_handed_before_it_stops_and_starts_again() -> None:
+    writer = RecordWriter()
+    gate = threading.Event()
+    done: list[int] = []
+    writer.submit(gate.wait)
+    for n in range(3):
+        writer.submit(lambda n=n: done.append(n))
+    gate.set()
+    writer.close()
+    assert done == [0, 1, 2]
+    assert not any(t.name == "pushsource-record" for t in threading.enumerate())
+    writer.submit(lambda: done.append(3))  # a set after a close: a thread again
+    writer.close()
+    assert done == [0, 1, 2, 3]
+
+
 # --- the history links to it; the control API serves it, and nothing else ----------------
 
 

@@ -151,8 +151,10 @@ class RecordingEvents(Protocol):
 
 class RecordWriter:
     """One thread for every recording of the process: jobs are closures run in
-    order. :meth:`submit` never blocks (any thread); the thread starts with the
-    first job and ends at :meth:`close`."""
+    order. :meth:`submit` never waits on the disk (any thread: the lock is
+    held for a put); the thread starts with the first job, and :meth:`close`
+    lets it end once it has done every job handed over (a later job starts
+    it again)."""
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
@@ -160,25 +162,32 @@ class RecordWriter:
         self._lock = threading.Lock()
 
     def submit(self, job: Callable[[], object]) -> None:
-        self._jobs.put(job)
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            with self._lock:
-                if self._thread is None or not self._thread.is_alive():
-                    self._thread = threading.Thread(
-                        target=self._run, name="pushsource-record", daemon=True
-                    )
-                    self._thread.start()
+        with self._lock:
+            self._jobs.put(job)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="pushsource-record", daemon=True
+                )
+                self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the jobs handed over (files closed and tagged), then stop."""
-        thread = self._thread
-        if thread is not None and thread.is_alive():
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return
             self._jobs.put(None)
-            thread.join(timeout)
+        thread.join(timeout)
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                with self._lock:  # no job can come between this look and the end
+                    if self._jobs.empty():
+                        self._thread = None
+                        return
+                continue
             try:
                 job()
             except Exception:  # a bug must not stop every station's recordings
