@@ -516,6 +516,29 @@ def test_the_history_links_the_recording_and_only_it_is_served(
         assert status == 404 and b"not a recording" not in body
 
 
+@pytest.mark.parametrize("record", ["music/{start}.mp3", "{user}/{start}.mp3"])
+def test_recordings_may_not_go_into_the_music_folder(tmp_path: Path, record: str) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    (tmp_path / "alice").symlink_to(music)  # {user}: alice's sets would land in it too
+    settings = StationSettings(
+        folder=music,
+        url="icecast://source:pw@127.0.0.1:9/rock",
+        id="rock",
+        state=tmp_path / "state.json",
+        cache=tmp_path / "cache",
+        live=LiveSettings(
+            ("127.0.0.1", 0), users=(("alice", "pw"),), record=str(tmp_path / record)
+        ),
+    )
+    engine = Engine()
+    try:
+        with pytest.raises(ConfigError, match=r"in the music folder .* which would play them"):
+            StationRunner(settings, {}, engine=engine)
+    finally:
+        engine.stop()
+
+
 def test_a_set_whose_file_could_not_open_has_no_link(station: StationRunner) -> None:
     live = Live("alice", on_air=True)
     station.live_title(live, "Alice - Tune")

@@ -362,10 +362,19 @@ class StationRunner:
         self._record_writer: RecordWriter | None = None
         if live is None or live.record is None:
             return None
+        template = RecordTemplate(live.record)
+        for user, _password in live.users:
+            # A set written into the music folder would be queued and played.
+            where = Path(os.path.realpath(template.render(self.id, user, 0.0).parent))
+            if where.is_relative_to(self.folder):
+                raise ConfigError(
+                    f"the record path {live.record} puts {user}'s sets in the music folder "
+                    f"{self.folder}, which would play them: record them elsewhere"
+                )
         writer = engine.watch_of(("record writer", 0, False), RecordWriter)
         self._record_writer = writer
         return SetRecorder(
-            RecordTemplate(live.record),
+            template,
             self.id,
             writer,
             frame_seconds=fmt.duration,
