@@ -204,13 +204,16 @@ class RecordingSim(Sim):
 
 
 def recording_sim(
-    tmp_path: Path, source: ListSource, writer: RecordWriter | None = None
+    tmp_path: Path,
+    source: ListSource,
+    writer: RecordWriter | None = None,
+    template: str = "sets/{station}/{start}-{user}.mp3",
 ) -> tuple[RecordingSim, Heard]:
     plain = with_live(make(source))
     sim = RecordingSim(plain.machine, plain.feed, plain.plan)
     heard = Heard()
     sim.recorder = SetRecorder(
-        RecordTemplate(str(tmp_path / "sets/{station}/{start}-{user}.mp3")),
+        RecordTemplate(str(tmp_path / template)),
         "rock",
         writer or NowWriter(),
         frame_seconds=FRAME,
@@ -361,6 +364,37 @@ def test_a_read_only_folder_costs_one_line(
         [line] = [r.getMessage() for r in caplog.records]
         assert f"cannot write {disk / 'sets'}" in line and "Read-only file system" in line
         assert not (disk / "sets").exists()
+
+
+@pytest.mark.parametrize("disk", ["unwritable", "full"])
+def test_the_set_airs_whole_whatever_the_disk(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, disk: str
+) -> None:
+    """In virtual time: a DJ's whole set reaches the connection, with a path
+    that cannot be written or a disk that fills up during it; one line."""
+    write(tmp_path / "a.mp3", make_frames(1500))
+    frames = make_frames(500, seed=31)
+    with small_tmpfs(256) as where:
+        if disk == "full":
+            fill(where, 40_000)  # the tag and about a second and a half of the set
+            template = str(where / "{user}.mp3")
+        else:
+            (tmp_path / "file").write_text("in the way")
+            template = "file/{user}.mp3"
+        sim, heard = recording_sim(tmp_path, ListSource([tmp_path / "a.mp3"]), template=template)
+        with caplog.at_level(logging.INFO, logger="pushsource"):
+            dj(sim, sim.now + 3.0, frames)
+            sim.run()
+        kept = frames_of(where / "alice.mp3") if disk == "full" else b""
+    stream = sim.conns[-1].stream()
+    assert b"".join(frames[5:]) in stream  # the set went out whole
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1, warnings
+    if disk == "full":
+        assert "No space left on device" in warnings[0]
+        assert 20_000 < len(kept) < 40_000 and kept in stream
+    else:
+        assert "Not a directory" in warnings[0] and heard.opened == []
 
 
 def test_a_full_disk_stops_the_recording_keeping_whole_frames(

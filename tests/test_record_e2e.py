@@ -12,9 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from mutagen.id3 import ID3
 
 from pushsource.core.frames import END, Frame, FrameParser
-from tests.conftest import StartPushsource
+from tests.conftest import PushsourceProcess, StartPushsource
 from tests.support.icecast import IcecastServer, free_port
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3, make_titled_tracks, unmend
@@ -38,8 +39,14 @@ def test_a_set_is_recorded_as_the_listener_heard_it_and_the_history_links_it(
     dj_audio = make_clean_mp3(tone, 5.0, freq=880)
     port, control = free_port(), free_port()
     sets = tmp_path / "sets"
+    started: list[PushsourceProcess] = []
+
+    def start(*args: str | Path, env: dict[str, str] | None = None) -> PushsourceProcess:
+        started.append(start_pushsource(*args, env=env))
+        return started[-1]
+
     start_station(
-        start_pushsource,
+        start,
         icecast,
         folder,
         unique_mount,
@@ -105,3 +112,8 @@ def test_a_set_is_recorded_as_the_listener_heard_it_and_the_history_links_it(
     with urllib.request.urlopen(base + entry["recording_url"], timeout=10) as reply:
         assert reply.headers["Content-Type"] == "audio/mpeg"
         assert reply.read() == path.read_bytes()
+    # Its tag, finished when the set ended, and a line at each end of it.
+    tag = ID3(path)
+    assert str(tag["TIT2"]) == "Alice - Recorded Tune" and str(tag["TPE1"]) == "alice"
+    log = started[0].stderr
+    assert f"recording alice's set to {path}" in log and f"recorded alice's set: {path}" in log

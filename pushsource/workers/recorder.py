@@ -13,6 +13,7 @@ a queue: a slow or full disk, or a path it cannot write, costs the recording
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -315,7 +316,12 @@ class SetRecorder:
     def _open(self, rec: Recording, title: str) -> None:
         path = rec.path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except FileExistsError:  # a file where the folder should be
+                raise NotADirectoryError(
+                    errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path.parent)
+                ) from None
             path = _create(path)
             rec.final = path
             _tag(path, rec, title, [], padding=TAG_PADDING)
