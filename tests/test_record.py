@@ -446,6 +446,18 @@ def test_a_writer_that_falls_behind_drops_the_recording_not_the_air(
     assert frames_of(tmp_path / "alice.mp3") == b"".join(frames)[: rec.queued]
 
 
+def test_a_file_of_that_name_is_left_alone(tmp_path: Path) -> None:
+    recorder, live = one_set(tmp_path, str(tmp_path / "{user}.mp3"), NowWriter())
+    (tmp_path / "alice.mp3").write_bytes(b"an older set")
+    frame = make_frames(1)[0]
+    recorder.sent(live, "alice", frame, 1)
+    recorder.sent(Live("alice", on_air=True), "alice", frame * 2, 2)  # the next set, same second
+    recorder.close()
+    assert (tmp_path / "alice.mp3").read_bytes() == b"an older set"
+    assert frames_of(tmp_path / "alice-2.mp3") == frame
+    assert frames_of(tmp_path / "alice-3.mp3") == frame * 2
+
+
 def test_the_writer_does_all_it_was_handed_before_it_stops_and_starts_again() -> None:
     writer = RecordWriter()
     gate = threading.Event()
