@@ -371,7 +371,7 @@ class StationRunner:
                     f"the record path {live.record} puts {user}'s sets in the music folder "
                     f"{self.folder}, which would play them: record them elsewhere"
                 )
-        writer = engine.watch_of(("record writer", 0, False), RecordWriter)
+        writer = engine.watch_of(("record writer", 0, False), lambda: RecordWriter(engine.air_idle))
         self._record_writer = writer
         return SetRecorder(
             template,

@@ -38,6 +38,9 @@ START_FORMAT: Final = "%Y-%m-%dT%H-%M-%SZ"
 TAG_PADDING: Final = 4096
 #: A recording the disk is this many seconds of audio behind on is dropped.
 BEHIND_SECONDS: Final = 60.0
+#: The longest the writer waits for the air's pass to end before a job
+#: (engine.loop's PASS_WAIT: workers may not import the engine).
+PASS_WAIT: Final = 0.25
 #: The longest a placeholder's value may make a path component (characters).
 MAX_PART: Final = 100
 
@@ -157,7 +160,12 @@ class RecordWriter:
     lets it end once it has done every job handed over (a later job starts
     it again)."""
 
-    def __init__(self) -> None:
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        """``gate``: set while the air may be interrupted (the engine's
+        air_idle): each job waits for it, a quarter second at most, as the
+        pools' jobs do, so writing never takes the interpreter lock from a
+        pass of the air."""
+        self._gate = gate
         self._jobs: queue.SimpleQueue[Callable[[], object] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -189,6 +197,8 @@ class RecordWriter:
                         self._thread = None
                         return
                 continue
+            if self._gate is not None:
+                self._gate.wait(PASS_WAIT)
             try:
                 job()
             except Exception:  # a bug must not stop every station's recordings
