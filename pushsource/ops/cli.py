@@ -39,6 +39,7 @@ from pushsource.ops.settings import (
     StationSettings,
     check_header_values,
     check_live_title,
+    check_record,
     parse_address,
     parse_live_user,
     parse_output_option,
@@ -289,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TITLE",
         help="what a DJ who sends no title is shown as; {user} is their name "
         "(default: %(default)s)",
+    )
+    stream.add_argument(
+        "--live-record",
+        metavar="PATH",
+        help="record each DJ set as it went on air, to PATH with {station}, {user} and "
+        "{start} filled in (folders made as needed; default: not recorded)",
     )
     stream.add_argument(
         "--shuffle",
@@ -546,6 +553,8 @@ def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
     if not args.live_listen:
         if args.live_user or args.live_users_file:
             raise ConfigError("--live-user and --live-users-file need --live-listen")
+        if args.live_record:
+            raise ConfigError("--live-record needs --live-listen")
         return None
     try:
         listen = parse_address(args.live_listen)
@@ -579,7 +588,15 @@ def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
         title = check_live_title(args.live_title)
     except ValueError as exc:
         raise ConfigError(f"--live-title: {exc}") from None
-    return LiveSettings(listen, mount, tuple(users), args.live_grace, args.live_interrupted, title)
+    record = None
+    if args.live_record:
+        try:
+            record = check_record(str(Path(args.live_record).expanduser().absolute()))
+        except ValueError as exc:
+            raise ConfigError(f"--live-record: {exc}") from None
+    return LiveSettings(
+        listen, mount, tuple(users), args.live_grace, args.live_interrupted, title, record
+    )
 
 
 def _control_settings(args: argparse.Namespace, config: Config | None) -> ControlSettings | None:

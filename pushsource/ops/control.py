@@ -14,10 +14,13 @@ import hmac
 import io
 import json
 import logging
+import os
 import re
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from ipaddress import ip_address
 from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
@@ -521,7 +524,58 @@ class _Handler(HardenedHandler):
             if (allowed := self._allow(method, "PUT")) is not None:
                 return allowed
             return self._upload(station_id, action[1])
+        if len(action) == 2 and action[0] == "recordings":
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            return self._recording(station_id, action[1])
         return error_reply(404, f"no such page: {path}")
+
+    def _recording(self, station_id: str, name: str) -> Reply:
+        """A DJ set's recording: only a file the station's history links to
+        (the station says which, never the request), not through a link."""
+        station = self.control.station(station_id)
+        find = getattr(station, "recording_file", None)
+        path = find(name) if find is not None else None
+        missing = error_reply(404, "no such recording")
+        if path is None:
+            return missing
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return missing
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return missing
+        shown = re.sub(r"[^A-Za-z0-9._ -]", "_", os.path.basename(path))
+        disposition = f'attachment; filename="{shown}"'
+        return _FileReply(
+            200, b"", "audio/mpeg", (("Content-Disposition", disposition),), info.st_size, fd
+        )
+
+    def send_reply(self, reply: Reply, *, head: bool) -> None:
+        if not isinstance(reply, _FileReply):
+            super().send_reply(reply, head=head)
+            return
+        with open(reply.fd, "rb", closefd=True) as file:
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(reply.size))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                for key, value in reply.headers:
+                    self.send_header(key, value)
+                self.end_headers()
+                left = 0 if head else reply.size
+                while left > 0 and (chunk := file.read(min(left, _UPLOAD_CHUNK))):
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+                if left:  # the file shrank meanwhile: the length said is a lie now
+                    self.close_connection = True
+            except OSError as error:
+                log.debug("%s: could not answer: %s", self.address_string(), error)
+                self.close_connection = True
 
     def _query(self) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self.path).query)
@@ -683,6 +737,14 @@ class _Handler(HardenedHandler):
 
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _FileReply(Reply):
+    """A file sent from an open descriptor, in chunks (a set may be an hour)."""
+
+    size: int = 0
+    fd: int = -1
 
 
 def _number(text: str) -> int:
