@@ -144,8 +144,8 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
     over: dict[str, list[tuple[str, str, str]]] = {}  # server: (id, name, why) over its limit
     sent: dict[str, int] = {}  # server: logins this config makes there
     down: dict[str, list[tuple[str, str, IcecastTarget, IcecastError]]] = {}  # not reached
-    # server: (id, name, error) refused their credentials; one shared wrong
-    # password over 300 stations is one line, not 300.
+    # server: (id, name, error) refused their credentials; past SHOWN of them
+    # (one shared wrong password over 300 stations) one line, not 300.
     wrong_password: dict[str, list[tuple[str, str, AuthenticationError]]] = {}
     for (sid, name, target), error in zip(logins, errors, strict=True):
         server = netloc(target.host, target.port)
@@ -168,15 +168,17 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
         else:
             report.error([sid], f"{name}: error: {error}", error.exit_status)
     for server, wrong in wrong_password.items():
-        sid, name, error = wrong[0]
+        if len(wrong) <= SHOWN:  # a few: each says which user on which mount
+            for sid, name, error in wrong:
+                code = f" ({error.status})" if error.status else ""
+                report.error([sid], f"{name}: error: {error}{code}", error.exit_status)
+            continue
+        error = wrong[0][2]
         code = f" ({error.status})" if error.status else ""
-        if len(wrong) == 1:
-            line = f"{name}: error: {error}{code}"
-        else:  # the error names one mount: the others are listed
-            line = (
-                f"{server}: error: {len(wrong)} logins refused their credentials{code}: "
-                f"{_names([name for _sid, name, _e in wrong])}"
-            )
+        line = (
+            f"{server}: error: {len(wrong)} logins refused their credentials{code}: "
+            f"{_names([name for _sid, name, _e in wrong])}"
+        )
         report.error([sid for sid, _name, _e in wrong], line, error.exit_status)
     for server, failures in down.items():
         if len(failures) == 1:
