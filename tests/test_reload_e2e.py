@@ -296,3 +296,80 @@ def test_live_inputs_come_and_go_on_the_shared_harbor(
     assert _dj_answer(harbor, "/b-live") == "404"
     assert _dj_answer(harbor, "/a-live") == "401"
     assert logins(icecast, f"{unique_mount}-a") == 1
+
+
+def test_control_settings_reload(
+    icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    """A new token is taken at once; a new listen address moves the control
+    server (the answer comes from the old one first); an address that cannot
+    be bound refuses the whole reload, stations untouched."""
+    folders(tmp_path, "a", "b")
+    base = f"icecast://source@127.0.0.1:{icecast.port}{unique_mount}"
+    first, second = free_port(), free_port()
+
+    def control(port: int, token: str) -> str:
+        return f'[control]\nlisten = "127.0.0.1:{port}"\ntoken = "{token}"\n'
+
+    config = tmp_path / "stations.toml"
+    config.write_text(control(first, TOKEN) + station("a", "a", base), encoding="utf-8")
+    run = started(start_pushsource, config)
+    icecast.wait_for_mount(f"{unique_mount}-a", 15)
+    new_token = TOKEN + "-2"
+    config.write_text(control(first, new_token) + station("a", "a", base), encoding="utf-8")
+    status, answer = _post(first, "/api/reload", TOKEN)
+    assert status == 200 and answer["control"] == "update", answer
+    assert _post(first, "/api/stations/a/skip", TOKEN)[0] == 401
+    assert _post(first, "/api/stations/a/skip", new_token)[0] == 200
+    # Taken by another program: refused, nothing changes (B is not started).
+    with _taken() as busy:
+        config.write_text(
+            control(busy, new_token) + station("a", "a", base) + station("b", "b", base), "utf-8"
+        )
+        status, answer = _post(first, "/api/reload", new_token)
+    assert status == 422, answer
+    assert len(answer["problems"]) == 1 and f"127.0.0.1:{busy}" in answer["problems"][0]
+    assert icecast.source(f"{unique_mount}-b") is None
+    # Moved: the old address answers, then closes; the new one serves.
+    config.write_text(
+        control(second, new_token) + station("a", "a", base) + station("b", "b", base), "utf-8"
+    )
+    status, answer = _post(first, "/api/reload", new_token)
+    assert status == 200 and answer["control"] == "restart" and answer["added"] == ["b"]
+    wait_until("the new control server", lambda: _answers(second), 5.0)
+    wait_until("the old one closed", lambda: not _answers(first), 5.0)
+    assert [s["id"] for s in _get(second, "/api/stations")["stations"]] == ["a", "b"]
+    assert logins(icecast, f"{unique_mount}-a") == 1
+    assert run.proc.poll() is None
+    assert TOKEN not in run.stderr
+
+
+class _taken:
+    """A loopback port held open by a socket that listens (another program)."""
+
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        _get(port, "/api/stations")
+    except OSError:
+        return False
+    return True
+
+
+def _get(port: int, path: str) -> dict[str, object]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", path)
+    body = json.loads(conn.getresponse().read())
+    conn.close()
+    return body  # type: ignore[no-any-return]
