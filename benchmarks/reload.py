@@ -15,6 +15,7 @@ listened to (1 each: never reconnected). Nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import signal
 import socket
@@ -71,7 +72,7 @@ class Ear:
     def longest_gap(self, start: float, end: float) -> float:
         times = [t for t in self.times if start <= t <= end]
         edges = [start, *times, end]
-        return max(b - a for a, b in zip(edges, edges[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(edges))
 
 
 def config_text(folder: Path, port: int, ids: list[str]) -> str:
@@ -84,9 +85,7 @@ def config_text(folder: Path, port: int, ids: list[str]) -> str:
 
 def listed(server: IcecastServer) -> set[str]:
     try:
-        return {
-            str(s.get("listenurl", "")).rsplit("/", 1)[-1] for s in sources_of(server.status())
-        }
+        return {str(s.get("listenurl", "")).rsplit("/", 1)[-1] for s in sources_of(server.status())}
     except (OSError, ValueError):
         return set()
 

@@ -71,9 +71,7 @@ def wait_until(what: str, done: object, timeout: float) -> float:
     return time.monotonic() - start
 
 
-def started(
-    start_pushsource: StartPushsource, config: Path, *more: str
-) -> PushsourceProcess:
+def started(start_pushsource: StartPushsource, config: Path, *more: str) -> PushsourceProcess:
     run = start_pushsource("run", "--config", config, "--no-console", *more)
     return run
 
@@ -272,7 +270,8 @@ def test_live_inputs_come_and_go_on_the_shared_harbor(
     harbor = free_port()
 
     def live(mount: str, users: str = 'alice = "one"') -> str:
-        return f'[station.live]\nlisten = "127.0.0.1:{harbor}"\nmount = "{mount}"\nusers = {{ {users} }}\n'
+        where = f'listen = "127.0.0.1:{harbor}"\nmount = "{mount}"\n'
+        return f"[station.live]\n{where}users = {{ {users} }}\n"
 
     config = tmp_path / "stations.toml"
     config.write_text(station("a", "a", base, live("/a-live")), encoding="utf-8")
