@@ -263,14 +263,16 @@ def test_live_inputs_come_and_go_on_the_shared_harbor(
     icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
 ) -> None:
     """A station with a live input added on a harbor address another station
-    listens on is served there at once; a removed one's mount is gone; a
-    change of DJ users alone is taken without restarting the station."""
-    folders(tmp_path, "a", "b")
+    listens on is served there at once, one on a new address gets a harbor
+    of its own; removed, their mounts are gone and the harbor no station
+    listens on closes; a change of DJ users alone is taken without
+    restarting the station; a restarted station is back on its harbor."""
+    folders(tmp_path, "a", "b", "d")
     base = f"icecast://source@127.0.0.1:{icecast.port}{unique_mount}"
-    harbor = free_port()
+    harbor, other = free_port(), free_port()
 
-    def live(mount: str, users: str = 'alice = "one"') -> str:
-        where = f'listen = "127.0.0.1:{harbor}"\nmount = "{mount}"\n'
+    def live(mount: str, users: str = 'alice = "one"', port: int = harbor, more: str = "") -> str:
+        where = f'listen = "127.0.0.1:{port}"\nmount = "{mount}"\n{more}'
         return f"[station.live]\n{where}users = {{ {users} }}\n"
 
     config = tmp_path / "stations.toml"
@@ -279,22 +281,38 @@ def test_live_inputs_come_and_go_on_the_shared_harbor(
     icecast.wait_for_mount(f"{unique_mount}-a", 15)
     assert _dj_answer(harbor, "/a-live") == "401"
     assert _dj_answer(harbor, "/b-live") == "404"
+    assert _dj_answer(other, "/d-live") == "000"  # nothing listens there
     config.write_text(
         station("a", "a", base, live("/a-live", 'alice = "one", bob = "two"'))
-        + station("b", "b", base, live("/b-live")),
+        + station("b", "b", base, live("/b-live"))
+        + station("d", "d", base, live("/d-live", port=other)),
         encoding="utf-8",
     )
     os.kill(run.proc.pid, signal.SIGHUP)
-    wait_until("B on air", lambda: icecast.source(f"{unique_mount}-b") is not None, 5.0)
+    wait_until("B and D on air", lambda: _on(icecast, unique_mount, "b", "d"), 5.0)
     assert _dj_answer(harbor, "/b-live") == "401"
+    assert _dj_answer(other, "/d-live") == "401"
     assert log_lines(run, "reload: station a: live.users taken at once"), run.describe()
-    assert log_lines(run, "reload: 1 added, 0 removed, 0 restarted, 0 unchanged, 1 updated")
+    assert log_lines(run, "reload: 2 added, 0 removed, 0 restarted, 0 unchanged, 1 updated")
     config.write_text(station("a", "a", base, live("/a-live")), encoding="utf-8")
     os.kill(run.proc.pid, signal.SIGHUP)
-    wait_until("B gone", lambda: icecast.source(f"{unique_mount}-b") is None, 5.0)
+    wait_until("B and D gone", lambda: not _on(icecast, unique_mount, "b")
+               and not _on(icecast, unique_mount, "d"), 5.0)  # fmt: skip
+    wait_until("the harbor of D closed", lambda: _dj_answer(other, "/d-live") == "000", 3.0)
     assert _dj_answer(harbor, "/b-live") == "404"
     assert _dj_answer(harbor, "/a-live") == "401"
     assert logins(icecast, f"{unique_mount}-a") == 1
+    # A's grace changed: A restarts, on the same harbor, which never closed.
+    config.write_text(station("a", "a", base, live("/a-live", more="grace = 2.0\n")), "utf-8")
+    os.kill(run.proc.pid, signal.SIGHUP)
+    wait_until("A restarted", lambda: log_lines(run, "reload: station a restarted"), 5.0)
+    assert log_lines(run, "reload: station a restarted (changed: live.grace)")
+    assert _dj_answer(harbor, "/a-live") == "401"
+    wait_until("A on air again", lambda: logins(icecast, f"{unique_mount}-a") == 2, 5.0)
+
+
+def _on(icecast: IcecastServer, prefix: str, *keys: str) -> bool:
+    return all(icecast.source(f"{prefix}-{key}") is not None for key in keys)
 
 
 def test_control_settings_reload(

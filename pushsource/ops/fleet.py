@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import ConfigError
 from pushsource.ops.config import Config, load_config
@@ -293,7 +294,10 @@ class Fleet:
                 )
         harbors = {id(r.harbor): r.harbor for r in leaving if r.harbor is not None}
         for runner in leaving:
-            runner.close()  # its folder unwatched, its live input off the harbor, state saved
+            runner.settle_saves(1.0)
+            # Its folder unwatched, its live input off the harbor (which
+            # stays bound: a restarted station comes back to it), state saved.
+            runner.close(harbor=False)
             self._prints.pop(runner.id, None)
             if runner.id not in restarted:
                 log.info("reload: station %s removed (stopped)", runner.id,
@@ -310,14 +314,11 @@ class Fleet:
         failed: list[str] = []
         for settings in (*todo.added, *todo.restarted):
             key = settings.id or ""
-            try:
-                runner = self._make(settings)
-                runner.start()
-            except ConfigError as exc:
-                line = f"station {key}: {exc}"
-                log.error("reload: %s: not started", line)
-                failed.append(line)
+            fresh, why = self._start_one(settings)
+            if fresh is None:
+                failed.append(f"station {key}: {why}")
                 continue
+            runner = fresh
             started[key] = runner
             self._prints[key] = prints[key]
             if self._stopping:  # a stop came in meanwhile: this one goes with the rest
@@ -327,7 +328,8 @@ class Fleet:
                 log.info(
                     "reload: station %s restarted (changed: %s)",
                     key,
-                    ", ".join(station_keys(old.settings, settings)) or "its password file",
+                    ", ".join(station_keys(old.settings, settings))
+                    or ("none: it had stopped with an error" if old.error else "a password file"),
                     extra={"event": "station_restarted", "station": key},
                 )
             else:
@@ -341,6 +343,23 @@ class Fleet:
         after = [started.get(key) or by_id.get(key) for key in todo.order]
         self.runners[:] = [runner for runner in after if runner is not None]
         return failed
+
+    def _start_one(self, settings: StationSettings) -> tuple[StationRunner | None, str]:
+        """A station built and started, or None and why not (said in a line):
+        one that cannot start stops no other."""
+        runner = None
+        try:
+            runner = self._make(settings)
+            runner.start()
+        except Exception as exc:
+            if not isinstance(exc, ConfigError):
+                log.exception("reload: station %s could not start", settings.id)
+            log.error("reload: station %s not started: %s", settings.id, exc)
+            if runner is not None:
+                runner.stop()
+                runner.close(harbor=False)
+            return None, redact(str(exc))
+        return runner, ""
 
     def _control(
         self,

@@ -402,6 +402,15 @@ class StationRunner:
 
         self._engine.run(leave)
 
+    def settle_saves(self, timeout: float) -> None:
+        """Wait (a reload's thread) for a play-state save the station had in
+        flight: the last one, from close(), must land after it, since the
+        station's next run starts from that file."""
+        saver = getattr(self.driver, "_saver", None)
+        deadline = time.monotonic() + timeout
+        while saver is not None and saver.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+
     def take_live_users(self, settings: StationSettings) -> None:
         """A reload changed only ``[station.live]``'s users: the next logins
         are checked against them (a DJ on air now stays); nothing else moves."""
@@ -437,15 +446,17 @@ class StationRunner:
         """Wait for the station to end; returns whether it has."""
         return self._done.wait(timeout)
 
-    def close(self) -> None:
+    def close(self, *, harbor: bool = True) -> None:
         """Once the station has ended (the engine stopped, or a reload took
         the station away): stop watching, take its live input off the harbor
-        (the harbor closes with its last), save the state a last time."""
+        (with ``harbor``, the harbor closes with its last: a reload closes
+        the harbors no station listens on itself, once the new ones are on),
+        save the state a last time."""
         if self._queue is not None:
             self._queue.stop()
         if self._harbor is not None:
             self.leave_harbor()
-            if not self._harbor.inputs:
+            if harbor and not self._harbor.inputs:
                 self._harbor.close()
         if self._record_writer is not None:  # the sets' files closed and tagged
             self._record_writer.close()
