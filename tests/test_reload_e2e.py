@@ -120,6 +120,7 @@ def test_sighup_adds_and_removes_and_the_station_left_alone_hears_no_gap(
     assert log_lines(run, "reload: station b removed"), run.describe()
     assert log_lines(run, "reload: 1 added, 1 removed, 0 restarted, 1 unchanged"), run.describe()
     assert len([line for line in log_lines(run, "on air at") if "[a]" in line]) == 1
+    wait_until("C's own line", lambda: log_lines(run, "[c] on air at"), 3.0)
 
 
 def test_a_changed_station_restarts_alone(

@@ -869,6 +869,9 @@ def _fleet(
         environ=os.environ,
         engine=engine,
         make=make,
+        relog=lambda ids: setup_logging(
+            _level(args), json_lines=getattr(args, "log_format", "plain") == "json", stations=ids
+        ),
         control_for=lambda config: _control_settings(args, config),
         control=control,
         serve=serve,

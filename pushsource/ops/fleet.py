@@ -94,6 +94,7 @@ class Fleet:
         environ: Mapping[str, str],
         engine: Engine,
         make: Callable[[StationSettings], StationRunner],
+        relog: Callable[[Sequence[str]], object] | None = None,
         control_for: Callable[[Config], ControlSettings | None],
         control: ControlSettings | None,
         serve: Callable[[ControlSettings], ControlServer] | None = None,
@@ -108,6 +109,7 @@ class Fleet:
         self._environ = environ
         self._engine = engine
         self._make = make
+        self._relog = relog  # the log lines' station names: the stations now
         self._control_for = control_for
         self.control = control
         self._serve = serve
@@ -282,6 +284,8 @@ class Fleet:
         then the list the readers read, in the file's order. Returns the
         lines of stations that could not start."""
         restarted = {s.id for s in todo.restarted}
+        if self._relog is not None:  # the lines of the stations going and coming name them
+            self._relog([*by_id, *(s.id or "" for s in todo.added)])
         leaving = [by_id[key] for key in todo.removed] + [by_id[s.id or ""] for s in todo.restarted]
         for runner in leaving:
             runner.stop()
@@ -300,15 +304,18 @@ class Fleet:
             runner.close(harbor=False)
             self._prints.pop(runner.id, None)
             if runner.id not in restarted:
-                log.info("reload: station %s removed (stopped)", runner.id,
-                         extra={"event": "station_removed", "station": runner.id})  # fmt: skip
+                log.info(
+                    "reload: station %s removed (stopped)",
+                    runner.id,
+                    extra=_said("station_removed", runner.id),
+                )
         for settings, keys in todo.updated:
             by_id[settings.id or ""].take_live_users(settings)
             log.info(
                 "reload: station %s: %s taken at once (its source untouched)",
                 settings.id,
                 ", ".join(keys),
-                extra={"event": "station_updated", "station": settings.id},
+                extra=_said("station_updated", settings.id),
             )
         started: dict[str, StationRunner] = {}
         failed: list[str] = []
@@ -330,11 +337,10 @@ class Fleet:
                     key,
                     ", ".join(station_keys(old.settings, settings))
                     or ("none: it had stopped with an error" if old.error else "a password file"),
-                    extra={"event": "station_restarted", "station": key},
+                    extra=_said("station_restarted", key),
                 )
             else:
-                log.info("reload: station %s added", key,
-                         extra={"event": "station_added", "station": key})  # fmt: skip
+                log.info("reload: station %s added", key, extra=_said("station_added", key))
         # Harbors none of the stations listen on any more (those of the
         # stations gone, those bound above for a station that did not start).
         for harbor in (*harbors.values(), *held):
@@ -342,6 +348,8 @@ class Fleet:
                 harbor.close()
         after = [started.get(key) or by_id.get(key) for key in todo.order]
         self.runners[:] = [runner for runner in after if runner is not None]
+        if self._relog is not None:
+            self._relog([runner.id for runner in self.runners])
         return failed
 
     def _start_one(self, settings: StationSettings) -> tuple[StationRunner | None, str]:
@@ -393,6 +401,12 @@ class Fleet:
                 threading.Timer(ANSWER_FIRST, old.close).start()
             else:
                 old.close()
+
+
+def _said(event: str, station: str | None) -> dict[str, object]:
+    """A reload's line about one station: its event, and the station it
+    names itself (no [id] before it)."""
+    return {"event": event, "station": station, "names_station": True}
 
 
 def _started_with(runner: StationRunner) -> tuple[object, ...]:
