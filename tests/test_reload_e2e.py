@@ -250,10 +250,10 @@ def _post(port: int, path: str, token: str | None) -> tuple[int, dict[str, objec
     return response.status, body
 
 
-def _dj_answer(port: int, mount: str) -> str:
-    """What the harbor answers curl's PUT to ``mount`` with a wrong password."""
+def _dj_answer(port: int, mount: str, login: str = "dj:wrong") -> str:
+    """What the harbor answers curl's PUT to ``mount`` (an empty body)."""
     done = subprocess.run(
-        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-", "-u", "dj:wrong",
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-", "-u", login,
          "-H", "Content-Type: audio/mpeg", f"http://127.0.0.1:{port}{mount}"],
         input=b"", capture_output=True, timeout=10, check=False,
     )  # fmt: skip
@@ -281,6 +281,7 @@ def test_live_inputs_come_and_go_on_the_shared_harbor(
     run = started(start_pushsource, config)
     icecast.wait_for_mount(f"{unique_mount}-a", 15)
     assert _dj_answer(harbor, "/a-live") == "401"
+    assert _dj_answer(harbor, "/a-live", "bob:two") == "401"
     assert _dj_answer(harbor, "/b-live") == "404"
     assert _dj_answer(other, "/d-live") == "000"  # nothing listens there
     config.write_text(
@@ -294,6 +295,7 @@ def test_live_inputs_come_and_go_on_the_shared_harbor(
     assert _dj_answer(harbor, "/b-live") == "401"
     assert _dj_answer(other, "/d-live") == "401"
     assert log_lines(run, "reload: station a: live.users taken at once"), run.describe()
+    assert _dj_answer(harbor, "/a-live", "bob:two") == "200"  # the new user's login
     assert log_lines(run, "reload: 2 added, 0 removed, 0 restarted, 0 unchanged, 1 updated")
     config.write_text(station("a", "a", base, live("/a-live")), encoding="utf-8")
     os.kill(run.proc.pid, signal.SIGHUP)

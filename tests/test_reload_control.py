@@ -1,0 +1,66 @@
+"""POST /api/reload on a real control server, with a stand-in reload."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pushsource.ops.control import ControlServer
+
+TOKEN = "reload-route-token"
+
+
+@dataclass
+class Done:
+    applied: bool
+    problems: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"applied": self.applied, "problems": self.problems}
+
+
+def post(server: ControlServer, token: str | None) -> tuple[int, dict[str, Any]]:
+    host, port = server.address
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    headers = {"Content-Length": "0"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request("POST", "/api/reload", body=b"", headers=headers)
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    return response.status, body
+
+
+def test_the_route_needs_the_token_and_says_what_the_reload_did() -> None:
+    asked: list[str] = []
+    outcome = Done(True)
+
+    def reload(client: str) -> Done:
+        asked.append(client)
+        return outcome
+
+    with ControlServer(("127.0.0.1", 0), [], token=TOKEN, reload=reload) as server:
+        server.start()
+        assert post(server, None)[0] == 401
+        assert post(server, "wrong")[0] == 401
+        assert asked == []  # nothing read without the token
+        assert post(server, TOKEN) == (200, {"applied": True, "problems": []})
+        assert asked == ["the control API, from 127.0.0.1"]
+        outcome = Done(False, ["stations.toml: station 1: unknown key"])
+        assert post(server, TOKEN) == (
+            422,
+            {"applied": False, "problems": ["stations.toml: station 1: unknown key"]},
+        )
+
+
+def test_without_a_config_there_is_nothing_to_reload() -> None:
+    # pushsource stream: no reload given.
+    with ControlServer(("127.0.0.1", 0), [], token=TOKEN) as server:
+        server.start()
+        assert post(server, TOKEN)[0] == 404
+    with ControlServer(("127.0.0.1", 0), [], token=None) as server:
+        server.start()
+        assert post(server, TOKEN)[0] == 403  # actions off without a token
