@@ -923,6 +923,12 @@ def _add_reload_command(commands: Any, common: argparse.ArgumentParser) -> None:
     reload.add_argument(
         "--config", type=Path, metavar="FILE", help="the config the running process runs"
     )
+    reload.add_argument(
+        "--control",
+        metavar="[HOST:]PORT",
+        help="the address the process's control server listens on, when run --control "
+        "gave it (default: the config's [control] listen)",
+    )
     reload.add_argument("--pid", type=int, metavar="PID", help="send SIGHUP to this process")
     reload.add_argument(
         "--pid-file",
@@ -955,8 +961,8 @@ def reload_command(args: argparse.Namespace) -> int:
     if args.config is None:
         raise ConfigError("pushsource reload needs --config FILE, --pid PID or --pid-file FILE")
     config = load_config(args.config, os.environ, collect=True)
-    settings = config.control
-    token = (settings.token if settings else None) or os.environ.get(TOKEN_ENV)
+    settings = _control_settings(args, config)  # --control wins, as with run
+    token = settings.token if settings else None
     if settings is None or not token:
         raise ConfigError(
             f"{args.config} has no [control] with a token (or ${TOKEN_ENV}): "
