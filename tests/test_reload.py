@@ -171,3 +171,22 @@ url = "icecast://source:x@127.0.0.1:8000/c"
 def test_an_empty_plan_says_so() -> None:
     assert Plan().changes_nothing
     assert Plan().summary() == "reload: 0 added, 0 removed, 0 restarted, 0 unchanged"
+
+
+def test_the_fingerprint_reads_what_a_password_file_holds(tmp_path: Path) -> None:
+    from pushsource.ops.fleet import fingerprint
+
+    secret = tmp_path / "a.password"
+    secret.write_text("first\n")
+    secret.chmod(0o600)
+    a = settings(
+        "a", password_file=secret, outputs=(OutputSettings("icecast://127.0.0.1:8000/a-2"),)
+    )
+    a = dataclasses.replace(a, url="icecast://source@127.0.0.1:8000/a")
+    before = fingerprint(a, {})
+    assert before == fingerprint(a, {})
+    assert len(before) == 2  # the station's own mount and its output
+    secret.write_text("second\n")
+    assert fingerprint(a, {}) != before
+    # Never shown: the targets' repr leaves the password out.
+    assert "second" not in repr(fingerprint(a, {}))
