@@ -215,8 +215,9 @@ class Fleet:
                 return self._refuse([str(exc)])
             failed = self._apply(todo, by_id, prints, held)
             self._control(todo, control, server, answer_first=answer_first)
-            for runner in self.runners:  # the watcher may have missed something
-                runner.rescan()
+            # The watcher may have missed something (the new ones walk theirs now).
+            for key in (*todo.unchanged, *(s.id or "" for s, _ in todo.updated)):
+                by_id[key].rescan()
             log.info("%s", todo.summary(), extra={"event": "reload_done"})
             return Outcome(True, todo, failed=failed)
 
