@@ -239,6 +239,7 @@ class ControlServer:
         status_interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         air: threading.Event | None = None,
+        reload: Callable[[str], Reloaded] | None = None,
     ) -> None:
         """``allowed_hosts``: names the page may be reached by, beside the listen
         address, IP addresses and localhost (a Host header naming anything else is
@@ -247,19 +248,13 @@ class ControlServer:
         and metrics served may be, at most; 0 builds them for every request.
         ``air``: the engine's Engine.air_idle; a request is parsed and answered
         only between the air's passes (32 keep-alive readers otherwise take
-        turns at the interpreter lock with the thread every station sends on)."""
-        self._stations: dict[str, StationControl] = {}
-        for station in stations:
-            station_id = station.id
-            if not _STATION_ID.match(station_id):
-                raise ConfigError(
-                    f"station id {station_id!r}: use letters, digits, '.', '_', '~' or '-'"
-                )
-            if station_id in self._stations:
-                raise ConfigError(f"station id {station_id!r} is used twice")
-            self._stations[station_id] = station
+        turns at the interpreter lock with the thread every station sends on).
+        ``reload``: what ``POST /api/reload`` runs (``pushsource run``'s
+        reload, given who asked); None: the route is 404."""
+        self._stations = _by_id(stations)
         self.name = "control API"
         self._token = token.encode("utf-8") if token else None
+        self._reload = reload
         self._metrics = metrics
         self.air = air
         self.snapshots = SnapshotCache(status_interval, clock)
@@ -316,6 +311,26 @@ class ControlServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    # --- a reload (pushsource.ops.fleet) ---------------------------------------------
+
+    def set_stations(self, stations: Sequence[StationControl]) -> None:
+        """The stations after a reload: one dict swapped in, so a request
+        sees the old set or the new one whole. Raises ConfigError."""
+        self._stations = _by_id(stations)
+        self.snapshots.invalidate()
+
+    def set_access(self, token: str | None, allowed_hosts: Sequence[str]) -> None:
+        """A reload's new token and allowed_hosts, taken at once (the listen
+        address is the server's own: a new one is a new server)."""
+        self._token = token.encode("utf-8") if token else None
+        host = self.address[0]
+        self._hosts = {_host_key(host), "localhost"} | {_host_key(h) for h in allowed_hosts}
+
+    def reload(self, client: str) -> Reloaded:
+        if self._reload is None:
+            raise ControlError("reload is for pushsource run --config", 404)
+        return self._reload(client)
 
     # --- what the handler asks --------------------------------------------------------
 
@@ -416,6 +431,29 @@ class ControlServer:
         return None
 
 
+class Reloaded(Protocol):
+    """What a reload did, for ``POST /api/reload``."""
+
+    @property
+    def applied(self) -> bool: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+def _by_id(stations: Sequence[StationControl]) -> dict[str, StationControl]:
+    found: dict[str, StationControl] = {}
+    for station in stations:
+        station_id = station.id
+        if not _STATION_ID.match(station_id):
+            raise ConfigError(
+                f"station id {station_id!r}: use letters, digits, '.', '_', '~' or '-'"
+            )
+        if station_id in found:
+            raise ConfigError(f"station id {station_id!r} is used twice")
+        found[station_id] = station
+    return found
+
+
 def _host_key(host: str) -> str:
     return host.strip("[]").rstrip(".").casefold()
 
@@ -488,6 +526,10 @@ class _Handler(HardenedHandler):
             if metrics is None:
                 return error_reply(404, "metrics are off")
             return Reply(200, metrics[0], metrics[1])
+        if parts == ["api", "reload"]:
+            if (allowed := self._allow(method, "POST")) is not None:
+                return allowed
+            return self._reload()
         if parts == ["api", "listeners"]:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
@@ -658,6 +700,18 @@ class _Handler(HardenedHandler):
         station.move(file, index)
         done = f"moved {file} to position {index + 1} of the queue"
         return done, {"event": "queue_move", "file": file, "position": index + 1}
+
+    def _reload(self) -> Reply:
+        """Read the config file again and apply it (the token needed): 200
+        with what changed, or 422 with one line per problem (nothing changed)."""
+        refused = self.control.authorize(self.headers.get("Authorization"))
+        if refused is not None:
+            return refused
+        self._read_json(optional=True)
+        client = self.client_address[0]
+        log.info("reload asked for (from %s)", client, extra={"event": "reload", "client": client})
+        outcome = self.control.reload(f"the control API, from {client}")
+        return json_reply(200 if outcome.applied else 422, outcome.as_json())
 
     def _told(self, station_id: str, done: str, fields: dict[str, object]) -> None:
         """One line per action, of one shape: the station, what, and who asked."""

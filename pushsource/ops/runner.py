@@ -336,11 +336,9 @@ class StationRunner:
         live = settings.live
         if live is None:
             return None, None
-        from pushsource.engine.harbor import Harbor, LiveInput
+        from pushsource.engine.harbor import LiveInput
 
-        host, port = live.listen
-        key = (f"harbor {host}", port, False)  # one per listen address, like server watches
-        harbor = engine.watch_of(key, lambda: Harbor(engine, host, port))
+        harbor = harbor_of(engine, live.listen)
         live_input = LiveInput(
             station=self.id,
             mount=live.mount or self.target.mount,
@@ -387,6 +385,46 @@ class StationRunner:
     def __repr__(self) -> str:
         return f"StationRunner({self.id!r}, {str(self.target)!r})"
 
+    # -- a reload (ops.fleet)
+
+    def leave_harbor(self) -> None:
+        """Take the live input off its (shared) harbor, hanging up on a DJ
+        still connected to it: the harbor's other stations go on."""
+        live, harbor = self.live_input, self._harbor
+        if live is None or harbor is None:
+            return
+
+        def leave() -> None:
+            if harbor.inputs.get(live.mount) is live:
+                del harbor.inputs[live.mount]
+            if live.dj is not None:
+                live.dj._close()
+
+        self._engine.run(leave)
+
+    def settle_saves(self, timeout: float) -> None:
+        """Wait (a reload's thread) for a play-state save the station had in
+        flight: the last one, from close(), must land after it, since the
+        station's next run starts from that file."""
+        saver = getattr(self.driver, "_saver", None)
+        deadline = time.monotonic() + timeout
+        while saver is not None and saver.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def take_live_users(self, settings: StationSettings) -> None:
+        """A reload changed only ``[station.live]``'s users: the next logins
+        are checked against them (a DJ on air now stays); nothing else moves."""
+        live = self.live_input
+        if live is not None and settings.live is not None:
+            users = dict(settings.live.users)
+
+            def take() -> None:
+                live.users = users
+
+            self._engine.run(take)
+        self.settings = settings
+        self._changed()
+
     @property
     def harbor(self) -> Any:
         """The harbor (live input listener) the station is on, shared; None without one."""
@@ -408,12 +446,18 @@ class StationRunner:
         """Wait for the station to end; returns whether it has."""
         return self._done.wait(timeout)
 
-    def close(self) -> None:
-        """After the engine stopped: stop watching, save the state a last time."""
+    def close(self, *, harbor: bool = True) -> None:
+        """Once the station has ended (the engine stopped, or a reload took
+        the station away): stop watching, take its live input off the harbor
+        (with ``harbor``, the harbor closes with its last: a reload closes
+        the harbors no station listens on itself, once the new ones are on),
+        save the state a last time."""
         if self._queue is not None:
             self._queue.stop()
         if self._harbor is not None:
-            self._harbor.close()
+            self.leave_harbor()
+            if harbor and not self._harbor.inputs:
+                self._harbor.close()
         if self._record_writer is not None:  # the sets' files closed and tagged
             self._record_writer.close()
         self._transcoder.close()
@@ -1229,6 +1273,16 @@ def _of_folder(folder: Path, paths: list[str], state: Path) -> list[str]:
             folder,
         )
     return kept
+
+
+def harbor_of(engine: Engine, listen: tuple[str, int]) -> Any:
+    """The harbor (live input server) on ``listen``, one per address, shared
+    by the stations there; made on first use, not started."""
+    from pushsource.engine.harbor import Harbor
+
+    host, port = listen
+    key = (f"harbor {host}", port, False)  # one per listen address, like server watches
+    return engine.watch_of(key, lambda: Harbor(engine, host, port))
 
 
 def build_runners(
