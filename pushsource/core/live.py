@@ -131,6 +131,14 @@ class LiveMixin:
         """The DJ connected or on air, if any (read only)."""
         return self._live
 
+    @property
+    def airing(self) -> Live | None:
+        """The DJ whose set the machine's batches carry now (their frames, and
+        the silence that fills in for them): on air, and the connection too;
+        None while the folder's audio (or a closing silence) goes out."""
+        live = self._live
+        return live if live is not None and live.on_air and self.phase is Phase.ON_AIR else None
+
     def live_start(self, now: float, user: str, title: str | None = None) -> list[Effect]:
         """A DJ connected; they take over with their first frames. One back
         within the grace goes on where they left."""
