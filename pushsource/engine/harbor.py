@@ -172,6 +172,16 @@ class Harbor:
             )
         self.inputs[live.mount] = live
 
+    def remove(self, live: LiveInput) -> None:
+        """Take ``live`` off this harbor (the engine's thread), hanging up on a
+        DJ still connected to it; the harbor's other stations go on."""
+        if self.inputs.get(live.mount) is live:
+            del self.inputs[live.mount]
+        dj = live.dj
+        if dj is not None:
+            dj._queue.clear()  # the station is leaving: nothing more to hand it
+            dj._close()
+
     def start(self, *, announce: bool = True) -> None:
         """Listen (once; from any thread but the engine's). Raises ConfigError.
         ``announce``: log where (``pushsource check`` only tries the address)."""

@@ -214,6 +214,11 @@ class StationDriver:
 
     # -- control, from any thread
 
+    @property
+    def saving(self) -> bool:
+        """A play-state save is in flight (a reload waits for the last one)."""
+        return self._saver is not None and self._saver.busy
+
     def start(self) -> None:
         self._engine.call(self._start)
 

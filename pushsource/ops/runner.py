@@ -394,21 +394,14 @@ class StationRunner:
         if live is None or harbor is None:
             return
 
-        def leave() -> None:
-            if harbor.inputs.get(live.mount) is live:
-                del harbor.inputs[live.mount]
-            if live.dj is not None:
-                live.dj._close()
-
-        self._engine.run(leave)
+        self._engine.run(lambda: harbor.remove(live))
 
     def settle_saves(self, timeout: float) -> None:
         """Wait (a reload's thread) for a play-state save the station had in
         flight: the last one, from close(), must land after it, since the
         station's next run starts from that file."""
-        saver = getattr(self.driver, "_saver", None)
         deadline = time.monotonic() + timeout
-        while saver is not None and saver.busy and time.monotonic() < deadline:
+        while self.driver.saving and time.monotonic() < deadline:
             time.sleep(0.01)
 
     def take_live_users(self, settings: StationSettings) -> None:
