@@ -246,9 +246,9 @@ def test_the_module_needs_nothing_but_the_standard_library(tmp_path: Path) -> No
         "print(sorted({n.split('.')[0] for n in sys.modules}"
         " - set(sys.stdlib_module_names) - {'__main__'}))"
     )
+    paths = [REPO_ROOT, stations, DEFAULT_TEMPLATE, tmp_path / "out.xml", tmp_path / "web"]
     done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", code, str(REPO_ROOT), str(stations)]
-        + [str(DEFAULT_TEMPLATE), str(tmp_path / "out.xml"), str(tmp_path / "web")],
+        [sys.executable, "-I", "-S", "-c", code, *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=60,
