@@ -103,6 +103,7 @@ def test_make_station_keeps_a_listener_through_a_kill_9(
             got = stays_through_a_kill(first.proc, {listener: frames(silence(44100, 2))[0]})
         # 320 kbps silence for 3 s, less what Icecast sends ahead: well over 32 kB.
         assert got[listener] > 32_000, got
+        print(f"make station: {got[listener]} bytes of silence in the {OUTAGE:.0f} s after kill -9")
     finally:
         icecast.stop()
 
@@ -159,13 +160,17 @@ def test_icecast_config_keeps_listeners_of_two_formats_through_a_kill_9(
             for listener in (on_music, on_talk):
                 listener.wait_connected(10)
                 listener.wait_for_audio(16_000, 15)
-            stays_through_a_kill(
+            got = stays_through_a_kill(
                 run.proc,
                 {
                     on_music: frames(silence(44100, 2))[0],
                     on_talk: frames(silence(48000, 1))[0],
                 },
             )
+        print(
+            f"icecast-config: {got[on_music]} bytes of 44.1 kHz stereo and {got[on_talk]} of "
+            f"48 kHz mono silence in the {OUTAGE:.0f} s after kill -9"
+        )
         # A file gone from the webroot: check names the station it would drop.
         (web / "silence-48000-1.mp3").unlink()
         checked = run_pushsource("check", "--config", stations, "--icecast-config", config)
