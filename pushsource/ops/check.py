@@ -158,6 +158,9 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
     over: dict[str, list[tuple[str, str, str]]] = {}  # server: (id, name, why) over its limit
     sent: dict[str, int] = {}  # server: logins this config makes there
     down: dict[str, list[tuple[str, str, IcecastTarget, IcecastError]]] = {}  # not reached
+    # server: (id, name, error) refused their credentials; past SHOWN of them
+    # (one shared wrong password over 300 stations) one line, not 300.
+    wrong_password: dict[str, list[tuple[str, str, AuthenticationError]]] = {}
     for (sid, name, target), error in zip(logins, errors, strict=True):
         server = netloc(target.host, target.port)
         sent[server] = sent.get(server, 0) + 1
@@ -165,8 +168,7 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             if report.verbose:
                 print(f"{name}: ok: {target} accepts the source", file=report.out)
         elif isinstance(error, AuthenticationError):
-            code = f" ({error.status})" if error.status else ""
-            report.error([sid], f"{name}: error: {error}{code}", error.exit_status)
+            wrong_password.setdefault(server, []).append((sid, name, error))
         elif error.status is not None and (too_many := _TOO_MANY.search(str(error))):
             over.setdefault(server, []).append((sid, name, too_many.group(0)))
         elif isinstance(error, MountInUseError):  # servers check the login first: it passed
@@ -179,6 +181,19 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             down.setdefault(server, []).append((sid, name, target, error))
         else:
             report.error([sid], f"{name}: error: {error}", error.exit_status)
+    for server, wrong in wrong_password.items():
+        if len(wrong) <= SHOWN:  # a few: each says which user on which mount
+            for sid, name, error in wrong:
+                code = f" ({error.status})" if error.status else ""
+                report.error([sid], f"{name}: error: {error}{code}", error.exit_status)
+            continue
+        error = wrong[0][2]
+        code = f" ({error.status})" if error.status else ""
+        line = (
+            f"{server}: error: {len(wrong)} logins refused their credentials{code}: "
+            f"{_names([name for _sid, name, _e in wrong])}"
+        )
+        report.error([sid for sid, _name, _e in wrong], line, error.exit_status)
     for server, failures in down.items():
         if len(failures) == 1:
             sid, name, target, error = failures[0]
