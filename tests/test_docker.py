@@ -1274,3 +1274,28 @@ def test_pushsource_entrypoint_turns_secrets_into_the_variables_stations_toml_na
     done = start_entrypoint({**env, "PUSHSOURCE_TOKEN": "given"}, "run")
     out, _ = done.communicate(timeout=10)
     assert out == "s3cret|given|unset\n"
+
+
+def test_env_example_is_what_the_first_start_needs(tmp_path: Path) -> None:
+    """README's first start copies env.example to .env: with it alone compose
+    reads the file, and the secrets are the files the README writes."""
+    binary = shutil.which("docker-compose")
+    if binary is None:
+        pytest.skip("docker-compose is not installed (apt-get install docker-compose)")
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    done = subprocess.run(
+        [binary, "--env-file", str(DOCKER / "env.example"), "-f", str(COMPOSE), "config"],
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    secrets = yaml.safe_load(done.stdout)["secrets"]
+    assert {name: Path(s["file"]) for name, s in secrets.items()} == {
+        name: DOCKER / "secrets" / name for name in SECRET_FILES.values()
+    }
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(DOCKER / "secrets" / "pushsource_token")], cwd=REPO
+    )
+    assert ignored.returncode == 0, "the secrets must never be committed"
