@@ -4,6 +4,7 @@ check of a hand-written config, and the step `make station` runs."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import subprocess
@@ -278,8 +279,15 @@ def make_station_commands() -> list[list[str]]:
     make = shutil.which("make")
     if make is None:
         pytest.skip("make is not installed")
+    # Not the flags of a make this runs under (make test): only -n -s.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     done = subprocess.run(
-        [make, "-n", "-s", "station"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+        [make, "-n", "-s", "station"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     text = done.stdout.replace("\\\n", " ")
