@@ -95,7 +95,8 @@ def check(
     if icecast_config is not None:
         for who, why in problems(icecast_config, mounts_of(config.stations)):
             sid = who.split(" output ")[0]
-            report.error([sid] if sid else [], f"{who or icecast_config}: error: {why}", 2)
+            line = f"{who or icecast_config}: error: {why}"
+            report.error([sid] if sid else [], line, ConfigError.exit_status)
             fallbacks += 1
     total = max(config.tables, len(config.stations))  # a Config built by hand has no tables
     failed = len(report.failed)
