@@ -18,12 +18,14 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from pushsource.core.target import IcecastTarget, netloc
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
 from pushsource.ops.config import Config
+from pushsource.ops.icecastconf import mounts_of, problems
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import ControlSettings
 
@@ -55,12 +57,15 @@ def check(
     *,
     verbose: bool = False,
     out: TextIO | None = None,
+    icecast_config: Path | None = None,
 ) -> int:
     """Check ``config`` as ``run`` would run it, with ``control`` (from
     ``control_key``: named in its problem). Returns the exit status: 0 all ok,
     2 a config error, a wrong password, an address taken or a source limit too
     low, 1 a server that cannot be reached. ``config.problems`` (loaded with
-    ``collect``) are said first; the stations left out count as errors."""
+    ``collect``) are said first; the stations left out count as errors. With
+    ``icecast_config``, each mount that Icecast run from it would not keep
+    listeners on through a crash of pushsource is an error too (status 2)."""
     report = _Report(out if out is not None else sys.stdout, verbose)
     for problem in sorted(config.problems, key=lambda p: (p.station == 0, p.station)):
         # "#N": no station id has a "#"; [control] is no station (0).
@@ -86,12 +91,22 @@ def check(
         _logins(runners, report)
     finally:
         engine.stop()
+    fallbacks = 0
+    if icecast_config is not None:
+        for who, why in problems(icecast_config, mounts_of(config.stations)):
+            sid = who.split(" output ")[0]
+            line = f"{who or icecast_config}: error: {why}"
+            report.error([sid] if sid else [], line, ConfigError.exit_status)
+            fallbacks += 1
     total = max(config.tables, len(config.stations))  # a Config built by hand has no tables
     failed = len(report.failed)
     stations = "1 station" if total == 1 else f"{total} stations"
     tally = f"{config.path}: {stations}: {total - failed} ok, {failed} with errors"
     if report.in_use:
         tally += f"; {report.in_use} mounts already have a source (the login passed)"
+    if icecast_config is not None:
+        said = {0: "every mount has its fallback", 1: "1 fallback problem"}
+        tally += f"; {icecast_config}: {said.get(fallbacks, f'{fallbacks} fallback problems')}"
     print(tally, file=report.out)
     return report.status
 

@@ -23,7 +23,7 @@ from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import ConfigError, PushsourceError
-from pushsource.ops import docs
+from pushsource.ops import docs, icecastconf
 from pushsource.ops.config import Config, check_output, load_config
 from pushsource.ops.logs import NativeStderr, setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
@@ -386,6 +386,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the address run --control would listen on too (the config's "
         "[control] is checked without it)",
     )
+    check.add_argument(
+        "--icecast-config",
+        type=Path,
+        metavar="FILE",
+        help="also check that this icecast.xml keeps listeners through a crash: every "
+        "mount has a fallback with fallback-override, its file in the webroot, in the "
+        "mount's sample rate and channels (a line each; exit 2)",
+    )
+    icecast_config = commands.add_parser(
+        "icecast-config",
+        help="write an icecast.xml whose mounts fall back to silence, and the silence files",
+        description=icecastconf.DESCRIPTION,
+    )
+    icecastconf.build_parser(icecast_config)
 
     listen = commands.add_parser(
         "listen",
@@ -810,6 +824,7 @@ def check_config(args: argparse.Namespace) -> int:
         _control_settings(args, config),
         control_key,
         verbose=getattr(args, "verbose", False),
+        icecast_config=args.icecast_config,
     )
 
 
@@ -1070,6 +1085,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return reload_command(args)
         if args.command == "check":
             return check_config(args)
+        if args.command == "icecast-config":
+            return icecastconf.run(args)
         if args.command == "silence":
             write_silence(args.file, args.samplerate, args.channels, args.bitrate)
             return 0
