@@ -291,4 +291,5 @@ def test_what_cannot_be_converted_is_refused_with_a_status_and_a_line_the_encode
     assert set(titles) == {"Folder - Long One"}
     log = "".join(p.read_text() for p in tmp_path.glob("pushsource-*.err"))
     assert "takes over" not in log
-    assert log.count("live: refused alice:") == 3
+    assert "live: refused 127.0.0.1: alice: this station takes" in log  # (a line a minute)
+    assert log.count("live: refused alice:") == 2
