@@ -192,6 +192,8 @@ class Harbor:
         dj = live.dj
         if dj is not None:
             dj._queue.clear()  # the station is leaving: nothing more to hand it
+            if dj._intake is not None:
+                dj._intake.close()  # nor to convert for it
             dj._close()
 
     def start(self, *, announce: bool = True) -> None:
