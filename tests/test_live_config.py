@@ -102,6 +102,15 @@ def test_live_options(tmp_path: Path) -> None:
         "skip",
         "DJ {user}",
     )
+    assert stream_settings(args).live.convert  # type: ignore[union-attr]
+    refusing = build_parser().parse_args(
+        [
+            "stream", str(tmp_path), "icecast://source:pw@127.0.0.1:8000/m",
+            "--live-listen", "127.0.0.1:8010", "--live-user", "alice:al1ce", "--no-live-convert",
+        ]
+    )  # fmt: skip
+    live = stream_settings(refusing).live
+    assert live is not None and live.convert is False
 
 
 @pytest.mark.parametrize(

@@ -301,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
         "{start} filled in (folders made as needed; default: not recorded)",
     )
     stream.add_argument(
+        "--no-live-convert",
+        dest="live_convert",
+        action="store_false",
+        help="refuse a DJ whose audio is not MP3 in the station's format (default: "
+        "convert it live)",
+    )
+    stream.add_argument(
         "--shuffle",
         action="store_true",
         help="with --idle loop: play the library in random order, no track twice in a row",
@@ -619,7 +626,14 @@ def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
         except ValueError as exc:
             raise ConfigError(f"--live-record: {exc}") from None
     return LiveSettings(
-        listen, mount, tuple(users), args.live_grace, args.live_interrupted, title, record
+        listen,
+        mount,
+        tuple(users),
+        args.live_grace,
+        args.live_interrupted,
+        title,
+        record,
+        convert=getattr(args, "live_convert", True),
     )
 
 
