@@ -754,6 +754,7 @@ class LiveStation(RichStation):
             "frames_in": 3650,
             "connected": True,
             "format": {"bitrate": 128, "samplerate": 44100, "channels": 2},
+            "input": "Ogg Vorbis, converted",
         }
         return status
 
@@ -786,6 +787,7 @@ def test_during_a_set_the_view_shows_the_dj_and_kick_acts_and_skip_is_off(
         assert one(By.CSS_SELECTOR, ".live-since").text.startswith("since ")
         live_in = one(By.CSS_SELECTOR, ".live-in").text
         assert "1500 KiB in" in live_in and "3650 frames" in live_in and "128 kbps" in live_in
+        assert live_in.endswith(" · from Ogg Vorbis, converted"), live_in
         cut = one(By.CSS_SELECTOR, ".live-cut").text
         assert cut == "Folder: Artist - Ünïcode — paused at 1:23"
         assert "Artist - Ünïcode" not in one(By.CSS_SELECTOR, ".now-title").text

@@ -667,7 +667,9 @@ function renderLive(status) {
   setText(q(".live-since"), onAir && live.since ? "since " + whenOf(live.since) : live.user ? "connected, not on air yet" : "");
   const f = live.format;
   const kib = Math.round((live.bytes_in || 0) / 1024);
-  const parts = onAir ? [kib + " KiB in", (live.frames_in || 0) + " frames", f ? "MP3 " + outputFormatOf(f) : ""] : [];
+  // A DJ converted live: what they send, beside what goes on air.
+  const sent = live.input ? "from " + live.input : "";
+  const parts = onAir ? [kib + " KiB in", (live.frames_in || 0) + " frames", f ? "MP3 " + outputFormatOf(f) : "", sent] : [];
   setText(q(".live-in"), parts.filter(Boolean).join(" · "));
   const cut = (status.now_playing || {}).interrupted;
   setText(q(".live-cut"), cut ? "Folder: " + escaped(cut.title || cut.file) + " — " + (cut.state === "skipped" ? "skipped" : "paused at " + clock(cut.elapsed)) : "");
