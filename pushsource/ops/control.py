@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -232,6 +233,7 @@ class ControlServer:
         status_interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         air: threading.Event | None = None,
+        inherited: socket.socket | None = None,
     ) -> None:
         """``allowed_hosts``: names the page may be reached by, beside the listen
         address, IP addresses and localhost (a Host header naming anything else is
@@ -240,7 +242,9 @@ class ControlServer:
         and metrics served may be, at most; 0 builds them for every request.
         ``air``: the engine's Engine.air_idle; a request is parsed and answered
         only between the air's passes (32 keep-alive readers otherwise take
-        turns at the interpreter lock with the thread every station sends on)."""
+        turns at the interpreter lock with the thread every station sends on).
+        ``inherited``: the socket a restart in place handed over, listening on
+        ``address`` already."""
         self._stations: dict[str, StationControl] = {}
         for station in stations:
             station_id = station.id
@@ -266,7 +270,9 @@ class ControlServer:
             for path, (name, kind) in _PAGE_FILES.items()
         }
         try:
-            self._httpd = HardenedServer(address, _Handler, self, max_connections, max_per_client)
+            self._httpd = HardenedServer(
+                address, _Handler, self, max_connections, max_per_client, inherited
+            )
         except OSError as exc:
             host, port = address
             raise ConfigError(
@@ -283,6 +289,11 @@ class ControlServer:
     def address(self) -> tuple[str, int]:
         host, port = self._httpd.server_address[:2]
         return (str(host), int(port))
+
+    @property
+    def listening_socket(self) -> socket.socket:
+        """The socket it listens on (for a restart in place)."""
+        return self._httpd.socket
 
     def start(self) -> None:
         """Serve on a daemon thread until close()."""

@@ -1,0 +1,667 @@
+"""Upgrade and restart in place (SIGUSR2, ``pushsource restart``): the process
+execs itself anew (same PID, the installed code loaded again) and the new
+image goes on with the old one's source connections at their next byte.
+
+The old image (:func:`restart`, on a thread of its own):
+
+1. checks that the new image will start: a child ``python -c`` imports the
+   installed package and checks the command line and config as ``stream`` or
+   ``run`` would; a problem is one line, and the old image goes on;
+2. holds every station (nothing more goes out), waits for the bytes already
+   given to each socket to reach the kernel, and takes from each station on
+   air where it is (core.station.Tail: the frames it would send next, their
+   clock, where the track goes on after them) and from its socket the ICY
+   place (audio bytes since the last block, the title in force);
+3. writes that into a file of its own (mode 600 in a fresh 700 directory; no
+   password: the new image reads those from the config as usual), names it
+   in ``$PUSHSOURCE_HANDOVER``, lets the sockets and the control server's and
+   harbors' listening sockets be inherited, and execs the same interpreter
+   with the same arguments.
+
+The new image: :func:`take` (run when ``pushsource.ops`` is first imported,
+before the rest of the package loads) reads and removes the file and starts
+the bridge, a thread that sends each station's tail on the old clock while the
+new image starts (so listeners hear no gap: an exec and the imports take a few
+hundred milliseconds). :func:`attach` tells each station handed over where it
+goes on (after its tail); at its first connect the driver adopts the socket
+(the bridge sends what is left of the tail then, and stops) instead of logging
+in. :func:`listener` gives back the listening sockets.
+
+What cannot be handed over (TLS, a station with other outputs, one off air,
+a DJ's connection) is closed by the exec: those reconnect as after a drop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+# Only what the bridge needs at the new image's start: every millisecond
+# before its first send is a millisecond of silence on the wire.
+from pushsource.core.icy import IcyWriter
+from pushsource.errors import ConfigError, PushsourceError
+
+if TYPE_CHECKING:
+    from pushsource.core.station import Tail
+
+log = logging.getLogger("pushsource")
+
+#: Names the hand-over file for the new image.
+ENV: Final = "PUSHSOURCE_HANDOVER"
+#: The longest the old image waits for bytes queued in user space to reach
+#: the kernel (a socket that does not drain is not handed over).
+DRAIN: Final = 1.0
+#: The longest the new image's check (the child) may take.
+CHECK_TIMEOUT: Final = 60.0
+#: A connection handed over that no station took this long after its tail
+#: ran out is closed (the station is gone from the config, or stopped).
+UNCLAIMED: Final = 10.0
+#: The longest a restart waits for the last one's hand-over to be done.
+SETTLE: Final = 5.0
+#: How often the bridge looks for frames due.
+BRIDGE_STEP: Final = 0.01
+
+_CHECK: Final = (
+    "import sys; from pushsource.ops.handover import preflight; sys.exit(preflight(sys.argv[1:]))"
+)
+
+
+# --- finding the running process (restart, reload) -------------------------------------
+
+
+def find_running(pid: int | None = None, config: Path | None = None) -> int:
+    """The PID of the pushsource ``stream``/``run`` to signal: ``pid`` if
+    given (it must be one), else the one process of this user running
+    pushsource (with ``config``: the one running that config file). Raises
+    ConfigError with one line when there is none, or more than one."""
+    if pid is not None:
+        if _pushsource_args(pid) is None:
+            raise ConfigError(f"process {pid} is not a running pushsource stream or run")
+        return pid
+    wanted = config.resolve() if config is not None else None
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        number = int(entry.name)
+        args = _pushsource_args(number)
+        if args is None:
+            continue
+        if wanted is not None and _config_of(number, args) != wanted:
+            continue
+        found.append(number)
+    if not found:
+        which = f" with --config {config}" if config is not None else ""
+        raise ConfigError(f"no running pushsource stream or run{which} of this user; give --pid")
+    if len(found) > 1:
+        pids = ", ".join(str(n) for n in sorted(found))
+        raise ConfigError(f"more than one pushsource is running ({pids}): give --pid or --config")
+    return found[0]
+
+
+def signal_running(signum: int, pid: int | None = None, config: Path | None = None) -> int:
+    """Send ``signum`` to the running pushsource (see :func:`find_running`);
+    one line says what was done. Returns the exit status. Raises ConfigError."""
+    target = find_running(pid, config)
+    try:
+        os.kill(target, signum)
+    except OSError as exc:
+        raise ConfigError(f"cannot signal process {target}: {exc.strerror or exc}") from None
+    print(f"sent {signal.Signals(signum).name} to pushsource (PID {target})")
+    return 0
+
+
+def _pushsource_args(pid: int) -> list[str] | None:
+    """The arguments after ``pushsource`` of a ``stream``/``run`` process of
+    this user, else None. ps shows what setproctitle made of them (one
+    string), or the interpreter's own argv (``python -m pushsource ...``)."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+            return None
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    words = [w for part in raw.split(b"\0") for w in part.decode("utf-8", "replace").split(" ")]
+    words = [w for w in words if w]
+    for n, word in enumerate(words):
+        if Path(word).name == "pushsource" and words[n + 1 : n + 2] in (["stream"], ["run"]):
+            return words[n + 1 :]
+    return None
+
+
+def _config_of(pid: int, args: list[str]) -> Path | None:
+    for n, word in enumerate(args):
+        text = None
+        if word == "--config" and n + 1 < len(args):
+            text = args[n + 1]
+        elif word.startswith("--config="):
+            text = word.split("=", 1)[1]
+        if text is not None:
+            path = Path(text)
+            if not path.is_absolute():
+                with contextlib.suppress(OSError):
+                    path = Path(os.readlink(f"/proc/{pid}/cwd")) / path
+            return path.resolve()
+    return None
+
+
+# --- the new image's check, in a child ------------------------------------------------
+
+
+def preflight(argv: Sequence[str]) -> int:
+    """In the child: import the package as installed now, check the command
+    line and the config as ``stream``/``run`` would (building nothing). One
+    line on stderr for a problem; returns the exit status."""
+    try:
+        from pushsource.ops import cli, control, runner  # noqa: F401 (they must import)
+        from pushsource.ops.config import load_config
+
+        args = cli.build_parser().parse_args(list(argv))
+        if args.command == "stream":
+            cli.stream_settings(args)
+            cli._control_settings(args, None)
+        elif args.command == "run":
+            cli._control_settings(args, load_config(args.config, os.environ))
+    except PushsourceError as exc:
+        print(f"{exc}", file=sys.stderr)
+        return exc.exit_status
+    except SystemExit as exc:  # argparse said why, on stderr
+        return exc.code if isinstance(exc.code, int) else 2
+    except BaseException as exc:  # a broken upgrade: a SyntaxError, an ImportError...
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def check_new_image(argv: Sequence[str]) -> str | None:
+    """Run :func:`preflight` in a child; its one line when it fails, else None."""
+    import subprocess
+
+    env = {key: value for key, value in os.environ.items() if key != ENV}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHECK, *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=CHECK_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot check the new image: {exc}"
+    if done.returncode == 0:
+        return None
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"the new image's check failed (status {done.returncode})"
+
+
+# --- the old image --------------------------------------------------------------------
+
+
+@dataclass
+class Listening:
+    """A listening socket to hand over, under the address it was asked for."""
+
+    host: str
+    port: int
+    sock: Any  # a socket, or asyncio's TransportSocket: its fileno()
+
+
+_restarting = threading.Lock()
+
+
+def restart(
+    runners: Sequence[Any],
+    engine: Any,
+    listening: Callable[[], Iterable[Listening]],
+    before_exec: Callable[[], None],
+) -> None:
+    """Exec the new image and hand it everything that can be (module doc).
+    Returns only when it did not happen (said in one line); the old image goes
+    on. Not on the engine's thread."""
+    if not _restarting.acquire(blocking=False):
+        log.warning("restart: one is under way already")
+        return
+    try:
+        _restart(runners, engine, listening, before_exec)
+    finally:
+        _restarting.release()
+
+
+def _restart(
+    runners: Sequence[Any],
+    engine: Any,
+    listening: Callable[[], Iterable[Listening]],
+    before_exec: Callable[[], None],
+) -> None:
+    argv = sys.orig_argv[1:]
+    problem = check_new_image(sys.argv[1:])
+    if problem is not None:
+        log.error("restart refused: %s (the running image goes on)", problem)
+        return
+    # The last restart's frames still going out (a second SIGUSR2 right
+    # after the first): let them, so those stations are handed over too.
+    deadline = time.monotonic() + SETTLE
+    while time.monotonic() < deadline and engine.run(
+        lambda: any(runner.driver.settling for runner in runners)
+    ):
+        time.sleep(0.05)
+    started = time.monotonic()
+    held: list[Any] = []
+    tails: dict[int, Tail] = {}
+
+    def hold() -> None:
+        for n, runner in enumerate(runners):
+            driver = runner.driver
+            if not driver.hold():
+                continue
+            held.append(driver)
+            if len(driver.outputs) != 1:
+                continue  # other outputs: reconnect (one clock, several sockets)
+            tail = driver.machine.hand_over()
+            if tail is not None and driver.outputs[0].on_air:
+                tails[n] = tail
+
+    engine.run(hold)
+    socks: dict[int, tuple[int, int, str | None, list[tuple[int, str]]]] = {}
+    deadline = time.monotonic() + DRAIN
+
+    def collect() -> bool:
+        waiting = False
+        for n in tails:
+            sock = runners[n].driver.outputs[0].sock
+            if sock is not None and sock.buffered:
+                waiting = True
+                continue
+            got = sock.hand_over() if sock is not None else None
+            if got is not None:
+                socks[n] = got
+        return waiting
+
+    while engine.run(collect) and time.monotonic() < deadline:
+        socks.clear()
+        time.sleep(0.01)
+    feeds: list[tuple[int, _Feed]] = []
+    for n, (fd, phase, title, titles) in socks.items():
+        runner, tail = runners[n], tails[n]
+        metaint = _metaint(runner.driver.outputs[0].sock)
+        icy = None
+        if metaint is not None:
+            icy = IcyWriter(metaint)
+            icy.go_on(phase, phase, title)
+            for at, text in titles:
+                icy.title(text, at)
+        copy = socket.socket(fileno=os.dup(fd))  # to send through, closed after
+        copy.settimeout(1.0)
+        key = (runner.id, _where(runner.driver.target))
+        feeds.append((fd, _Feed(key, copy, tail.data, list(tail.ends), tail.duration, tail.due,
+                                tail.lead, tail.sent, tail.wire, icy, tail.resume)))  # fmt: skip
+    listeners = [{"host": s.host, "port": s.port, "fd": s.sock.fileno()} for s in listening()]
+    djs = sum(getattr(r.harbor, "connections", 0) for r in _harbors(runners))
+    if djs:
+        log.warning("restart: %d DJ connection%s dropped; encoders reconnect", djs, "s"[djs == 1 :])
+    others = len(runners) - len(feeds)
+    log.info(
+        "restarting in place (PID %d): %d station%s carried on%s, %.0f ms to hand over",
+        os.getpid(),
+        len(feeds),
+        "s"[len(feeds) == 1 :],
+        f", {others} reconnect" if others else "",
+        (time.monotonic() - started) * 1000,
+    )
+    import tempfile
+
+    # The frames due now go from here: the last write before the exec is
+    # then as late as it can be (the listeners' gap is the exec's time).
+    stations, blobs = [], []
+    for fd, feed in feeds:
+        feed.pump(time.monotonic())
+        feed.sock.close()
+        if feed.failed:
+            continue
+        stations.append({"fd": fd, **feed.record()})
+        blobs.append(feed.rest_data())
+    folder = Path(tempfile.mkdtemp(prefix="pushsource-handover-"))  # 0700
+    path = folder / "handover"
+    head = json.dumps({"pid": os.getpid(), "stations": stations, "listeners": listeners})
+    fd_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd_file, "wb") as out:
+        out.write(head.encode("utf-8") + b"\n")
+        for blob in blobs:
+            out.write(blob)
+    for station in stations:
+        os.set_inheritable(int(station["fd"]), True)
+    for listener in listeners:
+        os.set_inheritable(int(listener["fd"]), True)
+    os.environ[ENV] = str(path)
+    before_exec()
+    try:
+        os.execv(sys.executable, [sys.executable, *argv])
+    except OSError as exc:
+        os.environ.pop(ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+        log.error(
+            "restart failed: cannot run %s: %s (the running image goes on)", sys.executable, exc
+        )
+        engine.run(lambda: [driver.let_go() for driver in held])
+
+
+def _where(target: Any) -> str:
+    return f"{target.protocol}://{target.host}:{target.port}{target.mount}"
+
+
+def _metaint(sock: Any) -> int | None:
+    icy = getattr(sock, "_icy", None)
+    return icy.interval if icy is not None else None
+
+
+def _harbors(runners: Sequence[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for runner in runners:
+        harbor = runner.harbor
+        if harbor is not None and all(h is not harbor for h in seen):
+            seen.append(harbor)
+    return seen
+
+
+# --- the new image --------------------------------------------------------------------
+
+
+@dataclass
+class _Feed:
+    """One station's tail, sent by the bridge on the old image's clock."""
+
+    key: tuple[str, str]
+    sock: socket.socket
+    data: bytes
+    ends: list[int]
+    duration: float
+    due: float
+    lead: float
+    sent: int
+    wire: int
+    icy: IcyWriter | None
+    resume: tuple[str, int, float] | None
+    frames: int = 0  # of the tail, sent
+    bridged: int = 0  # wire bytes the bridge sent
+    failed: bool = False
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def pump(self, now: float, *, flush: bool = False) -> None:
+        """Send the frames due within the lead (``flush``: all that are left)."""
+        with self.lock:
+            if self.done or self.failed:
+                return
+            count = len(self.ends)
+            if not flush:
+                count = min(
+                    count, max(0, math.floor((now + self.lead - self.due) / self.duration) + 1)
+                )
+            if count <= self.frames:
+                return
+            start = self.ends[self.frames - 1] if self.frames else 0
+            data = self.data[start : self.ends[count - 1]]
+            if self.icy is not None:
+                data = self.icy.wrap(data)
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:
+                log.warning("restart: the connection to %s was lost: %s", self.key[1], exc)
+                self.failed = True
+                return
+            self.bridged += len(data)
+            self.frames = count
+
+    def rest_data(self) -> bytes:
+        """The frames not sent yet."""
+        return self.data[self.ends[self.frames - 1] if self.frames else 0 :]
+
+    def record(self) -> dict[str, Any]:
+        """Where it is, for the hand-over file (the frames not sent yet go
+        after it, :meth:`rest_data`)."""
+        icy = self.icy
+        done = self.ends[self.frames - 1] if self.frames else 0
+        return {
+            "id": self.key[0],
+            "where": self.key[1],
+            "phase": icy.audio % icy.interval if icy is not None else 0,
+            "metaint": icy.interval if icy is not None else None,
+            "title": icy.last_title if icy is not None else None,
+            "titles": icy.pending() if icy is not None else [],
+            "due": self.due + self.frames * self.duration,
+            "ends": [end - done for end in self.ends[self.frames :]],
+            "duration": self.duration,
+            "sent": self.sent + done,
+            "wire": self.wire + self.bridged,
+            "lead": self.lead,
+            "resume": self.resume,
+        }
+
+    def stop(self, now: float) -> list[tuple[float, bytes]]:
+        """Send what is due, stop, and give back the frames not sent yet as
+        (when due, bytes): the new image's engine sends them on."""
+        self.pump(now)
+        with self.lock:
+            self.done = True
+            rest = []
+            start = self.ends[self.frames - 1] if self.frames else 0
+            for n in range(self.frames, len(self.ends)):
+                rest.append((self.due + n * self.duration, self.data[start : self.ends[n]]))
+                start = self.ends[n]
+            return rest
+
+    @property
+    def end(self) -> float:
+        """When the tail's audio ends."""
+        return self.due + len(self.ends) * self.duration
+
+
+@dataclass
+class _Taken:
+    feeds: dict[tuple[str, str], _Feed]
+    listeners: dict[tuple[str, int], socket.socket]
+    thread: threading.Thread | None = None
+    restart_asked: bool = False
+
+
+_taken: _Taken | None = None
+
+
+def take() -> None:
+    """The new image, first thing: read and remove the hand-over named in
+    ``$PUSHSOURCE_HANDOVER`` and start sending each station's tail."""
+    global _taken
+    name = os.environ.pop(ENV, "")
+    if not name or _taken is not None:
+        return
+    path = Path(name)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        print(f"pushsource: restart: cannot read the hand-over {path}: {exc}", file=sys.stderr)
+        return
+    finally:
+        shutil.rmtree(path.parent, ignore_errors=True)
+    head, _, blob = raw.partition(b"\n")
+    handed = json.loads(head)
+    feeds: dict[tuple[str, str], _Feed] = {}
+    at = 0
+    for station in handed["stations"]:
+        ends = [int(end) for end in station["ends"]]
+        data = blob[at : at + (ends[-1] if ends else 0)]
+        at += len(data)
+        sock = socket.socket(fileno=int(station["fd"]))
+        sock.set_inheritable(False)  # a later exec that does not hand it over closes it
+        sock.settimeout(5.0)
+        icy = None
+        if station["metaint"]:
+            icy = IcyWriter(int(station["metaint"]))
+            icy.go_on(int(station["phase"]), int(station["phase"]), station["title"])
+            for offset, title in station["titles"]:
+                icy.title(title, offset)
+        resume = station["resume"]
+        key = (str(station["id"]), str(station["where"]))
+        feeds[key] = _Feed(
+            key=key,
+            sock=sock,
+            data=data,
+            ends=ends,
+            duration=float(station["duration"]),
+            due=float(station["due"]),
+            lead=float(station["lead"]),
+            sent=int(station["sent"]),
+            wire=int(station["wire"]),
+            icy=icy,
+            resume=(str(resume[0]), int(resume[1]), float(resume[2])) if resume else None,
+        )
+    listeners = {
+        (str(item["host"]), int(item["port"])): socket.socket(fileno=int(item["fd"]))
+        for item in handed["listeners"]
+    }
+    for sock in listeners.values():
+        sock.set_inheritable(False)
+    _taken = taken = _Taken(feeds, listeners)
+    # A SIGUSR2 before the command line's handler is up must not end us.
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGUSR2, _early_restart)
+    if feeds:
+        for feed in feeds.values():
+            feed.pump(time.monotonic())
+        taken.thread = threading.Thread(
+            target=_bridge, args=(taken,), name="pushsource-bridge", daemon=True
+        )
+        taken.thread.start()
+
+
+def _early_restart(signum: int, frame: object) -> None:
+    if _taken is not None:
+        _taken.restart_asked = True
+
+
+def restart_asked() -> bool:
+    """A SIGUSR2 came while the new image started: restart again once up."""
+    return _taken is not None and _taken.restart_asked
+
+
+def _bridge(taken: _Taken) -> None:
+    while True:
+        now = time.monotonic()
+        live = False
+        for feed in list(taken.feeds.values()):
+            if feed.done or feed.failed:
+                continue
+            feed.pump(now)
+            if now > feed.end + UNCLAIMED:
+                with feed.lock:
+                    if not feed.done:
+                        feed.done = True
+                        log.warning(
+                            "restart: nothing took the connection to %s: closed", feed.key[1]
+                        )
+                        feed.sock.close()
+                continue
+            live = True
+        if not live:
+            return
+        time.sleep(BRIDGE_STEP)
+
+
+def handed_over() -> bool:
+    """Whether this image was started by a restart in place."""
+    return _taken is not None
+
+
+def attach(runners: Sequence[Any]) -> None:
+    """Each station handed over goes on where its tail ends, on its socket;
+    connections no station takes are closed (their stations left the config)."""
+    taken = _taken
+    if taken is None:
+        return
+    from pushsource.core.station import Carried
+    from pushsource.engine.station import Adopted
+
+    wanted = set()
+    for runner in runners:
+        key = (runner.id, _where(runner.driver.target))
+        feed = taken.feeds.get(key)
+        if feed is None or len(runner.driver.outputs) != 1:
+            continue
+        wanted.add(key)
+        resume = feed.resume
+        runner.driver.machine.go_on_at(
+            (Path(resume[0]), resume[1], resume[2]) if resume is not None else None
+        )
+
+        def carry(feed: _Feed = feed) -> Adopted | None:
+            taken.feeds.pop(feed.key, None)
+            rest = feed.stop(time.monotonic())
+            if feed.failed:
+                feed.sock.close()
+                return None
+            icy = feed.icy
+            left = sum(len(data) for _, data in rest)
+            at = (Path(feed.resume[0]), feed.resume[1]) if feed.resume is not None else None
+            carried = Carried(
+                due=feed.end,
+                sent=feed.sent + (feed.ends[-1] if feed.ends else 0),
+                # (the blocks in the rest, about: the wire's count only
+                # places the pacing's sends against Icecast's relay blocks)
+                wire=feed.wire + feed.bridged + left + left // (icy.interval if icy else left + 1),
+                title=icy.last_title if icy is not None else None,
+                at=at,
+            )
+            log.info("carried on: the connection to %s, with no new login", feed.key[1])
+            return Adopted(
+                feed.sock,
+                phase=icy.audio % icy.interval if icy is not None else 0,
+                title=icy.last_title if icy is not None else None,
+                titles=icy.pending() if icy is not None else [],
+                carried=carried,
+                rest=rest,
+                lead=feed.lead,
+            )
+
+        runner.driver.carry = carry
+    for runner in runners:
+        harbor = runner.harbor
+        if harbor is not None and harbor.inherited is None:
+            harbor.inherited = listener(harbor.host, harbor.port)
+    for key, feed in list(taken.feeds.items()):
+        if key not in wanted:
+            taken.feeds.pop(key, None)
+            with feed.lock:
+                feed.done = True
+                feed.sock.close()
+            log.info("restart: station %s is not in the config any more: closed", key[0])
+
+
+def listener(host: str, port: int) -> socket.socket | None:
+    """The listening socket the old image had on (host, port), if any."""
+    taken = _taken
+    if taken is None:
+        return None
+    return taken.listeners.pop((host, port), None)
+
+
+def release_listeners() -> None:
+    """Close the listening sockets nobody took (an address changed)."""
+    taken = _taken
+    if taken is None:
+        return
+    for sock in taken.listeners.values():
+        sock.close()
+    taken.listeners.clear()
