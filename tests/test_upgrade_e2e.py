@@ -121,6 +121,15 @@ def restart_through(
     assert [logins(server, mount) for mount in mounts] == before, "a new source login"
     now = [(server.source(mount) or {}).get("stream_start") for mount in mounts]
     assert now == starts, "Icecast saw a new source"
+    if os.environ.get("UPGRADE_DEBUG"):
+        for ear in ears:
+            times = [t for t, _ in ear.arrivals if t >= signalled - 1.0]
+            big = [
+                (round(a - signalled, 3), round(b - a, 3))
+                for a, b in itertools.pairwise(times)
+                if b - a > 0.09
+            ]
+            print("gaps (at, length):", big)
     return max(longest_gap(ear, signalled - 1.0) for ear in ears)
 
 

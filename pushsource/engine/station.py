@@ -251,12 +251,18 @@ class StationDriver:
         self._done = True
         return True
 
-    def let_go(self) -> None:
-        """Undo :meth:`hold` (the upgrade did not happen), on the engine's thread."""
+    def let_go(self, *, reconnect: bool = False) -> None:
+        """Undo :meth:`hold` (the upgrade did not happen), on the engine's
+        thread; ``reconnect``: over a new connection (the old one's bytes
+        went on without the machine)."""
         self._done = False
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None
+        if reconnect and self.outputs[0].sock is not None:
+            error = IcecastError("restart failed: connecting again")
+            self._lost(self.outputs[0], error, self.outputs[0].drop())
+            return
         self._wake()
 
     def stop(self) -> None:

@@ -42,6 +42,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -322,41 +323,99 @@ def _restart(
         f", {others} reconnect" if others else "",
         (time.monotonic() - started) * 1000,
     )
-    import tempfile
-
-    # The frames due now go from here: the last write before the exec is
-    # then as late as it can be (the listeners' gap is the exec's time).
-    stations, blobs = [], []
+    # The frames due now go from here; then a forked child goes on sending
+    # them on their clock while this process execs and the new image loads
+    # (a few hundred ms: a listener would hear that as a gap), until the new
+    # image asks for each station back (_bridge_child).
+    stations, blobs, live = [], [], []
     for fd, feed in feeds:
         feed.pump(time.monotonic())
-        feed.sock.close()
         if feed.failed:
+            feed.sock.close()
             continue
         stations.append({"fd": fd, **feed.record()})
         blobs.append(feed.rest_data())
+        live.append(feed)
+    asks, ask = os.pipe()  # the new image asks for a station back...
+    answer, answers = os.pipe()  # ...and the child answers where it stopped
     folder = Path(tempfile.mkdtemp(prefix="pushsource-handover-"))  # 0700
     path = folder / "handover"
-    head = json.dumps({"pid": os.getpid(), "stations": stations, "listeners": listeners})
+    bridge = {"ask": ask, "answer": answer}
+    head = json.dumps({"stations": stations, "listeners": listeners, "bridge": bridge})
     fd_file = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd_file, "wb") as out:
         out.write(head.encode("utf-8") + b"\n")
         for blob in blobs:
             out.write(blob)
-    for station in stations:
-        os.set_inheritable(int(station["fd"]), True)
+    before_exec()
+    child = os.fork() if live else -1
+    if child == 0:
+        _bridge_child(live, asks, answers)  # does not return
+    for feed in live:
+        feed.sock.close()
+    os.close(asks)
+    os.close(answers)
+    for fd in (ask, answer, *(int(station["fd"]) for station in stations)):
+        os.set_inheritable(fd, True)
     for listener in listeners:
         os.set_inheritable(int(listener["fd"]), True)
     os.environ[ENV] = str(path)
-    before_exec()
     try:
         os.execv(sys.executable, [sys.executable, *argv])
     except OSError as exc:
         os.environ.pop(ENV, None)
         shutil.rmtree(folder, ignore_errors=True)
+        if child > 0:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
         log.error(
-            "restart failed: cannot run %s: %s (the running image goes on)", sys.executable, exc
+            "restart failed: cannot run %s: %s (the running image goes on; its stations reconnect)",
+            sys.executable,
+            exc,
         )
-        engine.run(lambda: [driver.let_go() for driver in held])
+        # The child may have sent frames past each machine's place: a new
+        # connection, not a repeat.
+        engine.run(lambda: [driver.let_go(reconnect=True) for driver in held])
+
+
+def _bridge_child(feeds: list[_Feed], asks: int, answers: int) -> None:
+    """The forked child: send each station's frames on their clock until the
+    new image asks for it back ("KEY\n" on ``asks``); answer with where it
+    stopped (its record, a JSON line on ``answers``). Only this thread exists
+    here: no logging, no locks another thread might hold; os._exit at the end."""
+    try:
+        import select
+
+        keep = {0, 1, 2, asks, answers, *(feed.sock.fileno() for feed in feeds)}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:  # the parent's other sockets: theirs to close
+                with contextlib.suppress(OSError):
+                    os.close(int(name))
+        live = {json.dumps(list(feed.key)): feed for feed in feeds}
+        until = max(feed.end for feed in feeds) + UNCLAIMED
+        pending = b""
+        while live and time.monotonic() < until:
+            now = time.monotonic()
+            for feed in live.values():
+                feed.pump(now)
+            ready, _, _ = select.select([asks], [], [], BRIDGE_STEP)
+            if not ready:
+                continue
+            data = os.read(asks, 65536)
+            if not data:
+                return  # the new image is gone
+            pending += data
+            while b"\n" in pending:
+                line, _, pending = pending.partition(b"\n")
+                feed_or_none = live.pop(line.decode("utf-8"), None)
+                reply: dict[str, Any] = {"gone": True}
+                if feed_or_none is not None:
+                    feed_or_none.done = True
+                    feed_or_none.sock.close()
+                    reply = {"failed": feed_or_none.failed, **feed_or_none.record()}
+                os.write(answers, json.dumps(reply).encode("utf-8") + b"\n")
+    finally:
+        os._exit(0)
 
 
 def _where(target: Any) -> str:
@@ -419,8 +478,7 @@ class _Feed:
                 data = self.icy.wrap(data)
             try:
                 self.sock.sendall(data)
-            except OSError as exc:
-                log.warning("restart: the connection to %s was lost: %s", self.key[1], exc)
+            except OSError:  # (no line here: the bridge child may not log)
                 self.failed = True
                 return
             self.bridged += len(data)
@@ -451,19 +509,6 @@ class _Feed:
             "resume": self.resume,
         }
 
-    def stop(self, now: float) -> list[tuple[float, bytes]]:
-        """Send what is due, stop, and give back the frames not sent yet as
-        (when due, bytes): the new image's engine sends them on."""
-        self.pump(now)
-        with self.lock:
-            self.done = True
-            rest = []
-            start = self.ends[self.frames - 1] if self.frames else 0
-            for n in range(self.frames, len(self.ends)):
-                rest.append((self.due + n * self.duration, self.data[start : self.ends[n]]))
-                start = self.ends[n]
-            return rest
-
     @property
     def end(self) -> float:
         """When the tail's audio ends."""
@@ -471,11 +516,48 @@ class _Feed:
 
 
 @dataclass
+class _Station:
+    """A station handed over, in the new image: its socket and where the
+    bridge child started from (its record and the frames it had to send)."""
+
+    key: tuple[str, str]
+    sock: socket.socket
+    record: dict[str, Any]
+    data: bytes
+
+
+@dataclass
 class _Taken:
-    feeds: dict[tuple[str, str], _Feed]
+    stations: dict[tuple[str, str], _Station]
     listeners: dict[tuple[str, int], socket.socket]
-    thread: threading.Thread | None = None
+    ask: int = -1  # to the bridge child ("KEY\n"), and its answers
+    answer: int = -1
     restart_asked: bool = False
+    _pending: bytes = b""
+
+    def back(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        """Ask the bridge child for a station back: where it stopped sending,
+        or None when it is gone (or does not answer within a second)."""
+        import select
+
+        if self.ask < 0:
+            return None
+        try:
+            os.write(self.ask, json.dumps(list(key)).encode("utf-8") + b"\n")
+            deadline = time.monotonic() + 1.0
+            while b"\n" not in self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self.answer], [], [], left)[0]:
+                    return None
+                data = os.read(self.answer, 65536)
+                if not data:
+                    return None
+                self._pending += data
+        except OSError:
+            return None
+        line, _, self._pending = self._pending.partition(b"\n")
+        reply: dict[str, Any] = json.loads(line)
+        return None if reply.get("gone") else reply
 
 
 _taken: _Taken | None = None
@@ -483,7 +565,7 @@ _taken: _Taken | None = None
 
 def take() -> None:
     """The new image, first thing: read and remove the hand-over named in
-    ``$PUSHSOURCE_HANDOVER`` and start sending each station's tail."""
+    ``$PUSHSOURCE_HANDOVER`` (its bridge child goes on sending meanwhile)."""
     global _taken
     name = os.environ.pop(ENV, "")
     if not name or _taken is not None:
@@ -498,53 +580,31 @@ def take() -> None:
         shutil.rmtree(path.parent, ignore_errors=True)
     head, _, blob = raw.partition(b"\n")
     handed = json.loads(head)
-    feeds: dict[tuple[str, str], _Feed] = {}
+    stations: dict[tuple[str, str], _Station] = {}
     at = 0
-    for station in handed["stations"]:
-        ends = [int(end) for end in station["ends"]]
-        data = blob[at : at + (ends[-1] if ends else 0)]
+    for record in handed["stations"]:
+        ends = record["ends"]
+        data = blob[at : at + (int(ends[-1]) if ends else 0)]
         at += len(data)
-        sock = socket.socket(fileno=int(station["fd"]))
+        sock = socket.socket(fileno=int(record["fd"]))
         sock.set_inheritable(False)  # a later exec that does not hand it over closes it
-        sock.settimeout(5.0)
-        icy = None
-        if station["metaint"]:
-            icy = IcyWriter(int(station["metaint"]))
-            icy.go_on(int(station["phase"]), int(station["phase"]), station["title"])
-            for offset, title in station["titles"]:
-                icy.title(title, offset)
-        resume = station["resume"]
-        key = (str(station["id"]), str(station["where"]))
-        feeds[key] = _Feed(
-            key=key,
-            sock=sock,
-            data=data,
-            ends=ends,
-            duration=float(station["duration"]),
-            due=float(station["due"]),
-            lead=float(station["lead"]),
-            sent=int(station["sent"]),
-            wire=int(station["wire"]),
-            icy=icy,
-            resume=(str(resume[0]), int(resume[1]), float(resume[2])) if resume else None,
-        )
+        key = (str(record["id"]), str(record["where"]))
+        stations[key] = _Station(key, sock, record, data)
     listeners = {
         (str(item["host"]), int(item["port"])): socket.socket(fileno=int(item["fd"]))
         for item in handed["listeners"]
     }
     for sock in listeners.values():
         sock.set_inheritable(False)
-    _taken = taken = _Taken(feeds, listeners)
+    _taken = taken = _Taken(stations, listeners)
+    bridge = handed.get("bridge")
+    if bridge:
+        taken.ask, taken.answer = int(bridge["ask"]), int(bridge["answer"])
+        for fd in (taken.ask, taken.answer):
+            os.set_inheritable(fd, False)
     # A SIGUSR2 before the command line's handler is up must not end us.
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGUSR2, _early_restart)
-    if feeds:
-        for feed in feeds.values():
-            feed.pump(time.monotonic())
-        taken.thread = threading.Thread(
-            target=_bridge, args=(taken,), name="pushsource-bridge", daemon=True
-        )
-        taken.thread.start()
 
 
 def _early_restart(signum: int, frame: object) -> None:
@@ -557,37 +617,15 @@ def restart_asked() -> bool:
     return _taken is not None and _taken.restart_asked
 
 
-def _bridge(taken: _Taken) -> None:
-    while True:
-        now = time.monotonic()
-        live = False
-        for feed in list(taken.feeds.values()):
-            if feed.done or feed.failed:
-                continue
-            feed.pump(now)
-            if now > feed.end + UNCLAIMED:
-                with feed.lock:
-                    if not feed.done:
-                        feed.done = True
-                        log.warning(
-                            "restart: nothing took the connection to %s: closed", feed.key[1]
-                        )
-                        feed.sock.close()
-                continue
-            live = True
-        if not live:
-            return
-        time.sleep(BRIDGE_STEP)
-
-
 def handed_over() -> bool:
     """Whether this image was started by a restart in place."""
     return _taken is not None
 
 
 def attach(runners: Sequence[Any]) -> None:
-    """Each station handed over goes on where its tail ends, on its socket;
-    connections no station takes are closed (their stations left the config)."""
+    """Each station handed over goes on where its frames in memory end, on
+    its socket; connections no station takes are closed (their stations
+    left the config)."""
     taken = _taken
     if taken is None:
         return
@@ -597,56 +635,69 @@ def attach(runners: Sequence[Any]) -> None:
     wanted = set()
     for runner in runners:
         key = (runner.id, _where(runner.driver.target))
-        feed = taken.feeds.get(key)
-        if feed is None or len(runner.driver.outputs) != 1:
+        station = taken.stations.get(key)
+        if station is None or len(runner.driver.outputs) != 1:
             continue
         wanted.add(key)
-        resume = feed.resume
+        resume = station.record["resume"]
         runner.driver.machine.go_on_at(
-            (Path(resume[0]), resume[1], resume[2]) if resume is not None else None
+            (Path(resume[0]), int(resume[1]), float(resume[2])) if resume else None
         )
 
-        def carry(feed: _Feed = feed) -> Adopted | None:
-            taken.feeds.pop(feed.key, None)
-            rest = feed.stop(time.monotonic())
-            if feed.failed:
-                feed.sock.close()
+        def carry(station: _Station = station) -> Adopted | None:
+            taken.stations.pop(station.key, None)
+            record = taken.back(station.key)
+            if record is None or record.get("failed"):
+                log.warning(
+                    "restart: the connection to %s did not last the exec: a new one",
+                    station.key[1],
+                )
+                station.sock.close()
                 return None
-            icy = feed.icy
-            left = sum(len(data) for _, data in rest)
-            at = (Path(feed.resume[0]), feed.resume[1]) if feed.resume is not None else None
+            # The frames the child had not sent yet: the new image sends them,
+            # as they come due, before the station's own.
+            skip = int(record["sent"]) - int(station.record["sent"])
+            data, ends = station.data[skip:], [int(end) for end in record["ends"]]
+            due, duration = float(record["due"]), float(record["duration"])
+            rest, start = [], 0
+            for n, end in enumerate(ends):
+                rest.append((due + n * duration, data[start:end]))
+                start = end
+            metaint = record["metaint"]
+            title = record["title"]
+            resume = record["resume"]
+            size = ends[-1] if ends else 0
             carried = Carried(
-                due=feed.end,
-                sent=feed.sent + (feed.ends[-1] if feed.ends else 0),
+                due=due + len(ends) * duration,
+                sent=int(record["sent"]) + size,
                 # (the blocks in the rest, about: the wire's count only
                 # places the pacing's sends against Icecast's relay blocks)
-                wire=feed.wire + feed.bridged + left + left // (icy.interval if icy else left + 1),
-                title=icy.last_title if icy is not None else None,
-                at=at,
+                wire=int(record["wire"]) + size + (size // metaint if metaint else 0),
+                title=title,
+                at=(Path(resume[0]), int(resume[1])) if resume else None,
             )
-            log.info("carried on: the connection to %s, with no new login", feed.key[1])
+            log.info("carried on: the connection to %s, with no new login", station.key[1])
             return Adopted(
-                feed.sock,
-                phase=icy.audio % icy.interval if icy is not None else 0,
-                title=icy.last_title if icy is not None else None,
-                titles=icy.pending() if icy is not None else [],
+                station.sock,
+                phase=int(record["phase"]),
+                title=title,
+                titles=[(int(at), str(text)) for at, text in record["titles"]],
                 carried=carried,
                 rest=rest,
-                lead=feed.lead,
+                lead=float(record["lead"]),
             )
 
         runner.driver.carry = carry
+    for key, station in list(taken.stations.items()):
+        if key not in wanted:
+            taken.stations.pop(key, None)
+            taken.back(key)
+            station.sock.close()
+            log.info("restart: station %s is not in the config any more: closed", key[0])
     for runner in runners:
         harbor = runner.harbor
         if harbor is not None and harbor.inherited is None:
             harbor.inherited = listener(harbor.host, harbor.port)
-    for key, feed in list(taken.feeds.items()):
-        if key not in wanted:
-            taken.feeds.pop(key, None)
-            with feed.lock:
-                feed.done = True
-                feed.sock.close()
-            log.info("restart: station %s is not in the config any more: closed", key[0])
 
 
 def listener(host: str, port: int) -> socket.socket | None:
