@@ -230,6 +230,7 @@ class StationDriver:
         #: the station's first connect (None then: it connects as usual).
         self.carry: Callable[[], Adopted | None] | None = None
         self._carried = False  # the connection on air is the old image's
+        self._held = False  # hold(): an upgrade in place is under way
         self._rest: deque[tuple[float, bytes]] = deque()  # Adopted.rest, still to go
         self._own_yet = True  # a carried connection has had the machine's own frames
         self._rest_lead = 0.0
@@ -248,14 +249,16 @@ class StationDriver:
         Returns whether it was running."""
         if self._done:
             return False
-        self._done = True
+        self._done = self._held = True
         return True
 
     def let_go(self, *, reconnect: bool = False) -> None:
         """Undo :meth:`hold` (the upgrade did not happen), on the engine's
         thread; ``reconnect``: over a new connection (the old one's bytes
-        went on without the machine)."""
-        self._done = False
+        went on without the machine). Does nothing unless held."""
+        if not self._held:
+            return
+        self._done = self._held = False
         if self._timer is not None:
             self._timer.cancel()
         self._timer = None

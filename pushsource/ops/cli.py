@@ -820,8 +820,15 @@ def _handle_restart(
         if _native is not None:
             _native.close()  # fd 2 the real stderr again, for the new image
 
+    def quiet() -> Callable[[], None]:
+        httpd = server()
+        if httpd is None:
+            return lambda: None
+        httpd.pause()
+        return httpd.start  # type: ignore[no-any-return]
+
     def go() -> None:
-        handover.restart(runners, engine, listening, before_exec)
+        handover.restart(runners, engine, listening, before_exec, quiet)
 
     def restart(signum: int, frame: FrameType | None) -> None:
         log.info("restart asked (SIGUSR2): checking the new image")

@@ -295,6 +295,14 @@ class ControlServer:
         """The socket it listens on (for a restart in place)."""
         return self._httpd.socket
 
+    def pause(self) -> None:
+        """Stop taking connections (a restart in place: they wait in the
+        listen queue for the new image); :meth:`start` takes them again."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(5)
+            self._thread = None
+
     def start(self) -> None:
         """Serve on a daemon thread until close()."""
         self._thread = threading.Thread(

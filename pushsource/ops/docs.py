@@ -34,7 +34,9 @@ _SECTIONS = (
         "signals",
         ".TP\nSIGTERM, SIGINT\nstop every station cleanly\n"
         ".TP\nSIGHUP\nlook at the folders again\n"
-        ".TP\nSIGUSR1\nskip the track playing\n",
+        ".TP\nSIGUSR1\nskip the track playing\n"
+        ".TP\nSIGUSR2\nrestart in place: exec the installed pushsource anew (same PID), "
+        "handing the source connections over (pushsource restart sends it)\n",
     ),
     ("see also", "icecast2(1), ezstream(1)\n"),
 )

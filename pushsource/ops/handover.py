@@ -229,15 +229,26 @@ def restart(
     engine: Any,
     listening: Callable[[], Iterable[Listening]],
     before_exec: Callable[[], None],
+    quiet: Callable[[], Callable[[], None]] = lambda: lambda: None,
 ) -> None:
     """Exec the new image and hand it everything that can be (module doc).
     Returns only when it did not happen (said in one line); the old image goes
-    on. Not on the engine's thread."""
+    on. ``quiet``: stop taking new connections on the listening sockets (they
+    wait in the listen queue for the new image); it returns how to undo that.
+    Not on the engine's thread."""
     if not _restarting.acquire(blocking=False):
         log.warning("restart: one is under way already")
         return
+    undo: list[Callable[[], None]] = []
     try:
-        _restart(runners, engine, listening, before_exec)
+        if not _restart(runners, engine, listening, before_exec, lambda: undo.append(quiet())):
+            for again in undo:
+                again()
+    except Exception:  # a bug must not leave the stations held
+        log.exception("restart failed (the running image goes on)")
+        engine.run(lambda: [runner.driver.let_go() for runner in runners])
+        for again in undo:
+            again()
     finally:
         _restarting.release()
 
@@ -247,12 +258,15 @@ def _restart(
     engine: Any,
     listening: Callable[[], Iterable[Listening]],
     before_exec: Callable[[], None],
-) -> None:
+    quiet: Callable[[], None],
+) -> bool:
+    """False when it did not exec (said why)."""
     argv = sys.orig_argv[1:]
     problem = check_new_image(sys.argv[1:])
     if problem is not None:
         log.error("restart refused: %s (the running image goes on)", problem)
-        return
+        return False
+    quiet()
     # The last restart's frames still going out (a second SIGUSR2 right
     # after the first): let them, so those stations are handed over too.
     deadline = time.monotonic() + SETTLE
@@ -311,7 +325,7 @@ def _restart(
         feeds.append((fd, _Feed(key, copy, tail.data, list(tail.ends), tail.duration, tail.due,
                                 tail.lead, tail.sent, tail.wire, icy, tail.resume)))  # fmt: skip
     listeners = [{"host": s.host, "port": s.port, "fd": s.sock.fileno()} for s in listening()]
-    djs = sum(getattr(r.harbor, "connections", 0) for r in _harbors(runners))
+    djs = sum(harbor.connections for harbor in _harbors(runners))
     if djs:
         log.warning("restart: %d DJ connection%s dropped; encoders reconnect", djs, "s"[djs == 1 :])
     others = len(runners) - len(feeds)
@@ -376,6 +390,7 @@ def _restart(
         # The child may have sent frames past each machine's place: a new
         # connection, not a repeat.
         engine.run(lambda: [driver.let_go(reconnect=True) for driver in held])
+    return False
 
 
 def _bridge_child(feeds: list[_Feed], asks: int, answers: int) -> None:
