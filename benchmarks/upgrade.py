@@ -134,6 +134,8 @@ def measure(work: Path, stations: int, listeners: int, after: float) -> dict[str
         time.sleep(after)
         gap = max(ear.gap(signalled - 1.0, signalled + after) for ear in ears)
         text = log.read_text("utf-8", "replace")
+        said = [line for line in text.splitlines() if "restart" in line or "WARNING" in line]
+        print("\n".join(said[:8]), file=sys.stderr)
         return {
             "stations": stations,
             "listeners": len(ears),

@@ -409,12 +409,13 @@ def _bridge_child(feeds: list[_Feed], asks: int, answers: int) -> None:
         live = {json.dumps(list(feed.key)): feed for feed in feeds}
         until = max(feed.end for feed in feeds) + UNCLAIMED
         pending = b""
+        poll = select.poll()  # (select() cannot watch a descriptor past 1023)
+        poll.register(asks, select.POLLIN)
         while live and time.monotonic() < until:
             now = time.monotonic()
             for feed in live.values():
                 feed.pump(now)
-            ready, _, _ = select.select([asks], [], [], BRIDGE_STEP)
-            if not ready:
+            if not poll.poll(BRIDGE_STEP * 1000):
                 continue
             data = os.read(asks, 65536)
             if not data:
@@ -560,9 +561,11 @@ class _Taken:
         try:
             os.write(self.ask, json.dumps(list(key)).encode("utf-8") + b"\n")
             deadline = time.monotonic() + 1.0
+            poll = select.poll()  # (select() cannot watch a descriptor past 1023)
+            poll.register(self.answer, select.POLLIN)
             while b"\n" not in self._pending:
                 left = deadline - time.monotonic()
-                if left <= 0 or not select.select([self.answer], [], [], left)[0]:
+                if left <= 0 or not poll.poll(left * 1000):
                     return None
                 data = os.read(self.answer, 65536)
                 if not data:
