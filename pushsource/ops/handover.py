@@ -14,18 +14,22 @@ The old image (:func:`restart`, on a thread of its own):
    place (audio bytes since the last block, the title in force);
 3. writes that into a file of its own (mode 600 in a fresh 700 directory; no
    password: the new image reads those from the config as usual), names it
-   in ``$PUSHSOURCE_HANDOVER``, lets the sockets and the control server's and
-   harbors' listening sockets be inherited, and execs the same interpreter
-   with the same arguments.
+   in ``$PUSHSOURCE_HANDOVER`` and lets the sockets and the control server's
+   and harbors' listening sockets be inherited;
+4. sends the frames due, forks a child (:func:`_bridge_child`) that goes on
+   sending each station's frames from memory on the old clock through the
+   exec and the new image's start (a few hundred milliseconds: a listener
+   would hear that as a gap), and execs the same interpreter with the same
+   arguments.
 
-The new image: :func:`take` (run when ``pushsource.ops`` is first imported,
-before the rest of the package loads) reads and removes the file and starts
-the bridge, a thread that sends each station's tail on the old clock while the
-new image starts (so listeners hear no gap: an exec and the imports take a few
-hundred milliseconds). :func:`attach` tells each station handed over where it
-goes on (after its tail); at its first connect the driver adopts the socket
-(the bridge sends what is left of the tail then, and stops) instead of logging
-in. :func:`listener` gives back the listening sockets.
+The new image: :func:`take` (run when ``pushsource.ops`` is first imported)
+reads and removes the file, and keeps a SIGUSR2 that comes before the
+command line's handler is up for then. :func:`attach` tells each station handed over
+where it goes on (after its frames in memory); at its first connect the
+driver adopts the socket instead of logging in, after taking the station back
+from the child, which says where it stopped (the rest of those frames the
+engine sends as they come due). :func:`listener` gives back the listening
+sockets.
 
 What cannot be handed over (TLS, a station with other outputs, one off air,
 a DJ's connection) is closed by the exec: those reconnect as after a drop.
