@@ -1,7 +1,8 @@
 # make install   a venv in .venv with pushsource and its test tools
 # make test      the test suite, then mypy, ruff and the import rules (what CI runs)
 # make test-fast the unit tests that need no server and no real time, on two cores (< 1 min)
-# make station   Icecast on 127.0.0.1:8000 and pushsource streaming ./music to /stream
+# make station   Icecast on 127.0.0.1:8000 (with its crash fallback) and pushsource
+#                streaming ./music to /stream
 # make compat    the compatibility tests alone, then the README's table they filled
 #                (installs only what the station needs; PORT=8001 for another port)
 
@@ -67,7 +68,12 @@ station-packages:
 # Demo tracks in an empty ./music, icecast2 from icecast.xml (its files in
 # run/icecast, or a temp dir when nobody cannot reach the clone), then
 # `pushsource stream --fresh`: every run plays from the first track. Ctrl-C
-# stops both and exits 0.
+# stops both and exits 0. First, the crash fallback: a copy of icecast.xml
+# whose /stream falls back to a file of silence in the stream's format, written
+# into a webroot of its own (run/icecast/web), so a listener stays through a
+# crash of pushsource (README: Listeners through a restart).
 station: station-packages $(STATION_STAMP)
-	@$(PY) -m pushsource.ops.trial station --config icecast.xml --port $(PORT) \
+	@$(PY) -m pushsource.ops.icecastconf --template icecast.xml --mount /stream \
+	    --samplerate 44100 --channels 2 --webroot run/icecast/web --out run/icecast/station.xml
+	@$(PY) -m pushsource.ops.trial station --config run/icecast/station.xml --port $(PORT) \
 	    --workdir run/icecast music

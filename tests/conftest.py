@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
+from tests.support.icecast import IcecastServer, temp_icecast
 from tests.support.media import Fixture, build_corpus
 from tests.support.servers import KINDS, Kind, PeerServer
 
@@ -258,14 +258,8 @@ def icecast() -> Iterator[IcecastServer]:
     Its workdir is a fresh directory under /tmp: as root icecast2 runs as
     nobody, who cannot enter pytest's private tmp directories.
     """
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-"))
-    server = IcecastServer(DEFAULT_TEMPLATE, workdir)
-    server.start()
-    try:
+    with temp_icecast("shared") as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 _mount_numbers = itertools.count(1)
@@ -296,21 +290,15 @@ def secret_icecast() -> Iterator[IcecastServer]:
     The shared ``icecast`` fixture uses icecast.xml's "hackme", which is common
     text; a leak of this one cannot be a coincidence.
     """
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-secret-"))
-    tree = ET.parse(DEFAULT_TEMPLATE)
-    for tag in ("source-password", "admin-password"):
-        found = tree.getroot().find(f"authentication/{tag}")
-        assert found is not None, f"icecast.xml has no <{tag}>"
-        found.text = SECRET_PASSWORD
-    template = workdir / "template.xml"
-    tree.write(template, encoding="unicode")
-    server = IcecastServer(template, workdir)
-    server.start()
-    try:
+
+    def secret(root: ET.Element) -> None:
+        for tag in ("source-password", "admin-password"):
+            found = root.find(f"authentication/{tag}")
+            assert found is not None, f"icecast.xml has no <{tag}>"
+            found.text = SECRET_PASSWORD
+
+    with temp_icecast("secret", edit=secret) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 # --- the peer servers: Icecast 2.4.4, 2.5.0 and icecast-kh ---------------------------

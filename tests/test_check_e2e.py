@@ -4,18 +4,15 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, free_port
+from tests.support.icecast import IcecastServer, free_port, set_limits, temp_icecast
 from tests.support.servers import PeerServer
 
 pytestmark = pytest.mark.integration
@@ -25,20 +22,8 @@ RunPushsource = Callable[..., subprocess.CompletedProcess[str]]
 
 def limited_icecast(sources: int) -> Iterator[IcecastServer]:
     """A real icecast2 of the test's own, icecast.xml with <sources>N</sources>."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-check-"))
-    tree = ET.parse(DEFAULT_TEMPLATE)
-    limit = tree.getroot().find("limits/sources")
-    assert limit is not None, "icecast.xml has no <limits><sources>"
-    limit.text = str(sources)
-    template = workdir / "template.xml"
-    tree.write(template, encoding="unicode")
-    server = IcecastServer(template, workdir)
-    server.start()
-    try:
+    with temp_icecast("check", edit=set_limits(sources=sources)) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -221,3 +206,22 @@ def test_each_servers_source_limit_is_found(
     while any("check-limit" in m for m in peer_server.mounts()) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any("check-limit" in m for m in peer_server.mounts())
+
+
+def test_one_wrong_password_over_many_stations_is_one_line(
+    icecast_of_fifty: IcecastServer, run_pushsource: RunPushsource, tmp_path: Path
+) -> None:
+    server = icecast_of_fifty
+    text = station(server, "good")
+    text += "".join(
+        station(server, f"w{n}").replace("hackme", "not-the-password") for n in range(7)
+    )
+    config = write_config(tmp_path, text)
+    done = run_pushsource("check", "--config", config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        f"127.0.0.1:{server.port}: error: 7 logins refused their credentials (401): "
+        "w0, w1, w2, w3, w4 and 2 more",
+        f"{config}: 8 stations: 1 ok, 7 with errors",
+    ]
+    assert "not-the-password" not in done.stdout + done.stderr

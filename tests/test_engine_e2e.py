@@ -21,13 +21,10 @@ import itertools
 import os
 import random
 import re
-import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +33,7 @@ import pytest
 
 from pushsource.ops.trial import tag_mp3
 from tests.conftest import PushsourceProcess, StartPushsource
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, find_source
+from tests.support.icecast import IcecastServer, find_source, set_limits, temp_icecast
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.support.tls import client_context, make_certificate
@@ -88,20 +85,6 @@ def longest_gap(arrivals: list[tuple[float, int]], start: float, end: float) -> 
     return max((b - a for a, b in itertools.pairwise(times)), default=end - start)
 
 
-def own_template(workdir: Path, *, sources: int = 10, clients: int = 100) -> Path:
-    """icecast.xml with room for ``sources`` sources and ``clients`` clients."""
-    tree = ET.parse(DEFAULT_TEMPLATE)
-    limits = tree.getroot().find("limits")
-    assert limits is not None, "icecast.xml has no <limits>"
-    for tag, value in (("sources", sources), ("clients", clients)):
-        found = limits.find(tag)
-        assert found is not None, f"icecast.xml has no <limits><{tag}>"
-        found.text = str(value)
-    template = workdir / "template.xml"
-    tree.write(template, encoding="unicode")
-    return template
-
-
 @dataclass(frozen=True)
 class Track:
     path: Path
@@ -127,16 +110,8 @@ def make_tracks(folder: Path, name: str, lengths: list[float]) -> list[Track]:
 @pytest.fixture
 def own_icecast() -> Iterator[IcecastServer]:
     """An icecast2 of this test's own, to kill, freeze and restart (not started)."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-engine-"))
-    server = IcecastServer(DEFAULT_TEMPLATE, workdir)
-    try:
+    with temp_icecast("engine", start=False) as server:
         yield server
-    finally:
-        process = server._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a frozen one would not stop
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def freeze(server: IcecastServer) -> Callable[[], None]:
@@ -154,17 +129,8 @@ def freeze(server: IcecastServer) -> Callable[[], None]:
 @pytest.fixture
 def tls_icecast() -> Iterator[IcecastServer]:
     """An icecast2 of this test's own listening plainly and with TLS, to freeze."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-tls-"))
-    server = IcecastServer(DEFAULT_TEMPLATE, workdir, tls=True)
-    server.start()
-    try:
+    with temp_icecast("tls", tls=True) as server:
         yield server
-    finally:
-        process = server._process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGCONT)
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def certificate_only(pem: Path, to: Path) -> Path:
@@ -343,16 +309,10 @@ STATIONS = 50
 @pytest.fixture(scope="module")
 def roomy_icecast() -> Iterator[IcecastServer]:
     """An icecast2 with room for STATIONS sources (icecast.xml allows 10)."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-roomy-"))
-    server = IcecastServer(
-        own_template(workdir, sources=STATIONS + 10, clients=STATIONS + 50), workdir
-    )
-    server.start()
-    try:
+    with temp_icecast(
+        "roomy", edit=set_limits(sources=STATIONS + 10, clients=STATIONS + 50)
+    ) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def many_stations(server: IcecastServer, mount: str, tmp_path: Path) -> tuple[Path, list[str]]:

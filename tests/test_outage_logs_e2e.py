@@ -12,9 +12,7 @@ import contextlib
 import http.server
 import platform
 import re
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartPushsource
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
+from tests.support.icecast import IcecastServer, set_limits, temp_icecast
 from tests.support.media import make_clean_mp3
 from tests.support.proxy import TcpProxy
 
@@ -41,17 +39,8 @@ PASSWORD = "hackme"  # icecast.xml's
 def many_sources_icecast(tmp_path: Path) -> Iterator[IcecastServer]:
     """An icecast2 of this test's own (not started), taking more sources than
     icecast.xml's ten."""
-    template = tmp_path / "icecast.xml"
-    text = DEFAULT_TEMPLATE.read_text("utf-8")
-    assert "<sources>10</sources>" in text
-    template.write_text(text.replace("<sources>10</sources>", "<sources>40</sources>"), "utf-8")
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-outage-"))
-    server = IcecastServer(template, workdir)
-    try:
+    with temp_icecast("outage", edit=set_limits(sources=40), start=False) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def listed(server: IcecastServer) -> set[str]:

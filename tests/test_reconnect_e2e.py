@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PushsourceProcess, StartPushsource
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, free_port
+from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer, free_port, temp_icecast
 from tests.support.listener import Listener
 from tests.support.media import (
     Fixture,
@@ -213,13 +213,8 @@ def source_name(server: IcecastServer, mount: str) -> str | None:
 @pytest.fixture
 def own_icecast() -> Iterator[IcecastServer]:
     """An icecast2 of this test's own, to kill and restart (not started yet)."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-reconnect-"))
-    server = IcecastServer(DEFAULT_TEMPLATE, workdir)
-    try:
+    with temp_icecast("reconnect", start=False) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def two_tracks(tmp_path: Path, name: str, seconds: float = 4.0) -> list[Fixture]:

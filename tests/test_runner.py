@@ -206,6 +206,7 @@ def test_each_control_action_is_one_line_naming_the_station_and_the_client(
     entry = json.loads(JsonFormatter().format(told[2]))
     assert entry["station"] == "rock" and entry["event"] == "queue"
     assert entry["file"] == "b.mp3" and entry["client"] == "127.0.0.1"
+    assert entry["mount"] == runner.target.mount
 
 
 def test_conversion_times_are_kept_bounded_while_nobody_scrapes(runner: StationRunner) -> None:

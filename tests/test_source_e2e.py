@@ -5,13 +5,10 @@ real MP3 frames made with sox and lame, heard byte-exact by a real listener."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import signal
 import ssl
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -21,7 +18,7 @@ from pushsource.engine.source import SourceSocket
 from pushsource.engine.watch import ServerWatch
 from pushsource.errors import AuthenticationError, IcecastError, MountInUseError
 from tests.support.aio import Events, run
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
+from tests.support.icecast import IcecastServer, temp_icecast
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.support.tls import client_context
@@ -35,14 +32,8 @@ NAME = "pushsource test · Sigur Rós · 東京 🎶"
 @pytest.fixture(scope="module")
 def server() -> Iterator[IcecastServer]:
     """An icecast2 listening plainly and with TLS."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-tls-"))
-    server = IcecastServer(DEFAULT_TEMPLATE, workdir, tls=True)
-    server.start()
-    try:
+    with temp_icecast("tls", tls=True) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -203,14 +194,8 @@ def test_a_source_that_sends_no_content_type_is_not_ours_but_is_told_clearly(
 @pytest.fixture
 def own_server() -> Iterator[IcecastServer]:
     """An icecast2 of this test's own, to freeze."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-frozen-"))
-    server = IcecastServer(DEFAULT_TEMPLATE, workdir, tls=True)
-    server.start()
-    try:
+    with temp_icecast("frozen", tls=True) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])

@@ -7,9 +7,7 @@ outage: one reconnect however many attempts, and elapsed stands still."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import StartPushsource
-from tests.support.icecast import DEFAULT_TEMPLATE, IcecastServer
+from tests.support.icecast import IcecastServer, temp_icecast
 from tests.support.listener import Listener
 from tests.support.media import make_clean_mp3
 from tests.test_web_e2e import free_port, get_json, wait_until
@@ -102,13 +100,8 @@ idle = "stop"
 @pytest.fixture
 def own_icecast() -> Iterator[IcecastServer]:
     """An icecast2 of this test's own, to kill and start again."""
-    workdir = Path(tempfile.mkdtemp(prefix="pushsource-icecast-truth-"))
-    server = IcecastServer(DEFAULT_TEMPLATE, workdir)
-    try:
+    with temp_icecast("truth", start=False) as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_an_outage_is_one_reconnect_and_elapsed_stands_still_meanwhile(

@@ -39,7 +39,6 @@ __all__ = [
     "crc16",
     "frame_silent",
     "gain_fields",
-    "main_data_begin",
     "plan_of",
     "silent_runs",
     "steps_for",
@@ -253,15 +252,3 @@ def silent_runs(data: bytes, ends: Sequence[int]) -> tuple[tuple[int, int], ...]
     if start >= 0:
         runs.append((start, len(ends)))
     return tuple(runs)
-
-
-def main_data_begin(data: bytes, pos: int = 0) -> int:
-    """The frame's main_data_begin: how many bytes of main data before it,
-    in the frames before, it starts with (0 if not Layer III). Raises ValueError
-    if no frame header is there."""
-    word = data[pos : pos + 4]
-    plan = _plans.get(word) or _plan(word)
-    if not plan.mdb_bits:
-        return 0
-    i = pos + plan.side_at
-    return ((data[i] << 8 | data[i + 1]) >> (16 - plan.mdb_bits)) & ((1 << plan.mdb_bits) - 1)

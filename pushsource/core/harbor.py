@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import hashlib
+import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -303,6 +306,66 @@ def _basic(value: str | None) -> tuple[str | None, str | None]:
         return None, None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else (None, None)
+
+
+# -- credentials ----------------------------------------------------------------
+
+#: The user name an Icecast client without a user field sends (libshout's default).
+DEFAULT_USER: Final = "source"
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
+
+
+def unpack(user: str | None, password: str) -> tuple[str, str] | None:
+    """A DJ's ``user:password`` (or ``user,password``) packed into the password,
+    as SHOUTcast v1 encoders (no user field) and clients that send only
+    ``source`` as the user do; None if not packed or the user is named."""
+    if user not in (None, "", DEFAULT_USER):
+        return None
+    cut = min((i for i in (password.find(":"), password.find(",")) if i > 0), default=-1)
+    if cut <= 0:
+        return None
+    return password[:cut], password[cut + 1 :]
+
+
+def claimed_user(user: str | None, password: str | None) -> str:
+    """Who these credentials say they are (the throttle's key with the
+    address): the user named, or packed into the password; "" for none."""
+    packed = unpack(user, password) if password is not None else None
+    if packed is not None:
+        return packed[0]
+    return "" if user in (None, DEFAULT_USER) else str(user)
+
+
+def check_credentials(
+    users: Mapping[str, str], user: str | None, password: str | None
+) -> str | None:
+    """The user these credentials are right for, or None. ``user`` None (or
+    ``source``) is any user with that password, or the user packed into it.
+
+    Constant time whatever the lengths: SHA-256 digests are compared, and every
+    user's name and password is compared for both readings of the credentials
+    (as sent, and packed), so timing tells neither a user name nor a length.
+    Does not raise."""
+    if password is None:
+        return None
+    packed = unpack(user, password)
+    named = None if user in (None, "", DEFAULT_USER) else user
+    # As sent (``named`` None: any user with this password), and packed; when
+    # not packed, a reading that matches nothing, for the same work.
+    readings = [(named, password, True), (*packed, True) if packed else ("", "", False)]
+    digests = [(who is None, _digest(who or ""), _digest(given), ok) for who, given, ok in readings]
+    found = None
+    for name, secret in users.items():
+        name_digest, secret_digest = _digest(name), _digest(secret)
+        for anyone, who_digest, given_digest, valid in digests:
+            same_secret = hmac.compare_digest(given_digest, secret_digest)
+            same_name = hmac.compare_digest(who_digest, name_digest)
+            if valid and same_secret and (anyone or same_name):
+                found = found or name
+    return found
 
 
 # -- answers ------------------------------------------------------------------

@@ -35,6 +35,11 @@ log = logging.getLogger("pushsource")
 LIVE_SLACK: Final = 0.5
 LIVE_LOW: Final = 0.25
 DROP_LOG_EVERY: Final = 10.0
+#: Titles waiting for the DJ's frames at most (the latest kept: a DJ sending
+#: titles and no audio must not grow them), and a title's length at most
+#: (characters; the harbor's clean_title already cuts to about this).
+MAX_TITLES: Final = 16
+MAX_TITLE: Final = 3000
 
 
 class Interrupted(Enum):
@@ -66,6 +71,22 @@ class Live:
     taken: int = 0  # DJ frames out of ``frames`` (sent or dropped)
     titled_at: float | None = -1.0  # the connection (its accepted time) its title was set on
     drop_logged: float = -math.inf  # when a drop was last logged
+
+
+#: Phases in which the DJ's frames go on air soon: room_for_dj is bounded.
+_FILLING: Final = frozenset({Phase.WAITING, Phase.CONNECTING, Phase.ON_AIR})
+
+
+def _add_title(live: Live, title: str) -> None:
+    """A title for the DJ's next frame: one already waiting for that frame is
+    replaced (listeners would see it for no time), and at most MAX_TITLES wait."""
+    title = title[:MAX_TITLE]
+    if len(live.titles) > 1 and live.titles[-1][0] == live.received:
+        live.titles[-1] = (live.received, title)
+    else:
+        live.titles.append((live.received, title))
+    while len(live.titles) > MAX_TITLES:
+        live.titles.popleft()
 
 
 class LiveMixin:
@@ -110,6 +131,14 @@ class LiveMixin:
         """The DJ connected or on air, if any (read only)."""
         return self._live
 
+    @property
+    def airing(self) -> Live | None:
+        """The DJ whose set the machine's batches carry now (their frames, and
+        the silence that fills in for them): on air, and the connection too;
+        None while the folder's audio (or a closing silence) goes out."""
+        live = self._live
+        return live if live is not None and live.on_air and self.phase is Phase.ON_AIR else None
+
     def live_start(self, now: float, user: str, title: str | None = None) -> list[Effect]:
         """A DJ connected; they take over with their first frames. One back
         within the grace goes on where they left."""
@@ -123,7 +152,7 @@ class LiveMixin:
             live.title = None
         live.user, live.connected = user, True
         if title is not None:
-            live.titles.append((live.received, title))
+            _add_title(live, title)
         return []
 
     def live_title(self, now: float, title: str) -> list[Effect]:
@@ -132,8 +161,19 @@ class LiveMixin:
         still ending, not before the DJ's first frame)."""
         live = self._live
         if live is not None:
-            live.titles.append((live.received, title))
+            _add_title(live, title)
         return []
+
+    def room_for_dj(self) -> int:
+        """How many more DJ frames the buffer takes before :meth:`_hold` drops
+        (the harbor stops reading the DJ at 0). Large with no DJ, and while the
+        air is down (backing off, stopping): then ``_hold`` keeps their newest
+        frames, as for a live DJ it should, rather than their encoder's
+        buffers filling with audio that would air late."""
+        live = self._live
+        if live is None or self._stopping or self.phase not in _FILLING:
+            return 1 << 30
+        return max(0, self._live_keep(live) - len(live.frames))
 
     def live_audio(self, now: float, header: FrameHeader, frames: Sequence[bytes]) -> list[Effect]:
         """Whole frames from the DJ, all like ``header`` (the station's rate and channels)."""
@@ -269,14 +309,9 @@ class LiveMixin:
 
     def _hold(self, now: float, live: Live) -> None:
         """Keep the DJ's frames waiting here bounded: drop the oldest beyond it."""
-        header = live.header
-        if header is None:
+        if live.header is None:
             return
-        bound = LIVE_SLACK
-        if not (live.on_air and self.phase is Phase.ON_AIR):
-            bound += self._pacing.lead  # not on air: all the lead is still to fill
-        keep = max(1, int(bound / header.duration))
-        extra = len(live.frames) - keep
+        extra = len(live.frames) - self._live_keep(live)
         if extra > 0:
             for _ in range(extra):
                 live.frames.popleft()
@@ -292,6 +327,15 @@ class LiveMixin:
                     live.user,
                     live.dropped,
                 )
+
+    def _live_keep(self, live: Live) -> int:
+        """The DJ frames the buffer holds at most (once their first is in, as
+        ``_hold`` sees it: on air)."""
+        header = live.header or self._format
+        bound = LIVE_SLACK
+        if self.phase is not Phase.ON_AIR:
+            bound += self._pacing.lead  # not on air: all the lead is still to fill
+        return max(1, int(bound / header.duration))
 
     def _hand_back(self, now: float, out: list[Effect], why: str | None = None) -> None:
         live = self._live

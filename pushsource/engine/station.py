@@ -22,6 +22,7 @@ from pushsource.engine.outputs import Output, OutputSpec
 from pushsource.errors import AuthenticationError, IcecastError, PushsourceError, TrackError
 from pushsource.workers.feed import CueResult, Feed
 from pushsource.workers.folder import QueueEdit
+from pushsource.workers.recorder import SetRecorder
 from pushsource.workers.state import FileStamp, PlayState, Snapshot, StateKeeper
 
 if TYPE_CHECKING:
@@ -190,9 +191,11 @@ class StationDriver:
         name: str = "",
         outputs: Sequence[OutputSpec] = (),
         retry: Retry | None = None,
+        recorder: SetRecorder | None = None,
     ) -> None:
         """``target``, ``titles`` and ``watch`` are the station's own output;
-        ``outputs`` the others (``[[station.output]]``)."""
+        ``outputs`` the others (``[[station.output]]``); ``recorder`` records
+        DJ sets (the batches that went out during each)."""
         self.name = name  # the station's id, for log lines
         self._engine = engine
         self._loop = engine.loop
@@ -226,6 +229,7 @@ class StationDriver:
         self._last_save = 0.0
         self._done = False
         self.error: PushsourceError | None = None
+        self.recorder = recorder
         #: An upgrade in place: the handed-over connection, asked for once at
         #: the station's first connect (None then: it connects as usual).
         self.carry: Callable[[], Adopted | None] | None = None
@@ -236,6 +240,11 @@ class StationDriver:
         self._rest_lead = 0.0
 
     # -- control, from any thread
+
+    @property
+    def saving(self) -> bool:
+        """A play-state save is in flight (a reload waits for the last one)."""
+        return self._saver is not None and self._saver.busy
 
     def start(self) -> None:
         self._engine.call(self._start)
@@ -340,6 +349,10 @@ class StationDriver:
             effects = event(self._loop.time(), *args)
             for effect in effects:
                 self._do(effect)
+            if self.recorder is not None and self.recorder.current is not None:
+                live = self.machine.live  # the set goes on through an outage, not past its end
+                on = live is not None and live.on_air
+                self.recorder.check(live if on else None, live.user if on and live else None)
         except Exception as exc:  # a bug must not take the other stations down
             log.exception("station %s stopped by an internal error", self.target.mount)
             self.error = PushsourceError(f"station stopped by an internal error: {exc!r}")
@@ -383,6 +396,8 @@ class StationDriver:
                 live = self.machine.live
                 if live is not None and live.on_air:  # a DJ's title, on air with their audio
                     self._events.live_title(live, title)
+                    if self.recorder is not None:
+                        self.recorder.title(live, title)
                 for output in self.outputs:
                     if output.on_air:
                         self._set_title(output, title)
@@ -455,6 +470,9 @@ class StationDriver:
             if output.on_air:
                 self._send_one(output, data, spans, titles)
         self._events.sent(len(data), frames, lead)
+        if self.recorder is not None:
+            airing = self.machine.airing  # the batch is a set's: it went out, so it is recorded
+            self.recorder.sent(airing, airing.user if airing else None, data, frames)
         if self._positions is not None and (position := self.machine.position()) is not None:
             self._positions.at(position[1])  # a kill -9 repeats this batch at most
         if now - self._last_save >= SAVE_EVERY:
@@ -777,6 +795,8 @@ class StationDriver:
             self._timer = None
         self._state_changed()
         self._done = True
+        if self.recorder is not None:
+            self.recorder.close()
         self._events.done(self.error)
 
 

@@ -18,12 +18,14 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from pushsource.core.target import IcecastTarget, netloc
 from pushsource.engine.loop import Engine
 from pushsource.errors import AuthenticationError, ConfigError, IcecastError, MountInUseError
 from pushsource.ops.config import Config
+from pushsource.ops.icecastconf import mounts_of, problems
 from pushsource.ops.runner import StationRunner, build_runners
 from pushsource.ops.settings import ControlSettings
 
@@ -55,12 +57,15 @@ def check(
     *,
     verbose: bool = False,
     out: TextIO | None = None,
+    icecast_config: Path | None = None,
 ) -> int:
     """Check ``config`` as ``run`` would run it, with ``control`` (from
     ``control_key``: named in its problem). Returns the exit status: 0 all ok,
     2 a config error, a wrong password, an address taken or a source limit too
     low, 1 a server that cannot be reached. ``config.problems`` (loaded with
-    ``collect``) are said first; the stations left out count as errors."""
+    ``collect``) are said first; the stations left out count as errors. With
+    ``icecast_config``, each mount that Icecast run from it would not keep
+    listeners on through a crash of pushsource is an error too (status 2)."""
     report = _Report(out if out is not None else sys.stdout, verbose)
     for problem in sorted(config.problems, key=lambda p: (p.station == 0, p.station)):
         # "#N": no station id has a "#"; [control] is no station (0).
@@ -86,12 +91,22 @@ def check(
         _logins(runners, report)
     finally:
         engine.stop()
+    fallbacks = 0
+    if icecast_config is not None:
+        for who, why in problems(icecast_config, mounts_of(config.stations)):
+            sid = who.split(" output ")[0]
+            line = f"{who or icecast_config}: error: {why}"
+            report.error([sid] if sid else [], line, ConfigError.exit_status)
+            fallbacks += 1
     total = max(config.tables, len(config.stations))  # a Config built by hand has no tables
     failed = len(report.failed)
     stations = "1 station" if total == 1 else f"{total} stations"
     tally = f"{config.path}: {stations}: {total - failed} ok, {failed} with errors"
     if report.in_use:
         tally += f"; {report.in_use} mounts already have a source (the login passed)"
+    if icecast_config is not None:
+        said = {0: "every mount has its fallback", 1: "1 fallback problem"}
+        tally += f"; {icecast_config}: {said.get(fallbacks, f'{fallbacks} fallback problems')}"
     print(tally, file=report.out)
     return report.status
 
@@ -144,6 +159,9 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
     over: dict[str, list[tuple[str, str, str]]] = {}  # server: (id, name, why) over its limit
     sent: dict[str, int] = {}  # server: logins this config makes there
     down: dict[str, list[tuple[str, str, IcecastTarget, IcecastError]]] = {}  # not reached
+    # server: (id, name, error) refused their credentials; past SHOWN of them
+    # (one shared wrong password over 300 stations) one line, not 300.
+    wrong_password: dict[str, list[tuple[str, str, AuthenticationError]]] = {}
     for (sid, name, target), error in zip(logins, errors, strict=True):
         server = netloc(target.host, target.port)
         sent[server] = sent.get(server, 0) + 1
@@ -151,8 +169,7 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             if report.verbose:
                 print(f"{name}: ok: {target} accepts the source", file=report.out)
         elif isinstance(error, AuthenticationError):
-            code = f" ({error.status})" if error.status else ""
-            report.error([sid], f"{name}: error: {error}{code}", error.exit_status)
+            wrong_password.setdefault(server, []).append((sid, name, error))
         elif error.status is not None and (too_many := _TOO_MANY.search(str(error))):
             over.setdefault(server, []).append((sid, name, too_many.group(0)))
         elif isinstance(error, MountInUseError):  # servers check the login first: it passed
@@ -165,6 +182,19 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             down.setdefault(server, []).append((sid, name, target, error))
         else:
             report.error([sid], f"{name}: error: {error}", error.exit_status)
+    for server, wrong in wrong_password.items():
+        if len(wrong) <= SHOWN:  # a few: each says which user on which mount
+            for sid, name, error in wrong:
+                code = f" ({error.status})" if error.status else ""
+                report.error([sid], f"{name}: error: {error}{code}", error.exit_status)
+            continue
+        error = wrong[0][2]
+        code = f" ({error.status})" if error.status else ""
+        line = (
+            f"{server}: error: {len(wrong)} logins refused their credentials{code}: "
+            f"{_names([name for _sid, name, _e in wrong])}"
+        )
+        report.error([sid for sid, _name, _e in wrong], line, error.exit_status)
     for server, failures in down.items():
         if len(failures) == 1:
             sid, name, target, error = failures[0]

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import setproctitle
 
@@ -24,7 +24,7 @@ from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import ConfigError, PushsourceError
-from pushsource.ops import docs, handover
+from pushsource.ops import docs, handover, icecastconf
 from pushsource.ops.config import Config, check_output, load_config
 from pushsource.ops.logs import NativeStderr, setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
@@ -40,6 +40,7 @@ from pushsource.ops.settings import (
     StationSettings,
     check_header_values,
     check_live_title,
+    check_record,
     parse_address,
     parse_live_user,
     parse_output_option,
@@ -47,6 +48,9 @@ from pushsource.ops.settings import (
     resolve_target,
 )
 from pushsource.workers.state import default_state_path
+
+if TYPE_CHECKING:
+    from pushsource.ops.fleet import Fleet, Outcome
 
 log = logging.getLogger("pushsource")
 
@@ -292,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     stream.add_argument(
+        "--live-record",
+        metavar="PATH",
+        help="record each DJ set as it went on air, to PATH with {station}, {user} and "
+        "{start} filled in (folders made as needed; default: not recorded)",
+    )
+    stream.add_argument(
         "--shuffle",
         action="store_true",
         help="with --idle loop: play the library in random order, no track twice in a row",
@@ -349,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
         "station that fails says why and stops; the others go on.",
     )
     run.add_argument("--config", type=Path, required=True, metavar="FILE", help="the config")
+    run.add_argument(
+        "--pid-file",
+        type=Path,
+        metavar="FILE",
+        help="write the process id here (removed at exit), for pushsource reload --pid-file",
+    )
+    _add_reload_command(commands, common)
     restart = commands.add_parser(
         "restart",
         parents=[common],
@@ -358,7 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
         "that the installed code and the config start, then execs itself anew with the "
         "same PID, handing over its source connections, listening sockets and each "
         "station's place (a problem is one line in its log, and it goes on as it was). "
-        "Finds the process by --pid, else the one of this user (running --config FILE).",
+        "Finds the process by --pid or --pid-file, else the one pushsource stream or "
+        "run of this user (with --config FILE: the run of that config).",
     )
     _add_process_options(restart)
     check = commands.add_parser(
@@ -382,6 +400,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the address run --control would listen on too (the config's "
         "[control] is checked without it)",
     )
+    check.add_argument(
+        "--icecast-config",
+        type=Path,
+        metavar="FILE",
+        help="also check that this icecast.xml keeps listeners through a crash: every "
+        "mount has a fallback with fallback-override, its file in the webroot, in the "
+        "mount's sample rate and channels (a line each; exit 2)",
+    )
+    icecast_config = commands.add_parser(
+        "icecast-config",
+        help="write an icecast.xml whose mounts fall back to silence, and the silence files",
+        description=icecastconf.DESCRIPTION,
+    )
+    icecastconf.build_parser(icecast_config)
 
     listen = commands.add_parser(
         "listen",
@@ -441,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_process_options(parser: argparse.ArgumentParser) -> None:
     """How ``restart`` finds the running process (ops.handover.find_running)."""
     parser.add_argument("--pid", type=int, metavar="PID", help="the process to signal")
+    parser.add_argument(
+        "--pid-file", type=Path, metavar="FILE", help="the process run --pid-file named"
+    )
     parser.add_argument(
         "--config",
         type=Path,
@@ -570,6 +605,8 @@ def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
     if not args.live_listen:
         if args.live_user or args.live_users_file:
             raise ConfigError("--live-user and --live-users-file need --live-listen")
+        if args.live_record:
+            raise ConfigError("--live-record needs --live-listen")
         return None
     try:
         listen = parse_address(args.live_listen)
@@ -603,7 +640,15 @@ def _live_settings(args: argparse.Namespace) -> LiveSettings | None:
         title = check_live_title(args.live_title)
     except ValueError as exc:
         raise ConfigError(f"--live-title: {exc}") from None
-    return LiveSettings(listen, mount, tuple(users), args.live_grace, args.live_interrupted, title)
+    record = None
+    if args.live_record:
+        try:
+            record = check_record(str(Path(args.live_record).expanduser().absolute()))
+        except ValueError as exc:
+            raise ConfigError(f"--live-record: {exc}") from None
+    return LiveSettings(
+        listen, mount, tuple(users), args.live_grace, args.live_interrupted, title, record
+    )
 
 
 def _control_settings(args: argparse.Namespace, config: Config | None) -> ControlSettings | None:
@@ -628,9 +673,11 @@ def run_stations(
     control: ControlSettings | None,
     *,
     single: bool,
+    config: Path | None = None,
 ) -> int:
     """Build every station (checking all before any connects), run them until
-    they end or a signal stops them. Returns the exit status."""
+    they end or a signal stops them. Returns the exit status. ``config``: the
+    file ``run`` read, which a reload (SIGHUP, the control API) reads again."""
     # One watchdog observer for every folder: inotify allows 128 instances per user.
     # Imported only when a folder is watched: start-up time (--once watches none).
     observer = None
@@ -654,28 +701,49 @@ def run_stations(
         stations=[runner.id for runner in runners],
     )
     handover.attach(runners)  # restarted in place: the connections handed over
+    fleet = None
+    if config is not None:
+        fleet = _fleet(args, config, runners, control, engine, observer)
     server = None
     if control is not None:
-        server = _serve(control, runners, engine)
+        server = _serve(control, runners, engine, fleet)
+    if fleet is not None:
+        fleet.server = server
     _handle_signals(runners)
-    _handle_restart(runners, engine, control, lambda: server)
+    _handle_restart(
+        runners,
+        engine,
+        lambda: fleet.control if fleet is not None else control,
+        lambda: fleet.server if fleet is not None else server,
+    )
+    if fleet is not None:
+        _handle_reload_signals(fleet)
     # Listeners over time, on a thread of its own (never the engine's).
     from pushsource.ops.listeners import ListenerSampler
 
     sampler = ListenerSampler(runners)
+    pid_file = getattr(args, "pid_file", None)
     try:
+        if pid_file is not None:
+            _write_pid(pid_file)
         engine.start()
         for runner in runners:
             runner.start()
         handover.release_listeners()  # those no harbor or control server took
         sampler.start()
+        if fleet is not None:
+            fleet.start()
         # What start-up made (modules, settings, the stations' objects) lives
         # as long as the process: out of the collector's reach, so a full
         # collection, which stops every station while it runs, walks only
         # what came since (benchmarks.tick prints the longest).
         gc.freeze()
-        _wait(runners, args)
+        _wait(runners, args, fleet)
     finally:
+        if fleet is not None:
+            fleet.stop()
+            fleet.close()  # no reload under way from here on: runners is final
+            server = fleet.server
         for runner in runners:
             runner.stop()
         for runner in runners:
@@ -689,6 +757,9 @@ def run_stations(
         if observer is not None and observer.is_alive():
             observer.stop()
             observer.join(5)
+        if pid_file is not None:
+            with contextlib.suppress(OSError):
+                pid_file.unlink()
     errors = [runner.error for runner in runners if runner.error is not None]
     if single and errors:
         raise errors[0]
@@ -698,12 +769,23 @@ def run_stations(
     return max([error.exit_status for error in errors] + [2 if refused else 0])
 
 
-def _serve(control: ControlSettings, runners: Sequence[StationRunner], engine: Engine) -> Any:
+def _control_server(
+    control: ControlSettings,
+    runners: Sequence[StationRunner],
+    engine: Engine,
+    fleet: Fleet | None = None,
+) -> Any:
+    """The control server, bound (raises ConfigError), not started."""
     from pushsource.ops.control import ControlServer
     from pushsource.ops.metrics import Metrics
 
     metrics = Metrics(runners, engine.air_idle)
-    server = ControlServer(
+
+    def reload(client: str) -> Outcome:
+        assert fleet is not None
+        return fleet.reload(client, answer_first=True)
+
+    return ControlServer(
         (control.host, control.port),
         runners,
         inherited=handover.listener(control.host, control.port),
@@ -711,7 +793,17 @@ def _serve(control: ControlSettings, runners: Sequence[StationRunner], engine: E
         metrics=metrics.render,
         allowed_hosts=control.allowed_hosts,
         air=engine.air_idle,
+        reload=reload if fleet is not None else None,
     )
+
+
+def _serve(
+    control: ControlSettings,
+    runners: Sequence[StationRunner],
+    engine: Engine,
+    fleet: Fleet | None = None,
+) -> Any:
+    server = _control_server(control, runners, engine, fleet)
     server.start()
     host, port = server.address[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -724,8 +816,11 @@ def _serve(control: ControlSettings, runners: Sequence[StationRunner], engine: E
     return server
 
 
-def _wait(runners: Sequence[StationRunner], args: argparse.Namespace) -> None:
-    """Until every station has ended; a live status line per station on a terminal."""
+def _wait(
+    runners: Sequence[StationRunner], args: argparse.Namespace, fleet: Fleet | None = None
+) -> None:
+    """Until every station has ended (``runners`` may change: a reload); a
+    live status line per station on a terminal."""
     view = None
     if getattr(args, "console", True) and sys.stderr.isatty() and not getattr(args, "quiet", False):
         from pushsource.ops.console import Console
@@ -738,7 +833,14 @@ def _wait(runners: Sequence[StationRunner], args: argparse.Namespace) -> None:
         # its handler at once (a lock's wait is interrupted for it), and the
         # main thread no longer wakes four times a second for nothing.
         every = None if view is None else 0.25
-        while not all(runner.join(every) for runner in runners):
+        while True:
+            waiting = [runner for runner in list(runners) if not runner.join(0)]
+            if not waiting:
+                # A reload under way may be starting stations: it says.
+                if fleet is None or fleet.all_ended():
+                    return
+                continue
+            waiting[0].join(every)
             if view is not None:
                 view.refresh()
     finally:
@@ -759,6 +861,7 @@ def check_config(args: argparse.Namespace) -> int:
         _control_settings(args, config),
         control_key,
         verbose=getattr(args, "verbose", False),
+        icecast_config=args.icecast_config,
     )
 
 
@@ -792,16 +895,18 @@ def _handle_signals(runners: Sequence[StationRunner]) -> None:
 def _handle_restart(
     runners: Sequence[StationRunner],
     engine: Engine,
-    control: ControlSettings | None,
+    controls: Callable[[], ControlSettings | None],
     server: Callable[[], Any],
 ) -> None:
     """SIGUSR2 (``pushsource restart``): exec anew in place, handing over the
     connections (ops.handover), on a thread of its own: the check of the new
-    image takes a second or two, and the signal handler must not wait."""
+    image takes a second or two, and the signal handler must not wait.
+    ``runners`` is the list a reload edits in place; ``controls`` and
+    ``server``: the control settings and server now (a reload may change them)."""
 
     def listening() -> list[handover.Listening]:
         out = []
-        httpd = server()
+        httpd, control = server(), controls()
         if control is not None and httpd is not None:
             out.append(handover.Listening(control.host, control.port, httpd.listening_socket))
         seen: list[Any] = []
@@ -837,6 +942,179 @@ def _handle_restart(
     signal.signal(signal.SIGUSR2, restart)
     if handover.restart_asked():  # came while this image started
         restart(signal.SIGUSR2, None)
+
+
+# -- reload (issue 24): SIGHUP, `pushsource reload`, POST /api/reload
+
+
+def _fleet(
+    args: argparse.Namespace,
+    path: Path,
+    runners: list[StationRunner],
+    control: ControlSettings | None,
+    engine: Engine,
+    observer: Any,
+) -> Fleet:
+    """What a reload of ``run --config`` changes, and how it builds."""
+    from pushsource.ops.fleet import Fleet
+
+    def make(settings: StationSettings) -> StationRunner:
+        (runner,) = build_runners([settings], os.environ, engine=engine, observer=observer)
+        return runner
+
+    fleet: Fleet
+
+    def serve(settings: ControlSettings) -> Any:
+        return _control_server(settings, fleet.runners, engine, fleet)
+
+    fleet = Fleet(
+        runners,
+        path=path,
+        environ=os.environ,
+        engine=engine,
+        make=make,
+        relog=lambda ids: setup_logging(
+            _level(args), json_lines=getattr(args, "log_format", "plain") == "json", stations=ids
+        ),
+        control_for=lambda config: _control_settings(args, config),
+        control=control,
+        serve=serve,
+    )
+    return fleet
+
+
+def _handle_reload_signals(fleet: Fleet) -> None:
+    """``run --config``: SIGHUP reads the config again and applies it (the
+    folders are looked at again too); a stop stops reloads first."""
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        fleet.request()
+
+    signal.signal(signal.SIGHUP, reload)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def stop(
+            signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            fleet.stop()
+            previous(signum, frame)
+
+        signal.signal(signum, stop)
+
+
+def _write_pid(path: Path) -> None:
+    try:
+        path.write_text(f"{os.getpid()}\n", encoding="ascii")
+    except OSError as exc:
+        raise ConfigError(f"--pid-file: cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _add_reload_command(commands: Any, common: argparse.ArgumentParser) -> None:
+    reload = commands.add_parser(
+        "reload",
+        parents=[common],
+        help="make a running pushsource run read its config again",
+        description="Make pushsource run read its config file again and apply it: "
+        "stations added start, removed ones stop, changed ones restart alone, the "
+        "others are not touched; a config that does not check out changes nothing. "
+        "With --config, through the control API that file's [control] names (its "
+        "token, or $PUSHSOURCE_TOKEN), and the outcome is printed; with --pid or "
+        "--pid-file, by SIGHUP (the outcome is in that process's log).",
+    )
+    reload.add_argument(
+        "--config", type=Path, metavar="FILE", help="the config the running process runs"
+    )
+    reload.add_argument(
+        "--control",
+        metavar="[HOST:]PORT",
+        help="the address the process's control server listens on, when run --control "
+        "gave it (default: the config's [control] listen)",
+    )
+    reload.add_argument("--pid", type=int, metavar="PID", help="send SIGHUP to this process")
+    reload.add_argument(
+        "--pid-file",
+        type=Path,
+        metavar="FILE",
+        help="send SIGHUP to the process run --pid-file named",
+    )
+
+
+def reload_command(args: argparse.Namespace) -> int:
+    """``pushsource reload``: 0 applied (or the signal sent), 2 refused or a
+    usage error, 1 the process or its control server not reached."""
+    pid = args.pid
+    if pid is None and args.pid_file is not None:
+        try:
+            pid = int(args.pid_file.read_text(encoding="ascii").strip())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--pid-file {args.pid_file}: no process id in it ({exc})") from None
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except ProcessLookupError:
+            print(f"pushsource: error: no process {pid}", file=sys.stderr)
+            return 1
+        except PermissionError:
+            print(f"pushsource: error: not allowed to signal process {pid}", file=sys.stderr)
+            return 1
+        print(f"sent SIGHUP to {pid}: its log says what the reload did")
+        return 0
+    if args.config is None:
+        raise ConfigError("pushsource reload needs --config FILE, --pid PID or --pid-file FILE")
+    config = load_config(args.config, os.environ, collect=True)
+    settings = _control_settings(args, config)  # --control wins, as with run
+    token = settings.token if settings else None
+    if settings is None or not token:
+        raise ConfigError(
+            f"{args.config} has no [control] with a token (or ${TOKEN_ENV}): "
+            "use --pid or --pid-file (SIGHUP)"
+        )
+    return _reload_through_api(settings, token)
+
+
+def _reload_through_api(control: ControlSettings, token: str) -> int:
+    import http.client
+    import json
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(control.host, control.host)
+    try:
+        conn = http.client.HTTPConnection(host, control.port, timeout=60)
+        conn.request(
+            "POST",
+            "/api/reload",
+            body=b"",
+            headers={"Authorization": f"Bearer {token}", "Content-Length": "0"},
+        )
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+    except OSError as exc:
+        where = f"[{host}]:{control.port}" if ":" in host else f"{host}:{control.port}"
+        print(f"pushsource: error: control API on {where}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = {}
+    if response.status == 200 and answer.get("applied"):
+        print(answer.get("summary", "reloaded"))
+        for line in answer.get("failed") or []:
+            print(f"not started: {line}")
+        return 1 if answer.get("failed") else 0
+    if response.status == 422:
+        for line in answer.get("problems") or []:
+            print(f"refused: {line}")
+        print("nothing changed")
+        return 2
+    print(
+        f"pushsource: error: the control API answered {response.status}: "
+        f"{answer.get('error', body[:200].decode('utf-8', 'replace'))}",
+        file=sys.stderr,
+    )
+    return 2 if response.status in (401, 403) else 1
 
 
 def _forget_state(settings: StationSettings) -> None:
@@ -887,12 +1165,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             config = load_config(args.config, os.environ)
             return run_stations(
-                args, config.stations, _control_settings(args, config), single=False
+                args,
+                config.stations,
+                _control_settings(args, config),
+                single=False,
+                config=args.config,
             )
+        if args.command == "reload":
+            return reload_command(args)
         if args.command == "check":
             return check_config(args)
         if args.command == "restart":
-            return handover.signal_running(signal.SIGUSR2, args.pid, args.config)
+            pid = args.pid if args.pid_file is None else handover.read_pid_file(args.pid_file)
+            return handover.signal_running(signal.SIGUSR2, pid, args.config)
+        if args.command == "icecast-config":
+            return icecastconf.run(args)
         if args.command == "silence":
             write_silence(args.file, args.samplerate, args.channels, args.bitrate)
             return 0

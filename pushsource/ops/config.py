@@ -32,6 +32,7 @@ from pushsource.ops.settings import (
     StationSettings,
     check_header_values,
     check_live_title,
+    check_record,
     output_format,
     parse_address,
     resolve_output_target,
@@ -319,7 +320,7 @@ def _station(table: object, base: Path, environ: Mapping[str, str], where: str) 
             raise ConfigError(f"{where}: {unknown_key(key, _STATION_KEYS)}")
         try:
             if key == "live":
-                values[key] = _live(raw, environ)
+                values[key] = _live(raw, environ, base)
                 continue
             if key == "output":
                 values["outputs"] = _outputs(raw, base, environ)
@@ -441,10 +442,10 @@ def _where(target: IcecastTarget) -> str:
     return f"{target.host}:{target.port}{target.mount}"
 
 
-_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title"}
+_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title", "record"}
 
 
-def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
+def _live(table: object, environ: Mapping[str, str], base: Path) -> LiveSettings:
     """``[station.live]``. Raises _Problem (naming the key, never a password)."""
     if not isinstance(table, dict):
         raise _Problem("must be a table ([station.live])")
@@ -485,7 +486,15 @@ def _live(table: object, environ: Mapping[str, str]) -> LiveSettings:
             title = check_live_title(expand(table["title"], environ))
         except ValueError as exc:
             raise _Problem(f'key "title": {exc}') from None
-    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted), title)
+    record = None
+    if "record" in table:
+        if not isinstance(table["record"], str):
+            raise _Problem(f'key "record" must be a string, not {_kind(table["record"])}')
+        try:
+            record = check_record(str(base / Path(expand(table["record"], environ)).expanduser()))
+        except ValueError as exc:
+            raise _Problem(f'key "record": {exc}') from None
+    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted), title, record)
 
 
 def default_id(mount: str) -> str:

@@ -9,15 +9,19 @@ the token only ever travels in a header.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import io
 import json
 import logging
+import os
 import re
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from ipaddress import ip_address
 from typing import Any, BinaryIO, Final, Protocol, TypeVar, cast
@@ -123,6 +127,9 @@ class StationControl(Protocol):
     # Optional: ``listener_series``, a core.listeners.ListenerSeries: its
     # listeners over time, served by GET /api/stations/ID/listeners and
     # summed into GET /api/listeners.
+
+    # Optional: ``target``, with a ``mount``: the station's mount, a field of
+    # each action's log line (with --log-format json).
 
     # Optional: ``status_version``, an int the station bumps after each change
     # to its status (a track, the connection, the queue...). With it, the
@@ -233,6 +240,7 @@ class ControlServer:
         status_interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
         air: threading.Event | None = None,
+        reload: Callable[[str], Reloaded] | None = None,
         inherited: socket.socket | None = None,
     ) -> None:
         """``allowed_hosts``: names the page may be reached by, beside the listen
@@ -243,20 +251,14 @@ class ControlServer:
         ``air``: the engine's Engine.air_idle; a request is parsed and answered
         only between the air's passes (32 keep-alive readers otherwise take
         turns at the interpreter lock with the thread every station sends on).
+        ``reload``: what ``POST /api/reload`` runs (``pushsource run``'s
+        reload, given who asked); None: the route is 404.
         ``inherited``: the socket a restart in place handed over, listening on
         ``address`` already."""
-        self._stations: dict[str, StationControl] = {}
-        for station in stations:
-            station_id = station.id
-            if not _STATION_ID.match(station_id):
-                raise ConfigError(
-                    f"station id {station_id!r}: use letters, digits, '.', '_', '~' or '-'"
-                )
-            if station_id in self._stations:
-                raise ConfigError(f"station id {station_id!r} is used twice")
-            self._stations[station_id] = station
+        self._stations = _by_id(stations)
         self.name = "control API"
         self._token = token.encode("utf-8") if token else None
+        self._reload = reload
         self._metrics = metrics
         self.air = air
         self.snapshots = SnapshotCache(status_interval, clock)
@@ -328,6 +330,26 @@ class ControlServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    # --- a reload (pushsource.ops.fleet) ---------------------------------------------
+
+    def set_stations(self, stations: Sequence[StationControl]) -> None:
+        """The stations after a reload: one dict swapped in, so a request
+        sees the old set or the new one whole. Raises ConfigError."""
+        self._stations = _by_id(stations)
+        self.snapshots.invalidate()
+
+    def set_access(self, token: str | None, allowed_hosts: Sequence[str]) -> None:
+        """A reload's new token and allowed_hosts, taken at once (the listen
+        address is the server's own: a new one is a new server)."""
+        self._token = token.encode("utf-8") if token else None
+        host = self.address[0]
+        self._hosts = {_host_key(host), "localhost"} | {_host_key(h) for h in allowed_hosts}
+
+    def reload(self, client: str) -> Reloaded:
+        if self._reload is None:
+            raise ControlError("reload is for pushsource run --config", 404)
+        return self._reload(client)
 
     # --- what the handler asks --------------------------------------------------------
 
@@ -428,6 +450,29 @@ class ControlServer:
         return None
 
 
+class Reloaded(Protocol):
+    """What a reload did, for ``POST /api/reload``."""
+
+    @property
+    def applied(self) -> bool: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+def _by_id(stations: Sequence[StationControl]) -> dict[str, StationControl]:
+    found: dict[str, StationControl] = {}
+    for station in stations:
+        station_id = station.id
+        if not _STATION_ID.match(station_id):
+            raise ConfigError(
+                f"station id {station_id!r}: use letters, digits, '.', '_', '~' or '-'"
+            )
+        if station_id in found:
+            raise ConfigError(f"station id {station_id!r} is used twice")
+        found[station_id] = station
+    return found
+
+
 def _host_key(host: str) -> str:
     return host.strip("[]").rstrip(".").casefold()
 
@@ -500,6 +545,10 @@ class _Handler(HardenedHandler):
             if metrics is None:
                 return error_reply(404, "metrics are off")
             return Reply(200, metrics[0], metrics[1])
+        if parts == ["api", "reload"]:
+            if (allowed := self._allow(method, "POST")) is not None:
+                return allowed
+            return self._reload()
         if parts == ["api", "listeners"]:
             if (allowed := self._allow(method, "GET", "HEAD")) is not None:
                 return allowed
@@ -536,7 +585,58 @@ class _Handler(HardenedHandler):
             if (allowed := self._allow(method, "PUT")) is not None:
                 return allowed
             return self._upload(station_id, action[1])
+        if len(action) == 2 and action[0] == "recordings":
+            if (allowed := self._allow(method, "GET", "HEAD")) is not None:
+                return allowed
+            return self._recording(station_id, action[1])
         return error_reply(404, f"no such page: {path}")
+
+    def _recording(self, station_id: str, name: str) -> Reply:
+        """A DJ set's recording: only a file the station's history links to
+        (the station says which, never the request), not through a link."""
+        station = self.control.station(station_id)
+        find = getattr(station, "recording_file", None)
+        path = find(name) if find is not None else None
+        missing = error_reply(404, "no such recording")
+        if path is None:
+            return missing
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return missing
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            return missing
+        shown = re.sub(r"[^A-Za-z0-9._ -]", "_", os.path.basename(path))
+        disposition = f'attachment; filename="{shown}"'
+        return _FileReply(
+            200, b"", "audio/mpeg", (("Content-Disposition", disposition),), info.st_size, fd
+        )
+
+    def send_reply(self, reply: Reply, *, head: bool) -> None:
+        if not isinstance(reply, _FileReply):
+            super().send_reply(reply, head=head)
+            return
+        with open(reply.fd, "rb", closefd=True) as file:
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(reply.size))
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                for key, value in reply.headers:
+                    self.send_header(key, value)
+                self.end_headers()
+                left = 0 if head else reply.size
+                while left > 0 and (chunk := file.read(min(left, _UPLOAD_CHUNK))):
+                    self.wfile.write(chunk)
+                    left -= len(chunk)
+                if left:  # the file shrank meanwhile: the length said is a lie now
+                    self.close_connection = True
+            except OSError as error:
+                log.debug("%s: could not answer: %s", self.address_string(), error)
+                self.close_connection = True
 
     def _query(self) -> dict[str, list[str]]:
         return parse_qs(urlsplit(self.path).query)
@@ -620,10 +720,26 @@ class _Handler(HardenedHandler):
         done = f"moved {file} to position {index + 1} of the queue"
         return done, {"event": "queue_move", "file": file, "position": index + 1}
 
+    def _reload(self) -> Reply:
+        """Read the config file again and apply it (the token needed): 200
+        with what changed, or 422 with one line per problem (nothing changed)."""
+        refused = self.control.authorize(self.headers.get("Authorization"))
+        if refused is not None:
+            return refused
+        self._read_json(optional=True)
+        client = self.client_address[0]
+        log.info("reload asked for (from %s)", client, extra={"event": "reload", "client": client})
+        outcome = self.control.reload(f"the control API, from {client}")
+        return json_reply(200 if outcome.applied else 422, outcome.as_json())
+
     def _told(self, station_id: str, done: str, fields: dict[str, object]) -> None:
         """One line per action, of one shape: the station, what, and who asked."""
         client = self.client_address[0]
         extra = {**fields, "station": station_id, "client": client, "names_station": True}
+        with contextlib.suppress(ControlError):  # a station that went while it acted
+            target = getattr(self.control.station(station_id), "target", None)
+            if target is not None:
+                extra["mount"] = target.mount
         log.info("station %s: %s (from %s)", station_id, done, client, extra=extra)
 
     def _refuse_early(self) -> Reply | None:
@@ -694,6 +810,14 @@ class _Handler(HardenedHandler):
 
 
 _T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _FileReply(Reply):
+    """A file sent from an open descriptor, in chunks (a set may be an hour)."""
+
+    size: int = 0
+    fd: int = -1
 
 
 def _number(text: str) -> int:

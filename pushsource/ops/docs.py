@@ -33,7 +33,10 @@ _SECTIONS = (
     (
         "signals",
         ".TP\nSIGTERM, SIGINT\nstop every station cleanly\n"
-        ".TP\nSIGHUP\nlook at the folders again\n"
+        ".TP\nSIGHUP\nlook at the folders again; under run --config, also read the config "
+        "file again and apply it: stations added start, removed ones stop, changed ones "
+        "restart alone, the others are not touched; a config that does not check out is "
+        "refused, one line per problem, and nothing changes (pushsource reload does the same)\n"
         ".TP\nSIGUSR1\nskip the track playing\n"
         ".TP\nSIGUSR2\nrestart in place: exec the installed pushsource anew (same PID), "
         "handing the source connections over (pushsource restart sends it)\n",

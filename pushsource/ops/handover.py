@@ -117,6 +117,14 @@ def find_running(pid: int | None = None, config: Path | None = None) -> int:
     return found[0]
 
 
+def read_pid_file(path: Path) -> int:
+    """The process id ``run --pid-file`` wrote. Raises ConfigError."""
+    try:
+        return int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--pid-file {path}: no process id in it ({exc})") from None
+
+
 def signal_running(signum: int, pid: int | None = None, config: Path | None = None) -> int:
     """Send ``signum`` to the running pushsource (see :func:`find_running`);
     one line says what was done. Returns the exit status. Raises ConfigError."""

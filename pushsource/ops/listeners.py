@@ -57,7 +57,7 @@ class ListenerSampler:
         every: float = SAMPLE_EVERY,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._stations = list(stations)
+        self._stations = stations  # the very list: a reload changes it in place
         self.every = every
         self._clock = clock
         self._stop = threading.Event()

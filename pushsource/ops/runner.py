@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
+from urllib.parse import quote
 
 from pushsource.core.effects import Cued
 from pushsource.core.icy import METAINT
@@ -50,6 +51,7 @@ from pushsource.workers.folder import (
     twin,
     upload_name_ok,
 )
+from pushsource.workers.recorder import Recording, RecordTemplate, RecordWriter, SetRecorder
 from pushsource.workers.state import (
     FileStamp,
     PlayState,
@@ -189,6 +191,7 @@ class StationRunner:
         self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._unplayable: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self._set: _Set | None = None  # the DJ's set on air (or the last one)
+        self._recording: Recording | None = None  # the set's file, once open
         #: Bumped after each change to what status() says, but for elapsed
         #: times and counters: readers keep its serialized status until then.
         self.status_version = 0
@@ -315,6 +318,7 @@ class StationRunner:
         )
         self._done = threading.Event()
         self.live_input, self._harbor = self._live_input(settings, engine, machine, fmt)
+        self.driver.recorder = self._set_recorder(settings, engine, fmt_header)
         # Once (/metrics keeps its label text while the object is the same),
         # from outputs_status(): the labels are the status' own values.
         self._where = [
@@ -332,11 +336,9 @@ class StationRunner:
         live = settings.live
         if live is None:
             return None, None
-        from pushsource.engine.harbor import Harbor, LiveInput
+        from pushsource.engine.harbor import LiveInput
 
-        host, port = live.listen
-        key = (f"harbor {host}", port, False)  # one per listen address, like server watches
-        harbor = engine.watch_of(key, lambda: Harbor(engine, host, port))
+        harbor = harbor_of(engine, live.listen)
         live_input = LiveInput(
             station=self.id,
             mount=live.mount or self.target.mount,
@@ -349,8 +351,72 @@ class StationRunner:
         harbor.add(live_input)
         return live_input, harbor
 
+    def _set_recorder(
+        self, settings: StationSettings, engine: Engine, fmt: Any
+    ) -> SetRecorder | None:
+        """DJ sets recorded (``record`` in [station.live]), on the process's one
+        record writer; None when not asked for."""
+        live = settings.live
+        self._record_writer: RecordWriter | None = None
+        if live is None or live.record is None:
+            return None
+        template = RecordTemplate(live.record)
+        for user, _password in live.users:
+            # A set written into the music folder would be queued and played.
+            where = Path(os.path.realpath(template.render(self.id, user, 0.0).parent))
+            if where.is_relative_to(self.folder):
+                raise ConfigError(
+                    f"the record path {live.record} puts {user}'s sets in the music folder "
+                    f"{self.folder}, which would play them: record them elsewhere"
+                )
+        writer = engine.watch_of(("record writer", 0, False), lambda: RecordWriter(engine.air_idle))
+        self._record_writer = writer
+        return SetRecorder(
+            template,
+            self.id,
+            writer,
+            frame_seconds=fmt.duration,
+            bytes_per_second=fmt.bitrate * 1000 / 8,
+            call=engine.call,
+            events=self,
+            default_title=live.title,
+        )
+
     def __repr__(self) -> str:
         return f"StationRunner({self.id!r}, {str(self.target)!r})"
+
+    # -- a reload (ops.fleet)
+
+    def leave_harbor(self) -> None:
+        """Take the live input off its (shared) harbor, hanging up on a DJ
+        still connected to it: the harbor's other stations go on."""
+        live, harbor = self.live_input, self._harbor
+        if live is None or harbor is None:
+            return
+
+        self._engine.run(lambda: harbor.remove(live))
+
+    def settle_saves(self, timeout: float) -> None:
+        """Wait (a reload's thread) for a play-state save the station had in
+        flight: the last one, from close(), must land after it, since the
+        station's next run starts from that file."""
+        deadline = time.monotonic() + timeout
+        while self.driver.saving and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def take_live_users(self, settings: StationSettings) -> None:
+        """A reload changed only ``[station.live]``'s users: the next logins
+        are checked against them (a DJ on air now stays); nothing else moves."""
+        live = self.live_input
+        if live is not None and settings.live is not None:
+            users = dict(settings.live.users)
+
+            def take() -> None:
+                live.users = users
+
+            self._engine.run(take)
+        self.settings = settings
+        self._changed()
 
     @property
     def harbor(self) -> Any:
@@ -373,12 +439,20 @@ class StationRunner:
         """Wait for the station to end; returns whether it has."""
         return self._done.wait(timeout)
 
-    def close(self) -> None:
-        """After the engine stopped: stop watching, save the state a last time."""
+    def close(self, *, harbor: bool = True) -> None:
+        """Once the station has ended (the engine stopped, or a reload took
+        the station away): stop watching, take its live input off the harbor
+        (with ``harbor``, the harbor closes with its last: a reload closes
+        the harbors no station listens on itself, once the new ones are on),
+        save the state a last time."""
         if self._queue is not None:
             self._queue.stop()
         if self._harbor is not None:
-            self._harbor.close()
+            self.leave_harbor()
+            if harbor and not self._harbor.inputs:
+                self._harbor.close()
+        if self._record_writer is not None:  # the sets' files closed and tagged
+            self._record_writer.close()
         self._transcoder.close()
         for transcoder in self._alt_transcoders:
             transcoder.close()
@@ -451,14 +525,67 @@ class StationRunner:
             # A new set: a new DJ, or another one back within the last one's grace.
             if dj_set is None or dj_set.live is not live or dj_set.user != live.user:
                 dj_set = self._set = _Set(live, live.user, _now(), self._clock())
+                rec = self._recording
+                if rec is not None and rec.live is live and rec.user == live.user:
+                    dj_set.recording = self._recording_fields(rec)
             elif dj_set.title == title:  # set again on a new connection: the same entry
                 return
             dj_set.title = title
-            self._history.appendleft(
-                {"file": "", "title": title, "started": _now(), "live": dj_set.user}
-            )
+            entry = {"file": "", "title": title, "started": _now(), "live": dj_set.user}
+            entry.update(dj_set.recording)
+            dj_set.entries.append(entry)
+            self._history.appendleft(entry)
             self._keep_history()
             self._changed()
+
+    # -- a DJ's set recorded (issue 22; on the engine's thread)
+
+    def recording_opened(self, rec: Recording) -> None:
+        """The set's file is open: its history entries link to it."""
+        with self._lock:
+            self._recording = rec
+            dj_set = self._set
+            if dj_set is not None and dj_set.live is rec.live and dj_set.user == rec.user:
+                dj_set.recording = self._recording_fields(rec)
+                for entry in dj_set.entries:
+                    entry.update(dj_set.recording)
+                self._keep_history()
+                self._changed()
+
+    def recording_ended(self, rec: Recording) -> None:
+        if self._recording is rec:
+            self._recording = None
+
+    def _recording_fields(self, rec: Recording) -> dict[str, str]:
+        recorder = self.driver.recorder
+        if rec.final is None or recorder is None:
+            return {}
+        name = recorder.template.name_of(rec.final)
+        return {"recording": str(rec.final), "recording_url": self._recording_url(name)}
+
+    def _recording_url(self, name: str) -> str:
+        return f"/api/stations/{quote(self.id, safe='')}/recordings/{quote(name, safe='')}"
+
+    def recording_file(self, name: str) -> Path | None:
+        """The file of a set this station recorded, by its name in the API
+        (GET /api/stations/ID/recordings/NAME): one its history links to,
+        under the record path's folder; None for anything else."""
+        recorder = self.driver.recorder
+        if recorder is None:
+            return None
+        url = self._recording_url(name)
+        with self._lock:
+            found = next(
+                (e["recording"] for e in self._history if e.get("recording_url") == url), None
+            )
+        if not isinstance(found, str):
+            return None
+        path = Path(found)
+        root = Path(os.path.realpath(recorder.template.root))
+        real = Path(os.path.realpath(path))
+        if not real.is_relative_to(root):  # moved, or a link put there since
+            return None
+        return path
 
     def track_started(self, track: Cued) -> None:
         playing = _Playing(
@@ -1072,6 +1199,8 @@ class _Set:
     since: str  # ISO, like the history's
     since_clock: float
     title: str | None = None
+    entries: list[dict[str, Any]] = field(default_factory=list)  # its history entries
+    recording: dict[str, str] = field(default_factory=dict)  # their recording fields
 
 
 def _now() -> str:
@@ -1137,6 +1266,16 @@ def _of_folder(folder: Path, paths: list[str], state: Path) -> list[str]:
             folder,
         )
     return kept
+
+
+def harbor_of(engine: Engine, listen: tuple[str, int]) -> Any:
+    """The harbor (live input server) on ``listen``, one per address, shared
+    by the stations there; made on first use, not started."""
+    from pushsource.engine.harbor import Harbor
+
+    host, port = listen
+    key = (f"harbor {host}", port, False)  # one per listen address, like server watches
+    return engine.watch_of(key, lambda: Harbor(engine, host, port))
 
 
 def build_runners(

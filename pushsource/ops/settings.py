@@ -43,12 +43,22 @@ class LiveSettings:
     grace: float = 5.0
     interrupted: str = "resume"  # or "skip"
     title: str = DEFAULT_LIVE_TITLE  # shown for a DJ who sends none; {user} is their name
+    #: Each set recorded to this path ({station}, {user}, {start}); None: not recorded.
+    record: str | None = None
 
 
 def check_live_title(text: str) -> str:
     """The ``title`` of a DJ who sends none. Raises ValueError."""
     if not text.strip() or len(text) > 255 or any(ord(ch) < 32 for ch in text):
         raise ValueError("the live title must be one line of 1 to 255 characters")
+    return text
+
+
+def check_record(text: str) -> str:
+    """A ``record`` path template. Raises ValueError (one line)."""
+    from pushsource.workers.recorder import RecordTemplate
+
+    RecordTemplate(text)
     return text
 
 

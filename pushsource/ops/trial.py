@@ -407,6 +407,13 @@ class IcecastServer:
                 "(make station PORT=8001)"
             )
         self._prepare_workdir()
+        if (
+            self._own_workdir is not None
+            and self.webroot is not None
+            and unreachable_parent(self.webroot) is not None
+        ):  # moved out of reach of nobody (make station's): its webroot goes along
+            self.webroot = Path(shutil.copytree(self.webroot, self.workdir / "web"))
+            self.webroot.chmod(0o755)
         config = self.workdir / "icecast.xml"
         certificate = None
         if self._tls_port is not None:
@@ -619,7 +626,11 @@ def _station(args: argparse.Namespace) -> int:
     if _empty(args.music):
         print(f"making {len(DEMO_TITLES)} demo tracks in {args.music}", flush=True)
         make_demo_tracks(args.music)
-    server = IcecastServer(args.config, args.workdir.resolve(), args.port)
+    # Named, so that it goes along if the workdir moves (as root: see IcecastServer).
+    webroot = (ET.parse(args.config).getroot().findtext("paths/webroot") or "").strip()
+    server = IcecastServer(
+        args.config, args.workdir.resolve(), args.port, webroot=Path(webroot) if webroot else None
+    )
     server.start()
     url = f"icecast://source:{source_password(args.config)}@{HOST}:{server.port}{args.mount}"
     if server.workdir != args.workdir.resolve():

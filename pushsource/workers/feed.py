@@ -18,9 +18,14 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from pushsource.core.effects import Alt, Chunk, Cued, Join, Mix
 from pushsource.core.frames import END, NEED_DATA, FrameParser, FrameRun, MPEGVersion, parse_header
-from pushsource.core.gain import main_data_begin, plan_of, silent_runs
+from pushsource.core.gain import plan_of, silent_runs
 from pushsource.core.outputs import ALT_CHUNK
-from pushsource.core.splice import MAX_BEGIN_MPEG1, MAX_BEGIN_MPEG2, silence_side_info
+from pushsource.core.splice import (
+    MAX_BEGIN_MPEG1,
+    MAX_BEGIN_MPEG2,
+    main_data_begin,
+    silence_side_info,
+)
 from pushsource.errors import CacheError, FrameError, TrackError
 from pushsource.workers.crossfade import NoJoin, build_join, file_delays
 from pushsource.workers.folder import QueueEdit
@@ -229,7 +234,7 @@ def trim_start(track: Track, chunk: Chunk, frames: int) -> Chunk:
         return chunk
     # Frame ``quiet`` has sound: keep the silent frames its main data needs.
     ends, data = chunk.ends, chunk.data
-    need = main_data_begin(data, ends[quiet - 1] if quiet else 0)
+    need = main_data_begin(data, ends[quiet - 1] if quiet else 0) or 0
     keep = quiet
     while need > 0 and keep > 0:
         keep -= 1

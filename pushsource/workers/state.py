@@ -302,6 +302,10 @@ def _history_from_json(value: object) -> list[dict[str, object]]:
             kept["duration"] = duration
         if entry.get("skipped") is True:
             kept["skipped"] = True
+        # A DJ's set (issue 22): whose it was, and its recording.
+        for key in ("live", "recording", "recording_url"):
+            if isinstance(entry.get(key), str):
+                kept[key] = entry[key]
         history.append(kept)
     return history
 

@@ -644,6 +644,17 @@ function liveMark(user) {
   return mark;
 }
 
+// A recorded set's file (record in [station.live]), served by the control API.
+function recordingLink(item) {
+  const link = document.createElement("a");
+  link.className = "recording";
+  link.href = item.recording_url;
+  link.download = "";
+  link.textContent = "recording";
+  link.title = "Download the recording of " + item.live + "'s set";
+  return link;
+}
+
 // During a set: the DJ, since when, what comes in and the folder's track it
 // cut; Kick while a DJ is connected; Skip off (it would not touch the DJ).
 function renderLive(status) {
@@ -814,6 +825,7 @@ function renderHistory(history) {
       li.append(" ", mark);
     }
     if (item.live) li.append(" ", liveMark(item.live));
+    if (typeof item.recording_url === "string" && item.recording_url.startsWith("/api/stations/")) li.append(" ", recordingLink(item));
     const heard = historyListeners(item);
     if (heard) li.append(" ", heard);
     if (item.started) {
