@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import time
@@ -19,7 +20,7 @@ import pytest
 from pushsource.core.frames import END, Frame, FrameParser
 from pushsource.ops.trial import encode_tone
 from tests.conftest import PushsourceProcess, StartPushsource, run_pushsource
-from tests.support.icecast import IcecastServer, free_port
+from tests.support.icecast import IcecastServer, free_port, temp_icecast
 from tests.support.listener import Listener
 from tests.support.media import decoder_errors
 
@@ -289,3 +290,41 @@ def test_run_with_three_stations_and_the_control_api(
     for sid, audio in zip(played, heard, strict=True):
         assert_contiguous(audio, played[sid])
     decodes_clean(heard[0], tmp_path, "one")
+
+
+def test_a_tls_connection_reconnects_and_goes_on(
+    unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    """TLS state cannot cross an exec: that station logs in again, as after a
+    drop, and goes on in its track (the listener, on plain HTTP, is moved to
+    the fallback and back, or reconnects)."""
+    music = tmp_path / "music"
+    music.mkdir()
+    played = sweep(music / "a.mp3", 30.0, 250, 4500)
+    with temp_icecast("upgrade-tls", tls=True) as server:
+        pem = server.certificate
+        found = re.search(
+            r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----\n",
+            pem.read_text("ascii"),
+            re.S,
+        )
+        assert found is not None
+        ca = tmp_path / "ca.crt"
+        ca.write_text(found.group(0), "ascii")
+        env = {"SSL_CERT_FILE": str(ca), "REQUESTS_CA_BUNDLE": str(ca), "SSL_CERT_DIR": ""}
+        url = f"https://source:hackme@127.0.0.1:{server.tls_port}{unique_mount}"
+        run = start_pushsource("stream", music, url, "--state", tmp_path / "s.json", env=env)
+        server.wait_for_mount(unique_mount, 20)
+        wait_for(lambda: "playing a" in run.stderr, 10, "the track")
+        time.sleep(2.0)
+        before = logins(server, unique_mount)
+        run.proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: "restarting in place" in run.stderr, 15, "the exec")
+        assert "0 stations carried on, 1 reconnect" in run.stderr, run.describe()
+        wait_for(lambda: logins(server, unique_mount) == before + 1, 10, "the new login")
+        wait_for(lambda: run.stderr.count("resuming a") >= 1, 10, "the track going on")
+        with Listener(server.port, unique_mount, connect_timeout=10) as ear:
+            ear.wait_for_audio(20_000, 10)
+            heard = bytes(ear.audio)
+        assert run.proc.poll() is None, run.describe()
+    assert played.find(heard[4000:8000]) > 0, "not in the track"
