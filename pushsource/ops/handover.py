@@ -377,6 +377,8 @@ def _restart(
     child = os.fork() if live else -1
     if child == 0:
         _bridge_child(live, asks, answers)  # does not return
+    if child > 0:  # for the new image to reap it once it is done
+        (folder / "child").write_text(str(child), "ascii")
     for feed in live:
         feed.sock.close()
     os.close(asks)
@@ -560,6 +562,7 @@ class _Taken:
     listeners: dict[tuple[str, int], socket.socket]
     ask: int = -1  # to the bridge child ("KEY\n"), and its answers
     answer: int = -1
+    child: int = 0  # its PID: ours to reap, once every station is back
     restart_asked: bool = False
     _pending: bytes = b""
 
@@ -589,6 +592,22 @@ class _Taken:
         reply: dict[str, Any] = json.loads(line)
         return None if reply.get("gone") else reply
 
+    def reap(self) -> None:
+        """Once every station is back, the child ends: wait for it (a thread
+        of its own: it may still be writing its last answer)."""
+        child, self.child = self.child, 0
+        if child > 0 and not self.stations:
+            threading.Thread(
+                target=_reap, args=(child,), name="pushsource-reap", daemon=True
+            ).start()
+        else:
+            self.child = child
+
+
+def _reap(child: int) -> None:
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(child, 0)
+
 
 _taken: _Taken | None = None
 
@@ -601,8 +620,11 @@ def take() -> None:
     if not name or _taken is not None:
         return
     path = Path(name)
+    child = 0
     try:
         raw = path.read_bytes()
+        with contextlib.suppress(OSError, ValueError):
+            child = int((path.parent / "child").read_text("ascii"))
     except OSError as exc:
         print(f"pushsource: restart: cannot read the hand-over {path}: {exc}", file=sys.stderr)
         return
@@ -626,7 +648,7 @@ def take() -> None:
     }
     for sock in listeners.values():
         sock.set_inheritable(False)
-    _taken = taken = _Taken(stations, listeners)
+    _taken = taken = _Taken(stations, listeners, child=child)
     bridge = handed.get("bridge")
     if bridge:
         taken.ask, taken.answer = int(bridge["ask"]), int(bridge["answer"])
@@ -677,6 +699,7 @@ def attach(runners: Sequence[Any]) -> None:
         def carry(station: _Station = station) -> Adopted | None:
             taken.stations.pop(station.key, None)
             record = taken.back(station.key)
+            taken.reap()
             if record is None or record.get("failed"):
                 log.warning(
                     "restart: the connection to %s did not last the exec: a new one",
@@ -724,6 +747,7 @@ def attach(runners: Sequence[Any]) -> None:
             taken.back(key)
             station.sock.close()
             log.info("restart: station %s is not in the config any more: closed", key[0])
+    taken.reap()
     for runner in runners:
         harbor = runner.harbor
         if harbor is not None and harbor.inherited is None:
