@@ -328,3 +328,24 @@ def test_a_tls_connection_reconnects_and_goes_on(
             heard = bytes(ear.audio)
         assert run.proc.poll() is None, run.describe()
     assert played.find(heard[4000:8000]) > 0, "not in the track"
+
+
+def test_a_once_run_goes_on_and_plays_nothing_again(
+    icecast: IcecastServer, unique_mount: str, start_pushsource: StartPushsource, tmp_path: Path
+) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    a = sweep(music / "a.mp3", 4.0, 300, 3000)
+    played = a + sweep(music / "b.mp3", 12.0, 3000, 400)
+    url = f"icecast://source:hackme@127.0.0.1:{icecast.port}{unique_mount}"
+    with Listener(icecast.port, unique_mount, connect_timeout=20) as ear:
+        run = start_pushsource("stream", music, url, "--once")
+        ear.wait_for_audio(len(a) + 16_000, 20)  # b under way: a played before the restart
+        restart_through(run, [ear], icecast, [unique_mount])
+        assert run.wait(30) == 0, run.describe()
+        ear.wait_closed(10)
+        heard = bytes(ear.audio)
+    # a, b, then the end: a is not played again after the restart.
+    assert_contiguous(heard[: len(played)], played)
+    assert heard.count(a[20_000:24_000]) == 1
+    assert run.stderr.count("playing a") == 1, run.stderr

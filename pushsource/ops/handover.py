@@ -353,13 +353,21 @@ def _restart(
     # them on their clock while this process execs and the new image loads
     # (a few hundred ms: a listener would hear that as a gap), until the new
     # image asks for each station back (_bridge_child).
+    # A --once run's list starts again in the new image: what it played
+    # already goes with it (a folder's station keeps that in its state file).
+    once = {
+        (runner.id, _where(runner.driver.target)): [str(p) for p in runner.driver.machine.played]
+        for runner in runners
+        if runner.settings.once
+    }
     stations, blobs, live = [], [], []
     for fd, feed in feeds:
         feed.pump(time.monotonic())
         if feed.failed:
             feed.sock.close()
             continue
-        stations.append({"fd": fd, **feed.record()})
+        played = once.get(feed.key)
+        stations.append({"fd": fd, **feed.record(), "played": played})
         blobs.append(feed.rest_data())
         live.append(feed)
     asks, ask = os.pipe()  # the new image asks for a station back...
@@ -691,6 +699,8 @@ def attach(runners: Sequence[Any]) -> None:
         if station is None or len(runner.driver.outputs) != 1:
             continue
         wanted.add(key)
+        for path in station.record.get("played") or ():
+            runner._played.mark_played(Path(path))  # the --once list's PlayState
         resume = station.record["resume"]
         runner.driver.machine.go_on_at(
             (Path(resume[0]), int(resume[1]), float(resume[2])) if resume else None
