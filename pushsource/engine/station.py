@@ -450,8 +450,11 @@ class StationDriver:
 
     @property
     def settling(self) -> bool:
-        """A connection carried on from the old image of a restart in place
-        is still sending that image's frames, or none of its own yet."""
+        """A connection handed over by the old image of a restart in place
+        is not taken back yet, or still sends that image's frames, or none of
+        its own yet."""
+        if self.carry is not None and not self._done:
+            return True  # handed over, not taken back yet
         return self._up and (self._carried or bool(self._rest) or not self._own_yet)
 
     def _send(

@@ -249,7 +249,7 @@ def restart(
     wait in the listen queue for the new image); it returns how to undo that.
     Not on the engine's thread."""
     if not _restarting.acquire(blocking=False):
-        log.warning("restart: one is under way already")
+        log.warning("restart: one is under way already, and covers this SIGUSR2")
         return
     undo: list[Callable[[], None]] = []
     try:
@@ -396,9 +396,14 @@ def _restart(
     for listener in listeners:
         os.set_inheritable(int(listener["fd"]), True)
     os.environ[ENV] = str(path)
+    # A SIGUSR2 from here until the new image's take() has its handler up
+    # would end the process (the default): held back (the mask crosses the
+    # exec), it comes then and restarts the new image once it is up.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
     try:
         os.execv(sys.executable, [sys.executable, *argv])
     except OSError as exc:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
         os.environ.pop(ENV, None)
         shutil.rmtree(folder, ignore_errors=True)
         if child > 0:
@@ -571,7 +576,6 @@ class _Taken:
     ask: int = -1  # to the bridge child ("KEY\n"), and its answers
     answer: int = -1
     child: int = 0  # its PID: ours to reap, once every station is back
-    restart_asked: bool = False
     _pending: bytes = b""
 
     def back(self, key: tuple[str, str]) -> dict[str, Any] | None:
@@ -627,6 +631,11 @@ def take() -> None:
     name = os.environ.pop(ENV, "")
     if not name or _taken is not None:
         return
+    # A SIGUSR2 before the command line's handler is up must not end us: kept
+    # for then (the old image held it back across the exec: let it come now).
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGUSR2, _early_restart)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
     path = Path(name)
     child = 0
     try:
@@ -662,19 +671,19 @@ def take() -> None:
         taken.ask, taken.answer = int(bridge["ask"]), int(bridge["answer"])
         for fd in (taken.ask, taken.answer):
             os.set_inheritable(fd, False)
-    # A SIGUSR2 before the command line's handler is up must not end us.
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGUSR2, _early_restart)
+
+
+_asked_early = False
 
 
 def _early_restart(signum: int, frame: object) -> None:
-    if _taken is not None:
-        _taken.restart_asked = True
+    global _asked_early
+    _asked_early = True
 
 
 def restart_asked() -> bool:
     """A SIGUSR2 came while the new image started: restart again once up."""
-    return _taken is not None and _taken.restart_asked
+    return _asked_early
 
 
 def handed_over() -> bool:
