@@ -325,9 +325,22 @@ class StationDriver:
 
     def _start(self) -> None:
         if self._on_start is not None:
-            Lane(self._engine, "start", self.name).submit(self._on_start, self._started)
+            # Handed over by a restart in place, its frames in memory are
+            # running out meanwhile (the bridge child sends them): its first
+            # walk goes on the cue pool too, not only the start pool's two.
+            lane = "start" if self.carry is None or self._start_turn() else "start-handed"
+            Lane(self._engine, lane, self.name).submit(self._on_start, self._started)
         else:
             self._started(None, None)
+
+    _turns = 0
+
+    @classmethod
+    def _start_turn(cls) -> bool:
+        """Every third station handed over starts on the start pool, the
+        others on the cue pool (two workers and four)."""
+        cls._turns += 1
+        return cls._turns % 3 == 0
 
     def _started(self, _result: object, exc: BaseException | None) -> None:
         if exc is not None:
