@@ -66,6 +66,9 @@ log = logging.getLogger("pushsource")
 
 #: Names the hand-over file for the new image.
 ENV: Final = "PUSHSOURCE_HANDOVER"
+#: Set when a SIGUSR2 came while a restart was under way: the new image
+#: restarts again once it is up (each signal is a restart).
+AGAIN: Final = "PUSHSOURCE_RESTART_AGAIN"
 #: The longest the old image waits for bytes queued in user space to reach
 #: the kernel (a socket that does not drain is not handed over).
 DRAIN: Final = 1.0
@@ -203,7 +206,7 @@ def check_new_image(argv: Sequence[str]) -> str | None:
     """Run :func:`preflight` in a child; its one line when it fails, else None."""
     import subprocess
 
-    env = {key: value for key, value in os.environ.items() if key != ENV}
+    env = {key: value for key, value in os.environ.items() if key not in (ENV, AGAIN)}
     try:
         done = subprocess.run(
             [sys.executable, "-c", _CHECK, *argv],
@@ -249,7 +252,8 @@ def restart(
     wait in the listen queue for the new image); it returns how to undo that.
     Not on the engine's thread."""
     if not _restarting.acquire(blocking=False):
-        log.warning("restart: one is under way already, and covers this SIGUSR2")
+        os.environ[AGAIN] = "1"  # (the exec passes it on)
+        log.info("restart: one is under way; the new image restarts again once it is up")
         return
     undo: list[Callable[[], None]] = []
     try:
@@ -262,6 +266,7 @@ def restart(
         for again in undo:
             again()
     finally:
+        os.environ.pop(AGAIN, None)  # no exec: the one asked meanwhile is this one
         _restarting.release()
 
 
@@ -636,6 +641,8 @@ def take() -> None:
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGUSR2, _early_restart)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})
+    if os.environ.pop(AGAIN, None):
+        _early_restart(signal.SIGUSR2, None)
     path = Path(name)
     child = 0
     try:
