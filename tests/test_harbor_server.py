@@ -100,6 +100,7 @@ def test_another_sample_rate_is_hung_up_on_and_never_reaches_the_station(
     harbor: tuple[Harbor, Recorder], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, recorder = harbor
+    server.inputs["/live"].convert = False  # else converted: tests/test_live_convert*.py
     frames = make_frames(30, Spec(rate_index=1), seed=32)  # 48 kHz
     with connect(server) as sock:
         sock.sendall(f"PUT /live HTTP/1.1\r\nAuthorization: Basic {AUTH}\r\n\r\n".encode())

@@ -227,11 +227,12 @@ def test_refusals_say_why(
     answer = ask(
         port,
         f"PUT /live HTTP/1.1\r\nAuthorization: Basic {good}\r\n"
-        "Content-Type: audio/ogg\r\n\r\n".encode(),
+        "Content-Type: video/mp4\r\n\r\n".encode(),
     )
     assert answer.startswith(b"HTTP/1.0 415 ")
     assert answer.endswith(
-        b"this station takes MP3 (audio/mpeg) at 44100 Hz stereo, not audio/ogg\n"
+        b"this station takes MP3 (audio/mpeg) at 44100 Hz stereo"
+        b" or MP3 at any rate, Ogg Vorbis, Opus and AAC, not video/mp4\n"
     )
     answer = ask(port, f"PUT /other HTTP/1.1\r\nAuthorization: Basic {good}\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.0 404 ")

@@ -35,6 +35,14 @@ log = logging.getLogger("pushsource")
 LIVE_SLACK: Final = 0.5
 LIVE_LOW: Final = 0.25
 DROP_LOG_EVERY: Final = 10.0
+#: Converted audio comes in bursts (libvlc's demuxers read Ogg and AAC in
+#: blocks of kilobytes: half a second at 128 kbps, seconds at low bitrates):
+#: a converted DJ takes over with their second burst (the first says nothing
+#: of how far apart they come), their frames are held a burst longer, they
+#: go quiet only a burst after the grace, and after a gap they go on air
+#: again once a burst's worth is in. The largest burst seen counts (its
+#: audio, or the time since the last one), up to this.
+LIVE_BURST_MAX: Final = 4.0
 #: Titles waiting for the DJ's frames at most (the latest kept: a DJ sending
 #: titles and no audio must not grow them), and a title's length at most
 #: (characters; the harbor's clean_title already cuts to about this).
@@ -71,6 +79,8 @@ class Live:
     taken: int = 0  # DJ frames out of ``frames`` (sent or dropped)
     titled_at: float | None = -1.0  # the connection (its accepted time) its title was set on
     drop_logged: float = -math.inf  # when a drop was last logged
+    burst: float = 0.0  # converted: the most seconds of audio that came at once
+    bursts: int = 0  # converted: batches that came
 
 
 #: Phases in which the DJ's frames go on air soon: room_for_dj is bounded.
@@ -175,16 +185,27 @@ class LiveMixin:
             return 1 << 30
         return max(0, self._live_keep(live) - len(live.frames))
 
-    def live_audio(self, now: float, header: FrameHeader, frames: Sequence[bytes]) -> list[Effect]:
-        """Whole frames from the DJ, all like ``header`` (the station's rate and channels)."""
+    def live_audio(
+        self, now: float, header: FrameHeader, frames: Sequence[bytes], converted: bool = False
+    ) -> list[Effect]:
+        """Whole frames from the DJ, all like ``header`` (the station's rate and
+        channels). ``converted``: they come out of a converter, in bursts."""
         out: list[Effect] = []
         live = self._live
         if live is None or not frames or self._stopping or self.phase is Phase.DONE:
             return out
+        if converted:
+            apart = now - live.last_audio if live.bursts else 0.0
+            took = max(live.burst, len(frames) * header.duration, apart)
+            live.burst = min(LIVE_BURST_MAX, took)
+            live.bursts += 1
         live.header = header
         live.frames.extend(frames)
         live.received += len(frames)
         live.last_audio = now
+        if converted and live.bursts < 2 and not live.on_air:
+            self._hold(now, live)
+            return out
         if not live.on_air:
             live.on_air = True
             p = self._playing
@@ -235,7 +256,10 @@ class LiveMixin:
         if live.titled_at not in (-1.0, self._accepted_at):  # a new connection: set it again
             live.titled_at = self._accepted_at
             self._title_now(out, self._live_title(live))
-        if not live.frames and now - live.last_audio >= self._grace:
+        quiet = self._grace + (live.burst if live.connected else 0.0)
+        header = live.header
+        waiting = live.frames and header is not None and not self._refilling(live, header)
+        if not waiting and now - live.last_audio >= quiet:
             self._hand_back(now, out)
             return
         low = self._live_low()
@@ -244,7 +268,7 @@ class LiveMixin:
         frames = 0
         while pacer.may_send(now):
             header = live.header
-            if live.frames and header is not None:
+            if live.frames and header is not None and not self._refilling(live, header):
                 due = pacer.frames_due(now, header.samples, header.sample_rate)
                 count = min(len(live.frames), due)
                 taken = live.taken
@@ -285,11 +309,17 @@ class LiveMixin:
             self._live_titles(live, out)
         if self.dead_air.since is not None:
             self.dead_air.check(now, f"live: {live.user}")
-        grace_end = live.last_audio + self._grace + 1e-6
-        if live.frames:
-            out.append(Wake(min(pacer.wake_at(), grace_end)))
+        grace_end = live.last_audio + quiet + 1e-6
+        header = live.header
+        if live.frames and header is not None and not self._refilling(live, header):
+            out.append(Wake(pacer.wake_at()))  # no grace while their frames wait
         else:
             out.append(Wake(min(max(pacer.due() - low + 1e-6, now), grace_end)))
+
+    def _refilling(self, live: Live, header: FrameHeader) -> bool:
+        """A converted DJ after a gap: wait for a burst's worth, or the gap
+        would come back with each burst."""
+        return live.gap and live.connected and len(live.frames) * header.duration < live.burst
 
     def _live_title(self, live: Live) -> str:
         return live.title or self._live_default.replace("{user}", live.user)
@@ -332,7 +362,7 @@ class LiveMixin:
         """The DJ frames the buffer holds at most (once their first is in, as
         ``_hold`` sees it: on air)."""
         header = live.header or self._format
-        bound = LIVE_SLACK
+        bound = LIVE_SLACK + 2 * live.burst  # a converted DJ takes over with two bursts in
         if self.phase is not Phase.ON_AIR:
             bound += self._pacing.lead  # not on air: all the lead is still to fill
         return max(1, int(bound / header.duration))

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pushsource.core import harbor as proto
+from pushsource.core import liveformat
 from pushsource.core.frames import END, NEED_DATA, Frame, FrameHeader, FrameParser
 from pushsource.core.titles import clean_title
 from pushsource.engine.loop import Engine
 from pushsource.errors import ConfigError, FrameError
+from pushsource.workers.liveconvert import Intake, LiveConverter
 
 log = logging.getLogger("pushsource")
 
@@ -35,6 +37,9 @@ log = logging.getLogger("pushsource")
 HEAD_TIMEOUT: Final = 10.0
 #: A DJ who sends no whole frame for this long is dropped (junk bytes do not count).
 STALL: Final = 30.0
+#: How long the answer to a body that cannot go on air waits to be read
+#: before the connection closes.
+LINGER: Final = 2.0
 #: Connections at once, in all and per address (DJs and title updates together).
 #: Over a cap, the oldest connection that has not logged in is closed to make
 #: room; only when all have logged in is the newcomer refused (503).
@@ -58,7 +63,7 @@ READ_SIZE: Final = 16384
 #: While the station's buffer is full, how often it is looked at again.
 DRAIN_POLL: Final = 0.05
 #: MP3 content types encoders send (or none at all).
-MP3_TYPES: Final = frozenset({"audio/mpeg", "audio/mp3", "audio/mpeg3", "audio/x-mpeg"})
+MP3_TYPES: Final = liveformat.MP3_TYPES
 
 
 @dataclass
@@ -84,6 +89,11 @@ class LiveInput:
     #: Users a kick refused, until when (monotonic).
     banned: dict[str, float] = field(default_factory=dict)
     _since_mono: float = 0.0
+    #: Other formats converted to the station's (libvlc), else refused (415).
+    convert: bool = True
+    bitrate: int = 128  # kbps, of the station's MP3: what conversion encodes to
+    #: What the DJ connected now sends ("MP3 at 48000 Hz mono, converted").
+    input_format: str | None = None
 
     def live_seconds(self) -> float:
         """Seconds DJs have been connected, the one connected now included."""
@@ -108,6 +118,8 @@ class LiveInput:
         until = f", refused for {ban / 60:.0f} min" if ban > 0 else ""
         log.info("live: %s kicked off %s by the operator%s", dj._user, self.mount, until)
         dj._queue.clear()  # frames read but not handed yet: not theirs to air now
+        if dj._intake is not None:
+            dj._intake.close()  # no more of a converted set after a kick
         dj._close()
         self.step(self.machine.live_kick)  # the folder now: no grace after a kick
         return dj._user
@@ -185,6 +197,8 @@ class Harbor:
         dj = live.dj
         if dj is not None:
             dj._queue.clear()  # the station is leaving: nothing more to hand it
+            if dj._intake is not None:
+                dj._intake.close()  # nor to convert for it
             dj._close()
 
     def start(self, *, announce: bool = True) -> None:
@@ -329,6 +343,7 @@ class _DJ(asyncio.BufferedProtocol):
         self._paused = False
         self._drain: asyncio.TimerHandle | None = None
         self._lost = False  # the connection is gone; the end waits for the queue
+        self._intake: Intake | None = None  # what the body is: passed, converted or refused
 
     # -- asyncio
 
@@ -431,11 +446,11 @@ class _DJ(asyncio.BufferedProtocol):
                 )
                 return
             del live.banned[user]
-        kind = request.content_type
-        if kind is not None and kind not in MP3_TYPES:
-            line = f"this station takes {live.takes()}, not {kind[:60]}"
-            log.warning("live: refused %s: %s", user, line)
-            self._refuse(415, line)
+        refused = liveformat.check_type(
+            request.content_type, takes=live.takes(), convert=live.convert
+        )
+        if refused is not None:
+            self._deny(refused.status, refused.line, f"{user}: {refused.line}")
             return
         if live.dj is not None:
             self._deny(
@@ -449,6 +464,7 @@ class _DJ(asyncio.BufferedProtocol):
         self._live, self._user = live, user
         self._parser = FrameParser()
         self._last_frame = asyncio.get_running_loop().time()
+        self._intake = self._take_body(live)
         if shoutcast:
             self._write(proto.SHOUTCAST_OK)
         else:
@@ -473,6 +489,13 @@ class _DJ(asyncio.BufferedProtocol):
         the next one confirmed it, goes too)."""
         live, parser = self._live, self._parser
         if live is None or parser is None:
+            return
+        intake = self._intake
+        if intake is not None and not intake.passing:  # still sniffing, or converting
+            live.bytes_in += len(data)
+            for chunk in intake.take(data):  # the first bytes were MP3 in our format
+                live.bytes_in -= len(chunk)
+                self._audio(chunk)
             return
         live.bytes_in += len(data)
         if not data:
@@ -518,6 +541,71 @@ class _DJ(asyncio.BufferedProtocol):
             self._parser = None
             self._close()
         self._hand(live, header, frames)
+
+    def _take_body(self, live: LiveInput) -> Intake:
+        """The body's first bytes decide: pass through, convert, or refuse."""
+        engine = self._harbor._engine
+
+        def start(decision: liveformat.Convert) -> LiveConverter:
+            live.input_format = f"{decision.what}, converted"
+            log.info(
+                "live: %s sends %s: converting it to %s", self._user, decision.what, live.takes()
+            )
+            converter = LiveConverter(
+                live.sample_rate,
+                live.channels,
+                live.bitrate,
+                hand=lambda header, frames: engine.call(self._converted, live, header, frames),
+                failed=lambda line: engine.call(self._unconvertible, line),
+                name=f"{live.station}-{self._user}",
+            )
+            converter.start()
+            return converter
+
+        live.input_format = None
+        return Intake(
+            sample_rate=live.sample_rate,
+            channels=live.channels,
+            takes=live.takes(),
+            convert=live.convert,
+            start=start,
+            refuse=lambda decision: self._unconvertible(decision.line, decision.status),
+        )
+
+    def _converted(self, live: LiveInput, header: FrameHeader, frames: list[bytes]) -> None:
+        """Frames out of the converter (the engine's thread): on the station's
+        clock like the pass-through ones, unless another DJ is on by now."""
+        intake = self._intake
+        if intake is None or intake.converter is None or intake.converter.hung_up:
+            return  # kicked or failed meanwhile: what was on its way stays off air
+        if live.dj is self or live.dj is None:
+            # Straight to the station, not through the back-pressure queue: the
+            # converter's input is bounded (MAX_PENDING), and the station holds
+            # a converted DJ's bursts (and drops beyond them) itself.
+            self._last_frame = asyncio.get_running_loop().time()  # frames: they keep the slot
+            live.step(live.machine.live_audio, header, frames, True)
+
+    def _unconvertible(self, line: str, status: int = 415) -> None:
+        """The body cannot go on air: the encoder hears why if no final answer
+        went yet (100 Continue only), else the connection ends with a line here."""
+        if self._intake is not None:
+            self._intake.close()
+        if self._transport is None or self._transport.is_closing():
+            return
+        log.warning("live: refused %s: %s", self._user, line)
+        self._parser = None  # nothing more of theirs goes on air
+        if not self._continued:
+            self._close()
+            return
+        # The encoder is still sending: closing now, with its bytes unread, is
+        # a reset that can beat the answer to it. Say it, stop sending, read
+        # (and drop) what still comes for a moment, then close.
+        self._write(proto.refusal(status, line))
+        self._continued = False
+        transport = self._transport
+        if transport.can_write_eof():
+            transport.write_eof()
+        asyncio.get_running_loop().call_later(LINGER, self._close)
 
     def _hand(self, live: LiveInput, header: FrameHeader | None, frames: list[bytes]) -> None:
         """Frames for the station: in as far as its buffer has room, the rest

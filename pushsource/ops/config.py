@@ -426,8 +426,8 @@ def check_output(
     ):
         raise ConfigError(
             f"{where}: an output in another format than the station's cannot carry the "
-            "live input (DJs are not re-encoded): drop [station.live] or the output's "
-            "bitrate, samplerate and channels"
+            "live input (a DJ's audio is in the station's format only): drop "
+            "[station.live] or the output's bitrate, samplerate and channels"
         )
     station = resolve_target(settings, environ)
     if _mount_key(target) == _mount_key(station):
@@ -442,7 +442,7 @@ def _where(target: IcecastTarget) -> str:
     return f"{target.host}:{target.port}{target.mount}"
 
 
-_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title", "record"}
+_LIVE_KEYS = {"listen", "mount", "users", "grace", "interrupted", "title", "record", "convert"}
 
 
 def _live(table: object, environ: Mapping[str, str], base: Path) -> LiveSettings:
@@ -494,7 +494,12 @@ def _live(table: object, environ: Mapping[str, str], base: Path) -> LiveSettings
             record = check_record(str(base / Path(expand(table["record"], environ)).expanduser()))
         except ValueError as exc:
             raise _Problem(f'key "record": {exc}') from None
-    return LiveSettings(listen, mount, tuple(pairs), grace, str(interrupted), title, record)
+    convert = table.get("convert", True)
+    if not isinstance(convert, bool):
+        raise _Problem(f'key "convert" must be true or false, not {_kind(convert)}')
+    return LiveSettings(
+        listen, mount, tuple(pairs), grace, str(interrupted), title, record, convert
+    )
 
 
 def default_id(mount: str) -> str:

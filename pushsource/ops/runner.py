@@ -347,6 +347,8 @@ class StationRunner:
             channels=fmt.channels,
             machine=machine,
             step=self.driver.live,
+            bitrate=fmt.bitrate,
+            convert=live.convert,
         )
         harbor.add(live_input)
         return live_input, harbor
@@ -863,6 +865,7 @@ class StationRunner:
             "user": dj._user if dj is not None else None,
             "since": _iso(live.since) if dj is not None and live.since is not None else None,
             "bytes_in": live.bytes_in if dj is not None else 0,
+            "input": live.input_format if dj is not None else None,
             "on_air": False,
         }
         on = self._on_air_set()

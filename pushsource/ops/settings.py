@@ -45,6 +45,7 @@ class LiveSettings:
     title: str = DEFAULT_LIVE_TITLE  # shown for a DJ who sends none; {user} is their name
     #: Each set recorded to this path ({station}, {user}, {start}); None: not recorded.
     record: str | None = None
+    convert: bool = True  # other formats converted to the station's (libvlc), else refused
 
 
 def check_live_title(text: str) -> str:
