@@ -117,6 +117,21 @@ class IcyWriter:
         self._audio, self._wire = audio, wire
         return b"".join(parts)
 
+    def go_on(self, audio: int, wire: int, last: str | None) -> None:
+        """Carry on a stream another writer began (an upgrade in place): so
+        many audio and wire bytes are out, ``last`` the title in force. Only
+        on a fresh writer; what it remembers of blocks starts here."""
+        self._audio, self._wire, self._sent = audio, wire, last
+
+    @property
+    def last_title(self) -> str | None:
+        """The last title put in a block."""
+        return self._sent
+
+    def pending(self) -> list[tuple[int, str]]:
+        """Titles waiting for their byte: (audio bytes from now, title)."""
+        return [(where - self._audio, title) for where, title in self._titles]
+
     @property
     def wire(self) -> int:
         """Wire bytes made (or counted) so far."""

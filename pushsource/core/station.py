@@ -99,6 +99,9 @@ DOWN_RETRY: Final = 1.0
 #: line): ten thousand stations against a server that is down must not print
 #: ten thousand lines a second.
 FAIL_LOG_EVERY: Final = 60.0
+#: An upgrade in place (ops.handover): the most audio already in memory that
+#: the old image hands the new one, to send while the new one starts.
+HANDOVER_TAIL: Final = 3.0
 
 
 class Idle(Enum):
@@ -173,6 +176,36 @@ class _Playing:
 
     def buffered(self) -> int:
         return sum(len(c.ends) for c in self.chunks) - self.index
+
+
+@dataclass(frozen=True)
+class Tail:
+    """Where a station on air is, for an upgrade in place (ops.handover): the
+    frames that go out next (whole, as they would go out), the time the first
+    of them is due, what the connection carried before them, and where the
+    track goes on after them (None: silence, no track)."""
+
+    due: float  # monotonic time the first frame of ``data`` is due
+    data: bytes
+    ends: tuple[int, ...]  # frame i of data ends at ends[i]
+    duration: float  # seconds per frame
+    lead: float  # how far ahead of real time frames go
+    sent: int  # audio bytes sent on this connection before data
+    wire: int  # and on the wire (ICY blocks counted)
+    resume: tuple[str, int, float] | None  # (file, offset after data, its seconds before that)
+
+
+@dataclass(frozen=True)
+class Carried:
+    """The old image's connection, carried on (ops.handover): the next frame
+    is due at ``due``; ``sent``/``wire`` bytes went before it, ``title`` was
+    the title in force; ``at``: the file and offset it goes on at."""
+
+    due: float
+    sent: int
+    wire: int
+    title: str | None
+    at: tuple[Path, int] | None
 
 
 class StationMachine(LiveMixin):
@@ -270,6 +303,7 @@ class StationMachine(LiveMixin):
         self._mount = mount
         self._on_air_before = False  # "on air ... again": it had been
         self._said_empty = False  # "queue empty" said, and no track since
+        self._carried: Carried | None = None  # the next accepted() carries a connection on
 
     # -- what the world may ask ----------------------------------------------
 
@@ -320,6 +354,86 @@ class StationMachine(LiveMixin):
         if self._next is not None:
             out.append((self._next.path, self._next.chunk.offset if self._next.resumed else 0))
         return out
+
+    # -- an upgrade in place (ops.handover) --------------------------------------
+
+    def hand_over(self) -> Tail | None:
+        """The old image: where this station is, if it can be carried on (on
+        air with a track's frames in memory, or with silence; not while a DJ
+        is connected, a skip or a crossfade is under way, or it stops).
+        Changes nothing."""
+        if self.phase is not Phase.ON_AIR or self._pacer is None or self._stopping:
+            return None
+        if self._skipping or self._live is not None:
+            return None
+        p = self._playing
+        pacer = self._pacer
+        wire = self._meter.wire if self._meter is not None else self._sent
+        if p is None:
+            if not self._idling:
+                return None
+            frame, header = self._silence, self._format
+            count = math.ceil(HANDOVER_TAIL / header.duration)
+            ends = tuple(len(frame) * (i + 1) for i in range(count))
+            return Tail(
+                pacer.due(),
+                frame * count,
+                ends,
+                header.duration,
+                pacer.lead,
+                self._sent,
+                wire,
+                None,
+            )
+        if not p.announced or p.join is not None or p.fading or not p.chunks:
+            return None
+        header = p.track.header
+        most = int(HANDOVER_TAIL / header.duration)
+        parts: list[bytes] = []
+        out_ends: list[int] = []
+        size, after = 0, p.position
+        index, start = p.index, p.start
+        for chunk in p.chunks:
+            for end in chunk.ends[index:]:
+                if len(out_ends) >= most or (
+                    p.stop_at is not None and chunk.offset + end > p.stop_at
+                ):
+                    break
+                parts.append(chunk.data[start:end])
+                size += end - start
+                out_ends.append(size)
+                start, after = end, chunk.offset + end
+            else:
+                index = start = 0
+                continue
+            break
+        if not out_ends:
+            return None
+        seconds = p.seconds + len(out_ends) * header.duration
+        return Tail(
+            pacer.due(),
+            b"".join(parts),
+            tuple(out_ends),
+            header.duration,
+            pacer.lead,
+            self._sent,
+            wire,
+            (str(p.track.path), after, seconds),
+        )
+
+    def go_on_at(self, resume: tuple[Path, int, float] | None) -> None:
+        """The new image, before start(): go on at ``resume`` (the file, the
+        offset of its next frame, seconds of it before), or with what comes."""
+        self._resume = []
+        if resume is not None:
+            path, offset, seconds = resume
+            self._resume = [(path, offset)]
+            self._resumed_at[(path, offset)] = seconds
+
+    def carry_on(self, carried: Carried | None) -> None:
+        """The next accepted() is the old image's connection, carried on: the
+        clock, the byte counts and the title go on (no cut, no new burst)."""
+        self._carried = carried
 
     # -- events ----------------------------------------------------------------
 
@@ -374,10 +488,19 @@ class StationMachine(LiveMixin):
         else:
             log.info("on air at %s", where, extra=self._fields("on_air", url=self._listen_url))
         self._on_air_before = True
-        self._pacer = Pacer(now, lead=self._pacing.lead, batch=self._pacing.batch)
-        self._sent = 0
+        carried, self._carried = self._carried, None
+        start = now if carried is None else carried.due
+        self._pacer = Pacer(start, lead=self._pacing.lead, batch=self._pacing.batch)
+        self._sent = 0 if carried is None else carried.sent
         self._origin = None  # a new connection: its listeners have no byte before it
         self._meter = IcyWriter(self._metaint) if self._metaint else None
+        if carried is not None:
+            if self._meter is not None:
+                self._meter.go_on(carried.sent, carried.wire, carried.title)
+            p = self._playing
+            if p is not None and (p.track.path, p.position) == carried.at:
+                # The old image sent the frames before these: no cut to mend.
+                self._origin, self._origin_at = p.track, p.position
         self._batches.clear()
         out.append(State("on air"))
         if self._playing is None and not self._stopping:

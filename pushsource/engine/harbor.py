@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import socket
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -172,6 +173,10 @@ class Harbor:
         #: Per address: refusals not logged yet (the count said each LOG_EVERY).
         self._unsaid: dict[str, list[Any]] = {}
 
+        #: A socket listening on the address already, handed over by a
+        #: restart in place (ops.handover): start() serves on it.
+        self.inherited: socket.socket | None = None
+
     @property
     def connections(self) -> int:
         return len(self._open)
@@ -203,7 +208,11 @@ class Harbor:
             return
         loop = self._engine.loop
 
+        inherited, self.inherited = self.inherited, None
+
         async def serve() -> asyncio.Server:
+            if inherited is not None:
+                return await loop.create_server(lambda: _DJ(self), sock=inherited)
             return await loop.create_server(lambda: _DJ(self), self.host, self.port)
 
         try:
@@ -222,6 +231,14 @@ class Harbor:
         assert self._server is not None
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
+
+    @property
+    def listening_socket(self) -> Any:
+        """The socket it listens on (for a restart in place: its fileno()),
+        once started; None before."""
+        if self._server is None or not self._server.sockets:
+            return None
+        return self._server.sockets[0]
 
     def close(self) -> None:
         server, self._server = self._server, None

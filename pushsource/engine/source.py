@@ -229,6 +229,7 @@ class SourceSocket:
         self._stall_since = 0.0
         self._opening: asyncio.Semaphore | None = None  # held from connect to answer
         self._metaint = metaint if target.protocol == "icecast" else None
+        self._adopting = False  # adopt(): a connection on air already, no handshake
         # audio_in() is asked only about bytes still unsent: at most the high-
         # water mark plus the kernel's buffer (twice SO_SNDBUF), with room to spare.
         remember = (high_water + 4 * SEND_BUFFER) // metaint + 64 if metaint else 0
@@ -250,6 +251,61 @@ class SourceSocket:
             self._head = request_head(self.target, headers, metaint=self._metaint)
         self._state = _State.CONNECTING
         self._task = self._loop.create_task(self._connect(), name=f"connect {self.target.mount}")
+
+    def adopt(
+        self,
+        sock: socket.socket,
+        *,
+        phase: int = 0,
+        title: str | None = None,
+        titles: Sequence[tuple[int, str]] = (),
+    ) -> None:
+        """Instead of :meth:`open`: go on with a connection another process
+        opened and Icecast took (an upgrade in place, ops.handover), at its
+        next byte: no request, no answer, ``accepted()`` as soon as it is
+        ours. ``phase``: audio bytes since its last ICY block; ``title``: the
+        last title in a block; ``titles``: those waiting for their byte, as
+        (audio bytes from now, title). Plain TCP only."""
+        if self._state is not _State.NEW:
+            raise RuntimeError(f"{self!r}: adopt() after open()")
+        with contextlib.suppress(OSError):
+            self.address = str(sock.getpeername()[0])
+        if self._icy is not None:
+            # As if ``phase`` bytes had gone on this connection with no block:
+            # the next block comes where the other process's would have.
+            self._icy.go_on(phase, phase, title)
+            self._written = phase
+            for at, text in titles:
+                self._icy.title(text, at)
+        self._adopting = True
+        self._state = _State.CONNECTING
+        self._task = self._loop.create_task(self._adopt(sock), name=f"adopt {self.target.mount}")
+
+    async def _adopt(self, sock: socket.socket) -> None:
+        try:
+            _prepare(sock, self._timeout)
+            await self._loop.create_connection(lambda: _Wire(self), sock=sock)
+        except OSError as exc:
+            sock.close()
+            self._fail(IcecastError(f"cannot go on with {self._where}: {describe_error(exc)}"))
+
+    def hand_over(self) -> tuple[int, int, str | None, list[tuple[int, str]]] | None:
+        """For an upgrade in place: (the socket's descriptor, audio bytes since
+        the last ICY block, the last title in a block, titles waiting), or
+        None when it cannot be handed over (TLS, not streaming, bytes still
+        queued in user space). Changes nothing."""
+        transport = self._transport
+        if self._state is not _State.STREAMING or self._settling or transport is None:
+            return None
+        if self._tls is not None or self.buffered:
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        icy = self._icy
+        if icy is None:
+            return sock.fileno(), 0, None, []
+        return sock.fileno(), icy.audio % icy.interval, icy.last_title, icy.pending()
 
     def send(self, data: bytes) -> None:
         """Queue body bytes; only after ``accepted()``. After a failure or a
@@ -412,6 +468,10 @@ class SourceSocket:
         self._transport = transport
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None and _SEND is not None else -1
+        if self._adopting:
+            self._state = _State.STREAMING
+            self._events.accepted()
+            return
         self._state = _State.ANSWERING
         self._timer = self._loop.call_later(self._timeout, self._no_answer)
         if self.target.tls:

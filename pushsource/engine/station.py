@@ -5,8 +5,10 @@ engine's thread except the public control methods, which hop onto it."""
 from __future__ import annotations
 
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -14,7 +16,7 @@ from pushsource.core import effects as fx
 from pushsource.core.effects import Alt, Chunk, Cued, Span
 from pushsource.core.live import Live
 from pushsource.core.outputs import ALT_CHUNK, Loss, loss
-from pushsource.core.station import Retry, StationMachine
+from pushsource.core.station import Carried, Retry, StationMachine
 from pushsource.engine.loop import Engine, Lane, current_station
 from pushsource.engine.outputs import Output, OutputSpec
 from pushsource.errors import AuthenticationError, IcecastError, PushsourceError, TrackError
@@ -155,6 +157,23 @@ class Saver:
         return self._busy
 
 
+@dataclass
+class Adopted:
+    """A source connection the old image of an upgrade in place handed over
+    (ops.handover), for the station's own output: the socket, its ICY place
+    (see SourceSocket.adopt) and where the station's clock and bytes are."""
+
+    sock: socket.socket
+    phase: int
+    title: str | None
+    titles: list[tuple[int, str]]
+    carried: Carried
+    #: Frames the old image's clock has not reached yet: (when due, bytes),
+    #: sent before anything of the station's, each within ``lead`` of its time.
+    rest: list[tuple[float, bytes]]
+    lead: float
+
+
 class StationDriver:
     def __init__(
         self,
@@ -211,6 +230,14 @@ class StationDriver:
         self._done = False
         self.error: PushsourceError | None = None
         self.recorder = recorder
+        #: An upgrade in place: the handed-over connection, asked for once at
+        #: the station's first connect (None then: it connects as usual).
+        self.carry: Callable[[], Adopted | None] | None = None
+        self._carried = False  # the connection on air is the old image's
+        self._held = False  # hold(): an upgrade in place is under way
+        self._rest: deque[tuple[float, bytes]] = deque()  # Adopted.rest, still to go
+        self._own_yet = True  # a carried connection has had the machine's own frames
+        self._rest_lead = 0.0
 
     # -- control, from any thread
 
@@ -224,6 +251,31 @@ class StationDriver:
 
     def skip(self) -> None:
         self._engine.call(self._step, self.machine.skip)
+
+    def hold(self) -> bool:
+        """An upgrade in place, on the engine's thread: the machine hears
+        nothing more, so nothing more goes out (the new image goes on).
+        Returns whether it was running."""
+        if self._done:
+            return False
+        self._done = self._held = True
+        return True
+
+    def let_go(self, *, reconnect: bool = False) -> None:
+        """Undo :meth:`hold` (the upgrade did not happen), on the engine's
+        thread; ``reconnect``: over a new connection (the old one's bytes
+        went on without the machine). Does nothing unless held."""
+        if not self._held:
+            return
+        self._done = self._held = False
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        if reconnect and self.outputs[0].sock is not None:
+            error = IcecastError("restart failed: connecting again")
+            self._lost(self.outputs[0], error, self.outputs[0].drop())
+            return
+        self._wake()
 
     def stop(self) -> None:
         self._engine.call(self._step, self.machine.stop)
@@ -273,9 +325,22 @@ class StationDriver:
 
     def _start(self) -> None:
         if self._on_start is not None:
-            Lane(self._engine, "start", self.name).submit(self._on_start, self._started)
+            # Handed over by a restart in place, its frames in memory are
+            # running out meanwhile (the bridge child sends them): its first
+            # walk goes on the cue pool too, not only the start pool's two.
+            lane = "start" if self.carry is None or self._start_turn() else "start-handed"
+            Lane(self._engine, lane, self.name).submit(self._on_start, self._started)
         else:
             self._started(None, None)
+
+    _turns = 0
+
+    @classmethod
+    def _start_turn(cls) -> bool:
+        """Every third station handed over starts on the start pool, the
+        others on the cue pool (two workers and four)."""
+        cls._turns += 1
+        return cls._turns % 3 == 0
 
     def _started(self, _result: object, exc: BaseException | None) -> None:
         if exc is not None:
@@ -396,11 +461,21 @@ class StationDriver:
         self._timer = None
         self._step(self.machine.tick)
 
+    @property
+    def settling(self) -> bool:
+        """A connection handed over by the old image of a restart in place
+        is not taken back yet, or still sends that image's frames, or none of
+        its own yet."""
+        if self.carry is not None and not self._done:
+            return True  # handed over, not taken back yet
+        return self._up and (self._carried or bool(self._rest) or not self._own_yet)
+
     def _send(
         self, data: bytes, frames: int, lead: float, spans: tuple[Span, ...], titles: Titled
     ) -> None:
         if not self._up:
             return
+        self._own_yet = True
         now = self._loop.time()
         ahead = self._ahead
         while ahead and ahead[0][3] <= now:
@@ -420,10 +495,28 @@ class StationDriver:
             self._last_save = now
             self._state_changed()
 
+    def _send_rest(self, sock: Any, *, every: bool = False) -> None:
+        """The old image's frames still to go on a carried connection, as
+        they come due (``every``: all of them, before the station's own)."""
+        rest = self._rest
+        if not rest or sock is not self.outputs[0].sock:
+            rest.clear()
+            return
+        bound = self._loop.time() + self._rest_lead
+        parts = []
+        while rest and (every or rest[0][0] <= bound):
+            parts.append(rest.popleft()[1])
+        if parts:
+            sock.send(b"".join(parts))
+        if rest:
+            self._ticker.at(rest[0][0] - self._rest_lead, lambda: self._send_rest(sock))
+
     def _send_one(
         self, output: Output, data: bytes, spans: tuple[Span, ...], titles: Titled = ()
     ) -> None:
         sock = output.sock
+        if self._rest and output.number == 0:
+            self._send_rest(sock, every=True)
         if sock is not None:
             reframer = output.reframer
             payload = data if reframer is None else reframer.frames(spans)[0]
@@ -489,18 +582,33 @@ class StationDriver:
         output.timer = None
         handler = _SocketEvents(self, output)
         headers = {**self._headers, **output.spec.headers}
+        carry, adopted = self.carry, None
+        if carry is not None and output.number == 0:
+            self.carry = None
+            adopted = carry()
         output.sock = sock = self._connect(self._loop, output.target, handler)
         handler.sock = sock
         output.set_state("connecting")
-        sock.open(headers)
+        if adopted is None:
+            sock.open(headers)
+            return
+        self._carried = True
+        self._own_yet = False
+        self._rest = deque(adopted.rest)
+        self._rest_lead = adopted.lead
+        self.machine.carry_on(adopted.carried)
+        sock.adopt(adopted.sock, phase=adopted.phase, title=adopted.title, titles=adopted.titles)
 
     def _accepted(self, output: Output, sock: Any) -> None:
         if sock is not output.sock:
             return
         output.address = sock.address
         came_back = output.accepted(self._loop.time())
-        # A new connection: its listeners have no byte before its first one.
-        output.splicer.cut()
+        if self._carried:  # the old image's connection: its listeners have every byte
+            self._carried = False
+            self._send_rest(sock)
+        else:  # a new connection: its listeners have no byte before its first one.
+            output.splicer.cut()
         if output.reframer is not None:
             output.reframer.cut()
         watch = output.spec.watch
@@ -539,6 +647,10 @@ class StationDriver:
     def _failed(self, output: Output, sock: Any, error: IcecastError) -> None:
         if sock is not output.sock:
             return
+        if self._carried:  # the carried connection was lost before it was ours
+            self._carried = False
+            self.machine.carry_on(None)
+        self._rest.clear()
         self._lost(output, error, output.drop())
 
     def _hung(self, output: Output, reason: str) -> None:

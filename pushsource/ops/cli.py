@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
@@ -23,7 +24,7 @@ from pushsource.core.station import Idle, Pacing
 from pushsource.core.target import redact
 from pushsource.engine.loop import Engine
 from pushsource.errors import ConfigError, PushsourceError
-from pushsource.ops import docs, icecastconf
+from pushsource.ops import docs, handover, icecastconf
 from pushsource.ops.config import Config, check_output, load_config
 from pushsource.ops.logs import NativeStderr, setup_logging
 from pushsource.ops.runner import StationRunner, build_runners
@@ -372,6 +373,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the process id here (removed at exit), for pushsource reload --pid-file",
     )
     _add_reload_command(commands, common)
+    restart = commands.add_parser(
+        "restart",
+        parents=[common],
+        help="restart the running pushsource in place (SIGUSR2): an upgrade takes "
+        "effect, no listener drops",
+        description="Send SIGUSR2 to the running pushsource stream or run: it checks "
+        "that the installed code and the config start, then execs itself anew with the "
+        "same PID, handing over its source connections, listening sockets and each "
+        "station's place (a problem is one line in its log, and it goes on as it was). "
+        "Finds the process by --pid or --pid-file, else the one pushsource stream or "
+        "run of this user (with --config FILE: the run of that config).",
+    )
+    _add_process_options(restart)
     check = commands.add_parser(
         "check",
         parents=[common],
@@ -461,6 +475,20 @@ def build_parser() -> argparse.ArgumentParser:
         "pushsource manpage > /usr/local/share/man/man1/pushsource.1",
     )
     return parser
+
+
+def _add_process_options(parser: argparse.ArgumentParser) -> None:
+    """How ``restart`` finds the running process (ops.handover.find_running)."""
+    parser.add_argument("--pid", type=int, metavar="PID", help="the process to signal")
+    parser.add_argument(
+        "--pid-file", type=Path, metavar="FILE", help="the process run --pid-file named"
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="the pushsource run --config FILE among several of this user",
+    )
 
 
 def write_silence(path: Path, sample_rate: int, channels: int, bitrate: int) -> None:
@@ -686,6 +714,7 @@ def run_stations(
         json_lines=getattr(args, "log_format", "plain") == "json",
         stations=[runner.id for runner in runners],
     )
+    handover.attach(runners)  # restarted in place: the connections handed over
     fleet = None
     if config is not None:
         fleet = _fleet(args, config, runners, control, engine, observer)
@@ -695,6 +724,12 @@ def run_stations(
     if fleet is not None:
         fleet.server = server
     _handle_signals(runners)
+    _handle_restart(
+        runners,
+        engine,
+        lambda: fleet.control if fleet is not None else control,
+        lambda: fleet.server if fleet is not None else server,
+    )
     if fleet is not None:
         _handle_reload_signals(fleet)
     # Listeners over time, on a thread of its own (never the engine's).
@@ -708,6 +743,7 @@ def run_stations(
         engine.start()
         for runner in runners:
             runner.start()
+        handover.release_listeners()  # those no harbor or control server took
         sampler.start()
         if fleet is not None:
             fleet.start()
@@ -766,6 +802,7 @@ def _control_server(
     return ControlServer(
         (control.host, control.port),
         runners,
+        inherited=handover.listener(control.host, control.port),
         token=control.token,
         metrics=metrics.render,
         allowed_hosts=control.allowed_hosts,
@@ -867,6 +904,58 @@ def _handle_signals(runners: Sequence[StationRunner]) -> None:
         signal.signal(signum, stop)
     signal.signal(signal.SIGHUP, rescan)
     signal.signal(signal.SIGUSR1, skip)
+
+
+def _handle_restart(
+    runners: Sequence[StationRunner],
+    engine: Engine,
+    controls: Callable[[], ControlSettings | None],
+    server: Callable[[], Any],
+) -> None:
+    """SIGUSR2 (``pushsource restart``): exec anew in place, handing over the
+    connections (ops.handover), on a thread of its own: the check of the new
+    image takes a second or two, and the signal handler must not wait.
+    ``runners`` is the list a reload edits in place; ``controls`` and
+    ``server``: the control settings and server now (a reload may change them)."""
+
+    def listening() -> list[handover.Listening]:
+        out = []
+        httpd, control = server(), controls()
+        if control is not None and httpd is not None:
+            out.append(handover.Listening(control.host, control.port, httpd.listening_socket))
+        seen: list[Any] = []
+        for runner in runners:
+            harbor = runner.harbor
+            if harbor is not None and all(h is not harbor for h in seen):
+                seen.append(harbor)
+                sock = harbor.listening_socket
+                if sock is not None:
+                    out.append(handover.Listening(harbor.host, harbor.port, sock))
+        return out
+
+    def before_exec() -> None:
+        for handler in [*logging.getLogger().handlers, *log.handlers]:
+            handler.flush()
+        if _native is not None:
+            _native.close()  # fd 2 the real stderr again, for the new image
+
+    def quiet() -> Callable[[], None]:
+        httpd = server()
+        if httpd is None:
+            return lambda: None
+        httpd.pause()
+        return httpd.start  # type: ignore[no-any-return]
+
+    def go() -> None:
+        handover.restart(runners, engine, listening, before_exec, quiet)
+
+    def restart(signum: int, frame: FrameType | None) -> None:
+        log.info("restart asked (SIGUSR2): checking the new image")
+        threading.Thread(target=go, name="pushsource-restart", daemon=True).start()
+
+    signal.signal(signal.SIGUSR2, restart)
+    if handover.restart_asked():  # came while this image started
+        restart(signal.SIGUSR2, None)
 
 
 # -- reload (issue 24): SIGHUP, `pushsource reload`, POST /api/reload
@@ -1078,13 +1167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = sys.argv[1:]
         _hide_password_from_ps(argv)
     args = parser.parse_args(argv)
-    native = _native_stderr()
+    global _native
+    native = _native = _native_stderr()
     setup_logging(_level(args), json_lines=getattr(args, "log_format", "plain") == "json")
     try:
         if args.command == "stream":
             settings = stream_settings(args)
-            if args.fresh and not args.once:
-                _forget_state(settings)
+            if args.fresh and not args.once and not handover.handed_over():
+                _forget_state(settings)  # not again when restarted in place
             return run_stations(args, [settings], _control_settings(args, None), single=True)
         if args.command == "run":
             config = load_config(args.config, os.environ)
@@ -1099,6 +1189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return reload_command(args)
         if args.command == "check":
             return check_config(args)
+        if args.command == "restart":
+            pid = args.pid if args.pid_file is None else handover.read_pid_file(args.pid_file)
+            return handover.signal_running(signal.SIGUSR2, pid, args.config)
         if args.command == "icecast-config":
             return icecastconf.run(args)
         if args.command == "silence":
@@ -1122,6 +1215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if native is not None:
             native.close()
     return 0
+
+
+_native: NativeStderr | None = None
 
 
 def _native_stderr() -> NativeStderr | None:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
 import threading
 import time
@@ -240,6 +241,7 @@ class ControlServer:
         clock: Callable[[], float] = time.monotonic,
         air: threading.Event | None = None,
         reload: Callable[[str], Reloaded] | None = None,
+        inherited: socket.socket | None = None,
     ) -> None:
         """``allowed_hosts``: names the page may be reached by, beside the listen
         address, IP addresses and localhost (a Host header naming anything else is
@@ -250,7 +252,9 @@ class ControlServer:
         only between the air's passes (32 keep-alive readers otherwise take
         turns at the interpreter lock with the thread every station sends on).
         ``reload``: what ``POST /api/reload`` runs (``pushsource run``'s
-        reload, given who asked); None: the route is 404."""
+        reload, given who asked); None: the route is 404.
+        ``inherited``: the socket a restart in place handed over, listening on
+        ``address`` already."""
         self._stations = _by_id(stations)
         self.name = "control API"
         self._token = token.encode("utf-8") if token else None
@@ -268,7 +272,9 @@ class ControlServer:
             for path, (name, kind) in _PAGE_FILES.items()
         }
         try:
-            self._httpd = HardenedServer(address, _Handler, self, max_connections, max_per_client)
+            self._httpd = HardenedServer(
+                address, _Handler, self, max_connections, max_per_client, inherited
+            )
         except OSError as exc:
             host, port = address
             raise ConfigError(
@@ -285,6 +291,19 @@ class ControlServer:
     def address(self) -> tuple[str, int]:
         host, port = self._httpd.server_address[:2]
         return (str(host), int(port))
+
+    @property
+    def listening_socket(self) -> socket.socket:
+        """The socket it listens on (for a restart in place)."""
+        return self._httpd.socket
+
+    def pause(self) -> None:
+        """Stop taking connections (a restart in place: they wait in the
+        listen queue for the new image); :meth:`start` takes them again."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(5)
+            self._thread = None
 
     def start(self) -> None:
         """Serve on a daemon thread until close()."""

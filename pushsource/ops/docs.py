@@ -37,7 +37,9 @@ _SECTIONS = (
         "file again and apply it: stations added start, removed ones stop, changed ones "
         "restart alone, the others are not touched; a config that does not check out is "
         "refused, one line per problem, and nothing changes (pushsource reload does the same)\n"
-        ".TP\nSIGUSR1\nskip the track playing\n",
+        ".TP\nSIGUSR1\nskip the track playing\n"
+        ".TP\nSIGUSR2\nrestart in place: exec the installed pushsource anew (same PID), "
+        "handing the source connections over (pushsource restart sends it)\n",
     ),
     ("see also", "icecast2(1), ezstream(1)\n"),
 )

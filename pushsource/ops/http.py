@@ -115,7 +115,10 @@ class HardenedServer(ThreadingHTTPServer):
         site: Site,
         max_connections: int,
         max_per_client: int = DEFAULT_MAX_PER_CLIENT,
+        inherited: socket.socket | None = None,
     ) -> None:
+        """``inherited``: a socket listening already (a restart in place,
+        ops.handover), used instead of binding ``address``."""
         self.site = site
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -123,7 +126,14 @@ class HardenedServer(ThreadingHTTPServer):
         self._max_per_client = max_per_client
         self._open: dict[socket.socket, _Conn] = {}
         self._lock = threading.Lock()
-        super().__init__(address, handler)
+        super().__init__(address, handler, bind_and_activate=inherited is None)
+        if inherited is not None:
+            self.socket.close()
+            self.socket = inherited
+            inherited.setblocking(True)
+            self.server_address = inherited.getsockname()
+            host, port = self.server_address[:2]
+            self.server_name, self.server_port = str(host), int(port)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks up the host's FQDN, which can stall on DNS.
