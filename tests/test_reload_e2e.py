@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -250,12 +251,25 @@ def _post(port: int, path: str, token: str | None) -> tuple[int, dict[str, objec
     return response.status, body
 
 
+_DJ_AUDIO: list[bytes] = []
+
+
+def _dj_body() -> bytes:
+    """Half a second of MP3 in the stations' format: a login the harbor takes
+    is answered 200 only once the first frames say what it is sending."""
+    if not _DJ_AUDIO:
+        path = Path(tempfile.mkdtemp(prefix="pushsource-reload-dj-")) / "dj.mp3"
+        make_clean_mp3(path, 0.5, freq=880)
+        _DJ_AUDIO.append(path.read_bytes())
+    return _DJ_AUDIO[0]
+
+
 def _dj_answer(port: int, mount: str, login: str = "dj:wrong") -> str:
-    """What the harbor answers curl's PUT to ``mount`` (an empty body)."""
+    """What the harbor answers curl's PUT to ``mount`` (half a second of audio)."""
     done = subprocess.run(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-T", "-", "-u", login,
          "-H", "Content-Type: audio/mpeg", f"http://127.0.0.1:{port}{mount}"],
-        input=b"", capture_output=True, timeout=10, check=False,
+        input=_dj_body(), capture_output=True, timeout=10, check=False,
     )  # fmt: skip
     return done.stdout.decode()
 
