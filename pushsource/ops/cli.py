@@ -817,16 +817,11 @@ def _serve(
     engine: Engine,
     fleet: Fleet | None = None,
 ) -> Any:
+    from pushsource.ops.fleet import announce_control
+
     server = _control_server(control, runners, engine, fleet)
     server.start()
-    host, port = server.address[:2]
-    shown = f"[{host}]" if ":" in host else host
-    log.info(
-        "control page at http://%s:%d/ (%s)",
-        shown,
-        port,
-        "actions need the token" if control.token else f"read only: no token (set {TOKEN_ENV})",
-    )
+    announce_control(server, control)
     return server
 
 

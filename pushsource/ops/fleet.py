@@ -391,7 +391,7 @@ class Fleet:
             server.start()
             self.server = server
             assert control is not None
-            _announce(server, control)
+            announce_control(server, control)
         elif todo.control == "stop":
             self.server = None
         elif old is not None:
@@ -414,7 +414,8 @@ def _started_with(runner: StationRunner) -> tuple[object, ...]:
     return tuple(output.target for output in runner.driver.outputs)
 
 
-def _announce(server: ControlServer, control: ControlSettings) -> None:
+def announce_control(server: ControlServer, control: ControlSettings) -> None:
+    """The log line saying where the control page is (at start and after a reload moved it)."""
     from pushsource.ops.settings import TOKEN_ENV
 
     host, port = server.address[:2]
