@@ -225,3 +225,22 @@ def test_one_wrong_password_over_many_stations_is_one_line(
         f"{config}: 8 stations: 1 ok, 7 with errors",
     ]
     assert "not-the-password" not in done.stdout + done.stderr
+
+
+def test_check_finds_a_record_folder_that_cannot_be_made(
+    icecast: IcecastServer, run_pushsource: RunPushsource, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the sets would go\n", encoding="utf-8")
+    port = free_port()
+    good = live(port) + f'record = "{tmp_path}/sets/{{station}}/{{user}}-{{start}}.mp3"\n'
+    bad = live(free_port()) + f'record = "{blocker}/sets/{{user}}-{{start}}.mp3"\n'
+    config = write_config(tmp_path, station(icecast, "kept", good) + station(icecast, "lost", bad))
+    done = run_pushsource("check", "--config", config)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        f'lost: error: [station.live] key "record": cannot record under {blocker}/sets: '
+        f"{blocker} is not a folder",
+        f"{config}: 2 stations: 1 ok, 1 with errors",
+    ]
+    assert not (tmp_path / "sets").exists()  # check makes nothing

@@ -91,6 +91,7 @@ def check(
         _logins(runners, report)
     finally:
         engine.stop()
+    _record_folders(config, report)
     fallbacks = 0
     if icecast_config is not None:
         for who, why in problems(icecast_config, mounts_of(config.stations)):
@@ -214,6 +215,36 @@ def _logins(runners: Sequence[StationRunner], report: _Report) -> None:
             f"or send fewer): {_names([name for _sid, name, _why in refused])}",
             ConfigError.exit_status,
         )
+
+
+def _record_folders(config: Config, report: _Report) -> None:
+    """Each ``[station.live]`` ``record`` folder can be made and written: at
+    ``run`` a set whose file cannot be opened airs unrecorded, with one line."""
+    from pushsource.workers.recorder import RecordTemplate
+
+    for settings in config.stations:
+        if settings.live is None or settings.live.record is None:
+            continue
+        root = RecordTemplate(settings.live.record).root
+        why = _unwritable(root)
+        if why is not None:
+            sid = str(settings.id)
+            line = f'{sid}: error: [station.live] key "record": cannot record under {root}: {why}'
+            report.error([sid], line, ConfigError.exit_status)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be made under ``folder`` (made as needed), or None."""
+    at = folder
+    while not at.exists():  # the first that exists is where the rest would be made
+        if at.parent == at:
+            return "no such place"
+        at = at.parent
+    if not at.is_dir():
+        return f"{at} is not a folder"
+    if not os.access(at, os.W_OK | os.X_OK):
+        return f"{at} is not writable by this user"
+    return None
 
 
 def _names(names: Sequence[str]) -> str:
