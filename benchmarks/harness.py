@@ -3,12 +3,15 @@ records every arrival and this process samples the client's CPU and memory."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -415,3 +418,54 @@ def _sleep_until(t: float) -> None:
     left = t - time.monotonic()
     if left > 0:
         time.sleep(left)
+
+
+class Ear:
+    """A listener of one mount, on a thread of its own: the time of every
+    read (``times``), to find the longest wait across a change."""
+
+    def __init__(self, port: int, mount: str, *, give_up: float | None = None) -> None:
+        self.mount = mount
+        self.times: list[float] = []
+        self._port = port
+        self._give_up = give_up  # seconds to keep trying to connect; None: until stopped
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        deadline = None if self._give_up is None else time.monotonic() + self._give_up
+        while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            try:
+                sock = socket.create_connection(("127.0.0.1", self._port), timeout=5)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            sock.sendall(f"GET {self.mount} HTTP/1.0\r\n\r\n".encode())
+            head = sock.recv(4096)
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                sock.close()
+                time.sleep(0.05)
+                continue
+            sock.settimeout(1.0)
+            while not self._stop.is_set():
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                self.times.append(time.monotonic())
+            sock.close()
+            return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def longest_gap(self, start: float, end: float, *, edges: bool = True) -> float:
+        """The longest wait between reads in [start, end]; with ``edges``, from
+        ``start`` to the first and from the last to ``end`` too (else inf
+        with fewer than two reads)."""
+        times = [t for t in self.times if start <= t <= end]
+        if edges:
+            times = [start, *times, end]
+        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))

@@ -15,64 +15,17 @@ listened to (1 each: never reconnected). Nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from benchmarks.harness import icecast_template, raise_fd_limit
+from benchmarks.harness import Ear, icecast_template, raise_fd_limit
 from benchmarks.media import fill_folder, make_tracks
 from pushsource.ops.trial import IcecastServer, find_source, sources_of
-
-
-class Ear:
-    """A listener of one mount: the time of every read."""
-
-    def __init__(self, port: int, mount: str) -> None:
-        self.mount = mount
-        self.times: list[float] = []
-        self._port = port
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock = socket.create_connection(("127.0.0.1", self._port), timeout=5)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            sock.sendall(f"GET {self.mount} HTTP/1.0\r\n\r\n".encode())
-            head = sock.recv(4096)
-            if b" 200 " not in head.split(b"\r\n", 1)[0]:
-                sock.close()
-                time.sleep(0.05)
-                continue
-            sock.settimeout(1.0)
-            while not self._stop.is_set():
-                try:
-                    chunk = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    break
-                self.times.append(time.monotonic())
-            sock.close()
-            return
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def longest_gap(self, start: float, end: float) -> float:
-        times = [t for t in self.times if start <= t <= end]
-        edges = [start, *times, end]
-        return max(b - a for a, b in itertools.pairwise(edges))
 
 
 def config_text(folder: Path, port: int, ids: list[str]) -> str:

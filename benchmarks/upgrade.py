@@ -15,64 +15,18 @@ after the exec. Nothing is asserted: the figures are printed.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.harness import icecast_template, raise_fd_limit
+from benchmarks.harness import Ear, icecast_template, raise_fd_limit
 from benchmarks.media import fill_folder, make_tracks
 from pushsource.ops.trial import IcecastServer, free_port
-
-
-class Ear:
-    """A listener that notes when each read arrived."""
-
-    def __init__(self, port: int, mount: str) -> None:
-        self.arrivals: list[float] = []
-        self._port, self._mount = port, mount
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                sock = socket.create_connection(("127.0.0.1", self._port), timeout=5)
-            except OSError:
-                time.sleep(0.05)
-                continue
-            sock.sendall(f"GET {self._mount} HTTP/1.0\r\n\r\n".encode())
-            head = sock.recv(4096)
-            if b" 200 " not in head.split(b"\r\n")[0]:
-                sock.close()
-                time.sleep(0.05)
-                continue
-            sock.settimeout(1.0)
-            while not self._stop.is_set():
-                try:
-                    chunk = sock.recv(65536)
-                except TimeoutError:
-                    continue
-                if not chunk:
-                    break
-                self.arrivals.append(time.monotonic())
-            sock.close()
-            return
-
-    def gap(self, start: float, end: float) -> float:
-        times = [t for t in self.arrivals if start <= t <= end]
-        return max((b - a for a, b in itertools.pairwise(times)), default=float("inf"))
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def logins(server: IcecastServer) -> int:
@@ -113,7 +67,7 @@ def measure(work: Path, stations: int, listeners: int, after: float) -> dict[str
         env=env,
     )
     picks = sorted({round(i * (stations - 1) / max(1, listeners - 1)) for i in range(listeners)})
-    ears = [Ear(server.port, f"/s{n}.mp3") for n in picks]
+    ears = [Ear(server.port, f"/s{n}.mp3", give_up=60) for n in picks]
     try:
         deadline = time.monotonic() + 120
         while len(server.sources()) < stations:
@@ -132,7 +86,7 @@ def measure(work: Path, stations: int, listeners: int, after: float) -> dict[str
             time.sleep(0.01)
         api_back = time.monotonic() - execed
         time.sleep(after)
-        gap = max(ear.gap(signalled - 1.0, signalled + after) for ear in ears)
+        gap = max(ear.longest_gap(signalled - 1.0, signalled + after, edges=False) for ear in ears)
         text = log.read_text("utf-8", "replace")
         said = [line for line in text.splitlines() if "restart" in line or "WARNING" in line]
         print("\n".join(said[:8]), file=sys.stderr)
